@@ -1,0 +1,25 @@
+"""runyard: serve AI-agent pipelines to many users at once.
+
+Every run is isolated, every event durable and resumable over SSE, and the same
+code runs as one process on SQLite or as a fleet on PostgreSQL and Redis.
+"""
+
+from runyard.app import Pipeline, Runyard
+from runyard.context import Memory, RunContext, current_run
+from runyard.errors import RunyardError
+from runyard.models import Event, Run, RunStatus, Session
+from runyard.settings import Settings
+
+__all__ = [
+    "Event",
+    "Memory",
+    "Pipeline",
+    "Run",
+    "RunContext",
+    "RunStatus",
+    "Runyard",
+    "RunyardError",
+    "Session",
+    "Settings",
+    "current_run",
+]

@@ -1,0 +1,134 @@
+"""``Runyard``: the pipeline registry, the limits, and the runtime's lifespan."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from runyard.errors import InvalidRequest
+from runyard.governance.local import LimitRegistry
+from runyard.models import ID_PATTERN
+from runyard.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from runyard.context import RunContext
+    from runyard.runtime import Runtime
+
+PipelineFunc = Callable[["RunContext", Any], Awaitable[Any]]
+F = TypeVar("F", bound=PipelineFunc)
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    name: str
+    func: PipelineFunc
+    timeout_s: float | None
+    retries: int
+    input_model: type[BaseModel] | None
+    description: str
+
+    def validate_input(self, raw: Any) -> Any:
+        """The input as the run will store it; ``InvalidRequest`` (422) if it does not fit."""
+        if self.input_model is None:
+            return raw
+        try:
+            return self.input_model.model_validate(raw).model_dump(mode="json")
+        except ValidationError as exc:
+            raise InvalidRequest(f"input does not fit pipeline {self.name!r}: {_first_errors(exc)}") from exc
+
+    def argument(self, stored_input: Any) -> Any:
+        """What the pipeline function receives: its model instance, or the raw JSON."""
+        if self.input_model is None:
+            return stored_input
+        return self.input_model.model_validate(stored_input)
+
+    def input_schema(self) -> dict[str, Any]:
+        if self.input_model is None:
+            return {}
+        return self.input_model.model_json_schema()
+
+
+def _first_errors(exc: ValidationError, count: int = 3) -> str:
+    parts = []
+    for error in exc.errors()[:count]:
+        where = ".".join(str(p) for p in error["loc"]) or "input"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+class Runyard:
+    """An application of pipelines, served by ``runyard serve module:app``.
+
+        app = Runyard()
+
+        @app.pipeline("research", timeout_s=300)
+        async def research(ctx: RunContext, input: dict) -> dict: ...
+    """
+
+    def __init__(self, settings: Settings | None = None, *, title: str = "runyard") -> None:
+        self.settings = settings or Settings()
+        self.title = title
+        self.pipelines: dict[str, Pipeline] = {}
+        self.limits = LimitRegistry()
+        self._runtime: Runtime | None = None
+
+    def pipeline(
+        self,
+        name: str,
+        *,
+        timeout_s: float | None = None,
+        retries: int = 0,
+        input_model: type[BaseModel] | None = None,
+        description: str | None = None,
+    ) -> Callable[[F], F]:
+        """Register an async function ``(ctx, input) -> output`` as a pipeline."""
+        if not ID_PATTERN.fullmatch(name):
+            raise ValueError(f"pipeline name {name!r} must match {ID_PATTERN.pattern}")
+        if name in self.pipelines:
+            raise ValueError(f"pipeline {name!r} is already registered")
+        if retries < 0:
+            raise ValueError("retries must be >= 0")
+
+        def register(func: F) -> F:
+            if not inspect.iscoroutinefunction(func):
+                raise TypeError(f"pipeline {name!r} must be an async function")
+            doc = description if description is not None else inspect.getdoc(func) or ""
+            self.pipelines[name] = Pipeline(name, func, timeout_s, retries, input_model, doc)
+            return func
+
+        return register
+
+    def limit(self, name: str, *, concurrency: int | None = None) -> None:
+        """Declare a limit on an external API, used by pipelines with ``ctx.limit(name)``."""
+        self.limits.declare(name, concurrency=concurrency)
+
+    def with_settings(self, settings: Settings) -> Runyard:
+        """Use ``settings`` (the CLI's, say) from now on; only before the app starts."""
+        if self._runtime is not None:
+            raise RuntimeError("settings cannot change while the app runs")
+        self.settings = settings
+        return self
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the app is not started: serve it, or use `async with app.running()`")
+        return self._runtime
+
+    def running(self) -> Runtime:
+        """The runtime as an async context manager (what the HTTP lifespan uses)."""
+        from runyard.runtime import Runtime
+
+        return Runtime(self)
+
+    def http(self) -> FastAPI:
+        """The ASGI application serving this app's HTTP API."""
+        from runyard.http import create_http_app
+
+        return create_http_app(self)

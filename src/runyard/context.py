@@ -1,0 +1,100 @@
+"""What a pipeline sees of its run: ``RunContext`` and ``current_run()``.
+
+A context belongs to exactly one run and is reachable only from that run's task
+(a contextvar), so tools deep in a call stack reach their own run without any
+shared holder that could hand user A's events to user B.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from runyard.models import EVENT_TYPE, Message, now
+
+if TYPE_CHECKING:
+    from runyard.events.log import EventLog
+    from runyard.governance.local import LimitRegistry
+    from runyard.models import Run
+    from runyard.store.base import Store
+
+_current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("runyard_run")
+
+
+def current_run() -> RunContext:
+    """The ``RunContext`` of the run executing this code; ``LookupError`` outside a run."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError("current_run() called outside of a runyard run") from None
+
+
+class Memory:
+    """The session's conversation history, shared by the session's runs (which
+    execute one at a time unless a caller asked otherwise) and by nobody else."""
+
+    def __init__(self, store: Store, session_id: str, keep: int) -> None:
+        self._store = store
+        self._session_id = session_id
+        self._keep = keep
+
+    async def history(self) -> list[dict[str, Any]]:
+        """Messages oldest first, each ``{"role", "content", "ts", **extra}``."""
+        return [message.to_dict() for message in await self._store.history(self._session_id)]
+
+    async def append(self, role: str, content: Any, **extra: Any) -> None:
+        """Add a message; only the newest ``RUNYARD_HISTORY_MAX`` are kept."""
+        message = Message(role=role, content=content, ts=now(), extra=extra)
+        await self._store.append_message(self._session_id, message, self._keep)
+
+
+class RunContext:
+    """A run's handle on the runtime: events, memory, limits."""
+
+    def __init__(self, run: Run, log: EventLog, store: Store, limits: LimitRegistry, history_max: int) -> None:
+        self.run_id = run.run_id
+        self.session_id = run.session_id
+        self.owner = run.owner
+        self.pipeline = run.pipeline
+        self.attempt = run.attempt
+        self.metadata = run.metadata
+        self.memory = Memory(store, run.session_id, history_max)
+        self._log = log
+        self._limits = limits
+
+    async def emit(self, type: str, data: Any = None) -> int:
+        """Persist an event of this run, then publish it; returns its ``seq``."""
+        if not EVENT_TYPE.fullmatch(type):
+            raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
+        return await self._log.append(self.run_id, type, data)
+
+    async def phase(self, name: str, status: str = "started", **extra: Any) -> int:
+        """A ``phase`` event ``{"name", "status", **extra}``."""
+        return await self._log.append(self.run_id, "phase", {"name": name, "status": status, **extra})
+
+    async def token(self, text: str) -> int:
+        """A ``token`` event ``{"text"}``: a piece of streamed output."""
+        return await self._log.append(self.run_id, "token", {"text": text})
+
+    async def progress(self, current: float, total: float | None = None, message: str | None = None) -> int:
+        """A ``progress`` event ``{"current", "total", "fraction", "message"}``."""
+        fraction = min(1.0, current / total) if total else None
+        data = {"current": current, "total": total, "fraction": fraction, "message": message}
+        return await self._log.append(self.run_id, "progress", data)
+
+    @asynccontextmanager
+    async def limit(self, name: str, tokens: int = 0) -> AsyncIterator[None]:
+        """Hold one permit of the limit ``name`` (declared with ``app.limit``)."""
+        async with self._limits.get(name).acquire(self, tokens=tokens):
+            yield
+
+    def _activate(self) -> contextvars.Token[RunContext]:
+        return _current.set(self)
+
+    def _deactivate(self, token: contextvars.Token[RunContext]) -> None:
+        _current.reset(token)
+
+    def __repr__(self) -> str:
+        return f"<RunContext {self.pipeline} run={self.run_id} session={self.session_id}>"

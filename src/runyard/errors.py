@@ -1,0 +1,84 @@
+"""Errors raised by runyard. The HTTP layer maps each to the contract's envelope
+``{"error": {"code", "message"}}`` in one place (``runyard.http.errors``).
+
+    RunyardError                      root; ``code`` and ``status`` for HTTP
+    ├── ConfigurationError            bad store/broker URL, missing extra
+    ├── InvalidRequest (422)          body of the wrong shape, bad pipeline input
+    ├── InvalidCursor (400)           ``after`` / ``Last-Event-ID`` not a non-negative integer
+    ├── NotFound (404)
+    │   ├── RunNotFound               missing, or another owner's
+    │   ├── SessionNotFound           missing, expired, deleted, or another owner's
+    │   └── PipelineNotFound
+    ├── Conflict (409)
+    │   ├── SessionBusy               multitask=reject and the session has an unfinished run
+    │   └── RunFinished               cancel of a finished run
+    ├── PayloadTooLarge (413)
+    └── StoreError                    the store could not do what was asked
+"""
+
+from __future__ import annotations
+
+
+class RunyardError(Exception):
+    """Root of every error runyard raises on purpose."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(message or self.code.replace("_", " "))
+        self.message = message or self.code.replace("_", " ")
+
+
+class ConfigurationError(RunyardError):
+    code = "configuration_error"
+
+
+class InvalidRequest(RunyardError):
+    code = "invalid_request"
+    status = 422
+
+
+class InvalidCursor(RunyardError):
+    code = "invalid_cursor"
+    status = 400
+
+
+class NotFound(RunyardError):
+    code = "not_found"
+    status = 404
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class SessionNotFound(NotFound):
+    code = "session_not_found"
+
+
+class PipelineNotFound(NotFound):
+    code = "pipeline_not_found"
+
+
+class Conflict(RunyardError):
+    code = "conflict"
+    status = 409
+
+
+class SessionBusy(Conflict):
+    code = "session_busy"
+
+
+class RunFinished(Conflict):
+    code = "run_finished"
+
+
+class PayloadTooLarge(RunyardError):
+    code = "payload_too_large"
+    status = 413
+
+
+class StoreError(RunyardError):
+    code = "store_error"
+    status = 503

@@ -1,0 +1,87 @@
+"""Live fan-out inside one process.
+
+A ``RunChannel`` exists only while a run has subscribers in this process. It
+keeps the run's most recent events (contiguous by ``seq``, bounded) and an
+``asyncio.Event`` that is set and replaced on every delivery. Subscribers own
+nothing but a cursor: publishing never waits for them and never queues per
+subscriber, and a subscriber that falls behind the channel's window reads the
+store instead. Memory per subscriber is therefore constant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from runyard.models import Event
+
+WINDOW = 1024  # events a channel keeps for subscribers that are nearly caught up
+
+
+class RunChannel:
+    __slots__ = ("_events", "changed", "run_id", "subscribers")
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.subscribers = 0
+        self.changed = asyncio.Event()
+        self._events: list[Event] = []
+
+    def deliver(self, events: Iterable[Event]) -> None:
+        """Add newly persisted events and wake the subscribers."""
+        kept = self._events
+        for event in events:
+            if kept and event.seq <= kept[-1].seq:
+                continue  # a duplicate delivery
+            if kept and event.seq != kept[-1].seq + 1:
+                kept.clear()  # a gap (a missed message): the store fills it for whoever needs it
+            kept.append(event)
+        if len(kept) > 2 * WINDOW:
+            del kept[:-WINDOW]
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    def after(self, cursor: int, limit: int) -> list[Event] | None:
+        """Events with ``seq > cursor`` from the window; None if the window starts
+        later than ``cursor + 1`` (or is empty), so the caller must read the store."""
+        kept = self._events
+        if not kept or kept[0].seq > cursor + 1:
+            return None
+        start = cursor + 1 - kept[0].seq
+        return kept[start : start + limit]
+
+
+class Hub:
+    """The channels of the runs this process's subscribers follow."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, RunChannel] = {}
+
+    @property
+    def subscribers(self) -> int:
+        return sum(channel.subscribers for channel in self._channels.values())
+
+    def join(self, run_id: str) -> RunChannel:
+        channel = self._channels.get(run_id)
+        if channel is None:
+            channel = self._channels[run_id] = RunChannel(run_id)
+        channel.subscribers += 1
+        return channel
+
+    def leave(self, channel: RunChannel) -> None:
+        channel.subscribers -= 1
+        if channel.subscribers <= 0 and self._channels.get(channel.run_id) is channel:
+            del self._channels[channel.run_id]
+
+    def deliver(self, events: list[Event]) -> None:
+        """Hand persisted events (of any runs, each run's in order) to their channels."""
+        channels = self._channels
+        if not channels:
+            return
+        start = 0
+        for i in range(1, len(events) + 1):
+            if i == len(events) or events[i].run_id != events[start].run_id:
+                channel = channels.get(events[start].run_id)
+                if channel is not None:
+                    channel.deliver(events[start:i])
+                start = i

@@ -1,0 +1,49 @@
+"""Following one run's events: replay from the store, then live, by cursor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from runyard.events.hub import Hub
+from runyard.models import Event
+from runyard.store.base import Store
+
+PAGE = 2000  # events per store read and per yielded batch
+
+
+async def follow(
+    store: Store, hub: Hub, run_id: str, after: int, heartbeat_s: float
+) -> AsyncIterator[list[Event]]:
+    """Yield batches of the run's events with ``seq > after``, in order, each once,
+    until the ``end`` event; an empty batch after ``heartbeat_s`` of silence.
+
+    The channel is joined before the first store read, so an event persisted
+    before the join is in the store and one published after it is in the
+    channel: nothing falls between the two. No lock is held across an await.
+    """
+    channel = hub.join(run_id)
+    try:
+        cursor = after
+        poll_store = False
+        while True:
+            changed = channel.changed  # taken before reading, so no wake-up is missed
+            batch = None if poll_store else channel.after(cursor, PAGE)
+            if batch is None:
+                batch = await store.read_events(run_id, cursor, PAGE)
+                poll_store = False
+            if batch:
+                cursor = batch[-1].seq
+                yield batch
+                if batch[-1].type == "end":
+                    return
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), heartbeat_s)
+            except TimeoutError:
+                # Silence: say so, and look at the store again on the next turn in
+                # case a cross-process notification was missed.
+                poll_store = True
+                yield []
+    finally:
+        hub.leave(channel)

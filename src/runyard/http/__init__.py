@@ -1,0 +1,79 @@
+"""The HTTP API: a FastAPI app factory around a ``Runyard``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.responses import FileResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from runyard.http.errors import install_error_handlers
+from runyard.http.middleware import JSONBodies, RequestMetrics
+from runyard.http.routes import runs, sessions, system
+
+if TYPE_CHECKING:
+    from runyard.app import Runyard
+
+
+def create_http_app(app: Runyard) -> FastAPI:
+    """The ASGI application serving ``app``; its lifespan starts and stops the runtime."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with app.running():
+            yield
+
+    settings = app.settings
+    http = FastAPI(
+        title=app.title,
+        version=_version(),
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+        redoc_url=None,
+    )
+    http.state.runyard = app
+    install_error_handlers(http)
+    http.include_router(runs.router)
+    http.include_router(sessions.router)
+    http.include_router(system.router)
+    _serve_page(http)
+    if settings.cors_origin_list:
+        http.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "Authorization", "X-Client-Id", "Last-Event-ID", "Idempotency-Key"],
+            expose_headers=["Location", "Retry-After"],
+        )
+    http.add_middleware(JSONBodies)
+    http.add_middleware(RequestMetrics)
+    return http
+
+
+def _serve_page(http: FastAPI) -> None:
+    static = resources.files("runyard.demo") / "static"
+
+    @http.get("/", include_in_schema=False)
+    async def page() -> Response:
+        return FileResponse(str(static / "index.html"), headers={"Cache-Control": "no-cache"})
+
+    http.mount("/static", StaticFiles(directory=str(static)), name="static")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("runyard")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+__all__ = ["create_http_app"]

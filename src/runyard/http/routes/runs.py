@@ -1,0 +1,130 @@
+"""``/v1/runs``: create, read, follow and cancel runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from starlette.responses import Response
+
+from runyard.errors import InvalidCursor
+from runyard.http.owner import owner_of
+from runyard.http.responses import json_response, parse_cursor, runtime_of
+from runyard.http.schemas import Id, RunRequest, StreamRunRequest
+from runyard.http.streaming import sse_response
+from runyard.models import Run, RunStatus
+
+router = APIRouter(prefix="/v1/runs", tags=["runs"])
+
+EVENTS_PAGE_MAX = 10_000
+
+
+async def _create(request: Request, body: RunRequest) -> Run:
+    return await runtime_of(request).create_run(
+        owner_of(request),
+        body.pipeline,
+        body.input,
+        session_id=body.session_id,
+        metadata=body.metadata,
+        timeout_s=body.timeout_s,
+        multitask=body.multitask,
+    )
+
+
+@router.post("", status_code=201, summary="Create a run")
+async def create_run(request: Request, body: RunRequest) -> Response:
+    run = await _create(request, body)
+    return json_response(run.snapshot(), 201, headers={"Location": f"/v1/runs/{run.run_id}"})
+
+
+@router.post("/stream", summary="Create a run and stream its events")
+async def create_and_stream(request: Request, body: StreamRunRequest) -> Response:
+    runtime = runtime_of(request)
+    run = await _create(request, body)
+    pad = runtime.settings.sse_pad_bytes
+
+    async def cancel_if_asked() -> None:
+        if body.on_disconnect == "cancel":
+            current = await runtime.store.get_run(run.run_id)
+            if current is not None and not current.status.finished:
+                await runtime.engine.cancel(current)
+
+    response = sse_response(runtime, run, 0, pad, on_disconnect=cancel_if_asked)
+    response.headers["Location"] = f"/v1/runs/{run.run_id}"
+    return response
+
+
+@router.post("/wait", summary="Create a run and answer once it has finished")
+async def create_and_wait(request: Request, body: RunRequest) -> Response:
+    runtime = runtime_of(request)
+    run = await _create(request, body)
+    finished = await runtime.wait(run, runtime.settings.wait_max_s)
+    if finished is None:
+        current = await runtime.get_run(run.owner, run.run_id)
+        return json_response(current.snapshot(), 202, headers={"Location": f"/v1/runs/{run.run_id}"})
+    return json_response(finished.snapshot(), 200)
+
+
+@router.get("", summary="List the caller's runs, newest first")
+async def list_runs(
+    request: Request,
+    session_id: Id | None = None,
+    status: RunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Id | None = None,
+) -> Response:
+    runs = await runtime_of(request).list_runs(
+        owner_of(request), session_id=session_id, status=status, limit=limit + 1, before=before
+    )
+    page = runs[:limit]
+    next_cursor = page[-1].run_id if len(runs) > limit else None
+    return json_response({"runs": [run.snapshot() for run in page], "next": next_cursor})
+
+
+@router.get("/{run_id}", summary="A run's snapshot")
+async def get_run(request: Request, run_id: str) -> Response:
+    run = await runtime_of(request).get_run(owner_of(request), run_id)
+    return json_response(run.snapshot())
+
+
+@router.get("/{run_id}/events", summary="A page of a run's events")
+async def list_events(
+    request: Request,
+    run_id: str,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=EVENTS_PAGE_MAX)] = 1000,
+) -> Response:
+    runtime = runtime_of(request)
+    run = await runtime.get_run(owner_of(request), run_id)
+    cursor = parse_cursor(after)
+    events = await runtime.store.read_events(run.run_id, cursor, limit)
+    next_after = events[-1].seq if events else cursor
+    body = b'{"events":[%s],"next_after":%d,"status":"%s"}' % (
+        b",".join(event.to_json() for event in events),
+        next_after,
+        run.status.value.encode(),
+    )
+    return Response(body, media_type="application/json")
+
+
+@router.get("/{run_id}/stream", summary="Follow a run's events over SSE")
+async def stream_run(
+    request: Request,
+    run_id: str,
+    after: str | None = None,
+    pad: Annotated[int | None, Query(ge=0, le=65536)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    runtime = runtime_of(request)
+    run = await runtime.get_run(owner_of(request), run_id)
+    cursor = parse_cursor(last_event_id if last_event_id is not None else after)
+    if cursor > run.last_seq:
+        raise InvalidCursor(f"cursor {cursor} is past the run's last event ({run.last_seq})")
+    pad_bytes = pad if pad is not None else runtime.settings.sse_pad_bytes
+    return sse_response(runtime, run, cursor, pad_bytes)
+
+
+@router.post("/{run_id}/cancel", status_code=202, summary="Cancel a run")
+async def cancel_run(request: Request, run_id: str) -> Response:
+    run = await runtime_of(request).cancel_run(owner_of(request), run_id)
+    return json_response(run.snapshot(), 202)

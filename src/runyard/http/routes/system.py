@@ -1,0 +1,60 @@
+"""Pipelines, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from runyard.http.responses import json_response, runtime_of
+from runyard.observability import metrics
+
+router = APIRouter(tags=["system"])
+
+READY_TIMEOUT_S = 2.0
+
+
+@router.get("/v1/pipelines", summary="The pipelines served, with their input schemas")
+async def list_pipelines(request: Request) -> Response:
+    pipelines = request.app.state.runyard.pipelines.values()
+    return json_response(
+        {
+            "pipelines": [
+                {
+                    "name": p.name,
+                    "description": p.description,
+                    "timeout_s": p.timeout_s,
+                    "retries": p.retries,
+                    "input_schema": p.input_schema(),
+                }
+                for p in pipelines
+            ]
+        }
+    )
+
+
+@router.get("/healthz", summary="200 while the process lives")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz", summary="200 when the store and the broker answer")
+async def readyz(request: Request) -> Response:
+    runtime = runtime_of(request)
+    checks: dict[str, str] = {}
+    for name, component in (("store", runtime.store), ("broker", runtime.broker)):
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await component.ping()
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unavailable: {type(exc).__name__}"
+    ready = all(state == "ok" for state in checks.values())
+    return json_response({"status": "ready" if ready else "unready", "checks": checks}, 200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics of this process")
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,64 @@
+"""Request bodies, with bounds on every field (they show in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from runyard.models import ID_PATTERN, Multitask
+
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN.pattern)]
+METADATA_MAX_KEYS = 64
+METADATA_MAX_BYTES = 16_384
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if len(value) > METADATA_MAX_KEYS:
+        raise ValueError(f"at most {METADATA_MAX_KEYS} metadata keys")
+    if any(len(key) > 128 for key in value):
+        raise ValueError("metadata keys are at most 128 characters")
+    from runyard.models import dumps
+
+    if len(dumps(value)) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is at most {METADATA_MAX_BYTES} bytes of JSON")
+    return value
+
+
+class RunRequest(_Body):
+    """``POST /v1/runs`` and ``/v1/runs/wait``."""
+
+    pipeline: Id
+    input: Any = Field(description="The pipeline's input, validated by the pipeline")
+    session_id: Id | None = None
+    metadata: dict[str, Any] | None = Field(None, description="Your own labels, stored with the run")
+    timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
+    multitask: Multitask = Multitask.ENQUEUE
+
+    _metadata = field_validator("metadata")(_check_metadata)
+
+    @field_validator("multitask", mode="before")
+    @classmethod
+    def _multitask_from_string(cls, value: Any) -> Any:
+        # strict mode refuses plain strings for enums; JSON only has strings
+        return Multitask(value) if isinstance(value, str) and value in Multitask._value2member_map_ else value
+
+
+class StreamRunRequest(RunRequest):
+    """``POST /v1/runs/stream``."""
+
+    on_disconnect: Literal["continue", "cancel"] = "continue"
+
+
+class SessionRequest(_Body):
+    """``POST /v1/sessions``."""
+
+    metadata: dict[str, Any] | None = None
+
+    _metadata = field_validator("metadata")(_check_metadata)

@@ -1,0 +1,202 @@
+"""The runtime's data: runs, sessions, events. Plain values, no I/O.
+
+Times are unix seconds (floats) inside runyard and RFC 3339 UTC strings on the
+wire. An event keeps its ``data`` as encoded JSON bytes from the moment it is
+appended: it is serialised once, stored as is and framed for SSE without ever
+being parsed again.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+UNFINISHED = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+
+
+class Multitask(StrEnum):
+    ENQUEUE = "enqueue"
+    REJECT = "reject"
+    INTERRUPT = "interrupt"
+
+
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def new_id(prefix: str) -> str:
+    """A random, URL-safe, time-ordered-enough id such as ``run_3f9c...``."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def now() -> float:
+    return time.time()
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+@dataclass(slots=True)
+class RunError:
+    code: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(slots=True)
+class Run:
+    run_id: str
+    session_id: str
+    owner: str
+    pipeline: str
+    status: RunStatus
+    input: Any
+    created_at: float
+    output: Any = None
+    error: RunError | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    started_at: float | None = None
+    finished_at: float | None = None
+    last_seq: int = 0
+    attempt: int = 1
+    timeout_s: float | None = None
+    max_attempts: int = 1
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The contract's run snapshot."""
+        return {
+            "run_id": self.run_id,
+            "session_id": self.session_id,
+            "pipeline": self.pipeline,
+            "status": self.status.value,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error.to_dict() if self.error else None,
+            "created_at": rfc3339(self.created_at),
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
+            "last_seq": self.last_seq,
+            "attempt": self.attempt,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(slots=True)
+class Session:
+    session_id: str
+    owner: str
+    created_at: float
+    last_activity: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+    deleted: bool = False
+
+    def expired(self, ttl_s: float, at: float) -> bool:
+        return at - self.last_activity > ttl_s
+
+
+@dataclass(slots=True)
+class Message:
+    """One entry of a session's memory."""
+
+    role: str
+    content: Any
+    ts: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "role": self.role, "content": self.content, "ts": rfc3339(self.ts)}
+
+
+@dataclass(slots=True)
+class RunUpdate:
+    """A change to a run's row, written in the same transaction as the events it
+    travels with, so a status change and its ``status`` event are never apart.
+
+    ``expect`` makes the update conditional on the run's current status; when it
+    does not hold, the whole append is refused with ``StatusConflict``.
+    Fields left ``None`` are not changed; ``clear_lease`` empties worker and lease.
+    """
+
+    status: RunStatus | None = None
+    expect: frozenset[RunStatus] | None = None
+    output: Any = None
+    set_output: bool = False
+    error: RunError | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempt: int | None = None
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    clear_lease: bool = False
+
+
+@dataclass(slots=True)
+class EventDraft:
+    """An event not yet persisted: it gets its ``seq`` from the store."""
+
+    run_id: str
+    type: str
+    data: bytes
+    ts: float
+
+
+@dataclass(slots=True)
+class Event:
+    run_id: str
+    seq: int
+    type: str
+    data: bytes
+    ts: float
+
+    def to_json(self) -> bytes:
+        """The event exactly as ``/events`` and SSE ``data:`` lines carry it."""
+        return b'{"seq":%d,"type":"%s","data":%s,"ts":"%s"}' % (
+            self.seq,
+            self.type.encode(),
+            self.data,
+            rfc3339(self.ts).encode(),  # type: ignore[union-attr]
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "type": self.type, "data": orjson.loads(self.data), "ts": rfc3339(self.ts)}
+
+
+class StatusConflict(Exception):
+    """A conditional ``RunUpdate`` found the run in another status (or gone)."""
+
+    def __init__(self, run_id: str, actual: RunStatus | None) -> None:
+        super().__init__(f"run {run_id} is {actual}")
+        self.run_id = run_id
+        self.actual = actual

@@ -1,0 +1,189 @@
+"""A started app: store, broker, hub, event log and engine, and the operations
+the HTTP layer (or any other front end) performs on them on behalf of an owner.
+
+Ownership is enforced here, once: another owner's run or session is reported
+exactly as a missing one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from runyard.broker import broker_from_url
+from runyard.engine import Engine
+from runyard.errors import PipelineNotFound, RunFinished, RunNotFound, SessionBusy, SessionNotFound
+from runyard.events import EventLog, Hub, follow
+from runyard.models import ID_PATTERN, Event, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.store import store_from_url
+
+if TYPE_CHECKING:
+    from runyard.app import Runyard
+
+
+class Runtime:
+    """``async with app.running() as runtime:`` — everything a served app needs."""
+
+    def __init__(self, app: Runyard) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.store = store_from_url(self.settings.store)
+        self.broker = broker_from_url(self.settings.broker)
+        self.hub = Hub()
+        self.events = EventLog(self.store, self.broker)
+        self.engine = Engine(app, self.store, self.events)
+        self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def __aenter__(self) -> Runtime:
+        await self.store.open()
+        await self.broker.open(self.hub)
+        await self.events.start()
+        await self.engine.start()
+        self.app._runtime = self
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.app._runtime = None
+        await self.engine.stop()
+        await self.events.stop()
+        await self.broker.close()
+        await self.store.close()
+
+    # -- runs ------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        owner: str,
+        pipeline: str,
+        input: Any,
+        *,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        multitask: Multitask = Multitask.ENQUEUE,
+    ) -> Run:
+        """Validate everything, then create the run (and its session) in one step."""
+        spec = self.app.pipelines.get(pipeline)
+        if spec is None:
+            raise PipelineNotFound(f"no pipeline named {pipeline!r}")
+        stored_input = spec.validate_input(input)
+        created = now()
+        run = Run(
+            run_id=new_id("run"),
+            session_id=session_id or new_id("ses"),
+            owner=owner,
+            pipeline=pipeline,
+            status=RunStatus.QUEUED,
+            input=stored_input,
+            created_at=created,
+            metadata=metadata or {},
+            timeout_s=timeout_s if timeout_s is not None else spec.timeout_s,
+            max_attempts=spec.retries + 1,
+        )
+        if session_id is None:
+            session = Session(run.session_id, owner, created, created)
+            await self.store.create_run(run, new_session=session)
+        else:
+            async with self._session_lock(session_id):
+                await self._live_session(owner, session_id)
+                await self._make_room(session_id, multitask)
+                await self.store.create_run(run)
+                await self.store.touch_session(session_id, created)
+        self.engine.submit(run)
+        return run
+
+    async def get_run(self, owner: str, run_id: str) -> Run:
+        run = await self.store.get_run(run_id) if ID_PATTERN.fullmatch(run_id) else None
+        if run is None or run.owner != owner:
+            raise RunNotFound(f"no run {run_id!r}")
+        return run
+
+    async def list_runs(
+        self,
+        owner: str,
+        *,
+        session_id: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        statuses = [status] if status else None
+        return await self.store.list_runs(owner, session_id=session_id, statuses=statuses, limit=limit, before=before)
+
+    async def cancel_run(self, owner: str, run_id: str) -> Run:
+        run = await self.get_run(owner, run_id)
+        if run.status.finished:
+            raise RunFinished(f"run {run_id} already ended {run.status.value}")
+        await self.engine.cancel(run)
+        return await self.get_run(owner, run_id)
+
+    def follow(self, run: Run, after: int) -> AsyncIterator[list[Event]]:
+        """The run's events after ``after``: history, then live, until ``end``."""
+        return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s)
+
+    async def wait(self, run: Run, timeout_s: float) -> Run | None:
+        """The finished run, or None if it is still unfinished after ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async for _ in self.follow(run, run.last_seq):
+                    pass
+        finished = await self.get_run(run.owner, run.run_id)
+        return finished if finished.status.finished else None
+
+    # -- sessions --------------------------------------------------------------
+
+    async def create_session(self, owner: str, metadata: dict[str, Any] | None = None) -> Session:
+        created = now()
+        session = Session(new_id("ses"), owner, created, created, metadata or {})
+        await self.store.create_session(session)
+        return session
+
+    async def get_session(self, owner: str, session_id: str) -> tuple[Session, str, list[dict[str, Any]]]:
+        """The session, its status (``idle``, ``busy`` or ``expired``) and its history."""
+        session = await self._visible_session(owner, session_id)
+        if session.expired(self.settings.session_ttl_s, now()):
+            return session, "expired", []
+        busy = bool(await self.store.unfinished_runs(session_id))
+        history = [message.to_dict() for message in await self.store.history(session_id)]
+        return session, "busy" if busy else "idle", history
+
+    async def delete_session(self, owner: str, session_id: str) -> None:
+        """Cancel the session's unfinished runs and forget its memory; runs stay readable."""
+        async with self._session_lock(session_id):
+            await self._visible_session(owner, session_id)
+            await self.store.delete_session(session_id)
+            for run in await self.store.unfinished_runs(session_id):
+                await self.engine.cancel(run)
+
+    async def _visible_session(self, owner: str, session_id: str) -> Session:
+        session = await self.store.get_session(session_id) if ID_PATTERN.fullmatch(session_id) else None
+        if session is None or session.deleted or session.owner != owner:
+            raise SessionNotFound(f"no session {session_id!r}")
+        return session
+
+    async def _live_session(self, owner: str, session_id: str) -> Session:
+        session = await self._visible_session(owner, session_id)
+        if session.expired(self.settings.session_ttl_s, now()):
+            raise SessionNotFound(f"session {session_id!r} expired")
+        return session
+
+    async def _make_room(self, session_id: str, multitask: Multitask) -> None:
+        if multitask is Multitask.ENQUEUE:
+            return
+        unfinished = await self.store.unfinished_runs(session_id)
+        if unfinished and multitask is Multitask.REJECT:
+            raise SessionBusy(f"session {session_id} has an unfinished run ({unfinished[0].run_id})")
+        for run in unfinished:
+            await self.engine.cancel(run)
+
+    def _session_lock(self, session_id: str) -> asyncio.Lock:
+        lock = self._session_locks.get(session_id)
+        if lock is None:
+            lock = self._session_locks[session_id] = asyncio.Lock()
+        return lock

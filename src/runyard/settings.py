@@ -1,0 +1,47 @@
+"""Every ``RUNYARD_*`` setting in one typed place.
+
+Each field is read from the environment variable ``RUNYARD_<NAME>`` and, for the
+``serve``/``demo`` commands, from the flag ``--<name-with-dashes>`` (the CLI builds
+its flags from this class, so the two can never drift apart).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The runtime's configuration; defaults are the embedded single-process setup."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNYARD_", extra="ignore", frozen=True)
+
+    store: str = Field("sqlite:///./runyard.db", description="Store URL: memory://, sqlite:///path.db")
+    broker: str = Field("local://", description="Fan-out broker URL: local:// (in-process)")
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds")
+    port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds")
+
+    max_concurrent_runs: int = Field(64, ge=1, description="Runs executing at once in this process")
+    history_max: int = Field(100, ge=1, description="Messages kept in a session's memory")
+    retention_s: float = Field(7 * 86400, gt=0, description="How long finished runs and events are kept")
+    sweep_interval_s: float = Field(60, gt=0, description="How often expired runs and sessions are swept")
+    lease_s: float = Field(30, gt=0, description="A running run's lease; a dead worker's run is recovered after it")
+    drain_s: float = Field(10, ge=0, description="On shutdown, how long running runs may finish before hand-back")
+    wait_max_s: float = Field(300, gt=0, description="POST /v1/runs/wait answers 202 after this long")
+    session_ttl_s: float = Field(86400, gt=0, description="An idle session expires after this long")
+
+    sse_heartbeat_s: float = Field(15, gt=0, description="Heartbeat comment after this much silence")
+    sse_pad_bytes: int = Field(0, ge=0, le=65536, description="Pad every SSE frame to at least this size")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body (413 above)")
+    cors_origins: str = Field("", description="Comma-separated origins allowed to call the API")
+
+    auth: Literal["none"] = Field("none", description="How callers are identified: none (X-Client-Id)")
+    log_level: str = Field("INFO", description="Log level")
+    log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for the chat demo")
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]

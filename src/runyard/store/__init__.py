@@ -1,0 +1,22 @@
+"""Stores by URL scheme, loaded lazily."""
+
+from __future__ import annotations
+
+from runyard._backends import BackendTable, load_backend
+from runyard.store.base import AppendGroup, AppendResult, Store
+
+SUPPORTED_STORES: BackendTable = {
+    "memory": ("runyard.store.memory", "MemoryStore", None),
+    "sqlite": ("runyard.store.sqlite", "SQLiteStore", None),
+    "postgresql": ("runyard.store.postgres", "PostgresStore", "postgres"),
+    "postgres": ("runyard.store.postgres", "PostgresStore", "postgres"),
+}
+
+
+def store_from_url(url: str) -> Store:
+    """The store named by ``url``, not yet opened."""
+    store: Store = load_backend("store", url, SUPPORTED_STORES)
+    return store
+
+
+__all__ = ["SUPPORTED_STORES", "AppendGroup", "AppendResult", "Store", "store_from_url"]

@@ -1,0 +1,204 @@
+"""``memory://``: the whole store in this process's dictionaries.
+
+Public testing API (like procrastinate's in-memory connector): fast, exact, and
+gone with the process. It is the reference for the contract's semantics.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+
+from runyard.models import UNFINISHED, Event, Message, Run, RunStatus, RunUpdate, Session, StatusConflict
+from runyard.store.base import AppendGroup, AppendResult, Store
+
+
+def apply_update(run: Run, update: RunUpdate) -> None:
+    """Write ``update``'s fields onto ``run`` (shared by the in-process backends)."""
+    if update.status is not None:
+        run.status = update.status
+    if update.set_output:
+        run.output = update.output
+    if update.error is not None:
+        run.error = update.error
+    if update.started_at is not None:
+        run.started_at = update.started_at
+    if update.finished_at is not None:
+        run.finished_at = update.finished_at
+    if update.attempt is not None:
+        run.attempt = update.attempt
+    if update.clear_lease:
+        run.worker_id = None
+        run.lease_expires_at = None
+    if update.worker_id is not None:
+        run.worker_id = update.worker_id
+    if update.lease_expires_at is not None:
+        run.lease_expires_at = update.lease_expires_at
+
+
+class MemoryStore(Store):
+    """Everything in dictionaries; every method is atomic because none awaits."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._sessions: dict[str, Session] = {}
+        self._memory: dict[str, list[Message]] = {}
+        self._runs: dict[str, Run] = {}
+        self._order: list[str] = []  # run ids in creation order
+        self._events: dict[str, list[Event]] = {}
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def ping(self) -> None:
+        pass
+
+    async def migrate(self) -> int:
+        return 1
+
+    # -- sessions and memory ---------------------------------------------------
+
+    async def create_session(self, session: Session) -> None:
+        self._sessions[session.session_id] = copy.copy(session)
+
+    async def get_session(self, session_id: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        return copy.copy(session) if session else None
+
+    async def touch_session(self, session_id: str, at: float) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.last_activity = max(session.last_activity, at)
+
+    async def delete_session(self, session_id: str) -> None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            session.deleted = True
+        self._memory.pop(session_id, None)
+
+    async def forget_idle_sessions(self, idle_before: float) -> int:
+        idle = [s.session_id for s in self._sessions.values() if s.last_activity < idle_before]
+        forgotten = 0
+        for session_id in idle:
+            if self._memory.pop(session_id, None) is not None:
+                forgotten += 1
+        return forgotten
+
+    async def history(self, session_id: str) -> list[Message]:
+        return [copy.deepcopy(m) for m in self._memory.get(session_id, [])]
+
+    async def append_message(self, session_id: str, message: Message, keep: int) -> None:
+        messages = self._memory.setdefault(session_id, [])
+        messages.append(copy.deepcopy(message))
+        del messages[:-keep]
+
+    # -- runs ------------------------------------------------------------------
+
+    async def create_run(self, run: Run, new_session: Session | None = None) -> None:
+        if new_session is not None:
+            await self.create_session(new_session)
+        self._runs[run.run_id] = copy.deepcopy(run)
+        self._order.append(run.run_id)
+        self._events[run.run_id] = []
+
+    async def get_run(self, run_id: str) -> Run | None:
+        run = self._runs.get(run_id)
+        return copy.deepcopy(run) if run else None
+
+    async def list_runs(
+        self,
+        owner: str | None,
+        *,
+        session_id: str | None = None,
+        statuses: Sequence[RunStatus] | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        found: list[Run] = []
+        skipping = before is not None
+        for run_id in reversed(self._order):
+            if skipping:
+                skipping = run_id != before
+                continue
+            run = self._runs.get(run_id)
+            if run is None or (owner is not None and run.owner != owner):
+                continue
+            if session_id is not None and run.session_id != session_id:
+                continue
+            if statuses and run.status not in statuses:
+                continue
+            found.append(copy.deepcopy(run))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def runs_with_status(self, statuses: Iterable[RunStatus]) -> list[Run]:
+        wanted = set(statuses)
+        return [copy.deepcopy(self._runs[r]) for r in self._order if r in self._runs and self._runs[r].status in wanted]
+
+    async def unfinished_runs(self, session_id: str) -> list[Run]:
+        return [
+            copy.deepcopy(run)
+            for run in (self._runs.get(r) for r in self._order)
+            if run is not None and run.session_id == session_id and run.status in UNFINISHED
+        ]
+
+    async def expired_leases(self, at: float) -> list[Run]:
+        return [
+            copy.deepcopy(run)
+            for run in self._runs.values()
+            if run.status is RunStatus.RUNNING and run.lease_expires_at is not None and run.lease_expires_at < at
+        ]
+
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
+        for run_id in run_ids:
+            run = self._runs.get(run_id)
+            if run is not None and run.status is RunStatus.RUNNING and run.worker_id == worker_id:
+                run.lease_expires_at = until
+
+    async def sweep_runs(self, finished_before: float) -> int:
+        old = [
+            r.run_id
+            for r in self._runs.values()
+            if r.status.finished and r.finished_at is not None and r.finished_at < finished_before
+        ]
+        for run_id in old:
+            del self._runs[run_id]
+            del self._events[run_id]
+        if old:
+            gone = set(old)
+            self._order = [r for r in self._order if r not in gone]
+        return len(old)
+
+    # -- events ----------------------------------------------------------------
+
+    async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
+        results: list[AppendResult] = []
+        for group in groups:
+            run = self._runs.get(group.run_id)
+            if run is None:
+                results.append(StatusConflict(group.run_id, None))
+                continue
+            update = group.update
+            if update is not None and update.expect is not None and run.status not in update.expect:
+                results.append(StatusConflict(group.run_id, run.status))
+                continue
+            log = self._events[group.run_id]
+            events = []
+            for draft in group.drafts:
+                run.last_seq += 1
+                event = Event(draft.run_id, run.last_seq, draft.type, draft.data, draft.ts)
+                log.append(event)
+                events.append(event)
+            if update is not None:
+                apply_update(run, update)
+            results.append(events)
+        return results
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
+        log = self._events.get(run_id, [])
+        # seq n sits at index n - 1: the log is gap-free by construction
+        return log[max(after, 0) : max(after, 0) + limit]
