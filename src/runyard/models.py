@@ -145,7 +145,8 @@ class RunUpdate:
     travels with, so a status change and its ``status`` event are never apart.
 
     ``expect`` makes the update conditional on the run's current status; when it
-    does not hold, the whole append is refused with ``StatusConflict``.
+    does not hold, the whole group (its events and update) is refused with
+    ``StatusConflict``; other groups of the same append are unaffected.
     Fields left ``None`` are not changed; ``clear_lease`` empties worker and lease.
     """
 

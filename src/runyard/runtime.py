@@ -129,9 +129,11 @@ class Runtime:
 
     async def wait(self, run: Run, timeout_s: float) -> Run | None:
         """The finished run, or None if it is still unfinished after ``timeout_s``."""
+        if run.status.finished:
+            return run
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                async for _ in self.follow(run, run.last_seq):
+            async with asyncio.timeout(timeout_s), contextlib.aclosing(self.follow(run, run.last_seq)) as events:
+                async for _ in events:
                     pass
         finished = await self.get_run(run.owner, run.run_id)
         return finished if finished.status.finished else None

@@ -154,6 +154,7 @@ class Engine:
         finally:
             self._tasks.pop(run.run_id, None)
             self._cancel_requested.discard(run.run_id)
+            self._queue.done(run.owner)
             self._release_line(run)
 
     async def _mark_running(self, run: Run) -> bool:

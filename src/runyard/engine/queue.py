@@ -14,11 +14,16 @@ from runyard.models import Run
 
 
 class FairQueue:
-    """Ready runs: FIFO within an owner, owners take turns."""
+    """Ready runs, FIFO within an owner. The next run goes to the owner with the
+    fewest runs executing, and among equals to the one served least recently:
+    a newcomer is served at the very next free slot, whoever queued before."""
 
     def __init__(self) -> None:
         self._by_owner: dict[str, deque[Run]] = {}
-        self._turns: deque[str] = deque()
+        self._waiting: list[str] = []  # owners with ready runs
+        self._executing: dict[str, int] = {}
+        self._last_served: dict[str, int] = {}  # owner -> pop number; never served: absent
+        self._pops = 0
         self._size = 0
 
     def __len__(self) -> int:
@@ -28,22 +33,36 @@ class FairQueue:
         queue = self._by_owner.get(run.owner)
         if queue is None:
             queue = self._by_owner[run.owner] = deque()
-            self._turns.append(run.owner)
+            self._waiting.append(run.owner)
         queue.append(run)
         self._size += 1
 
     def pop(self) -> Run | None:
-        if not self._turns:
+        """The next run to execute; its owner counts one more run executing."""
+        if not self._waiting:
             return None
-        owner = self._turns.popleft()
+        executing, last_served = self._executing, self._last_served
+        owner = min(self._waiting, key=lambda o: (executing.get(o, 0), last_served.get(o, -1)))
         queue = self._by_owner[owner]
         run = queue.popleft()
-        if queue:
-            self._turns.append(owner)
-        else:
+        if not queue:
             del self._by_owner[owner]
+            self._waiting.remove(owner)
         self._size -= 1
+        self._pops += 1
+        last_served[owner] = self._pops
+        executing[owner] = executing.get(owner, 0) + 1
         return run
+
+    def done(self, owner: str) -> None:
+        """A run popped for ``owner`` stopped executing."""
+        left = self._executing.get(owner, 0) - 1
+        if left > 0:
+            self._executing[owner] = left
+        else:
+            self._executing.pop(owner, None)
+            if owner not in self._by_owner:
+                self._last_served.pop(owner, None)  # forget owners with nothing left
 
     def remove(self, run_id: str) -> bool:
         for owner, queue in self._by_owner.items():
@@ -53,7 +72,7 @@ class FairQueue:
                     self._size -= 1
                     if not queue:
                         del self._by_owner[owner]
-                        self._turns.remove(owner)
+                        self._waiting.remove(owner)
                     return True
         return False
 

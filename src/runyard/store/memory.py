@@ -93,7 +93,7 @@ class MemoryStore(Store):
     async def append_message(self, session_id: str, message: Message, keep: int) -> None:
         messages = self._memory.setdefault(session_id, [])
         messages.append(copy.deepcopy(message))
-        del messages[:-keep]
+        del messages[: max(len(messages) - keep, 0)]
 
     # -- runs ------------------------------------------------------------------
 
@@ -118,6 +118,8 @@ class MemoryStore(Store):
         before: str | None = None,
     ) -> list[Run]:
         found: list[Run] = []
+        if limit <= 0:
+            return found
         skipping = before is not None
         for run_id in reversed(self._order):
             if skipping:
@@ -190,7 +192,7 @@ class MemoryStore(Store):
             events = []
             for draft in group.drafts:
                 run.last_seq += 1
-                event = Event(draft.run_id, run.last_seq, draft.type, draft.data, draft.ts)
+                event = Event(group.run_id, run.last_seq, draft.type, draft.data, draft.ts)
                 log.append(event)
                 events.append(event)
             if update is not None:

@@ -1,0 +1,32 @@
+"""The bundled demo app that ``runyard demo`` serves: three pipelines and a dashboard.
+
+- ``ticker``: numbered events at a chosen pace, the workhorse of load tests;
+- ``research``: a simulated multi-phase agent behind a rate-limited search API;
+- ``chat``: a conversation kept in the session's memory.
+
+The dashboard is the single page ``static/index.html`` (``INDEX_HTML``), served at ``/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runyard import Runyard
+from runyard.demo import chat, research, ticker
+
+STATIC_DIR = Path(__file__).parent / "static"
+INDEX_HTML = STATIC_DIR / "index.html"
+
+
+def register_demo_pipelines(app: Runyard) -> Runyard:
+    """Add the three demo pipelines (and the search limit) to ``app``."""
+    app.limit(research.SEARCH_LIMIT, concurrency=research.SEARCH_CONCURRENCY)
+    app.pipeline("ticker", input_model=ticker.TickerInput)(ticker.ticker)
+    app.pipeline("research", timeout_s=120, input_model=research.ResearchInput)(research.research)
+    app.pipeline("chat", timeout_s=120, input_model=chat.ChatInput)(chat.chat)
+    return app
+
+
+app = register_demo_pipelines(Runyard(title="runyard demo"))
+
+__all__ = ["INDEX_HTML", "STATIC_DIR", "app", "register_demo_pipelines"]

@@ -1,0 +1,194 @@
+"""The engine, in process on the memory store: order, fairness, endings."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from runyard import RunStatus
+from runyard.errors import SessionBusy
+from runyard.models import Multitask
+from runyard.runtime import Runtime
+from tests.support import make_app
+
+
+async def finished(rt: Runtime, owner: str, run_id: str) -> Any:
+    run = await rt.get_run(owner, run_id)
+    done = await rt.wait(run, 20)
+    assert done is not None, f"run {run_id} did not finish"
+    return done
+
+
+async def events_of(rt: Runtime, run_id: str) -> list[Any]:
+    return await rt.store.read_events(run_id, 0, 100_000)
+
+
+async def test_a_run_goes_queued_running_succeeded_with_one_end_event_last() -> None:
+    async with make_app(store="memory://").running() as rt:
+        run = await rt.create_run("alice", "ticker", {"marker": "m", "count": 3})
+        assert run.status is RunStatus.QUEUED
+        done = await finished(rt, "alice", run.run_id)
+        assert done.status is RunStatus.SUCCEEDED
+        assert done.output == {"marker": "m", "count": 3}
+        types = [e.type for e in await events_of(rt, run.run_id)]
+        assert types == ["status", "tick", "tick", "tick", "status", "end"]
+        assert done.last_seq == len(types)
+
+
+async def test_one_owners_burst_delays_anothers_single_run_by_at_most_one_slot_turnover() -> None:
+    async with make_app(store="memory://", max_concurrent_runs=1).running() as rt:
+        burst = [await rt.create_run("greedy", "nap", {"seconds": 0.02}) for _ in range(20)]
+        single = await rt.create_run("modest", "nap", {"seconds": 0.02})
+        await finished(rt, "modest", single.run_id)
+        started_before = [
+            r for r in [await rt.get_run("greedy", b.run_id) for b in burst] if r.started_at is not None
+        ]
+        single_done = await rt.get_run("modest", single.run_id)
+        assert single_done.started_at is not None
+        ahead = [r for r in started_before if r.started_at < single_done.started_at]  # type: ignore[operator]
+        assert len(ahead) == 1, "only the run holding the slot may go first"
+
+
+async def test_at_most_max_concurrent_runs_execute_at_once() -> None:
+    async with make_app(store="memory://", max_concurrent_runs=3).running() as rt:
+        runs = [await rt.create_run(f"o{i}", "nap", {"seconds": 0.2}) for i in range(7)]
+        await asyncio.sleep(0.1)
+        assert rt.engine.active == 3 and rt.engine.queue_depth == 4
+        for run in runs:
+            await finished(rt, run.owner, run.run_id)
+
+
+async def test_runs_of_one_session_execute_one_at_a_time_in_order() -> None:
+    async with make_app(store="memory://").running() as rt:
+        first = await rt.create_run("alice", "nap", {"seconds": 0.1})
+        second = await rt.create_run("alice", "nap", {"seconds": 0.01}, session_id=first.session_id)
+        third = await rt.create_run("alice", "nap", {"seconds": 0.01}, session_id=first.session_id)
+        a, b, c = [await finished(rt, "alice", r.run_id) for r in (first, second, third)]
+        assert a.finished_at <= b.started_at and b.finished_at <= c.started_at
+
+
+async def test_multitask_reject_refuses_while_the_session_is_busy() -> None:
+    async with make_app(store="memory://").running() as rt:
+        first = await rt.create_run("alice", "nap", {"seconds": 5})
+        with pytest.raises(SessionBusy):
+            await rt.create_run("alice", "nap", {}, session_id=first.session_id, multitask=Multitask.REJECT)
+        await rt.cancel_run("alice", first.run_id)
+
+
+async def test_multitask_interrupt_cancels_the_unfinished_run_first() -> None:
+    async with make_app(store="memory://").running() as rt:
+        first = await rt.create_run("alice", "nap", {"seconds": 5})
+        await asyncio.sleep(0.05)
+        second = await rt.create_run(
+            "alice", "nap", {"seconds": 0.01}, session_id=first.session_id, multitask=Multitask.INTERRUPT
+        )
+        assert (await finished(rt, "alice", second.run_id)).status is RunStatus.SUCCEEDED
+        assert (await rt.get_run("alice", first.run_id)).status is RunStatus.CANCELLED
+
+
+@pytest.mark.parametrize("when", ["queued", "running"])
+async def test_cancel_ends_the_run_cancelled_with_exactly_one_end(when: str) -> None:
+    async with make_app(store="memory://", max_concurrent_runs=1).running() as rt:
+        blocker = await rt.create_run("bob", "nap", {"seconds": 0.3})
+        run = await rt.create_run("alice", "nap", {"seconds": 5})
+        if when == "running":
+            await finished(rt, "bob", blocker.run_id)
+            await asyncio.sleep(0.05)
+            assert (await rt.get_run("alice", run.run_id)).status is RunStatus.RUNNING
+        await rt.cancel_run("alice", run.run_id)
+        done = await finished(rt, "alice", run.run_id)
+        assert done.status is RunStatus.CANCELLED and done.error is not None
+        types = [e.type for e in await events_of(rt, run.run_id)]
+        assert types.count("end") == 1 and types[-1] == "end"
+
+
+async def test_a_pipeline_that_swallows_its_cancellation_still_ends_cancelled() -> None:
+    async with make_app(store="memory://").running() as rt:
+        run = await rt.create_run("alice", "stubborn", None)
+        await asyncio.sleep(0.05)
+        await rt.cancel_run("alice", run.run_id)
+        assert (await finished(rt, "alice", run.run_id)).status is RunStatus.CANCELLED
+
+
+async def test_timeout_ends_the_run_timed_out() -> None:
+    async with make_app(store="memory://").running() as rt:
+        run = await rt.create_run("alice", "nap_short", {"seconds": 5})
+        done = await finished(rt, "alice", run.run_id)
+        assert done.status is RunStatus.TIMED_OUT and done.error.code == "timed_out"
+
+
+async def test_a_request_timeout_overrides_the_pipelines() -> None:
+    async with make_app(store="memory://").running() as rt:
+        run = await rt.create_run("alice", "nap", {"seconds": 5}, timeout_s=0.1)
+        assert (await finished(rt, "alice", run.run_id)).status is RunStatus.TIMED_OUT
+
+
+async def test_an_exception_fails_the_run_with_its_message_and_no_traceback() -> None:
+    async with make_app(store="memory://").running() as rt:
+        run = await rt.create_run("alice", "boom", None)
+        done = await finished(rt, "alice", run.run_id)
+        assert done.status is RunStatus.FAILED
+        assert done.error.code == "pipeline_error"
+        assert "flux capacitor" in done.error.message and "Traceback" not in done.error.message
+        error_events = [e for e in await events_of(rt, run.run_id) if e.type == "error"]
+        assert len(error_events) == 1 and b"File " not in error_events[0].data
+
+
+async def test_current_run_reaches_the_run_from_a_nested_helper() -> None:
+    async with make_app(store="memory://").running() as rt:
+        runs = [await rt.create_run(f"owner{i}", "whoami", None) for i in range(20)]
+        for run in runs:
+            done = await finished(rt, run.owner, run.run_id)
+            assert done.output == {"run_id": run.run_id, "session_id": run.session_id, "owner": run.owner}
+
+
+async def test_memory_belongs_to_the_session_and_is_bounded() -> None:
+    async with make_app(store="memory://", history_max=3).running() as rt:
+        first = await rt.create_run("alice", "remember", {"note": "a0"})
+        other = await rt.create_run("alice", "remember", {"note": "b0"})
+        for i in range(1, 5):
+            await rt.create_run("alice", "remember", {"note": f"a{i}"}, session_id=first.session_id)
+        runs = await rt.list_runs("alice", session_id=first.session_id)
+        last = await finished(rt, "alice", runs[0].run_id)
+        assert [m["content"] for m in last.output["history"]] == ["a2", "a3", "a4"]
+        assert [m["content"] for m in (await finished(rt, "alice", other.run_id)).output["history"]] == ["b0"]
+
+
+async def test_a_limit_serves_waiting_owners_fairly() -> None:
+    async with make_app(store="memory://").running() as rt:
+        burst = [await rt.create_run("greedy", "limited", {"hold": 0.05}) for _ in range(10)]
+        await asyncio.sleep(0.02)
+        single = await rt.create_run("modest", "limited", {"hold": 0.05})
+        await finished(rt, "modest", single.run_id)
+        done = [await rt.get_run("greedy", r.run_id) for r in burst]
+        assert sum(r.status is RunStatus.SUCCEEDED for r in done) <= 2
+        for r in burst:
+            await finished(rt, "greedy", r.run_id)
+
+
+async def test_runs_left_queued_are_queued_again_on_start(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/q.db"
+    async with make_app(store=url, max_concurrent_runs=1, drain_s=0).running() as rt:
+        blocker = await rt.create_run("alice", "nap", {"seconds": 5})
+        waiting = await rt.create_run("bob", "ticker", {"marker": "later", "count": 2})
+        await asyncio.sleep(0.05)
+    async with make_app(store=url).running() as rt:
+        assert (await finished(rt, "bob", waiting.run_id)).status is RunStatus.SUCCEEDED
+        lost = await rt.get_run("alice", blocker.run_id)
+        assert lost.status is RunStatus.FAILED and lost.error.code == "worker_lost"
+
+
+async def test_shutdown_hands_back_a_retryable_run_queued_with_the_next_attempt(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/r.db"
+    async with make_app(store=url, drain_s=0).running() as rt:
+        run = await rt.create_run("alice", "nap_retry", {"seconds": 5})
+        await asyncio.sleep(0.1)
+    async with make_app(store=url, drain_s=0).running() as rt:
+        await asyncio.sleep(0.1)
+        current = await rt.get_run("alice", run.run_id)
+        assert current.attempt == 2 and current.status is RunStatus.RUNNING
+        statuses = [e.data for e in await events_of(rt, run.run_id) if e.type == "status"]
+        assert b'"queued"' in statuses[1] and b'"attempt":2' in statuses[2]
+        await rt.cancel_run("alice", run.run_id)

@@ -1,0 +1,592 @@
+"""The store contract: every backend behaves exactly like this (see ``runyard.store.base``).
+
+Runs once per URL in ``tests/conftest.py::STORE_URLS``; a new backend joins by
+adding its URL there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from runyard.models import (
+    Event,
+    EventDraft,
+    Message,
+    Run,
+    RunError,
+    RunStatus,
+    RunUpdate,
+    Session,
+    StatusConflict,
+)
+from runyard.store import AppendGroup, AppendResult, Store, store_from_url
+
+T0 = 1_700_000_000.0
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = store_from_url(store_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def session(owner: str = "alice", *, at: float = T0, **fields: Any) -> Session:
+    return Session(f"ses_{next(_ids)}", owner, created_at=at, last_activity=at, **fields)
+
+
+def run(
+    session_id: str = "ses_0",
+    owner: str = "alice",
+    *,
+    status: RunStatus = RunStatus.QUEUED,
+    at: float = T0,
+    **fields: Any,
+) -> Run:
+    fields.setdefault("input", {"count": 3})
+    return Run(
+        run_id=f"run_{next(_ids)}",
+        session_id=session_id,
+        owner=owner,
+        pipeline="ticker",
+        status=status,
+        created_at=at,
+        **fields,
+    )
+
+
+def drafts(run_id: str, n: int, type: str = "tick") -> list[EventDraft]:
+    return [EventDraft(run_id, type, b'{"i":%d}' % i, T0 + i) for i in range(n)]
+
+
+def events(result: AppendResult) -> list[Event]:
+    assert isinstance(result, list), result
+    return result
+
+
+async def created(store: Store, *runs: Run) -> list[Run]:
+    for r in runs:
+        await store.create_run(r)
+    return list(runs)
+
+
+async def all_events(store: Store, run_id: str) -> list[Event]:
+    return await store.read_events(run_id, 0, 1_000_000)
+
+
+# -- lifecycle -----------------------------------------------------------------
+
+
+async def test_ping_answers_when_open(store: Store) -> None:
+    await store.ping()
+
+
+async def test_migrate_is_repeatable_and_reports_the_version(store: Store) -> None:
+    version = await store.migrate()
+    assert version >= 1
+    assert await store.migrate() == version
+
+
+# -- sessions and memory -------------------------------------------------------
+
+
+async def test_created_session_reads_back_equal(store: Store) -> None:
+    s = session(metadata={"plan": "free", "tags": ["a", "ü"]})
+    await store.create_session(s)
+    assert await store.get_session(s.session_id) == s
+
+
+async def test_unknown_session_is_none(store: Store) -> None:
+    assert await store.get_session("ses_missing") is None
+
+
+async def test_touch_session_only_moves_last_activity_forward(store: Store) -> None:
+    s = session()
+    await store.create_session(s)
+    await store.touch_session(s.session_id, T0 + 10)
+    await store.touch_session(s.session_id, T0 + 5)
+    found = await store.get_session(s.session_id)
+    assert found is not None
+    assert found.last_activity == T0 + 10
+    assert found.created_at == T0
+
+
+async def test_touch_unknown_session_does_nothing(store: Store) -> None:
+    await store.touch_session("ses_missing", T0)
+    assert await store.get_session("ses_missing") is None
+
+
+async def test_history_is_oldest_first_and_round_trips_messages(store: Store) -> None:
+    s = session()
+    await store.create_session(s)
+    sent = [
+        Message("user", "Grüß dich 👋 — ¿qué tal?", T0),
+        Message("assistant", {"parts": [{"text": "日本語"}], "n": 1.5}, T0 + 1, extra={"model": "m"}),
+        Message("tool", None, T0 + 2),
+    ]
+    for m in sent:
+        await store.append_message(s.session_id, m, keep=10)
+    assert await store.history(s.session_id) == sent
+
+
+async def test_history_of_unknown_session_is_empty(store: Store) -> None:
+    assert await store.history("ses_missing") == []
+
+
+async def test_memory_keeps_only_newest_n(store: Store) -> None:
+    s = session()
+    await store.create_session(s)
+    for i in range(7):
+        await store.append_message(s.session_id, Message("user", f"m{i}", T0 + i), keep=3)
+    assert [m.content for m in await store.history(s.session_id)] == ["m4", "m5", "m6"]
+
+
+async def test_memories_of_sessions_are_apart(store: Store) -> None:
+    a, b = session(), session("bob")
+    for s in (a, b):
+        await store.create_session(s)
+        await store.append_message(s.session_id, Message("user", s.owner, T0), keep=5)
+    assert [m.content for m in await store.history(a.session_id)] == ["alice"]
+    assert [m.content for m in await store.history(b.session_id)] == ["bob"]
+
+
+async def test_delete_session_forgets_memory_keeps_runs(store: Store) -> None:
+    s = session()
+    await store.create_session(s)
+    await store.append_message(s.session_id, Message("user", "hi", T0), keep=5)
+    (r,) = await created(store, run(s.session_id))
+    await store.delete_session(s.session_id)
+    deleted = await store.get_session(s.session_id)
+    assert deleted is not None
+    assert deleted.deleted
+    assert await store.history(s.session_id) == []
+    assert await store.get_run(r.run_id) == r
+
+
+async def test_forget_idle_sessions(store: Store) -> None:
+    idle, idle_silent, active = session(at=T0), session(at=T0), session(at=T0)
+    for s in (idle, idle_silent, active):
+        await store.create_session(s)
+    await store.append_message(idle.session_id, Message("user", "old", T0), keep=5)
+    await store.append_message(active.session_id, Message("user", "new", T0), keep=5)
+    await store.touch_session(active.session_id, T0 + 100)
+
+    assert await store.forget_idle_sessions(T0 + 50) == 1  # idle_silent had nothing to forget
+    assert await store.history(idle.session_id) == []
+    assert [m.content for m in await store.history(active.session_id)] == ["new"]
+    assert await store.get_session(idle.session_id) is not None
+    assert await store.forget_idle_sessions(T0 + 50) == 0
+
+
+# -- runs ----------------------------------------------------------------------
+
+
+async def test_created_run_reads_back_equal_in_every_field(store: Store) -> None:
+    r = run(
+        input={"text": "naïve café ☕", "nested": {"list": [1, 2.5, None, True]}},
+        metadata={"source": "ui", "ключ": "значение"},
+        timeout_s=30.0,
+        max_attempts=3,
+    )
+    await store.create_run(r)
+    assert await store.get_run(r.run_id) == r
+
+
+async def test_unknown_run_is_none(store: Store) -> None:
+    assert await store.get_run("run_missing") is None
+
+
+async def test_returned_runs_are_copies(store: Store) -> None:
+    (r,) = await created(store, run(metadata={"k": "v"}))
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    found.metadata["k"] = "changed"
+    found.status = RunStatus.FAILED
+    assert await store.get_run(r.run_id) == r
+
+
+async def test_create_run_with_new_session_writes_both(store: Store) -> None:
+    s = session()
+    r = run(s.session_id)
+    await store.create_run(r, new_session=s)
+    assert await store.get_session(s.session_id) == s
+    assert await store.get_run(r.run_id) == r
+
+
+async def test_list_runs_newest_first_filtered_and_paged_by_before(store: Store) -> None:
+    runs = await created(store, *(run("ses_a" if i % 2 else "ses_b", at=T0 + i) for i in range(6)))
+    newest_first = [r.run_id for r in reversed(runs)]
+
+    assert [r.run_id for r in await store.list_runs("alice")] == newest_first
+    first_page = await store.list_runs("alice", limit=2)
+    assert [r.run_id for r in first_page] == newest_first[:2]
+    second_page = await store.list_runs("alice", limit=2, before=first_page[-1].run_id)
+    assert [r.run_id for r in second_page] == newest_first[2:4]
+    in_a = await store.list_runs("alice", session_id="ses_a")
+    assert [r.run_id for r in in_a] == [r.run_id for r in reversed(runs) if r.session_id == "ses_a"]
+    assert await store.list_runs("alice", before=runs[0].run_id) == []
+
+
+async def test_list_runs_filters_by_status(store: Store) -> None:
+    _queued, done, failed = await created(
+        store, run(), run(status=RunStatus.SUCCEEDED), run(status=RunStatus.FAILED)
+    )
+    finished = await store.list_runs("alice", statuses=[RunStatus.SUCCEEDED, RunStatus.FAILED])
+    assert [r.run_id for r in finished] == [failed.run_id, done.run_id]
+    assert len(await store.list_runs("alice", statuses=[])) == 3
+
+
+async def test_list_runs_keeps_creation_order_when_created_at_ties(store: Store) -> None:
+    runs = await created(store, *(run(at=T0) for _ in range(5)))
+    assert [r.run_id for r in await store.list_runs("alice")] == [r.run_id for r in reversed(runs)]
+
+
+async def test_other_owners_runs_not_listed(store: Store) -> None:
+    mine, theirs, also_mine = await created(store, run(owner="alice"), run(owner="bob"), run(owner="alice"))
+    assert [r.run_id for r in await store.list_runs("alice")] == [also_mine.run_id, mine.run_id]
+    assert [r.run_id for r in await store.list_runs("bob")] == [theirs.run_id]
+    assert await store.list_runs("carol") == []
+    everyone = await store.list_runs(None)
+    assert [r.run_id for r in everyone] == [also_mine.run_id, theirs.run_id, mine.run_id]
+
+
+async def test_list_runs_before_a_cursor_skips_other_owners_runs_in_between(store: Store) -> None:
+    a1, _b1, a2, _b2 = await created(store, run(), run(owner="bob"), run(), run(owner="bob"))
+    assert [r.run_id for r in await store.list_runs("alice", before=a2.run_id)] == [a1.run_id]
+
+
+async def test_list_runs_before_unknown_run_lists_nothing(store: Store) -> None:
+    await created(store, run())
+    assert await store.list_runs("alice", before="run_missing") == []
+
+
+async def test_runs_with_status_oldest_first(store: Store) -> None:
+    q1, _done, r1, q2 = await created(
+        store, run(), run(status=RunStatus.SUCCEEDED), run(status=RunStatus.RUNNING), run()
+    )
+    found = await store.runs_with_status([RunStatus.QUEUED, RunStatus.RUNNING])
+    assert [r.run_id for r in found] == [q1.run_id, r1.run_id, q2.run_id]
+    assert await store.runs_with_status([RunStatus.TIMED_OUT]) == []
+
+
+async def test_unfinished_runs_of_a_session_oldest_first(store: Store) -> None:
+    first, _done, _elsewhere, second = await created(
+        store,
+        run("ses_x", status=RunStatus.RUNNING),
+        run("ses_x", status=RunStatus.CANCELLED),
+        run("ses_y"),
+        run("ses_x"),
+    )
+    assert [r.run_id for r in await store.unfinished_runs("ses_x")] == [first.run_id, second.run_id]
+    assert await store.unfinished_runs("ses_missing") == []
+
+
+async def test_expired_leases_and_renewal(store: Store) -> None:
+    lapsing, held, _queued = await created(
+        store,
+        run(status=RunStatus.RUNNING, worker_id="w1", lease_expires_at=T0 + 10),
+        run(status=RunStatus.RUNNING, worker_id="w2", lease_expires_at=T0 + 10),
+        run(lease_expires_at=T0),  # not running: never "expired"
+    )
+    assert [r.run_id for r in await store.expired_leases(T0 + 20)] == [lapsing.run_id, held.run_id]
+    assert await store.expired_leases(T0 + 10) == []  # "before", not "at"
+
+    await store.renew_leases("w2", [held.run_id, lapsing.run_id], T0 + 40)  # w2 holds only one of them
+    assert [r.run_id for r in await store.expired_leases(T0 + 20)] == [lapsing.run_id]
+    renewed = await store.get_run(held.run_id)
+    assert renewed is not None
+    assert renewed.lease_expires_at == T0 + 40
+    assert renewed.worker_id == "w2"
+
+
+async def test_renew_leases_skips_runs_no_longer_running(store: Store) -> None:
+    (r,) = await created(store, run(status=RunStatus.SUCCEEDED, worker_id="w1", lease_expires_at=T0))
+    await store.renew_leases("w1", [r.run_id], T0 + 40)
+    await store.renew_leases("w1", [], T0 + 40)
+    assert await store.get_run(r.run_id) == r
+
+
+async def test_sweep_deletes_old_finished_runs_and_their_events_only(store: Store) -> None:
+    old, recent, old_running, queued = await created(
+        store,
+        run(status=RunStatus.RUNNING),
+        run(status=RunStatus.RUNNING),
+        run(status=RunStatus.RUNNING),
+        run(),
+    )
+    finish = RunUpdate(status=RunStatus.SUCCEEDED, finished_at=T0 + 10)
+    results = await store.append(
+        [
+            AppendGroup(old.run_id, drafts(old.run_id, 3), finish),
+            AppendGroup(
+                recent.run_id, drafts(recent.run_id, 3), RunUpdate(RunStatus.FAILED, finished_at=T0 + 100)
+            ),
+            AppendGroup(old_running.run_id, drafts(old_running.run_id, 3), RunUpdate(finished_at=T0 + 10)),
+            AppendGroup(queued.run_id, drafts(queued.run_id, 3)),
+        ]
+    )
+    assert all(isinstance(result, list) for result in results)
+
+    assert await store.sweep_runs(T0 + 50) == 1
+    assert await store.get_run(old.run_id) is None
+    assert await all_events(store, old.run_id) == []
+    for kept in (recent, old_running, queued):
+        assert await store.get_run(kept.run_id) is not None
+        assert len(await all_events(store, kept.run_id)) == 3
+    assert [r.run_id for r in await store.list_runs("alice")] == [
+        queued.run_id,
+        old_running.run_id,
+        recent.run_id,
+    ]
+    assert await store.sweep_runs(T0 + 50) == 0
+
+
+# -- events --------------------------------------------------------------------
+
+
+async def test_append_numbers_events_from_one_without_gaps(store: Store) -> None:
+    (r,) = await created(store, run())
+    (result,) = await store.append([AppendGroup(r.run_id, drafts(r.run_id, 5))])
+    assert [e.seq for e in events(result)] == [1, 2, 3, 4, 5]
+    assert await all_events(store, r.run_id) == events(result)
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert found.last_seq == 5
+
+
+async def test_append_continues_from_last_seq(store: Store) -> None:
+    (r,) = await created(store, run())
+    await store.append([AppendGroup(r.run_id, drafts(r.run_id, 2))])
+    (result,) = await store.append([AppendGroup(r.run_id, drafts(r.run_id, 3))])
+    assert [e.seq for e in events(result)] == [3, 4, 5]
+    assert [e.seq for e in await all_events(store, r.run_id)] == [1, 2, 3, 4, 5]
+
+
+async def test_appended_events_keep_run_type_data_and_ts(store: Store) -> None:
+    (r,) = await created(store, run())
+    sent = [
+        EventDraft(r.run_id, "phase", b'{"name":"plan"}', T0 + 0.123456),
+        EventDraft(r.run_id, "x.y-z", b"[]", T0),
+    ]
+    (result,) = await store.append([AppendGroup(r.run_id, sent)])
+    expected = [Event(r.run_id, i + 1, d.type, d.data, d.ts) for i, d in enumerate(sent)]
+    assert events(result) == expected
+    assert await all_events(store, r.run_id) == expected
+
+
+async def test_event_data_bytes_round_trip_unchanged(store: Store) -> None:
+    (r,) = await created(store, run())
+    payloads = [
+        b'{"b": 1,   "a": [1, 2]}',  # whitespace and key order are not normalised
+        '{"text":"Grüße, 世界 🌍"}'.encode(),
+        b'"\\u00e9 escaped stays escaped"',
+        b"null",
+        b'{"pad":"' + b"x" * 70_000 + b'"}',
+    ]
+    await store.append([AppendGroup(r.run_id, [EventDraft(r.run_id, "blob", p, T0) for p in payloads])])
+    read = await all_events(store, r.run_id)
+    assert [e.data for e in read] == payloads
+    assert all(type(e.data) is bytes for e in read)
+
+
+async def test_append_of_nothing_returns_nothing(store: Store) -> None:
+    assert await store.append([]) == []
+
+
+async def test_append_returns_one_result_per_group_in_order(store: Store) -> None:
+    a, b = await created(store, run(), run())
+    results = await store.append(
+        [
+            AppendGroup(a.run_id, drafts(a.run_id, 2)),
+            AppendGroup("run_missing", drafts("run_missing", 1)),
+            AppendGroup(b.run_id, drafts(b.run_id, 1)),
+        ]
+    )
+    assert [e.run_id for e in events(results[0])] == [a.run_id, a.run_id]
+    assert isinstance(results[1], StatusConflict)
+    assert [(e.run_id, e.seq) for e in events(results[2])] == [(b.run_id, 1)]
+
+
+async def test_append_to_missing_run_is_a_conflict_without_status(store: Store) -> None:
+    (result,) = await store.append([AppendGroup("run_missing", drafts("run_missing", 1))])
+    assert isinstance(result, StatusConflict)
+    assert (result.run_id, result.actual) == ("run_missing", None)
+    assert await all_events(store, "run_missing") == []
+
+
+async def test_update_travels_with_its_events(store: Store) -> None:
+    (r,) = await created(store, run())
+    start = RunUpdate(
+        status=RunStatus.RUNNING,
+        expect=frozenset({RunStatus.QUEUED}),
+        started_at=T0 + 1,
+        attempt=2,
+        worker_id="w1",
+        lease_expires_at=T0 + 31,
+    )
+    (result,) = await store.append([AppendGroup(r.run_id, drafts(r.run_id, 1, "status"), start)])
+    assert len(events(result)) == 1
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert (found.status, found.started_at, found.attempt, found.last_seq) == (
+        RunStatus.RUNNING,
+        T0 + 1,
+        2,
+        1,
+    )
+    assert (found.worker_id, found.lease_expires_at) == ("w1", T0 + 31)
+
+    finish = RunUpdate(
+        status=RunStatus.SUCCEEDED,
+        output={"report": "fertig ✓"},
+        set_output=True,
+        finished_at=T0 + 9,
+        clear_lease=True,
+    )
+    await store.append([AppendGroup(r.run_id, drafts(r.run_id, 2, "end"), finish)])
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert (found.status, found.output, found.finished_at) == (
+        RunStatus.SUCCEEDED,
+        {"report": "fertig ✓"},
+        T0 + 9,
+    )
+    assert (found.worker_id, found.lease_expires_at, found.last_seq, found.started_at) == (
+        None,
+        None,
+        3,
+        T0 + 1,
+    )
+
+
+async def test_update_leaves_fields_it_does_not_name(store: Store) -> None:
+    (r,) = await created(
+        store, run(status=RunStatus.RUNNING, output=[1], worker_id="w1", lease_expires_at=T0)
+    )
+    await store.append([AppendGroup(r.run_id, [], RunUpdate(error=RunError("boom", "it broke")))])
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert found.error == RunError("boom", "it broke")
+    assert (found.output, found.worker_id, found.lease_expires_at, found.last_seq) == ([1], "w1", T0, 0)
+
+
+async def test_set_output_can_clear_the_output(store: Store) -> None:
+    (r,) = await created(store, run(output={"old": True}))
+    await store.append([AppendGroup(r.run_id, [], RunUpdate(output=None, set_output=True))])
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert found.output is None
+
+
+async def test_clear_lease_then_a_new_holder_in_one_update(store: Store) -> None:
+    (r,) = await created(store, run(status=RunStatus.RUNNING, worker_id="w1", lease_expires_at=T0))
+    await store.append([AppendGroup(r.run_id, [], RunUpdate(clear_lease=True, worker_id="w2"))])
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert (found.worker_id, found.lease_expires_at) == ("w2", None)
+
+
+async def test_group_with_only_an_update_writes_no_events(store: Store) -> None:
+    (r,) = await created(store, run())
+    (result,) = await store.append([AppendGroup(r.run_id, [], RunUpdate(status=RunStatus.CANCELLED))])
+    assert result == []
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert (found.status, found.last_seq) == (RunStatus.CANCELLED, 0)
+
+
+async def test_conditional_update_refuses_whole_group_but_not_others_in_batch(store: Store) -> None:
+    done, fresh = await created(store, run(status=RunStatus.SUCCEEDED), run())
+    cancel = RunUpdate(status=RunStatus.CANCELLED, expect=frozenset({RunStatus.QUEUED, RunStatus.RUNNING}))
+    refused, accepted = await store.append(
+        [
+            AppendGroup(done.run_id, drafts(done.run_id, 2), cancel),
+            AppendGroup(fresh.run_id, drafts(fresh.run_id, 2), cancel),
+        ]
+    )
+    assert isinstance(refused, StatusConflict)
+    assert (refused.run_id, refused.actual) == (done.run_id, RunStatus.SUCCEEDED)
+    assert await store.get_run(done.run_id) == done
+    assert await all_events(store, done.run_id) == []
+    assert [e.seq for e in events(accepted)] == [1, 2]
+    found = await store.get_run(fresh.run_id)
+    assert found is not None
+    assert (found.status, found.last_seq) == (RunStatus.CANCELLED, 2)
+
+
+async def test_groups_of_one_run_in_one_batch_see_each_others_updates(store: Store) -> None:
+    (r,) = await created(store, run())
+    only_queued = frozenset({RunStatus.QUEUED})
+    first, second, third = await store.append(
+        [
+            AppendGroup(
+                r.run_id, drafts(r.run_id, 2), RunUpdate(status=RunStatus.RUNNING, expect=only_queued)
+            ),
+            AppendGroup(
+                r.run_id, drafts(r.run_id, 1), RunUpdate(status=RunStatus.RUNNING, expect=only_queued)
+            ),
+            AppendGroup(r.run_id, drafts(r.run_id, 2), RunUpdate(worker_id="w9")),
+        ]
+    )
+    assert [e.seq for e in events(first)] == [1, 2]
+    assert isinstance(second, StatusConflict)
+    assert second.actual is RunStatus.RUNNING
+    assert [e.seq for e in events(third)] == [3, 4]
+    found = await store.get_run(r.run_id)
+    assert found is not None
+    assert (found.status, found.worker_id, found.last_seq) == (RunStatus.RUNNING, "w9", 4)
+    assert [e.seq for e in await all_events(store, r.run_id)] == [1, 2, 3, 4]
+
+
+async def test_concurrent_appends_to_one_run_never_share_or_skip_a_seq(store: Store) -> None:
+    shared, other = await created(store, run(), run())
+
+    async def writer(n: int) -> list[AppendResult]:
+        return await store.append(
+            [
+                AppendGroup(shared.run_id, drafts(shared.run_id, n)),
+                AppendGroup(other.run_id, drafts(other.run_id, 1)),
+            ]
+        )
+
+    batches = await asyncio.gather(*(writer(1 + i % 4) for i in range(60)))
+    total = sum(1 + i % 4 for i in range(60))
+    handed_out = sorted(e.seq for mine, _ in batches for e in events(mine))
+    assert handed_out == list(range(1, total + 1))
+    for mine, _ in batches:  # a group's events are consecutive
+        seqs = [e.seq for e in events(mine)]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert [e.seq for e in await all_events(store, shared.run_id)] == list(range(1, total + 1))
+    assert [e.seq for e in await all_events(store, other.run_id)] == list(range(1, 61))
+
+
+async def test_read_events_pages_after_cursor(store: Store) -> None:
+    (r,) = await created(store, run())
+    await store.append([AppendGroup(r.run_id, drafts(r.run_id, 10))])
+    assert [e.seq for e in await store.read_events(r.run_id, 0, 4)] == [1, 2, 3, 4]
+    assert [e.seq for e in await store.read_events(r.run_id, 4, 4)] == [5, 6, 7, 8]
+    assert [e.seq for e in await store.read_events(r.run_id, 8, 4)] == [9, 10]
+    assert await store.read_events(r.run_id, 10, 4) == []
+    assert await store.read_events(r.run_id, 99, 4) == []
+
+
+async def test_read_events_of_unknown_run_is_empty(store: Store) -> None:
+    assert await store.read_events("run_missing", 0, 100) == []
+
+
+async def test_runs_event_logs_are_apart(store: Store) -> None:
+    a, b = await created(store, run(), run(owner="bob"))
+    await store.append(
+        [AppendGroup(a.run_id, drafts(a.run_id, 3)), AppendGroup(b.run_id, drafts(b.run_id, 2))]
+    )
+    assert {e.run_id for e in await all_events(store, a.run_id)} == {a.run_id}
+    assert [e.seq for e in await all_events(store, b.run_id)] == [1, 2]

@@ -1,0 +1,216 @@
+"""What only the SQLite store promises: a durable file, WAL, recorded migrations,
+long replays, and reads that never wait for writes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from runyard.errors import ConfigurationError, StoreError
+from runyard.models import EventDraft, Message, Run, RunStatus, RunUpdate, Session
+from runyard.store import AppendGroup, store_from_url
+from runyard.store.sqlite import MIGRATIONS, SQLiteStore, database_path
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "runyard.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(f"sqlite:///{db_path}")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def make_run(run_id: str, session_id: str = "ses_1") -> Run:
+    return Run(run_id, session_id, "alice", "ticker", RunStatus.QUEUED, {"count": 1}, created_at=T0)
+
+
+def drafts(run_id: str, start: int, n: int) -> list[EventDraft]:
+    return [EventDraft(run_id, "tick", b'{"i":%d}' % i, T0 + i) for i in range(start, start + n)]
+
+
+def test_url_names_a_path_relative_to_cwd_or_absolute() -> None:
+    assert database_path("sqlite:///./runyard.db") == "./runyard.db"
+    assert database_path("sqlite:///data/r.db") == "data/r.db"
+    assert database_path("sqlite:////var/lib/r.db") == "/var/lib/r.db"
+    assert database_path("sqlite:///:memory:") == ":memory:"
+    assert database_path("sqlite://") == ":memory:"
+    with pytest.raises(ConfigurationError):
+        database_path("sqlite://host/r.db")
+
+
+def test_store_from_url_picks_sqlite() -> None:
+    assert isinstance(store_from_url("sqlite:///:memory:"), SQLiteStore)
+
+
+async def test_relative_url_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("sqlite:///./runyard.db")
+    await store.open()
+    await store.close()
+    assert (tmp_path / "runyard.db").exists()
+
+
+async def test_in_memory_database_works_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SQLiteStore("sqlite:///:memory:")
+    await store.open()
+    try:
+        await store.create_run(make_run("run_1"))
+        await store.append([AppendGroup("run_1", drafts("run_1", 0, 3))])
+        assert [e.seq for e in await store.read_events("run_1", 0, 10)] == [1, 2, 3]
+    finally:
+        await store.close()
+    assert await asyncio.to_thread(os.listdir, tmp_path) == []
+
+
+async def test_data_survives_close_and_reopen(db_path: Path) -> None:
+    url = f"sqlite:///{db_path}"
+    first = SQLiteStore(url)
+    await first.open()
+    session = Session("ses_1", "alice", T0, T0, {"k": "v"})
+    await first.create_run(make_run("run_1"), new_session=session)
+    await first.append_message("ses_1", Message("user", "hallo", T0), keep=10)
+    finish = RunUpdate(status=RunStatus.SUCCEEDED, output={"n": 500}, set_output=True, finished_at=T0 + 1)
+    for start in range(0, 500, 100):
+        await first.append([AppendGroup("run_1", drafts("run_1", start, 100))])
+    await first.append([AppendGroup("run_1", drafts("run_1", 500, 1), finish)])
+    run_before = await first.get_run("run_1")
+    await first.close()
+
+    second = SQLiteStore(url)
+    await second.open()
+    try:
+        assert await second.get_run("run_1") == run_before
+        assert await second.get_session("ses_1") == session
+        assert [m.content for m in await second.history("ses_1")] == ["hallo"]
+        replay = await second.read_events("run_1", 0, 1000)
+        assert [e.seq for e in replay] == list(range(1, 502))
+        assert replay[42].data == b'{"i":42}'
+        (more,) = await second.append([AppendGroup("run_1", drafts("run_1", 501, 1))])
+        assert isinstance(more, list)
+        assert more[0].seq == 502
+    finally:
+        await second.close()
+
+
+async def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
+    with sqlite3.connect(db_path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_migrations_are_idempotent_and_recorded(store: SQLiteStore, db_path: Path) -> None:
+    assert await store.migrate() == len(MIGRATIONS)
+    again = SQLiteStore(f"sqlite:///{db_path}")
+    await again.open()
+    await again.close()
+    with sqlite3.connect(db_path) as raw:
+        versions = [v for (v,) in raw.execute("SELECT version FROM schema_version ORDER BY version")]
+        tables = {name for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    assert {"sessions", "messages", "runs", "events", "schema_version"} <= tables
+
+
+async def test_schema_newer_than_this_code_is_refused(db_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{db_path}")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(db_path) as raw:
+        raw.execute("INSERT INTO schema_version VALUES (?, 0)", (len(MIGRATIONS) + 1,))
+    newer = SQLiteStore(f"sqlite:///{db_path}")
+    with pytest.raises(StoreError, match="newer"):
+        await newer.open()
+
+
+async def test_create_run_with_new_session_is_atomic(store: SQLiteStore) -> None:
+    await store.create_run(make_run("run_1"))
+    with pytest.raises(sqlite3.IntegrityError):  # the run id is taken: the new session must not stay
+        await store.create_run(make_run("run_1", "ses_2"), new_session=Session("ses_2", "alice", T0, T0))
+    assert await store.get_session("ses_2") is None
+
+
+async def test_unopenable_file_is_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/missing-dir/r.db")
+    with pytest.raises(StoreError, match="missing-dir"):
+        await store.open()
+    # aiosqlite stops the failed connection's thread without waiting for it; let it
+    # finish before the loop closes, or it reports into a closed loop
+    await asyncio.sleep(0.1)
+
+
+async def test_closed_store_refuses_work(db_path: Path) -> None:
+    store = SQLiteStore(f"sqlite:///{db_path}")
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.ping()
+    with pytest.raises(StoreError):
+        await store.get_run("run_1")
+
+
+async def test_cancelled_append_still_commits_whole(store: SQLiteStore) -> None:
+    """A caller cancelled mid-append must not leave the shared writer in an open transaction."""
+    await store.create_run(make_run("run_1"))
+    task = asyncio.create_task(store.append([AppendGroup("run_1", drafts("run_1", 0, 5_000))]))
+    await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (after,) = await store.append([AppendGroup("run_1", drafts("run_1", 0, 1))])
+    assert isinstance(after, list)
+    assert after[0].seq == 5_001
+    events = await store.read_events("run_1", 0, 10_000)
+    assert [e.seq for e in events] == list(range(1, after[0].seq + 1))
+
+
+@pytest.mark.slow
+async def test_replays_a_100k_event_run_completely_in_order(store: SQLiteStore) -> None:
+    total = 100_000
+    await store.create_run(make_run("run_big"))
+    for start in range(0, total, 1_000):
+        await store.append([AppendGroup("run_big", drafts("run_big", start, 1_000))])
+
+    seen = 0
+    after = 0
+    while page := await store.read_events("run_big", after, 2_000):
+        assert [e.seq for e in page] == list(range(after + 1, after + 1 + len(page)))
+        assert page[-1].data == b'{"i":%d}' % (page[-1].seq - 1)
+        after = page[-1].seq
+        seen += len(page)
+    assert seen == total
+
+
+async def test_reads_proceed_while_a_write_batch_is_in_flight(store: SQLiteStore) -> None:
+    await store.create_run(make_run("run_1"))
+    await store.append([AppendGroup("run_1", drafts("run_1", 0, 10))])
+    await store.create_run(make_run("run_big"))
+    big = asyncio.create_task(store.append([AppendGroup("run_big", drafts("run_big", 0, 300_000))]))
+    await asyncio.sleep(0.05)  # let the batch take the writer
+
+    assert not big.done()
+    assert [e.seq for e in await store.read_events("run_1", 0, 100)] == list(range(1, 11))
+    assert await store.read_events("run_big", 0, 10) == []  # nothing of an uncommitted batch shows
+    run = await store.get_run("run_big")
+    assert run is not None
+    assert run.last_seq == 0
+    assert not big.done()
+
+    await big
+    assert len(await store.read_events("run_big", 0, 1_000_000)) == 300_000
