@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -65,10 +65,10 @@ def _first_errors(exc: ValidationError, count: int = 3) -> str:
 class Runyard:
     """An application of pipelines, served by ``runyard serve module:app``.
 
-        app = Runyard()
+    app = Runyard()
 
-        @app.pipeline("research", timeout_s=300)
-        async def research(ctx: RunContext, input: dict) -> dict: ...
+    @app.pipeline("research", timeout_s=300)
+    async def research(ctx: RunContext, input: dict) -> dict: ...
     """
 
     def __init__(self, settings: Settings | None = None, *, title: str = "runyard") -> None:
@@ -100,7 +100,7 @@ class Runyard:
                 raise TypeError(f"pipeline {name!r} must be an async function")
             doc = description if description is not None else inspect.getdoc(func) or ""
             self.pipelines[name] = Pipeline(name, func, timeout_s, retries, input_model, doc)
-            return func
+            return cast(F, func)
 
         return register
 

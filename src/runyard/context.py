@@ -64,25 +64,26 @@ class RunContext:
         self._log = log
         self._limits = limits
 
-    async def emit(self, type: str, data: Any = None) -> int:
-        """Persist an event of this run, then publish it; returns its ``seq``."""
+    async def emit(self, type: str, data: Any = None) -> None:
+        """Add an event to this run's log. It is published once persisted, in
+        order; the run's ``end`` comes after every event it emitted."""
         if not EVENT_TYPE.fullmatch(type):
             raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
-        return await self._log.append(self.run_id, type, data)
+        await self._log.append(self.run_id, type, data)
 
-    async def phase(self, name: str, status: str = "started", **extra: Any) -> int:
+    async def phase(self, name: str, status: str = "started", **extra: Any) -> None:
         """A ``phase`` event ``{"name", "status", **extra}``."""
-        return await self._log.append(self.run_id, "phase", {"name": name, "status": status, **extra})
+        await self._log.append(self.run_id, "phase", {"name": name, "status": status, **extra})
 
-    async def token(self, text: str) -> int:
+    async def token(self, text: str) -> None:
         """A ``token`` event ``{"text"}``: a piece of streamed output."""
-        return await self._log.append(self.run_id, "token", {"text": text})
+        await self._log.append(self.run_id, "token", {"text": text})
 
-    async def progress(self, current: float, total: float | None = None, message: str | None = None) -> int:
+    async def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
         """A ``progress`` event ``{"current", "total", "fraction", "message"}``."""
         fraction = min(1.0, current / total) if total else None
         data = {"current": current, "total": total, "fraction": fraction, "message": message}
-        return await self._log.append(self.run_id, "progress", data)
+        await self._log.append(self.run_id, "progress", data)
 
     @asynccontextmanager
     async def limit(self, name: str, tokens: int = 0) -> AsyncIterator[None]:

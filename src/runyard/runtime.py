@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +123,7 @@ class Runtime:
         await self.engine.cancel(run)
         return await self.get_run(owner, run_id)
 
-    def follow(self, run: Run, after: int) -> AsyncIterator[list[Event]]:
+    def follow(self, run: Run, after: int) -> AsyncGenerator[list[Event], None]:
         """The run's events after ``after``: history, then live, until ``end``."""
         return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s)
 

@@ -8,7 +8,6 @@ heartbeat of silence), so a broker may be lossy but never wrong.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:

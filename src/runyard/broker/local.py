@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from runyard.broker.base import Broker
 from typing import TYPE_CHECKING
+
+from runyard.broker.base import Broker
 
 if TYPE_CHECKING:
     from runyard.events.hub import Hub

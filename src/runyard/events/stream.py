@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from runyard.events.hub import Hub
 from runyard.models import Event
@@ -14,7 +14,7 @@ PAGE = 2000  # events per store read and per yielded batch
 
 async def follow(
     store: Store, hub: Hub, run_id: str, after: int, heartbeat_s: float
-) -> AsyncIterator[list[Event]]:
+) -> AsyncGenerator[list[Event], None]:
     """Yield batches of the run's events with ``seq > after``, in order, each once,
     until the ``end`` event; an empty batch after ``heartbeat_s`` of silence.
 

@@ -41,6 +41,8 @@ def sse_response(
 
 
 async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int) -> AsyncIterator[bytes]:
+    if run.status.finished and after >= run.last_seq:
+        return  # resumed after the end: nothing more will ever come
     metrics.STREAM_SUBSCRIBERS.inc()
     history_end = run.last_seq
     replay_started = time.perf_counter() if history_end > after else None

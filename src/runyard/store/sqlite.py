@@ -234,16 +234,13 @@ class SQLiteStore(Store):
         if self._db is not None:
             return
         self._db = await self._connect(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
-            f" PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
+            f"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
         )
         try:
             await self.migrate()
             if not self._memory:
                 for _ in range(self._reader_count):
-                    reader = await self._connect(
-                        f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = ON;"
-                    )
+                    reader = await self._connect(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = ON;")
                     self._readers.append(reader)
                     self._idle.put_nowait(reader)
         except BaseException:
@@ -280,15 +277,12 @@ class SQLiteStore(Store):
 
     async def _migrate(self, db: aiosqlite.Connection) -> int:
         await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version"
-            " (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
         )
         rows = list(await db.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_version"))
         current: int = rows[0][0]
         if current > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path} has schema version {current}, newer than this runyard's {len(MIGRATIONS)}"
-            )
+            raise StoreError(f"{self.path} has schema version {current}, newer than this runyard's {len(MIGRATIONS)}")
         for statement in MIGRATIONS[current:]:
             await db.execute(statement)
         applied = [(version, time.time()) for version in range(current + 1, len(MIGRATIONS) + 1)]
@@ -466,8 +460,7 @@ class SQLiteStore(Store):
 
     async def expired_leases(self, at: float) -> list[Run]:
         rows = await self._read(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_expires_at < ?"
-            " ORDER BY created_seq",
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_expires_at < ? ORDER BY created_seq",
             (at,),
         )
         return [_run(row) for row in rows]
@@ -475,8 +468,7 @@ class SQLiteStore(Store):
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
         if run_ids:
             await self._execute(
-                f"UPDATE runs SET lease_expires_at = ? WHERE run_id {IN_JSON}"
-                " AND status = 'running' AND worker_id = ?",
+                f"UPDATE runs SET lease_expires_at = ? WHERE run_id {IN_JSON} AND status = 'running' AND worker_id = ?",
                 (until, _json_list(run_ids), worker_id),
             )
 
@@ -536,9 +528,7 @@ class SQLiteStore(Store):
                 run.status = update.status or run.status
             results.append(events)
         if event_rows:
-            await db.executemany(
-                "INSERT INTO events (run_id, seq, type, data, ts) VALUES (?, ?, ?, ?, ?)", event_rows
-            )
+            await db.executemany("INSERT INTO events (run_id, seq, type, data, ts) VALUES (?, ?, ?, ?, ?)", event_rows)
         shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for run_id, columns in changes.items():
             if columns:
