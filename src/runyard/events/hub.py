@@ -15,17 +15,19 @@ from collections.abc import Iterable
 
 from runyard.models import Event
 
-WINDOW = 1024  # events a channel keeps for subscribers that are nearly caught up
+WINDOW = 1024  # events a channel keeps for subscribers that are nearly caught up...
+WINDOW_BYTES = 4 << 20  # ...within about this much data
 
 
 class RunChannel:
-    __slots__ = ("_events", "changed", "run_id", "subscribers")
+    __slots__ = ("_bytes", "_events", "changed", "run_id", "subscribers")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.subscribers = 0
         self.changed = asyncio.Event()
         self._events: list[Event] = []
+        self._bytes = 0
 
     def deliver(self, events: Iterable[Event]) -> None:
         """Add newly persisted events and wake the subscribers."""
@@ -35,11 +37,22 @@ class RunChannel:
                 continue  # a duplicate delivery
             if kept and event.seq != kept[-1].seq + 1:
                 kept.clear()  # a gap (a missed message): the store fills it for whoever needs it
+                self._bytes = 0
             kept.append(event)
-        if len(kept) > 2 * WINDOW:
-            del kept[:-WINDOW]
+            self._bytes += len(event.data)
+        if len(kept) > 2 * WINDOW or self._bytes > WINDOW_BYTES:
+            self._trim()
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
+
+    def _trim(self) -> None:
+        """Keep the newest ``WINDOW`` events, or fewer if they exceed ``WINDOW_BYTES``."""
+        kept, size, start = self._events, 0, len(self._events)
+        while start > 0 and len(kept) - start < WINDOW and size + len(kept[start - 1].data) <= WINDOW_BYTES:
+            start -= 1
+            size += len(kept[start].data)
+        del kept[:start]
+        self._bytes = size
 
     def after(self, cursor: int, limit: int) -> list[Event] | None:
         """Events with ``seq > cursor`` from the window; None if the window starts

@@ -9,7 +9,9 @@ from runyard.events.hub import Hub
 from runyard.models import Event
 from runyard.store.base import Store
 
-PAGE = 2000  # events per store read and per yielded batch
+MAX_PAGE = 2000  # events per store read and per yielded batch...
+PAGE_BYTES = 1 << 20  # ...and about this much data, so big events make short pages
+FIRST_PAGE = 128
 
 
 async def follow(
@@ -25,13 +27,16 @@ async def follow(
     channel = hub.join(run_id)
     try:
         cursor = after
+        page = FIRST_PAGE
         poll_store = False
         while True:
             changed = channel.changed  # taken before reading, so no wake-up is missed
-            batch = None if poll_store else channel.after(cursor, PAGE)
+            batch = None if poll_store else channel.after(cursor, page)
             if batch is None:
-                batch = await store.read_events(run_id, cursor, PAGE)
+                batch = await store.read_events(run_id, cursor, page)
                 poll_store = False
+            if batch:
+                page = _page_size(batch)
             if batch:
                 cursor = batch[-1].seq
                 yield batch
@@ -47,3 +52,9 @@ async def follow(
                 yield []
     finally:
         hub.leave(channel)
+
+
+def _page_size(batch: list[Event]) -> int:
+    """How many events the next page may hold, from the size of this one's."""
+    average = sum(len(event.data) for event in batch) / len(batch) + 100  # plus the frame around the data
+    return max(1, min(MAX_PAGE, int(PAGE_BYTES / average)))

@@ -8,7 +8,7 @@ after a stretch of *silence*, which only the follower knows about.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from sse_starlette import EventSourceResponse
 from starlette.types import Message
@@ -60,15 +60,16 @@ async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int) -> Async
         metrics.STREAM_SUBSCRIBERS.dec()
 
 
-def _chunks(events: list[Event], pad_bytes: int) -> list[bytes]:
-    frames = [sse.frame(event, pad_bytes) for event in events]
-    chunks: list[bytes] = []
-    start, size = 0, 0
-    for i, frame in enumerate(frames):
+def _chunks(events: list[Event], pad_bytes: int) -> Iterator[bytes]:
+    """Frames joined into chunks of about ``CHUNK_BYTES``, built one chunk at a time."""
+    frames: list[bytes] = []
+    size = 0
+    for event in events:
+        frame = sse.frame(event, pad_bytes)
+        frames.append(frame)
         size += len(frame)
         if size >= CHUNK_BYTES:
-            chunks.append(b"".join(frames[start : i + 1]))
-            start, size = i + 1, 0
-    if start < len(frames):
-        chunks.append(b"".join(frames[start:]))
-    return chunks
+            yield b"".join(frames)
+            frames, size = [], 0
+    if frames:
+        yield b"".join(frames)
