@@ -5,11 +5,13 @@ from __future__ import annotations
 import uvicorn
 
 from runyard.app import Runyard
+from runyard.observability.logs import configure_logging
 
 
 def serve(app: Runyard) -> None:
     """Serve ``app`` on its settings' host and port until SIGINT/SIGTERM."""
     settings = app.settings
+    configure_logging(settings)
     config = uvicorn.Config(
         app.http(),
         host=settings.host,

@@ -1,0 +1,65 @@
+"""Logging: JSON lines (or readable lines on a terminal) that carry the run's
+ids on every line emitted inside a run, the pipeline's own ``logging`` calls
+included, because they are read from the run's contextvar."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from typing import Any
+
+import orjson
+
+from runyard.settings import Settings
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def run_fields() -> dict[str, str]:
+    """The running run's ids, or nothing outside a run."""
+    from runyard.context import _current
+
+    ctx = _current.get(None)
+    if ctx is None:
+        return {}
+    return {"run_id": ctx.run_id, "session_id": ctx.session_id, "owner": ctx.owner, "pipeline": ctx.pipeline}
+
+
+class JSONFormatter(logging.Formatter):
+    converter = staticmethod(time.gmtime)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **run_fields(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            line["exception"] = "".join(traceback.format_exception(*record.exc_info))
+        return orjson.dumps(line, default=str).decode()
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = run_fields()
+        suffix = f" [{fields['pipeline']} {fields['run_id']}]" if fields else ""
+        return super().format(record) + suffix
+
+
+def configure_logging(settings: Settings) -> None:
+    """Route every logger to stderr in the configured format and level."""
+    fmt = settings.log_format
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JSONFormatter() if fmt == "json" else ConsoleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
