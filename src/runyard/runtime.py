@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from runyard.broker import broker_from_url
 from runyard.engine import Engine
-from runyard.errors import PipelineNotFound, RunFinished, RunNotFound, SessionBusy, SessionNotFound
+from runyard.errors import InvalidCursor, PipelineNotFound, RunFinished, RunNotFound, SessionBusy, SessionNotFound
 from runyard.events import EventLog, Hub, follow
 from runyard.models import ID_PATTERN, Event, Multitask, Run, RunStatus, Session, new_id, now
 from runyard.store import store_from_url
@@ -114,6 +114,10 @@ class Runtime:
         before: str | None = None,
     ) -> list[Run]:
         statuses = [status] if status else None
+        if before is not None:
+            anchor = await self.store.get_run(before)
+            if anchor is None or anchor.owner != owner:
+                raise InvalidCursor(f"no run {before!r} to page from")
         return await self.store.list_runs(owner, session_id=session_id, statuses=statuses, limit=limit, before=before)
 
     async def cancel_run(self, owner: str, run_id: str) -> Run:
@@ -149,9 +153,9 @@ class Runtime:
     async def get_session(self, owner: str, session_id: str) -> tuple[Session, str, list[dict[str, Any]]]:
         """The session, its status (``idle``, ``busy`` or ``expired``) and its history."""
         session = await self._visible_session(owner, session_id)
-        if session.expired(self.settings.session_ttl_s, now()):
-            return session, "expired", []
         busy = bool(await self.store.unfinished_runs(session_id))
+        if not busy and session.expired(self.settings.session_ttl_s, now()):
+            return session, "expired", []
         history = [message.to_dict() for message in await self.store.history(session_id)]
         return session, "busy" if busy else "idle", history
 
@@ -171,7 +175,7 @@ class Runtime:
 
     async def _live_session(self, owner: str, session_id: str) -> Session:
         session = await self._visible_session(owner, session_id)
-        if session.expired(self.settings.session_ttl_s, now()):
+        if session.expired(self.settings.session_ttl_s, now()) and not await self.store.unfinished_runs(session_id):
             raise SessionNotFound(f"session {session_id!r} expired")
         return session
 

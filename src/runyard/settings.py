@@ -41,7 +41,19 @@ class Settings(BaseSettings):
     log_level: str = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for the chat demo")
+    llm_model: str = Field("gpt-4o-mini", description="Model the chat demo asks that endpoint for")
+    llm_api_key: str | None = Field(None, description="Bearer token for that endpoint")
 
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def settings_table() -> str:
+    """Every setting as a markdown table (the README's is this, checked by a test)."""
+    rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default not in (None, "") else "(none)"
+        flag = "--" + name.replace("_", "-")
+        rows.append(f"| `RUNYARD_{name.upper()}` | `{flag}` | `{default}` | {field.description} |")
+    return "\n".join(rows)

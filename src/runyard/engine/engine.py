@@ -229,6 +229,7 @@ class Engine:
             log.info("run %s was already %s; %s not recorded", run.run_id, conflict.actual, outcome.status)
             return False
         metrics.RUNS_TOTAL.labels(run.pipeline, outcome.status.value).inc()
+        await self._store.touch_session(run.session_id, now())  # a run's end is its session's activity
         return True
 
     # -- orphaned runs ---------------------------------------------------------

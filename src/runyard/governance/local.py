@@ -9,12 +9,14 @@ run that waits more than a second is told so with a ``limit.wait`` event.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from runyard.errors import ConfigurationError
+from runyard.observability import metrics
 
 if TYPE_CHECKING:
     from runyard.context import RunContext
@@ -97,11 +99,16 @@ class Limit:
         if semaphore is None:
             yield
             return
+        started = time.perf_counter()
         await self._wait_for_permit(semaphore, ctx)
+        metrics.LIMIT_WAIT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        in_flight = metrics.LIMIT_IN_FLIGHT.labels(self.name)
+        in_flight.set(semaphore.in_flight)
         try:
             yield
         finally:
             semaphore.release()
+            in_flight.set(semaphore.in_flight)
 
     async def _wait_for_permit(self, semaphore: FairSemaphore, ctx: RunContext) -> None:
         acquiring = asyncio.ensure_future(semaphore.acquire(ctx.owner))

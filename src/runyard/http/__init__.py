@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from runyard.http.errors import install_error_handlers
-from runyard.http.middleware import JSONBodies, RequestMetrics
+from runyard.http.middleware import BodyLimit, JSONBodies, RequestMetrics
 from runyard.http.routes import runs, sessions, system
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def create_http_app(app: Runyard) -> FastAPI:
         title=app.title,
         version=_version(),
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
+        redirect_slashes=False,
         docs_url="/docs",
         openapi_url="/openapi.json",
         redoc_url=None,
@@ -54,6 +54,7 @@ def create_http_app(app: Runyard) -> FastAPI:
         )
     http.add_middleware(JSONBodies)
     http.add_middleware(RequestMetrics)
+    http.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return http
 
 

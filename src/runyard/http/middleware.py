@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from runyard.http.errors import error_response
 from runyard.observability import metrics
 
 
@@ -17,20 +19,26 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500
+        started = False
 
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
+        async def send_counted(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                # counted when the status is sent, not when a long stream ends
+                started = True
+                self._count(scope, message["status"])
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, send_counted)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.HTTP_REQUESTS_TOTAL.labels(path, str(status)).inc()
+            if not started:
+                self._count(scope, 500)
+
+    @staticmethod
+    def _count(scope: Scope, status: int) -> None:
+        path = getattr(scope.get("route"), "path", "unmatched")
+        metrics.HTTP_REQUESTS_TOTAL.labels(path, str(status)).inc()
 
 
 class JSONBodies:
@@ -47,5 +55,37 @@ class JSONBodies:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
             headers = [h for h in scope["headers"] if h[0] != b"content-type"]
             headers.append(self.JSON)
-            scope = {**scope, "headers": headers}
+            scope["headers"] = headers  # in place: outer middleware reads the matched route from it
         await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """413 ``payload_too_large`` for a body over ``max_bytes``, before it is parsed:
+    at once when ``Content-Length`` says so, else as soon as the bytes read pass
+    the limit. (Starlette's own limiter answers in plain text, not the envelope.)"""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            response = error_response(413, "payload_too_large", f"the body exceeds {self.max_bytes} bytes")
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                # an HTTPException: FastAPI re-raises it from body parsing instead of making it a 400
+                raise HTTPException(413, f"the body exceeds {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import Request
+from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from runyard.errors import InvalidCursor
@@ -25,6 +27,28 @@ def parse_cursor(value: str | None) -> int:
     """A stream or page cursor: a non-negative integer ``seq``."""
     if value is None or value == "":
         return 0
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise InvalidCursor(f"cursor {value[:40]!r} is not a non-negative integer seq")
     return int(value)
+
+
+class StrictJSONRequest(Request):
+    """Bodies parsed by orjson: strict JSON (no NaN, UTF-8 only, integers that
+    fit 64 bits), so whatever is accepted can also be stored and sent back.
+    ``orjson.JSONDecodeError`` is a ``json.JSONDecodeError``: FastAPI reports it
+    as invalid JSON."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict_handler(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive))
+
+        return strict_handler

@@ -6,15 +6,29 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runyard.models import ID_PATTERN, Multitask
+from runyard.models import ID_PATTERN, Multitask, dumps
 
-Id = Annotated[str, Field(min_length=1, max_length=64, pattern=ID_PATTERN.pattern)]
+# anchored: pydantic searches a pattern, it does not full-match it
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=rf"^{ID_PATTERN.pattern}$")]
 METADATA_MAX_KEYS = 64
 METADATA_MAX_BYTES = 16_384
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _storable(value: Any) -> bytes:
+    """The JSON that will be stored; ``ValueError`` (so 422) for what JSON can't hold."""
+    try:
+        return dumps(value)
+    except TypeError as exc:  # too deep, or a number JSON cannot carry
+        raise ValueError(f"cannot be stored as JSON: {exc}") from None
+
+
+def _check_input(value: Any) -> Any:
+    _storable(value)
+    return value
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -24,9 +38,7 @@ def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
         raise ValueError(f"at most {METADATA_MAX_KEYS} metadata keys")
     if any(len(key) > 128 for key in value):
         raise ValueError("metadata keys are at most 128 characters")
-    from runyard.models import dumps
-
-    if len(dumps(value)) > METADATA_MAX_BYTES:
+    if len(_storable(value)) > METADATA_MAX_BYTES:
         raise ValueError(f"metadata is at most {METADATA_MAX_BYTES} bytes of JSON")
     return value
 
@@ -42,6 +54,7 @@ class RunRequest(_Body):
     multitask: Multitask = Multitask.ENQUEUE
 
     _metadata = field_validator("metadata")(_check_metadata)
+    _input = field_validator("input")(_check_input)
 
     @field_validator("multitask", mode="before")
     @classmethod

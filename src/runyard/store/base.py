@@ -80,7 +80,8 @@ class Store(ABC):
 
     @abstractmethod
     async def forget_idle_sessions(self, idle_before: float) -> int:
-        """Forget the memory of sessions idle since before ``idle_before``; return how many."""
+        """Forget the memory of sessions idle since before ``idle_before`` and with no
+        run queued or running; return how many."""
 
     @abstractmethod
     async def history(self, session_id: str) -> list[Message]:

@@ -80,7 +80,12 @@ class MemoryStore(Store):
         self._memory.pop(session_id, None)
 
     async def forget_idle_sessions(self, idle_before: float) -> int:
-        idle = [s.session_id for s in self._sessions.values() if s.last_activity < idle_before]
+        busy = {run.session_id for run in self._runs.values() if run.status in UNFINISHED}
+        idle = [
+            s.session_id
+            for s in self._sessions.values()
+            if s.last_activity < idle_before and s.session_id not in busy  # busy sessions are never idle
+        ]
         forgotten = 0
         for session_id in idle:
             if self._memory.pop(session_id, None) is not None:

@@ -363,7 +363,11 @@ class SQLiteStore(Store):
         await self._write(work)
 
     async def forget_idle_sessions(self, idle_before: float) -> int:
-        idle = "SELECT session_id FROM sessions WHERE last_activity < ?"
+        # a session with a run still queued or running is busy, never idle
+        idle = (
+            "SELECT session_id FROM sessions s WHERE last_activity < ? AND NOT EXISTS "
+            "(SELECT 1 FROM runs r WHERE r.session_id = s.session_id AND r.status IN ('queued', 'running'))"
+        )
 
         async def work(db: aiosqlite.Connection) -> int:
             rows = list(

@@ -9,12 +9,12 @@ from starlette.responses import Response
 
 from runyard.errors import InvalidCursor
 from runyard.http.owner import owner_of
-from runyard.http.responses import json_response, parse_cursor, runtime_of
+from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
 from runyard.http.schemas import Id, RunRequest, StreamRunRequest
 from runyard.http.streaming import sse_response
 from runyard.models import Run, RunStatus
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"])
+router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=StrictJSONRoute)
 
 EVENTS_PAGE_MAX = 10_000
 
@@ -38,10 +38,12 @@ async def create_run(request: Request, body: RunRequest) -> Response:
 
 
 @router.post("/stream", summary="Create a run and stream its events")
-async def create_and_stream(request: Request, body: StreamRunRequest) -> Response:
+async def create_and_stream(
+    request: Request, body: StreamRunRequest, pad: Annotated[int | None, Query(ge=0, le=65536)] = None
+) -> Response:
     runtime = runtime_of(request)
     run = await _create(request, body)
-    pad = runtime.settings.sse_pad_bytes
+    pad = pad if pad is not None else runtime.settings.sse_pad_bytes
 
     async def cancel_if_asked() -> None:
         if body.on_disconnect == "cancel":
@@ -97,6 +99,8 @@ async def list_events(
     runtime = runtime_of(request)
     run = await runtime.get_run(owner_of(request), run_id)
     cursor = parse_cursor(after)
+    if cursor > run.last_seq:
+        raise InvalidCursor(f"cursor {cursor} is past the run's last event ({run.last_seq})")
     events = await runtime.store.read_events(run.run_id, cursor, limit)
     next_after = events[-1].seq if events else cursor
     body = b'{"events":[%s],"next_after":%d,"status":"%s"}' % (

@@ -6,11 +6,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from runyard.http.owner import owner_of
-from runyard.http.responses import json_response, runtime_of
+from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
 from runyard.http.schemas import SessionRequest
 from runyard.models import Session, rfc3339
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=StrictJSONRoute)
 
 
 def _session_json(session: Session, status: str, history: list[object]) -> dict[str, object]:

@@ -1,0 +1,509 @@
+"""The ``runyard`` command.
+
+    runyard demo [--host H] [--port P] [--<setting> V ...]
+    runyard serve APP [--role all|api|worker] [--<setting> V ...]
+    runyard worker APP [--<setting> V ...]
+    runyard run PIPELINE --input JSON [--url U] [--session S] [--client-id C]
+    runyard tail RUN_ID [--url U] [--after N]
+    runyard migrate [--store URL]
+
+Every field of ``runyard.settings.Settings`` is a flag of ``demo``, ``serve`` and
+``worker``, generated from the class so the two never drift; a flag given
+overrides the field's ``RUNYARD_*`` variable, which overrides the default.
+
+Exit status: 0 success; 1 a run that did not succeed, or the server could not
+be reached; 2 a usage error (a bad flag or input, a 4xx answer); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+from rich.console import Console
+from rich.json import JSON
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
+from rich.text import Text
+
+from runyard.client import DEFAULT_URL, APIError, AsyncClient, StreamLost
+from runyard.errors import ConfigurationError, RunyardError
+from runyard.settings import Settings
+
+if TYPE_CHECKING:
+    from runyard.app import Runyard
+
+OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+ROLES = ("all", "api", "worker")
+SETTING = "setting_"  # prefix of the argparse destinations of settings flags
+
+
+class UsageError(Exception):
+    """A mistake of the caller's: printed on one line, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or argparse's own usage message
+        return exc.code if isinstance(exc.code, int) else USAGE
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (UsageError, ConfigurationError) as exc:
+        return _fail(str(exc), USAGE)
+    except APIError as exc:
+        return _fail(f"{exc.message} ({exc.status} {exc.code})", USAGE if exc.status < 500 else FAILED)
+    except httpx.TransportError as exc:
+        return _fail(f"cannot reach the server at {getattr(args, 'url', '?')}: {exc}", FAILED)
+    except (RunyardError, httpx.HTTPError) as exc:
+        return _fail(str(exc), FAILED)
+    except KeyboardInterrupt:
+        return INTERRUPTED
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"runyard: error: {message}", file=sys.stderr)
+    return status
+
+
+def _note(message: str) -> None:
+    print(f"runyard: {message}", file=sys.stderr)
+
+
+# -- the parser ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="runyard", description="Serve AI-agent pipelines to many users at once.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = _command(commands, "demo", cmd_demo, "serve the bundled demo app (dashboard at /)")
+    add_settings_flags(demo)
+
+    serve = _command(commands, "serve", cmd_serve, "serve a user app")
+    serve.add_argument("app", metavar="APP", help="the app, as module:attribute (e.g. myapp:app)")
+    serve.add_argument("--role", choices=ROLES, default="all", help="what this process does (default: all)")
+    add_settings_flags(serve)
+
+    worker = _command(commands, "worker", cmd_worker, "same as serve --role worker")
+    worker.add_argument("app", metavar="APP", help="the app, as module:attribute (e.g. myapp:app)")
+    add_settings_flags(worker)
+
+    run = _command(commands, "run", cmd_run, "start a run and follow it; exit 0 only if it succeeded")
+    run.add_argument("pipeline", metavar="PIPELINE")
+    run.add_argument(
+        "--input", required=True, metavar="JSON", help="the run's input as JSON, @FILE to read a file, - for stdin"
+    )
+    run.add_argument("--session", metavar="S", help="run in this session (default: a new one)")
+    _add_server_flags(run)
+
+    tail = _command(commands, "tail", cmd_tail, "follow a run's stream, resuming after drops")
+    tail.add_argument("run_id", metavar="RUN_ID")
+    tail.add_argument("--after", type=_seq, default=0, metavar="N", help="start after this seq (default 0)")
+    _add_server_flags(tail)
+
+    migrate = _command(commands, "migrate", cmd_migrate, "create or upgrade the store's schema")
+    add_settings_flags(migrate, only={"store"})
+    return parser
+
+
+def _command(
+    commands: Any, name: str, handler: Callable[[argparse.Namespace], int], help: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help, description=help)
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument(
+        "--url", default=env("RUNYARD_URL", DEFAULT_URL), help=f"the server (env RUNYARD_URL; {DEFAULT_URL})"
+    )
+    parser.add_argument(
+        "--client-id", default=env("RUNYARD_CLIENT_ID"), help="sent as X-Client-Id (env RUNYARD_CLIENT_ID)"
+    )
+    parser.add_argument("--token", default=env("RUNYARD_TOKEN"), help="bearer token (env RUNYARD_TOKEN)")
+
+
+def _seq(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return int(text)
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, only: set[str] | None = None) -> None:
+    """A ``--<name-with-dashes>`` flag for every field of ``Settings`` (or those in ``only``)."""
+    group = parser.add_argument_group("settings", "each flag overrides its RUNYARD_* environment variable")
+    for name, field in Settings.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        default = "none" if field.default in (None, "") else field.default
+        help = f"{field.description} (env RUNYARD_{name.upper()}; default {default})".replace("%", "%%")
+        options: dict[str, Any] = {"dest": SETTING + name, "default": None, "help": help}
+        if field.annotation is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif get_origin(field.annotation) is Literal:
+            options["choices"] = [str(choice) for choice in get_args(field.annotation)]
+        else:
+            options["metavar"] = name.split("_")[-1].upper()
+        group.add_argument("--" + name.replace("_", "-"), **options)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The flags given, over the ``RUNYARD_*`` environment, over the defaults."""
+    overrides = {
+        name: value for name in Settings.model_fields if (value := getattr(args, SETTING + name, None)) is not None
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise UsageError(_invalid_setting(exc, overrides)) from None
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _invalid_setting(exc: ValidationError, overrides: dict[str, Any]) -> str:
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    source = "--" + name.replace("_", "-") if name in overrides else f"RUNYARD_{name.upper()}"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid {source} {error['input']!r}: {error['msg']}{more}"
+
+
+# -- serving -------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    from runyard.demo import app
+    from runyard.server import serve
+
+    serve(app.with_settings(settings))
+    return OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.role != "all":
+        raise UsageError(
+            f"the {args.role!r} role is not supported yet; "
+            "use `runyard serve APP` (role all: the API and workers in one process)"
+        )
+    settings = settings_from(args)
+    app = load_app(args.app)
+    from runyard.server import serve
+
+    serve(app.with_settings(settings))
+    return OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    args.role = "worker"
+    return cmd_serve(args)
+
+
+def load_app(spec: str) -> Runyard:
+    """The ``Runyard`` named by ``module:attribute``, imported with the working directory on the path."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"APP must be module:attribute (e.g. myapp:app), not {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):
+            raise  # the app itself failed to import something: its traceback tells more
+        raise UsageError(f"cannot import {module_name!r}: no such module (looked in {os.getcwd()})") from None
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    from runyard.app import Runyard
+
+    if not isinstance(target, Runyard):
+        raise UsageError(f"{spec} is a {type(target).__name__}, not a runyard.Runyard")
+    return target
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    version = asyncio.run(_migrate(settings.store))
+    print(f"{_redact(settings.store)}: schema version {version}")
+    return OK
+
+
+async def _migrate(url: str) -> int:
+    from runyard.store import store_from_url
+
+    store = store_from_url(url)
+    await store.open()
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
+# -- following runs ------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> AsyncClient:
+    return AsyncClient(args.url, client_id=args.client_id, token=args.token)
+
+
+def parse_input(text: str) -> Any:
+    """``--input``: JSON, ``@path`` of a JSON file, or ``-`` for JSON on stdin."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read --input file {text[1:]!r}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--input is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
+
+
+@dataclass(slots=True)
+class _Started:
+    run_id: str | None = None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run_input = parse_input(args.input)
+    started = _Started()
+    try:
+        return asyncio.run(_run(args, run_input, started))
+    except KeyboardInterrupt:
+        if started.run_id is not None:
+            _note(f"interrupted: cancelling run {started.run_id}")
+            asyncio.run(_cancel(args, started.run_id))
+        return INTERRUPTED
+
+
+async def _run(args: argparse.Namespace, run_input: Any, started: _Started) -> int:
+    console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+    view = RunView(console, live=console.is_terminal)
+    async with _client(args) as client:
+        snapshot = await client.create(args.pipeline, run_input, session_id=args.session)
+        started.run_id = run_id = snapshot["run_id"]
+        view.started(snapshot)
+        try:
+            async for event in client.stream(run_id):
+                view.show(event)
+        except StreamLost as exc:
+            raise StreamLost(f"{exc.message}; the run goes on: runyard tail {run_id} --url {args.url}") from exc
+        finally:
+            view.close()
+        status = view.status or (await client.snapshot(run_id))["status"]
+    return OK if status == "succeeded" else FAILED
+
+
+async def _cancel(args: argparse.Namespace, run_id: str) -> None:
+    async with _client(args) as client:
+        try:
+            await client.cancel(run_id)
+        except APIError as exc:
+            if exc.code != "run_finished":
+                _note(f"could not cancel run {run_id}: {exc}")
+        except httpx.HTTPError as exc:
+            _note(f"could not cancel run {run_id}: {exc}")
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    return asyncio.run(_tail(args))
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    status = None
+    async with _client(args) as client:
+        async for event in client.stream(args.run_id, after=args.after):
+            print(f"{event['seq']} {event['type']} {_compact(event.get('data'))}", flush=True)
+            if event["type"] == "end":
+                status = _field(event.get("data"), "status")
+        if status is None:
+            status = (await client.snapshot(args.run_id))["status"]
+    return OK if status == "succeeded" else FAILED
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _field(data: Any, key: str) -> Any:
+    return data.get(key) if isinstance(data, dict) else None
+
+
+_PHASE_MARKS = {
+    "started": ("▸", "cyan"),
+    "running": ("▸", "cyan"),
+    "done": ("✓", "green"),
+    "completed": ("✓", "green"),
+    "succeeded": ("✓", "green"),
+    "finished": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "error": ("✗", "red"),
+}
+
+
+class RunView:
+    """One run's events on a console: a line per phase, status or error, tokens as
+    flowing text, the output as JSON, and progress as a live bar on a terminal
+    (``live``) or as plain lines elsewhere."""
+
+    def __init__(self, console: Console, *, live: bool) -> None:
+        self.console = console
+        self.live = live
+        self.status: str | None = None
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._mid_line = False  # flowing text printed since the last newline
+        self._pending = ""  # tokens held back while a live bar owns the bottom line
+        self._last_error: tuple[Any, Any] | None = None
+        self._handlers: dict[str, Callable[[Any], None]] = {
+            "status": self._on_status,
+            "phase": self._on_phase,
+            "token": self._on_token,
+            "progress": self._on_progress,
+            "error": self._on_error,
+            "limit.wait": self._on_limit_wait,
+            "end": self._on_end,
+        }
+
+    def started(self, snapshot: dict[str, Any]) -> None:
+        run, pipeline, session = snapshot["run_id"], snapshot["pipeline"], snapshot["session_id"]
+        self._line(f"run {run} · {pipeline} · session {session}", "dim")
+
+    def show(self, event: dict[str, Any]) -> None:
+        handler = self._handlers.get(event["type"])
+        if handler is not None:
+            handler(event.get("data"))
+            return
+        data = _compact(event.get("data"))
+        self._line(f"{event['type']} {data if len(data) <= 200 else data[:199] + '…'}", "dim")
+
+    def close(self) -> None:
+        self._stop_progress()
+        self._end_text()
+
+    def _on_status(self, data: Any) -> None:
+        status = _field(data, "status")
+        if status in ("queued", "running"):  # the terminal status comes with `end`
+            self._line(f"· {status}", "dim")
+
+    def _on_phase(self, data: Any) -> None:
+        name, status = _field(data, "name"), _field(data, "status")
+        mark, style = _PHASE_MARKS.get(str(status), ("·", ""))
+        self._line(f"{mark} {name} {status}", style)
+
+    def _on_token(self, data: Any) -> None:
+        text = str(_field(data, "text") or "")
+        if self._progress is None:
+            self._flow(text)
+            return
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            self.console.print(Text(line))
+
+    def _on_progress(self, data: Any) -> None:
+        current, total, fraction, message = (_field(data, k) for k in ("current", "total", "fraction", "message"))
+        if not self.live:
+            self._line(_progress_line(current, total, fraction, message))
+            return
+        if not isinstance(total, int | float) or total <= 0 or not isinstance(current, int | float):
+            current, total = (fraction if isinstance(fraction, int | float) else 0), 1
+        if self._progress is None:
+            self._end_text()
+            columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
+            self._progress = Progress(*columns, console=self.console)
+            self._progress.start()
+            self._task = self._progress.add_task("", total=total)
+        assert self._task is not None
+        self._progress.update(self._task, completed=current, total=total, description=str(message or "progress"))
+        self._progress.refresh()
+        if current >= total:  # done: leave the full bar behind and let text flow again
+            self._stop_progress()
+
+    def _on_error(self, data: Any) -> None:
+        self._last_error = (_field(data, "code"), _field(data, "message"))
+        self._line(f"✗ error {self._last_error[0]}: {self._last_error[1]}", "red")
+
+    def _on_limit_wait(self, data: Any) -> None:
+        self._line(f"… waiting for {_field(data, 'limit')} ({_field(data, 'queued_behind')} ahead)", "yellow")
+
+    def _on_end(self, data: Any) -> None:
+        self.close()
+        self.status = str(_field(data, "status"))
+        if self.status == "succeeded":
+            self._line("✓ succeeded", "bold green")
+            output = _field(data, "output")
+            self.console.print(JSON.from_data(output) if self.live else json.dumps(output, indent=2))
+            return
+        error = _field(data, "error")
+        code, message = _field(error, "code"), _field(error, "message")
+        detail = f": {code}: {message}" if error and (code, message) != self._last_error else ""
+        self._line(f"✗ {self.status}{detail}", "bold red")
+
+    def _line(self, text: str, style: str = "") -> None:
+        if self._pending:
+            self.console.print(Text(self._pending))
+            self._pending = ""
+        self._end_text()
+        self.console.print(Text(text, style=style))
+
+    def _flow(self, text: str) -> None:
+        if text:
+            self.console.print(text, end="")
+            self._mid_line = not text.endswith("\n")
+
+    def _end_text(self) -> None:
+        if self._mid_line:
+            self.console.print()
+            self._mid_line = False
+
+    def _stop_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress, self._task = None, None
+            pending, self._pending = self._pending, ""
+            self._flow(pending)
+
+
+def _progress_line(current: Any, total: Any, fraction: Any, message: Any) -> str:
+    if not isinstance(fraction, int | float) and isinstance(current, int | float) and total:
+        fraction = current / total
+    parts = ["progress"]
+    if isinstance(fraction, int | float):
+        parts.append(f"{fraction:.0%}")
+    if current is not None:
+        parts.append(f"({current}/{total})" if total is not None else f"({current})")
+    if message:
+        parts.append(str(message))
+    return " ".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The public surface is explicit, and the README documents every setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import runyard
+from runyard.settings import Settings
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_all_exports_exactly_the_public_names_sorted() -> None:
+    public = {name for name in dir(runyard) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(runyard, name)).__name__ == "module"}
+    assert set(runyard.__all__) == public - modules
+    assert runyard.__all__ == sorted(runyard.__all__)
+
+
+def test_the_readme_lists_every_setting_with_its_variable_and_flag() -> None:
+    readme = README.read_text()
+    for name in Settings.model_fields:
+        assert f"`RUNYARD_{name.upper()}`" in readme, f"README lacks RUNYARD_{name.upper()}"
+        assert f"`--{name.replace('_', '-')}`" in readme, f"README lacks --{name.replace('_', '-')}"
