@@ -5,12 +5,16 @@ code runs as one process on SQLite or as a fleet on PostgreSQL and Redis.
 """
 
 from runyard.app import Pipeline, Runyard
+from runyard.client import APIError, AsyncClient, Client, StreamLost
 from runyard.context import Memory, RunContext, current_run
 from runyard.errors import RunyardError
 from runyard.models import Event, Run, RunStatus, Session
 from runyard.settings import Settings
 
 __all__ = [
+    "APIError",
+    "AsyncClient",
+    "Client",
     "Event",
     "Memory",
     "Pipeline",
@@ -21,5 +25,6 @@ __all__ = [
     "RunyardError",
     "Session",
     "Settings",
+    "StreamLost",
     "current_run",
 ]
