@@ -14,7 +14,8 @@ import orjson
 
 from runyard.settings import Settings
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# color_message: uvicorn's ANSI-coloured copy of the message, noise in a JSON line
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
 
 def run_fields() -> dict[str, str]:
