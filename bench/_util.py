@@ -1,0 +1,213 @@
+"""Helpers shared by the benchmark driver (``streams.py``) and its load client
+(``_loadgen.py``): percentiles, file-descriptor limits, free ports, starting and
+stopping a server process group, and sampling its memory and CPU with psutil.
+
+Nothing here talks to any host but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+HOST = "127.0.0.1"
+
+
+def pct(xs: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile of ``xs`` (``p`` in 0..100); None when empty."""
+    if not xs:
+        return None
+    ys = sorted(xs)
+    k = min(len(ys) - 1, max(0, math.ceil(p / 100 * len(ys)) - 1))
+    return ys[k]
+
+
+def median(xs: Sequence[float]) -> float | None:
+    return pct(xs, 50)
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard) after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _tree(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    import psutil
+
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds used so far by a process and its live descendants."""
+    import psutil
+
+    total = 0.0
+    for p in _tree(pid):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+class RssSampler:
+    """Samples the RSS of a process tree in a background thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval_s: float = 0.1) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self.peak = 0
+        self.last = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def sample(self) -> int:
+        rss = tree_rss(self.pid)
+        if rss:
+            self.last = rss
+            self.peak = max(self.peak, rss)
+            self.samples += 1
+        return rss
+
+    def start(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+        return self.peak
+
+
+def _raise_nofile_preexec() -> None:  # runs in the child between fork and exec
+    raise_nofile()
+
+
+class ServerProcess:
+    """A server started in its own process group (so that it and anything it forks
+    can be stopped together by that group's id), with its output in a log file."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], cwd: str, log_path: str) -> None:
+        self.cmd, self.env, self.cwd, self.log_path = cmd, env, cwd, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.cmd,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_raise_nofile_preexec,
+        )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_healthy(self, port: int, timeout_s: float) -> None:
+        """Polls GET /healthz until it answers 200; raises if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{HOST}:{port}/healthz"
+        last_err = "no answer"
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(
+                    f"server exited with status {self.proc.returncode if self.proc else '?'} "
+                    f"before /healthz answered; log tail:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+                    last_err = f"status {r.status}"
+            except (urllib.error.URLError, OSError) as e:
+                last_err = str(e)
+            time.sleep(0.1)
+        raise RuntimeError(
+            f"/healthz did not answer 200 within {timeout_s}s ({last_err}); log tail:\n{self.log_tail()}"
+        )
+
+    def stop(self, grace_s: float = 5.0) -> int | None:
+        """SIGTERM the server's process group, then SIGKILL it after ``grace_s``."""
+        if self.proc is None:
+            return None
+        pgid = self.proc.pid  # start_new_session: the group id is the server's pid
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=grace_s)
+        # whatever is left of the group (the server or anything it forked) goes now
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=grace_s)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return self.proc.returncode
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                size = f.tell()
+                f.seek(max(0, size - 8192))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except OSError:
+            return "(no log)"
