@@ -30,8 +30,13 @@ async def frames(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
 
 
 async def read_events(
-    client: httpx.AsyncClient, run_id: str, *, after: int | None = None, last_event_id: int | None = None,
-    stop_after: int | None = None, headers: dict[str, str] | None = None,
+    client: httpx.AsyncClient,
+    run_id: str,
+    *,
+    after: int | None = None,
+    last_event_id: int | None = None,
+    stop_after: int | None = None,
+    headers: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every event a stream of ``run_id`` delivers until ``end`` (or ``stop_after`` events)."""
     params = {"after": str(after)} if after is not None else {}

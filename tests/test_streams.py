@@ -102,7 +102,9 @@ async def test_a_stream_cut_at_random_points_of_a_live_run_resumes_without_gap_o
     rng = random.Random(7)
     while not received or received[-1]["type"] != "end":
         cursor = received[-1]["seq"] if received else 0
-        received += await read_events(client, run_id, last_event_id=cursor, stop_after=rng.randint(1, 15), headers=OWNER)
+        received += await read_events(
+            client, run_id, last_event_id=cursor, stop_after=rng.randint(1, 15), headers=OWNER
+        )
     assert_gap_free(received)
     assert [t["i"] for t in ticks(received)] == list(range(120))
 
@@ -143,7 +145,7 @@ async def test_the_first_event_is_never_lost_when_subscribing_right_after_creati
 async def test_a_subscriber_that_never_reads_does_not_delay_others(server: str, client: httpx.AsyncClient) -> None:
     run_id = await start_ticker(client, "slow", 400, payload_bytes=16_384)
     host, port = server.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    _reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(f"GET /v1/runs/{run_id}/stream HTTP/1.1\r\nHost: x\r\nX-Client-Id: streams\r\n\r\n".encode())
     await writer.drain()  # ...and never read a byte of the ~6.5 MB answer
     try:

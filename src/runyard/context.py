@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from runyard.store.base import Store
 
 _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("runyard_run")
+_VALID_TYPES: set[str] = set()  # event types already checked against EVENT_TYPE
 
 
 def current_run() -> RunContext:
@@ -67,8 +68,11 @@ class RunContext:
     async def emit(self, type: str, data: Any = None) -> None:
         """Add an event to this run's log. It is published once persisted, in
         order; the run's ``end`` comes after every event it emitted."""
-        if not EVENT_TYPE.fullmatch(type):
-            raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
+        if type not in _VALID_TYPES:
+            if not EVENT_TYPE.fullmatch(type):
+                raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
+            if len(_VALID_TYPES) < 10_000:  # the types a deployment uses are few; don't grow without bound
+                _VALID_TYPES.add(type)
         await self._log.append(self.run_id, type, data)
 
     async def phase(self, name: str, status: str = "started", **extra: Any) -> None:

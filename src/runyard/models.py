@@ -8,6 +8,7 @@ being parsed again.
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 import time
@@ -57,7 +58,19 @@ def now() -> float:
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return _rfc3339(ts)
+
+
+@functools.lru_cache(maxsize=64)
+def _whole_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _rfc3339(ts: float) -> str:
+    # Every event's time is formatted once per reader; the date part changes once
+    # a second, so only the microseconds are formatted each time.
+    second = int(ts)
+    return f"{_whole_second(second)}.{int((ts - second) * 1e6):06d}Z"
 
 
 def dumps(value: Any) -> bytes:
@@ -187,7 +200,7 @@ class Event:
             self.seq,
             self.type.encode(),
             self.data,
-            rfc3339(self.ts).encode(),  # type: ignore[union-attr]
+            _rfc3339(self.ts).encode(),
         )
 
     def to_dict(self) -> dict[str, Any]:

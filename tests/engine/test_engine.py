@@ -42,9 +42,7 @@ async def test_one_owners_burst_delays_anothers_single_run_by_at_most_one_slot_t
         burst = [await rt.create_run("greedy", "nap", {"seconds": 0.02}) for _ in range(20)]
         single = await rt.create_run("modest", "nap", {"seconds": 0.02})
         await finished(rt, "modest", single.run_id)
-        started_before = [
-            r for r in [await rt.get_run("greedy", b.run_id) for b in burst] if r.started_at is not None
-        ]
+        started_before = [r for r in [await rt.get_run("greedy", b.run_id) for b in burst] if r.started_at is not None]
         single_done = await rt.get_run("modest", single.run_id)
         assert single_done.started_at is not None
         ahead = [r for r in started_before if r.started_at < single_done.started_at]  # type: ignore[operator]

@@ -237,9 +237,7 @@ async def test_list_runs_newest_first_filtered_and_paged_by_before(store: Store)
 
 
 async def test_list_runs_filters_by_status(store: Store) -> None:
-    _queued, done, failed = await created(
-        store, run(), run(status=RunStatus.SUCCEEDED), run(status=RunStatus.FAILED)
-    )
+    _queued, done, failed = await created(store, run(), run(status=RunStatus.SUCCEEDED), run(status=RunStatus.FAILED))
     finished = await store.list_runs("alice", statuses=[RunStatus.SUCCEEDED, RunStatus.FAILED])
     assert [r.run_id for r in finished] == [failed.run_id, done.run_id]
     assert len(await store.list_runs("alice", statuses=[])) == 3
@@ -327,9 +325,7 @@ async def test_sweep_deletes_old_finished_runs_and_their_events_only(store: Stor
     results = await store.append(
         [
             AppendGroup(old.run_id, drafts(old.run_id, 3), finish),
-            AppendGroup(
-                recent.run_id, drafts(recent.run_id, 3), RunUpdate(RunStatus.FAILED, finished_at=T0 + 100)
-            ),
+            AppendGroup(recent.run_id, drafts(recent.run_id, 3), RunUpdate(RunStatus.FAILED, finished_at=T0 + 100)),
             AppendGroup(old_running.run_id, drafts(old_running.run_id, 3), RunUpdate(finished_at=T0 + 10)),
             AppendGroup(queued.run_id, drafts(queued.run_id, 3)),
         ]
@@ -469,9 +465,7 @@ async def test_update_travels_with_its_events(store: Store) -> None:
 
 
 async def test_update_leaves_fields_it_does_not_name(store: Store) -> None:
-    (r,) = await created(
-        store, run(status=RunStatus.RUNNING, output=[1], worker_id="w1", lease_expires_at=T0)
-    )
+    (r,) = await created(store, run(status=RunStatus.RUNNING, output=[1], worker_id="w1", lease_expires_at=T0))
     await store.append([AppendGroup(r.run_id, [], RunUpdate(error=RunError("boom", "it broke")))])
     found = await store.get_run(r.run_id)
     assert found is not None
@@ -528,12 +522,8 @@ async def test_groups_of_one_run_in_one_batch_see_each_others_updates(store: Sto
     only_queued = frozenset({RunStatus.QUEUED})
     first, second, third = await store.append(
         [
-            AppendGroup(
-                r.run_id, drafts(r.run_id, 2), RunUpdate(status=RunStatus.RUNNING, expect=only_queued)
-            ),
-            AppendGroup(
-                r.run_id, drafts(r.run_id, 1), RunUpdate(status=RunStatus.RUNNING, expect=only_queued)
-            ),
+            AppendGroup(r.run_id, drafts(r.run_id, 2), RunUpdate(status=RunStatus.RUNNING, expect=only_queued)),
+            AppendGroup(r.run_id, drafts(r.run_id, 1), RunUpdate(status=RunStatus.RUNNING, expect=only_queued)),
             AppendGroup(r.run_id, drafts(r.run_id, 2), RunUpdate(worker_id="w9")),
         ]
     )
@@ -585,8 +575,6 @@ async def test_read_events_of_unknown_run_is_empty(store: Store) -> None:
 
 async def test_runs_event_logs_are_apart(store: Store) -> None:
     a, b = await created(store, run(), run(owner="bob"))
-    await store.append(
-        [AppendGroup(a.run_id, drafts(a.run_id, 3)), AppendGroup(b.run_id, drafts(b.run_id, 2))]
-    )
+    await store.append([AppendGroup(a.run_id, drafts(a.run_id, 3)), AppendGroup(b.run_id, drafts(b.run_id, 2))])
     assert {e.run_id for e in await all_events(store, a.run_id)} == {a.run_id}
     assert [e.seq for e in await all_events(store, b.run_id)] == [1, 2]

@@ -1,5 +1,5 @@
 """What only the SQLite store promises: a durable file, WAL, recorded migrations,
-long replays, and reads that never wait for writes."""
+long replays, reads that never wait for writes, and writes that commit in groups."""
 
 from __future__ import annotations
 
@@ -66,9 +66,7 @@ async def test_relative_url_is_relative_to_the_working_directory(
     assert (tmp_path / "runyard.db").exists()
 
 
-async def test_in_memory_database_works_and_leaves_no_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_in_memory_database_works_and_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     store = SQLiteStore("sqlite:///:memory:")
     await store.open()
@@ -150,9 +148,6 @@ async def test_unopenable_file_is_a_store_error(tmp_path: Path) -> None:
     store = SQLiteStore(f"sqlite:///{tmp_path}/missing-dir/r.db")
     with pytest.raises(StoreError, match="missing-dir"):
         await store.open()
-    # aiosqlite stops the failed connection's thread without waiting for it; let it
-    # finish before the loop closes, or it reports into a closed loop
-    await asyncio.sleep(0.1)
 
 
 async def test_closed_store_refuses_work(db_path: Path) -> None:
@@ -214,3 +209,48 @@ async def test_reads_proceed_while_a_write_batch_is_in_flight(store: SQLiteStore
 
     await big
     assert len(await store.read_events("run_big", 0, 1_000_000)) == 300_000
+
+
+async def test_concurrent_writes_share_transactions(store: SQLiteStore) -> None:
+    commits_before = store.commits
+    sessions = [Session(f"ses_{i}", "alice", T0, T0) for i in range(500)]
+    await asyncio.gather(*(store.create_session(s) for s in sessions))
+    assert store.commits - commits_before <= 5  # one per batch, not one per write
+    for s in (sessions[0], sessions[250], sessions[-1]):
+        assert await store.get_session(s.session_id) == s
+
+
+async def test_a_failing_write_does_not_fail_the_others_of_its_batch(store: SQLiteStore) -> None:
+    """Writes share a transaction, each in its own savepoint: a duplicate key fails
+    alone, and rolls back only its own writes."""
+    first = Session("ses_dup", "alice", T0, T0)
+    await store.create_session(first)
+    commits_before = store.commits
+    sessions = [Session(f"ses_{i}", "alice", T0, T0) for i in range(50)]
+    sessions.insert(25, Session("ses_dup", "mallory", T0, T0))
+    outcomes = await asyncio.gather(*(store.create_session(s) for s in sessions), return_exceptions=True)
+    assert store.commits - commits_before == 1  # all of them in one batch
+    assert isinstance(outcomes[25], sqlite3.IntegrityError)
+    assert all(outcome is None for i, outcome in enumerate(outcomes) if i != 25)
+    assert await store.get_session("ses_dup") == first
+    for s in sessions[:25] + sessions[26:]:
+        assert await store.get_session(s.session_id) == s
+
+
+async def test_a_cancelled_writer_still_commits_its_work(store: SQLiteStore) -> None:
+    """A caller cancelled while its write waits for a batch only stops waiting: the
+    write is not lost, and the writes queued behind it still commit."""
+    await store.create_run(make_run("run_big"))
+    big = asyncio.create_task(store.append([AppendGroup("run_big", drafts("run_big", 0, 100_000))]))
+    await asyncio.sleep(0.01)  # let the batch take the writer thread
+    session = Session("ses_1", "alice", T0, T0)
+    cancelled = asyncio.create_task(store.create_session(session))
+    behind = asyncio.create_task(store.touch_session("ses_1", T0 + 5))
+    await asyncio.sleep(0)  # both are queued for the next batch
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    await asyncio.gather(big, behind)
+    found = await store.get_session("ses_1")
+    assert found is not None
+    assert found.last_activity == T0 + 5

@@ -17,11 +17,7 @@ PING = b": ping\n\n"
 
 def frame(event: Event, pad_bytes: int = 0) -> bytes:
     body = b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), event.to_json())
-    return padded(body, pad_bytes)
-
-
-def frames(events: list[Event], pad_bytes: int = 0) -> bytes:
-    return b"".join([frame(event, pad_bytes) for event in events])
+    return padded(body, pad_bytes) if pad_bytes else body
 
 
 def ping(pad_bytes: int = 0) -> bytes:

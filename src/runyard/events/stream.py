@@ -44,7 +44,8 @@ async def follow(
                     return
                 continue
             try:
-                await asyncio.wait_for(changed.wait(), heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):  # no task per wait, unlike wait_for
+                    await changed.wait()
             except TimeoutError:
                 # Silence: say so, and look at the store again on the next turn in
                 # case a cross-process notification was missed.

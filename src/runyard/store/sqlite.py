@@ -1,198 +1,70 @@
 """``sqlite:///path.db``: the embedded default, one file in WAL mode.
 
-One writer connection takes every write, one transaction at a time (an
-``asyncio.Lock``), so ``append`` numbers events from ``last_seq`` without races.
-A small pool of reader connections serves reads; WAL lets them proceed while a
-write is in flight, so a long replay never queues behind the writers.
+Every write is a synchronous function of the writer connection, queued by
+``_write``. One flusher task takes everything queued and runs it in the writer
+thread as ONE transaction (group commit), each write in its own savepoint: a
+write that raises is rolled back alone and fails alone, the others commit. A
+batch costs one thread hop and one commit however many writes it holds; writes
+that arrive while it is in the thread share the next one. There is no timer:
+under light load a write waits for nothing but its own commit. Being the only
+writer, ``append`` numbers events from ``last_seq`` without races.
 
-``aiosqlite`` runs each connection in its own thread and every ``await`` on one
-is a thread hop, so ``append`` spends a fixed handful of them per batch however
-many runs and events it holds. ``sqlite:///:memory:`` has a single connection
-(a second one would open another, empty database), so there reads wait for
-writes to finish.
+Reads run on a small pool of reader threads, each with its own connection; WAL
+lets them proceed while a batch is in flight, so a long replay never queues
+behind the writers. ``sqlite:///:memory:`` has a single connection (a second one
+would open another, empty database), owned by the writer thread, so there reads
+run in that thread too, between batches.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import aiosqlite
-import orjson
-
 from runyard.errors import ConfigurationError, StoreError
-from runyard.models import Event, Message, Run, RunError, RunStatus, RunUpdate, Session, StatusConflict
+from runyard.models import Event, Message, Run, RunStatus, RunUpdate, Session, StatusConflict
+from runyard.store._sqlite_schema import (
+    EVENT_CHUNK,
+    FINISHED,
+    IN_JSON,
+    INSERT_RUN,
+    INSERT_SESSION,
+    LAST_SEQ,
+    MIGRATIONS,
+    RUN_COLUMNS,
+    SESSION_COLUMNS,
+    dump,
+    insert_events,
+    json_list,
+    load,
+    migrate,
+    run_from_row,
+    run_row,
+    session_from_row,
+    session_row,
+    update_columns,
+)
 from runyard.store.base import AppendGroup, AppendResult, Store
 
+__all__ = ["MIGRATIONS", "SQLiteStore", "database_path"]
+
 T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
 
 READERS = 2
 BUSY_TIMEOUT_MS = 5_000
-
-# Append-only: the position is the version. Never edit an entry; add one.
-MIGRATIONS: list[str] = [
-    """CREATE TABLE sessions (
-        session_id TEXT PRIMARY KEY,
-        owner TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        last_activity REAL NOT NULL,
-        metadata TEXT NOT NULL,
-        deleted INTEGER NOT NULL DEFAULT 0
-    ) WITHOUT ROWID""",
-    "CREATE INDEX sessions_last_activity ON sessions (last_activity)",
-    """CREATE TABLE messages (
-        message_id INTEGER PRIMARY KEY,
-        session_id TEXT NOT NULL,
-        role TEXT NOT NULL,
-        content TEXT,
-        ts REAL NOT NULL,
-        extra TEXT NOT NULL
-    )""",
-    "CREATE INDEX messages_session ON messages (session_id, message_id)",
-    # created_seq is the rowid: creation order, which listing follows even when created_at ties
-    """CREATE TABLE runs (
-        created_seq INTEGER PRIMARY KEY,
-        run_id TEXT NOT NULL UNIQUE,
-        session_id TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        pipeline TEXT NOT NULL,
-        status TEXT NOT NULL,
-        input TEXT,
-        output TEXT,
-        error TEXT,
-        metadata TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        last_seq INTEGER NOT NULL,
-        attempt INTEGER NOT NULL,
-        timeout_s REAL,
-        max_attempts INTEGER NOT NULL,
-        worker_id TEXT,
-        lease_expires_at REAL
-    )""",
-    "CREATE INDEX runs_owner ON runs (owner, created_seq)",
-    "CREATE INDEX runs_session ON runs (session_id, created_seq)",
-    "CREATE INDEX runs_status ON runs (status, created_seq)",
-    "CREATE INDEX runs_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL",
-    """CREATE TABLE events (
-        run_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        type TEXT NOT NULL,
-        data BLOB NOT NULL,
-        ts REAL NOT NULL,
-        PRIMARY KEY (run_id, seq)
-    ) WITHOUT ROWID""",
-]
-
-RUN_COLUMNS = (
-    "run_id, session_id, owner, pipeline, status, input, output, error, metadata, created_at,"
-    " started_at, finished_at, last_seq, attempt, timeout_s, max_attempts, worker_id, lease_expires_at"
+MAX_BATCH = 2_000  # writes per transaction: bounds a single commit's latency
+# wal_autocheckpoint: checkpoint every ~40 MiB of WAL rather than 4 MiB, so that
+# busy batches are not each followed by a checkpoint (measured: 3.0 vs 3.8 ms a batch)
+WRITER_PRAGMAS = (
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 10000;"
+    f" PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
 )
-SESSION_COLUMNS = "session_id, owner, created_at, last_activity, metadata, deleted"
-INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join('?' * (RUN_COLUMNS.count(',') + 1))})"
-INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-FINISHED = "status NOT IN ('queued', 'running')"
-# a list travels as one JSON parameter: one cached statement whatever its length, no variable limit
-IN_JSON = "IN (SELECT value FROM json_each(?))"
-
-
-def _dump(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _load(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
-def _run_row(run: Run) -> tuple[Any, ...]:
-    return (
-        run.run_id,
-        run.session_id,
-        run.owner,
-        run.pipeline,
-        run.status.value,
-        _dump(run.input),
-        _dump(run.output),
-        _dump(run.error.to_dict()) if run.error else None,
-        _dump(run.metadata),
-        run.created_at,
-        run.started_at,
-        run.finished_at,
-        run.last_seq,
-        run.attempt,
-        run.timeout_s,
-        run.max_attempts,
-        run.worker_id,
-        run.lease_expires_at,
-    )
-
-
-def _run(row: Sequence[Any]) -> Run:
-    error = _load(row[7])
-    return Run(
-        run_id=row[0],
-        session_id=row[1],
-        owner=row[2],
-        pipeline=row[3],
-        status=RunStatus(row[4]),
-        input=_load(row[5]),
-        output=_load(row[6]),
-        error=RunError(**error) if error else None,
-        metadata=_load(row[8]),
-        created_at=row[9],
-        started_at=row[10],
-        finished_at=row[11],
-        last_seq=row[12],
-        attempt=row[13],
-        timeout_s=row[14],
-        max_attempts=row[15],
-        worker_id=row[16],
-        lease_expires_at=row[17],
-    )
-
-
-def _session_row(session: Session) -> tuple[Any, ...]:
-    return (
-        session.session_id,
-        session.owner,
-        session.created_at,
-        session.last_activity,
-        _dump(session.metadata),
-        int(session.deleted),
-    )
-
-
-def _update_columns(update: RunUpdate) -> dict[str, Any]:
-    """The columns ``update`` sets, exactly as ``memory.apply_update`` sets the fields."""
-    columns: dict[str, Any] = {}
-    if update.status is not None:
-        columns["status"] = update.status.value
-    if update.set_output:
-        columns["output"] = _dump(update.output)
-    if update.error is not None:
-        columns["error"] = _dump(update.error.to_dict())
-    if update.started_at is not None:
-        columns["started_at"] = update.started_at
-    if update.finished_at is not None:
-        columns["finished_at"] = update.finished_at
-    if update.attempt is not None:
-        columns["attempt"] = update.attempt
-    if update.clear_lease:
-        columns["worker_id"] = None
-        columns["lease_expires_at"] = None
-    if update.worker_id is not None:
-        columns["worker_id"] = update.worker_id
-    if update.lease_expires_at is not None:
-        columns["lease_expires_at"] = update.lease_expires_at
-    return columns
-
-
-def _json_list(values: Iterable[str]) -> str:
-    return orjson.dumps(list(values)).decode()
+READER_PRAGMAS = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = ON;"
 
 
 def database_path(url: str) -> str:
@@ -205,150 +77,278 @@ def database_path(url: str) -> str:
     return url.removeprefix("sqlite:///")
 
 
+def _connect(path: str, pragmas: str) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: transactions are begun and ended here, never implicitly;
+        # check_same_thread=False: close() closes the readers' connections from the writer thread
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open SQLite database {path!r}: {exc}") from exc
+    try:
+        db.executescript(pragmas)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _commit(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
+    """Run ``works`` in one transaction, each in its own savepoint (in the writer thread).
+
+    Returns each work's result, or the exception it raised (then none of its
+    writes stay). Raises, with nothing written, if the transaction as a whole fails.
+    """
+    outcomes: list[Any] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for work in works:
+            db.execute("SAVEPOINT w")
+            try:
+                outcomes.append(work(db))
+            except Exception as exc:
+                if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
+                    raise
+                db.execute("ROLLBACK TO w")
+                outcomes.append(exc)
+            db.execute("RELEASE w")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
 class _RunState:
-    """A run's status and last seq while one ``append`` batch numbers its events."""
+    """What ``append`` needs of a run: its key in the events table, status and last seq."""
 
-    __slots__ = ("last_seq", "status")
+    __slots__ = ("last_seq", "pk", "status")
 
-    def __init__(self, status: RunStatus, last_seq: int) -> None:
+    def __init__(self, pk: int, status: RunStatus, last_seq: int) -> None:
+        self.pk = pk
         self.status = status
         self.last_seq = last_seq
 
 
+RunStates = dict[str, _RunState]
+
+
+def _append(db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunStates) -> list[AppendResult]:
+    """Number and insert the groups' events. ``known`` caches unfinished runs'
+    states across batches: exact, because the writer thread, which alone calls
+    this, is the only writer and every status change passes through here. It
+    learns this batch's states only once all of the batch's SQL has succeeded."""
+    batch: RunStates = {}
+    missing = []
+    for run_id in dict.fromkeys(group.run_id for group in groups):
+        if run_id in known:
+            state = known[run_id]
+            batch[run_id] = _RunState(state.pk, state.status, state.last_seq)
+        else:
+            missing.append(run_id)
+    if missing:
+        rows = db.execute(
+            f"SELECT run_id, created_seq, status, {LAST_SEQ} FROM runs WHERE run_id {IN_JSON}", (json_list(missing),)
+        )
+        batch.update((run_id, _RunState(pk, RunStatus(status), seq)) for run_id, pk, status, seq in rows)
+    results: list[AppendResult] = []
+    event_rows: list[tuple[int, int, str, bytes, float]] = []
+    updates: list[tuple[str, RunUpdate]] = []
+    for group in groups:
+        run_id, update = group.run_id, group.update
+        run = batch.get(run_id)
+        if run is None:
+            results.append(StatusConflict(run_id, None))
+            continue
+        if update is not None and update.expect is not None and run.status not in update.expect:
+            results.append(StatusConflict(run_id, run.status))
+            continue
+        seq = run.last_seq
+        events = []
+        for draft in group.drafts:
+            seq += 1
+            events.append(Event(run_id, seq, draft.type, draft.data, draft.ts))
+            event_rows.append((run.pk, seq, draft.type, draft.data, draft.ts))
+        run.last_seq = seq
+        if update is not None:
+            updates.append((run_id, update))
+            run.status = update.status or run.status
+        results.append(events)
+    _insert_events(db, event_rows)
+    for run_id, update in updates:
+        columns = update_columns(update)
+        if columns:
+            assignments = ", ".join(f"{column} = ?" for column in columns)
+            db.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", (*columns.values(), run_id))
+    for run_id, run in batch.items():
+        if run.status.finished:
+            known.pop(run_id, None)  # it will not change again
+        else:
+            known[run_id] = run
+    return results
+
+
+def _insert_events(db: sqlite3.Connection, rows: list[tuple[int, int, str, bytes, float]]) -> None:
+    start = 0
+    while start < len(rows):
+        size = min(EVENT_CHUNK, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        db.execute(insert_events(size), [value for row in chunk for value in row])
+        start += size
+
+
 class SQLiteStore(Store):
-    """A SQLite file in WAL mode: one serialised writer, a pool of readers."""
+    """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""
 
     def __init__(self, url: str = "sqlite:///./runyard.db", readers: int = READERS) -> None:
         self.url = url
         self.path = database_path(url)
         self._memory = self.path == ":memory:"
         self._reader_count = readers
-        self._db: aiosqlite.Connection | None = None
-        self._readers: list[aiosqlite.Connection] = []
-        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._write_lock = asyncio.Lock()
+        # The standard sqlite3 module, not aiosqlite: aiosqlite runs one statement per
+        # thread hop and offers no public way to run a whole transaction in its thread,
+        # which prevents group commit (measured: 1,000 run creations at ~1.4 s p50).
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None  # the writer's; None when not open
+        self._reader_dbs: list[sqlite3.Connection] = []
+        self._local = threading.local()  # .db: the reader thread's own connection
+        self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._run_states: RunStates = {}  # unfinished runs; touched by the writer thread only
+        self.commits = 0  # transactions committed, for tests and benchmarks
 
     # -- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
         if self._db is not None:
             return
-        self._db = await self._connect(
-            f"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};"
-        )
+        self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-sqlite-writer")
         try:
-            await self.migrate()
+            loop = asyncio.get_running_loop()
+            self._db = await loop.run_in_executor(self._writer_pool, _connect, self.path, WRITER_PRAGMAS)
             if not self._memory:
-                for _ in range(self._reader_count):
-                    reader = await self._connect(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = ON;")
-                    self._readers.append(reader)
-                    self._idle.put_nowait(reader)
+                self._reader_pool = ThreadPoolExecutor(
+                    max_workers=self._reader_count,
+                    thread_name_prefix="runyard-sqlite-reader",
+                    initializer=self._open_reader,
+                )
+            await self.migrate()
         except BaseException:
             await self.close()
             raise
 
-    async def _connect(self, pragmas: str) -> aiosqlite.Connection:
-        try:
-            # isolation_level=None: transactions are begun and ended here, never implicitly
-            db = await aiosqlite.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
-        try:
-            await db.executescript(pragmas)
-        except BaseException:
-            await db.close()
-            raise
-        return db
+    def _open_reader(self) -> None:
+        db = _connect(self.path, READER_PRAGMAS)
+        self._local.db = db
+        self._reader_dbs.append(db)
 
     async def close(self) -> None:
-        async with self._write_lock:  # let the transaction in flight finish
-            readers, self._readers, self._idle = self._readers, [], asyncio.Queue()
-            for reader in readers:
-                await reader.close()
-            if self._db is not None:
-                db, self._db = self._db, None
-                await db.close()
+        db, self._db = self._db, None  # from here on, every call raises StoreError
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)  # the writes already queued commit first
+        writer, readers = self._writer_pool, self._reader_pool
+        self._writer_pool = self._reader_pool = None
+        if writer is not None:
+            await asyncio.get_running_loop().run_in_executor(writer, self._close_connections, db, readers)
+            writer.shutdown(wait=False)  # its thread is idle now and ends by itself
+
+    def _close_connections(self, db: sqlite3.Connection | None, readers: ThreadPoolExecutor | None) -> None:
+        if readers is not None:
+            readers.shutdown(wait=True)  # reads in flight finish first
+        connections, self._reader_dbs = self._reader_dbs, []
+        for reader in connections:
+            reader.close()
+        if db is not None:
+            db.close()
 
     async def ping(self) -> None:
-        await self._writer.execute("SELECT 1")
+        await self._read("SELECT 1")
 
     async def migrate(self) -> int:
-        return await self._write(self._migrate)
-
-    async def _migrate(self, db: aiosqlite.Connection) -> int:
-        await db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-        )
-        rows = list(await db.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_version"))
-        current: int = rows[0][0]
-        if current > len(MIGRATIONS):
-            raise StoreError(f"{self.path} has schema version {current}, newer than this runyard's {len(MIGRATIONS)}")
-        for statement in MIGRATIONS[current:]:
-            await db.execute(statement)
-        applied = [(version, time.time()) for version in range(current + 1, len(MIGRATIONS) + 1)]
-        if applied:
-            await db.executemany("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", applied)
-        return len(MIGRATIONS)
+        return await self._write(lambda db: migrate(db, self.path))
 
     # -- plumbing --------------------------------------------------------------
 
-    @property
-    def _writer(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError(f"store {self.url} is not open")
-        return self._db
+    def _closed(self) -> StoreError:
+        return StoreError(f"store {self.url} is not open")
 
-    async def _write(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run ``work`` in one transaction on the writer connection."""
-        # shielded: a cancelled caller stops waiting, but never leaves the shared
-        # writer inside a half-done transaction
-        return await asyncio.shield(self._transaction(work))
+    async def _write(self, work: Work[T]) -> T:
+        """Run ``work`` in the writer thread, in the next group transaction, in its own savepoint."""
+        db = self._db
+        if db is None:
+            raise self._closed()
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((work, done))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush(db), name="runyard-sqlite-flusher")
+        # A cancelled caller cancels only ``done``: its work stays queued and commits
+        # or fails whole, so the writer is never left in a half-done transaction.
+        return await done
 
-    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        async with self._write_lock:
-            db = self._writer
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                result = await work(db)
-                await db.commit()
-            except BaseException:
-                if db.in_transaction:
-                    await db.rollback()
-                raise
-            return result
+    async def _flush(self, db: sqlite3.Connection) -> None:
+        """Commit what is queued, batch after batch, until nothing is."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                works = [work for work, _ in batch]
+                try:
+                    outcomes = await loop.run_in_executor(self._writer_pool, _commit, db, works)
+                except Exception as exc:
+                    outcomes = [exc] * len(batch)
+                    # the batch rolled back, appends included: what the cache learned
+                    # from it is void (the writer thread is idle until the next batch)
+                    self._run_states.clear()
+                else:
+                    self.commits += 1
+                for (_, done), outcome in zip(batch, outcomes, strict=True):
+                    if done.done():  # its caller was cancelled
+                        continue
+                    if isinstance(outcome, BaseException):  # no work returns an exception
+                        done.set_exception(outcome)
+                    else:
+                        done.set_result(outcome)
+        finally:
+            self._flusher = None
+
+    async def _query(self, query: Work[T]) -> T:
+        """Run ``query`` in a reader thread, on that thread's connection."""
+        db = self._db
+        if db is None:
+            raise self._closed()
+        loop = asyncio.get_running_loop()
+        if self._reader_pool is None:  # :memory:: the writer's connection is the only one
+            return await loop.run_in_executor(self._writer_pool, query, db)
+        try:
+            return await loop.run_in_executor(self._reader_pool, self._on_reader, query)
+        except BrokenExecutor as exc:  # a reader connection could not be opened
+            raise StoreError(f"cannot open SQLite database {self.path!r} for reading") from exc
+
+    def _on_reader(self, query: Work[T]) -> T:
+        db: sqlite3.Connection = self._local.db
+        return query(db)
 
     async def _read(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        """All rows of one query, from an idle reader connection."""
-        if self._memory:
-            async with self._write_lock:
-                return list(await self._writer.execute_fetchall(sql, parameters))
-        if not self._readers:
-            raise StoreError(f"store {self.url} is not open")
-        reader = await self._idle.get()
-        try:
-            return list(await reader.execute_fetchall(sql, parameters))
-        finally:
-            self._idle.put_nowait(reader)
+        """All rows of one query."""
+        return await self._query(lambda db: db.execute(sql, parameters).fetchall())
 
     async def _execute(self, sql: str, parameters: Sequence[Any] = ()) -> None:
-        """One statement in its own transaction."""
+        """One write statement."""
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(sql, parameters)
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(sql, parameters)
 
-        return await self._write(work)
+        await self._write(work)
 
     # -- sessions and memory ---------------------------------------------------
 
     async def create_session(self, session: Session) -> None:
-        await self._execute(INSERT_SESSION, _session_row(session))
+        await self._execute(INSERT_SESSION, session_row(session))
 
     async def get_session(self, session_id: str) -> Session | None:
         rows = await self._read(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,))
-        if not rows:
-            return None
-        row = rows[0]
-        return Session(row[0], row[1], row[2], row[3], _load(row[4]), bool(row[5]))
+        return session_from_row(rows[0]) if rows else None
 
     async def touch_session(self, session_id: str, at: float) -> None:
         await self._execute(
@@ -356,9 +356,9 @@ class SQLiteStore(Store):
         )
 
     async def delete_session(self, session_id: str) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute("UPDATE sessions SET deleted = 1 WHERE session_id = ?", (session_id,))
-            await db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE sessions SET deleted = 1 WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
 
         await self._write(work)
 
@@ -369,15 +369,11 @@ class SQLiteStore(Store):
             "(SELECT 1 FROM runs r WHERE r.session_id = s.session_id AND r.status IN ('queued', 'running'))"
         )
 
-        async def work(db: aiosqlite.Connection) -> int:
-            rows = list(
-                await db.execute_fetchall(
-                    f"SELECT count(DISTINCT session_id) FROM messages WHERE session_id IN ({idle})",
-                    (idle_before,),
-                )
-            )
-            await db.execute(f"DELETE FROM messages WHERE session_id IN ({idle})", (idle_before,))
-            forgotten: int = rows[0][0]
+        def work(db: sqlite3.Connection) -> int:
+            forgotten: int = db.execute(
+                f"SELECT count(DISTINCT session_id) FROM messages WHERE session_id IN ({idle})", (idle_before,)
+            ).fetchone()[0]
+            db.execute(f"DELETE FROM messages WHERE session_id IN ({idle})", (idle_before,))
             return forgotten
 
         return await self._write(work)
@@ -387,16 +383,16 @@ class SQLiteStore(Store):
             "SELECT role, content, ts, extra FROM messages WHERE session_id = ? ORDER BY message_id",
             (session_id,),
         )
-        return [Message(row[0], _load(row[1]), row[2], _load(row[3])) for row in rows]
+        return [Message(row[0], load(row[1]), row[2], load(row[3])) for row in rows]
 
     async def append_message(self, session_id: str, message: Message, keep: int) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO messages (session_id, role, content, ts, extra) VALUES (?, ?, ?, ?, ?)",
-                (session_id, message.role, _dump(message.content), message.ts, _dump(message.extra)),
+                (session_id, message.role, dump(message.content), message.ts, dump(message.extra)),
             )
             # everything at or below the (keep + 1)-th newest goes
-            await db.execute(
+            db.execute(
                 "DELETE FROM messages WHERE session_id = ? AND message_id <= (SELECT message_id FROM messages"
                 " WHERE session_id = ? ORDER BY message_id DESC LIMIT 1 OFFSET ?)",
                 (session_id, session_id, max(keep, 0)),
@@ -407,16 +403,19 @@ class SQLiteStore(Store):
     # -- runs ------------------------------------------------------------------
 
     async def create_run(self, run: Run, new_session: Session | None = None) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            if new_session is not None:
-                await db.execute(INSERT_SESSION, _session_row(new_session))
-            await db.execute(INSERT_RUN, _run_row(run))
+        row = run_row(run)
+        session = None if new_session is None else session_row(new_session)
+
+        def work(db: sqlite3.Connection) -> None:
+            if session is not None:
+                db.execute(INSERT_SESSION, session)
+            db.execute(INSERT_RUN, row)
 
         await self._write(work)
 
     async def get_run(self, run_id: str) -> Run | None:
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        return _run(rows[0]) if rows else None
+        return run_from_row(rows[0]) if rows else None
 
     async def list_runs(
         self,
@@ -437,7 +436,7 @@ class SQLiteStore(Store):
             parameters.append(session_id)
         if statuses:
             where.append(f"status {IN_JSON}")
-            parameters.append(_json_list(s.value for s in statuses))
+            parameters.append(json_list(s.value for s in statuses))
         if before is not None:
             # an unknown cursor compares with NULL: nothing is older than it
             where.append("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)")
@@ -446,46 +445,44 @@ class SQLiteStore(Store):
             f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY created_seq DESC LIMIT ?",
             (*parameters, max(limit, 0)),
         )
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def runs_with_status(self, statuses: Iterable[RunStatus]) -> list[Run]:
         rows = await self._read(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE status {IN_JSON} ORDER BY created_seq",
-            (_json_list(s.value for s in statuses),),
+            (json_list(s.value for s in statuses),),
         )
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         rows = await self._read(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ? AND NOT {FINISHED} ORDER BY created_seq",
             (session_id,),
         )
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def expired_leases(self, at: float) -> list[Run]:
         rows = await self._read(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_expires_at < ? ORDER BY created_seq",
             (at,),
         )
-        return [_run(row) for row in rows]
+        return [run_from_row(row) for row in rows]
 
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
         if run_ids:
             await self._execute(
                 f"UPDATE runs SET lease_expires_at = ? WHERE run_id {IN_JSON} AND status = 'running' AND worker_id = ?",
-                (until, _json_list(run_ids), worker_id),
+                (until, json_list(run_ids), worker_id),
             )
 
     async def sweep_runs(self, finished_before: float) -> int:
         old = f"{FINISHED} AND finished_at < ?"
 
-        async def work(db: aiosqlite.Connection) -> int:
-            await db.execute(
-                f"DELETE FROM events WHERE run_id IN (SELECT run_id FROM runs WHERE {old})",
-                (finished_before,),
+        def work(db: sqlite3.Connection) -> int:
+            db.execute(
+                f"DELETE FROM events WHERE run_pk IN (SELECT created_seq FROM runs WHERE {old})", (finished_before,)
             )
-            cursor = await db.execute(f"DELETE FROM runs WHERE {old}", (finished_before,))
-            return cursor.rowcount
+            return db.execute(f"DELETE FROM runs WHERE {old}", (finished_before,)).rowcount
 
         return await self._write(work)
 
@@ -494,58 +491,17 @@ class SQLiteStore(Store):
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         if not groups:
             return []
-
-        async def work(db: aiosqlite.Connection) -> list[AppendResult]:
-            return await self._append(db, groups)
-
-        return await self._write(work)
-
-    async def _append(self, db: aiosqlite.Connection, groups: Sequence[AppendGroup]) -> list[AppendResult]:
-        # hops per batch: one SELECT, one INSERT of every event, one UPDATE per shape of change
-        run_ids = list(dict.fromkeys(group.run_id for group in groups))
-        rows = await db.execute_fetchall(
-            f"SELECT run_id, status, last_seq FROM runs WHERE run_id {IN_JSON}", (_json_list(run_ids),)
-        )
-        state = {row[0]: _RunState(RunStatus(row[1]), row[2]) for row in rows}
-        results: list[AppendResult] = []
-        event_rows: list[tuple[str, int, str, bytes, float]] = []
-        changes: dict[str, dict[str, Any]] = {}  # run_id → column → value, later groups winning
-        for group in groups:
-            run = state.get(group.run_id)
-            update = group.update
-            if run is None:
-                results.append(StatusConflict(group.run_id, None))
-                continue
-            if update is not None and update.expect is not None and run.status not in update.expect:
-                results.append(StatusConflict(group.run_id, run.status))
-                continue
-            events = []
-            for draft in group.drafts:
-                run.last_seq += 1
-                events.append(Event(group.run_id, run.last_seq, draft.type, draft.data, draft.ts))
-                event_rows.append((group.run_id, run.last_seq, draft.type, draft.data, draft.ts))
-            columns = changes.setdefault(group.run_id, {})
-            if events:
-                columns["last_seq"] = run.last_seq
-            if update is not None:
-                columns.update(_update_columns(update))
-                run.status = update.status or run.status
-            results.append(events)
-        if event_rows:
-            await db.executemany("INSERT INTO events (run_id, seq, type, data, ts) VALUES (?, ?, ?, ?, ?)", event_rows)
-        shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-        for run_id, columns in changes.items():
-            if columns:
-                shape = tuple(sorted(columns))
-                shapes.setdefault(shape, []).append((*(columns[c] for c in shape), run_id))
-        for shape, parameters in shapes.items():
-            assignments = ", ".join(f"{column} = ?" for column in shape)
-            await db.executemany(f"UPDATE runs SET {assignments} WHERE run_id = ?", parameters)
-        return results
+        # one work: the batch's groups share its savepoint, as they share a transaction
+        return await self._write(lambda db: _append(db, groups, self._run_states))
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
-        rows = await self._read(
-            "SELECT seq, type, data, ts FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after, max(limit, 0)),  # a negative LIMIT would mean "no limit"
-        )
-        return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]
+        def query(db: sqlite3.Connection) -> list[Event]:
+            rows = db.execute(
+                "SELECT seq, type, data, ts FROM events"
+                " WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq LIMIT ?",
+                (run_id, after, max(limit, 0)),  # a negative LIMIT would mean "no limit"
+            )
+            # built in the reader thread: the loop gets ready events
+            return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]
+
+        return await self._query(query)
