@@ -1,9 +1,10 @@
 """Which queued run executes next.
 
 Two rules: a session's runs execute one at a time, in creation order (only the
-head of a session's line is ever ready), and ready runs are served round-robin
-across owners, so an owner with 100 queued runs delays another owner's single
-run by at most one slot turnover.
+head of a session's line is ever ready), and the next free slot goes to the
+owner with the fewest runs executing (least recently served among equals), so
+an owner with 100 queued runs delays another owner's single run by at most one
+slot turnover.
 """
 
 from __future__ import annotations
