@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -126,3 +127,23 @@ def test_a_subscriber_that_never_reads_does_not_grow_server_memory(servers: list
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_sigterm_ends_open_streams_at_once_and_leaves_nothing_running(servers: list[ServerProcess], db: str) -> None:
+    server = start(servers, db, RUNYARD_DRAIN_S="1")
+    run_id = create(server.url, "nap", {"seconds": 30})
+    wait_until(server.url, run_id, {"running"})
+    with httpx.stream("GET", f"{server.url}/v1/runs/{run_id}/stream", headers=OWNER, timeout=30) as response:
+        lines = response.iter_lines()
+        assert next(lines).startswith("id: ")
+        started = time.monotonic()
+        assert server.proc is not None
+        server.proc.terminate()
+        for _ in lines:  # the server closes the stream; the client would resume elsewhere
+            pass
+        assert time.monotonic() - started < 5, "a stream held the shutdown up"
+    # uvicorn re-raises the signal once it has shut down gracefully
+    assert server.proc.wait(timeout=15) in (0, -signal.SIGTERM)
+    restarted = start(servers, db)
+    final = snapshot(restarted.url, run_id)
+    assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost")

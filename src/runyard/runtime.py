@@ -18,7 +18,8 @@ from runyard.broker import broker_from_url
 from runyard.engine import Engine
 from runyard.errors import InvalidCursor, PipelineNotFound, RunFinished, RunNotFound, SessionBusy, SessionNotFound
 from runyard.events import EventLog, Hub, follow
-from runyard.models import ID_PATTERN, Event, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.events.sse import Frame
+from runyard.models import ID_PATTERN, Multitask, Run, RunStatus, Session, new_id, now
 from runyard.store import store_from_url
 
 if TYPE_CHECKING:
@@ -127,8 +128,8 @@ class Runtime:
         await self.engine.cancel(run)
         return await self.get_run(owner, run_id)
 
-    def follow(self, run: Run, after: int) -> AsyncGenerator[list[Event], None]:
-        """The run's events after ``after``: history, then live, until ``end``."""
+    def follow(self, run: Run, after: int) -> AsyncGenerator[list[Frame], None]:
+        """The run's events after ``after`` as SSE frames: history, then live, until ``end``."""
         return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s)
 
     async def wait(self, run: Run, timeout_s: float) -> Run | None:

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator
 
 from runyard.events.hub import Hub
-from runyard.models import Event
+from runyard.events.sse import Frame, encode
 from runyard.store.base import Store
 
 MAX_PAGE = 2000  # events per store read and per yielded batch...
@@ -16,9 +16,10 @@ FIRST_PAGE = 128
 
 async def follow(
     store: Store, hub: Hub, run_id: str, after: int, heartbeat_s: float
-) -> AsyncGenerator[list[Event], None]:
-    """Yield batches of the run's events with ``seq > after``, in order, each once,
-    until the ``end`` event; an empty batch after ``heartbeat_s`` of silence.
+) -> AsyncGenerator[list[Frame], None]:
+    """Yield batches of the run's events with ``seq > after`` as SSE frames, in
+    order, each once, until the ``end`` event; an empty batch after
+    ``heartbeat_s`` of silence.
 
     The channel is joined before the first store read, so an event persisted
     before the join is in the store and one published after it is in the
@@ -33,16 +34,18 @@ async def follow(
             changed = channel.changed  # taken before reading, so no wake-up is missed
             batch = None if poll_store else channel.after(cursor, page)
             if batch is None:
-                batch = await store.read_events(run_id, cursor, page)
+                batch = [encode(event) for event in await store.read_events(run_id, cursor, page)]
                 poll_store = False
             if batch:
                 page = _page_size(batch)
-            if batch:
-                cursor = batch[-1].seq
+                seq, is_end, _ = batch[-1]
+                cursor = seq
                 yield batch
-                if batch[-1].type == "end":
+                if is_end:
                     return
                 continue
+            if channel.closed:
+                return  # shutting down: the client resumes elsewhere from its cursor
             try:
                 async with asyncio.timeout(heartbeat_s):  # no task per wait, unlike wait_for
                     await changed.wait()
@@ -55,7 +58,7 @@ async def follow(
         hub.leave(channel)
 
 
-def _page_size(batch: list[Event]) -> int:
+def _page_size(batch: list[Frame]) -> int:
     """How many events the next page may hold, from the size of this one's."""
-    average = sum(len(event.data) for event in batch) / len(batch) + 100  # plus the frame around the data
+    average = sum(len(frame) for _, _, frame in batch) / len(batch)
     return max(1, min(MAX_PAGE, int(PAGE_BYTES / average)))
