@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from runyard import RunStatus
-from runyard.errors import SessionBusy
+from runyard.errors import RunNotFound, SessionBusy
 from runyard.models import Multitask
 from runyard.runtime import Runtime
 from tests.support import make_app
@@ -190,3 +190,23 @@ async def test_shutdown_hands_back_a_retryable_run_queued_with_the_next_attempt(
         statuses = [e.data for e in await events_of(rt, run.run_id) if e.type == "status"]
         assert b'"queued"' in statuses[1] and b'"attempt":2' in statuses[2]
         await rt.cancel_run("alice", run.run_id)
+
+
+async def test_a_run_waiting_over_a_second_for_a_limit_is_told_what_it_waits_for() -> None:
+    async with make_app(store="memory://").running() as rt:
+        holder = await rt.create_run("alice", "limited", {"hold": 1.6})
+        await asyncio.sleep(0.05)
+        waiter = await rt.create_run("bob", "limited", {"hold": 0})
+        await finished(rt, "bob", waiter.run_id)
+        waits = [e for e in await events_of(rt, waiter.run_id) if e.type == "limit.wait"]
+        assert len(waits) == 1 and waits[0].data == b'{"limit":"test-api","queued_behind":0}'
+        assert not [e for e in await events_of(rt, holder.run_id) if e.type == "limit.wait"]
+
+
+async def test_finished_runs_are_swept_after_their_retention() -> None:
+    async with make_app(store="memory://", retention_s=0.2, sweep_interval_s=0.1, lease_s=0.3).running() as rt:
+        run = await rt.create_run("alice", "ticker", {"marker": "old", "count": 1})
+        await finished(rt, "alice", run.run_id)
+        await asyncio.sleep(0.6)
+        with pytest.raises(RunNotFound):
+            await rt.get_run("alice", run.run_id)
