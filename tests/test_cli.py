@@ -18,7 +18,8 @@ from rich.console import Console
 
 import runyard
 from runyard import Runyard
-from runyard.cli import SETTING, RunView, _redact, build_parser, main, settings_from
+from runyard.cli import SETTING, _redact, build_parser, main, settings_from
+from runyard.cli_view import RunView
 from runyard.settings import Settings
 from tests.test_client import FakeServer, Fault
 

@@ -32,13 +32,11 @@ from runyard.client import (
     AsyncClient,
     Client,
     Reconnect,
-    SSEFrame,
-    SSEParser,
     StreamLost,
     api_error,
-    decode_event,
 )
 from runyard.errors import RunyardError
+from runyard.events.sse import SSEFrame, SSEParser, decode_event
 
 FAST = Reconnect(initial_delay_s=0.01, max_delay_s=0.2)
 

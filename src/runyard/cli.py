@@ -33,10 +33,8 @@ import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
-from rich.json import JSON
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
-from rich.text import Text
 
+from runyard.cli_view import RunView, compact, data_field
 from runyard.client import DEFAULT_URL, APIError, AsyncClient, StreamLost
 from runyard.errors import ConfigurationError, RunyardError
 from runyard.settings import Settings
@@ -341,168 +339,12 @@ async def _tail(args: argparse.Namespace) -> int:
     status = None
     async with _client(args) as client:
         async for event in client.stream(args.run_id, after=args.after):
-            print(f"{event['seq']} {event['type']} {_compact(event.get('data'))}", flush=True)
+            print(f"{event['seq']} {event['type']} {compact(event.get('data'))}", flush=True)
             if event["type"] == "end":
-                status = _field(event.get("data"), "status")
+                status = data_field(event.get("data"), "status")
         if status is None:
             status = (await client.snapshot(args.run_id))["status"]
     return OK if status == "succeeded" else FAILED
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _field(data: Any, key: str) -> Any:
-    return data.get(key) if isinstance(data, dict) else None
-
-
-_PHASE_MARKS = {
-    "started": ("▸", "cyan"),
-    "running": ("▸", "cyan"),
-    "done": ("✓", "green"),
-    "completed": ("✓", "green"),
-    "succeeded": ("✓", "green"),
-    "finished": ("✓", "green"),
-    "failed": ("✗", "red"),
-    "error": ("✗", "red"),
-}
-
-
-class RunView:
-    """One run's events on a console: a line per phase, status or error, tokens as
-    flowing text, the output as JSON, and progress as a live bar on a terminal
-    (``live``) or as plain lines elsewhere."""
-
-    def __init__(self, console: Console, *, live: bool) -> None:
-        self.console = console
-        self.live = live
-        self.status: str | None = None
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
-        self._mid_line = False  # flowing text printed since the last newline
-        self._pending = ""  # tokens held back while a live bar owns the bottom line
-        self._last_error: tuple[Any, Any] | None = None
-        self._handlers: dict[str, Callable[[Any], None]] = {
-            "status": self._on_status,
-            "phase": self._on_phase,
-            "token": self._on_token,
-            "progress": self._on_progress,
-            "error": self._on_error,
-            "limit.wait": self._on_limit_wait,
-            "end": self._on_end,
-        }
-
-    def started(self, snapshot: dict[str, Any]) -> None:
-        run, pipeline, session = snapshot["run_id"], snapshot["pipeline"], snapshot["session_id"]
-        self._line(f"run {run} · {pipeline} · session {session}", "dim")
-
-    def show(self, event: dict[str, Any]) -> None:
-        handler = self._handlers.get(event["type"])
-        if handler is not None:
-            handler(event.get("data"))
-            return
-        data = _compact(event.get("data"))
-        self._line(f"{event['type']} {data if len(data) <= 200 else data[:199] + '…'}", "dim")
-
-    def close(self) -> None:
-        self._stop_progress()
-        self._end_text()
-
-    def _on_status(self, data: Any) -> None:
-        status = _field(data, "status")
-        if status in ("queued", "running"):  # the terminal status comes with `end`
-            self._line(f"· {status}", "dim")
-
-    def _on_phase(self, data: Any) -> None:
-        name, status = _field(data, "name"), _field(data, "status")
-        mark, style = _PHASE_MARKS.get(str(status), ("·", ""))
-        self._line(f"{mark} {name} {status}", style)
-
-    def _on_token(self, data: Any) -> None:
-        text = str(_field(data, "text") or "")
-        if self._progress is None:
-            self._flow(text)
-            return
-        *lines, self._pending = (self._pending + text).split("\n")
-        for line in lines:
-            self.console.print(Text(line))
-
-    def _on_progress(self, data: Any) -> None:
-        current, total, fraction, message = (_field(data, k) for k in ("current", "total", "fraction", "message"))
-        if not self.live:
-            self._line(_progress_line(current, total, fraction, message))
-            return
-        if not isinstance(total, int | float) or total <= 0 or not isinstance(current, int | float):
-            current, total = (fraction if isinstance(fraction, int | float) else 0), 1
-        if self._progress is None:
-            self._end_text()
-            columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
-            self._progress = Progress(*columns, console=self.console)
-            self._progress.start()
-            self._task = self._progress.add_task("", total=total)
-        assert self._task is not None
-        self._progress.update(self._task, completed=current, total=total, description=str(message or "progress"))
-        self._progress.refresh()
-        if current >= total:  # done: leave the full bar behind and let text flow again
-            self._stop_progress()
-
-    def _on_error(self, data: Any) -> None:
-        self._last_error = (_field(data, "code"), _field(data, "message"))
-        self._line(f"✗ error {self._last_error[0]}: {self._last_error[1]}", "red")
-
-    def _on_limit_wait(self, data: Any) -> None:
-        self._line(f"… waiting for {_field(data, 'limit')} ({_field(data, 'queued_behind')} ahead)", "yellow")
-
-    def _on_end(self, data: Any) -> None:
-        self.close()
-        self.status = str(_field(data, "status"))
-        if self.status == "succeeded":
-            self._line("✓ succeeded", "bold green")
-            output = _field(data, "output")
-            self.console.print(JSON.from_data(output) if self.live else json.dumps(output, indent=2))
-            return
-        error = _field(data, "error")
-        code, message = _field(error, "code"), _field(error, "message")
-        detail = f": {code}: {message}" if error and (code, message) != self._last_error else ""
-        self._line(f"✗ {self.status}{detail}", "bold red")
-
-    def _line(self, text: str, style: str = "") -> None:
-        if self._pending:
-            self.console.print(Text(self._pending))
-            self._pending = ""
-        self._end_text()
-        self.console.print(Text(text, style=style))
-
-    def _flow(self, text: str) -> None:
-        if text:
-            self.console.print(text, end="")
-            self._mid_line = not text.endswith("\n")
-
-    def _end_text(self) -> None:
-        if self._mid_line:
-            self.console.print()
-            self._mid_line = False
-
-    def _stop_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-            self._progress, self._task = None, None
-            pending, self._pending = self._pending, ""
-            self._flow(pending)
-
-
-def _progress_line(current: Any, total: Any, fraction: Any, message: Any) -> str:
-    if not isinstance(fraction, int | float) and isinstance(current, int | float) and total:
-        fraction = current / total
-    parts = ["progress"]
-    if isinstance(fraction, int | float):
-        parts.append(f"{fraction:.0%}")
-    if current is not None:
-        parts.append(f"({current}/{total})" if total is not None else f"({current})")
-    if message:
-        parts.append(str(message))
-    return " ".join(parts)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ the same helpers and resume streams with the same ``_Cursor``; only the I/O diff
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +27,7 @@ from urllib.parse import quote
 import httpx
 
 from runyard.errors import RunyardError
+from runyard.events.sse import SSEParser, decode_event
 from runyard.models import RunStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -71,60 +71,6 @@ class Reconnect:
     def delay(self, failures: int) -> float:
         base = min(self.max_delay_s, self.initial_delay_s * 2.0 ** (failures - 1))
         return base * random.uniform(1 - self.jitter, 1 + self.jitter)
-
-
-# -- the SSE wire format ---------------------------------------------------------
-
-
-@dataclass(slots=True)
-class SSEFrame:
-    event: str
-    data: str
-    id: str | None
-
-
-class SSEParser:
-    """Incremental SSE decoding: feed it lines without their endings, get whole frames."""
-
-    def __init__(self) -> None:
-        self._event = ""
-        self._data: list[str] = []
-        self._id: str | None = None  # the spec keeps the last id across frames
-
-    def feed(self, line: str) -> SSEFrame | None:
-        if not line:
-            return self._dispatch()
-        if line.startswith(":"):  # a comment: heartbeat or padding
-            return None
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self._id = value
-        return None
-
-    def _dispatch(self) -> SSEFrame | None:
-        data, event = self._data, self._event
-        self._data, self._event = [], ""
-        if not data:  # the spec drops frames without data
-            return None
-        return SSEFrame(event or "message", "\n".join(data), self._id)
-
-
-def decode_event(frame: SSEFrame) -> Event | None:
-    """The event a frame carries: its ``data`` is the whole event (``seq``, ``type``, ``data``, ``ts``)."""
-    try:
-        value = json.loads(frame.data)
-    except ValueError:
-        value = frame.data
-    if isinstance(value, dict) and isinstance(value.get("seq"), int):
-        return value
-    if frame.id is None or not frame.id.isdigit():
-        return None
-    return {"seq": int(frame.id), "type": frame.event, "data": value, "ts": None}
 
 
 # -- requests and answers, shared by both clients --------------------------------
@@ -514,9 +460,6 @@ __all__ = [
     "AsyncClient",
     "Client",
     "Reconnect",
-    "SSEFrame",
-    "SSEParser",
     "StreamLost",
     "api_error",
-    "decode_event",
 ]

@@ -5,10 +5,15 @@
     data: <the whole event as JSON on one line>
 
 Frames are padded with a comment line when a proxy needs chunks of a minimum
-size before it forwards them.
+size before it forwards them. ``SSEParser`` and ``decode_event`` read the same
+format back (the Python client uses them).
 """
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
 
 from runyard.models import Event
 
@@ -39,3 +44,57 @@ def padded(body: bytes, pad_bytes: int) -> bytes:
         return body
     # ": " + filler + "\n" is the comment line; it must be at least 3 bytes long
     return b": " + b" " * max(0, missing - 3) + b"\n" + body
+
+
+# -- reading it (the client's side) ----------------------------------------------
+
+
+@dataclass(slots=True)
+class SSEFrame:
+    event: str
+    data: str
+    id: str | None
+
+
+class SSEParser:
+    """Incremental SSE decoding: feed it lines without their endings, get whole frames."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None  # the spec keeps the last id across frames
+
+    def feed(self, line: str) -> SSEFrame | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):  # a comment: heartbeat or padding
+            return None
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
+        return None
+
+    def _dispatch(self) -> SSEFrame | None:
+        data, event = self._data, self._event
+        self._data, self._event = [], ""
+        if not data:  # the spec drops frames without data
+            return None
+        return SSEFrame(event or "message", "\n".join(data), self._id)
+
+
+def decode_event(frame: SSEFrame) -> dict[str, Any] | None:
+    """The event a frame carries: its ``data`` is the whole event (``seq``, ``type``, ``data``, ``ts``)."""
+    try:
+        value = json.loads(frame.data)
+    except ValueError:
+        value = frame.data
+    if isinstance(value, dict) and isinstance(value.get("seq"), int):
+        return value
+    if frame.id is None or not frame.id.isdigit():
+        return None
+    return {"seq": int(frame.id), "type": frame.event, "data": value, "ts": None}
