@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
-from runyard.errors import InvalidCursor
+from runyard.errors import InvalidCursor, RunFinished
 from runyard.http.owner import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
 from runyard.http.schemas import Id, RunRequest, StreamRunRequest
@@ -47,9 +48,8 @@ async def create_and_stream(
 
     async def cancel_if_asked() -> None:
         if body.on_disconnect == "cancel":
-            current = await runtime.store.get_run(run.run_id)
-            if current is not None and not current.status.finished:
-                await runtime.engine.cancel(current)
+            with contextlib.suppress(RunFinished):
+                await runtime.cancel_run(run.owner, run.run_id)
 
     response = sse_response(runtime, run, 0, pad, on_disconnect=cancel_if_asked)
     response.headers["Location"] = f"/v1/runs/{run.run_id}"
