@@ -22,8 +22,9 @@ from pydantic import BaseModel
 
 from runyard.context import RunContext
 from runyard.engine.outcome import Outcome
-from runyard.engine.queue import FairQueue, SessionLines
+from runyard.engine.queue import SessionLines
 from runyard.events.log import EventLog
+from runyard.fairness import FairLines
 from runyard.models import Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
 from runyard.store.base import Store
@@ -50,7 +51,7 @@ class Engine:
         self._store = store
         self._events = events
         self.worker_id = new_worker_id()
-        self._queue = FairQueue()
+        self._queue: FairLines[Run] = FairLines()  # ready runs
         self._lines = SessionLines()
         self._queued: dict[str, Run] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> its bookkeeping
@@ -95,15 +96,16 @@ class Engine:
         """Queue a run that the store holds as ``queued``."""
         self._queued[run.run_id] = run
         if self._lines.add(run):
-            self._queue.push(run)
+            self._queue.push(run.owner, run)
         self._dispatch()
 
     def _dispatch(self) -> None:
         limit = self._settings.max_concurrent_runs
         while not self._draining and len(self._tasks) < limit:
-            run = self._queue.pop()
-            if run is None:
+            turn = self._queue.pop()
+            if turn is None:
                 break
+            run = turn[1]
             del self._queued[run.run_id]
             self._tasks[run.run_id] = asyncio.create_task(self._execute(run), name=f"run-{run.run_id}")
         metrics.QUEUE_DEPTH.set(len(self._queue))
@@ -112,7 +114,7 @@ class Engine:
         """``run`` left its session's line: the next run of the session becomes ready."""
         head = self._lines.remove(run)
         if head is not None:
-            self._queue.push(head)
+            self._queue.push(head.owner, head)
         self._dispatch()
 
     # -- cancellation ----------------------------------------------------------
@@ -127,7 +129,7 @@ class Engine:
             return
         queued = self._queued.pop(run.run_id, None)
         if queued is not None:
-            self._queue.remove(run.run_id)
+            self._queue.remove(queued.owner, queued)
             self._release_line(queued)
         await self._finish(run, Outcome.cancelled(), expect=QUEUED)
 

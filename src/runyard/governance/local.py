@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from runyard.errors import ConfigurationError
+from runyard.fairness import FairLines
 from runyard.observability import metrics
 
 if TYPE_CHECKING:
@@ -25,60 +25,43 @@ WAIT_NOTICE_S = 1.0
 
 
 class FairSemaphore:
-    """``capacity`` permits; waiters queue per owner and owners take turns."""
+    """``capacity`` permits; waiters are served fairly across owners."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.in_flight = 0
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
-        self._turns: deque[str] = deque()  # owners with waiters, next turn first
+        self._waiters: FairLines[asyncio.Future[None]] = FairLines()
 
     @property
     def queued(self) -> int:
-        return sum(len(q) for q in self._waiters.values())
+        return len(self._waiters)
 
     async def acquire(self, owner: str) -> None:
-        if self.in_flight < self.capacity and not self._turns:
+        if self.in_flight < self.capacity and not self._waiters:
             self.in_flight += 1
+            self._waiters.take(owner)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue = self._waiters.get(owner)
-        if queue is None:
-            queue = self._waiters[owner] = deque()
-            self._turns.append(owner)
-        queue.append(waiter)
+        self._waiters.push(owner, waiter)
         try:
             await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled():
-                self.release()  # granted while being cancelled: hand it on
+                self.release(owner)  # granted while being cancelled: hand it on
             else:
-                self._forget(owner, waiter)
+                self._waiters.remove(owner, waiter)
             raise
 
-    def release(self) -> None:
+    def release(self, owner: str) -> None:
         self.in_flight -= 1
-        while self._turns:
-            owner = self._turns.popleft()
-            queue = self._waiters[owner]
-            waiter = queue.popleft()
-            if queue:
-                self._turns.append(owner)
-            else:
-                del self._waiters[owner]
+        self._waiters.done(owner)
+        while (turn := self._waiters.pop()) is not None:
+            next_owner, waiter = turn
             if not waiter.done():
                 self.in_flight += 1
                 waiter.set_result(None)
                 return
-
-    def _forget(self, owner: str, waiter: asyncio.Future[None]) -> None:
-        queue = self._waiters.get(owner)
-        if queue is None or waiter not in queue:
-            return
-        queue.remove(waiter)
-        if not queue:
-            del self._waiters[owner]
-            self._turns.remove(owner)
+            self._waiters.done(next_owner)  # cancelled meanwhile: its turn passes
 
 
 class Limit:
@@ -107,7 +90,7 @@ class Limit:
         try:
             yield
         finally:
-            semaphore.release()
+            semaphore.release(ctx.owner)
             in_flight.set(semaphore.in_flight)
 
     async def _wait_for_permit(self, semaphore: FairSemaphore, ctx: RunContext) -> None:
@@ -119,7 +102,7 @@ class Limit:
             await acquiring
         except BaseException:
             if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
-                semaphore.release()  # granted just as we were cancelled
+                semaphore.release(ctx.owner)  # granted just as we were cancelled
             else:
                 acquiring.cancel()
             raise
