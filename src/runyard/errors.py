@@ -29,6 +29,11 @@ class RunyardError(Exception):
         super().__init__(message or self.code.replace("_", " "))
         self.message = message or self.code.replace("_", " ")
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers an HTTP answer to this error carries (a challenge, a Retry-After)."""
+        return {}
+
 
 class ConfigurationError(RunyardError):
     code = "configuration_error"

@@ -107,7 +107,7 @@ class Runtime:
 
     async def list_runs(
         self,
-        owner: str,
+        owner: str | None,
         *,
         session_id: str | None = None,
         status: RunStatus | None = None,
@@ -117,7 +117,7 @@ class Runtime:
         statuses = [status] if status else None
         if before is not None:
             anchor = await self.store.get_run(before)
-            if anchor is None or anchor.owner != owner:
+            if anchor is None or (owner is not None and anchor.owner != owner):
                 raise InvalidCursor(f"no run {before!r} to page from")
         return await self.store.list_runs(owner, session_id=session_id, statuses=statuses, limit=limit, before=before)
 

@@ -37,7 +37,16 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body (413 above)")
     cors_origins: str = Field("", description="Comma-separated origins allowed to call the API")
 
-    auth: Literal["none"] = Field("none", description="How callers are identified: none (X-Client-Id)")
+    auth: Literal["none", "jwt"] = Field(
+        "none", description="How callers are identified: none (X-Client-Id) or jwt (bearer token, owner = sub)"
+    )
+    jwt_algorithms: str = Field("HS256", description="Comma-separated JWT algorithms accepted, e.g. HS256 or RS256")
+    jwt_secret: str | None = Field(None, description="HS256 shared secret")
+    jwt_public_key: str | None = Field(None, description="RS256/ES256 public key: PEM text, or a path to a PEM file")
+    jwt_jwks_file: str | None = Field(None, description="Path to a JWKS file of public keys, chosen by kid")
+    jwt_audience: str | None = Field(None, description="Required aud claim, if set")
+    jwt_issuer: str | None = Field(None, description="Required iss claim, if set")
+    admin_subjects: str = Field("", description="Comma-separated owners who may list every owner's runs")
     log_level: str = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for the chat demo")
@@ -46,7 +55,19 @@ class Settings(BaseSettings):
 
     @property
     def cors_origin_list(self) -> list[str]:
-        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+        return _items(self.cors_origins)
+
+    @property
+    def jwt_algorithm_list(self) -> list[str]:
+        return _items(self.jwt_algorithms)
+
+    @property
+    def admin_subject_set(self) -> frozenset[str]:
+        return frozenset(_items(self.admin_subjects))
+
+
+def _items(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def settings_table() -> str:

@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestMetrics
 from runyard.http.routes import runs, sessions, system
@@ -39,6 +40,7 @@ def create_http_app(app: Runyard) -> FastAPI:
         redoc_url=None,
     )
     http.state.runyard = app
+    http.state.auth = Authenticator(settings)  # a bad JWT configuration fails here, at start-up
     install_error_handlers(http)
     http.include_router(runs.router)
     http.include_router(sessions.router)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from runyard.errors import InvalidCursor, RunFinished
-from runyard.http.owner import owner_of
+from runyard.http.auth import Forbidden, owner_of, principal_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
 from runyard.http.schemas import Id, RunRequest, StreamRunRequest
 from runyard.http.streaming import sse_response
@@ -74,13 +74,26 @@ async def list_runs(
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Id | None = None,
+    owner: Annotated[
+        str | None, Query(max_length=128, description="admins only: this owner's runs, or * for all")
+    ] = None,
 ) -> Response:
     runs = await runtime_of(request).list_runs(
-        owner_of(request), session_id=session_id, status=status, limit=limit + 1, before=before
+        _listed_owner(request, owner), session_id=session_id, status=status, limit=limit + 1, before=before
     )
     page = runs[:limit]
     next_cursor = page[-1].run_id if len(runs) > limit else None
     return json_response({"runs": [run.snapshot() for run in page], "next": next_cursor})
+
+
+def _listed_owner(request: Request, asked: str | None) -> str | None:
+    """Whose runs a listing shows: the caller's; an admin may ask for anyone's (None: all)."""
+    principal = principal_of(request)
+    if asked is None or asked == principal.owner:
+        return principal.owner
+    if not principal.admin:
+        raise Forbidden("only an admin may list another owner's runs")
+    return None if asked == "*" else asked
 
 
 @router.get("/{run_id}", summary="A run's snapshot")

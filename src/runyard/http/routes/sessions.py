@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from runyard.http.owner import owner_of
+from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
 from runyard.http.schemas import SessionRequest
 from runyard.models import Session, rfc3339
