@@ -154,3 +154,8 @@ def test_es256_with_a_jwks_file_chosen_by_kid(tmp_path: Path) -> None:
 def test_a_jwt_configuration_that_cannot_work_fails_at_start_up(settings: dict[str, str]) -> None:
     with pytest.raises(ConfigurationError):
         make_app(store="memory://", auth="jwt", **settings).http()
+
+
+def test_listing_pipelines_needs_a_token_too(server: str) -> None:
+    assert_refused(httpx.get(f"{server}/v1/pipelines"))
+    assert httpx.get(f"{server}/v1/pipelines", headers=bearer(token(aud="runyard-tests"))).status_code == 200

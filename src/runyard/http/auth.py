@@ -91,6 +91,12 @@ class Authenticator:
                 "RUNYARD_AUTH=jwt with public-key algorithms needs RUNYARD_JWT_PUBLIC_KEY or RUNYARD_JWT_JWKS_FILE"
             )
 
+    def check(self, request: Request) -> None:
+        """Refuse an unauthenticated caller (a route that shows no owner's data still
+        needs a token under ``jwt``; any client id will do under ``none``)."""
+        if self._jwt:
+            self._subject(request)
+
     def principal(self, request: Request) -> Principal:
         owner = self._subject(request) if self._jwt else _client_id(request)
         return Principal(owner, admin=owner in self._admins)

@@ -32,24 +32,30 @@ def _check_input(value: Any) -> Any:
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    if len(value) > METADATA_MAX_KEYS:
-        raise ValueError(f"at most {METADATA_MAX_KEYS} metadata keys")
-    if any(len(key) > 128 for key in value):
-        raise ValueError("metadata keys are at most 128 characters")
-    if len(_storable(value)) > METADATA_MAX_BYTES:
+    # key count and length are in the schema (Metadata); the total size is checked here
+    if value is not None and len(_storable(value)) > METADATA_MAX_BYTES:
         raise ValueError(f"metadata is at most {METADATA_MAX_BYTES} bytes of JSON")
     return value
+
+
+Metadata = Annotated[
+    dict[Annotated[str, Field(max_length=128)], Any],
+    Field(
+        max_length=METADATA_MAX_KEYS, description=f"Your own labels: at most {METADATA_MAX_KEYS} keys, 16 KiB of JSON"
+    ),
+]
 
 
 class RunRequest(_Body):
     """``POST /v1/runs`` and ``/v1/runs/wait``."""
 
     pipeline: Id
-    input: Any = Field(description="The pipeline's input, validated by the pipeline")
+    input: Any = Field(
+        description="The pipeline's input, validated by the pipeline's own schema (GET /v1/pipelines); "
+        "bounded by RUNYARD_MAX_BODY_BYTES"
+    )
     session_id: Id | None = None
-    metadata: dict[str, Any] | None = Field(None, description="Your own labels, stored with the run")
+    metadata: Metadata | None = None
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     multitask: Multitask = Multitask.ENQUEUE
 
@@ -72,6 +78,6 @@ class StreamRunRequest(RunRequest):
 class SessionRequest(_Body):
     """``POST /v1/sessions``."""
 
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
 
     _metadata = field_validator("metadata")(_check_metadata)

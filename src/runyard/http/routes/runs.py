@@ -9,13 +9,16 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
 from runyard.errors import InvalidCursor, RunFinished
+from runyard.http.answers import EVENT_STREAM, EventsPage, RunList, RunSnapshot, errors
 from runyard.http.auth import Forbidden, owner_of, principal_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
 from runyard.http.schemas import Id, RunRequest, StreamRunRequest
 from runyard.http.streaming import sse_response
 from runyard.models import Run, RunStatus
 
-router = APIRouter(prefix="/v1/runs", tags=["runs"], route_class=StrictJSONRoute)
+router = APIRouter(
+    prefix="/v1/runs", tags=["runs"], route_class=StrictJSONRoute, responses=errors(400, 401, 404, 413, 422)
+)
 
 EVENTS_PAGE_MAX = 10_000
 
@@ -32,13 +35,13 @@ async def _create(request: Request, body: RunRequest) -> Run:
     )
 
 
-@router.post("", status_code=201, summary="Create a run")
+@router.post("", status_code=201, summary="Create a run", response_model=RunSnapshot, responses=errors(409))
 async def create_run(request: Request, body: RunRequest) -> Response:
     run = await _create(request, body)
     return json_response(run.snapshot(), 201, headers={"Location": f"/v1/runs/{run.run_id}"})
 
 
-@router.post("/stream", summary="Create a run and stream its events")
+@router.post("/stream", summary="Create a run and stream its events", responses={**EVENT_STREAM, **errors(409)})
 async def create_and_stream(
     request: Request, body: StreamRunRequest, pad: Annotated[int | None, Query(ge=0, le=65536)] = None
 ) -> Response:
@@ -56,7 +59,12 @@ async def create_and_stream(
     return response
 
 
-@router.post("/wait", summary="Create a run and answer once it has finished")
+@router.post(
+    "/wait",
+    summary="Create a run and answer once it has finished",
+    response_model=RunSnapshot,
+    responses={202: {"model": RunSnapshot, "description": "Still unfinished after RUNYARD_WAIT_MAX_S"}, **errors(409)},
+)
 async def create_and_wait(request: Request, body: RunRequest) -> Response:
     runtime = runtime_of(request)
     run = await _create(request, body)
@@ -67,7 +75,7 @@ async def create_and_wait(request: Request, body: RunRequest) -> Response:
     return json_response(finished.snapshot(), 200)
 
 
-@router.get("", summary="List the caller's runs, newest first")
+@router.get("", summary="List the caller's runs, newest first", response_model=RunList, responses=errors(403))
 async def list_runs(
     request: Request,
     session_id: Id | None = None,
@@ -96,13 +104,13 @@ def _listed_owner(request: Request, asked: str | None) -> str | None:
     return None if asked == "*" else asked
 
 
-@router.get("/{run_id}", summary="A run's snapshot")
+@router.get("/{run_id}", summary="A run's snapshot", response_model=RunSnapshot)
 async def get_run(request: Request, run_id: str) -> Response:
     run = await runtime_of(request).get_run(owner_of(request), run_id)
     return json_response(run.snapshot())
 
 
-@router.get("/{run_id}/events", summary="A page of a run's events")
+@router.get("/{run_id}/events", summary="A page of a run's events", response_model=EventsPage)
 async def list_events(
     request: Request,
     run_id: str,
@@ -124,7 +132,7 @@ async def list_events(
     return Response(body, media_type="application/json")
 
 
-@router.get("/{run_id}/stream", summary="Follow a run's events over SSE")
+@router.get("/{run_id}/stream", summary="Follow a run's events over SSE", responses=EVENT_STREAM)
 async def stream_run(
     request: Request,
     run_id: str,
@@ -141,7 +149,9 @@ async def stream_run(
     return sse_response(runtime, run, cursor, pad_bytes)
 
 
-@router.post("/{run_id}/cancel", status_code=202, summary="Cancel a run")
+@router.post(
+    "/{run_id}/cancel", status_code=202, summary="Cancel a run", response_model=RunSnapshot, responses=errors(409)
+)
 async def cancel_run(request: Request, run_id: str) -> Response:
     run = await runtime_of(request).cancel_run(owner_of(request), run_id)
     return json_response(run.snapshot(), 202)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from runyard.http.answers import SessionOut, errors
 from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
 from runyard.http.schemas import SessionRequest
 from runyard.models import Session, rfc3339
 
-router = APIRouter(prefix="/v1/sessions", tags=["sessions"], route_class=StrictJSONRoute)
+router = APIRouter(
+    prefix="/v1/sessions", tags=["sessions"], route_class=StrictJSONRoute, responses=errors(400, 401, 404, 413, 422)
+)
 
 
 def _session_json(session: Session, status: str, history: list[object]) -> dict[str, object]:
@@ -24,7 +27,7 @@ def _session_json(session: Session, status: str, history: list[object]) -> dict[
     }
 
 
-@router.post("", status_code=201, summary="Create a session")
+@router.post("", status_code=201, summary="Create a session", response_model=SessionOut)
 async def create_session(request: Request, body: SessionRequest | None = None) -> Response:
     metadata = body.metadata if body else None
     session = await runtime_of(request).create_session(owner_of(request), metadata)
@@ -32,7 +35,7 @@ async def create_session(request: Request, body: SessionRequest | None = None) -
     return json_response(_session_json(session, "idle", []), 201, headers=headers)
 
 
-@router.get("/{session_id}", summary="A session with its history")
+@router.get("/{session_id}", summary="A session with its history", response_model=SessionOut)
 async def get_session(request: Request, session_id: str) -> Response:
     session, status, history = await runtime_of(request).get_session(owner_of(request), session_id)
     return json_response(_session_json(session, status, list(history)))

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
+from runyard.http.answers import PipelineList, Readiness, errors
 from runyard.http.responses import json_response, runtime_of
 from runyard.observability import metrics
 
@@ -16,8 +17,14 @@ router = APIRouter(tags=["system"])
 READY_TIMEOUT_S = 2.0
 
 
-@router.get("/v1/pipelines", summary="The pipelines served, with their input schemas")
+@router.get(
+    "/v1/pipelines",
+    summary="The pipelines served, with their input schemas",
+    response_model=PipelineList,
+    responses=errors(401),
+)
 async def list_pipelines(request: Request) -> Response:
+    request.app.state.auth.check(request)
     pipelines = request.app.state.runyard.pipelines.values()
     return json_response(
         {
@@ -40,7 +47,12 @@ async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="200 when the store and the broker answer")
+@router.get(
+    "/readyz",
+    summary="200 when the store and the broker answer",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "The store or the broker does not answer"}},
+)
 async def readyz(request: Request) -> Response:
     runtime = runtime_of(request)
     checks: dict[str, str] = {}
@@ -55,6 +67,10 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready" if ready else "unready", "checks": checks}, 200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics of this process")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics of this process",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
+)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

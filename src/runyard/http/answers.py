@@ -1,0 +1,110 @@
+"""What the API answers, as the OpenAPI document describes it.
+
+The routes build their JSON directly (orjson, no re-validation on the hot path);
+these models exist so that ``/docs`` and ``/openapi.json`` tell clients (and the
+schemathesis run in the test suite) exactly what each status carries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from runyard.models import RunStatus
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error answer."""
+
+    error: ErrorBody
+
+
+class RunSnapshot(BaseModel):
+    run_id: str
+    session_id: str
+    pipeline: str
+    status: RunStatus
+    input: Any
+    output: Any
+    error: ErrorBody | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    last_seq: int
+    attempt: int
+    metadata: dict[str, Any]
+
+
+class RunList(BaseModel):
+    runs: list[RunSnapshot]
+    next: str | None
+
+
+class EventOut(BaseModel):
+    seq: int
+    type: str
+    data: Any
+    ts: str
+
+
+class EventsPage(BaseModel):
+    events: list[EventOut]
+    next_after: int
+    status: RunStatus
+
+
+class SessionOut(BaseModel):
+    session_id: str
+    created_at: str
+    last_activity: str
+    status: Literal["idle", "busy", "expired"]
+    metadata: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+class PipelineInfo(BaseModel):
+    name: str
+    description: str
+    timeout_s: float | None
+    retries: int
+    input_schema: dict[str, Any]
+
+
+class PipelineList(BaseModel):
+    pipelines: list[PipelineInfo]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unready"]
+    checks: dict[str, str]
+
+
+_DESCRIPTIONS = {
+    400: "Bad request: a malformed body, query or cursor, or a bad X-Client-Id",
+    401: "No valid bearer token (RUNYARD_AUTH=jwt)",
+    403: "Not allowed for this caller",
+    404: "Not found, or another owner's",
+    409: "Conflict with the run's or session's state",
+    413: "The body exceeds RUNYARD_MAX_BODY_BYTES",
+    422: "A body of the wrong shape, or input its pipeline refuses",
+    503: "A dependency does not answer",
+}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for these error statuses, each the error envelope."""
+    return {status: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[status]} for status in statuses}
+
+
+EVENT_STREAM: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: id, event and data (the whole event as JSON) per frame",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
