@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from runyard import Runyard, Settings
 
@@ -36,11 +37,16 @@ def make_app(**settings: object) -> Runyard:
     return build_app(Settings(**settings))  # type: ignore[arg-type]
 
 
-@contextlib.contextmanager
-def serve_in_thread(app: Runyard) -> Iterator[str]:
+def serve_in_thread(app: Runyard) -> contextlib.AbstractContextManager[str]:
     """Serve ``app`` with uvicorn on a free loopback port; yields the base URL."""
+    return serve_asgi(app.http())
+
+
+@contextlib.contextmanager
+def serve_asgi(asgi: ASGIApp) -> Iterator[str]:
+    """Serve any ASGI app (a fake external API, say) like ``serve_in_thread``."""
     port = free_port()
-    config = uvicorn.Config(app.http(), host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -8,12 +8,15 @@ from runyard.app import Pipeline, Runyard
 from runyard.client import APIError, AsyncClient, Client, StreamLost
 from runyard.context import Memory, RunContext, current_run
 from runyard.errors import RunyardError
+from runyard.governance import Breaker, BreakerOpen
 from runyard.models import Event, Run, RunStatus, Session
 from runyard.settings import Settings
 
 __all__ = [
     "APIError",
     "AsyncClient",
+    "Breaker",
+    "BreakerOpen",
     "Client",
     "Event",
     "Memory",

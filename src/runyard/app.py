@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from pydantic import BaseModel, ValidationError
 
 from runyard.errors import InvalidRequest
-from runyard.governance.local import LimitRegistry
+from runyard.governance import Breaker, LimitRegistry
 from runyard.models import ID_PATTERN
 from runyard.settings import Settings
 
@@ -104,9 +104,19 @@ class Runyard:
 
         return register
 
-    def limit(self, name: str, *, concurrency: int | None = None) -> None:
-        """Declare a limit on an external API, used by pipelines with ``ctx.limit(name)``."""
-        self.limits.declare(name, concurrency=concurrency)
+    def limit(
+        self,
+        name: str,
+        *,
+        concurrency: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        breaker: Breaker | None = None,
+    ) -> None:
+        """Declare a limit on an external API: at most ``concurrency`` calls in flight,
+        ``rpm`` requests and ``tpm`` tokens a minute, and an optional circuit breaker.
+        Pipelines use it with ``ctx.limit(name)`` and ``ctx.call(name, fn)``."""
+        self.limits.declare(name, concurrency=concurrency, rpm=rpm, tpm=tpm, breaker=breaker)
 
     def with_settings(self, settings: Settings) -> Runyard:
         """Use ``settings`` (the CLI's, say) from now on; only before the app starts."""

@@ -8,18 +8,19 @@ shared holder that could hand user A's events to user B.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from runyard.models import EVENT_TYPE, Message, now
 
 if TYPE_CHECKING:
     from runyard.events.log import EventLog
-    from runyard.governance.local import LimitRegistry
+    from runyard.governance.limit import LimitRegistry
     from runyard.models import Run
     from runyard.store.base import Store
 
+T = TypeVar("T")
 _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("runyard_run")
 _VALID_TYPES: set[str] = set()  # event types already checked against EVENT_TYPE
 
@@ -91,9 +92,18 @@ class RunContext:
 
     @asynccontextmanager
     async def limit(self, name: str, tokens: int = 0) -> AsyncIterator[None]:
-        """Hold one permit of the limit ``name`` (declared with ``app.limit``)."""
+        """Hold one admission to the limit ``name`` (declared with ``app.limit``),
+        waiting fairly for it; ``BreakerOpen`` at once while its breaker is open."""
         async with self._limits.get(name).acquire(self, tokens=tokens):
             yield
+
+    async def call(
+        self, name: str, fn: Callable[..., Awaitable[T]], *args: Any, retries: int = 3, tokens: int = 0, **kwargs: Any
+    ) -> T:
+        """``await fn(*args, **kwargs)`` under the limit ``name``, retried with
+        backoff and jitter (honouring ``Retry-After``) on 429, 5xx and transport
+        errors; never on cancellation, which stops it at once."""
+        return await self._limits.get(name).call(self, fn, args, kwargs, retries, tokens)
 
     def _activate(self) -> contextvars.Token[RunContext]:
         return _current.set(self)
