@@ -19,6 +19,7 @@ from runyard.engine import Engine
 from runyard.errors import InvalidCursor, PipelineNotFound, RunFinished, RunNotFound, SessionBusy, SessionNotFound
 from runyard.events import EventLog, Hub, follow
 from runyard.events.sse import Frame
+from runyard.governance.admission import CreationRate
 from runyard.models import ID_PATTERN, Multitask, Run, RunStatus, Session, new_id, now
 from runyard.store import store_from_url
 
@@ -38,6 +39,7 @@ class Runtime:
         self.events = EventLog(self.store, self.broker)
         self.engine = Engine(app, self.store, self.events)
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._creation_rate = CreationRate(self.settings.rate_limit) if self.settings.rate_limit else None
 
     async def __aenter__(self) -> Runtime:
         await self.store.open()
@@ -74,6 +76,8 @@ class Runtime:
         if spec is None:
             raise PipelineNotFound(f"no pipeline named {pipeline!r}")
         stored_input = spec.validate_input(input)
+        if self._creation_rate is not None:
+            await self._creation_rate.admit(owner)  # only requests that would create a run count
         created = now()
         run = Run(
             run_id=new_id("run"),

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     jwt_audience: str | None = Field(None, description="Required aud claim, if set")
     jwt_issuer: str | None = Field(None, description="Required iss claim, if set")
     admin_subjects: str = Field("", description="Comma-separated owners who may list every owner's runs")
+    rate_limit: str | None = Field(None, description="Run creations allowed per owner, e.g. 30/minute (429 above)")
     log_level: str = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for the chat demo")
