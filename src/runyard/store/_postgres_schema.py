@@ -1,0 +1,209 @@
+"""The PostgreSQL store's schema, its migrations, and the codecs between records and models.
+
+JSON values (input, output, error, metadata, message content) are stored as
+``json``, which keeps the exact text the store wrote (``jsonb`` would reject a
+``\\u0000`` that SQLite accepts), and travel as the same orjson text as in the
+SQLite store. Event ``data`` is ``bytea``: the bytes come back exactly as appended.
+Identifiers use the "C" collation: they are compared and sorted as bytes, which
+is faster in every index and gives every process the same lock order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from runyard.models import Run, RunError, RunStatus, Session
+from runyard.store._sqlite_schema import dump, load
+
+# pg_advisory_xact_lock key serialising migrations across processes: b"runyard:" as an int64
+MIGRATION_LOCK = 0x72756E796172643A
+
+VERSION_TABLE = """CREATE TABLE IF NOT EXISTS runyard_schema_version (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)"""
+
+# Append-only: the position is the version. Never edit an entry; add one.
+MIGRATIONS: list[str] = [
+    """CREATE TABLE sessions (
+        session_id text COLLATE "C" PRIMARY KEY,
+        owner text COLLATE "C" NOT NULL,
+        created_at float8 NOT NULL,
+        last_activity float8 NOT NULL,
+        metadata json NOT NULL,
+        deleted boolean NOT NULL DEFAULT false
+    )""",
+    "CREATE INDEX sessions_last_activity ON sessions (last_activity)",
+    """CREATE TABLE messages (
+        message_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        session_id text COLLATE "C" NOT NULL,
+        role text NOT NULL,
+        content json,
+        ts float8 NOT NULL,
+        extra json NOT NULL
+    )""",
+    "CREATE INDEX messages_session ON messages (session_id, message_id)",
+    # last_seq lives in the row: append holds the row lock while it numbers events,
+    # so the counter is gap-free across processes. Each batch rewrites the row;
+    # fillfactor leaves room on the page for those rewrites to stay HOT updates.
+    """CREATE TABLE runs (
+        run_id text COLLATE "C" PRIMARY KEY,
+        created_seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+        session_id text COLLATE "C" NOT NULL,
+        owner text COLLATE "C" NOT NULL,
+        pipeline text NOT NULL,
+        status text NOT NULL,
+        input json,
+        output json,
+        error json,
+        metadata json NOT NULL,
+        created_at float8 NOT NULL,
+        started_at float8,
+        finished_at float8,
+        last_seq integer NOT NULL DEFAULT 0,
+        attempt integer NOT NULL,
+        timeout_s float8,
+        max_attempts integer NOT NULL,
+        worker_id text,
+        lease_expires_at float8
+    ) WITH (fillfactor = 80)""",
+    "CREATE INDEX runs_owner ON runs (owner, created_seq)",
+    "CREATE INDEX runs_session ON runs (session_id, created_seq)",
+    # also serves expired_leases: running runs are few, and leaving lease_expires_at
+    # unindexed keeps lease renewals HOT updates
+    "CREATE INDEX runs_status ON runs (status, created_seq)",
+    "CREATE INDEX runs_finished_at ON runs (finished_at) WHERE finished_at IS NOT NULL",
+    # no foreign key to runs: its per-row check would slow every batch; sweep_runs
+    # deletes a run's events with it
+    """CREATE TABLE events (
+        run_id text COLLATE "C" NOT NULL,
+        seq integer NOT NULL,
+        type text NOT NULL,
+        data bytea NOT NULL,
+        ts float8 NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    )""",
+]
+
+RUN_COLUMNS = (
+    "run_id, session_id, owner, pipeline, status, input, output, error, metadata, created_at,"
+    " started_at, finished_at, last_seq, attempt, timeout_s, max_attempts, worker_id, lease_expires_at"
+)
+SESSION_COLUMNS = "session_id, owner, created_at, last_activity, metadata, deleted"
+INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, 19))})"
+INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+UNFINISHED = "status IN ('queued', 'running')"
+
+# The batch's runs, locked in one order every process shares: no deadlock between
+# appends to overlapping runs.
+LOCK_RUNS = "SELECT run_id, status, last_seq FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+INSERT_EVENTS = (
+    "INSERT INTO events (run_id, seq, type, data, ts)"
+    " SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::bytea[], $5::float8[])"
+)
+# the runs of a batch that got events and no RunUpdate (the common case)
+UPDATE_LAST_SEQS = (
+    "UPDATE runs AS r SET last_seq = u.last_seq FROM unnest($1::text[], $2::int4[]) AS u(run_id, last_seq)"
+    " WHERE r.run_id = u.run_id"
+)
+
+# The RunUpdate columns (as in ``update_columns``) and their types. One statement
+# updates every run of a batch: per column a "set" flag and a value; unset keeps.
+UPDATABLE: dict[str, str] = {
+    "status": "text",
+    "output": "json",
+    "error": "json",
+    "started_at": "float8",
+    "finished_at": "float8",
+    "attempt": "int4",
+    "worker_id": "text",
+    "lease_expires_at": "float8",
+}
+
+
+def _update_runs() -> str:
+    assignments = ["last_seq = u.last_seq"]
+    arrays = ["$1::text[]", "$2::int4[]"]
+    names = ["run_id", "last_seq"]
+    for column, type_ in UPDATABLE.items():
+        assignments.append(f"{column} = CASE WHEN u.set_{column} THEN u.{column} ELSE r.{column} END")
+        arrays += [f"${len(arrays) + 1}::bool[]", f"${len(arrays) + 2}::{type_}[]"]
+        names += [f"set_{column}", column]
+    return (
+        f"UPDATE runs AS r SET {', '.join(assignments)}"
+        f" FROM unnest({', '.join(arrays)}) AS u({', '.join(names)}) WHERE r.run_id = u.run_id"
+    )
+
+
+UPDATE_RUNS = _update_runs()
+
+
+def run_row(run: Run) -> tuple[Any, ...]:
+    """``run`` as the parameters of ``INSERT_RUN``."""
+    return (
+        run.run_id,
+        run.session_id,
+        run.owner,
+        run.pipeline,
+        run.status.value,
+        dump(run.input),
+        dump(run.output),
+        dump(run.error.to_dict()) if run.error else None,
+        dump(run.metadata),
+        run.created_at,
+        run.started_at,
+        run.finished_at,
+        run.last_seq,
+        run.attempt,
+        run.timeout_s,
+        run.max_attempts,
+        run.worker_id,
+        run.lease_expires_at,
+    )
+
+
+def run_from_record(row: Any) -> Run:
+    """A run from a record of ``RUN_COLUMNS``."""
+    error = load(row["error"])
+    return Run(
+        run_id=row["run_id"],
+        session_id=row["session_id"],
+        owner=row["owner"],
+        pipeline=row["pipeline"],
+        status=RunStatus(row["status"]),
+        input=load(row["input"]),
+        output=load(row["output"]),
+        error=RunError(**error) if error else None,
+        metadata=load(row["metadata"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        last_seq=row["last_seq"],
+        attempt=row["attempt"],
+        timeout_s=row["timeout_s"],
+        max_attempts=row["max_attempts"],
+        worker_id=row["worker_id"],
+        lease_expires_at=row["lease_expires_at"],
+    )
+
+
+def session_row(session: Session) -> tuple[Any, ...]:
+    return (
+        session.session_id,
+        session.owner,
+        session.created_at,
+        session.last_activity,
+        dump(session.metadata),
+        session.deleted,
+    )
+
+
+def session_from_record(row: Any) -> Session:
+    return Session(
+        row["session_id"],
+        row["owner"],
+        row["created_at"],
+        row["last_activity"],
+        load(row["metadata"]),
+        row["deleted"],
+    )

@@ -1,0 +1,403 @@
+"""``postgresql://user@host:port/db``: the shared store of a fleet of processes (asyncpg).
+
+Every process has its own pool (``?pool_min=1&pool_max=10`` by default). Many
+processes may append to one run at once: ``append`` locks the batch's runs rows
+(``SELECT ... FOR UPDATE``, sorted by run id, so overlapping batches never
+deadlock) and numbers events from the ``last_seq`` kept in each row, so the
+row lock is the gap-free counter. A batch is one transaction of five round
+trips however many runs and events it holds: BEGIN, lock, insert every event
+(one ``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
+when the batch carries run updates (status changes and the like).
+
+Migrations run in one transaction holding a fixed advisory lock, so processes
+starting together apply them once. Writes run in a shielded task: a cancelled
+caller only stops waiting, and its write commits or fails whole, as in the
+SQLite store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from runyard.errors import ConfigurationError, StoreError
+from runyard.models import Event, Message, Run, RunStatus, Session, StatusConflict
+from runyard.store._postgres_schema import (
+    INSERT_EVENTS,
+    INSERT_RUN,
+    INSERT_SESSION,
+    LOCK_RUNS,
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    RUN_COLUMNS,
+    SESSION_COLUMNS,
+    UNFINISHED,
+    UPDATABLE,
+    UPDATE_LAST_SEQS,
+    UPDATE_RUNS,
+    VERSION_TABLE,
+    run_from_record,
+    run_row,
+    session_from_record,
+    session_row,
+)
+from runyard.store._sqlite_schema import dump, load, update_columns
+from runyard.store.base import AppendGroup, AppendResult, Store
+
+__all__ = ["MIGRATIONS", "PostgresStore", "pool_options"]
+
+T = TypeVar("T")
+Connection = Any  # asyncpg.Connection (untyped)
+
+POOL_MIN = 1
+POOL_MAX = 10
+# errors that mean "PostgreSQL is not there (or refuses us)"
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+STATUSES = {status.value: status for status in RunStatus}  # a dict lookup, not an Enum call per row
+
+
+def pool_options(url: str) -> tuple[str, int, int]:
+    """The DSN for asyncpg (runyard's own ``pool_min``/``pool_max`` taken out) and the pool bounds."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    own = {key: value for key, value in query if key in ("pool_min", "pool_max")}
+    if not own:
+        return url, POOL_MIN, POOL_MAX
+    try:
+        low, high = int(own.get("pool_min", POOL_MIN)), int(own.get("pool_max", POOL_MAX))
+    except ValueError as exc:
+        raise ConfigurationError(f"bad PostgreSQL URL: pool_min and pool_max are integers ({exc})") from exc
+    if not 0 <= low <= high or high < 1:
+        raise ConfigurationError(
+            f"bad PostgreSQL URL: need 0 <= pool_min <= pool_max and pool_max >= 1, not {low}, {high}"
+        )
+    rest = urlencode([(key, value) for key, value in query if key not in own])
+    return urlunsplit(parts._replace(query=rest)), low, high
+
+
+def _where(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}:{parts.port or 5432}{parts.path}"
+
+
+class _Locked:
+    """A run of an ``append`` batch, as locked, and what the batch changes of it."""
+
+    __slots__ = ("appended", "columns", "last_seq", "status")
+
+    def __init__(self, status: RunStatus, last_seq: int) -> None:
+        self.status = status
+        self.last_seq = last_seq
+        self.appended = False  # the batch numbered events of it
+        self.columns: dict[str, Any] = {}  # what the batch's RunUpdates set
+
+
+async def _append(conn: Connection, groups: Sequence[AppendGroup]) -> list[AppendResult]:
+    """Number, insert and apply ``groups`` inside the caller's transaction."""
+    rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
+    runs = {run_id: _Locked(STATUSES[status], last_seq) for run_id, status, last_seq in rows}
+    results: list[AppendResult] = []
+    run_ids: list[str] = []
+    seqs: list[int] = []
+    types: list[str] = []
+    datas: list[bytes] = []
+    stamps: list[float] = []
+    for group in groups:
+        run_id, update = group.run_id, group.update
+        run = runs.get(run_id)
+        if run is None:
+            results.append(StatusConflict(run_id, None))
+            continue
+        if update is not None and update.expect is not None and run.status not in update.expect:
+            results.append(StatusConflict(run_id, run.status))
+            continue
+        events = []
+        for draft in group.drafts:
+            run.last_seq += 1
+            events.append(Event(run_id, run.last_seq, draft.type, draft.data, draft.ts))
+            run_ids.append(run_id)
+            seqs.append(run.last_seq)
+            types.append(draft.type)
+            datas.append(draft.data)
+            stamps.append(draft.ts)
+        if update is not None:
+            run.columns.update(update_columns(update))  # a later group's update wins, as in memory.apply_update
+            run.status = update.status or run.status
+        run.appended = run.appended or bool(events)
+        results.append(events)
+    if run_ids:
+        await conn.execute(INSERT_EVENTS, run_ids, seqs, types, datas, stamps)
+    # a run with updated columns gets its last seq with them, the others by themselves
+    counted = [(run_id, run.last_seq) for run_id, run in runs.items() if run.appended and not run.columns]
+    if counted:
+        await conn.execute(UPDATE_LAST_SEQS, [run_id for run_id, _ in counted], [seq for _, seq in counted])
+    updated = [(run_id, run) for run_id, run in runs.items() if run.columns]
+    if updated:
+        arguments: list[list[Any]] = [[run_id for run_id, _ in updated], [run.last_seq for _, run in updated]]
+        for column in UPDATABLE:
+            arguments.append([column in run.columns for _, run in updated])
+            arguments.append([run.columns.get(column) for _, run in updated])
+        await conn.execute(UPDATE_RUNS, *arguments)
+    return results
+
+
+class PostgresStore(Store):
+    """PostgreSQL through an asyncpg pool; safe to share between many processes."""
+
+    def __init__(self, url: str = "postgresql://postgres@localhost:5432/runyard") -> None:
+        self.url = url
+        self._dsn, self._pool_min, self._pool_max = pool_options(url)
+        named = any(key == "application_name" for key, _ in parse_qsl(urlsplit(self._dsn).query))
+        # shows in pg_stat_activity; a URL's own ?application_name= wins
+        self._server_settings = {} if named else {"application_name": "runyard"}
+        self._pool: Any = None  # asyncpg.Pool; None when not open
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._pool_min,
+                max_size=self._pool_max,
+                server_settings=self._server_settings,
+            )
+        except CONNECT_ERRORS as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {_where(self.url)}: {exc}") from exc
+        try:
+            await self.migrate()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None  # from here on, every call raises StoreError
+        if pool is not None:
+            await pool.close()  # waits for the connections in use, shielded writes included
+
+    async def ping(self) -> None:
+        await self._live().fetchval("SELECT 1")
+
+    async def migrate(self) -> int:
+        return await self._transact(self._migrate)
+
+    async def _migrate(self, conn: Connection) -> int:
+        # the lock is held until this transaction ends: one process at a time migrates
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(VERSION_TABLE)
+        current: int = await conn.fetchval("SELECT coalesce(max(version), 0) FROM runyard_schema_version")
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{_where(self.url)} has schema version {current}, newer than this runyard's {len(MIGRATIONS)}"
+            )
+        for statement in MIGRATIONS[current:]:
+            await conn.execute(statement)
+        if current < len(MIGRATIONS):
+            await conn.execute(
+                "INSERT INTO runyard_schema_version (version) SELECT generate_series($1::int, $2::int)",
+                current + 1,
+                len(MIGRATIONS),
+            )
+        return len(MIGRATIONS)
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _live(self) -> Any:
+        pool = self._pool
+        if pool is None:
+            raise StoreError(f"store {_where(self.url)} is not open")
+        return pool
+
+    async def _transact(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``work`` in a transaction of its own, to the end even if the caller is cancelled."""
+        pool = self._live()
+
+        async def transaction() -> T:
+            async with pool.acquire() as conn, conn.transaction():
+                return await work(conn)
+
+        return await asyncio.shield(transaction())
+
+    async def _execute(self, sql: str, *arguments: Any) -> None:
+        """One write statement (a transaction by itself)."""
+        pool = self._live()
+        await asyncio.shield(pool.execute(sql, *arguments))
+
+    async def _runs(self, sql: str, *arguments: Any) -> list[Run]:
+        return [run_from_record(row) for row in await self._live().fetch(sql, *arguments)]
+
+    # -- sessions and memory ---------------------------------------------------
+
+    async def create_session(self, session: Session) -> None:
+        await self._execute(INSERT_SESSION, *session_row(session))
+
+    async def get_session(self, session_id: str) -> Session | None:
+        row = await self._live().fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1", session_id)
+        return None if row is None else session_from_record(row)
+
+    async def touch_session(self, session_id: str, at: float) -> None:
+        await self._execute(
+            "UPDATE sessions SET last_activity = $2 WHERE session_id = $1 AND last_activity < $2", session_id, at
+        )
+
+    async def delete_session(self, session_id: str) -> None:
+        async def work(conn: Connection) -> None:
+            await conn.execute("UPDATE sessions SET deleted = true WHERE session_id = $1", session_id)
+            await conn.execute("DELETE FROM messages WHERE session_id = $1", session_id)
+
+        await self._transact(work)
+
+    async def forget_idle_sessions(self, idle_before: float) -> int:
+        # a session with a run still queued or running is busy, never idle
+        forgotten: int = await asyncio.shield(
+            self._live().fetchval(
+                "WITH gone AS (DELETE FROM messages m USING sessions s"
+                " WHERE m.session_id = s.session_id AND s.last_activity < $1 AND NOT EXISTS"
+                f" (SELECT 1 FROM runs r WHERE r.session_id = s.session_id AND r.{UNFINISHED})"
+                " RETURNING m.session_id) SELECT count(DISTINCT session_id) FROM gone",
+                idle_before,
+            )
+        )
+        return forgotten
+
+    async def history(self, session_id: str) -> list[Message]:
+        rows = await self._live().fetch(
+            "SELECT role, content, ts, extra FROM messages WHERE session_id = $1 ORDER BY message_id", session_id
+        )
+        return [Message(row[0], load(row[1]), row[2], load(row[3])) for row in rows]
+
+    async def append_message(self, session_id: str, message: Message, keep: int) -> None:
+        async def work(conn: Connection) -> None:
+            await conn.execute(
+                "INSERT INTO messages (session_id, role, content, ts, extra) VALUES ($1, $2, $3, $4, $5)",
+                session_id,
+                message.role,
+                dump(message.content),
+                message.ts,
+                dump(message.extra),
+            )
+            # everything at or below the (keep + 1)-th newest goes
+            await conn.execute(
+                "DELETE FROM messages WHERE session_id = $1 AND message_id <= (SELECT message_id FROM messages"
+                " WHERE session_id = $1 ORDER BY message_id DESC LIMIT 1 OFFSET $2)",
+                session_id,
+                max(keep, 0),
+            )
+
+        await self._transact(work)
+
+    # -- runs ------------------------------------------------------------------
+
+    async def create_run(self, run: Run, new_session: Session | None = None) -> None:
+        if new_session is None:
+            await self._execute(INSERT_RUN, *run_row(run))
+            return
+
+        async def work(conn: Connection) -> None:
+            await conn.execute(INSERT_SESSION, *session_row(new_session))
+            await conn.execute(INSERT_RUN, *run_row(run))
+
+        await self._transact(work)
+
+    async def get_run(self, run_id: str) -> Run | None:
+        row = await self._live().fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
+        return None if row is None else run_from_record(row)
+
+    async def list_runs(
+        self,
+        owner: str | None,
+        *,
+        session_id: str | None = None,
+        statuses: Sequence[RunStatus] | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        if limit <= 0:
+            return []
+        where: list[str] = []
+        arguments: list[Any] = []
+
+        def condition(sql: str, argument: Any) -> None:
+            arguments.append(argument)
+            where.append(sql.replace("?", f"${len(arguments)}"))
+
+        if owner is not None:
+            condition("owner = ?", owner)
+        if session_id is not None:
+            condition("session_id = ?", session_id)
+        if statuses:
+            condition("status = ANY(?::text[])", [s.value for s in statuses])
+        if before is not None:
+            # an unknown cursor compares with NULL: nothing is older than it
+            condition("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)", before)
+        arguments.append(limit)
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs {'WHERE ' + ' AND '.join(where) if where else ''}"
+            f" ORDER BY created_seq DESC LIMIT ${len(arguments)}",
+            *arguments,
+        )
+
+    async def runs_with_status(self, statuses: Iterable[RunStatus]) -> list[Run]:
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = ANY($1::text[]) ORDER BY created_seq",
+            [s.value for s in statuses],
+        )
+
+    async def unfinished_runs(self, session_id: str) -> list[Run]:
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = $1 AND {UNFINISHED} ORDER BY created_seq", session_id
+        )
+
+    async def expired_leases(self, at: float) -> list[Run]:
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_expires_at < $1 ORDER BY created_seq",
+            at,
+        )
+
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
+        if run_ids:
+            # rows locked in run id order, as append locks them: the two never deadlock
+            await self._execute(
+                "UPDATE runs SET lease_expires_at = $3 WHERE run_id IN (SELECT run_id FROM runs"
+                " WHERE run_id = ANY($1::text[]) AND status = 'running' AND worker_id = $2 ORDER BY run_id FOR UPDATE)",
+                list(run_ids),
+                worker_id,
+                until,
+            )
+
+    async def sweep_runs(self, finished_before: float) -> int:
+        swept: int = await asyncio.shield(
+            self._live().fetchval(
+                f"WITH old AS (SELECT run_id FROM runs WHERE NOT {UNFINISHED} AND finished_at < $1"
+                " ORDER BY run_id FOR UPDATE),"
+                " gone_events AS (DELETE FROM events WHERE run_id IN (SELECT run_id FROM old)),"
+                " gone AS (DELETE FROM runs WHERE run_id IN (SELECT run_id FROM old) RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                finished_before,
+            )
+        )
+        return swept
+
+    # -- events ----------------------------------------------------------------
+
+    async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
+        if not groups:
+            return []
+        return await self._transact(lambda conn: _append(conn, groups))
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
+        rows = await self._live().fetch(
+            "SELECT seq, type, data, ts FROM events WHERE run_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3",
+            run_id,
+            after,
+            max(limit, 0),
+        )
+        return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]

@@ -1,0 +1,261 @@
+"""What only the PostgreSQL store promises: migrations safe under many processes
+starting at once, appends from many processes to one run that stay gap-free,
+byte-exact event data, durability, and long replays.
+
+The contract suite runs on PostgreSQL too (``tests/conftest.py``); these tests add
+what a single in-process backend cannot show. Each gets a database of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from runyard.errors import ConfigurationError, StoreError
+from runyard.models import EventDraft, Message, Run, RunStatus, RunUpdate, Session
+from runyard.store import AppendGroup, AppendResult, store_from_url
+from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
+from tests.services import require_service
+
+T0 = 1_700_000_000.0
+needs_postgres = pytest.mark.postgres
+
+
+@pytest.fixture
+async def store(postgres_url: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def make_run(run_id: str, session_id: str = "ses_1", **fields: Any) -> Run:
+    fields.setdefault("input", {"count": 1})
+    return Run(run_id, session_id, "alice", "ticker", RunStatus.QUEUED, created_at=T0, **fields)
+
+
+def drafts(run_id: str, start: int, n: int) -> list[EventDraft]:
+    return [EventDraft(run_id, "tick", b'{"i":%d}' % i, T0 + i) for i in range(start, start + n)]
+
+
+async def schema_versions(url: str) -> list[int]:
+    conn = await asyncpg.connect(url)
+    try:
+        return [row[0] for row in await conn.fetch("SELECT version FROM runyard_schema_version ORDER BY version")]
+    finally:
+        await conn.close()
+
+
+# -- configuration -------------------------------------------------------------
+
+
+def test_both_schemes_pick_the_postgres_store() -> None:
+    assert isinstance(store_from_url("postgresql://postgres@127.0.0.1/db"), PostgresStore)
+    assert isinstance(store_from_url("postgres://postgres@127.0.0.1/db"), PostgresStore)
+
+
+def test_pool_bounds_come_from_the_url_and_the_rest_goes_to_asyncpg() -> None:
+    assert pool_options("postgresql://u@h:5433/db") == ("postgresql://u@h:5433/db", 1, 10)
+    assert pool_options("postgresql://u@h/db?pool_min=2&sslmode=disable&pool_max=4") == (
+        "postgresql://u@h/db?sslmode=disable",
+        2,
+        4,
+    )
+    for bad in ("pool_max=many", "pool_min=5&pool_max=2", "pool_max=0"):
+        with pytest.raises(ConfigurationError, match="pool_m"):
+            pool_options(f"postgresql://u@h/db?{bad}")
+
+
+async def test_unreachable_server_is_a_store_error_without_the_password() -> None:
+    store = PostgresStore("postgresql://postgres:s3cret@127.0.0.1:1/runyard")
+    with pytest.raises(StoreError, match="cannot connect") as caught:
+        await store.open()
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_a_missing_service_skips_the_test_but_fails_it_in_ci(monkeypatch: pytest.MonkeyPatch, ci: str) -> None:
+    monkeypatch.setenv("CI", ci)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match="required in CI" if ci else "not reachable"):
+        require_service("PostgreSQL", "127.0.0.1", 1)
+
+
+# -- migrations ----------------------------------------------------------------
+
+
+@needs_postgres
+async def test_processes_opening_a_fresh_database_at_once_migrate_it_once(postgres_url: str) -> None:
+    """Eight processes starting together: the advisory lock lets one migrate, the
+    others find the schema in place; none fails on a table another just created."""
+    stores = [PostgresStore(postgres_url) for _ in range(8)]
+    try:
+        await asyncio.gather(*(store.open() for store in stores))
+        assert await asyncio.gather(*(store.migrate() for store in stores)) == [len(MIGRATIONS)] * 8
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+    assert await schema_versions(postgres_url) == list(range(1, len(MIGRATIONS) + 1))
+
+
+@needs_postgres
+async def test_migrations_are_recorded_and_idempotent(store: PostgresStore, postgres_url: str) -> None:
+    assert await store.migrate() == len(MIGRATIONS)
+    again = PostgresStore(postgres_url)
+    await again.open()
+    await again.close()
+    assert await schema_versions(postgres_url) == list(range(1, len(MIGRATIONS) + 1))
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        tables = {row[0] for row in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    finally:
+        await conn.close()
+    assert tables == {"sessions", "messages", "runs", "events", "runyard_schema_version"}
+
+
+@needs_postgres
+async def test_schema_newer_than_this_code_is_refused(store: PostgresStore, postgres_url: str) -> None:
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("INSERT INTO runyard_schema_version (version) VALUES ($1)", len(MIGRATIONS) + 1)
+    finally:
+        await conn.close()
+    newer = PostgresStore(postgres_url)
+    with pytest.raises(StoreError, match="newer"):
+        await newer.open()
+    with pytest.raises(StoreError, match="not open"):  # it did not stay half-open
+        await newer.ping()
+
+
+# -- appends -------------------------------------------------------------------
+
+
+@needs_postgres
+async def test_processes_appending_to_one_run_at_once_never_share_or_skip_a_seq(postgres_url: str) -> None:
+    """Four pools (as four processes would have) append concurrently to one shared
+    run, each batch also touching a run of its own listed before or after it: the
+    row lock numbers them 1..N, and sorted locking keeps the batches from deadlocking."""
+    stores = [PostgresStore(f"{postgres_url}?pool_max=4") for _ in range(4)]
+    await asyncio.gather(*(store.open() for store in stores))
+    try:
+        await stores[0].create_run(make_run("run_shared"))
+        for i, store in enumerate(stores):
+            await store.create_run(make_run(f"run_own{i}"))
+
+        async def writer(i: int, n: int) -> list[AppendResult]:
+            own = f"run_own{i % 4}"
+            groups = [AppendGroup("run_shared", drafts("run_shared", 0, n)), AppendGroup(own, drafts(own, 0, 1))]
+            return await stores[i % 4].append(groups if i % 2 else groups[::-1])
+
+        sizes = [1 + i % 5 for i in range(200)]
+        batches = await asyncio.gather(*(writer(i, n) for i, n in enumerate(sizes)))
+        handed_out = []
+        for i, results in enumerate(batches):
+            mine = results[0] if i % 2 else results[1]
+            assert isinstance(mine, list)
+            seqs = [e.seq for e in mine]
+            assert seqs == list(range(seqs[0], seqs[0] + sizes[i]))  # a group's events are consecutive
+            handed_out += seqs
+        total = sum(sizes)
+        assert sorted(handed_out) == list(range(1, total + 1))
+        stored = await stores[1].read_events("run_shared", 0, 10_000)
+        assert [e.seq for e in stored] == list(range(1, total + 1))
+        shared = await stores[2].get_run("run_shared")
+        assert shared is not None
+        assert shared.last_seq == total
+        for i in range(4):
+            assert [e.seq for e in await stores[3].read_events(f"run_own{i}", 0, 100)] == list(range(1, 51))
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+
+@needs_postgres
+async def test_event_data_and_json_values_round_trip_byte_exact(store: PostgresStore) -> None:
+    """Event data is bytea, never re-serialised; JSON values keep a NUL that jsonb would refuse."""
+    payloads = [
+        b'{"b": 1,   "a": [1, 2], "b": 2}',  # whitespace, key order, duplicate keys
+        b'{"x":1.000000000000000000001,"y":1e400}',  # numbers beyond float precision
+        b'"\\u0000 and \\ud83c\\udf0d escaped"',
+        '{"raw":"Grüße \u0000 🌍"}'.encode(),
+        bytes(range(256)),  # not even UTF-8
+        b"",
+        b"x" * 1_000_000,
+    ]
+    await store.create_run(make_run("run_1", input={"text": "nul \u0000 here"}, metadata={"k": "\u0000"}))
+    await store.append([AppendGroup("run_1", [EventDraft("run_1", "blob", p, T0) for p in payloads])])
+    read = await store.read_events("run_1", 0, 100)
+    assert [e.data for e in read] == payloads
+    assert all(type(e.data) is bytes for e in read)
+    found = await store.get_run("run_1")
+    assert found is not None
+    assert (found.input, found.metadata) == ({"text": "nul \u0000 here"}, {"k": "\u0000"})
+
+
+@needs_postgres
+async def test_cancelled_append_still_commits_whole(store: PostgresStore) -> None:
+    """A caller cancelled mid-append stops waiting; its transaction runs to the end."""
+    await store.create_run(make_run("run_1"))
+    task = asyncio.create_task(store.append([AppendGroup("run_1", drafts("run_1", 0, 20_000))]))
+    await asyncio.sleep(0.005)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (after,) = await store.append([AppendGroup("run_1", drafts("run_1", 0, 1))])
+    assert isinstance(after, list)
+    assert after[0].seq == 20_001
+    assert [e.seq for e in await store.read_events("run_1", 0, 30_000)] == list(range(1, 20_002))
+
+
+@needs_postgres
+async def test_data_survives_close_and_reopen(postgres_url: str) -> None:
+    first = PostgresStore(postgres_url)
+    await first.open()
+    session = Session("ses_1", "alice", T0, T0, {"k": "v"})
+    await first.create_run(make_run("run_1"), new_session=session)
+    await first.append_message("ses_1", Message("user", "hallo", T0), keep=10)
+    for start in range(0, 500, 100):
+        await first.append([AppendGroup("run_1", drafts("run_1", start, 100))])
+    finish = RunUpdate(status=RunStatus.SUCCEEDED, output={"n": 500}, set_output=True, finished_at=T0 + 1)
+    await first.append([AppendGroup("run_1", drafts("run_1", 500, 1), finish)])
+    run_before = await first.get_run("run_1")
+    await first.close()
+    with pytest.raises(StoreError, match="not open"):
+        await first.get_run("run_1")
+
+    second = PostgresStore(postgres_url)
+    await second.open()
+    try:
+        assert await second.get_run("run_1") == run_before
+        assert await second.get_session("ses_1") == session
+        assert [m.content for m in await second.history("ses_1")] == ["hallo"]
+        replay = await second.read_events("run_1", 0, 1000)
+        assert [e.seq for e in replay] == list(range(1, 502))
+        assert replay[42].data == b'{"i":42}'
+        (more,) = await second.append([AppendGroup("run_1", drafts("run_1", 501, 1))])
+        assert isinstance(more, list)
+        assert more[0].seq == 502
+    finally:
+        await second.close()
+
+
+@needs_postgres
+@pytest.mark.slow
+async def test_replays_a_100k_event_run_completely_in_order(store: PostgresStore) -> None:
+    total = 100_000
+    await store.create_run(make_run("run_big"))
+    for start in range(0, total, 5_000):
+        await store.append([AppendGroup("run_big", drafts("run_big", start, 5_000))])
+
+    seen = 0
+    after = 0
+    while page := await store.read_events("run_big", after, 2_000):
+        assert [e.seq for e in page] == list(range(after + 1, after + 1 + len(page)))
+        assert page[-1].data == b'{"i":%d}' % (page[-1].seq - 1)
+        after = page[-1].seq
+        seen += len(page)
+    assert seen == total
