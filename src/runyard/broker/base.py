@@ -3,6 +3,11 @@
 The store is the source of truth; a broker only makes things happen sooner.
 Anything it loses is recovered from the store (a stream polls it after every
 heartbeat of silence), so a broker may be lossy but never wrong.
+
+A broker delivers to its hub the events of the runs the hub watches (the runs
+with subscribers in this process); it may deliver others too, which the hub
+ignores. ``watch`` returns once delivery holds, so a stream that reads the
+store after it misses nothing in between.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ class Broker(ABC):
 
     @abstractmethod
     async def open(self, hub: Hub) -> None:
-        """Connect, and deliver other processes' events to ``hub`` from now on."""
+        """Connect, and deliver the events of the runs ``hub`` watches to it from now on."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -33,3 +38,11 @@ class Broker(ABC):
     @abstractmethod
     async def publish(self, events: list[Event]) -> None:
         """Fan out events that are already persisted (each run's in ``seq`` order)."""
+
+    @abstractmethod
+    async def watch(self, run_id: str) -> None:
+        """Deliver this run's events to the hub from now on; returns once that holds (or the broker is down)."""
+
+    @abstractmethod
+    def unwatch(self, run_id: str) -> None:
+        """Stop delivering this run's events to the hub (possibly a little later)."""

@@ -12,13 +12,16 @@ if TYPE_CHECKING:
 
 
 class LocalBroker(Broker):
-    """Publishing is a direct, synchronous hand-over to this process's hub."""
+    """Publishing is a direct, synchronous hand-over to this process's hub, which
+    gets every event (and ignores runs without subscribers): nothing to watch."""
 
     def __init__(self, url: str = "local://") -> None:
         self.url = url
         self._hub: Hub | None = None
 
     async def open(self, hub: Hub) -> None:
+        # not registered as the hub's broker: the hub gets every event anyway, so
+        # a channel need not wait for (nor spawn a task for) a watch
         self._hub = hub
 
     async def close(self) -> None:
@@ -30,3 +33,9 @@ class LocalBroker(Broker):
     async def publish(self, events: list[Event]) -> None:
         if self._hub is not None:
             self._hub.deliver(events)
+
+    async def watch(self, run_id: str) -> None:
+        pass
+
+    def unwatch(self, run_id: str) -> None:
+        pass

@@ -7,34 +7,47 @@ keeps the run's most recent events as encoded SSE frames (contiguous by
 nothing but a cursor: publishing never waits for them and never queues per
 subscriber, and a subscriber that falls behind the channel's window reads the
 store instead. Memory per subscriber is therefore constant.
+
+The hub tells its broker which runs have subscribers here (``watch`` when a
+run's channel opens, ``unwatch`` when it closes), so a broker that spans
+processes carries only those runs' events to this one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from runyard.events.sse import Frame, encode
 from runyard.models import Event
+
+if TYPE_CHECKING:
+    from runyard.broker.base import Broker
+
+log = logging.getLogger("runyard.events")
 
 WINDOW = 256  # events a channel keeps for subscribers that are nearly caught up...
 WINDOW_BYTES = 4 << 20  # ...within about this much data
 
 
 class RunChannel:
-    __slots__ = ("_bytes", "_frames", "changed", "closed", "run_id", "subscribers")
+    __slots__ = ("_bytes", "_frames", "changed", "closed", "run_id", "subscribers", "watched")
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         self.subscribers = 0
         self.closed = False  # the process is shutting down: followers stop
         self.changed = asyncio.Event()
+        self.watched: asyncio.Future[None] | None = None  # the broker's watch of this run, shared by joiners
         self._frames: list[Frame] = []
         self._bytes = 0
 
     def deliver(self, events: Iterable[Event]) -> None:
         """Add newly persisted events and wake the subscribers."""
         kept = self._frames
+        added = False
         for event in events:
             if kept and event.seq <= kept[-1][0]:
                 continue  # a duplicate delivery
@@ -44,14 +57,26 @@ class RunChannel:
             frame = encode(event)
             kept.append(frame)
             self._bytes += len(frame[2])
+            added = True
+        if not added:
+            return  # only duplicates: waking the subscribers would find nothing new
         if len(kept) > 2 * WINDOW or self._bytes > WINDOW_BYTES:
             self._trim()
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
+        self._wake()
+
+    def resync(self) -> None:
+        """Events may have been published without reaching this channel: forget the
+        window, so that every follower reads the store up to the present once."""
+        self._frames.clear()
+        self._bytes = 0
+        self._wake()
 
     def close(self) -> None:
         """End every follower of this channel (they resume elsewhere by cursor)."""
         self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
         changed, self.changed = self.changed, asyncio.Event()
         changed.set()
 
@@ -80,17 +105,35 @@ class Hub:
     def __init__(self) -> None:
         self._channels: dict[str, RunChannel] = {}
         self.closed = False
+        self.broker: Broker | None = None  # set by ``Broker.open``: told which runs have subscribers here
 
     @property
     def subscribers(self) -> int:
         return sum(channel.subscribers for channel in self._channels.values())
 
-    def join(self, run_id: str) -> RunChannel:
+    async def join(self, run_id: str) -> RunChannel:
+        """Subscribe to the run's channel. Returns once the broker delivers the run's
+        newly published events here, so that a store read after ``join`` and the
+        channel together miss nothing."""
         channel = self._channels.get(run_id)
         if channel is None:
             channel = self._channels[run_id] = RunChannel(run_id)
             channel.closed = self.closed
+            if self.broker is not None:
+                # A task, not an await: the watch must complete for every joiner
+                # even if the joiner that started it is cancelled half-way.
+                channel.watched = asyncio.ensure_future(self.broker.watch(run_id))
         channel.subscribers += 1
+        watched = channel.watched
+        if watched is not None and not watched.done():
+            try:
+                await asyncio.shield(watched)
+            except Exception:
+                # Brokers report their own trouble; followers still have the store.
+                log.exception("watching run %s failed", run_id)
+            except BaseException:
+                self.leave(channel)
+                raise
         return channel
 
     def close(self) -> None:
@@ -104,6 +147,16 @@ class Hub:
         channel.subscribers -= 1
         if channel.subscribers <= 0 and self._channels.get(channel.run_id) is channel:
             del self._channels[channel.run_id]
+            if self.broker is not None:
+                self.broker.unwatch(channel.run_id)
+
+    def resync(self, run_ids: Iterable[str]) -> None:
+        """The broker may have lost these runs' events (it reconnected): their
+        followers read the store once instead of waiting for the next heartbeat."""
+        for run_id in run_ids:
+            channel = self._channels.get(run_id)
+            if channel is not None:
+                channel.resync()
 
     def deliver(self, events: list[Event]) -> None:
         """Hand persisted events (of any runs, each run's in order) to their channels."""

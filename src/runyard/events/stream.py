@@ -21,11 +21,12 @@ async def follow(
     order, each once, until the ``end`` event; an empty batch after
     ``heartbeat_s`` of silence.
 
-    The channel is joined before the first store read, so an event persisted
-    before the join is in the store and one published after it is in the
-    channel: nothing falls between the two. No lock is held across an await.
+    The channel is joined (and the broker delivers the run's events to it) before
+    the first store read, so an event persisted before the join is in the store
+    and one published after it is in the channel: nothing falls between the two.
+    No lock is held across an await.
     """
-    channel = hub.join(run_id)
+    channel = await hub.join(run_id)
     try:
         cursor = after
         page = FIRST_PAGE

@@ -1,0 +1,377 @@
+"""``redis://host:port/db[?prefix=runyard:]``: live fan-out across the processes of a deployment.
+
+Each run has a pub/sub channel, ``{prefix}events:{run_id}``, that a process
+subscribes to only while the run has subscribers there (the hub says when, with
+``watch`` and ``unwatch``)::
+
+    publish(events) ──► this process's hub, at once
+                   └──► one PUBLISH per run, one pipeline per batch
+                                   │
+    other process: subscriber connection ──► reader task ──► hub.deliver
+
+The store stays the source of truth: events are persisted before they are
+published, so whatever pub/sub loses only delays a stream, and the broker works
+to keep that delay short. A subscription is confirmed by Redis before ``watch``
+returns; after the subscriber connection comes back, every watched run is
+subscribed again and its channel resynced (its followers read the store once),
+so a drop costs a store read, not a heartbeat. While Redis cannot be reached,
+publishing backs off and remembers each run's newest unsent event, which it
+sends when Redis answers again: a follower elsewhere that sees it with a gap
+reads the store. ``ping`` raises meanwhile, so the process reports unready.
+
+Only run events travel here so far. Cross-process cancel and worker wake-ups
+will be further channels under the same prefix, subscribed on the same
+connection (``_connect``) and dispatched by the reader (``_read``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from runyard.broker.base import Broker
+from runyard.models import Event
+
+if TYPE_CHECKING:
+    from redis.asyncio.connection import AbstractConnection
+
+    from runyard.events.hub import Hub
+
+log = logging.getLogger("runyard.broker")
+
+DEFAULT_PREFIX = "runyard:"
+# Connecting and answering a command: bounds how long a hung Redis holds up the
+# event writer (once; publishing then backs off) or a readiness probe. The URL's
+# own socket_timeout / socket_connect_timeout win over these.
+TIMEOUT_S = 1.0
+WATCH_TIMEOUT_S = 1.0  # a join waits this long at most for Redis to confirm a subscription
+RECONNECT_MIN_S = 0.05  # the subscriber reconnects after this (with jitter), doubling...
+RECONNECT_MAX_S = 2.0  # ...up to this while Redis stays unreachable
+PUBLISH_BACKOFF_MIN_S = 0.05  # after a failed publish, batches skip Redis for this long, doubling...
+PUBLISH_BACKOFF_MAX_S = 1.0  # ...up to this
+SILENCE_S = 5.0  # a silent subscriber connection is PINGed; silent twice as long, it is presumed dead
+MAX_UNSENT = 10_000  # runs whose newest unsent event is remembered while Redis is unreachable
+
+
+# -- the wire format ---------------------------------------------------------------
+
+
+def encode_events(origin: str, events: list[Event]) -> bytes:
+    """One run's events as one message: ``[origin, run_id, [[seq, type, ts, data], ...]]``.
+
+    ``data`` is already UTF-8 JSON; it travels as a string so that it arrives
+    byte for byte and is never parsed. ``ts`` survives exactly (orjson writes
+    the shortest float that reads back the same)."""
+    return orjson.dumps(
+        [origin, events[0].run_id, [[event.seq, event.type, event.ts, event.data.decode()] for event in events]]
+    )
+
+
+def decode_events(message: bytes) -> tuple[str, list[Event]]:
+    """The origin and events of a message written by ``encode_events``."""
+    origin, run_id, rows = orjson.loads(message)
+    return origin, [Event(run_id, seq, type, data.encode(), ts) for seq, type, ts, data in rows]
+
+
+def split_url(url: str) -> tuple[str, str]:
+    """The URL for redis-py (without ``prefix``, which it does not know) and the key prefix."""
+    parts = urlsplit(url)
+    prefix = DEFAULT_PREFIX
+    query = []
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        if name == "prefix":
+            prefix = value
+        else:
+            query.append((name, value))
+    return urlunsplit(parts._replace(query=urlencode(query))), prefix
+
+
+# -- the broker --------------------------------------------------------------------
+
+
+class RedisBroker(Broker):
+    """Redis pub/sub between processes: one client for PUBLISH, one subscriber
+    connection read by one task."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        redis_url, prefix = split_url(url)
+        self._events_prefix = f"{prefix}events:".encode()
+        self._origin = secrets.token_hex(8)  # tells this broker's own messages apart when they come back
+        # One immediate retry: a pooled connection that Redis closed (a restart)
+        # fails once, then reconnects. Anything longer would hold up the writer.
+        self._client = Redis.from_url(
+            redis_url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1)
+        )
+        self._hub: Hub | None = None
+        self._closed = False
+        # subscribing: only the reader task reads the subscriber connection; watch,
+        # unwatch (through the flusher task) and the reader send commands on it
+        self._watched: set[str] = set()  # runs the hub has subscribers for
+        self._unwatched: set[str] = set()  # runs to UNSUBSCRIBE in the next batch
+        self._conn: AbstractConnection | None = None  # the subscriber connection, while it is up
+        self._attempt: asyncio.Future[None] | None = None  # the connection attempt under way, if any
+        # Per channel, one entry per SUBSCRIBE sent and not yet confirmed, in order
+        # (Redis confirms each in turn): a waiting watch's future, or None.
+        self._confirming: dict[bytes, deque[asyncio.Future[None] | None]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        # publishing
+        self._resume_at = 0.0  # while Redis fails, batches skip it until then
+        self._backoff = 0.0
+        self._unsent: dict[str, Event] = {}  # run id -> its newest event that did not reach Redis
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self, hub: Hub) -> None:
+        self._hub = hub
+        hub.broker = self
+        first = self._attempt = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._subscribe_forever(), name="runyard-redis-subscriber")
+        # Start subscribed when Redis is up; when it is not, the reader says so and keeps trying.
+        await asyncio.shield(first)
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in (self._reader, self._flusher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._flusher = None
+        if self._attempt is not None and not self._attempt.done():
+            self._attempt.set_result(None)  # the reader was cancelled before it began
+        self._attempt = None
+        await self._disconnect()
+        await self._client.aclose()
+        if self._hub is not None and self._hub.broker is self:
+            self._hub.broker = None
+        self._hub = None
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    # -- publishing --------------------------------------------------------------
+
+    async def publish(self, events: list[Event]) -> None:
+        if self._hub is not None:
+            self._hub.deliver(events)  # subscribers in this process need no round trip through Redis
+        if self._closed or not events:
+            return
+        by_run: dict[str, list[Event]] = {}
+        for event in events:
+            by_run.setdefault(event.run_id, []).append(event)
+        if time.monotonic() < self._resume_at:
+            self._remember(by_run)
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for run_id, event in self._unsent.items():
+                    if run_id not in by_run:
+                        pipe.publish(self._channel(run_id), encode_events(self._origin, [event]))
+                for run_id, run_events in by_run.items():
+                    pipe.publish(self._channel(run_id), encode_events(self._origin, run_events))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._remember(by_run)
+            if not self._backoff:
+                log.warning("publishing to Redis failed (%s); streams elsewhere catch up from the store", exc)
+            self._backoff = min(max(2 * self._backoff, PUBLISH_BACKOFF_MIN_S), PUBLISH_BACKOFF_MAX_S)
+            self._resume_at = time.monotonic() + self._backoff
+            return
+        if self._backoff:
+            log.warning("publishing to Redis again (%d runs' newest events re-sent)", len(self._unsent))
+            self._backoff = 0.0
+        self._unsent.clear()
+
+    def _remember(self, by_run: dict[str, list[Event]]) -> None:
+        """Keep each run's newest unsent event: sent later, it shows followers
+        elsewhere a gap, which they fill from the store, instead of a silence."""
+        unsent = self._unsent
+        for run_id, run_events in by_run.items():
+            if run_id in unsent or len(unsent) < MAX_UNSENT:
+                unsent[run_id] = run_events[-1]
+
+    # -- subscribing -------------------------------------------------------------
+
+    async def watch(self, run_id: str) -> None:
+        if self._closed:
+            return
+        self._watched.add(run_id)
+        self._unwatched.discard(run_id)
+        try:
+            async with asyncio.timeout(WATCH_TIMEOUT_S):
+                while self._conn is None:
+                    attempt = self._attempt
+                    if attempt is None:
+                        return  # Redis is down: the next connection subscribes the run and resyncs it
+                    await asyncio.shield(attempt)
+                if run_id not in self._watched:
+                    return  # unwatched while this waited
+                channel = self._channel(run_id)
+                confirmed = asyncio.get_running_loop().create_future()
+                waiters = self._confirming.setdefault(channel, deque())
+                waiters.append(confirmed)
+                try:
+                    await self._conn.send_command("SUBSCRIBE", channel, check_health=False)
+                except BaseException:
+                    with contextlib.suppress(ValueError):
+                        waiters.remove(confirmed)
+                    raise
+                await confirmed
+        except TimeoutError:
+            log.warning("Redis did not confirm the subscription to run %s within %gs", run_id, WATCH_TIMEOUT_S)
+        except (RedisError, OSError) as exc:
+            # The reader notices the broken connection, reconnects, subscribes the run and resyncs it.
+            log.debug("subscribing to run %s failed: %s", run_id, exc)
+
+    def unwatch(self, run_id: str) -> None:
+        self._watched.discard(run_id)
+        if self._conn is None or self._closed:
+            return  # no live subscription: the next connection leaves the run out
+        self._unwatched.add(run_id)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(
+                self._unsubscribe(), name="runyard-redis-unsubscribe"
+            )
+
+    async def _unsubscribe(self) -> None:
+        """UNSUBSCRIBE in batches: every run unwatched since the last batch, in one command."""
+        try:
+            while self._unwatched and self._conn is not None:
+                runs, self._unwatched = self._unwatched, set()
+                channels = [self._channel(run_id) for run_id in runs if run_id not in self._watched]
+                if channels:
+                    await self._conn.send_command("UNSUBSCRIBE", *channels, check_health=False)
+        except Exception as exc:
+            log.debug("unsubscribing failed: %s", exc)  # the subscriptions die with the connection anyway
+        finally:
+            self._flusher = None
+
+    def _channel(self, run_id: str) -> bytes:
+        return self._events_prefix + run_id.encode()
+
+    # -- the reader task ---------------------------------------------------------
+
+    async def _subscribe_forever(self) -> None:
+        delay = RECONNECT_MIN_S
+        down_since: float | None = None
+        while True:
+            attempt = self._attempt
+            if attempt is None:
+                attempt = self._attempt = asyncio.get_running_loop().create_future()
+            try:
+                await self._connect()
+            except Exception as exc:
+                await self._disconnect()
+                if down_since is None:
+                    down_since = time.monotonic()
+                    log.warning("cannot subscribe to Redis (%s); retrying", exc)
+            else:
+                if down_since is not None:
+                    log.warning("subscribed to Redis again after %.1fs", time.monotonic() - down_since)
+                    down_since = None
+                delay = RECONNECT_MIN_S
+            finally:
+                self._attempt = None
+                if not attempt.done():
+                    attempt.set_result(None)  # watchers waiting for a connection go on, with or without one
+            if down_since is None:
+                try:
+                    await self._read()
+                except Exception as exc:
+                    down_since = time.monotonic()
+                    log.warning("lost the Redis subscriber connection (%s); reconnecting", exc)
+                await self._disconnect()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter: processes do not reconnect in step
+            delay = min(2 * delay, RECONNECT_MAX_S)
+
+    async def _connect(self) -> None:
+        """Open the subscriber connection and subscribe every watched run."""
+        # A connection of its own, outside the pool: it is subscribed for its whole life.
+        conn: AbstractConnection = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await conn.disconnect(nowait=True)
+            raise
+        # No await between taking the watched runs and sending SUBSCRIBE: a watch
+        # that starts later sees the connection and subscribes by itself.
+        channels = [self._channel(run_id) for run_id in self._watched]
+        for channel in channels:
+            self._confirming.setdefault(channel, deque()).append(None)
+        self._conn = conn
+        if channels:
+            await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+
+    async def _read(self) -> None:
+        """Hand messages to the hub until the connection fails (it then raises)."""
+        conn = self._conn
+        assert conn is not None
+        pinged = False
+        while True:
+            reply: Any = await conn.read_response(timeout=SILENCE_S, push_request=True)
+            if reply is None:  # silence: a half-open TCP connection would be silent forever
+                if pinged:
+                    raise RedisConnectionError(f"no reply from Redis within {SILENCE_S:g}s")
+                await conn.send_command("PING", check_health=False)
+                pinged = True
+                continue
+            pinged = False
+            if not isinstance(reply, list) or len(reply) != 3:
+                continue  # a PONG
+            kind, channel, payload = reply
+            if kind == b"message":
+                self._on_message(payload)
+            elif kind == b"subscribe":
+                self._on_subscribed(channel)
+
+    def _on_message(self, message: bytes) -> None:
+        try:
+            origin, events = decode_events(message)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("ignoring a malformed event message: %s", exc)
+            return
+        if origin == self._origin or self._hub is None:
+            return  # our own: the hub had them before they were sent
+        self._hub.deliver(events)
+
+    def _on_subscribed(self, channel: bytes) -> None:
+        waiters = self._confirming.get(channel)
+        if waiters:
+            waiter = waiters.popleft()
+            if not waiters:
+                del self._confirming[channel]
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        if self._hub is not None and channel.startswith(self._events_prefix):
+            # Whatever was published before this subscription held is only in
+            # the store: the run's followers read it once. (For a run watched
+            # just now the channel is new and empty, and this costs nothing.)
+            self._hub.resync([channel[len(self._events_prefix) :].decode()])
+
+    async def _disconnect(self) -> None:
+        """Drop the subscriber connection; its subscriptions die with it."""
+        conn, self._conn = self._conn, None
+        self._unwatched.clear()
+        confirming, self._confirming = self._confirming, {}
+        for waiters in confirming.values():
+            for waiter in waiters:
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)  # the next connection subscribes the run and resyncs it
+        if conn is not None:
+            await conn.disconnect(nowait=True)

@@ -1,0 +1,109 @@
+"""Brokers for the broker tests: ``local://`` in-process, ``redis://`` on this machine's Redis.
+
+A ``redis://`` deployment is two brokers with two hubs in one test, as two
+processes would have them, each with its own connections and a key prefix of
+its own test. Without Redis the test is skipped (fails under ``CI=true``, see
+``tests/services.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from runyard.broker import Broker, broker_from_url
+from runyard.events.hub import Hub, RunChannel
+from runyard.models import Event
+from tests.services import require_service
+
+REDIS_URL = os.environ.get("RUNYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> None:
+    parts = urlsplit(REDIS_URL)
+    require_service("Redis", parts.hostname or "127.0.0.1", parts.port or 6379)
+
+
+def redis_url(prefix: str, **query: str) -> str:
+    """``REDIS_URL`` with the key prefix and any other query parameters."""
+    return f"{REDIS_URL}?{urlencode({'prefix': prefix, **query})}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own, so that tests never hear each other."""
+    return f"runyard-test-{secrets.token_hex(6)}:"
+
+
+class RecordingHub(Hub):
+    """A hub that also keeps what its broker hands it, as the broker handed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[Event]] = []
+
+    @property
+    def delivered(self) -> list[Event]:
+        return [event for batch in self.batches for event in batch]
+
+    def deliver(self, events: list[Event]) -> None:
+        self.batches.append(list(events))
+        super().deliver(events)
+
+
+@dataclass
+class Deployment:
+    """Where runs execute (``publisher``) and where a subscriber follows them (``hub``):
+    two processes' brokers on ``redis://``, the same one on ``local://``."""
+
+    publisher: Broker
+    hub: RecordingHub
+
+
+@pytest.fixture(params=["local", "redis"])
+async def deployment(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Deployment]:
+    if request.param == "local":
+        url = "local://"
+    else:
+        require_redis()
+        url = redis_url(prefix)
+    brokers: list[Broker] = []
+    try:
+        subscriber, hub = broker_from_url(url), RecordingHub()
+        brokers.append(subscriber)
+        await subscriber.open(hub)
+        publisher = subscriber
+        if request.param != "local":
+            publisher = broker_from_url(url)
+            brokers.append(publisher)
+            await publisher.open(RecordingHub())
+        yield Deployment(publisher, hub)
+    finally:
+        for broker in brokers:
+            await broker.close()
+
+
+def event(run_id: str, seq: int, data: bytes | None = None, type: str = "tick") -> Event:
+    return Event(run_id, seq, type, data if data is not None else b'{"i":%d}' % seq, 1_700_000_000.0 + seq / 1000)
+
+
+def seqs(channel: RunChannel, first: int = 1) -> list[int]:
+    """The seqs in the channel's window, if it starts at ``first`` (else none)."""
+    return [seq for seq, _, _ in channel.after(first - 1, 1 << 20) or []]
+
+
+async def received(channel: RunChannel, seq: int, first: int = 1, timeout_s: float = 2.0) -> list[int]:
+    """The seqs in the channel's window (which starts at ``first``) once it reaches ``seq``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            changed = channel.changed
+            window = seqs(channel, first)
+            if window and window[-1] >= seq:
+                return window
+            await changed.wait()
