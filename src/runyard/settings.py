@@ -18,8 +18,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RUNYARD_", extra="ignore", frozen=True)
 
-    store: str = Field("sqlite:///./runyard.db", description="Store URL: memory://, sqlite:///path.db")
-    broker: str = Field("local://", description="Fan-out broker URL: local:// (in-process)")
+    store: str = Field(
+        "sqlite:///./runyard.db", description="Store URL: memory://, sqlite:///path.db, postgresql://user@host:port/db"
+    )
+    broker: str = Field("local://", description="Fan-out broker URL: local:// (in-process), redis://host:port/db")
     host: str = Field("127.0.0.1", description="Address the HTTP server binds")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds")
 

@@ -66,7 +66,7 @@ class Deployment:
     hub: RecordingHub
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
 async def deployment(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[Deployment]:
     if request.param == "local":
         url = "local://"

@@ -26,6 +26,8 @@ from runyard.store.memory import MemoryStore
 from tests.broker.conftest import REDIS_URL, RecordingHub, event, received, redis_url, require_redis, seqs
 from tests.support import free_port
 
+pytestmark = pytest.mark.redis
+
 Open = Callable[..., Awaitable[tuple[RedisBroker, RecordingHub]]]
 
 
