@@ -202,6 +202,14 @@ def update_columns(update: RunUpdate) -> dict[str, Any]:
     return columns
 
 
+def merged_columns(updates: Iterable[RunUpdate]) -> dict[str, Any]:
+    """Several updates of one run as the columns they set, a later update winning."""
+    columns: dict[str, Any] = {}
+    for update in updates:
+        columns.update(update_columns(update))
+    return columns
+
+
 @functools.lru_cache(maxsize=16)
 def insert_events(rows: int) -> str:
     """A multi-row INSERT of ``rows`` events. One statement per chunk, not one per

@@ -9,7 +9,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable, Sequence
 
-from runyard.models import UNFINISHED, Event, Message, Run, RunStatus, RunUpdate, Session, StatusConflict
+from runyard.models import UNFINISHED, Event, Message, Run, RunStatus, RunUpdate, Session
+from runyard.store._numbering import RunState, number
 from runyard.store.base import AppendGroup, AppendResult, Store
 
 
@@ -183,26 +184,19 @@ class MemoryStore(Store):
     # -- events ----------------------------------------------------------------
 
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
-        results: list[AppendResult] = []
-        for group in groups:
-            run = self._runs.get(group.run_id)
-            if run is None:
-                results.append(StatusConflict(group.run_id, None))
-                continue
-            update = group.update
-            if update is not None and update.expect is not None and run.status not in update.expect:
-                results.append(StatusConflict(group.run_id, run.status))
-                continue
-            log = self._events[group.run_id]
-            events = []
-            for draft in group.drafts:
-                run.last_seq += 1
-                event = Event(group.run_id, run.last_seq, draft.type, draft.data, draft.ts)
-                log.append(event)
-                events.append(event)
-            if update is not None:
+        states = {
+            run_id: RunState(run.status, run.last_seq)
+            for run_id in {group.run_id for group in groups}
+            if (run := self._runs.get(run_id)) is not None
+        }
+        results, events = number(groups, states)
+        for event in events:
+            self._events[event.run_id].append(event)
+        for run_id, state in states.items():
+            run = self._runs[run_id]
+            run.last_seq = state.last_seq
+            for update in state.updates:
                 apply_update(run, update)
-            results.append(events)
         return results
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:

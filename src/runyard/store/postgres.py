@@ -25,7 +25,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from runyard.errors import ConfigurationError, StoreError
-from runyard.models import Event, Message, Run, RunStatus, Session, StatusConflict
+from runyard.models import Event, Message, Run, RunStatus, Session
+from runyard.store._numbering import RunState, number
 from runyard.store._postgres_schema import (
     INSERT_EVENTS,
     INSERT_RUN,
@@ -45,7 +46,7 @@ from runyard.store._postgres_schema import (
     session_from_record,
     session_row,
 )
-from runyard.store._sqlite_schema import dump, load, update_columns
+from runyard.store._sqlite_schema import dump, load, merged_columns
 from runyard.store.base import AppendGroup, AppendResult, Store
 
 __all__ = ["MIGRATIONS", "PostgresStore", "pool_options"]
@@ -86,63 +87,33 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}:{parts.port or 5432}{parts.path}"
 
 
-class _Locked:
-    """A run of an ``append`` batch, as locked, and what the batch changes of it."""
-
-    __slots__ = ("appended", "columns", "last_seq", "status")
-
-    def __init__(self, status: RunStatus, last_seq: int) -> None:
-        self.status = status
-        self.last_seq = last_seq
-        self.appended = False  # the batch numbered events of it
-        self.columns: dict[str, Any] = {}  # what the batch's RunUpdates set
-
-
 async def _append(conn: Connection, groups: Sequence[AppendGroup]) -> list[AppendResult]:
     """Number, insert and apply ``groups`` inside the caller's transaction."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
-    runs = {run_id: _Locked(STATUSES[status], last_seq) for run_id, status, last_seq in rows}
-    results: list[AppendResult] = []
-    run_ids: list[str] = []
-    seqs: list[int] = []
-    types: list[str] = []
-    datas: list[bytes] = []
-    stamps: list[float] = []
-    for group in groups:
-        run_id, update = group.run_id, group.update
-        run = runs.get(run_id)
-        if run is None:
-            results.append(StatusConflict(run_id, None))
-            continue
-        if update is not None and update.expect is not None and run.status not in update.expect:
-            results.append(StatusConflict(run_id, run.status))
-            continue
-        events = []
-        for draft in group.drafts:
-            run.last_seq += 1
-            events.append(Event(run_id, run.last_seq, draft.type, draft.data, draft.ts))
-            run_ids.append(run_id)
-            seqs.append(run.last_seq)
-            types.append(draft.type)
-            datas.append(draft.data)
-            stamps.append(draft.ts)
-        if update is not None:
-            run.columns.update(update_columns(update))  # a later group's update wins, as in memory.apply_update
-            run.status = update.status or run.status
-        run.appended = run.appended or bool(events)
-        results.append(events)
-    if run_ids:
-        await conn.execute(INSERT_EVENTS, run_ids, seqs, types, datas, stamps)
+    runs = {run_id: RunState(STATUSES[status], last_seq) for run_id, status, last_seq in rows}
+    results, events = number(groups, runs)
+    if events:
+        await conn.execute(
+            INSERT_EVENTS,
+            [e.run_id for e in events],
+            [e.seq for e in events],
+            [e.type for e in events],
+            [e.data for e in events],
+            [e.ts for e in events],
+        )
     # a run with updated columns gets its last seq with them, the others by themselves
-    counted = [(run_id, run.last_seq) for run_id, run in runs.items() if run.appended and not run.columns]
+    counted = [(run_id, run.last_seq) for run_id, run in runs.items() if run.appended and not run.updates]
     if counted:
         await conn.execute(UPDATE_LAST_SEQS, [run_id for run_id, _ in counted], [seq for _, seq in counted])
-    updated = [(run_id, run) for run_id, run in runs.items() if run.columns]
+    updated = [(run_id, merged_columns(run.updates)) for run_id, run in runs.items() if run.updates]
     if updated:
-        arguments: list[list[Any]] = [[run_id for run_id, _ in updated], [run.last_seq for _, run in updated]]
+        arguments: list[list[Any]] = [
+            [run_id for run_id, _ in updated],
+            [runs[run_id].last_seq for run_id, _ in updated],
+        ]
         for column in UPDATABLE:
-            arguments.append([column in run.columns for _, run in updated])
-            arguments.append([run.columns.get(column) for _, run in updated])
+            arguments.append([column in columns for _, columns in updated])
+            arguments.append([columns.get(column) for _, columns in updated])
         await conn.execute(UPDATE_RUNS, *arguments)
     return results
 

@@ -26,7 +26,8 @@ from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from runyard.errors import ConfigurationError, StoreError
-from runyard.models import Event, Message, Run, RunStatus, RunUpdate, Session, StatusConflict
+from runyard.models import Event, Message, Run, RunStatus, Session
+from runyard.store._numbering import RunState, number
 from runyard.store._sqlite_schema import (
     EVENT_CHUNK,
     FINISHED,
@@ -41,12 +42,12 @@ from runyard.store._sqlite_schema import (
     insert_events,
     json_list,
     load,
+    merged_columns,
     migrate,
     run_from_row,
     run_row,
     session_from_row,
     session_row,
-    update_columns,
 )
 from runyard.store.base import AppendGroup, AppendResult, Store
 
@@ -119,64 +120,32 @@ def _commit(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
     return outcomes
 
 
-class _RunState:
-    """What ``append`` needs of a run: its key in the events table, status and last seq."""
-
-    __slots__ = ("last_seq", "pk", "status")
-
-    def __init__(self, pk: int, status: RunStatus, last_seq: int) -> None:
-        self.pk = pk
-        self.status = status
-        self.last_seq = last_seq
-
-
-RunStates = dict[str, _RunState]
+RunStates = dict[str, RunState]
 
 
 def _append(db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunStates) -> list[AppendResult]:
     """Number and insert the groups' events. ``known`` caches unfinished runs'
-    states across batches: exact, because the writer thread, which alone calls
-    this, is the only writer and every status change passes through here. It
-    learns this batch's states only once all of the batch's SQL has succeeded."""
+    states across batches (``key``: the run's key in the events table): exact,
+    because the writer thread, which alone calls this, is the only writer and
+    every status change passes through here. It learns this batch's states only
+    once all of the batch's SQL has succeeded."""
     batch: RunStates = {}
     missing = []
     for run_id in dict.fromkeys(group.run_id for group in groups):
         if run_id in known:
             state = known[run_id]
-            batch[run_id] = _RunState(state.pk, state.status, state.last_seq)
+            batch[run_id] = RunState(state.status, state.last_seq, state.key)
         else:
             missing.append(run_id)
     if missing:
         rows = db.execute(
             f"SELECT run_id, created_seq, status, {LAST_SEQ} FROM runs WHERE run_id {IN_JSON}", (json_list(missing),)
         )
-        batch.update((run_id, _RunState(pk, RunStatus(status), seq)) for run_id, pk, status, seq in rows)
-    results: list[AppendResult] = []
-    event_rows: list[tuple[int, int, str, bytes, float]] = []
-    updates: list[tuple[str, RunUpdate]] = []
-    for group in groups:
-        run_id, update = group.run_id, group.update
-        run = batch.get(run_id)
-        if run is None:
-            results.append(StatusConflict(run_id, None))
-            continue
-        if update is not None and update.expect is not None and run.status not in update.expect:
-            results.append(StatusConflict(run_id, run.status))
-            continue
-        seq = run.last_seq
-        events = []
-        for draft in group.drafts:
-            seq += 1
-            events.append(Event(run_id, seq, draft.type, draft.data, draft.ts))
-            event_rows.append((run.pk, seq, draft.type, draft.data, draft.ts))
-        run.last_seq = seq
-        if update is not None:
-            updates.append((run_id, update))
-            run.status = update.status or run.status
-        results.append(events)
-    _insert_events(db, event_rows)
-    for run_id, update in updates:
-        columns = update_columns(update)
+        batch.update((run_id, RunState(RunStatus(status), seq, pk)) for run_id, pk, status, seq in rows)
+    results, events = number(groups, batch)
+    _insert_events(db, [(batch[e.run_id].key, e.seq, e.type, e.data, e.ts) for e in events])
+    for run_id, run in batch.items():
+        columns = merged_columns(run.updates)
         if columns:
             assignments = ", ".join(f"{column} = ?" for column in columns)
             db.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", (*columns.values(), run_id))
@@ -184,7 +153,7 @@ def _append(db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunSta
         if run.status.finished:
             known.pop(run_id, None)  # it will not change again
         else:
-            known[run_id] = run
+            known[run_id] = RunState(run.status, run.last_seq, run.key)
     return results
 
 
