@@ -578,3 +578,15 @@ async def test_runs_event_logs_are_apart(store: Store) -> None:
     await store.append([AppendGroup(a.run_id, drafts(a.run_id, 3)), AppendGroup(b.run_id, drafts(b.run_id, 2))])
     assert {e.run_id for e in await all_events(store, a.run_id)} == {a.run_id}
     assert [e.seq for e in await all_events(store, b.run_id)] == [1, 2]
+
+
+@pytest.mark.slow
+async def test_a_100k_event_run_replays_completely_in_order(store: Store) -> None:
+    [big] = await created(store, run())
+    for _ in range(0, 100_000, 5_000):
+        events((await store.append([AppendGroup(big.run_id, drafts(big.run_id, 5_000))]))[0])
+    seen = after = 0
+    while page := await store.read_events(big.run_id, after, 2_000):
+        assert [e.seq for e in page] == list(range(after + 1, after + 1 + len(page)))
+        after, seen = page[-1].seq, seen + len(page)
+    assert seen == 100_000

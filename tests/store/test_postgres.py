@@ -241,21 +241,3 @@ async def test_data_survives_close_and_reopen(postgres_url: str) -> None:
         assert more[0].seq == 502
     finally:
         await second.close()
-
-
-@needs_postgres
-@pytest.mark.slow
-async def test_replays_a_100k_event_run_completely_in_order(store: PostgresStore) -> None:
-    total = 100_000
-    await store.create_run(make_run("run_big"))
-    for start in range(0, total, 5_000):
-        await store.append([AppendGroup("run_big", drafts("run_big", start, 5_000))])
-
-    seen = 0
-    after = 0
-    while page := await store.read_events("run_big", after, 2_000):
-        assert [e.seq for e in page] == list(range(after + 1, after + 1 + len(page)))
-        assert page[-1].data == b'{"i":%d}' % (page[-1].seq - 1)
-        after = page[-1].seq
-        seen += len(page)
-    assert seen == total

@@ -175,23 +175,6 @@ async def test_cancelled_append_still_commits_whole(store: SQLiteStore) -> None:
     assert [e.seq for e in events] == list(range(1, after[0].seq + 1))
 
 
-@pytest.mark.slow
-async def test_replays_a_100k_event_run_completely_in_order(store: SQLiteStore) -> None:
-    total = 100_000
-    await store.create_run(make_run("run_big"))
-    for start in range(0, total, 1_000):
-        await store.append([AppendGroup("run_big", drafts("run_big", start, 1_000))])
-
-    seen = 0
-    after = 0
-    while page := await store.read_events("run_big", after, 2_000):
-        assert [e.seq for e in page] == list(range(after + 1, after + 1 + len(page)))
-        assert page[-1].data == b'{"i":%d}' % (page[-1].seq - 1)
-        after = page[-1].seq
-        seen += len(page)
-    assert seen == total
-
-
 async def test_reads_proceed_while_a_write_batch_is_in_flight(store: SQLiteStore) -> None:
     await store.create_run(make_run("run_1"))
     await store.append([AppendGroup("run_1", drafts("run_1", 0, 10))])
