@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from runyard.errors import StoreError
 from runyard.models import (
     Event,
     EventDraft,
@@ -590,3 +591,36 @@ async def test_a_100k_event_run_replays_completely_in_order(store: Store) -> Non
         assert [e.seq for e in page] == list(range(after + 1, after + 1 + len(page)))
         after, seen = page[-1].seq, seen + len(page)
     assert seen == 100_000
+
+
+async def test_everything_survives_close_and_reopen(store_url: str) -> None:
+    if store_url.startswith("memory:"):
+        pytest.skip("memory:// keeps nothing once closed, by design")
+    first = store_from_url(store_url)
+    await first.open()
+    owner_session = session(metadata={"k": "v"})
+    stored = run(owner_session.session_id)
+    await first.create_run(stored, new_session=owner_session)
+    await first.append_message(owner_session.session_id, Message("user", "hallo", T0), keep=10)
+    for _ in range(5):
+        await first.append([AppendGroup(stored.run_id, drafts(stored.run_id, 100))])
+    finish = RunUpdate(status=RunStatus.SUCCEEDED, output={"n": 500}, set_output=True, finished_at=T0 + 1)
+    await first.append([AppendGroup(stored.run_id, drafts(stored.run_id, 1), finish)])
+    run_before = await first.get_run(stored.run_id)
+    await first.close()
+    with pytest.raises(StoreError, match="not open"):
+        await first.get_run(stored.run_id)
+
+    second = store_from_url(store_url)
+    await second.open()
+    try:
+        assert await second.get_run(stored.run_id) == run_before
+        assert await second.get_session(owner_session.session_id) == owner_session
+        assert [m.content for m in await second.history(owner_session.session_id)] == ["hallo"]
+        replay = await second.read_events(stored.run_id, 0, 1000)
+        assert [e.seq for e in replay] == list(range(1, 502))
+        assert replay[42].data == b'{"i":42}'
+        (more,) = await second.append([AppendGroup(stored.run_id, drafts(stored.run_id, 1))])
+        assert events(more)[0].seq == 502
+    finally:
+        await second.close()

@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from runyard.errors import ConfigurationError, StoreError
-from runyard.models import EventDraft, Message, Run, RunStatus, RunUpdate, Session
+from runyard.models import EventDraft, Run, RunStatus
 from runyard.store import AppendGroup, AppendResult, store_from_url
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
 from tests.services import require_service
@@ -209,35 +209,3 @@ async def test_cancelled_append_still_commits_whole(store: PostgresStore) -> Non
     assert isinstance(after, list)
     assert after[0].seq == 20_001
     assert [e.seq for e in await store.read_events("run_1", 0, 30_000)] == list(range(1, 20_002))
-
-
-@needs_postgres
-async def test_data_survives_close_and_reopen(postgres_url: str) -> None:
-    first = PostgresStore(postgres_url)
-    await first.open()
-    session = Session("ses_1", "alice", T0, T0, {"k": "v"})
-    await first.create_run(make_run("run_1"), new_session=session)
-    await first.append_message("ses_1", Message("user", "hallo", T0), keep=10)
-    for start in range(0, 500, 100):
-        await first.append([AppendGroup("run_1", drafts("run_1", start, 100))])
-    finish = RunUpdate(status=RunStatus.SUCCEEDED, output={"n": 500}, set_output=True, finished_at=T0 + 1)
-    await first.append([AppendGroup("run_1", drafts("run_1", 500, 1), finish)])
-    run_before = await first.get_run("run_1")
-    await first.close()
-    with pytest.raises(StoreError, match="not open"):
-        await first.get_run("run_1")
-
-    second = PostgresStore(postgres_url)
-    await second.open()
-    try:
-        assert await second.get_run("run_1") == run_before
-        assert await second.get_session("ses_1") == session
-        assert [m.content for m in await second.history("ses_1")] == ["hallo"]
-        replay = await second.read_events("run_1", 0, 1000)
-        assert [e.seq for e in replay] == list(range(1, 502))
-        assert replay[42].data == b'{"i":42}'
-        (more,) = await second.append([AppendGroup("run_1", drafts("run_1", 501, 1))])
-        assert isinstance(more, list)
-        assert more[0].seq == 502
-    finally:
-        await second.close()

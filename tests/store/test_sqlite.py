@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runyard.errors import ConfigurationError, StoreError
-from runyard.models import EventDraft, Message, Run, RunStatus, RunUpdate, Session
+from runyard.models import EventDraft, Run, RunStatus, Session
 from runyard.store import AppendGroup, store_from_url
 from runyard.store.sqlite import MIGRATIONS, SQLiteStore, database_path
 
@@ -77,36 +77,6 @@ async def test_in_memory_database_works_and_leaves_no_file(tmp_path: Path, monke
     finally:
         await store.close()
     assert await asyncio.to_thread(os.listdir, tmp_path) == []
-
-
-async def test_data_survives_close_and_reopen(db_path: Path) -> None:
-    url = f"sqlite:///{db_path}"
-    first = SQLiteStore(url)
-    await first.open()
-    session = Session("ses_1", "alice", T0, T0, {"k": "v"})
-    await first.create_run(make_run("run_1"), new_session=session)
-    await first.append_message("ses_1", Message("user", "hallo", T0), keep=10)
-    finish = RunUpdate(status=RunStatus.SUCCEEDED, output={"n": 500}, set_output=True, finished_at=T0 + 1)
-    for start in range(0, 500, 100):
-        await first.append([AppendGroup("run_1", drafts("run_1", start, 100))])
-    await first.append([AppendGroup("run_1", drafts("run_1", 500, 1), finish)])
-    run_before = await first.get_run("run_1")
-    await first.close()
-
-    second = SQLiteStore(url)
-    await second.open()
-    try:
-        assert await second.get_run("run_1") == run_before
-        assert await second.get_session("ses_1") == session
-        assert [m.content for m in await second.history("ses_1")] == ["hallo"]
-        replay = await second.read_events("run_1", 0, 1000)
-        assert [e.seq for e in replay] == list(range(1, 502))
-        assert replay[42].data == b'{"i":42}'
-        (more,) = await second.append([AppendGroup("run_1", drafts("run_1", 501, 1))])
-        assert isinstance(more, list)
-        assert more[0].seq == 502
-    finally:
-        await second.close()
 
 
 async def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
