@@ -203,9 +203,6 @@ class Event:
             _rfc3339(self.ts).encode(),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "type": self.type, "data": orjson.loads(self.data), "ts": rfc3339(self.ts)}
-
 
 class StatusConflict(Exception):
     """A conditional ``RunUpdate`` found the run in another status (or gone)."""

@@ -155,6 +155,3 @@ class LimitRegistry:
             return self._limits[name]
         except KeyError:
             raise ConfigurationError(f"limit {name!r} is not declared: call app.limit({name!r}, ...)") from None
-
-    def all(self) -> list[Limit]:
-        return list(self._limits.values())
