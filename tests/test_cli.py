@@ -45,6 +45,8 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Runyard]:
 def sample(name: str) -> str:
     """A valid value for setting ``name``, other than its default where that is easy."""
     field = Settings.model_fields[name]
+    if name in ("store", "broker"):  # shared ones, which every role accepts
+        return {"store": "postgresql://x-host/x-db", "broker": "redis://x-host:6379/0"}[name]
     if get_origin(field.annotation) is Literal:
         return str(get_args(field.annotation)[-1])
     if field.annotation in (int, float):
@@ -137,6 +139,25 @@ def test_serve_imports_the_app_from_the_working_directory(app_dir: Path, served:
     assert sys.modules["cli_test_app"].app is served[0]
 
 
+SHARED = ["--store", "postgresql://db-host/runyard", "--broker", "redis://redis-host:6379/0"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "role"),
+    [
+        (["serve", "cli_test_app:app", "--role", "api", *SHARED], "api"),
+        (["serve", "cli_test_app:app", "--role", "worker", *SHARED], "worker"),
+        (["worker", "cli_test_app:app", *SHARED], "worker"),
+        (["worker", "cli_test_app:app", "--role", "api", *SHARED], "worker"),
+    ],
+)
+def test_roles_are_served_on_a_shared_store_and_broker(
+    app_dir: Path, served: list[Runyard], argv: list[str], role: str
+) -> None:
+    assert main(argv) == 0
+    assert [app.settings.role for app in served] == [role]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -144,9 +165,9 @@ def test_serve_imports_the_app_from_the_working_directory(app_dir: Path, served:
         (["serve", "no_such_module:app"], "cannot import 'no_such_module': no such module"),
         (["serve", "cli_test_app:missing"], "module 'cli_test_app' has no attribute 'missing'"),
         (["serve", "cli_test_app:number"], "cli_test_app:number is a int, not a runyard.Runyard"),
-        (["serve", "cli_test_app:app", "--role", "api"], "the 'api' role is not supported yet"),
-        (["serve", "cli_test_app:app", "--role", "worker"], "the 'worker' role is not supported yet"),
-        (["worker", "cli_test_app:app"], "the 'worker' role is not supported yet"),
+        (["serve", "cli_test_app:app", "--role", "api"], "role api needs a store and a broker shared"),
+        (["serve", "cli_test_app:app", "--role", "worker", "--store", "sqlite:///x.db"], "role worker needs a store"),
+        (["worker", "cli_test_app:app", "--broker", "local://"], "role worker needs a store and a broker shared"),
     ],
 )
 def test_serve_usage_errors(

@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from runyard.app import Runyard
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
-ROLES = ("all", "api", "worker")
 SETTING = "setting_"  # prefix of the argparse destinations of settings flags
 
 
@@ -93,7 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = _command(commands, "serve", cmd_serve, "serve a user app")
     serve.add_argument("app", metavar="APP", help="the app, as module:attribute (e.g. myapp:app)")
-    serve.add_argument("--role", choices=ROLES, default="all", help="what this process does (default: all)")
     add_settings_flags(serve)
 
     worker = _command(commands, "worker", cmd_worker, "same as serve --role worker")
@@ -176,7 +174,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def _invalid_setting(exc: ValidationError, overrides: dict[str, Any]) -> str:
     error = exc.errors()[0]
-    name = str(error["loc"][0]) if error["loc"] else "?"
+    if not error["loc"]:  # a rule between settings
+        return f"invalid settings: {error['msg'].removeprefix('Value error, ')}"
+    name = str(error["loc"][0])
     source = "--" + name.replace("_", "-") if name in overrides else f"RUNYARD_{name.upper()}"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"invalid {source} {error['input']!r}: {error['msg']}{more}"
@@ -195,11 +195,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.role != "all":
-        raise UsageError(
-            f"the {args.role!r} role is not supported yet; "
-            "use `runyard serve APP` (role all: the API and workers in one process)"
-        )
     settings = settings_from(args)
     app = load_app(args.app)
     from runyard.server import serve
@@ -209,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    args.role = "worker"
+    setattr(args, SETTING + "role", "worker")
     return cmd_serve(args)
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from runyard.models import EVENT_TYPE, Message, now
+from runyard.models import EVENT_TYPE, Fence, Message, now
 
 if TYPE_CHECKING:
     from runyard.events.log import EventLog
@@ -55,7 +55,15 @@ class Memory:
 class RunContext:
     """A run's handle on the runtime: events, memory, limits."""
 
-    def __init__(self, run: Run, log: EventLog, store: Store, limits: LimitRegistry, history_max: int) -> None:
+    def __init__(
+        self,
+        run: Run,
+        log: EventLog,
+        store: Store,
+        limits: LimitRegistry,
+        history_max: int,
+        fence: Fence | None = None,
+    ) -> None:
         self.run_id = run.run_id
         self.session_id = run.session_id
         self.owner = run.owner
@@ -65,6 +73,7 @@ class RunContext:
         self.memory = Memory(store, run.session_id, history_max)
         self._log = log
         self._limits = limits
+        self._fence = fence  # the lease its writes are made under
 
     async def emit(self, type: str, data: Any = None) -> None:
         """Add an event to this run's log. It is published once persisted, in
@@ -74,21 +83,21 @@ class RunContext:
                 raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
             if len(_VALID_TYPES) < 10_000:  # the types a deployment uses are few; don't grow without bound
                 _VALID_TYPES.add(type)
-        await self._log.append(self.run_id, type, data)
+        await self._log.append(self.run_id, type, data, self._fence)
 
     async def phase(self, name: str, status: str = "started", **extra: Any) -> None:
         """A ``phase`` event ``{"name", "status", **extra}``."""
-        await self._log.append(self.run_id, "phase", {"name": name, "status": status, **extra})
+        await self.emit("phase", {"name": name, "status": status, **extra})
 
     async def token(self, text: str) -> None:
         """A ``token`` event ``{"text"}``: a piece of streamed output."""
-        await self._log.append(self.run_id, "token", {"text": text})
+        await self._log.append(self.run_id, "token", {"text": text}, self._fence)
 
     async def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
         """A ``progress`` event ``{"current", "total", "fraction", "message"}``."""
         fraction = min(1.0, current / total) if total else None
         data = {"current": current, "total": total, "fraction": fraction, "message": message}
-        await self._log.append(self.run_id, "progress", data)
+        await self._log.append(self.run_id, "progress", data, self._fence)
 
     @asynccontextmanager
     async def limit(self, name: str, tokens: int = 0) -> AsyncIterator[None]:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -161,6 +161,8 @@ class RunUpdate:
     does not hold, the whole group (its events and update) is refused with
     ``StatusConflict``; other groups of the same append are unaffected.
     Fields left ``None`` are not changed; ``clear_lease`` empties worker and lease.
+    ``lease_expired_by`` makes it conditional, too, on the run's lease having
+    ended before that time (recovering another worker's run, never a live one).
     """
 
     status: RunStatus | None = None
@@ -174,6 +176,7 @@ class RunUpdate:
     worker_id: str | None = None
     lease_expires_at: float | None = None
     clear_lease: bool = False
+    lease_expired_by: float | None = None
 
 
 @dataclass(slots=True)
@@ -204,6 +207,17 @@ class Event:
         )
 
 
+class Fence(NamedTuple):
+    """Who may write a running run's events: the worker holding its lease, in
+    the attempt it claimed. Once the run is handed back (its lease expired, or
+    another worker recovered it), a fenced write is refused with ``LeaseLost``,
+    so a worker that stalled past its lease can never write next to the run's
+    new holder."""
+
+    worker_id: str
+    attempt: int
+
+
 class StatusConflict(Exception):
     """A conditional ``RunUpdate`` found the run in another status (or gone)."""
 
@@ -211,3 +225,7 @@ class StatusConflict(Exception):
         super().__init__(f"run {run_id} is {actual}")
         self.run_id = run_id
         self.actual = actual
+
+
+class LeaseLost(StatusConflict):
+    """A fenced write found the run no longer held by that worker and attempt."""

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from runyard.broker import broker_from_url
+from runyard.broker.base import WAKE
 from runyard.engine import Engine
 from runyard.errors import InvalidCursor, PipelineNotFound, RunFinished, RunNotFound, SessionBusy, SessionNotFound
 from runyard.events import EventLog, Hub, follow
@@ -37,13 +38,13 @@ class Runtime:
         self.broker = broker_from_url(self.settings.broker)
         self.hub = Hub()
         self.events = EventLog(self.store, self.broker)
-        self.engine = Engine(app, self.store, self.events)
+        self.engine = Engine(app, self.store, self.events, self.broker)
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._creation_rate = CreationRate(self.settings.rate_limit) if self.settings.rate_limit else None
 
     async def __aenter__(self) -> Runtime:
         await self.store.open()
-        await self.broker.open(self.hub)
+        await self.broker.open(self.hub, self.engine.on_signal)
         await self.events.start()
         await self.engine.start()
         self.app._runtime = self
@@ -100,7 +101,7 @@ class Runtime:
                 await self._make_room(session_id, multitask)
                 await self.store.create_run(run)
                 await self.store.touch_session(session_id, created)
-        self.engine.submit(run)
+        await self.broker.signal(WAKE)  # a worker, here or elsewhere, claims it
         return run
 
     async def get_run(self, owner: str, run_id: str) -> Run:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -22,10 +22,13 @@ class Settings(BaseSettings):
         "sqlite:///./runyard.db", description="Store URL: memory://, sqlite:///path.db, postgresql://user@host:port/db"
     )
     broker: str = Field("local://", description="Fan-out broker URL: local:// (in-process), redis://host:port/db")
+    role: Literal["all", "api", "worker"] = Field(
+        "all", description="What the process does: all, api (HTTP only) or worker (executes runs)"
+    )
     host: str = Field("127.0.0.1", description="Address the HTTP server binds")
     port: int = Field(8000, ge=0, le=65535, description="Port the HTTP server binds")
 
-    max_concurrent_runs: int = Field(64, ge=1, description="Runs executing at once in this process")
+    max_concurrent_runs: int = Field(64, ge=1, description="Runs executing at once in this (worker) process")
     history_max: int = Field(100, ge=1, description="Messages kept in a session's memory")
     retention_s: float = Field(7 * 86400, gt=0, description="How long finished runs and events are kept")
     sweep_interval_s: float = Field(60, gt=0, description="How often expired runs and sessions are swept")
@@ -55,6 +58,24 @@ class Settings(BaseSettings):
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for the chat demo")
     llm_model: str = Field("gpt-4o-mini", description="Model the chat demo asks that endpoint for")
     llm_api_key: str | None = Field(None, description="Bearer token for that endpoint")
+
+    @model_validator(mode="after")
+    def _roles_share_state(self) -> Settings:
+        # an api process and a worker process meet only in a shared store and broker
+        if self.role != "all" and not (self.store.startswith("postgresql://") and self.broker.startswith("redis://")):
+            raise ValueError(
+                f"role {self.role} needs a store and a broker shared between processes:"
+                " RUNYARD_STORE=postgresql://... and RUNYARD_BROKER=redis://..."
+            )
+        return self
+
+    @property
+    def executes_runs(self) -> bool:
+        return self.role != "api"
+
+    @property
+    def serves_api(self) -> bool:
+        return self.role != "worker"
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -53,7 +53,7 @@ async def test_at_most_max_concurrent_runs_execute_at_once() -> None:
     async with make_app(store="memory://", max_concurrent_runs=3).running() as rt:
         runs = [await rt.create_run(f"o{i}", "nap", {"seconds": 0.2}) for i in range(7)]
         await asyncio.sleep(0.1)
-        assert rt.engine.active == 3 and rt.engine.queue_depth == 4
+        assert rt.engine.active == 3 and await rt.store.count_queued() == 4
         for run in runs:
             await finished(rt, run.owner, run.run_id)
 

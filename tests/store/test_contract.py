@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from runyard.errors import StoreError
 from runyard.models import (
     Event,
     EventDraft,
+    Fence,
+    LeaseLost,
     Message,
     Run,
     RunError,
@@ -26,6 +29,7 @@ from runyard.models import (
     StatusConflict,
 )
 from runyard.store import AppendGroup, AppendResult, Store, store_from_url
+from runyard.store.base import LeaseRenewal
 
 T0 = 1_700_000_000.0
 _ids = itertools.count(1)
@@ -299,7 +303,8 @@ async def test_expired_leases_and_renewal(store: Store) -> None:
     assert [r.run_id for r in await store.expired_leases(T0 + 20)] == [lapsing.run_id, held.run_id]
     assert await store.expired_leases(T0 + 10) == []  # "before", not "at"
 
-    await store.renew_leases("w2", [held.run_id, lapsing.run_id], T0 + 40)  # w2 holds only one of them
+    renewal = await store.renew_leases("w2", [held.run_id, lapsing.run_id], T0 + 40)  # w2 holds only one
+    assert renewal == LeaseRenewal(lost={lapsing.run_id}, cancel=set())
     assert [r.run_id for r in await store.expired_leases(T0 + 20)] == [lapsing.run_id]
     renewed = await store.get_run(held.run_id)
     assert renewed is not None
@@ -309,9 +314,125 @@ async def test_expired_leases_and_renewal(store: Store) -> None:
 
 async def test_renew_leases_skips_runs_no_longer_running(store: Store) -> None:
     (r,) = await created(store, run(status=RunStatus.SUCCEEDED, worker_id="w1", lease_expires_at=T0))
-    await store.renew_leases("w1", [r.run_id], T0 + 40)
-    await store.renew_leases("w1", [], T0 + 40)
+    assert (await store.renew_leases("w1", [r.run_id], T0 + 40)).lost == {r.run_id}
+    assert await store.renew_leases("w1", [], T0 + 40) == LeaseRenewal()
     assert await store.get_run(r.run_id) == r
+
+
+# -- claiming, fencing, cancel requests --------------------------------------------
+
+
+async def claimed_ids(store: Store, limit: int, worker: str = "w1", at: float = T0) -> list[str]:
+    return [c.run.run_id for c in await store.claim(worker, limit, at, at + 30)]
+
+
+async def finish(store: Store, run_id: str) -> None:
+    done = RunUpdate(status=RunStatus.SUCCEEDED, finished_at=T0, clear_lease=True)
+    events((await store.append([AppendGroup(run_id, [], done)]))[0])
+
+
+async def test_claim_marks_runs_running_under_a_lease_with_their_status_event(store: Store) -> None:
+    (queued,) = await created(store, run(attempt=2, max_attempts=3))
+    (claim,) = await store.claim("w1", 5, T0 + 1, T0 + 31)
+    assert (claim.run.run_id, claim.run.status, claim.run.attempt) == (queued.run_id, RunStatus.RUNNING, 2)
+    assert (claim.run.worker_id, claim.run.lease_expires_at, claim.run.started_at) == ("w1", T0 + 31, T0 + 1)
+    assert (claim.event.seq, claim.event.type) == (1, "status")
+    assert json.loads(claim.event.data) == {"status": "running", "attempt": 2}
+    assert claim.cancel_requested is False
+    assert await store.get_run(queued.run_id) == claim.run
+    assert await store.read_events(queued.run_id, 0, 10) == [claim.event]
+    assert await store.claim("w2", 5, T0 + 2, T0 + 32) == []  # taken
+
+
+async def test_claim_takes_at_most_limit_and_counts_the_queue(store: Store) -> None:
+    await created(store, *(run(f"ses_{i}") for i in range(5)))
+    assert await store.count_queued() == 5
+    assert len(await claimed_ids(store, 2)) == 2
+    assert await store.count_queued() == 3
+    assert await store.claim("w1", 0, T0, T0 + 30) == []
+
+
+async def test_claim_runs_a_sessions_runs_one_at_a_time_in_order(store: Store) -> None:
+    first, second, other = await created(store, run("ses_a"), run("ses_a"), run("ses_b"))
+    assert await claimed_ids(store, 10) == [first.run_id, other.run_id]
+    assert await claimed_ids(store, 10) == []  # the session's head is still running
+    await finish(store, first.run_id)
+    assert await claimed_ids(store, 10) == [second.run_id]
+
+
+async def test_claim_serves_owners_fairly(store: Store) -> None:
+    greedy = await created(store, *(run(f"ses_g{i}", "greedy") for i in range(4)))
+    (modest,) = await created(store, run("ses_m", "modest"))
+    # one slot: the oldest run first, then the owner served least recently
+    assert await claimed_ids(store, 1, at=T0 + 1) == [greedy[0].run_id]
+    await finish(store, greedy[0].run_id)
+    assert await claimed_ids(store, 1, at=T0 + 2) == [modest.run_id]
+    # several slots at once: owners take turns counting their running runs (modest has one)
+    more = await created(store, run("ses_m2", "modest"), run("ses_m3", "modest"))
+    assert await claimed_ids(store, 3, at=T0 + 3) == [greedy[1].run_id, greedy[2].run_id, more[0].run_id]
+
+
+async def test_concurrent_claims_never_take_one_run_twice(store: Store) -> None:
+    queued = await created(store, *(run(f"ses_{i}", f"owner{i % 3}") for i in range(40)))
+    batches = await asyncio.gather(*(claimed_ids(store, 7, worker=f"w{i}") for i in range(8)))
+    taken = [run_id for batch in batches for run_id in batch]
+    assert len(taken) == len(set(taken))
+    # a claimer may come back with fewer runs than it asked for (others held the
+    # rows it read), never with a run another claimer took; the rest is still there
+    taken += await claimed_ids(store, 40, worker="w9")
+    assert sorted(taken) == sorted(r.run_id for r in queued)
+
+
+async def test_fenced_writes_need_the_worker_and_attempt_holding_the_run(store: Store) -> None:
+    (queued,) = await created(store, run(max_attempts=2))
+    (claim,) = await store.claim("w1", 1, T0, T0 + 30)
+    held = Fence("w1", 1)
+    assert len(events((await store.append([AppendGroup(queued.run_id, drafts(queued.run_id, 2), fence=held)]))[0])) == 2
+    for stranger in (Fence("w2", 1), Fence("w1", 2)):
+        (refused,) = await store.append([AppendGroup(queued.run_id, drafts(queued.run_id, 1), fence=stranger)])
+        assert isinstance(refused, LeaseLost) and refused.actual is RunStatus.RUNNING
+    # recovered elsewhere: queued again as attempt 2, then claimed by w2
+    recover = RunUpdate(status=RunStatus.QUEUED, expect=frozenset({RunStatus.RUNNING}), attempt=2, clear_lease=True)
+    events((await store.append([AppendGroup(queued.run_id, [], recover)]))[0])
+    (reclaim,) = await store.claim("w2", 1, T0 + 40, T0 + 70)
+    assert (reclaim.run.attempt, reclaim.event.seq) == (2, claim.event.seq + 3)
+    (stale,) = await store.append([AppendGroup(queued.run_id, drafts(queued.run_id, 1), fence=held)])
+    assert isinstance(stale, LeaseLost)
+    assert (await store.get_run(queued.run_id)).last_seq == reclaim.event.seq  # type: ignore[union-attr]
+
+
+async def test_recovery_applies_only_to_a_lease_that_ended(store: Store) -> None:
+    (r,) = await created(store, run(status=RunStatus.RUNNING, worker_id="w1", lease_expires_at=T0 + 10))
+    recover = RunUpdate(status=RunStatus.QUEUED, expect=frozenset({RunStatus.RUNNING}), clear_lease=True)
+    recover.lease_expired_by = T0 + 5  # the holder renewed in time
+    assert isinstance((await store.append([AppendGroup(r.run_id, [], recover)]))[0], StatusConflict)
+    await store.renew_leases("w1", [r.run_id], T0 + 50)
+    recover.lease_expired_by = T0 + 20  # the lease read as expired was renewed meanwhile
+    assert isinstance((await store.append([AppendGroup(r.run_id, [], recover)]))[0], StatusConflict)
+    recover.lease_expired_by = T0 + 60
+    events((await store.append([AppendGroup(r.run_id, [], recover)]))[0])
+    assert (await store.get_run(r.run_id)).status is RunStatus.QUEUED  # type: ignore[union-attr]
+
+
+async def test_cancel_requests_reach_the_holder_and_the_next_claim(store: Store) -> None:
+    (r,) = await created(store, run(max_attempts=2))
+    await store.claim("w1", 1, T0, T0 + 30)
+    await store.request_cancel(r.run_id)
+    assert await store.renew_leases("w1", [r.run_id], T0 + 40) == LeaseRenewal(cancel={r.run_id})
+    # the holder died before it could stop the run; the next attempt is cancelled at once
+    requeue = RunUpdate(status=RunStatus.QUEUED, attempt=2, clear_lease=True)
+    events((await store.append([AppendGroup(r.run_id, [], requeue)]))[0])
+    (claim,) = await store.claim("w2", 1, T0 + 50, T0 + 80)
+    assert claim.cancel_requested is True
+
+
+async def test_cancel_request_for_a_run_not_running_is_ignored(store: Store) -> None:
+    queued, done = await created(store, run(), run(status=RunStatus.SUCCEEDED))
+    await store.request_cancel(queued.run_id)
+    await store.request_cancel(done.run_id)
+    await store.request_cancel("run_missing")
+    (claim,) = await store.claim("w1", 1, T0, T0 + 30)
+    assert claim.cancel_requested is False
 
 
 async def test_sweep_deletes_old_finished_runs_and_their_events_only(store: Store) -> None:

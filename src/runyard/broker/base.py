@@ -8,11 +8,16 @@ A broker delivers to its hub the events of the runs the hub watches (the runs
 with subscribers in this process); it may deliver others too, which the hub
 ignores. ``watch`` returns once delivery holds, so a stream that reads the
 store after it misses nothing in between.
+
+It also carries signals between processes: ``wake`` (a run was queued: workers
+claim) and ``cancel`` (a run's worker stops it). Signals are lossy too: workers
+poll the store for queued runs and read cancel requests when they renew leases.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,12 +25,18 @@ if TYPE_CHECKING:
     from runyard.models import Event
 
 
+WAKE = "wake"
+CANCEL = "cancel"
+SignalHandler = Callable[[str, str], None]  # (kind, run id or "")
+
+
 class Broker(ABC):
-    """Live fan-out of persisted events to every process's hub."""
+    """Live fan-out of persisted events, and signals, to every process."""
 
     @abstractmethod
-    async def open(self, hub: Hub) -> None:
-        """Connect, and deliver the events of the runs ``hub`` watches to it from now on."""
+    async def open(self, hub: Hub, on_signal: SignalHandler | None = None) -> None:
+        """Connect, and deliver the events of the runs ``hub`` watches to it from
+        now on, and every process's signals (this one's included) to ``on_signal``."""
 
     @abstractmethod
     async def close(self) -> None:
@@ -46,3 +57,7 @@ class Broker(ABC):
     @abstractmethod
     def unwatch(self, run_id: str) -> None:
         """Stop delivering this run's events to the hub (possibly a little later)."""
+
+    @abstractmethod
+    async def signal(self, kind: str, run_id: str = "") -> None:
+        """Send a signal to every process (this one first); never raises for a lost one."""

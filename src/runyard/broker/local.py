@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runyard.broker.base import Broker
+from runyard.broker.base import Broker, SignalHandler
 
 if TYPE_CHECKING:
     from runyard.events.hub import Hub
@@ -18,14 +18,21 @@ class LocalBroker(Broker):
     def __init__(self, url: str = "local://") -> None:
         self.url = url
         self._hub: Hub | None = None
+        self._on_signal: SignalHandler | None = None
 
-    async def open(self, hub: Hub) -> None:
+    async def open(self, hub: Hub, on_signal: SignalHandler | None = None) -> None:
         # not registered as the hub's broker: the hub gets every event anyway, so
         # a channel need not wait for (nor spawn a task for) a watch
         self._hub = hub
+        self._on_signal = on_signal
 
     async def close(self) -> None:
         self._hub = None
+        self._on_signal = None
+
+    async def signal(self, kind: str, run_id: str = "") -> None:
+        if self._on_signal is not None:
+            self._on_signal(kind, run_id)
 
     async def ping(self) -> None:
         pass

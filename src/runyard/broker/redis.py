@@ -19,9 +19,11 @@ publishing backs off and remembers each run's newest unsent event, which it
 sends when Redis answers again: a follower elsewhere that sees it with a gap
 reads the store. ``ping`` raises meanwhile, so the process reports unready.
 
-Only run events travel here so far. Cross-process cancel and worker wake-ups
-will be further channels under the same prefix, subscribed on the same
-connection (``_connect``) and dispatched by the reader (``_read``).
+Signals (worker wake-ups, cancel requests) travel on one more channel,
+``{prefix}control``, subscribed for the connection's whole life. A process
+handles its own signals at once, not when they come back. After the subscriber
+connection comes back, the process wakes its own workers: whatever was queued
+meanwhile is claimed now rather than at the next poll.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from runyard.broker.base import Broker
+from runyard.broker.base import WAKE, Broker, SignalHandler
 from runyard.models import Event
 
 if TYPE_CHECKING:
@@ -111,6 +113,8 @@ class RedisBroker(Broker):
         self.url = url
         redis_url, prefix = split_url(url)
         self._events_prefix = f"{prefix}events:".encode()
+        self._control = f"{prefix}control".encode()
+        self._on_signal: SignalHandler | None = None
         self._origin = secrets.token_hex(8)  # tells this broker's own messages apart when they come back
         # One immediate retry: a pooled connection that Redis closed (a restart)
         # fails once, then reconnects. Anything longer would hold up the writer.
@@ -137,8 +141,9 @@ class RedisBroker(Broker):
 
     # -- lifecycle ---------------------------------------------------------------
 
-    async def open(self, hub: Hub) -> None:
+    async def open(self, hub: Hub, on_signal: SignalHandler | None = None) -> None:
         self._hub = hub
+        self._on_signal = on_signal
         hub.broker = self
         first = self._attempt = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._subscribe_forever(), name="runyard-redis-subscriber")
@@ -161,9 +166,38 @@ class RedisBroker(Broker):
         if self._hub is not None and self._hub.broker is self:
             self._hub.broker = None
         self._hub = None
+        self._on_signal = None
 
     async def ping(self) -> None:
         await self._client.ping()
+
+    # -- signals -----------------------------------------------------------------
+
+    async def signal(self, kind: str, run_id: str = "") -> None:
+        self._deliver_signal(kind, run_id)
+        if self._closed:
+            return
+        try:
+            await self._client.publish(self._control, orjson.dumps([self._origin, kind, run_id]))
+        except (RedisError, OSError) as exc:
+            log.debug("signal %s %s not sent (%s); workers find it in the store", kind, run_id, exc)
+
+    def _deliver_signal(self, kind: str, run_id: str) -> None:
+        if self._on_signal is None:
+            return
+        try:
+            self._on_signal(kind, run_id)
+        except Exception:
+            log.exception("handling signal %s %s failed", kind, run_id)
+
+    def _on_control(self, message: bytes) -> None:
+        try:
+            origin, kind, run_id = orjson.loads(message)
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring a malformed signal: %s", exc)
+            return
+        if origin != self._origin:  # our own were handled when sent
+            self._deliver_signal(str(kind), str(run_id))
 
     # -- publishing --------------------------------------------------------------
 
@@ -311,12 +345,11 @@ class RedisBroker(Broker):
             raise
         # No await between taking the watched runs and sending SUBSCRIBE: a watch
         # that starts later sees the connection and subscribes by itself.
-        channels = [self._channel(run_id) for run_id in self._watched]
+        channels = [self._control, *(self._channel(run_id) for run_id in self._watched)]
         for channel in channels:
             self._confirming.setdefault(channel, deque()).append(None)
         self._conn = conn
-        if channels:
-            await conn.send_command("SUBSCRIBE", *channels, check_health=False)
+        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
 
     async def _read(self) -> None:
         """Hand messages to the hub until the connection fails (it then raises)."""
@@ -336,7 +369,10 @@ class RedisBroker(Broker):
                 continue  # a PONG
             kind, channel, payload = reply
             if kind == b"message":
-                self._on_message(payload)
+                if channel == self._control:
+                    self._on_control(payload)
+                else:
+                    self._on_message(payload)
             elif kind == b"subscribe":
                 self._on_subscribed(channel)
 
@@ -358,7 +394,9 @@ class RedisBroker(Broker):
                 del self._confirming[channel]
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
-        if self._hub is not None and channel.startswith(self._events_prefix):
+        if channel == self._control:
+            self._deliver_signal(WAKE, "")  # wake-ups sent while unsubscribed were lost
+        elif self._hub is not None and channel.startswith(self._events_prefix):
             # Whatever was published before this subscription held is only in
             # the store: the run's followers read it once. (For a run watched
             # just now the channel is new and empty, and this costs nothing.)

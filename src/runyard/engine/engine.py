@@ -1,33 +1,44 @@
-"""The run's life in this process: queue, execution, timeout, cancellation,
-leases, recovery of orphaned runs, drain on shutdown.
+"""The run's life: claim, execution, timeout, cancellation, leases, recovery of
+orphaned runs, drain on shutdown.
 
-Everything here runs on the event loop, so the engine's own bookkeeping
-(queue, session lines, tasks) needs no lock: it is only changed between awaits.
-The store is the source of truth for a run's status; every change of it is a
-conditional append (status event + row update in one transaction), so a run can
-never end twice or end while another party believes it is queued.
+The store is the queue. A worker (any process whose role executes runs) claims
+ready runs from it when woken (a run was queued here or elsewhere, a slot came
+free) and every ``POLL_S`` in case a wake-up was lost; the store's ``claim``
+applies the ordering rules (a session's runs one at a time, in order; owners
+served fairly) across every worker of the deployment.
+
+A claimed run is held under a lease, renewed by the maintenance loop, and every
+write of its execution is fenced with (worker, attempt): once the run has been
+recovered by another worker, a stalled holder can write nothing more, and it
+stops the pipeline as soon as it learns of it (a fenced write refused, or a
+renewal that finds the run gone). Every status change is a conditional append
+(status event + row update in one transaction), so a run can never end twice.
+
+The engine's own bookkeeping is only changed on the event loop, between awaits:
+it needs no lock.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import socket
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from pydantic import BaseModel
 
+from runyard.broker.base import CANCEL, WAKE, Broker
 from runyard.context import RunContext
 from runyard.engine.outcome import Outcome
-from runyard.engine.queue import SessionLines
 from runyard.events.log import EventLog
-from runyard.fairness import FairLines
-from runyard.models import Run, RunStatus, RunUpdate, StatusConflict, now
+from runyard.models import Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
-from runyard.store.base import Store
+from runyard.store.base import Claimed, Store
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
@@ -36,172 +47,225 @@ log = logging.getLogger("runyard.engine")
 
 QUEUED = frozenset({RunStatus.QUEUED})
 RUNNING = frozenset({RunStatus.RUNNING})
+POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
+CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
+CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
 
 
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-class Engine:
-    """Executes queued runs as tasks, at most ``max_concurrent_runs`` at a time."""
+@dataclass(slots=True, eq=False)
+class Execution:
+    """One run executing here, in the attempt it was claimed for."""
 
-    def __init__(self, app: Runyard, store: Store, events: EventLog) -> None:
+    run: Run
+    fence: Fence
+    work: asyncio.Task[Outcome] | None = None  # the pipeline's own code, while it runs
+    cancel_requested: bool = False
+    lost: bool = False  # the lease is gone (recovered elsewhere): write nothing more
+
+    def stop(self) -> None:
+        if self.work is not None:
+            self.work.cancel()
+
+
+class Engine:
+    """Claims and executes runs, at most ``max_concurrent_runs`` at a time, when
+    this process's role executes runs; cancels runs in every role."""
+
+    def __init__(self, app: Runyard, store: Store, events: EventLog, broker: Broker) -> None:
         self._app = app
         self._settings = app.settings
         self._store = store
         self._events = events
+        self._broker = broker
         self.worker_id = new_worker_id()
-        self._queue: FairLines[Run] = FairLines()  # ready runs
-        self._lines = SessionLines()
-        self._queued: dict[str, Run] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}  # run id -> its bookkeeping
-        self._work: dict[str, asyncio.Task[Outcome]] = {}  # run id -> its pipeline's code
-        self._cancel_requested: set[str] = set()
+        self._running: dict[str, Execution] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # every execution's bookkeeping task
+        self._cancel_memo: dict[str, float] = {}  # run id -> when a cancel signal came for it
+        self._wakeup = asyncio.Event()
         self._draining = False
+        self._claimer: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        events.on_lease_lost = self._lease_lost
 
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Queue again the runs a previous process left queued, then start serving."""
-        for run in await self._store.runs_with_status([RunStatus.QUEUED]):
-            self.submit(run)
+        """Start claiming (queued runs a previous process left are claimed at once)."""
+        if not self._settings.executes_runs:
+            return
+        self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
         self._maintenance = asyncio.create_task(self._maintain(), name="runyard-maintenance")
+        self.wake()
 
     async def stop(self) -> None:
-        """Stop starting runs, let running ones finish for up to ``drain_s``, then
-        hand the rest back per the lost-worker policy: nothing is left running."""
+        """Stop claiming, let running runs finish for up to ``drain_s``, then hand
+        the rest back per the lost-worker policy: nothing is left running."""
         self._draining = True
+        self.wake()
+        if self._claimer is not None:
+            await self._claimer  # ends after its current claim: a claimed run is never dropped
         if self._maintenance is not None:
             self._maintenance.cancel()
             await asyncio.gather(self._maintenance, return_exceptions=True)
-        tasks = list(self._tasks.values())
-        if tasks:
-            await asyncio.wait(tasks, timeout=self._settings.drain_s)
-            for work in self._work.values():
-                work.cancel()  # handed back by _supervise
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    # -- queue -----------------------------------------------------------------
-
-    @property
-    def queue_depth(self) -> int:
-        return len(self._queue)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
+            for execution in self._running.values():
+                execution.stop()  # handed back by _supervise
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @property
     def active(self) -> int:
-        return len(self._tasks)
+        """Runs executing in this process."""
+        return len(self._running)
 
-    def submit(self, run: Run) -> None:
-        """Queue a run that the store holds as ``queued``."""
-        self._queued[run.run_id] = run
-        if self._lines.add(run):
-            self._queue.push(run.owner, run)
-        self._dispatch()
+    # -- signals ---------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        limit = self._settings.max_concurrent_runs
-        while not self._draining and len(self._tasks) < limit:
-            turn = self._queue.pop()
-            if turn is None:
-                break
-            run = turn[1]
-            del self._queued[run.run_id]
-            self._tasks[run.run_id] = asyncio.create_task(self._execute(run), name=f"run-{run.run_id}")
-        metrics.QUEUE_DEPTH.set(len(self._queue))
+    def wake(self) -> None:
+        """Look for ready runs now."""
+        self._wakeup.set()
 
-    def _release_line(self, run: Run) -> None:
-        """``run`` left its session's line: the next run of the session becomes ready."""
-        head = self._lines.remove(run)
-        if head is not None:
-            self._queue.push(head.owner, head)
-        self._dispatch()
+    def on_signal(self, kind: str, run_id: str) -> None:
+        """A broker signal, from this process or another."""
+        if kind == WAKE:
+            self.wake()
+        elif kind == CANCEL:
+            self._cancel_here(run_id)
 
-    # -- cancellation ----------------------------------------------------------
+    def _cancel_here(self, run_id: str) -> None:
+        execution = self._running.get(run_id)
+        if execution is None:
+            # not here, or claimed here a moment ago and its claim not yet seen
+            self._cancel_memo[run_id] = now()
+            return
+        execution.cancel_requested = True
+        execution.stop()
+
+    def _lease_lost(self, run_id: str) -> None:
+        execution = self._running.get(run_id)
+        if execution is not None and not execution.lost:
+            log.warning("run %s: lease lost (recovered elsewhere); stopping it here", run_id)
+            execution.lost = True
+            execution.stop()
+
+    # -- cancellation (any role) -----------------------------------------------
 
     async def cancel(self, run: Run) -> None:
-        """Cancel a queued or running run; a finished one is left as it is."""
-        if run.run_id in self._tasks:
-            self._cancel_requested.add(run.run_id)
-            work = self._work.get(run.run_id)
-            if work is not None:
-                work.cancel()
+        """Cancel a queued run here, in the store; ask the worker of a running one
+        to stop it (a broker signal, and a flag it reads when renewing its lease).
+        A finished run is left as it is."""
+        try:
+            await self._finish(run, Outcome.cancelled(), expect=QUEUED)
+        except StatusConflict as conflict:
+            if conflict.actual is RunStatus.RUNNING:
+                await self._store.request_cancel(run.run_id)
+                await self._broker.signal(CANCEL, run.run_id)
             return
-        queued = self._queued.pop(run.run_id, None)
-        if queued is not None:
-            self._queue.remove(queued.owner, queued)
-            self._release_line(queued)
-        await self._finish(run, Outcome.cancelled(), expect=QUEUED)
+        await self._broker.signal(WAKE)  # the session's next run may be ready
+
+    # -- claiming --------------------------------------------------------------
+
+    async def _claim_forever(self) -> None:
+        while not self._draining:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(POLL_S):
+                    await self._wakeup.wait()
+            self._wakeup.clear()
+            try:
+                await self._claim_ready()
+            except Exception:
+                log.exception("claiming runs failed; retrying")
+                await asyncio.sleep(CLAIM_RETRY_S)
+
+    async def _claim_ready(self) -> None:
+        while not self._draining:
+            free = self._settings.max_concurrent_runs - len(self._running)
+            if free <= 0:
+                return
+            at = now()
+            claimed = await self._store.claim(self.worker_id, free, at, at + self._settings.lease_s)
+            for item in claimed:
+                self._start(item)
+            if claimed:
+                await self._events.publish([item.event for item in claimed])
+            if len(claimed) < free:
+                return
+
+    def _start(self, claimed: Claimed) -> None:
+        run = claimed.run
+        execution = Execution(run, Fence(self.worker_id, run.attempt))
+        stale = self._running.get(run.run_id)
+        if stale is not None:  # an earlier attempt of ours whose lease was lost while the loop stalled
+            self._lease_lost(run.run_id)
+        if claimed.cancel_requested or self._cancel_memo.pop(run.run_id, None) is not None:
+            execution.cancel_requested = True
+        self._running[run.run_id] = execution
+        task = asyncio.create_task(self._execute(execution, stale), name=f"run-{run.run_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- execution -------------------------------------------------------------
 
-    async def _execute(self, run: Run) -> None:
-        """Drive one run from queued to its end. Only the pipeline's own code runs
-        in a task that cancellation and drain reach; this bookkeeping never is
+    async def _execute(self, execution: Execution, stale: Execution | None) -> None:
+        """Drive one claimed run to its end. Only the pipeline's own code runs in a
+        task that cancellation and drain reach; this bookkeeping never is
         cancelled half-way through a write."""
+        run = execution.run
         try:
-            if not await self._mark_running(run):
-                return
+            if stale is not None and stale.work is not None:
+                await asyncio.gather(stale.work, return_exceptions=True)
             metrics.RUNS_ACTIVE.labels(run.pipeline).inc()
             started = now()
             try:
-                outcome = await self._supervise(run)
+                outcome = await self._supervise(execution)
             finally:
                 metrics.RUNS_ACTIVE.labels(run.pipeline).dec()
                 metrics.RUN_DURATION.labels(run.pipeline).observe(now() - started)
             if outcome is not None:
-                await self._finish(run, outcome, expect=RUNNING)
+                with contextlib.suppress(StatusConflict):  # logged by _finish
+                    await self._finish(run, outcome, expect=RUNNING, fence=execution.fence)
         except Exception:
             log.exception("run %s could not be driven to its end", run.run_id)
         finally:
-            self._tasks.pop(run.run_id, None)
-            self._cancel_requested.discard(run.run_id)
-            self._queue.done(run.owner)
-            self._release_line(run)
+            if self._running.get(run.run_id) is execution:
+                del self._running[run.run_id]
+            self.wake()  # a slot is free, and the session's next run may be ready
 
-    async def _mark_running(self, run: Run) -> bool:
-        started = now()
-        update = RunUpdate(
-            status=RunStatus.RUNNING,
-            expect=QUEUED,
-            started_at=started,
-            worker_id=self.worker_id,
-            lease_expires_at=started + self._settings.lease_s,
-        )
-        try:
-            await self._events.append_group(
-                run.run_id, [("status", {"status": "running", "attempt": run.attempt})], update
-            )
-        except StatusConflict:
-            return False  # cancelled (or taken) while it waited
-        run.status, run.started_at = RunStatus.RUNNING, started
-        return True
-
-    async def _supervise(self, run: Run) -> Outcome | None:
+    async def _supervise(self, execution: Execution) -> Outcome | None:
         """Run the pipeline in its own task and say how the run ended; None when
-        it was handed back (this process is shutting down)."""
-        if run.run_id in self._cancel_requested:
+        it was handed back (this process is shutting down) or its lease was lost."""
+        if execution.cancel_requested:
             return Outcome.cancelled()
-        work = asyncio.create_task(self._call_pipeline(run), name=f"pipeline-{run.run_id}")
-        self._work[run.run_id] = work
+        run = execution.run
+        work = execution.work = asyncio.create_task(self._call_pipeline(execution), name=f"pipeline-{run.run_id}")
         try:
             outcome = await work
         except asyncio.CancelledError:
-            if run.run_id not in self._cancel_requested:
-                await self._hand_back(run)
+            if execution.lost:
+                return None
+            if not execution.cancel_requested:
+                await self._hand_back(run, fence=execution.fence)
                 return None
             outcome = Outcome.cancelled()
         finally:
-            del self._work[run.run_id]
-        if run.run_id in self._cancel_requested:
+            execution.work = None
+        if execution.lost:
+            return None
+        if execution.cancel_requested:
             return Outcome.cancelled()  # the pipeline swallowed its cancellation
         return outcome
 
-    async def _call_pipeline(self, run: Run) -> Outcome:
+    async def _call_pipeline(self, execution: Execution) -> Outcome:
+        run = execution.run
         pipeline = self._app.pipelines.get(run.pipeline)
         if pipeline is None:
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
-        ctx = RunContext(run, self._events, self._store, self._app.limits, self._settings.history_max)
+        ctx = RunContext(
+            run, self._events, self._store, self._app.limits, self._settings.history_max, fence=execution.fence
+        )
         token = ctx._activate()
         deadline = asyncio.timeout(run.timeout_s)
         try:
@@ -212,6 +276,9 @@ class Engine:
             if deadline.expired():
                 return Outcome.timed_out(run.timeout_s or 0)
             return self._failure(run, exc)
+        except LeaseLost:
+            self._lease_lost(run.run_id)
+            return Outcome.failed("worker_lost", "this worker lost the run's lease")  # never written: fenced
         except Exception as exc:
             return self._failure(run, exc)
         finally:
@@ -224,43 +291,67 @@ class Engine:
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return Outcome.failed("pipeline_error", message)
 
-    async def _finish(self, run: Run, outcome: Outcome, expect: frozenset[RunStatus]) -> bool:
+    async def _finish(
+        self, run: Run, outcome: Outcome, expect: frozenset[RunStatus], fence: Fence | None = None
+    ) -> None:
+        """Record the run's end; ``StatusConflict`` (logged) when it had already ended
+        or, fenced, is no longer this worker's."""
         try:
-            await self._events.append_group(run.run_id, outcome.events(), outcome.update(expect))
+            await self._events.append_group(run.run_id, outcome.events(), outcome.update(expect), fence=fence)
         except StatusConflict as conflict:
             log.info("run %s was already %s; %s not recorded", run.run_id, conflict.actual, outcome.status)
-            return False
+            raise
         metrics.RUNS_TOTAL.labels(run.pipeline, outcome.status.value).inc()
         await self._store.touch_session(run.session_id, now())  # a run's end is its session's activity
-        return True
 
     # -- orphaned runs ---------------------------------------------------------
 
-    async def _hand_back(self, run: Run) -> None:
-        """A run this process cannot finish (its worker died, or is shutting down):
-        queued again with ``attempt + 1`` if its pipeline allows retries, else
-        ``failed`` with ``worker_lost``."""
+    async def _hand_back(self, run: Run, *, fence: Fence | None = None, lease_expired_by: float | None = None) -> None:
+        """A run nobody can finish (its worker died, or is shutting down): queued
+        again with ``attempt + 1`` if its pipeline allows retries, else ``failed``
+        with ``worker_lost``. Conditional on this worker still holding it
+        (``fence``), or on its lease having expired (``lease_expired_by``)."""
         if run.attempt < run.max_attempts:
             attempt = run.attempt + 1
-            update = RunUpdate(status=RunStatus.QUEUED, expect=RUNNING, attempt=attempt, clear_lease=True)
+            update = RunUpdate(
+                status=RunStatus.QUEUED,
+                expect=RUNNING,
+                attempt=attempt,
+                clear_lease=True,
+                lease_expired_by=lease_expired_by,
+            )
             status = {"status": "queued", "attempt": attempt, "reason": "worker_lost"}
             try:
-                await self._events.append_group(run.run_id, [("status", status)], update)
+                await self._events.append_group(run.run_id, [("status", status)], update, fence=fence)
             except StatusConflict:
                 return
-            run.status, run.attempt = RunStatus.QUEUED, attempt
-            if not self._draining:
-                self.submit(run)
+            await self._broker.signal(WAKE)  # any worker may take it; this one if it is not draining
         else:
             lost = Outcome.failed("worker_lost", "the worker executing this run stopped before it finished")
-            await self._finish(run, lost, expect=RUNNING)
+            update = lost.update(RUNNING)
+            update.lease_expired_by = lease_expired_by
+            with contextlib.suppress(StatusConflict):
+                await self._events.append_group(run.run_id, lost.events(), update, fence=fence)
+                metrics.RUNS_TOTAL.labels(run.pipeline, lost.status.value).inc()
 
     async def _recover_expired_leases(self) -> None:
-        for run in await self._store.expired_leases(now()):
-            if run.run_id in self._tasks:
+        at = now()
+        for run in await self._store.expired_leases(at):
+            if run.run_id in self._running:
                 continue  # ours and alive: the loop stalled past the lease; renewal follows
             log.warning("run %s lost its worker %s; recovering (attempt %d)", run.run_id, run.worker_id, run.attempt)
-            await self._hand_back(run)
+            await self._hand_back(run, lease_expired_by=at)
+
+    async def _renew_leases(self) -> None:
+        if not self._running:
+            return
+        renewal = await self._store.renew_leases(self.worker_id, list(self._running), now() + self._settings.lease_s)
+        for run_id in renewal.lost:
+            execution = self._running.get(run_id)
+            if execution is not None and execution.work is not None:
+                self._lease_lost(run_id)
+        for run_id in renewal.cancel:
+            self._cancel_here(run_id)
 
     async def _maintain(self) -> None:
         settings = self._settings
@@ -268,9 +359,9 @@ class Engine:
         last_sweep = 0.0
         while True:
             try:
-                if self._tasks:
-                    await self._store.renew_leases(self.worker_id, list(self._tasks), now() + settings.lease_s)
+                await self._renew_leases()
                 await self._recover_expired_leases()
+                self._forget_old_cancels()
                 if now() - last_sweep >= settings.sweep_interval_s:
                     last_sweep = now()
                     swept = await self._store.sweep_runs(now() - settings.retention_s)
@@ -280,6 +371,11 @@ class Engine:
             except Exception:
                 log.exception("maintenance pass failed; retrying")
             await asyncio.sleep(tick)
+
+    def _forget_old_cancels(self) -> None:
+        cutoff = now() - CANCEL_MEMO_S
+        for run_id in [run_id for run_id, at in self._cancel_memo.items() if at < cutoff]:
+            del self._cancel_memo[run_id]
 
 
 def _jsonable(output: Any) -> Any:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from runyard.broker.base import Broker
-from runyard.models import Event, EventDraft, RunUpdate, dumps, now
+from runyard.models import Event, EventDraft, Fence, LeaseLost, RunUpdate, dumps, now
 from runyard.observability import metrics
 from runyard.store.base import AppendGroup, AppendResult, Store
 
@@ -50,6 +50,7 @@ class EventLog:
         self._closing = False
         self._in_flight: dict[str, int] = {}  # run id -> its events queued, not yet committed
         self._failed: dict[str, BaseException] = {}  # run id -> why its unawaited events were lost
+        self.on_lease_lost: Callable[[str], None] | None = None  # told of every write refused by its fence
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="runyard-event-writer")
@@ -64,7 +65,7 @@ class EventLog:
         await writer
         self._writer = None
 
-    async def append(self, run_id: str, type: str, data: Any) -> None:
+    async def append(self, run_id: str, type: str, data: Any, fence: Fence | None = None) -> None:
         """Queue one event for persistence; it is published only once persisted.
 
         A run may have up to ``IN_FLIGHT`` events not yet committed; its next
@@ -78,30 +79,45 @@ class EventLog:
         # Most appends are not awaited: they get no future at all (one per event
         # was a measurable share of the hot path).
         wait = self._in_flight.get(run_id, 0) >= IN_FLIGHT
-        done = self._enqueue(run_id, [(type, data)], None, wait)
+        done = self._enqueue(run_id, [(type, data)], None, fence, wait)
         if done is not None:
             await done
 
     async def append_group(
-        self, run_id: str, items: list[tuple[str, Any]], update: RunUpdate | None = None
+        self,
+        run_id: str,
+        items: list[tuple[str, Any]],
+        update: RunUpdate | None = None,
+        fence: Fence | None = None,
     ) -> list[Event]:
         """Persist events of one run atomically with ``update``, after every event
-        the run queued before; ``StatusConflict`` if the update's expectation does
-        not hold (then nothing of this group is written)."""
+        the run queued before; ``StatusConflict`` if the update's expectation (or
+        ``LeaseLost`` if the fence) does not hold: then nothing of this group is written."""
         failure = self._failed.pop(run_id, None)
         if failure is not None and update is None:
             raise failure
-        done = self._enqueue(run_id, items, update, wait=True)
+        done = self._enqueue(run_id, items, update, fence, wait=True)
         assert done is not None
         return await done
 
-    def _enqueue(self, run_id: str, items: list[tuple[str, Any]], update: RunUpdate | None, wait: bool) -> _Done | None:
+    async def publish(self, events: list[Event]) -> None:
+        """Publish persisted events (also those a claim wrote)."""
+        metrics.count_events(events)
+        try:
+            await self._broker.publish(events)
+        except Exception:
+            # Persisted events are safe; subscribers find them in the store.
+            log.exception("publishing %d events failed", len(events))
+
+    def _enqueue(
+        self, run_id: str, items: list[tuple[str, Any]], update: RunUpdate | None, fence: Fence | None, wait: bool
+    ) -> _Done | None:
         if self._writer is None or self._writer.done() or self._closing:
             raise RuntimeError("the event log is not running")
         ts = now()
         drafts = [EventDraft(run_id, type, dumps(data), ts) for type, data in items]
         done: _Done | None = asyncio.get_running_loop().create_future() if wait else None
-        self._pending.append((AppendGroup(run_id, drafts, update), done))
+        self._pending.append((AppendGroup(run_id, drafts, update, fence), done))
         self._in_flight[run_id] = self._in_flight.get(run_id, 0) + 1
         self._wakeup.set()
         return done
@@ -133,6 +149,8 @@ class EventLog:
         for (group, done), result in zip(batch, results, strict=True):
             self._settle(group.run_id)
             if isinstance(result, BaseException):
+                if isinstance(result, LeaseLost) and self.on_lease_lost is not None:
+                    self.on_lease_lost(group.run_id)
                 if done is None:
                     self._failed[group.run_id] = result  # raised at the run's next append
                 elif not done.done():
@@ -142,12 +160,7 @@ class EventLog:
             if done is not None and not done.done():
                 done.set_result(result)
         if published:
-            metrics.count_events(published)
-            try:
-                await self._broker.publish(published)
-            except Exception:
-                # Persisted events are safe; subscribers find them in the store.
-                log.exception("publishing %d events failed", len(published))
+            await self.publish(published)
 
     def _settle(self, run_id: str) -> None:
         left = self._in_flight[run_id] - 1

@@ -45,10 +45,12 @@ def create_http_app(app: Runyard) -> FastAPI:
     http.state.runyard = app
     http.state.auth = Authenticator(settings)  # a bad JWT configuration fails here, at start-up
     install_error_handlers(http)
-    http.include_router(runs.router)
-    http.include_router(sessions.router)
-    http.include_router(system.router)
-    _serve_page(http)
+    if settings.serves_api:
+        http.include_router(runs.router)
+        http.include_router(sessions.router)
+    http.include_router(system.router)  # a worker answers probes and scrapes too
+    if settings.serves_api:
+        _serve_page(http)
     if settings.cors_origin_list:
         http.add_middleware(
             CORSMiddleware,

@@ -24,7 +24,11 @@ RUN_DURATION = Histogram(
     buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge("runyard_queue_depth", "Runs waiting for a slot in this process", registry=REGISTRY)
+QUEUE_DEPTH = Gauge(
+    "runyard_queue_depth",
+    "Runs queued for a worker, deployment-wide",
+    registry=REGISTRY,
+)
 EVENTS_TOTAL = Counter("runyard_events_total", "Events persisted, by type", ["type"], registry=REGISTRY)
 STREAM_SUBSCRIBERS = Gauge("runyard_stream_subscribers", "Open event streams", registry=REGISTRY)
 REPLAY_SECONDS = Histogram(

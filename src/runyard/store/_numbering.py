@@ -1,8 +1,9 @@
 """The contract's rules for an ``append`` batch, shared by every backend: a group
 for a missing run, or whose update expects another status, is refused whole
-with ``StatusConflict``; the others' events are numbered from the run's
-``last_seq`` without gaps, and their updates apply in order (a later group's
-update wins). Backends only load the runs' states and write the outcome."""
+with ``StatusConflict`` (``LeaseLost`` when its fence no longer holds); the
+others' events are numbered from the run's ``last_seq`` without gaps, and their
+updates apply in order (a later group's update wins). Backends only load the
+runs' states and write the outcome. A claim is such a group too (``claim_group``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runyard.models import Event, RunStatus, RunUpdate, StatusConflict
+from runyard.models import Event, EventDraft, Fence, LeaseLost, RunStatus, RunUpdate, StatusConflict, dumps
 from runyard.store.base import AppendGroup, AppendResult
 
 
@@ -21,6 +22,9 @@ class RunState:
     status: RunStatus
     last_seq: int
     key: Any = None
+    worker_id: str | None = None
+    attempt: int = 1
+    lease_expires_at: float | None = None
     appended: bool = False  # the batch numbered events of it
     updates: list[RunUpdate] = field(default_factory=list)  # the batch's accepted updates, in order
 
@@ -35,7 +39,10 @@ def number(groups: Sequence[AppendGroup], runs: Mapping[str, RunState]) -> tuple
         if run is None:
             results.append(StatusConflict(run_id, None))
             continue
-        if update is not None and update.expect is not None and run.status not in update.expect:
+        if group.fence is not None and not _held(run, group.fence):
+            results.append(LeaseLost(run_id, run.status))
+            continue
+        if update is not None and not _expected(run, update):
             results.append(StatusConflict(run_id, run.status))
             continue
         first = run.last_seq + 1
@@ -44,7 +51,45 @@ def number(groups: Sequence[AppendGroup], runs: Mapping[str, RunState]) -> tuple
         run.appended = run.appended or bool(events)
         if update is not None:
             run.updates.append(update)
-            run.status = update.status or run.status
+            _apply(run, update)
         numbered.extend(events)
         results.append(events)
     return results, numbered
+
+
+def _held(run: RunState, fence: Fence) -> bool:
+    return run.status is RunStatus.RUNNING and run.worker_id == fence.worker_id and run.attempt == fence.attempt
+
+
+def _expected(run: RunState, update: RunUpdate) -> bool:
+    if update.expect is not None and run.status not in update.expect:
+        return False
+    if update.lease_expired_by is not None:
+        return run.lease_expires_at is not None and run.lease_expires_at < update.lease_expired_by
+    return True
+
+
+def _apply(run: RunState, update: RunUpdate) -> None:
+    """What later groups of the batch must see of ``update`` (as ``apply_update`` writes it)."""
+    run.status = update.status or run.status
+    if update.attempt is not None:
+        run.attempt = update.attempt
+    if update.clear_lease:
+        run.worker_id = run.lease_expires_at = None
+    if update.worker_id is not None:
+        run.worker_id = update.worker_id
+    if update.lease_expires_at is not None:
+        run.lease_expires_at = update.lease_expires_at
+
+
+def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_until: float) -> AppendGroup:
+    """The append that claims a queued run: its ``running`` status event and lease."""
+    status = dumps({"status": "running", "attempt": attempt})
+    update = RunUpdate(
+        status=RunStatus.RUNNING,
+        expect=frozenset({RunStatus.QUEUED}),
+        started_at=at,
+        worker_id=worker_id,
+        lease_expires_at=lease_until,
+    )
+    return AppendGroup(run_id, [EventDraft(run_id, "status", status, at)], update)

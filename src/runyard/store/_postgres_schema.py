@@ -83,6 +83,9 @@ MIGRATIONS: list[str] = [
         ts float8 NOT NULL,
         PRIMARY KEY (run_id, seq)
     )""",
+    "ALTER TABLE runs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
+    # when each owner was last served, for the claim's tie-break: one index seek per owner
+    "CREATE INDEX runs_owner_started ON runs (owner, started_at)",
 ]
 
 RUN_COLUMNS = (
@@ -96,7 +99,33 @@ UNFINISHED = "status IN ('queued', 'running')"
 
 # The batch's runs, locked in one order every process shares: no deadlock between
 # appends to overlapping runs.
-LOCK_RUNS = "SELECT run_id, status, last_seq FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+LOCK_RUNS = (
+    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at FROM runs"
+    " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+)
+# The ready runs (each the oldest unfinished run of its session), fairest first:
+# an owner's n-th ready run takes turn (its running runs, on every worker, + n);
+# ties go to the owner served least recently, then to the oldest run. Read
+# without locks; LOCK_CLAIMABLE then takes those no other worker is claiming.
+CLAIMABLE = f"""WITH heads AS (
+    SELECT min(created_seq) AS first FROM runs WHERE {UNFINISHED} GROUP BY session_id
+), busy AS (
+    SELECT owner, count(*) AS running FROM runs WHERE status = 'running' GROUP BY owner
+), ready AS (
+    SELECT r.run_id, r.owner, r.created_seq,
+        coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
+    FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
+    WHERE r.status = 'queued'
+), served AS (
+    SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
+    FROM (SELECT DISTINCT owner FROM ready) o
+)
+SELECT run_id FROM ready JOIN served USING (owner) ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
+# SKIP LOCKED: a run another worker is claiming right now is left to it, never waited for
+LOCK_CLAIMABLE = (
+    f"SELECT {RUN_COLUMNS}, cancel_requested FROM runs WHERE run_id = ANY($1::text[]) AND status = 'queued'"
+    " ORDER BY run_id FOR UPDATE SKIP LOCKED"
+)
 INSERT_EVENTS = (
     "INSERT INTO events (run_id, seq, type, data, ts)"
     " SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::bytea[], $5::float8[])"

@@ -70,6 +70,9 @@ MIGRATIONS: list[str] = [
         ts REAL NOT NULL
     )""",
     "CREATE UNIQUE INDEX events_run_seq ON events (run_pk, seq)",
+    "ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+    # when each owner was last served, for the claim's tie-break: one index seek per owner
+    "CREATE INDEX runs_owner_started ON runs (owner, started_at)",
 ]
 
 _STORED_RUN_COLUMNS = (
@@ -87,6 +90,27 @@ INSERT_RUN = (
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 EVENT_CHUNK = 256  # rows per multi-row INSERT
 FINISHED = "status NOT IN ('queued', 'running')"
+# The ready runs (each the oldest unfinished run of its session), fairest first:
+# an owner's n-th ready run takes turn (its running runs + n); ties go to the
+# owner served least recently, then to the oldest run.
+CLAIMABLE = f"""WITH heads AS (
+    SELECT min(created_seq) AS first FROM runs WHERE status IN ('queued', 'running') GROUP BY session_id
+), busy AS (
+    SELECT owner, count(*) AS running FROM runs WHERE status = 'running' GROUP BY owner
+), ready AS (
+    SELECT r.created_seq, r.owner,
+        coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
+    FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
+    WHERE r.status = 'queued'
+), served AS (
+    SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
+    FROM (SELECT DISTINCT owner FROM ready) o
+), chosen AS (
+    SELECT created_seq, turn, last FROM ready JOIN served USING (owner) ORDER BY turn, last NULLS FIRST, created_seq
+    LIMIT ?
+)
+SELECT {RUN_COLUMNS}, cancel_requested FROM chosen JOIN runs USING (created_seq)
+ORDER BY turn, last NULLS FIRST, created_seq"""
 # a list travels as one JSON parameter: one cached statement whatever its length, no variable limit
 IN_JSON = "IN (SELECT value FROM json_each(?))"
 

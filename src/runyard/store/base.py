@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from runyard.models import (
     Event,
     EventDraft,
+    Fence,
     Message,
     Run,
     RunStatus,
@@ -27,13 +28,34 @@ class AppendGroup:
     """Events of one run appended together, with the run update they carry.
 
     A group is atomic: all its events and its update are written, or none
-    (when ``update.expect`` does not hold). Groups of one ``append`` call share a
-    transaction (group commit) but succeed or fail independently.
+    (when ``update.expect`` does not hold, or the run is no longer held under
+    ``fence``). Groups of one ``append`` call share a transaction (group commit)
+    but succeed or fail independently.
     """
 
     run_id: str
     drafts: list[EventDraft] = field(default_factory=list)
     update: RunUpdate | None = None
+    fence: Fence | None = None
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A run a worker claimed: now ``running`` under its lease, with the
+    ``status`` event the claim appended (to be published). A cancel requested
+    during an earlier attempt, whose worker died, still holds."""
+
+    run: Run
+    event: Event
+    cancel_requested: bool = False
+
+
+@dataclass(slots=True)
+class LeaseRenewal:
+    """What a worker learns when it renews its leases."""
+
+    lost: set[str] = field(default_factory=set)  # no longer its own: stop them, write nothing more
+    cancel: set[str] = field(default_factory=set)  # cancel was requested (a signal may have been missed)
 
 
 AppendResult = list[Event] | StatusConflict
@@ -118,16 +140,40 @@ class Store(ABC):
         """Every run in one of ``statuses``, oldest first."""
 
     @abstractmethod
+    async def count_queued(self) -> int:
+        """How many runs wait to be claimed (the deployment's queue depth)."""
+
+    @abstractmethod
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         """The session's queued or running runs, oldest first."""
+
+    @abstractmethod
+    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
+        """Take up to ``limit`` ready runs for ``worker_id`` and mark them running, atomically.
+
+        A queued run is ready when it is the oldest unfinished run of its session
+        (a session's runs execute one at a time, in order). Ready runs are taken
+        fairly across owners: fewest running runs first (counted over every
+        worker), then oldest. Each claimed run gets ``worker_id``, a lease until
+        ``lease_until``, ``started_at = at`` and its ``status`` event
+        (``{"status": "running", "attempt": n}``) in the same transaction. Two
+        workers claiming at once never get the same run.
+        """
+
+    @abstractmethod
+    async def request_cancel(self, run_id: str) -> None:
+        """Flag a running run for cancellation until it ends; its worker finds the
+        flag when it renews its leases, should it miss the broker's signal, and
+        so does the next worker to claim it."""
 
     @abstractmethod
     async def expired_leases(self, at: float) -> list[Run]:
         """Running runs whose lease ended before ``at``."""
 
     @abstractmethod
-    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
-        """Extend the leases this worker holds on these running runs."""
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
+        """Extend the leases this worker holds on these running runs; say which it
+        no longer holds and which have a cancel request."""
 
     @abstractmethod
     async def sweep_runs(self, finished_before: float) -> int:

@@ -7,11 +7,12 @@ gone with the process. It is the reference for the contract's semantics.
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from runyard.models import UNFINISHED, Event, Message, Run, RunStatus, RunUpdate, Session
-from runyard.store._numbering import RunState, number
-from runyard.store.base import AppendGroup, AppendResult, Store
+from runyard.store._numbering import RunState, claim_group, number
+from runyard.store.base import AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
 
 
 def apply_update(run: Run, update: RunUpdate) -> None:
@@ -47,6 +48,9 @@ class MemoryStore(Store):
         self._runs: dict[str, Run] = {}
         self._order: list[str] = []  # run ids in creation order
         self._events: dict[str, list[Event]] = {}
+        self._unfinished: dict[str, None] = {}  # queued and running run ids, in creation order
+        self._cancel_requested: set[str] = set()
+        self._served: dict[str, float] = {}  # owner -> when a run of theirs was last claimed
 
     async def open(self) -> None:
         pass
@@ -109,6 +113,8 @@ class MemoryStore(Store):
         self._runs[run.run_id] = copy.deepcopy(run)
         self._order.append(run.run_id)
         self._events[run.run_id] = []
+        if run.status in UNFINISHED:
+            self._unfinished[run.run_id] = None
 
     async def get_run(self, run_id: str) -> Run | None:
         run = self._runs.get(run_id)
@@ -147,6 +153,9 @@ class MemoryStore(Store):
         wanted = set(statuses)
         return [copy.deepcopy(self._runs[r]) for r in self._order if r in self._runs and self._runs[r].status in wanted]
 
+    async def count_queued(self) -> int:
+        return sum(1 for run_id in self._unfinished if self._runs[run_id].status is RunStatus.QUEUED)
+
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         return [
             copy.deepcopy(run)
@@ -161,11 +170,47 @@ class MemoryStore(Store):
             if run.status is RunStatus.RUNNING and run.lease_expires_at is not None and run.lease_expires_at < at
         ]
 
-    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
+    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
+        heads: dict[str, Run] = {}  # session id -> its oldest unfinished run
+        running: Counter[str] = Counter()  # owner -> runs running
+        for run_id in self._unfinished:
+            run = self._runs[run_id]
+            heads.setdefault(run.session_id, run)
+            if run.status is RunStatus.RUNNING:
+                running[run.owner] += 1
+        ready = [run for run in heads.values() if run.status is RunStatus.QUEUED]
+        waiting: Counter[str] = Counter()
+        turns = []
+        for age, run in enumerate(ready):  # oldest first
+            waiting[run.owner] += 1
+            served = self._served.get(run.owner, 0.0)
+            turns.append((running[run.owner] + waiting[run.owner], served, age, run))
+        chosen = [turn[-1] for turn in sorted(turns, key=lambda turn: turn[:3])[: max(limit, 0)]]
+        for run in chosen:
+            self._served[run.owner] = at
+        results = await self.append([claim_group(r.run_id, r.attempt, worker_id, at, lease_until) for r in chosen])
+        return [
+            Claimed(copy.deepcopy(self._runs[run.run_id]), result[0], run.run_id in self._cancel_requested)
+            for run, result in zip(chosen, results, strict=True)
+            if isinstance(result, list)
+        ]
+
+    async def request_cancel(self, run_id: str) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.status is RunStatus.RUNNING:
+            self._cancel_requested.add(run_id)
+
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
+        renewal = LeaseRenewal()
         for run_id in run_ids:
             run = self._runs.get(run_id)
-            if run is not None and run.status is RunStatus.RUNNING and run.worker_id == worker_id:
-                run.lease_expires_at = until
+            if run is None or run.status is not RunStatus.RUNNING or run.worker_id != worker_id:
+                renewal.lost.add(run_id)
+                continue
+            run.lease_expires_at = until
+            if run_id in self._cancel_requested:
+                renewal.cancel.add(run_id)
+        return renewal
 
     async def sweep_runs(self, finished_before: float) -> int:
         old = [
@@ -176,6 +221,7 @@ class MemoryStore(Store):
         for run_id in old:
             del self._runs[run_id]
             del self._events[run_id]
+            self._unfinished.pop(run_id, None)
         if old:
             gone = set(old)
             self._order = [r for r in self._order if r not in gone]
@@ -185,7 +231,7 @@ class MemoryStore(Store):
 
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         states = {
-            run_id: RunState(run.status, run.last_seq)
+            run_id: RunState(run.status, run.last_seq, None, run.worker_id, run.attempt, run.lease_expires_at)
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
         }
@@ -197,6 +243,9 @@ class MemoryStore(Store):
             run.last_seq = state.last_seq
             for update in state.updates:
                 apply_update(run, update)
+            if run.status.finished:
+                self._unfinished.pop(run_id, None)
+                self._cancel_requested.discard(run_id)
         return results
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:

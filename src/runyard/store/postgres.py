@@ -26,11 +26,13 @@ import asyncpg
 
 from runyard.errors import ConfigurationError, StoreError
 from runyard.models import Event, Message, Run, RunStatus, Session
-from runyard.store._numbering import RunState, number
+from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._postgres_schema import (
+    CLAIMABLE,
     INSERT_EVENTS,
     INSERT_RUN,
     INSERT_SESSION,
+    LOCK_CLAIMABLE,
     LOCK_RUNS,
     MIGRATION_LOCK,
     MIGRATIONS,
@@ -47,7 +49,8 @@ from runyard.store._postgres_schema import (
     session_row,
 )
 from runyard.store._sqlite_schema import dump, load, merged_columns
-from runyard.store.base import AppendGroup, AppendResult, Store
+from runyard.store.base import AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
+from runyard.store.memory import apply_update
 
 __all__ = ["MIGRATIONS", "PostgresStore", "pool_options"]
 
@@ -90,7 +93,10 @@ def _where(url: str) -> str:
 async def _append(conn: Connection, groups: Sequence[AppendGroup]) -> list[AppendResult]:
     """Number, insert and apply ``groups`` inside the caller's transaction."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
-    runs = {run_id: RunState(STATUSES[status], last_seq) for run_id, status, last_seq in rows}
+    runs = {
+        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease)
+        for run_id, status, last_seq, worker, attempt, lease in rows
+    }
     results, events = number(groups, runs)
     if events:
         await conn.execute(
@@ -116,6 +122,30 @@ async def _append(conn: Connection, groups: Sequence[AppendGroup]) -> list[Appen
             arguments.append([columns.get(column) for _, columns in updated])
         await conn.execute(UPDATE_RUNS, *arguments)
     return results
+
+
+# Candidates read per claimed run: some may be taken by other workers meanwhile.
+CANDIDATES_PER_CLAIM = 2
+CANDIDATES_EXTRA = 8
+
+
+async def _claim(conn: Connection, worker_id: str, limit: int, at: float, until: float) -> list[Claimed]:
+    """Claim inside the caller's transaction (FOR UPDATE SKIP LOCKED)."""
+    candidates = [row[0] for row in await conn.fetch(CLAIMABLE, limit * CANDIDATES_PER_CLAIM + CANDIDATES_EXTRA)]
+    if not candidates:
+        return []
+    locked = {row["run_id"]: row for row in await conn.fetch(LOCK_CLAIMABLE, candidates)}
+    rows = [locked[run_id] for run_id in candidates if run_id in locked][:limit]
+    runs = [run_from_record(row) for row in rows]
+    groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
+    claimed = []
+    for run, row, group, result in zip(runs, rows, groups, await _append(conn, groups), strict=True):
+        if isinstance(result, list) and group.update is not None:
+            apply_update(run, group.update)
+            run.last_seq = result[0].seq
+            claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
+    # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
+    return claimed
 
 
 class PostgresStore(Store):
@@ -322,6 +352,10 @@ class PostgresStore(Store):
             [s.value for s in statuses],
         )
 
+    async def count_queued(self) -> int:
+        count: int = await self._live().fetchval("SELECT count(*) FROM runs WHERE status = 'queued'")
+        return count
+
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         return await self._runs(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = $1 AND {UNFINISHED} ORDER BY created_seq", session_id
@@ -333,16 +367,30 @@ class PostgresStore(Store):
             at,
         )
 
-    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
-        if run_ids:
-            # rows locked in run id order, as append locks them: the two never deadlock
-            await self._execute(
+    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
+        if limit <= 0:
+            return []
+        return await self._transact(lambda conn: _claim(conn, worker_id, limit, at, lease_until))
+
+    async def request_cancel(self, run_id: str) -> None:
+        await self._execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1 AND status = 'running'", run_id)
+
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
+        if not run_ids:
+            return LeaseRenewal()
+        # rows locked in run id order, as append locks them: the two never deadlock
+        rows = await asyncio.shield(
+            self._live().fetch(
                 "UPDATE runs SET lease_expires_at = $3 WHERE run_id IN (SELECT run_id FROM runs"
-                " WHERE run_id = ANY($1::text[]) AND status = 'running' AND worker_id = $2 ORDER BY run_id FOR UPDATE)",
+                " WHERE run_id = ANY($1::text[]) AND status = 'running' AND worker_id = $2 ORDER BY run_id FOR UPDATE)"
+                " RETURNING run_id, cancel_requested",
                 list(run_ids),
                 worker_id,
                 until,
             )
+        )
+        kept = {row[0] for row in rows}
+        return LeaseRenewal(lost=set(run_ids) - kept, cancel={row[0] for row in rows if row[1]})
 
     async def sweep_runs(self, finished_before: float) -> int:
         swept: int = await asyncio.shield(

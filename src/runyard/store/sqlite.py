@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 
 from runyard.errors import ConfigurationError, StoreError
 from runyard.models import Event, Message, Run, RunStatus, Session
-from runyard.store._numbering import RunState, number
+from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._sqlite_schema import (
+    CLAIMABLE,
     EVENT_CHUNK,
     FINISHED,
     IN_JSON,
@@ -49,7 +50,8 @@ from runyard.store._sqlite_schema import (
     session_from_row,
     session_row,
 )
-from runyard.store.base import AppendGroup, AppendResult, Store
+from runyard.store.base import AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
+from runyard.store.memory import apply_update
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "database_path"]
 
@@ -133,15 +135,19 @@ def _append(db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunSta
     missing = []
     for run_id in dict.fromkeys(group.run_id for group in groups):
         if run_id in known:
-            state = known[run_id]
-            batch[run_id] = RunState(state.status, state.last_seq, state.key)
+            batch[run_id] = _copy(known[run_id])
         else:
             missing.append(run_id)
     if missing:
         rows = db.execute(
-            f"SELECT run_id, created_seq, status, {LAST_SEQ} FROM runs WHERE run_id {IN_JSON}", (json_list(missing),)
+            f"SELECT run_id, created_seq, status, {LAST_SEQ}, worker_id, attempt, lease_expires_at"
+            f" FROM runs WHERE run_id {IN_JSON}",
+            (json_list(missing),),
         )
-        batch.update((run_id, RunState(RunStatus(status), seq, pk)) for run_id, pk, status, seq in rows)
+        batch.update(
+            (run_id, RunState(RunStatus(status), seq, pk, worker, attempt, lease))
+            for run_id, pk, status, seq, worker, attempt, lease in rows
+        )
     results, events = number(groups, batch)
     _insert_events(db, [(batch[e.run_id].key, e.seq, e.type, e.data, e.ts) for e in events])
     for run_id, run in batch.items():
@@ -153,8 +159,29 @@ def _append(db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunSta
         if run.status.finished:
             known.pop(run_id, None)  # it will not change again
         else:
-            known[run_id] = RunState(run.status, run.last_seq, run.key)
+            run.appended, run.updates = False, []
+            known[run_id] = run
     return results
+
+
+def _copy(state: RunState) -> RunState:
+    return RunState(state.status, state.last_seq, state.key, state.worker_id, state.attempt, state.lease_expires_at)
+
+
+def _claim(
+    db: sqlite3.Connection, worker_id: str, limit: int, at: float, until: float, known: RunStates
+) -> list[Claimed]:
+    """Claim in the writer thread: being the only writer, select-then-update cannot race."""
+    rows = db.execute(CLAIMABLE, (max(limit, 0),)).fetchall()
+    runs = [run_from_row(row) for row in rows]
+    groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
+    claimed = []
+    for run, row, group, result in zip(runs, rows, groups, _append(db, groups, known), strict=True):
+        if isinstance(result, list) and group.update is not None:
+            apply_update(run, group.update)
+            run.last_seq = result[0].seq
+            claimed.append(Claimed(run, result[0], cancel_requested=bool(row[-1])))
+    return claimed
 
 
 def _insert_events(db: sqlite3.Connection, rows: list[tuple[int, int, str, bytes, float]]) -> None:
@@ -423,6 +450,10 @@ class SQLiteStore(Store):
         )
         return [run_from_row(row) for row in rows]
 
+    async def count_queued(self) -> int:
+        rows = await self._read("SELECT count(*) FROM runs WHERE status = 'queued'")
+        return int(rows[0][0])
+
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         rows = await self._read(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ? AND NOT {FINISHED} ORDER BY created_seq",
@@ -437,12 +468,26 @@ class SQLiteStore(Store):
         )
         return [run_from_row(row) for row in rows]
 
-    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> None:
-        if run_ids:
-            await self._execute(
-                f"UPDATE runs SET lease_expires_at = ? WHERE run_id {IN_JSON} AND status = 'running' AND worker_id = ?",
+    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
+        return await self._write(lambda db: _claim(db, worker_id, limit, at, lease_until, self._run_states))
+
+    async def request_cancel(self, run_id: str) -> None:
+        await self._execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ? AND status = 'running'", (run_id,))
+
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
+        def work(db: sqlite3.Connection) -> LeaseRenewal:
+            rows = db.execute(
+                f"UPDATE runs SET lease_expires_at = ? WHERE run_id {IN_JSON} AND status = 'running' AND worker_id = ?"
+                " RETURNING run_id, cancel_requested",
                 (until, json_list(run_ids), worker_id),
-            )
+            ).fetchall()
+            for run_id, _ in rows:
+                if run_id in self._run_states:  # the numbering's view of the lease, for recovery
+                    self._run_states[run_id].lease_expires_at = until
+            kept = {run_id for run_id, _ in rows}
+            return LeaseRenewal(lost=set(run_ids) - kept, cancel={run_id for run_id, flag in rows if flag})
+
+        return await self._write(work) if run_ids else LeaseRenewal()
 
     async def sweep_runs(self, finished_before: float) -> int:
         old = f"{FINISHED} AND finished_at < ?"

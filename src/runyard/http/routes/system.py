@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -72,5 +73,8 @@ async def readyz(request: Request) -> Response:
     summary="Prometheus metrics of this process",
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    with contextlib.suppress(Exception):  # the store may be down; the rest of the metrics still answer
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            metrics.QUEUE_DEPTH.set(await runtime_of(request).store.count_queued())
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
