@@ -14,6 +14,7 @@
     │   └── RunFinished               cancel of a finished run
     ├── PayloadTooLarge (413)
     └── StoreError                    the store could not do what was asked
+        └── StoreUnavailable          the connection failed (the server restarts, say)
 """
 
 from __future__ import annotations
@@ -87,3 +88,15 @@ class PayloadTooLarge(RunyardError):
 class StoreError(RunyardError):
     code = "store_error"
     status = 503
+
+
+class StoreUnavailable(StoreError):
+    """The store's connection failed. ``in_doubt``: it failed while committing, so
+    the write may or may not have happened; otherwise nothing was written, and
+    the same write may simply be tried again."""
+
+    code = "store_unavailable"
+
+    def __init__(self, message: str, *, in_doubt: bool) -> None:
+        super().__init__(message)
+        self.in_doubt = in_doubt

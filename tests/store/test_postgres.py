@@ -9,19 +9,20 @@ what a single in-process backend cannot show. Each gets a database of its own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 
-from runyard.errors import ConfigurationError, StoreError
+from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
 from runyard.models import EventDraft, Run, RunStatus
 from runyard.store import AppendGroup, AppendResult, store_from_url
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
 from tests.services import require_service
 
 T0 = 1_700_000_000.0
+T = TypeVar("T")
 needs_postgres = pytest.mark.postgres
 
 
@@ -209,3 +210,59 @@ async def test_cancelled_append_still_commits_whole(store: PostgresStore) -> Non
     assert isinstance(after, list)
     assert after[0].seq == 20_001
     assert [e.seq for e in await store.read_events("run_1", 0, 30_000)] == list(range(1, 20_002))
+
+
+class CutOffAtCommit(PostgresStore):
+    """Loses the connection during the next COMMIT, after (``committed``) or
+    before the server made the transaction durable."""
+
+    cut: bool | None = None  # None: no cut; else whether the commit happened
+
+    async def _transact(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        committed, self.cut = self.cut, None
+        if committed is None:
+            return await super()._transact(work)
+        if committed:
+            await super()._transact(work)
+        else:
+            async with self._live().acquire() as conn:
+                transaction = conn.transaction()
+                await transaction.start()
+                await work(conn)
+                await transaction.rollback()
+        raise StoreUnavailable("the connection was lost during COMMIT", in_doubt=True)
+
+
+@pytest.fixture
+async def cut_store(postgres_url: str) -> AsyncIterator[CutOffAtCommit]:
+    store = CutOffAtCommit(postgres_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_an_append_cut_off_after_its_commit_stands_and_is_never_repeated(cut_store: CutOffAtCommit) -> None:
+    await cut_store.create_run(make_run("run_1"))
+    cut_store.cut = True
+    (result,) = await cut_store.append([AppendGroup("run_1", drafts("run_1", 0, 3))])
+    assert isinstance(result, list) and [e.seq for e in result] == [1, 2, 3]
+    assert [e.seq for e in await cut_store.read_events("run_1", 0, 10)] == [1, 2, 3]
+
+
+async def test_an_append_cut_off_before_its_commit_is_reported_as_not_written(cut_store: CutOffAtCommit) -> None:
+    await cut_store.create_run(make_run("run_1"))
+    cut_store.cut = False
+    with pytest.raises(StoreUnavailable) as raised:
+        await cut_store.append([AppendGroup("run_1", drafts("run_1", 0, 3))])
+    assert raised.value.in_doubt is False  # so the event log writes the same batch again
+    (result,) = await cut_store.append([AppendGroup("run_1", drafts("run_1", 0, 3))])
+    assert isinstance(result, list) and [e.seq for e in result] == [1, 2, 3]
+
+
+async def test_a_claim_cut_off_after_its_commit_still_hands_over_its_runs(cut_store: CutOffAtCommit) -> None:
+    await cut_store.create_run(make_run("run_1"))
+    cut_store.cut = True
+    (claimed,) = await cut_store.claim("w1", 5, T0, T0 + 30)
+    assert (claimed.run.run_id, claimed.run.worker_id) == ("run_1", "w1")

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from runyard.broker.base import Broker
+from runyard.errors import StoreUnavailable
 from runyard.models import Event, EventDraft, Fence, LeaseLost, RunUpdate, dumps, now
 from runyard.observability import metrics
 from runyard.store.base import AppendGroup, AppendResult, Store
@@ -33,6 +34,11 @@ GATHER_S = 0.002
 BUSY_S = 0.010
 
 IN_FLIGHT = 64  # events one run may have queued but not yet committed
+# A store that loses its connection (a PostgreSQL restart) is waited for this
+# long, retrying every RETRY_MIN_S..RETRY_MAX_S, before batches fail.
+RIDE_OUT_S = 60.0
+RETRY_MIN_S = 0.05
+RETRY_MAX_S = 1.0
 
 _Done = asyncio.Future[list[Event]]
 _Pending = tuple[AppendGroup, _Done | None]  # no future when nobody waits for the commit
@@ -51,6 +57,8 @@ class EventLog:
         self._in_flight: dict[str, int] = {}  # run id -> its events queued, not yet committed
         self._failed: dict[str, BaseException] = {}  # run id -> why its unawaited events were lost
         self.on_lease_lost: Callable[[str], None] | None = None  # told of every write refused by its fence
+        self._outage_since: float | None = None  # when the store became unavailable, while it is
+        self._retry_in = 0.0
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="runyard-event-writer")
@@ -140,11 +148,21 @@ class EventLog:
         started = time.perf_counter()
         try:
             results: Sequence[AppendResult | Exception] = await self._store.append([group for group, _ in batch])
+        except StoreUnavailable as exc:
+            if not exc.in_doubt and self._ride_out(exc):
+                self._pending[:0] = batch  # nothing was written: the same batch, first, once the store is back
+                await asyncio.sleep(self._retry_in)
+                return
+            log.exception("event batch of %d groups could not be persisted", len(batch))
+            results = [exc] * len(batch)
         except Exception as exc:
             log.exception("event batch of %d groups could not be persisted", len(batch))
             results = [exc] * len(batch)
         else:
             metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)
+            if self._outage_since is not None:
+                log.warning("the store answers again after %.1fs", time.monotonic() - self._outage_since)
+                self._outage_since, self._retry_in = None, 0.0
         published: list[Event] = []
         for (group, done), result in zip(batch, results, strict=True):
             self._settle(group.run_id)
@@ -161,6 +179,16 @@ class EventLog:
                 done.set_result(result)
         if published:
             await self.publish(published)
+
+    def _ride_out(self, exc: StoreUnavailable) -> bool:
+        """Whether to wait for the store rather than fail the batch: yes for up to
+        RIDE_OUT_S of an outage (a restart), so that runs carry on with no event
+        lost; their appenders wait meanwhile, at most IN_FLIGHT events each."""
+        if self._outage_since is None:
+            log.warning("the store is unavailable (%s); holding events for up to %gs", exc, RIDE_OUT_S)
+            self._outage_since = time.monotonic()
+        self._retry_in = min(max(2 * self._retry_in, RETRY_MIN_S), RETRY_MAX_S)
+        return time.monotonic() - self._outage_since < RIDE_OUT_S
 
     def _settle(self, run_id: str) -> None:
         left = self._in_flight[run_id] - 1

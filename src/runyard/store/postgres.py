@@ -18,13 +18,14 @@ SQLite store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from runyard.errors import ConfigurationError, StoreError
+from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
 from runyard.models import Event, Message, Run, RunStatus, Session
 from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._postgres_schema import (
@@ -61,6 +62,15 @@ POOL_MIN = 1
 POOL_MAX = 10
 # errors that mean "PostgreSQL is not there (or refuses us)"
 CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# errors that mean "the connection is gone" (a restart, a network failure): the
+# statement did not run, or, during COMMIT, may have
+CONNECTION_LOST = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # the server is shutting down or starting up
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a lost server
+)
 STATUSES = {status.value: status for status in RunStatus}  # a dict lookup, not an Enum call per row
 
 
@@ -124,6 +134,10 @@ async def _append(conn: Connection, groups: Sequence[AppendGroup]) -> list[Appen
     return results
 
 
+# A write whose COMMIT was cut off is settled by looking for its first event
+# once the server answers again: for up to DOUBT_WAIT_S, every DOUBT_RETRY_S.
+DOUBT_WAIT_S = 60.0
+DOUBT_RETRY_S = 0.2
 # Candidates read per claimed run: some may be taken by other workers meanwhile.
 CANDIDATES_PER_CLAIM = 2
 CANDIDATES_EXTRA = 8
@@ -146,6 +160,33 @@ async def _claim(conn: Connection, worker_id: str, limit: int, at: float, until:
             claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
     # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
     return claimed
+
+
+class _Statements:
+    """One-statement calls on the pool, a lost connection reported as
+    ``StoreUnavailable`` (in doubt: a write may have committed)."""
+
+    def __init__(self, pool: Any, where: str) -> None:
+        self._pool = pool
+        self._where = where
+
+    async def fetch(self, sql: str, *arguments: Any) -> list[Any]:
+        return await self._call(self._pool.fetch, sql, arguments)  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *arguments: Any) -> Any:
+        return await self._call(self._pool.fetchrow, sql, arguments)
+
+    async def fetchval(self, sql: str, *arguments: Any) -> Any:
+        return await self._call(self._pool.fetchval, sql, arguments)
+
+    async def execute(self, sql: str, *arguments: Any) -> None:
+        await self._call(self._pool.execute, sql, arguments)
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], sql: str, arguments: tuple[Any, ...]) -> Any:
+        try:
+            return await method(sql, *arguments)
+        except CONNECTION_LOST as exc:
+            raise StoreUnavailable(f"lost the connection to PostgreSQL at {self._where}: {exc}", in_doubt=True) from exc
 
 
 class PostgresStore(Store):
@@ -185,7 +226,7 @@ class PostgresStore(Store):
             await pool.close()  # waits for the connections in use, shielded writes included
 
     async def ping(self) -> None:
-        await self._live().fetchval("SELECT 1")
+        await self._db().fetchval("SELECT 1")
 
     async def migrate(self) -> int:
         return await self._transact(self._migrate)
@@ -217,23 +258,93 @@ class PostgresStore(Store):
             raise StoreError(f"store {_where(self.url)} is not open")
         return pool
 
+    def _db(self) -> _Statements:
+        return _Statements(self._live(), _where(self.url))
+
     async def _transact(self, work: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run ``work`` in a transaction of its own, to the end even if the caller is cancelled."""
+        """Run ``work`` in a transaction of its own, to the end even if the caller is
+        cancelled; a lost connection is ``StoreUnavailable``, in doubt only if it
+        was lost during COMMIT."""
         pool = self._live()
 
         async def transaction() -> T:
-            async with pool.acquire() as conn, conn.transaction():
-                return await work(conn)
+            committing = False
+            try:
+                async with pool.acquire() as conn:
+                    tx = conn.transaction()
+                    try:
+                        await tx.start()
+                        try:
+                            result = await work(conn)
+                        except BaseException:
+                            if not conn.is_closed():
+                                await tx.rollback()
+                            raise
+                        committing = True
+                        await tx.commit()
+                        return result
+                    except CONNECTION_LOST:
+                        # never back into the pool: after a lost server, asyncpg may
+                        # think an operation is still under way on it
+                        with contextlib.suppress(Exception):
+                            conn.terminate()
+                        raise
+            except CONNECTION_LOST as exc:
+                raise StoreUnavailable(
+                    f"lost the connection to PostgreSQL at {_where(self.url)}: {exc}", in_doubt=committing
+                ) from exc
 
         return await asyncio.shield(transaction())
 
+    async def _transact_once(
+        self, work: Callable[[Connection], Awaitable[T]], first_event: Callable[[T], Event | None]
+    ) -> T:
+        """``_transact`` for writes that number events, never left in doubt.
+
+        When the connection is lost during COMMIT, the write may or may not have
+        happened: once the server answers again, the first event it numbered
+        tells which. Written, its result stands; not, it is ``StoreUnavailable``
+        with nothing written, which the caller may simply try again. So a
+        restart of PostgreSQL neither loses nor repeats an event."""
+        outcome: list[T] = []
+
+        async def keeping(conn: Connection) -> T:
+            result = await work(conn)
+            outcome.append(result)
+            return result
+
+        try:
+            return await self._transact(keeping)
+        except StoreUnavailable as exc:
+            if not exc.in_doubt or not outcome:
+                raise
+            probe = first_event(outcome[0])
+            if probe is None:
+                raise  # it wrote no event to look for
+            if await self._was_written(probe, exc):
+                return outcome[0]
+            raise StoreUnavailable(f"{exc} (nothing was written)", in_doubt=False) from exc
+
+    async def _was_written(self, event: Event, doubt: StoreUnavailable) -> bool:
+        deadline = asyncio.get_running_loop().time() + DOUBT_WAIT_S
+        while True:
+            try:
+                ts = await self._db().fetchval(
+                    "SELECT ts FROM events WHERE run_id = $1 AND seq = $2", event.run_id, event.seq
+                )
+            except StoreUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise doubt from None
+                await asyncio.sleep(DOUBT_RETRY_S)
+                continue
+            return bool(ts == event.ts)  # another writer's event at that seq would be another time
+
     async def _execute(self, sql: str, *arguments: Any) -> None:
         """One write statement (a transaction by itself)."""
-        pool = self._live()
-        await asyncio.shield(pool.execute(sql, *arguments))
+        await asyncio.shield(self._db().execute(sql, *arguments))
 
     async def _runs(self, sql: str, *arguments: Any) -> list[Run]:
-        return [run_from_record(row) for row in await self._live().fetch(sql, *arguments)]
+        return [run_from_record(row) for row in await self._db().fetch(sql, *arguments)]
 
     # -- sessions and memory ---------------------------------------------------
 
@@ -241,7 +352,7 @@ class PostgresStore(Store):
         await self._execute(INSERT_SESSION, *session_row(session))
 
     async def get_session(self, session_id: str) -> Session | None:
-        row = await self._live().fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1", session_id)
+        row = await self._db().fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1", session_id)
         return None if row is None else session_from_record(row)
 
     async def touch_session(self, session_id: str, at: float) -> None:
@@ -259,7 +370,7 @@ class PostgresStore(Store):
     async def forget_idle_sessions(self, idle_before: float) -> int:
         # a session with a run still queued or running is busy, never idle
         forgotten: int = await asyncio.shield(
-            self._live().fetchval(
+            self._db().fetchval(
                 "WITH gone AS (DELETE FROM messages m USING sessions s"
                 " WHERE m.session_id = s.session_id AND s.last_activity < $1 AND NOT EXISTS"
                 f" (SELECT 1 FROM runs r WHERE r.session_id = s.session_id AND r.{UNFINISHED})"
@@ -270,7 +381,7 @@ class PostgresStore(Store):
         return forgotten
 
     async def history(self, session_id: str) -> list[Message]:
-        rows = await self._live().fetch(
+        rows = await self._db().fetch(
             "SELECT role, content, ts, extra FROM messages WHERE session_id = $1 ORDER BY message_id", session_id
         )
         return [Message(row[0], load(row[1]), row[2], load(row[3])) for row in rows]
@@ -309,7 +420,7 @@ class PostgresStore(Store):
         await self._transact(work)
 
     async def get_run(self, run_id: str) -> Run | None:
-        row = await self._live().fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
+        row = await self._db().fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
         return None if row is None else run_from_record(row)
 
     async def list_runs(
@@ -353,7 +464,7 @@ class PostgresStore(Store):
         )
 
     async def count_queued(self) -> int:
-        count: int = await self._live().fetchval("SELECT count(*) FROM runs WHERE status = 'queued'")
+        count: int = await self._db().fetchval("SELECT count(*) FROM runs WHERE status = 'queued'")
         return count
 
     async def unfinished_runs(self, session_id: str) -> list[Run]:
@@ -370,7 +481,11 @@ class PostgresStore(Store):
     async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
         if limit <= 0:
             return []
-        return await self._transact(lambda conn: _claim(conn, worker_id, limit, at, lease_until))
+        claimed = await self._transact_once(
+            lambda conn: _claim(conn, worker_id, limit, at, lease_until),
+            lambda result: result[0].event if result else None,
+        )
+        return claimed
 
     async def request_cancel(self, run_id: str) -> None:
         await self._execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1 AND status = 'running'", run_id)
@@ -380,7 +495,7 @@ class PostgresStore(Store):
             return LeaseRenewal()
         # rows locked in run id order, as append locks them: the two never deadlock
         rows = await asyncio.shield(
-            self._live().fetch(
+            self._db().fetch(
                 "UPDATE runs SET lease_expires_at = $3 WHERE run_id IN (SELECT run_id FROM runs"
                 " WHERE run_id = ANY($1::text[]) AND status = 'running' AND worker_id = $2 ORDER BY run_id FOR UPDATE)"
                 " RETURNING run_id, cancel_requested",
@@ -394,7 +509,7 @@ class PostgresStore(Store):
 
     async def sweep_runs(self, finished_before: float) -> int:
         swept: int = await asyncio.shield(
-            self._live().fetchval(
+            self._db().fetchval(
                 f"WITH old AS (SELECT run_id FROM runs WHERE NOT {UNFINISHED} AND finished_at < $1"
                 " ORDER BY run_id FOR UPDATE),"
                 " gone_events AS (DELETE FROM events WHERE run_id IN (SELECT run_id FROM old)),"
@@ -410,10 +525,13 @@ class PostgresStore(Store):
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         if not groups:
             return []
-        return await self._transact(lambda conn: _append(conn, groups))
+        return await self._transact_once(
+            lambda conn: _append(conn, groups),
+            lambda results: next((result[0] for result in results if isinstance(result, list) and result), None),
+        )
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
-        rows = await self._live().fetch(
+        rows = await self._db().fetch(
             "SELECT seq, type, data, ts FROM events WHERE run_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3",
             run_id,
             after,
