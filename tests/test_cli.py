@@ -49,6 +49,8 @@ def sample(name: str) -> str:
         return {"store": "postgresql://x-host/x-db", "broker": "redis://x-host:6379/0"}[name]
     if get_origin(field.annotation) is Literal:
         return str(get_args(field.annotation)[-1])
+    if field.annotation == int | None:
+        return "7"
     if field.annotation in (int, float):
         return str(int(field.default) + 1) if name != "port" else "8123"
     return f"x-{name}"

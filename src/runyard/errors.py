@@ -12,6 +12,8 @@
     ├── Conflict (409)
     │   ├── SessionBusy               multitask=reject and the session has an unfinished run
     │   └── RunFinished               cancel of a finished run
+    ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
+    ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
     ├── PayloadTooLarge (413)
     └── StoreError                    the store could not do what was asked
         └── StoreUnavailable          the connection failed (the server restarts, say)
@@ -100,3 +102,13 @@ class StoreUnavailable(StoreError):
     def __init__(self, message: str, *, in_doubt: bool) -> None:
         super().__init__(message)
         self.in_doubt = in_doubt
+
+
+class IdempotencyKeyReused(RunyardError):
+    code = "idempotency_key_reused"
+    status = 422
+
+
+class QuotaExceeded(RunyardError):
+    code = "quota_exceeded"
+    status = 429

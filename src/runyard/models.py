@@ -42,6 +42,8 @@ class Multitask(StrEnum):
     INTERRUPT = "interrupt"
 
 
+IDEMPOTENCY_TTL_S = 24 * 3600  # how long an Idempotency-Key is remembered
+
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

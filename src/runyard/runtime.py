@@ -9,23 +9,56 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import weakref
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from runyard.broker import broker_from_url
 from runyard.broker.base import WAKE
 from runyard.engine import Engine
-from runyard.errors import InvalidCursor, PipelineNotFound, RunFinished, RunNotFound, SessionBusy, SessionNotFound
+from runyard.errors import (
+    IdempotencyKeyReused,
+    InvalidCursor,
+    PipelineNotFound,
+    RunFinished,
+    RunNotFound,
+    SessionBusy,
+    SessionNotFound,
+)
 from runyard.events import EventLog, Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance.admission import CreationRate
-from runyard.models import ID_PATTERN, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
 from runyard.store import store_from_url
+from runyard.store.base import Admission
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """An ``Idempotency-Key`` and the fingerprint of the request that carried it."""
+
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, key: str, request: Any) -> Idempotency:
+        """``request``'s fingerprint: a hash of its JSON, keys sorted."""
+        canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+        return cls(key, hashlib.sha256(canonical).hexdigest())
+
+    def first(self, fingerprint: str, run: Run) -> Run:
+        """The run a repeated key returns, if the request is the same."""
+        if fingerprint != self.fingerprint:
+            raise IdempotencyKeyReused(f"Idempotency-Key {self.key!r} was used with another request")
+        return run
 
 
 class Runtime:
@@ -71,8 +104,17 @@ class Runtime:
         metadata: dict[str, Any] | None = None,
         timeout_s: float | None = None,
         multitask: Multitask = Multitask.ENQUEUE,
+        idempotency: Idempotency | None = None,
     ) -> Run:
-        """Validate everything, then create the run (and its session) in one step."""
+        """Validate everything, then create the run (and its session) in one step.
+
+        With ``idempotency``, a repeat of the key by the owner within 24 h returns
+        the first request's run and creates nothing (``IdempotencyKeyReused`` if
+        the request differs); the store settles two requests racing with one key."""
+        if idempotency is not None:
+            seen = await self.store.idempotent_run(owner, idempotency.key, now() - IDEMPOTENCY_TTL_S)
+            if seen is not None:
+                return idempotency.first(*seen)
         spec = self.app.pipelines.get(pipeline)
         if spec is None:
             raise PipelineNotFound(f"no pipeline named {pipeline!r}")
@@ -92,17 +134,28 @@ class Runtime:
             timeout_s=timeout_s if timeout_s is not None else spec.timeout_s,
             max_attempts=spec.retries + 1,
         )
+        admission = self._admission(idempotency, created)
         if session_id is None:
             session = Session(run.session_id, owner, created, created)
-            await self.store.create_run(run, new_session=session)
+            stored = await self.store.create_run(run, session, admission)
         else:
             async with self._session_lock(session_id):
                 await self._live_session(owner, session_id)
                 await self._make_room(session_id, multitask)
-                await self.store.create_run(run)
+                stored = await self.store.create_run(run, None, admission)
                 await self.store.touch_session(session_id, created)
+        if stored.run_id != run.run_id:
+            return stored  # a request with the same idempotency key created it first
         await self.broker.signal(WAKE)  # a worker, here or elsewhere, claims it
         return run
+
+    def _admission(self, idempotency: Idempotency | None, at: float) -> Admission | None:
+        quota = self.settings.quota_runs
+        if quota is None and idempotency is None:
+            return None
+        if idempotency is None:
+            return Admission(quota=quota)
+        return Admission(quota, idempotency.key, idempotency.fingerprint, at - IDEMPOTENCY_TTL_S)
 
     async def get_run(self, owner: str, run_id: str) -> Run:
         run = await self.store.get_run(run_id) if ID_PATTERN.fullmatch(run_id) else None

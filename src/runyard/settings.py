@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(None, description="Required iss claim, if set")
     admin_subjects: str = Field("", description="Comma-separated owners who may list every owner's runs")
     rate_limit: str | None = Field(None, description="Run creations allowed per owner, e.g. 30/minute (429 above)")
+    quota_runs: int | None = Field(
+        None, ge=0, description="Runs each owner may ever create (429 quota_exceeded above), exactly, across processes"
+    )
     log_level: str = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for the chat demo")

@@ -277,3 +277,29 @@ def test_sigterm_drains_a_worker_and_leaves_nothing_running(fleet: Fleet) -> Non
     assert wait_for(api, long, {"running"})["attempt"] == 2
     held = fleet.query("SELECT count(*) FROM runs WHERE worker_id LIKE $1", f"%:{draining.proc.pid}:%")
     assert held == [(0,)], "the drained worker still holds a run"
+
+
+# -- admission across processes --------------------------------------------------------
+
+
+def test_quota_and_idempotency_hold_when_creations_race_over_two_api_processes(fleet: Fleet) -> None:
+    apis = [fleet.start("api", RUNYARD_QUOTA_RUNS="5"), fleet.start("api", RUNYARD_QUOTA_RUNS="5")]
+    body = {"pipeline": "nap", "input": {"seconds": 0.01}}
+
+    async def race(owner: str, requests: int, key: str | None = None) -> list[httpx.Response]:
+        headers = {"X-Client-Id": owner, **({"Idempotency-Key": key} if key else {})}
+        clients = [httpx.AsyncClient(base_url=api.url, headers=headers, timeout=30) for api in apis]
+        try:
+            return await asyncio.gather(*(clients[i % 2].post("/v1/runs", json=body) for i in range(requests)))
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    quota_race = asyncio.run(race("racer", 30))
+    assert sorted(r.status_code for r in quota_race) == [201] * 5 + [429] * 25
+    assert {r.json()["error"]["code"] for r in quota_race if r.status_code == 429} == {"quota_exceeded"}
+    key_race = asyncio.run(race("keyholder", 20, key="one-order"))
+    assert {r.status_code for r in key_race} == {201}
+    assert len({r.json()["run_id"] for r in key_race}) == 1
+    (count,) = fleet.query("SELECT count(*) FROM runs WHERE owner = $1", "keyholder")
+    assert count[0] == 1

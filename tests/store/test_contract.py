@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from runyard.errors import StoreError
+from runyard.errors import IdempotencyKeyReused, QuotaExceeded, StoreError
 from runyard.models import (
     Event,
     EventDraft,
@@ -29,7 +29,7 @@ from runyard.models import (
     StatusConflict,
 )
 from runyard.store import AppendGroup, AppendResult, Store, store_from_url
-from runyard.store.base import LeaseRenewal
+from runyard.store.base import Admission, LeaseRenewal
 
 T0 = 1_700_000_000.0
 _ids = itertools.count(1)
@@ -745,3 +745,60 @@ async def test_everything_survives_close_and_reopen(store_url: str) -> None:
         assert events(more)[0].seq == 502
     finally:
         await second.close()
+
+
+# -- admission: quotas and idempotency keys -----------------------------------------
+
+
+async def test_a_quota_admits_exactly_n_runs_of_an_owner_even_when_creations_race(store: Store) -> None:
+    quota = Admission(quota=5)
+
+    async def attempt(r: Run) -> bool:
+        try:
+            await store.create_run(r, session(), quota)
+        except QuotaExceeded:
+            return False
+        return True
+
+    admitted = await asyncio.gather(*(attempt(run(f"ses_q{i}", "frugal")) for i in range(20)))
+    assert sum(admitted) == 5
+    assert len(await store.list_runs("frugal", limit=100)) == 5
+    await store.create_run(run("ses_x", "other"), session(), quota)  # quotas are per owner
+    with pytest.raises(QuotaExceeded):
+        await store.create_run(run("ses_y", "frugal"), session(), quota)
+
+
+async def test_a_repeated_idempotency_key_returns_the_first_run_and_writes_nothing(store: Store) -> None:
+    first = run("ses_i1")
+    key = Admission(idempotency_key="k-1", fingerprint="same", since=T0 - 1)
+    assert await store.create_run(first, session(), key) == first
+    again = await store.create_run(run("ses_i2"), session(), key)
+    assert again.run_id == first.run_id
+    assert [r.run_id for r in await store.list_runs("alice")] == [first.run_id]
+    assert await store.idempotent_run("alice", "k-1", T0 - 1) == ("same", first)
+    assert await store.idempotent_run("bob", "k-1", T0 - 1) is None  # keys are per owner
+
+
+async def test_a_key_repeated_with_another_request_is_refused(store: Store) -> None:
+    await store.create_run(run("ses_i1"), session(), Admission(idempotency_key="k", fingerprint="a", since=T0 - 1))
+    with pytest.raises(IdempotencyKeyReused):
+        await store.create_run(run("ses_i2"), session(), Admission(idempotency_key="k", fingerprint="b", since=T0 - 1))
+    assert len(await store.list_runs("alice")) == 1
+
+
+async def test_an_expired_idempotency_key_creates_a_new_run(store: Store) -> None:
+    old = run("ses_i1", at=T0)
+    await store.create_run(old, session(), Admission(idempotency_key="k", fingerprint="a", since=T0 - 1))
+    later = Admission(idempotency_key="k", fingerprint="a", since=T0 + 1)  # the first use is older than the window
+    fresh = run("ses_i2", at=T0 + 2)
+    assert await store.create_run(fresh, session(), later) == fresh
+    assert await store.idempotent_run("alice", "k", T0 + 1) == ("a", fresh)
+    assert await store.forget_idempotency_keys(T0 + 3) == 1
+    assert await store.idempotent_run("alice", "k", 0) is None
+
+
+async def test_creations_racing_with_one_key_make_exactly_one_run(store: Store) -> None:
+    key = Admission(quota=100, idempotency_key="race", fingerprint="f", since=T0 - 1)
+    stored = await asyncio.gather(*(store.create_run(run(f"ses_r{i}"), session(), key) for i in range(10)))
+    assert len({r.run_id for r in stored}) == 1
+    assert len(await store.list_runs("alice")) == 1

@@ -116,7 +116,15 @@ async def test_migrations_are_recorded_and_idempotent(store: PostgresStore, post
         tables = {row[0] for row in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     finally:
         await conn.close()
-    assert tables == {"sessions", "messages", "runs", "events", "runyard_schema_version"}
+    assert tables == {
+        "sessions",
+        "messages",
+        "runs",
+        "events",
+        "owner_quota",
+        "idempotency_keys",
+        "runyard_schema_version",
+    }
 
 
 @needs_postgres

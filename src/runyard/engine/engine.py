@@ -36,7 +36,7 @@ from runyard.broker.base import CANCEL, WAKE, Broker
 from runyard.context import RunContext
 from runyard.engine.outcome import Outcome
 from runyard.events.log import EventLog
-from runyard.models import Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
+from runyard.models import IDEMPOTENCY_TTL_S, Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
 from runyard.store.base import Claimed, Store
 
@@ -366,6 +366,7 @@ class Engine:
                     last_sweep = now()
                     swept = await self._store.sweep_runs(now() - settings.retention_s)
                     forgotten = await self._store.forget_idle_sessions(now() - settings.session_ttl_s)
+                    await self._store.forget_idempotency_keys(now() - IDEMPOTENCY_TTL_S)
                     if swept or forgotten:
                         log.info("swept %d expired runs, forgot %d idle sessions", swept, forgotten)
             except Exception:

@@ -92,7 +92,8 @@ _DESCRIPTIONS = {
     404: "Not found, or another owner's",
     409: "Conflict with the run's or session's state",
     413: "The body exceeds RUNYARD_MAX_BODY_BYTES",
-    422: "A body of the wrong shape, or input its pipeline refuses",
+    422: "A body of the wrong shape, input its pipeline refuses, or an Idempotency-Key reused with another body",
+    429: "Over the owner's RUNYARD_QUOTA_RUNS (quota_exceeded) or RUNYARD_RATE_LIMIT (rate_limited, Retry-After)",
     503: "A dependency does not answer",
 }
 

@@ -86,6 +86,18 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE runs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
     # when each owner was last served, for the claim's tie-break: one index seek per owner
     "CREATE INDEX runs_owner_started ON runs (owner, started_at)",
+    # RUNYARD_QUOTA_RUNS: runs each owner created while a quota was set (runs may be
+    # swept; this stays). Its row lock is what makes "exactly N" hold across processes.
+    'CREATE TABLE owner_quota (owner text COLLATE "C" PRIMARY KEY, runs_created bigint NOT NULL)',
+    """CREATE TABLE idempotency_keys (
+        owner text COLLATE "C" NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        fingerprint text NOT NULL,
+        run_id text COLLATE "C" NOT NULL,
+        created_at float8 NOT NULL,
+        PRIMARY KEY (owner, key)
+    )""",
+    "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
 ]
 
 RUN_COLUMNS = (

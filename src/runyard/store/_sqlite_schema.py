@@ -73,6 +73,17 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
     # when each owner was last served, for the claim's tie-break: one index seek per owner
     "CREATE INDEX runs_owner_started ON runs (owner, started_at)",
+    # RUNYARD_QUOTA_RUNS: runs each owner created while a quota was set (runs may be swept; this stays)
+    "CREATE TABLE owner_quota (owner TEXT PRIMARY KEY, runs_created INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE idempotency_keys (
+        owner TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (owner, key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
 ]
 
 _STORED_RUN_COLUMNS = (

@@ -39,6 +39,23 @@ class AppendGroup:
     fence: Fence | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What a run's creation is subject to, checked in the creation's own
+    transaction, so that racing creations (in any process) cannot both pass.
+
+    ``quota``: the owner may create at most this many runs in all (counted while
+    a quota is set). ``idempotency_key``: a creation repeating an owner's key
+    seen since ``since`` creates nothing and returns the first run, if its
+    ``fingerprint`` (of the request) is the same; else ``IdempotencyKeyReused``.
+    """
+
+    quota: int | None = None
+    idempotency_key: str | None = None
+    fingerprint: str = ""
+    since: float = 0.0
+
+
 @dataclass(slots=True)
 class Claimed:
     """A run a worker claimed: now ``running`` under its lease, with the
@@ -116,8 +133,19 @@ class Store(ABC):
     # -- runs ------------------------------------------------------------------
 
     @abstractmethod
-    async def create_run(self, run: Run, new_session: Session | None = None) -> None:
-        """Insert a run, and its new session in the same transaction when given."""
+    async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
+        """Insert a run, and its new session in the same transaction when given;
+        the run stored. With ``admission``: ``QuotaExceeded`` (nothing written)
+        when the owner's quota is used up; for a repeated idempotency key, the
+        first request's run (nothing written) or ``IdempotencyKeyReused``."""
+
+    @abstractmethod
+    async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
+        """The fingerprint and run of the owner's creation with ``key`` since ``since``, if any."""
+
+    @abstractmethod
+    async def forget_idempotency_keys(self, before: float) -> int:
+        """Forget the idempotency keys of creations before ``before``; return how many."""
 
     @abstractmethod
     async def get_run(self, run_id: str) -> Run | None:

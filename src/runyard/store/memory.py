@@ -10,9 +10,10 @@ import copy
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from runyard.errors import IdempotencyKeyReused, QuotaExceeded
 from runyard.models import UNFINISHED, Event, Message, Run, RunStatus, RunUpdate, Session
 from runyard.store._numbering import RunState, claim_group, number
-from runyard.store.base import AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
+from runyard.store.base import Admission, AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
 
 
 def apply_update(run: Run, update: RunUpdate) -> None:
@@ -51,6 +52,8 @@ class MemoryStore(Store):
         self._unfinished: dict[str, None] = {}  # queued and running run ids, in creation order
         self._cancel_requested: set[str] = set()
         self._served: dict[str, float] = {}  # owner -> when a run of theirs was last claimed
+        self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
+        self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}  # (owner, key) -> fingerprint, run id, when
 
     async def open(self) -> None:
         pass
@@ -107,9 +110,47 @@ class MemoryStore(Store):
 
     # -- runs ------------------------------------------------------------------
 
-    async def create_run(self, run: Run, new_session: Session | None = None) -> None:
+    async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
+        if admission is not None:
+            first = await self._admit(run, admission)
+            if first is not None:
+                return first
         if new_session is not None:
             await self.create_session(new_session)
+        self._insert(run)
+        return copy.deepcopy(run)
+
+    async def _admit(self, run: Run, admission: Admission) -> Run | None:
+        """The first run of a repeated key, or None once ``run`` is admitted (and counted)."""
+        key = admission.idempotency_key
+        if key is not None:
+            seen = await self.idempotent_run(run.owner, key, admission.since)
+            if seen is not None:
+                fingerprint, first = seen
+                if fingerprint != admission.fingerprint:
+                    raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with another request")
+                return first
+        if admission.quota is not None:
+            if self._created.get(run.owner, 0) >= admission.quota:
+                raise QuotaExceeded(f"owner {run.owner!r} has created all {admission.quota} runs of its quota")
+            self._created[run.owner] = self._created.get(run.owner, 0) + 1
+        if key is not None:
+            self._keys[(run.owner, key)] = (admission.fingerprint, run.run_id, run.created_at)
+        return None
+
+    async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
+        seen = self._keys.get((owner, key))
+        if seen is None or seen[2] < since or seen[1] not in self._runs:
+            return None
+        return seen[0], copy.deepcopy(self._runs[seen[1]])
+
+    async def forget_idempotency_keys(self, before: float) -> int:
+        old = [seen for seen, (_, _, at) in self._keys.items() if at < before]
+        for seen in old:
+            del self._keys[seen]
+        return len(old)
+
+    def _insert(self, run: Run) -> None:
         self._runs[run.run_id] = copy.deepcopy(run)
         self._order.append(run.run_id)
         self._events[run.run_id] = []

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
+from runyard.errors import ConfigurationError, IdempotencyKeyReused, QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import Event, Message, Run, RunStatus, Session
 from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._postgres_schema import (
@@ -50,7 +50,7 @@ from runyard.store._postgres_schema import (
     session_row,
 )
 from runyard.store._sqlite_schema import dump, load, merged_columns
-from runyard.store.base import AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
+from runyard.store.base import Admission, AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
 from runyard.store.memory import apply_update
 
 __all__ = ["MIGRATIONS", "PostgresStore", "pool_options"]
@@ -160,6 +160,57 @@ async def _claim(conn: Connection, worker_id: str, limit: int, at: float, until:
             claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
     # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
     return claimed
+
+
+async def _admit(conn: Connection, run: Run, admission: Admission) -> Run | None:
+    """Inside the creation's transaction: the first run of a repeated key, or None
+    once ``run`` is admitted (and counted). Racing creations with one key meet at
+    its row (the second waits for the first to commit, then finds its run), and
+    racing creations of one owner at its quota row, so exactly N are admitted."""
+    key = admission.idempotency_key
+    if key is not None:
+        claimed = await conn.fetchval(
+            "INSERT INTO idempotency_keys (owner, key, fingerprint, run_id, created_at) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (owner, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, run_id = EXCLUDED.run_id,"
+            " created_at = EXCLUDED.created_at WHERE idempotency_keys.created_at < $6 RETURNING 1",
+            run.owner,
+            key,
+            admission.fingerprint,
+            run.run_id,
+            run.created_at,
+            admission.since,
+        )
+        if claimed is None:
+            # a statement of its own: its snapshot sees the run of a racing creation that just committed
+            row = await conn.fetchrow(
+                f"SELECT k.fingerprint, {', '.join('r.' + c for c in RUN_COLUMNS.split(', '))} FROM idempotency_keys k"
+                " JOIN runs r ON r.run_id = k.run_id WHERE k.owner = $1 AND k.key = $2",
+                run.owner,
+                key,
+            )
+            if row is not None:
+                if row["fingerprint"] != admission.fingerprint:
+                    raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with another request")
+                return run_from_record(row)
+            await conn.execute(  # the first run was swept: the key is as good as new
+                "UPDATE idempotency_keys SET fingerprint = $3, run_id = $4, created_at = $5"
+                " WHERE owner = $1 AND key = $2",
+                run.owner,
+                key,
+                admission.fingerprint,
+                run.run_id,
+                run.created_at,
+            )
+    if admission.quota is not None:
+        counted = await conn.fetchval(
+            "INSERT INTO owner_quota (owner, runs_created) VALUES ($1, 1) ON CONFLICT (owner) DO UPDATE"
+            " SET runs_created = owner_quota.runs_created + 1 WHERE owner_quota.runs_created < $2 RETURNING 1",
+            run.owner,
+            admission.quota,
+        )
+        if counted is None or admission.quota < 1:
+            raise QuotaExceeded(f"owner {run.owner!r} has created all {admission.quota} runs of its quota")
+    return None
 
 
 class _Statements:
@@ -408,16 +459,38 @@ class PostgresStore(Store):
 
     # -- runs ------------------------------------------------------------------
 
-    async def create_run(self, run: Run, new_session: Session | None = None) -> None:
-        if new_session is None:
+    async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
+        if new_session is None and admission is None:
             await self._execute(INSERT_RUN, *run_row(run))
-            return
+            return run
 
-        async def work(conn: Connection) -> None:
-            await conn.execute(INSERT_SESSION, *session_row(new_session))
+        async def work(conn: Connection) -> Run:
+            if admission is not None:
+                first = await _admit(conn, run, admission)
+                if first is not None:
+                    return first
+            if new_session is not None:
+                await conn.execute(INSERT_SESSION, *session_row(new_session))
             await conn.execute(INSERT_RUN, *run_row(run))
+            return run
 
-        await self._transact(work)
+        return await self._transact(work)
+
+    async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
+        row = await self._db().fetchrow(
+            f"SELECT k.fingerprint, {', '.join('r.' + c for c in RUN_COLUMNS.split(', '))} FROM idempotency_keys k"
+            " JOIN runs r ON r.run_id = k.run_id WHERE k.owner = $1 AND k.key = $2 AND k.created_at >= $3",
+            owner,
+            key,
+            since,
+        )
+        return None if row is None else (row["fingerprint"], run_from_record(row))
+
+    async def forget_idempotency_keys(self, before: float) -> int:
+        rows = await asyncio.shield(
+            self._db().fetch("DELETE FROM idempotency_keys WHERE created_at < $1 RETURNING 1", before)
+        )
+        return len(rows)
 
     async def get_run(self, run_id: str) -> Run | None:
         row = await self._db().fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from runyard.errors import ConfigurationError, StoreError
+from runyard.errors import ConfigurationError, IdempotencyKeyReused, QuotaExceeded, StoreError
 from runyard.models import Event, Message, Run, RunStatus, Session
 from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._sqlite_schema import (
@@ -50,7 +50,7 @@ from runyard.store._sqlite_schema import (
     session_from_row,
     session_row,
 )
-from runyard.store.base import AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
+from runyard.store.base import Admission, AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
 from runyard.store.memory import apply_update
 
 __all__ = ["MIGRATIONS", "SQLiteStore", "database_path"]
@@ -162,6 +162,44 @@ def _append(db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunSta
             run.appended, run.updates = False, []
             known[run_id] = run
     return results
+
+
+def _idempotent_run(db: sqlite3.Connection, owner: str, key: str, since: float) -> tuple[str, Run] | None:
+    seen = db.execute(
+        "SELECT fingerprint, run_id FROM idempotency_keys WHERE owner = ? AND key = ? AND created_at >= ?",
+        (owner, key, since),
+    ).fetchone()
+    if seen is None:
+        return None
+    run = db.execute(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (seen[1],)).fetchone()
+    return None if run is None else (seen[0], run_from_row(run))  # a swept run's key is as good as gone
+
+
+def _admit(db: sqlite3.Connection, run: Run, admission: Admission) -> Run | None:
+    """In the writer thread, so checks and counts cannot race: the first run of a
+    repeated key, or None once ``run`` is admitted (and counted)."""
+    key = admission.idempotency_key
+    if key is not None:
+        seen = _idempotent_run(db, run.owner, key, admission.since)
+        if seen is not None:
+            if seen[0] != admission.fingerprint:
+                raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with another request")
+            return seen[1]
+    if admission.quota is not None:
+        counted = db.execute(
+            "INSERT INTO owner_quota (owner, runs_created) VALUES (?, 1) ON CONFLICT (owner)"
+            " DO UPDATE SET runs_created = runs_created + 1 WHERE runs_created < ? RETURNING runs_created",
+            (run.owner, admission.quota),
+        ).fetchone()
+        if counted is None or admission.quota < 1:
+            raise QuotaExceeded(f"owner {run.owner!r} has created all {admission.quota} runs of its quota")
+    if key is not None:
+        db.execute(
+            "INSERT OR REPLACE INTO idempotency_keys (owner, key, fingerprint, run_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (run.owner, key, admission.fingerprint, run.run_id, run.created_at),
+        )
+    return None
 
 
 def _copy(state: RunState) -> RunState:
@@ -398,16 +436,29 @@ class SQLiteStore(Store):
 
     # -- runs ------------------------------------------------------------------
 
-    async def create_run(self, run: Run, new_session: Session | None = None) -> None:
+    async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
         row = run_row(run)
         session = None if new_session is None else session_row(new_session)
 
-        def work(db: sqlite3.Connection) -> None:
+        def work(db: sqlite3.Connection) -> Run:
+            if admission is not None:
+                first = _admit(db, run, admission)
+                if first is not None:
+                    return first
             if session is not None:
                 db.execute(INSERT_SESSION, session)
             db.execute(INSERT_RUN, row)
+            return run
 
-        await self._write(work)
+        return await self._write(work)
+
+    async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
+        return await self._query(lambda db: _idempotent_run(db, owner, key, since))
+
+    async def forget_idempotency_keys(self, before: float) -> int:
+        return await self._write(
+            lambda db: db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (before,)).rowcount
+        )
 
     async def get_run(self, run_id: str) -> Run | None:
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))

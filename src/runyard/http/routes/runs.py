@@ -15,6 +15,7 @@ from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor,
 from runyard.http.schemas import Id, RunRequest, StreamRunRequest
 from runyard.http.streaming import sse_response
 from runyard.models import Run, RunStatus
+from runyard.runtime import Idempotency
 
 router = APIRouter(
     prefix="/v1/runs", tags=["runs"], route_class=StrictJSONRoute, responses=errors(400, 401, 404, 413, 422)
@@ -23,7 +24,22 @@ router = APIRouter(
 EVENTS_PAGE_MAX = 10_000
 
 
-async def _create(request: Request, body: RunRequest) -> Run:
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x20-\x7e]+$",
+        description="A repeat within 24 h returns the first request's run instead of creating another",
+    ),
+]
+CREATION_ERRORS = errors(409, 429)
+
+
+async def _create(request: Request, body: RunRequest, idempotency_key: str | None) -> Run:
+    # the fingerprint covers the run's fields, not how the caller follows it
+    fields = body.model_dump(mode="json", include=set(RunRequest.model_fields))
     return await runtime_of(request).create_run(
         owner_of(request),
         body.pipeline,
@@ -32,21 +48,25 @@ async def _create(request: Request, body: RunRequest) -> Run:
         metadata=body.metadata,
         timeout_s=body.timeout_s,
         multitask=body.multitask,
+        idempotency=None if idempotency_key is None else Idempotency.of(idempotency_key, fields),
     )
 
 
-@router.post("", status_code=201, summary="Create a run", response_model=RunSnapshot, responses=errors(409))
-async def create_run(request: Request, body: RunRequest) -> Response:
-    run = await _create(request, body)
+@router.post("", status_code=201, summary="Create a run", response_model=RunSnapshot, responses=CREATION_ERRORS)
+async def create_run(request: Request, body: RunRequest, idempotency_key: IdempotencyKey = None) -> Response:
+    run = await _create(request, body, idempotency_key)
     return json_response(run.snapshot(), 201, headers={"Location": f"/v1/runs/{run.run_id}"})
 
 
-@router.post("/stream", summary="Create a run and stream its events", responses={**EVENT_STREAM, **errors(409)})
+@router.post("/stream", summary="Create a run and stream its events", responses={**EVENT_STREAM, **CREATION_ERRORS})
 async def create_and_stream(
-    request: Request, body: StreamRunRequest, pad: Annotated[int | None, Query(ge=0, le=65536)] = None
+    request: Request,
+    body: StreamRunRequest,
+    pad: Annotated[int | None, Query(ge=0, le=65536)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     runtime = runtime_of(request)
-    run = await _create(request, body)
+    run = await _create(request, body, idempotency_key)
     pad = pad if pad is not None else runtime.settings.sse_pad_bytes
 
     async def cancel_if_asked() -> None:
@@ -63,11 +83,14 @@ async def create_and_stream(
     "/wait",
     summary="Create a run and answer once it has finished",
     response_model=RunSnapshot,
-    responses={202: {"model": RunSnapshot, "description": "Still unfinished after RUNYARD_WAIT_MAX_S"}, **errors(409)},
+    responses={
+        202: {"model": RunSnapshot, "description": "Still unfinished after RUNYARD_WAIT_MAX_S"},
+        **CREATION_ERRORS,
+    },
 )
-async def create_and_wait(request: Request, body: RunRequest) -> Response:
+async def create_and_wait(request: Request, body: RunRequest, idempotency_key: IdempotencyKey = None) -> Response:
     runtime = runtime_of(request)
-    run = await _create(request, body)
+    run = await _create(request, body, idempotency_key)
     finished = await runtime.wait(run, runtime.settings.wait_max_s)
     if finished is None:
         current = await runtime.get_run(run.owner, run.run_id)
