@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -57,6 +58,11 @@ def build_app(settings: Settings) -> Runyard:
         except asyncio.CancelledError:
             return "ignored the cancel"
         return "slept"
+
+    @app.pipeline("chatty")
+    async def chatty(ctx: RunContext, input: Any) -> None:
+        """Writes a line with the standard ``logging`` module, as any pipeline may."""
+        logging.getLogger("user.pipeline").warning("thinking about %s", input)
 
     @app.pipeline("whoami")
     async def whoami(ctx: RunContext, input: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from starlette.staticfiles import StaticFiles
 
 from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
-from runyard.http.middleware import BodyLimit, JSONBodies, RequestMetrics
+from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
 from runyard.http.routes import runs, sessions, system
 
 if TYPE_CHECKING:
@@ -56,12 +56,20 @@ def create_http_app(app: Runyard) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "Authorization", "X-Client-Id", "Last-Event-ID", "Idempotency-Key"],
-            expose_headers=["Location", "Retry-After"],
+            allow_headers=[
+                "Content-Type",
+                "Authorization",
+                "X-Client-Id",
+                "Last-Event-ID",
+                "Idempotency-Key",
+                "X-Request-ID",
+            ],
+            expose_headers=["Location", "Retry-After", "X-Request-ID"],
         )
     http.add_middleware(JSONBodies)
     http.add_middleware(RequestMetrics)
     http.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    http.add_middleware(RequestIds)  # outermost: its id is on every line the others write
     return http
 
 

@@ -2,11 +2,65 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
+import time
+
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runyard.http.errors import error_response
 from runyard.observability import metrics
+from runyard.observability.logs import REQUEST_ID
+
+access_log = logging.getLogger("runyard.http")
+# a caller's own X-Request-ID is kept (a proxy's, say) when it is short and plain
+CALLERS_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestIds:
+    """Gives every request an id: the caller's ``X-Request-ID`` or a new one. It
+    is on every log line written while the request is handled (a contextvar),
+    on the access line written when it ends, and echoed as ``X-Request-ID``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = _request_id(scope)
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            access_log.info(
+                "%s %s %d",
+                scope["method"],
+                scope["path"],
+                status,
+                extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
+            )
+            REQUEST_ID.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id" and CALLERS_REQUEST_ID.fullmatch(value):
+            return bytes(value).decode()
+    return secrets.token_hex(8)
 
 
 class RequestMetrics:

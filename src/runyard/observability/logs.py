@@ -1,6 +1,7 @@
 """Logging: JSON lines (or readable lines on a terminal) that carry the run's
 ids on every line emitted inside a run, the pipeline's own ``logging`` calls
-included, because they are read from the run's contextvar."""
+included, because they are read from the run's contextvar; and the request id
+on every line emitted while an HTTP request is handled."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import sys
 import time
 import traceback
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -18,14 +20,21 @@ from runyard.settings import Settings
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
 
+REQUEST_ID: ContextVar[str | None] = ContextVar("runyard_request_id", default=None)
+
+
 def run_fields() -> dict[str, str]:
-    """The running run's ids, or nothing outside a run."""
+    """The running run's ids and the request's id, where they apply."""
     from runyard.context import _current
 
+    fields: dict[str, str] = {}
+    request_id = REQUEST_ID.get()
+    if request_id is not None:
+        fields["request_id"] = request_id
     ctx = _current.get(None)
-    if ctx is None:
-        return {}
-    return {"run_id": ctx.run_id, "session_id": ctx.session_id, "owner": ctx.owner, "pipeline": ctx.pipeline}
+    if ctx is not None:
+        fields.update(run_id=ctx.run_id, session_id=ctx.session_id, owner=ctx.owner, pipeline=ctx.pipeline)
+    return fields
 
 
 class JSONFormatter(logging.Formatter):
@@ -48,8 +57,8 @@ class JSONFormatter(logging.Formatter):
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = run_fields()
-        suffix = f" [{fields['pipeline']} {fields['run_id']}]" if fields else ""
-        return super().format(record) + suffix
+        tags = [fields[name] for name in ("pipeline", "run_id", "request_id") if name in fields]
+        return super().format(record) + (f" [{' '.join(tags)}]" if tags else "")
 
 
 def configure_logging(settings: Settings) -> None:
