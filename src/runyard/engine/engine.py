@@ -38,6 +38,7 @@ from runyard.engine.outcome import Outcome
 from runyard.events.log import EventLog
 from runyard.models import IDEMPOTENCY_TTL_S, Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
+from runyard.observability.tracing import span
 from runyard.store.base import Claimed, Store
 
 if TYPE_CHECKING:
@@ -220,7 +221,10 @@ class Engine:
             metrics.RUNS_ACTIVE.labels(run.pipeline).inc()
             started = now()
             try:
-                outcome = await self._supervise(execution)
+                with span("runyard.run", run_id=run.run_id, pipeline=run.pipeline, attempt=run.attempt) as traced:
+                    outcome = await self._supervise(execution)
+                    if traced is not None:
+                        traced.set_attribute("status", outcome.status.value if outcome else "handed_back")
             finally:
                 metrics.RUNS_ACTIVE.labels(run.pipeline).dec()
                 metrics.RUN_DURATION.labels(run.pipeline).observe(now() - started)

@@ -20,6 +20,7 @@ from runyard.broker.base import Broker
 from runyard.errors import StoreUnavailable
 from runyard.models import Event, EventDraft, Fence, LeaseLost, RunUpdate, dumps, now
 from runyard.observability import metrics
+from runyard.observability.tracing import span
 from runyard.store.base import AppendGroup, AppendResult, Store
 
 log = logging.getLogger("runyard.events")
@@ -147,7 +148,8 @@ class EventLog:
         batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         started = time.perf_counter()
         try:
-            results: Sequence[AppendResult | Exception] = await self._store.append([group for group, _ in batch])
+            with span("runyard.store.append", groups=len(batch)):
+                results: Sequence[AppendResult | Exception] = await self._store.append([group for group, _ in batch])
         except StoreUnavailable as exc:
             if not exc.in_doubt and self._ride_out(exc):
                 self._pending[:0] = batch  # nothing was written: the same batch, first, once the store is back
