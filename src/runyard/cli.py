@@ -5,14 +5,16 @@
     runyard worker APP [--<setting> V ...]
     runyard run PIPELINE --input JSON [--url U] [--session S] [--client-id C]
     runyard tail RUN_ID [--url U] [--after N]
+    runyard loadtest [--url U] [--sessions N] [--events M] [--interval-ms MS] [--duration S] [--json]
     runyard migrate [--store URL]
 
 Every field of ``runyard.settings.Settings`` is a flag of ``demo``, ``serve`` and
 ``worker``, generated from the class so the two never drift; a flag given
 overrides the field's ``RUNYARD_*`` variable, which overrides the default.
 
-Exit status: 0 success; 1 a run that did not succeed, or the server could not
-be reached; 2 a usage error (a bad flag or input, a 4xx answer); 130 interrupted.
+Exit status: 0 success; 1 a run that did not succeed, a load test that found a
+violation, or the server could not be reached; 2 a usage error (a bad flag or
+input, a 4xx answer); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -110,6 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("run_id", metavar="RUN_ID")
     tail.add_argument("--after", type=_seq, default=0, metavar="N", help="start after this seq (default 0)")
     _add_server_flags(tail)
+
+    load = _command(commands, "loadtest", cmd_loadtest, "many ticker sessions at once; exit 1 on any violation")
+    load.add_argument("--sessions", type=int, default=50, metavar="N", help="concurrent sessions (default 50)")
+    load.add_argument("--events", type=int, default=100, metavar="M", help="ticks per run (default 100)")
+    load.add_argument("--interval-ms", type=int, default=50, metavar="MS", help="pause between ticks (default 50)")
+    load.add_argument("--duration", type=float, metavar="S", help="start new runs for S seconds (default: one run)")
+    load.add_argument("--timeout", type=float, metavar="S", help="stop after S s (default: duration + one run + 60)")
+    load.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_server_flags(load)
 
     migrate = _command(commands, "migrate", cmd_migrate, "create or upgrade the store's schema")
     add_settings_flags(migrate, only={"store"})
@@ -324,6 +335,30 @@ async def _cancel(args: argparse.Namespace, run_id: str) -> None:
                 _note(f"could not cancel run {run_id}: {exc}")
         except httpx.HTTPError as exc:
             _note(f"could not cancel run {run_id}: {exc}")
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from runyard import loadtest
+
+    try:
+        config = loadtest.Config(
+            url=args.url,
+            sessions=args.sessions,
+            events=args.events,
+            interval_ms=args.interval_ms,
+            duration_s=args.duration,
+            timeout_s=args.timeout,
+            client_id=args.client_id,
+            token=args.token,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    report = asyncio.run(loadtest.run(config))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        loadtest.show(report, Console(highlight=False))
+    return OK if report["ok"] else FAILED
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
