@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -82,7 +83,8 @@ def build_app(settings: Settings) -> Runyard:
         async with ctx.limit("test-api"):
             await ctx.emit("got_permit", {})
             await asyncio.sleep(float(input.get("hold", 0.1)))
-        return {"owner": ctx.owner}
+            await ctx.emit("releasing", {})
+        return {"owner": ctx.owner, "pid": os.getpid()}
 
     return app
 

@@ -15,12 +15,14 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
 # The maintenance database of a server where the tests may create and drop databases.
 POSTGRES_URL = os.environ.get("RUNYARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# A Redis the tests share; each test keeps to a key prefix of its own.
+REDIS_URL = os.environ.get("RUNYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @functools.cache
@@ -46,6 +48,16 @@ def require_service(name: str, host: str, port: int) -> None:
 def require_postgres() -> None:
     parts = urlsplit(POSTGRES_URL)
     require_service("PostgreSQL", parts.hostname or "127.0.0.1", parts.port or 5432)
+
+
+def require_redis() -> None:
+    parts = urlsplit(REDIS_URL)
+    require_service("Redis", parts.hostname or "127.0.0.1", parts.port or 6379)
+
+
+def redis_url(prefix: str, **query: str) -> str:
+    """``REDIS_URL`` with the key prefix and any other query parameters."""
+    return f"{REDIS_URL}?{urlencode({'prefix': prefix, **query})}"
 
 
 @contextlib.asynccontextmanager

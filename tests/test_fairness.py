@@ -41,10 +41,10 @@ async def test_a_newcomers_single_call_gets_the_next_permit_behind_a_burst() -> 
     order: list[str] = []
 
     async def call(owner: str, name: str) -> None:
-        await semaphore.acquire(owner)
+        permit = await semaphore.acquire(owner)
         order.append(name)
         await asyncio.sleep(0.01)
-        semaphore.release(owner)
+        semaphore.release(permit)
 
     burst = [asyncio.create_task(call("greedy", f"g{i}")) for i in range(10)]
     await asyncio.sleep(0.005)  # g0 holds the permit, g1..g9 wait
@@ -56,11 +56,11 @@ async def test_a_newcomers_single_call_gets_the_next_permit_behind_a_burst() -> 
 
 async def test_a_waiter_cancelled_in_the_queue_gives_up_its_place() -> None:
     semaphore = FairSemaphore(1)
-    await semaphore.acquire("a")
+    permit = await semaphore.acquire("a")
     waiting = asyncio.create_task(semaphore.acquire("b"))
     await asyncio.sleep(0)
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     assert semaphore.queued == 0
-    semaphore.release("a")
+    semaphore.release(permit)
     assert semaphore.in_flight == 0

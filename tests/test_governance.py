@@ -1,60 +1,28 @@
 """Limits on external APIs within one process (local://): caps, windows, breakers,
 retries, cancellation. The external API is a fake on loopback that records the
-most requests it ever had in flight and answers 429 when told to."""
+most requests it ever had in flight and answers 429 when told to (``tests.fake_api``);
+the same specs on the shared ``redis://`` backend are in ``tests/governance/``."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from runyard import Breaker, BreakerOpen, RunContext, Runyard, RunyardError, Settings
 from runyard.runtime import Runtime
-from tests.support import serve_asgi
-
-
-@dataclass
-class FakeAPI:
-    """Counts requests, tracks the most in flight, and fails the first ``fail`` with 429."""
-
-    delay_s: float = 0.05
-    fail: int = 0
-    retry_after_ms: int = 100
-    in_flight: int = 0
-    max_in_flight: int = 0
-    calls: list[float] = field(default_factory=list)
-    called: threading.Event = field(default_factory=threading.Event)  # the fake runs on another thread
-
-    async def handle(self, request: Request) -> JSONResponse:
-        self.calls.append(time.monotonic())
-        self.called.set()
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(self.delay_s)
-        finally:
-            self.in_flight -= 1
-        if self.fail > 0:
-            self.fail -= 1
-            return JSONResponse({"error": "slow down"}, 429, headers={"retry-after-ms": str(self.retry_after_ms)})
-        return JSONResponse({"ok": True})
+from tests.fake_api import FakeAPI, serve_fake_api
 
 
 @pytest.fixture
 def fake() -> Iterator[tuple[FakeAPI, str]]:
     api = FakeAPI()
-    with serve_asgi(Starlette(routes=[Route("/call", api.handle, methods=["POST"])])) as url:
-        yield api, url
+    with serve_fake_api(api) as url:
+        yield api, url.removesuffix("/call")
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from runyard.app import Pipeline, Runyard
 from runyard.client import APIError, AsyncClient, Client, StreamLost
 from runyard.context import Memory, RunContext, current_run
 from runyard.errors import RunyardError
-from runyard.governance import Breaker, BreakerOpen
+from runyard.governance import Breaker, BreakerOpen, PermitLost
 from runyard.models import Event, Run, RunStatus, Session
 from runyard.settings import Settings
 
@@ -20,6 +20,7 @@ __all__ = [
     "Client",
     "Event",
     "Memory",
+    "PermitLost",
     "Pipeline",
     "Run",
     "RunContext",

@@ -13,8 +13,8 @@ from runyard.errors import ConfigurationError
 BackendTable = dict[str, tuple[str, str, str | None]]
 
 
-def load_backend(kind: str, url: str, table: BackendTable) -> Any:
-    """An instance of the ``kind`` backend named by ``url``, constructed with it."""
+def load_backend(kind: str, url: str, table: BackendTable, **options: Any) -> Any:
+    """An instance of the ``kind`` backend named by ``url``, constructed with it (and ``options``)."""
     scheme = urlsplit(url).scheme
     if scheme not in table:
         known = ", ".join(f"{name}://" for name in table)
@@ -25,4 +25,4 @@ def load_backend(kind: str, url: str, table: BackendTable) -> Any:
     except ImportError as exc:
         hint = f": pip install 'runyard[{extra}]'" if extra else ""
         raise ConfigurationError(f"{kind} {scheme}:// is not available ({exc}){hint}") from exc
-    return getattr(module, class_name)(url)
+    return getattr(module, class_name)(url, **options)

@@ -15,8 +15,12 @@
     ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
     ├── PayloadTooLarge (413)
-    └── StoreError                    the store could not do what was asked
-        └── StoreUnavailable          the connection failed (the server restarts, say)
+    ├── StoreError                    the store could not do what was asked
+    │   └── StoreUnavailable          the connection failed (the server restarts, say)
+    ├── RateLimited (429)             over RUNYARD_RATE_LIMIT (governance/admission.py)
+    ├── BreakerOpen                   a limit's breaker is open (governance/breaker.py)
+    └── PermitLost                    a shared permit could not be renewed: the call
+                                      holding it was stopped (governance/semaphore.py)
 """
 
 from __future__ import annotations

@@ -73,11 +73,14 @@ class Runtime:
         self.events = EventLog(self.store, self.broker)
         self.engine = Engine(app, self.store, self.events, self.broker)
         self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        self._creation_rate = CreationRate(self.settings.rate_limit) if self.settings.rate_limit else None
+        self._creation_rate = (
+            CreationRate(self.settings.rate_limit, self.settings.broker) if self.settings.rate_limit else None
+        )
 
     async def __aenter__(self) -> Runtime:
         await self.store.open()
         await self.broker.open(self.hub, self.engine.on_signal)
+        await self.app.limits.open(self.settings.broker)  # redis://: limits shared by every process
         await self.events.start()
         await self.engine.start()
         self.app._runtime = self
@@ -88,6 +91,7 @@ class Runtime:
     ) -> None:
         self.app._runtime = None
         await self.engine.stop()
+        await self.app.limits.close()  # after the drain: no run holds a permit any more
         await self.events.stop()
         await self.broker.close()
         await self.store.close()

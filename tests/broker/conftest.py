@@ -9,30 +9,18 @@ its own test. Without Redis the test is skipped (fails under ``CI=true``, see
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
 
 import pytest
 
 from runyard.broker import Broker, broker_from_url
 from runyard.events.hub import Hub, RunChannel
 from runyard.models import Event
-from tests.services import require_service
+from tests.services import REDIS_URL, redis_url, require_redis
 
-REDIS_URL = os.environ.get("RUNYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def require_redis() -> None:
-    parts = urlsplit(REDIS_URL)
-    require_service("Redis", parts.hostname or "127.0.0.1", parts.port or 6379)
-
-
-def redis_url(prefix: str, **query: str) -> str:
-    """``REDIS_URL`` with the key prefix and any other query parameters."""
-    return f"{REDIS_URL}?{urlencode({'prefix': prefix, **query})}"
+__all__ = ["REDIS_URL", "redis_url", "require_redis"]  # the broker tests import them from here
 
 
 @pytest.fixture

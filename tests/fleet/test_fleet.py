@@ -303,3 +303,32 @@ def test_quota_and_idempotency_hold_when_creations_race_over_two_api_processes(f
     assert len({r.json()["run_id"] for r in key_race}) == 1
     (count,) = fleet.query("SELECT count(*) FROM runs WHERE owner = $1", "keyholder")
     assert count[0] == 1
+
+
+# -- limits shared by the fleet ---------------------------------------------------------
+
+
+def test_a_limits_cap_holds_across_worker_processes(fleet: Fleet) -> None:
+    api = fleet.start("api")
+    fleet.start("worker")
+    fleet.start("worker")
+    runs = [create(api, "limited", {"hold": 0.15}) for _ in range(8)]  # test-api: concurrency=1
+    finished = [wait_for(api, run_id, FINISHED) for run_id in runs]
+    assert {run["status"] for run in finished} == {"succeeded"}
+    assert len({run["output"]["pid"] for run in finished}) == 2, "both workers executed runs"
+    held = []
+    for run_id in runs:
+        events = {e["type"]: e["ts"] for e in stored_events(api, run_id)}
+        held.append((events["got_permit"], events["releasing"]))
+    held.sort()
+    for (_, released), (acquired, _) in itertools.pairwise(held):
+        assert released <= acquired, "two runs held the single permit at once"
+
+
+def test_the_creation_rate_is_counted_once_for_the_whole_fleet(fleet: Fleet) -> None:
+    apis = [fleet.start("api", RUNYARD_RATE_LIMIT="4/minute"), fleet.start("api", RUNYARD_RATE_LIMIT="4/minute")]
+    body = {"pipeline": "nap", "input": {"seconds": 0.01}}
+    answers = [httpx.post(f"{apis[i % 2].url}/v1/runs", json=body, headers=OWNER) for i in range(10)]
+    assert [a.status_code for a in answers].count(201) == 4
+    assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {"rate_limited"}
+    assert all(1 <= int(a.headers["retry-after"]) <= 60 for a in answers if a.status_code == 429)

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from runyard.errors import ConfigurationError
-from tests.support import make_app, serve_in_thread
+from runyard.governance.admission import CreationRate
+from tests.support import free_port, make_app, serve_in_thread
 
 TICK = {"pipeline": "ticker", "input": {"marker": "rate", "count": 0}}
 
@@ -48,3 +49,9 @@ def test_requests_refused_before_creation_do_not_count(server: str) -> None:
 def test_a_rate_that_cannot_be_read_fails_at_start_up() -> None:
     with pytest.raises(ConfigurationError):
         make_app(store="memory://", rate_limit="lots").running()
+
+
+async def test_an_unreachable_redis_lets_creations_through_rather_than_stopping_everyone() -> None:
+    rate = CreationRate("1/minute", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    for _ in range(3):
+        await rate.admit("anyone")

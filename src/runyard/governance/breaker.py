@@ -1,15 +1,18 @@
-"""A circuit breaker: after ``failures`` consecutive failures, calls fail fast
-with ``BreakerOpen`` for ``reset_s``; then one probe is let through, whose
-outcome closes the breaker or opens it again. (Process-local here; the Redis
-broker will share its state between processes.)"""
+"""The contract of a limit's circuit breaker: after ``failures`` consecutive
+failures, calls fail fast with ``BreakerOpen`` for ``reset_s``; then one probe
+is let through, whose outcome closes the breaker or opens it again.
+
+Backends: ``local.py`` (``LocalBreaker``, this process) and
+``redis_breaker.py`` (``RedisBreaker``, one breaker for the whole deployment,
+exactly one probe across it).
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from runyard.errors import RunyardError
-from runyard.observability import metrics
 
 
 class BreakerOpen(RunyardError):
@@ -31,39 +34,30 @@ class Breaker:
             raise ValueError("a breaker needs failures >= 1 and reset_s > 0")
 
 
-class BreakerState:
-    """The breaker of one limit, in this process."""
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """What ``admit`` let through: a plain call, or the half-open breaker's probe."""
 
-    def __init__(self, name: str, policy: Breaker) -> None:
-        self.name = name
-        self.policy = policy
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._probing = False
+    probe: bool = False
+    token: str = ""
+    failures: int = 0  # failures counted when the call was admitted
 
-    @property
-    def open(self) -> bool:
-        return self._opened_at is not None
 
-    def admit(self) -> None:
+class BreakerState(Protocol):
+    """The breaker of one limit."""
+
+    async def admit(self) -> Ticket:
         """Let a call through, or raise ``BreakerOpen``; after ``reset_s`` one probe passes."""
-        if self._opened_at is None:
-            return
-        waited = time.monotonic() - self._opened_at
-        if waited < self.policy.reset_s or self._probing:
-            raise BreakerOpen(f"the {self.name} breaker is open ({self.policy.reset_s - waited:.1f} s until a probe)")
-        self._probing = True
+        ...
 
-    def succeeded(self) -> None:
-        self._failures, self._opened_at, self._probing = 0, None, False
-        metrics.BREAKER_OPEN.labels(self.name).set(0)
+    async def succeeded(self, ticket: Ticket) -> None:
+        """The call succeeded: the count of failures starts again; a probe closes the breaker."""
+        ...
 
-    def failed(self) -> None:
-        self._failures += 1
-        if self._probing or self._failures >= self.policy.failures:
-            self._opened_at, self._probing = time.monotonic(), False
-            metrics.BREAKER_OPEN.labels(self.name).set(1)
+    async def failed(self, ticket: Ticket) -> None:
+        """The call failed: one more failure; a failed probe opens the breaker again."""
+        ...
 
-    def abandoned(self) -> None:
-        """The call was cancelled: it says nothing about the API, but a probe ends."""
-        self._probing = False
+    def abandoned(self, ticket: Ticket) -> None:
+        """The call was cancelled: it says nothing about the API, but a probe ends. Never waits."""
+        ...

@@ -1,6 +1,7 @@
 """Which failures of an external API are worth another try, and how long to wait:
 exponential backoff with jitter, or what the API said (``retry-after-ms``,
-``Retry-After``) when it said something. Cancellation is never a failure."""
+``Retry-After``) when it said something. Cancellation is never a failure; a
+call stopped because its shared permit was lost (``PermitLost``) is tried again."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 from tenacity import RetryCallState, wait_random_exponential
 
 from runyard.governance.breaker import BreakerOpen
+from runyard.governance.semaphore import PermitLost
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_HINT_S = 300.0
@@ -22,6 +24,8 @@ _backoff = wait_random_exponential(multiplier=0.25, max=20)
 def retryable(exc: BaseException) -> bool:
     if isinstance(exc, asyncio.CancelledError | BreakerOpen):
         return False
+    if isinstance(exc, PermitLost):
+        return True
     if isinstance(exc, httpx.HTTPStatusError):
         return exc.response.status_code in RETRY_STATUSES
     status = getattr(getattr(exc, "response", None), "status_code", None)

@@ -1,0 +1,143 @@
+"""Request and token windows (``rpm``, ``tpm``) shared by every process of a
+deployment: moving windows of a minute in Redis, both checked and taken by one
+Lua script.
+
+Why not the ``limits`` library's Redis storage, as ``local.py`` uses its
+memory storage: it is measurably in the way here (``bench/governance.py``
+prints the comparison).
+
+- It takes the two windows one after the other (``hit`` per item; ``test``
+  first is only advisory across processes), so when the request window admits a
+  call and the token window then refuses it, the request stays counted without
+  a call: under contention the phantom requests use up ``rpm``. One script
+  takes both or neither.
+- A moving window there is a list with one entry per unit: a 1,200-token call
+  pushes 1,200 entries and ``tpm=90_000`` keeps up to 90,000 (about 1.7 MB per
+  limit). Here a call is one entry however many tokens it takes.
+- Test, test, hit, hit and the reset time when full: four or five round trips
+  per admission instead of one.
+- Its timestamps are each process's clock; these are Redis's (``TIME``), one
+  clock for the whole deployment.
+
+Keys, under ``{prefix}limits:{name}:``: ``rpm`` (a sorted set of calls by
+time), ``tpm`` (calls as ``{id}:{tokens}`` by time) and ``tpm:used`` (the
+tokens in the window). While Redis errors, a call keeps waiting and retries
+with backoff and jitter: it is never admitted unseen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from typing import TYPE_CHECKING
+
+from runyard.governance.redis_common import REDIS_ERRORS, Outage, backoff, jitter, run
+from runyard.governance.windows import WINDOW_S, check_fits
+
+if TYPE_CHECKING:
+    from runyard.governance.redis import RedisLimits
+
+MIN_SLEEP_S = 0.01
+
+# KEYS: 1 rpm, 2 tpm, 3 tpm:used. ARGV: 1 the call's id, 2 rpm (0: none), 3 tpm (0: none),
+# 4 tokens, 5 window ms -> 0 when taken (or taken already, by this id), else ms until there may be room
+_TAKE = """
+local id, rpm, tpm, cost, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local tokens = tpm > 0 and cost > 0
+if (rpm > 0 and redis.call('ZSCORE', KEYS[1], id)) or (tokens and redis.call('ZSCORE', KEYS[2], id .. ':' .. cost)) then
+  return 0
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local since = now - window
+local wait = 0
+local function cost_of(member) return tonumber(string.match(member, ':(%d+)$')) end
+
+if rpm > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', since)
+  local n = redis.call('ZCARD', KEYS[1])
+  if n >= rpm then
+    local leaving = redis.call('ZRANGE', KEYS[1], n - rpm, n - rpm, 'WITHSCORES')
+    wait = tonumber(leaving[2]) + window - now
+  end
+end
+
+local used = 0
+if tokens then
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', since)
+  local counted = redis.call('GET', KEYS[3])
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', since) end
+  if counted then
+    used = tonumber(counted)
+    for _, member in ipairs(gone) do used = used - cost_of(member) end
+  else
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do used = used + cost_of(member) end
+  end
+  if redis.call('ZCARD', KEYS[2]) == 0 then used = 0 end
+  redis.call('SET', KEYS[3], used, 'PX', window)
+  if used + cost > tpm then
+    local need, start, found = used + cost - tpm, 0, false
+    while not found do
+      local batch = redis.call('ZRANGE', KEYS[2], start, start + 99, 'WITHSCORES')
+      if #batch == 0 then break end
+      for i = 1, #batch, 2 do
+        need = need - cost_of(batch[i])
+        if need <= 0 then
+          wait = math.max(wait, tonumber(batch[i + 1]) + window - now)
+          found = true
+          break
+        end
+      end
+      start = start + 100
+    end
+    if not found then wait = window end
+  end
+end
+
+if wait > 0 then return wait end
+if rpm > 0 then
+  redis.call('ZADD', KEYS[1], now, id)
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+if tokens then
+  redis.call('ZADD', KEYS[2], now, id .. ':' .. cost)
+  redis.call('PEXPIRE', KEYS[2], window)
+  redis.call('SET', KEYS[3], used + cost, 'PX', window)
+end
+return 0
+"""
+
+
+class RedisWindows:
+    """``rpm`` and ``tpm`` shared by every process on the same Redis and prefix."""
+
+    def __init__(self, backend: RedisLimits, name: str, rpm: int | None, tpm: int | None) -> None:
+        self.name = name
+        self.rpm, self.tpm = rpm, tpm
+        base = f"{backend.prefix}{name}:"
+        self._keys = [base + "rpm", base + "tpm", base + "tpm:used"]
+        self._take = backend.client.register_script(_TAKE)
+        self._process = backend.process
+        self._ids = itertools.count(1)
+        self._outage = Outage(f"limit {name!r}: windows")
+
+    async def take(self, tokens: int) -> None:
+        check_fits(self.name, tokens, self.tpm)
+        call = f"{self._process}/{next(self._ids)}"
+        args: list[str | int] = [call, self.rpm or 0, self.tpm or 0, tokens if self.tpm else 0, WINDOW_S * 1000]
+        delay = 0.0
+        while True:
+            try:
+                wait_ms = await run(self._take, self._keys, args)
+            except REDIS_ERRORS as exc:
+                self._outage.failed(exc)
+                delay = backoff(delay)
+                await asyncio.sleep(jitter(delay))  # fail closed: not admitted until Redis says so
+                continue
+            self._outage.recovered()
+            delay = 0.0
+            if wait_ms <= 0:
+                return
+            # a little later than the room returns, so that processes do not all ask at once
+            await asyncio.sleep(max(MIN_SLEEP_S, wait_ms / 1000) * random.uniform(1.0, 1.1))
