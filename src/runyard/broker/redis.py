@@ -57,8 +57,11 @@ log = logging.getLogger("runyard.broker")
 
 DEFAULT_PREFIX = "runyard:"
 # Connecting and answering a command: bounds how long a hung Redis holds up the
-# event writer (once; publishing then backs off) or a readiness probe. The URL's
-# own socket_timeout / socket_connect_timeout win over these.
+# event writer (once; publishing then backs off) or a readiness probe. Commands
+# are bounded with asyncio.timeout, not redis-py's socket_timeout: with it,
+# redis-py sends through asyncio.wait_for, which on Python 3.11 can swallow a
+# cancellation that arrives as the send completes. A URL's own
+# socket_connect_timeout wins over this.
 TIMEOUT_S = 1.0
 WATCH_TIMEOUT_S = 1.0  # a join waits this long at most for Redis to confirm a subscription
 RECONNECT_MIN_S = 0.05  # the subscriber reconnects after this (with jitter), doubling...
@@ -119,7 +122,7 @@ class RedisBroker(Broker):
         # One immediate retry: a pooled connection that Redis closed (a restart)
         # fails once, then reconnects. Anything longer would hold up the writer.
         self._client = Redis.from_url(
-            redis_url, socket_connect_timeout=TIMEOUT_S, socket_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1)
+            redis_url, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1)
         )
         self._hub: Hub | None = None
         self._closed = False
@@ -169,7 +172,8 @@ class RedisBroker(Broker):
         self._on_signal = None
 
     async def ping(self) -> None:
-        await self._client.ping()
+        async with asyncio.timeout(TIMEOUT_S):
+            await self._client.ping()
 
     # -- signals -----------------------------------------------------------------
 
@@ -178,8 +182,9 @@ class RedisBroker(Broker):
         if self._closed:
             return
         try:
-            await self._client.publish(self._control, orjson.dumps([self._origin, kind, run_id]))
-        except (RedisError, OSError) as exc:
+            async with asyncio.timeout(TIMEOUT_S):
+                await self._client.publish(self._control, orjson.dumps([self._origin, kind, run_id]))
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             log.debug("signal %s %s not sent (%s); workers find it in the store", kind, run_id, exc)
 
     def _deliver_signal(self, kind: str, run_id: str) -> None:
@@ -219,7 +224,8 @@ class RedisBroker(Broker):
                         pipe.publish(self._channel(run_id), encode_events(self._origin, [event]))
                 for run_id, run_events in by_run.items():
                     pipe.publish(self._channel(run_id), encode_events(self._origin, run_events))
-                await pipe.execute()
+                async with asyncio.timeout(TIMEOUT_S):
+                    await pipe.execute()
         except (RedisError, OSError) as exc:
             self._remember(by_run)
             if not self._backoff:
