@@ -7,17 +7,15 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 import pytest
 
+from tests.remote import OWNER, create, snapshot, stored_events, wait_until
 from tests.support import ServerProcess
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
-
-OWNER = {"X-Client-Id": "proc"}
 
 
 @pytest.fixture
@@ -39,45 +37,18 @@ def start(servers: list[ServerProcess], db: str, **env: str) -> ServerProcess:
     return server
 
 
-def create(url: str, pipeline: str, input: Any) -> str:
-    response = httpx.post(f"{url}/v1/runs", json={"pipeline": pipeline, "input": input}, headers=OWNER)
-    assert response.status_code == 201, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
-
-
-def snapshot(url: str, run_id: str) -> dict[str, Any]:
-    result: dict[str, Any] = httpx.get(f"{url}/v1/runs/{run_id}", headers=OWNER).json()
-    return result
-
-
-def wait_until(url: str, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = snapshot(url, run_id)
-        if current["status"] in statuses:
-            return current
-        time.sleep(0.05)
-    raise AssertionError(f"{run_id} never reached {statuses}: {snapshot(url, run_id)}")
-
-
-def all_events(url: str, run_id: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = httpx.get(
-        f"{url}/v1/runs/{run_id}/events", params={"limit": 10_000}, headers=OWNER
-    ).json()["events"]
-    return events
-
-
 def test_a_restart_on_the_same_sqlite_file_keeps_every_finished_runs_events(
     servers: list[ServerProcess], db: str
 ) -> None:
     first = start(servers, db)
     runs = [create(first.url, "ticker", {"marker": f"keep-{i}", "count": 50 * (i + 1)}) for i in range(5)]
-    before = {run_id: all_events(first.url, wait_until(first.url, run_id, {"succeeded"})["run_id"]) for run_id in runs}
+    before = {
+        run_id: stored_events(first.url, wait_until(first.url, run_id, {"succeeded"})["run_id"]) for run_id in runs
+    }
     first.stop()
     second = start(servers, db)
     for run_id, events in before.items():
-        assert all_events(second.url, run_id) == events
+        assert stored_events(second.url, run_id) == events
         assert snapshot(second.url, run_id)["status"] == "succeeded"
 
 
@@ -98,7 +69,7 @@ def test_a_run_whose_process_is_killed_ends_per_its_retry_policy(
     final = wait_until(second.url, run_id, {"succeeded", "failed", "cancelled", "timed_out"})
     status, error_code, attempt = outcome
     assert (final["status"], (final["error"] or {}).get("code"), final["attempt"]) == (status, error_code, attempt)
-    events = all_events(second.url, run_id)
+    events = stored_events(second.url, run_id)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1)), "the log goes on with the next seq"
     assert [e["type"] for e in events].count("end") == 1 and events[-1]["type"] == "end"
 
@@ -114,7 +85,7 @@ def test_a_subscriber_that_never_reads_does_not_grow_server_memory(servers: list
     for _ in range(4):
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.sendall(f"GET /v1/runs/{run_id}/stream HTTP/1.1\r\nHost: x\r\nX-Client-Id: proc\r\n\r\n".encode())
+        sock.sendall(f"GET /v1/runs/{run_id}/stream HTTP/1.1\r\nHost: x\r\nX-Client-Id: remote\r\n\r\n".encode())
         sockets.append(sock)
     try:
         time.sleep(3)

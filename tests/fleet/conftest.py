@@ -28,9 +28,6 @@ import pytest
 from tests.services import POSTGRES_URL, require_postgres, require_service
 from tests.support import ServerProcess, free_port
 
-OWNER = {"X-Client-Id": "fleet"}
-FINISHED = {"succeeded", "failed", "cancelled", "timed_out"}
-
 
 def require_redis_at(port: int = 6379) -> None:
     require_service("Redis", "127.0.0.1", port)

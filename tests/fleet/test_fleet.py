@@ -14,41 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fleet.conftest import FINISHED, OWNER, Fleet, RedisServer
+from tests.fleet.conftest import Fleet, RedisServer
+from tests.remote import FINISHED, OWNER, create, snapshot, stored_events, wait_until
 from tests.sse_reader import assert_gap_free, frames, read_events
 from tests.support import ServerProcess
 
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
-
-
-def create(api: ServerProcess, pipeline: str, input: Any) -> str:
-    response = httpx.post(f"{api.url}/v1/runs", json={"pipeline": pipeline, "input": input}, headers=OWNER)
-    assert response.status_code == 201, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
-
-
-def snapshot(api: ServerProcess, run_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{api.url}/v1/runs/{run_id}", headers=OWNER)
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
-def wait_for(api: ServerProcess, run_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = snapshot(api, run_id)
-        if current["status"] in statuses:
-            return current
-        time.sleep(0.02)
-    raise AssertionError(f"{run_id} never reached {statuses}: {snapshot(api, run_id)}")
-
-
-def stored_events(api: ServerProcess, run_id: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{api.url}/v1/runs/{run_id}/events", params={"limit": 10_000}, headers=OWNER)
-    events: list[dict[str, Any]] = response.json()["events"]
-    return events
 
 
 def stream(api: ServerProcess, run_id: str) -> list[dict[str, Any]]:
@@ -79,23 +50,23 @@ def test_a_run_created_on_one_api_process_is_streamed_and_read_on_another(
     two_by_two: tuple[list[ServerProcess], list[ServerProcess]],
 ) -> None:
     (a, b), _ = two_by_two
-    run_id = create(a, "ticker", {"marker": "across", "count": 50, "interval_ms": 5})
+    run_id = create(a.url, "ticker", {"marker": "across", "count": 50, "interval_ms": 5})
     events = stream(b, run_id)
     assert_one_clean_log(events)
     assert [e["data"]["marker"] for e in events if e["type"] == "tick"] == ["across"] * 50
-    assert snapshot(b, run_id) == snapshot(a, run_id)
-    assert snapshot(b, run_id)["status"] == "succeeded"
-    assert stored_events(b, run_id) == events
+    assert snapshot(b.url, run_id) == snapshot(a.url, run_id)
+    assert snapshot(b.url, run_id)["status"] == "succeeded"
+    assert stored_events(b.url, run_id) == events
 
 
 def test_api_processes_never_execute_runs_and_workers_serve_no_api(
     fleet: Fleet, two_by_two: tuple[list[ServerProcess], list[ServerProcess]]
 ) -> None:
     (a, _), workers = two_by_two
-    runs = [create(a, "nap", {"seconds": 1}) for _ in range(4)]
+    runs = [create(a.url, "nap", {"seconds": 1}) for _ in range(4)]
     holders = set()
     for run_id in runs:
-        wait_for(a, run_id, {"running"})
+        wait_until(a.url, run_id, {"running"})
         holders.add(fleet.worker_of(run_id))
     assert holders <= set(workers)
     assert httpx.get(f"{workers[0].url}/v1/runs/{runs[0]}", headers=OWNER).status_code == 404
@@ -135,13 +106,13 @@ def test_a_cancel_sent_to_one_api_process_stops_the_run_on_its_worker_within_a_s
     two_by_two: tuple[list[ServerProcess], list[ServerProcess]],
 ) -> None:
     (a, b), _ = two_by_two
-    run_id = create(a, "nap", {"seconds": 60})
-    wait_for(a, run_id, {"running"})
+    run_id = create(a.url, "nap", {"seconds": 60})
+    wait_until(a.url, run_id, {"running"})
     asked = time.monotonic()
     assert httpx.post(f"{b.url}/v1/runs/{run_id}/cancel", headers=OWNER).status_code == 202
-    assert wait_for(a, run_id, FINISHED, timeout=5)["status"] == "cancelled"
+    assert wait_until(a.url, run_id, FINISHED, timeout=5)["status"] == "cancelled"
     assert time.monotonic() - asked < 1.0
-    assert_one_clean_log(stored_events(a, run_id))
+    assert_one_clean_log(stored_events(a.url, run_id))
 
 
 def test_a_sessions_runs_execute_one_at_a_time_in_order_across_workers(
@@ -154,7 +125,7 @@ def test_a_sessions_runs_execute_one_at_a_time_in_order_across_workers(
     for i in range(5):
         body = {"pipeline": "nap", "input": {"seconds": 0.05}, "session_id": session_id}
         runs.append(httpx.post(f"{(a, b)[i % 2].url}/v1/runs", json=body, headers=OWNER).json()["run_id"])
-    finished = [wait_for(b, run_id, FINISHED) for run_id in runs]
+    finished = [wait_until(b.url, run_id, FINISHED) for run_id in runs]
     assert all(run["status"] == "succeeded" for run in finished)
     for earlier, later in itertools.pairwise(finished):
         assert earlier["finished_at"] <= later["started_at"], "a session's runs overlapped"
@@ -174,18 +145,18 @@ def test_a_worker_killed_mid_run_is_recovered_by_another_per_the_retry_policy(
     api = fleet.start("api")
     fleet.start("worker")
     fleet.start("worker")
-    run_id = create(api, pipeline, {"seconds": 1.0})
-    wait_for(api, run_id, {"running"})
+    run_id = create(api.url, pipeline, {"seconds": 1.0})
+    wait_until(api.url, run_id, {"running"})
     fleet.worker_of(run_id).kill()
-    final = wait_for(api, run_id, FINISHED, timeout=20)  # the lease is 2 s
+    final = wait_until(api.url, run_id, FINISHED, timeout=20)  # the lease is 2 s
     assert (final["status"], (final["error"] or {}).get("code"), final["attempt"]) == (status, code, attempt)
-    assert_one_clean_log(stored_events(api, run_id))
+    assert_one_clean_log(stored_events(api.url, run_id))
 
 
 def test_a_client_whose_api_process_is_killed_resumes_on_another_without_gap_or_duplicate(fleet: Fleet) -> None:
     a, b = fleet.start("api"), fleet.start("api")
     fleet.start("worker")
-    run_id = create(a, "ticker", {"marker": "survivor", "count": 150, "interval_ms": 20})
+    run_id = create(a.url, "ticker", {"marker": "survivor", "count": 150, "interval_ms": 20})
 
     async def read_through_the_crash() -> list[dict[str, Any]]:
         seen: list[dict[str, Any]] = []
@@ -210,7 +181,7 @@ def test_a_redis_restart_mid_stream_loses_no_event(database: str, own_redis: Red
     fleet = Fleet(database, f"redis://127.0.0.1:{own_redis.port}/0", {"RUNYARD_LEASE_S": "2"})
     try:
         api, _ = fleet.start("api"), fleet.start("worker")
-        run_id = create(api, "ticker", {"marker": "storm", "count": 200, "interval_ms": 15})
+        run_id = create(api.url, "ticker", {"marker": "storm", "count": 200, "interval_ms": 15})
 
         async def read_across_the_restart() -> list[dict[str, Any]]:
             async with httpx.AsyncClient(base_url=api.url, headers=OWNER, timeout=60) as client:
@@ -224,8 +195,8 @@ def test_a_redis_restart_mid_stream_loses_no_event(database: str, own_redis: Red
         assert_one_clean_log(events)
         assert [e["data"]["i"] for e in events if e["type"] == "tick"] == list(range(200))
         # wake-ups flow again: a run created now is claimed and finishes
-        after = create(api, "nap", {"seconds": 0.01})
-        assert wait_for(api, after, FINISHED, timeout=10)["status"] == "succeeded"
+        after = create(api.url, "nap", {"seconds": 0.01})
+        assert wait_until(api.url, after, FINISHED, timeout=10)["status"] == "succeeded"
     finally:
         fleet.stop()
 
@@ -234,21 +205,21 @@ def test_a_worker_stalled_past_its_lease_writes_nothing_once_its_run_is_recovere
     api = fleet.start("api")
     fleet.start("worker")
     fleet.start("worker")
-    run_id = create(api, "nap_retry", {"seconds": 3})
-    wait_for(api, run_id, {"running"})
+    run_id = create(api.url, "nap_retry", {"seconds": 3})
+    wait_until(api.url, run_id, {"running"})
     stalled = fleet.worker_of(run_id)
     assert stalled.proc is not None
     stalled.proc.send_signal(signal.SIGSTOP)  # its event loop stops, with the run in hand
     try:
         deadline = time.monotonic() + 20
-        while not (snapshot(api, run_id)["attempt"] == 2 and snapshot(api, run_id)["status"] == "running"):
+        while not (snapshot(api.url, run_id)["attempt"] == 2 and snapshot(api.url, run_id)["status"] == "running"):
             assert time.monotonic() < deadline, "the run was never recovered"
             time.sleep(0.05)
     finally:
         stalled.proc.send_signal(signal.SIGCONT)  # wakes up believing it still runs attempt 1
-    final = wait_for(api, run_id, FINISHED, timeout=20)
+    final = wait_until(api.url, run_id, FINISHED, timeout=20)
     assert (final["status"], final["attempt"]) == ("succeeded", 2)
-    events = stored_events(api, run_id)
+    events = stored_events(api.url, run_id)
     assert_one_clean_log(events)
     requeued = next(i for i, e in enumerate(events) if e["type"] == "status" and e["data"]["status"] == "queued")
     assert all(e["data"].get("attempt") == 2 for e in events[requeued + 1 :] if e["type"] == "napping")
@@ -263,18 +234,18 @@ def test_a_worker_stalled_past_its_lease_writes_nothing_once_its_run_is_recovere
 def test_sigterm_drains_a_worker_and_leaves_nothing_running(fleet: Fleet) -> None:
     api = fleet.start("api")
     draining = fleet.start("worker", RUNYARD_DRAIN_S="1.5")
-    short = create(api, "nap", {"seconds": 0.5})  # finishes within the drain
-    long = create(api, "nap_retry", {"seconds": 30})  # handed back after it
-    wait_for(api, short, {"running"})
-    wait_for(api, long, {"running"})
+    short = create(api.url, "nap", {"seconds": 0.5})  # finishes within the drain
+    long = create(api.url, "nap_retry", {"seconds": 30})  # handed back after it
+    wait_until(api.url, short, {"running"})
+    wait_until(api.url, long, {"running"})
     assert draining.proc is not None
     draining.proc.send_signal(signal.SIGTERM)
     draining.proc.wait(timeout=15)
-    assert wait_for(api, short, FINISHED)["status"] == "succeeded"
-    handed_back = snapshot(api, long)
+    assert wait_until(api.url, short, FINISHED)["status"] == "succeeded"
+    handed_back = snapshot(api.url, long)
     assert (handed_back["status"], handed_back["attempt"]) == ("queued", 2)
     fleet.start("worker")  # the next worker takes it
-    assert wait_for(api, long, {"running"})["attempt"] == 2
+    assert wait_until(api.url, long, {"running"})["attempt"] == 2
     held = fleet.query("SELECT count(*) FROM runs WHERE worker_id LIKE $1", f"%:{draining.proc.pid}:%")
     assert held == [(0,)], "the drained worker still holds a run"
 
@@ -312,13 +283,13 @@ def test_a_limits_cap_holds_across_worker_processes(fleet: Fleet) -> None:
     api = fleet.start("api")
     fleet.start("worker")
     fleet.start("worker")
-    runs = [create(api, "limited", {"hold": 0.15}) for _ in range(8)]  # test-api: concurrency=1
-    finished = [wait_for(api, run_id, FINISHED) for run_id in runs]
+    runs = [create(api.url, "limited", {"hold": 0.15}) for _ in range(8)]  # test-api: concurrency=1
+    finished = [wait_until(api.url, run_id, FINISHED) for run_id in runs]
     assert {run["status"] for run in finished} == {"succeeded"}
     assert len({run["output"]["pid"] for run in finished}) == 2, "both workers executed runs"
     held = []
     for run_id in runs:
-        events = {e["type"]: e["ts"] for e in stored_events(api, run_id)}
+        events = {e["type"]: e["ts"] for e in stored_events(api.url, run_id)}
         held.append((events["got_permit"], events["releasing"]))
     held.sort()
     for (_, released), (acquired, _) in itertools.pairwise(held):

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fleet.conftest import FINISHED, OWNER, Fleet, require_redis_at
-from tests.fleet.test_fleet import assert_one_clean_log, create, wait_for
+from tests.fleet.conftest import Fleet, require_redis_at
+from tests.fleet.test_fleet import assert_one_clean_log
+from tests.remote import FINISHED, OWNER, create, wait_until
 from tests.sse_reader import frames
 from tests.support import free_port
 
@@ -106,7 +107,7 @@ def test_a_postgresql_restart_mid_run_loses_and_repeats_no_event(private_postgre
     try:
         api = fleet.start("api")
         fleet.start("worker")
-        run_id = create(api, "ticker", {"marker": "through", "count": 150, "interval_ms": 20})
+        run_id = create(api.url, "ticker", {"marker": "through", "count": 150, "interval_ms": 20})
 
         async def restart_midway() -> list[dict[str, Any]]:
             reader = asyncio.create_task(resuming_stream(api.url, run_id))
@@ -117,9 +118,9 @@ def test_a_postgresql_restart_mid_run_loses_and_repeats_no_event(private_postgre
         events = asyncio.run(restart_midway())
         assert_one_clean_log(events)
         assert [e["data"]["i"] for e in events if e["type"] == "tick"] == list(range(150))
-        final = wait_for(api, run_id, FINISHED)
+        final = wait_until(api.url, run_id, FINISHED)
         assert final["status"] == "succeeded", final
-        after = create(api, "nap", {"seconds": 0.01})
-        assert wait_for(api, after, FINISHED, timeout=15)["status"] == "succeeded"
+        after = create(api.url, "nap", {"seconds": 0.01})
+        assert wait_until(api.url, after, FINISHED, timeout=15)["status"] == "succeeded"
     finally:
         fleet.stop()
