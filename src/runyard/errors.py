@@ -19,8 +19,9 @@
     │   └── StoreUnavailable          the connection failed (the server restarts, say)
     ├── RateLimited (429)             over RUNYARD_RATE_LIMIT (governance/admission.py)
     ├── BreakerOpen                   a limit's breaker is open (governance/breaker.py)
-    └── PermitLost                    a shared permit could not be renewed: the call
-                                      holding it was stopped (governance/semaphore.py)
+    ├── PermitLost                    a shared permit could not be renewed: the call
+    │                                 holding it was stopped (governance/semaphore.py)
+    └── LLMError                      an LLM endpoint's answer could not be used (adapters/openai.py)
 """
 
 from __future__ import annotations

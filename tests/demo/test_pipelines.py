@@ -62,6 +62,10 @@ class RecordingContext:
         finally:
             self.held.remove(name)
 
+    async def call(self, name: str, fn: Any, *args: Any, retries: int = 3, tokens: int = 0, **kwargs: Any) -> Any:
+        async with self.limit(name, tokens):
+            return await fn(*args, **kwargs)
+
     def of_type(self, type: str) -> list[Any]:
         return [data for kind, data in self.events if kind == type]
 

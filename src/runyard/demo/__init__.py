@@ -19,11 +19,12 @@ INDEX_HTML = STATIC_DIR / "index.html"
 
 
 def register_demo_pipelines(app: Runyard) -> Runyard:
-    """Add the three demo pipelines (and the search limit) to ``app``."""
+    """Add the three demo pipelines (and the search and LLM limits) to ``app``."""
     app.limit(research.SEARCH_LIMIT, concurrency=research.SEARCH_CONCURRENCY)
+    app.limit(chat.LLM_LIMIT, concurrency=chat.LLM_CONCURRENCY)
     app.pipeline("ticker", input_model=ticker.TickerInput)(ticker.ticker)
     app.pipeline("research", timeout_s=120, input_model=research.ResearchInput)(research.research)
-    app.pipeline("chat", timeout_s=120, input_model=chat.ChatInput)(chat.chat)
+    app.pipeline("chat", timeout_s=120, input_model=chat.ChatInput)(chat.for_app(app))
     return app
 
 

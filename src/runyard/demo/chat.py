@@ -1,24 +1,31 @@
 """``chat``: a conversation that lives in the session's memory.
 
-With ``RUNYARD_LLM_BASE_URL`` set, replies come from that OpenAI-compatible
-endpoint; otherwise from a deterministic offline responder that visibly uses the
-history (it counts turns, recalls earlier messages and remembers your name).
+With an LLM endpoint configured (``RUNYARD_LLM_BASE_URL``, ``--llm-base-url``),
+replies come from that OpenAI-compatible endpoint through
+``runyard.adapters.openai.ChatClient``, under the demo's ``llm`` limit (its
+concurrency cap, retries honouring ``Retry-After``, a ``usage`` event);
+otherwise from a deterministic offline responder that visibly uses the history
+(it counts turns, recalls earlier messages and remembers your name).
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from runyard import RunContext
+from runyard import RunContext, Runyard, Settings
+from runyard.adapters.openai import ChatClient
 from runyard.demo.research import pause
 
 SYSTEM_PROMPT = "You are the assistant of the runyard demo. Answer briefly."
 LLM_TIMEOUT_S = 60.0
+LLM_LIMIT = "llm"
+LLM_CONCURRENCY = 8  # replies in flight at once, across every session of the demo
 
 _NAME = re.compile(r"\b(?:my name is|call me)\s+([^\W\d_][\w'-]*)", re.IGNORECASE)
 _ASKS_NAME = re.compile(r"\b(?:what(?:'s| is) my name|who am i)\b", re.IGNORECASE)
@@ -31,9 +38,29 @@ class ChatInput(BaseModel):
     message: str = Field(min_length=1, max_length=4000, description="The user's message")
 
 
-async def chat(ctx: RunContext, input: ChatInput) -> dict[str, Any]:
-    """A chat turn in the session's memory: run it again in the same session and it
-    remembers. Streams the reply as `token` events. Output {reply, turns}."""
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The OpenAI-compatible endpoint the replies come from."""
+
+    base_url: str
+    model: str
+    api_key: str | None = None
+
+
+def for_app(app: Runyard) -> Callable[[RunContext, ChatInput], Awaitable[dict[str, Any]]]:
+    """The ``chat`` pipeline of ``app``: it reads the app's LLM settings when a
+    run starts, so settings given after registration (the CLI's) are the ones used."""
+
+    async def chat(ctx: RunContext, input: ChatInput) -> dict[str, Any]:
+        """A chat turn in the session's memory: run it again in the same session and it
+        remembers. Streams the reply as `token` events. Output {reply, turns}."""
+        return await chat_turn(ctx, input, llm_endpoint(app.settings))
+
+    return chat
+
+
+async def chat_turn(ctx: RunContext, input: ChatInput, endpoint: Endpoint | None) -> dict[str, Any]:
+    """One turn: the reply of ``endpoint``, or of the offline responder without one."""
     history = [
         {"role": str(m["role"]), "content": str(m["content"])}
         for m in await ctx.memory.history()
@@ -42,10 +69,7 @@ async def chat(ctx: RunContext, input: ChatInput) -> dict[str, Any]:
     await ctx.memory.append("user", input.message)
     messages = [*history, {"role": "user", "content": input.message}]
 
-    # The context has no settings yet, so the endpoint comes from the environment
-    # (the same variable Settings.llm_base_url reads).
-    base_url = os.environ.get("RUNYARD_LLM_BASE_URL")
-    reply = await llm_reply(base_url, messages) if base_url else offline_reply(messages)
+    reply = await llm_reply(ctx, endpoint, messages) if endpoint is not None else offline_reply(messages)
 
     for piece in re.findall(r"\S+\s*|\s+", reply):
         await ctx.token(piece)
@@ -54,24 +78,28 @@ async def chat(ctx: RunContext, input: ChatInput) -> dict[str, Any]:
     return {"reply": reply, "turns": sum(1 for m in messages if m["role"] == "user")}
 
 
-async def llm_reply(base_url: str, messages: list[dict[str, str]]) -> str:
-    """One non-streaming completion from an OpenAI-compatible ``/chat/completions``."""
-    headers = {}
-    if api_key := os.environ.get("RUNYARD_LLM_API_KEY"):
-        headers["Authorization"] = f"Bearer {api_key}"
-    body = {
-        "model": os.environ.get("RUNYARD_LLM_MODEL", "gpt-4o-mini"),
-        "messages": [{"role": "system", "content": SYSTEM_PROMPT}, *messages],
-        "stream": False,
-    }
-    async with httpx.AsyncClient(timeout=LLM_TIMEOUT_S) as client:
-        response = await client.post(f"{base_url.rstrip('/')}/chat/completions", json=body, headers=headers)
-        response.raise_for_status()
-    try:
-        content = response.json()["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise RuntimeError(f"the LLM endpoint answered without a reply: {response.text[:200]!r}") from exc
-    return str(content)
+def llm_endpoint(settings: Settings) -> Endpoint | None:
+    """The endpoint the settings name, or None for the offline responder.
+
+    The app's settings when they name one; else the environment as it is now,
+    for an app whose settings were made before the variable was set (the
+    module-level demo ``app``, imported by a program that sets it later)."""
+    if settings.llm_base_url:
+        return Endpoint(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
+    if base_url := os.environ.get("RUNYARD_LLM_BASE_URL"):
+        model = os.environ.get("RUNYARD_LLM_MODEL") or settings.llm_model
+        return Endpoint(base_url, model, os.environ.get("RUNYARD_LLM_API_KEY"))
+    return None
+
+
+async def llm_reply(ctx: RunContext, endpoint: Endpoint, messages: list[dict[str, str]]) -> str:
+    """One non-streaming completion from the endpoint, under the ``llm`` limit."""
+    client = ChatClient(
+        endpoint.base_url, model=endpoint.model, api_key=endpoint.api_key, limit=LLM_LIMIT, timeout_s=LLM_TIMEOUT_S
+    )
+    async with client:
+        completion = await client.complete(ctx, [{"role": "system", "content": SYSTEM_PROMPT}, *messages])
+    return completion.text
 
 
 def offline_reply(messages: list[dict[str, str]]) -> str:

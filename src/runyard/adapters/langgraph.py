@@ -1,0 +1,125 @@
+"""A compiled LangGraph graph as a runyard pipeline.
+
+    app.pipeline("assistant")(langgraph_pipeline(graph, input=..., output=...))
+
+The graph runs with ``stream_mode=["updates", "messages", "custom", "values"]``
+and its thread is the run's session (``thread_id = ctx.session_id``), so a graph
+compiled with a checkpointer carries its state from one run of a session to
+the next, and a run cancelled or timed out stops the graph at once. Its stream
+becomes events:
+
+- ``updates``: one ``graph.update`` event ``{"node", "update"}`` per node that
+  ran (``"ns"`` too, the subgraph's path, when streaming subgraphs); an
+  interrupt becomes ``graph.interrupt`` ``{"interrupts": [{"id", "value"}]}``;
+- ``messages``: the text of AI messages and chunks, as ``token`` events;
+- ``custom`` (a node's ``get_stream_writer()``): a dict naming its ``"type"``
+  becomes an event of that type carrying the dict's other keys; anything else
+  a ``graph.custom`` event carrying the payload.
+
+Nodes reach their run with ``runyard.current_run()`` as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from typing import Any, cast
+
+from runyard.adapters._support import is_event_type, jsonable, message_text, missing_extra
+from runyard.context import RunContext
+
+try:
+    from langchain_core.messages import AIMessage
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.pregel import Pregel
+    from langgraph.types import StreamMode
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("langgraph", "langgraph", "langgraph") from exc
+
+__all__ = ["langgraph_pipeline", "stream_graph"]
+
+Graph = Pregel[Any, Any, Any, Any]
+STREAM_MODES: list[StreamMode] = ["updates", "messages", "custom", "values"]
+
+
+async def stream_graph(
+    ctx: RunContext,
+    graph: Graph,
+    input: Any,
+    *,
+    config: RunnableConfig | None = None,
+    subgraphs: bool = False,
+) -> Any:
+    """Run ``graph`` on ``input`` (a state, or a ``Command`` to resume) as the
+    run ``ctx``, in the thread of its session, turning its stream into events;
+    returns the graph's final state (its last ``values``)."""
+    merged: RunnableConfig = {**(config or {})}
+    # The session's thread always: a thread_id given in ``config`` would share one thread between sessions.
+    merged["configurable"] = {**merged.get("configurable", {}), "thread_id": ctx.session_id}
+    state: Any = None
+    ns: tuple[str, ...]
+    mode: str
+    chunk: Any
+    # astream is an async generator (typed as an iterator): it has an aclose()
+    stream = cast(
+        AsyncGenerator[Any, None], graph.astream(input, merged, stream_mode=STREAM_MODES, subgraphs=subgraphs)
+    )
+    async with aclosing(stream):  # a cancelled run stops the graph's tasks now, not when collected
+        async for part in stream:
+            item = cast(tuple[Any, ...], part)  # (mode, chunk), or (ns, mode, chunk) with subgraphs
+            ns, mode, chunk = item if subgraphs else ((), *item)
+            if mode == "values":
+                if not ns:
+                    state = chunk
+            elif mode == "updates":
+                await _updates(ctx, chunk, list(ns) if subgraphs else None)
+            elif mode == "messages":
+                message, _metadata = chunk
+                if isinstance(message, AIMessage) and (text := message_text(message)):
+                    await ctx.token(text)
+            elif mode == "custom":
+                await _custom(ctx, chunk)
+    return state
+
+
+def langgraph_pipeline(
+    graph: Graph,
+    *,
+    input: Callable[[Any], Any] | None = None,
+    output: Callable[[Any], Any] | None = None,
+    config: RunnableConfig | None = None,
+    subgraphs: bool = False,
+) -> Callable[[RunContext, Any], Awaitable[Any]]:
+    """A pipeline function running ``graph`` with ``stream_graph``, for ``app.pipeline(name)``.
+
+    ``input`` maps the run's input to the graph's (default: as it is), ``output``
+    the graph's final state to the run's output (default: the state as JSON)."""
+
+    async def pipeline(ctx: RunContext, run_input: Any) -> Any:
+        graph_input = input(run_input) if input is not None else run_input
+        state = await stream_graph(ctx, graph, graph_input, config=config, subgraphs=subgraphs)
+        return output(state) if output is not None else jsonable(state)
+
+    pipeline.__doc__ = f"The LangGraph graph {graph.name!r}."
+    return pipeline
+
+
+async def _updates(ctx: RunContext, chunk: Any, ns: list[str] | None) -> None:
+    if not isinstance(chunk, Mapping):
+        return
+    for node, update in chunk.items():
+        if node == "__interrupt__":
+            interrupts = [{"id": getattr(i, "id", None), "value": jsonable(getattr(i, "value", i))} for i in update]
+            await ctx.emit("graph.interrupt", {"interrupts": interrupts})
+            continue
+        data: dict[str, Any] = {"node": str(node), "update": jsonable(update)}
+        if ns is not None:
+            data["ns"] = ns
+        await ctx.emit("graph.update", data)
+
+
+async def _custom(ctx: RunContext, payload: Any) -> None:
+    if isinstance(payload, Mapping) and is_event_type(payload.get("type")):
+        await ctx.emit(str(payload["type"]), {str(k): jsonable(v) for k, v in payload.items() if k != "type"})
+    else:
+        await ctx.emit("graph.custom", jsonable(payload))

@@ -1,0 +1,83 @@
+"""``runyard.adapters.langchain.RunyardCallbackHandler``: LangChain's callbacks
+become events of the run that made the call: streamed tokens, tool starts and
+ends, and errors. The models are LangChain's own fakes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.tools import ToolException, tool
+
+from runyard import RunContext, Runyard, Settings
+from runyard.adapters.langchain import RunyardCallbackHandler
+from tests.adapters.runs import run_to_end
+
+# One handler for every run: each callback finds its own run with current_run().
+events = RunyardCallbackHandler()
+
+
+@tool
+async def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    return a + b
+
+
+@tool
+async def divide(a: int, b: int) -> float:
+    """Divide a by b."""
+    if b == 0:
+        raise ToolException("cannot divide by zero")
+    return a / b
+
+
+def build() -> Runyard:
+    app = Runyard(Settings(store="memory://"))
+
+    @app.pipeline("chain")
+    async def chain(ctx: RunContext, input: dict[str, Any]) -> dict[str, Any]:
+        model = GenericFakeChatModel(messages=iter([input["reply"]]))
+        config: Any = {"callbacks": [events]}
+        chunks = [chunk.text async for chunk in model.astream("hi", config=config)]
+        total = await add.ainvoke({"a": 2, "b": 3}, config=config)
+        return {"reply": "".join(chunks), "total": total}
+
+    @app.pipeline("failing_tool")
+    async def failing_tool(ctx: RunContext, input: dict[str, Any]) -> Any:
+        return await divide.ainvoke({"a": 1, "b": 0}, config={"callbacks": [RunyardCallbackHandler(ctx)]})
+
+    return app
+
+
+async def test_streamed_tokens_and_tool_calls_become_events() -> None:
+    async with build().running() as rt:
+        done = await run_to_end(rt, "chain", {"reply": "two plus three"})
+
+    assert done.run.output == {"reply": "two plus three", "total": 5}
+    assert [t["text"] for t in done.of_type("token")] == ["two", " ", "plus", " ", "three"]
+    [start] = done.of_type("tool.start")
+    [end] = done.of_type("tool.end")
+    assert start == {"id": start["id"], "name": "add", "input": {"a": 2, "b": 3}}
+    assert end == {"id": start["id"], "name": "add", "output": 5}
+    assert done.types().index("tool.start") > done.types().index("token")
+
+
+async def test_a_shared_handler_sends_each_runs_callbacks_to_that_run() -> None:
+    async with build().running() as rt:
+        runs = await asyncio.gather(*(run_to_end(rt, "chain", {"reply": f"reply {i}"}) for i in range(3)))
+
+    assert [done.text() for done in runs] == ["reply 0", "reply 1", "reply 2"]
+    assert all(len(done.of_type("tool.end")) == 1 for done in runs)
+
+
+async def test_a_failing_tool_is_an_error_event_and_its_exception_still_fails_the_run() -> None:
+    async with build().running() as rt:
+        done = await run_to_end(rt, "failing_tool", {})
+
+    assert done.run.status == "failed" and done.run.error is not None
+    assert "cannot divide by zero" in done.run.error.message
+    tool_error, run_error = done.of_type("error")  # the tool's, then the runtime's for the run
+    assert tool_error == {"code": "tool_error", "message": "ToolException: cannot divide by zero", "name": "divide"}
+    assert run_error["code"] == "pipeline_error"
+    assert done.types().count("tool.start") == 1 and "tool.end" not in done.types()
