@@ -1,0 +1,1 @@
+"""market_chat: a market-data chatbot with a memory per conversation (see README.md)."""
