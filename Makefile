@@ -18,9 +18,9 @@ demo: install
 	$(BIN)/runyard demo
 
 check: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy --strict src/runyard
+	$(BIN)/ruff check src tests bench examples
+	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/mypy --strict src/runyard examples
 
 test: check
 	$(BIN)/pytest

@@ -135,7 +135,7 @@ class Runtime:
             input=stored_input,
             created_at=created,
             metadata=metadata or {},
-            timeout_s=timeout_s if timeout_s is not None else spec.timeout_s,
+            timeout_s=_effective_timeout(timeout_s, spec.timeout_s),
             max_attempts=spec.retries + 1,
         )
         admission = self._admission(idempotency, created)
@@ -256,3 +256,10 @@ class Runtime:
         if lock is None:
             lock = self._session_locks[session_id] = asyncio.Lock()
         return lock
+
+
+def _effective_timeout(asked: float | None, declared: float | None) -> float | None:
+    """A request may shorten its pipeline's declared timeout, never lengthen it."""
+    if asked is None:
+        return declared
+    return asked if declared is None else min(asked, declared)

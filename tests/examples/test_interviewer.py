@@ -27,10 +27,10 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import jwt
 import pytest
+
 from examples.interviewer.app import Providers, build_app
 from examples.interviewer.fake_llm import FakeInterviewerLLM
 from examples.interviewer.fake_speech import STT_CAP, TTS_CAP, FakeSTT, FakeTTS
-
 from runyard import APIError, AsyncClient, Settings
 from tests.services import POSTGRES_URL, REDIS_URL, redis_url, require_postgres, require_redis
 from tests.support import REPO, ServerProcess, serve_asgi, serve_in_thread

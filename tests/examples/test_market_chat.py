@@ -22,10 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
+
 from examples.market_chat.app import MAX_TOOL_CHARS, Services, build_app, json_size, trim_tool_output
 from examples.market_chat.fake_llm import CONTEXT_CHARS, FakeLLM
 from examples.market_chat.fake_quotes import FakeQuotes, quote
-
 from runyard import AsyncClient, Settings
 from runyard.cli import main
 from tests.support import REPO, ServerProcess, serve_asgi, serve_in_thread

@@ -267,9 +267,17 @@ def test_pipeline_past_its_timeout_ends_timed_out(client: httpx.Client) -> None:
     assert [e for e in events if e["type"] == "error"]
 
 
-def test_timeout_in_the_request_overrides_the_pipelines(client: httpx.Client) -> None:
+def test_timeout_in_the_request_applies_to_a_pipeline_that_declares_none(client: httpx.Client) -> None:
     run = create_run(client, "nap", {"seconds": 5}, timeout_s=0.2)
     assert wait_finished(client, run["run_id"], timeout=5)["status"] == "timed_out"
+
+
+def test_a_request_may_shorten_its_pipelines_timeout_but_never_lengthen_it(client: httpx.Client) -> None:
+    longer = create_run(client, "nap_short", {"seconds": 2}, timeout_s=60)  # nap_short declares 0.3 s
+    finished = wait_finished(client, longer["run_id"], timeout=5)
+    assert finished["status"] == "timed_out" and "0.3 s" in finished["error"]["message"]
+    shorter = create_run(client, "nap_short", {"seconds": 2}, timeout_s=0.1)
+    assert "0.1 s" in wait_finished(client, shorter["run_id"], timeout=5)["error"]["message"]
 
 
 @pytest.mark.parametrize(

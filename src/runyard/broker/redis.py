@@ -121,9 +121,7 @@ class RedisBroker(Broker):
         self._origin = secrets.token_hex(8)  # tells this broker's own messages apart when they come back
         # One immediate retry: a pooled connection that Redis closed (a restart)
         # fails once, then reconnects. Anything longer would hold up the writer.
-        self._client = Redis.from_url(
-            redis_url, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1)
-        )
+        self._client = Redis.from_url(redis_url, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1))
         self._hub: Hub | None = None
         self._closed = False
         # subscribing: only the reader task reads the subscriber connection; watch,

@@ -28,6 +28,7 @@ except ImportError:  # without the redis extra there is no Redis to fail
     class RedisError(Exception):  # type: ignore[no-redef]
         """Stands in for redis-py's error when it is not installed."""
 
+
 log = logging.getLogger("runyard.admission")
 
 
