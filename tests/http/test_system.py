@@ -292,3 +292,9 @@ def test_dashboard_is_served_at_the_root(client: httpx.Client) -> None:
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
+
+
+def test_the_dashboards_assets_are_revalidated_on_every_load(client: httpx.Client) -> None:
+    response = client.get("/static/app.js")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-cache" and response.headers["etag"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -80,7 +80,17 @@ def _serve_page(http: FastAPI) -> None:
     async def page() -> Response:
         return FileResponse(str(static / "index.html"), headers={"Cache-Control": "no-cache"})
 
-    http.mount("/static", StaticFiles(directory=str(static)), name="static")
+    http.mount("/static", _RevalidatedFiles(directory=str(static)), name="static")
+
+
+class _RevalidatedFiles(StaticFiles):
+    """The page's assets, revalidated on every load (ETag): after an upgrade a
+    browser never runs last version's scripts against this version's API."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 def _version() -> str:

@@ -1,0 +1,96 @@
+// Who the page is (a client id, or a bearer token) and the HTTP API calls made as that identity.
+
+const CLIENT_ID_KEY = "runyard.client_id";
+const TOKEN_KEY = "runyard.token";
+export const CLIENT_ID = /^[A-Za-z0-9_.-]{1,128}$/;
+
+function newClientId() {
+  const bytes = crypto.getRandomValues(new Uint8Array(6));
+  return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+export const identity = {
+  /** The owner under RUNYARD_AUTH=none (the X-Client-Id header). */
+  get clientId() {
+    let id = localStorage.getItem(CLIENT_ID_KEY);
+    if (!id || !CLIENT_ID.test(id)) {
+      id = newClientId();
+      localStorage.setItem(CLIENT_ID_KEY, id);
+    }
+    return id;
+  },
+  /** The bearer token under RUNYARD_AUTH=jwt ("" when none is set). */
+  get token() {
+    return localStorage.getItem(TOKEN_KEY) || "";
+  },
+  save(clientId, token) {
+    if (!CLIENT_ID.test(clientId)) throw new Error("a client id is 1-128 characters of A-Z a-z 0-9 _ . -");
+    localStorage.setItem(CLIENT_ID_KEY, clientId);
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+    window.dispatchEvent(new CustomEvent("runyard:identity"));
+  },
+  /** Who the server will take us for: the token's `sub` when a token is set, else the client id. */
+  get owner() {
+    const token = this.token;
+    if (!token) return this.clientId;
+    try {
+      const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(payload)).sub || "(token without sub)";
+    } catch {
+      return "(unreadable token)";
+    }
+  },
+  headers() {
+    const headers = { "X-Client-Id": this.clientId };
+    if (this.token) headers.Authorization = `Bearer ${this.token}`;
+    return headers;
+  },
+};
+
+/** An HTTP error from the API, with the contract's error code. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export async function api(path, { method = "GET", body, headers = {}, signal } = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      signal,
+      headers: { ...identity.headers(), ...(body !== undefined ? { "Content-Type": "application/json" } : {}), ...headers },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+    });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, "network_error", `the server cannot be reached (${error.message})`);
+  }
+  if (response.status === 204) return null;
+  const payload = await response.json().catch(() => null);
+  if (!response.ok) {
+    const failure = payload?.error ?? {};
+    if (response.status === 401) window.dispatchEvent(new CustomEvent("runyard:unauthorized"));
+    throw new ApiError(response.status, failure.code || "http_error",
+      failure.message || `${response.status} ${response.statusText}`);
+  }
+  return payload;
+}
+
+export const runPath = (runId, rest = "") => `/v1/runs/${encodeURIComponent(runId)}${rest}`;
+export const sessionPath = (sessionId) => `/v1/sessions/${encodeURIComponent(sessionId)}`;
+
+let pipelinesPromise = null;
+
+/** GET /v1/pipelines, once per page load. */
+export function pipelines() {
+  pipelinesPromise ??= api("/v1/pipelines").then((body) => body.pipelines).catch((error) => {
+    pipelinesPromise = null;
+    throw error;
+  });
+  return pipelinesPromise;
+}

@@ -1,0 +1,377 @@
+// #/runs/<id>: one run, live: phases as a timeline, tokens as flowing text,
+// progress bars, errors highlighted, every event in a collapsible log.
+//
+// The history comes from GET /v1/runs/{id}/events, then the stream goes on
+// after the last seq rendered (stream.js resumes it after drops). The last seq
+// rendered is kept in sessionStorage, so a reload can say where it resumed.
+
+import { ApiError, api, runPath } from "./api.js";
+import { BAD, FINISHED, badge, duration, h, json, notice, sessionLink, shortId, time } from "./dom.js";
+import { followRun } from "./stream.js";
+import { progressBar, summary, timeline } from "./widgets.js";
+
+const PAGE = 1000; // events per history request
+const HISTORY_MAX = 20000; // a longer history shows only its tail
+const LOG_MAX = 2000; // raw log entries kept in the page
+const TICKS_MAX = 500; // tick rows kept in the page
+const ACTIVITY_MAX = 500; // activity entries kept in the page
+const FLUSH_MS = 40; // events are drawn in batches, at most this late
+
+const seqKey = (runId) => `runyard.seq.${runId}`;
+const atEnd = (el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
+
+export function runView(main, runId) {
+  let stopStream = null;
+  let stopped = false;
+  let run = null;
+  let lastSeq = 0;
+  let pending = [];
+  let flushTimer = null;
+  let snapshotTimer = null;
+  let clock = null; // redraws the running duration
+  let ticks = 0;
+  let trimmedLog = 0;
+
+  const view = h("article", { id: "run-view", class: "run", dataset: { runId, lastSeq: "0", connects: "0" } });
+  main.replaceChildren(view);
+  view.append(h("p", { class: "muted" }, "loading…"));
+
+  // -- the parts of the page ---------------------------------------------------
+  const statusSlot = h("span", { id: "run-status" });
+  const connection = h("span", { id: "connection", class: "connection", role: "status", "aria-live": "polite" });
+  const cancel = h("button", { type: "button", id: "cancel-run", class: "danger", hidden: true }, "Cancel run");
+  const meta = h("dl", { class: "meta", id: "run-meta" });
+  const alerts = h("div", { id: "run-alerts" });
+  const phases = timeline();
+  const ticksBar = progressBar("ticks-progress", "Ticks");
+  const progress = progressBar("run-progress", "Progress");
+  const text = h("div", { id: "run-text", class: "flow", tabindex: 0, "aria-label": "Streamed text" });
+  const tickBody = h("tbody", { id: "ticks" });
+  const tickCount = h("span", { id: "tick-count", class: "muted" });
+  const tickScroller = h("div", { class: "table-wrap short" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", { scope: "col", class: "num" }, "seq"),
+      h("th", { scope: "col", class: "num" }, "i"), h("th", { scope: "col" }, "marker"),
+      h("th", { scope: "col" }, "sent"))),
+    tickBody));
+  const ticksSection = h("section", { id: "ticks-section", class: "card", hidden: true },
+    h("h2", {}, "Ticks ", tickCount), tickScroller);
+  const activity = h("ol", { id: "activity", class: "activity" });
+  const activitySection = h("section", { class: "card", hidden: true }, h("h2", {}, "Activity"), activity);
+  const textSection = h("section", { class: "card", hidden: true }, h("h2", {}, "Output text"), text);
+  const output = h("pre", { id: "run-output", class: "mono" }, "—");
+  const outputTitle = h("h2", {}, "Output");
+  const log = h("ol", { id: "event-log", class: "event-log mono" });
+  const logCount = h("span", { id: "event-count" }, "0");
+  const logNote = h("p", { class: "muted", hidden: true });
+
+  // -- drawing events --------------------------------------------------------------
+  function setStatus(status, final = false) {
+    if (view.dataset.ended && !final) return; // a late answer (a cancel's 202) must not undo the end
+    view.dataset.status = status;
+    statusSlot.replaceChildren(badge(status));
+    cancel.hidden = FINISHED.has(status);
+  }
+
+  function showError(error, title = "Error", kind = "error") {
+    // the run's last `error` event and its `end` usually carry the same error: show it once
+    const key = `${error?.code}|${error?.message}`;
+    const shown = [...alerts.children].find((el) => el.dataset.key === key);
+    if (shown) {
+      shown.querySelector("strong").textContent = `${title}: `;
+      return;
+    }
+    const box = notice(kind, h("strong", {}, `${title}: `), error?.message || summary(error),
+      error?.code ? h("code", {}, ` ${error.code}`) : null);
+    box.dataset.key = key;
+    alerts.append(box);
+  }
+
+  function addActivity(event, ...content) {
+    activitySection.hidden = false;
+    activity.append(h("li", { dataset: { seq: event.seq, type: event.type } },
+      h("span", { class: "activity-type" }, event.type), " ", ...content));
+    if (activity.childElementCount > ACTIVITY_MAX) activity.firstElementChild.remove();
+  }
+
+  function tick(event, shown) {
+    const data = event.data ?? {};
+    ticks += 1;
+    ticksSection.hidden = false;
+    if (shown) {
+      const sent = typeof data.t === "number" ? new Date(data.t * 1000).toLocaleTimeString() : "";
+      tickBody.append(h("tr", { dataset: { seq: event.seq, i: data.i } },
+        h("td", { class: "num" }, String(event.seq)), h("td", { class: "num" }, String(data.i)),
+        h("td", {}, String(data.marker ?? "")), h("td", {}, sent)));
+      if (tickBody.childElementCount > TICKS_MAX) tickBody.firstElementChild.remove();
+    }
+    const count = run?.input?.count;
+    // a long history shows only its tail: the tick's own index says how many came before
+    const received = Math.max(ticks, Number.isInteger(data.i) ? data.i + 1 : 0);
+    tickCount.textContent = `(${received}${typeof count === "number" ? ` of ${count}` : ""})`;
+    if (typeof count === "number" && count > 0) {
+      ticksBar.set((Number(data.i) + 1) / count, `${Number(data.i) + 1} / ${count}`);
+    }
+  }
+
+  function end(event) {
+    const data = event.data ?? {};
+    setStatus(data.status, true);
+    view.dataset.ended = "true";
+    output.textContent = data.output !== undefined ? json(data.output) : json(data.error ?? null);
+    output.classList.toggle("bad", data.output === undefined);
+    outputTitle.textContent = data.output === undefined ? "Error" : "Output";
+    if (data.error) {
+      showError(data.error, `Run ${data.status.replace("_", " ")}`, BAD.has(data.status) ? "error" : "warn");
+    }
+    phases.finish(data.status, event.ts);
+    refreshSnapshot();
+  }
+
+  /** Draws one event; `shown.row` and `shown.log` say whether it still gets a tick row and
+   * a log entry (a batch longer than the page keeps does not build the ones it would drop). */
+  function draw(event, shown) {
+    const data = event.data ?? {};
+    switch (event.type) {
+      case "status":
+        setStatus(data.status);
+        refreshSnapshot();
+        break;
+      case "phase":
+        phases.update(event);
+        break;
+      case "token":
+        break; // appended in bulk by flush()
+      case "progress": {
+        const fraction = data.fraction ?? (data.total ? data.current / data.total : null);
+        const counts = data.total ? `${data.current} / ${data.total}` : data.current ?? "";
+        progress.set(fraction, [counts, data.message].filter((x) => x !== "" && x != null).join(" · "));
+        break;
+      }
+      case "tick":
+        tick(event, shown.row);
+        break;
+      case "error":
+        showError(data);
+        break;
+      case "end":
+        end(event);
+        break;
+      case "limit.wait":
+        addActivity(event, `waiting for the limit “${data.limit}”`,
+          data.queued_behind != null ? ` behind ${data.queued_behind}` : "");
+        break;
+      case "finding":
+        addActivity(event, h("strong", {}, data.title ?? ""), " ",
+          data.url ? h("span", { class: "mono muted" }, data.url) : null,
+          data.summary ? h("div", {}, data.summary) : null);
+        break;
+      case "search":
+        addActivity(event, `“${data.query}”: ${data.hits} results`);
+        break;
+      case "plan":
+        addActivity(event, h("ul", {}, (data.queries ?? []).map((q) => h("li", {}, q))));
+        break;
+      default:
+        addActivity(event, h("span", { class: "mono" }, summary(data)));
+    }
+    if (!shown.log) {
+      trimmedLog += 1;
+      return;
+    }
+    const li = h("li", { dataset: { seq: event.seq, type: event.type }, class: `log-${event.type}` },
+      h("span", { class: "log-seq" }, String(event.seq)), " ",
+      h("span", { class: "log-type" }, event.type), " ",
+      h("span", { class: "log-data" }, summary(event.data)));
+    if (event.type === "end" && BAD.has(data.status)) li.dataset.bad = "true";
+    log.append(li);
+  }
+
+  function flush() {
+    flushTimer = null;
+    const fresh = [];
+    for (const event of pending) {
+      if (!(event.seq > lastSeq)) continue; // never draw an event twice
+      lastSeq = event.seq;
+      fresh.push(event);
+    }
+    pending = [];
+    // lists scrolled to their end follow what comes; one scrolled up stays where it is
+    const following = [tickScroller, activity, log].filter(atEnd);
+    let tokens = "";
+    let rowsToSkip = fresh.filter((event) => event.type === "tick").length - TICKS_MAX;
+    let logsToSkip = fresh.length - LOG_MAX;
+    for (const event of fresh) {
+      if (event.type === "token") tokens += event.data?.text ?? "";
+      else if (tokens) {
+        appendText(tokens);
+        tokens = "";
+      }
+      draw(event, { row: event.type !== "tick" || rowsToSkip-- <= 0, log: logsToSkip-- <= 0 });
+    }
+    if (tokens) appendText(tokens);
+    while (log.childElementCount > LOG_MAX) {
+      log.firstElementChild.remove();
+      trimmedLog += 1;
+    }
+    for (const el of following) el.scrollTop = el.scrollHeight;
+    logNote.hidden = trimmedLog === 0;
+    logNote.textContent = `${trimmedLog} earlier events are not shown here.`;
+    logCount.textContent = String(lastSeq);
+    view.dataset.lastSeq = String(lastSeq);
+    sessionStorage.setItem(seqKey(runId), String(lastSeq));
+  }
+
+  function appendText(piece) {
+    textSection.hidden = false;
+    const follow = atEnd(text);
+    text.append(piece);
+    if (follow) text.scrollTop = text.scrollHeight;
+  }
+
+  function receive(events) {
+    pending.push(...events);
+    flushTimer ??= setTimeout(flush, FLUSH_MS);
+  }
+
+  function drawConnection({ state, attempt, delay, error, connects, cursor }) {
+    if (pending.length) {
+      // what arrived before a drop is drawn now, so that the page and the cursor agree
+      clearTimeout(flushTimer);
+      flush();
+    }
+    view.dataset.connection = state;
+    view.dataset.connects = String(connects);
+    if (state === "live") {
+      // where each connection started from: what a reader (or a test) checks resumes against
+      view.dataset.cursors = `${view.dataset.cursors ?? ""} ${cursor}`.trim();
+      if (connects > 1) view.dataset.resumes = String(Number(view.dataset.resumes || 0) + 1);
+    }
+    const words = {
+      connecting: "connecting…",
+      live: connects > 1 ? `live (resumed after event ${cursor})`
+        : view.dataset.resumedFrom ? `live (continued after the reload from event ${cursor})` : "live",
+      reconnecting: `connection lost; retrying in ${(delay / 1000).toFixed(1)} s (attempt ${attempt})`,
+      offline: "offline; waiting for the network",
+      ended: "ended",
+      failed: `stream refused: ${error?.message}`,
+    };
+    connection.className = `connection connection-${state}`;
+    connection.textContent = words[state] ?? state;
+    if (state === "failed") showError(error, "Stream");
+  }
+
+  // -- the snapshot ----------------------------------------------------------------
+  function drawMeta() {
+    const rows = [
+      ["Pipeline", run.pipeline],
+      ["Attempt", String(run.attempt)],
+      ["Created", time(run.created_at)],
+      ["Started", time(run.started_at)],
+      ["Finished", time(run.finished_at)],
+      ["Duration", run.started_at ? duration(run.started_at, run.finished_at) : "—"],
+      ["Session", h("span", {}, sessionLink(run.session_id), " ",
+        h("a", { href: `#/new?pipeline=${encodeURIComponent(run.pipeline)}&session=${encodeURIComponent(run.session_id)}`,
+          class: "small" }, "continue it"))],
+    ];
+    meta.replaceChildren(...rows.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))));
+  }
+
+  function refreshSnapshot(delay = 150, tries = 5) {
+    clearTimeout(snapshotTimer);
+    snapshotTimer = setTimeout(async () => {
+      try {
+        run = await api(runPath(runId));
+        if (stopped) return;
+        drawMeta();
+        // the end event may be seen a moment before the snapshot says finished
+        if (view.dataset.ended && !run.finished_at && tries > 1) refreshSnapshot(delay * 2, tries - 1);
+      } catch {
+        // the stream still says what matters; the next status change tries again
+      }
+    }, delay);
+  }
+
+  cancel.addEventListener("click", async () => {
+    cancel.disabled = true;
+    try {
+      const snapshot = await api(runPath(runId, "/cancel"), { method: "POST" });
+      setStatus(snapshot.status);
+    } catch (error) {
+      if (error.code !== "run_finished") alerts.append(notice("error", `Cancel failed: ${error.message}`));
+    } finally {
+      cancel.disabled = false;
+    }
+  });
+
+  async function load() {
+    try {
+      run = await api(runPath(runId));
+    } catch (error) {
+      const missing = error instanceof ApiError && error.status === 404;
+      view.replaceChildren(h("h1", { tabindex: -1 }, "Run ", h("code", {}, shortId(runId))),
+        notice("error", missing
+          ? "No such run for this identity: it does not exist, or it belongs to another owner " +
+            "(an admin can list other owners' runs, not open them)."
+          : `The run could not be read: ${error.message}`),
+        h("p", {}, h("a", { href: "#/runs" }, "Back to the runs")));
+      return;
+    }
+    if (stopped) return;
+    view.replaceChildren(
+      h("div", { class: "title-row" },
+        h("h1", { tabindex: -1 }, "Run ", h("code", { title: runId }, runId)), statusSlot, cancel),
+      h("p", { class: "muted" }, connection),
+      meta,
+      alerts,
+      h("details", { class: "input" }, h("summary", {}, "Input"), h("pre", { class: "mono" }, json(run.input))),
+      phases.root,
+      h("section", { class: "card bars" }, ticksBar.root, progress.root),
+      textSection,
+      ticksSection,
+      activitySection,
+      h("section", { class: "card" }, outputTitle, output),
+      h("details", { class: "card raw", id: "raw-events" },
+        h("summary", {}, "Raw events (", logCount, ")"), logNote, log),
+    );
+    setStatus(run.status);
+    drawMeta();
+    const remembered = Number(sessionStorage.getItem(seqKey(runId)) || 0);
+    if (remembered > 0 && remembered <= run.last_seq) view.dataset.resumedFrom = String(remembered);
+
+    // the history, then the stream after it
+    let after = run.last_seq > HISTORY_MAX ? run.last_seq - HISTORY_MAX : 0;
+    trimmedLog = after;
+    let ended = false;
+    try {
+      for (;;) {
+        const page = await api(runPath(runId, `/events?after=${after}&limit=${PAGE}`));
+        if (stopped) return;
+        receive(page.events);
+        after = page.next_after;
+        ended ||= page.events.some((event) => event.type === "end");
+        if (page.events.length < PAGE) break;
+      }
+    } catch (error) {
+      showError(error, "History");
+    }
+    clearTimeout(flushTimer);
+    flush();
+    if (ended) {
+      drawConnection({ state: "ended", connects: 0, cursor: lastSeq });
+      return;
+    }
+    clock = setInterval(() => {
+      if (run && run.started_at && !run.finished_at && !stopped) drawMeta();
+    }, 1000);
+    stopStream = followRun(runId, { after: lastSeq, onEvents: receive, onState: drawConnection });
+  }
+
+  load();
+  return () => {
+    stopped = true;
+    stopStream?.();
+    clearTimeout(flushTimer);
+    clearTimeout(snapshotTimer);
+    clearInterval(clock);
+  };
+}
