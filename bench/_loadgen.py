@@ -1,5 +1,6 @@
-"""The load client of ``bench/streams.py``: one process (or one shard of several)
-that creates ``ticker`` runs and reads their SSE streams, validating every frame.
+"""The load client of ``bench/streams.py`` and ``bench/scaleout.py``: one process
+(or one shard of several) that creates ``ticker`` runs and reads their SSE streams,
+validating every frame.
 
 It is started by ``streams.py`` as ``python _loadgen.py '<config JSON>'`` and
 prints JSON lines on stdout: ``{"event": "opened", ...}`` (idle mode, once every
@@ -16,6 +17,11 @@ machine it competes with the server for CPU:
 - anything unusual (CRLF line ends, comments, other field orders) takes a slower
   general path, so heartbeats (``: ping``) are counted too.
 
+``scaleout.py`` adds ``urls`` (several API processes: run ``i`` is created and
+streamed on ``urls[i % n]``), ``pipeline`` and ``input_extra`` (another pipeline
+taking the ticker's input), and two modes: ``loop`` (closed loop for
+``duration_s``) and ``create`` (run creations only).
+
 Everything is bounded by ``deadline_s``: the process always ends by itself.
 """
 
@@ -25,6 +31,7 @@ import asyncio
 import json
 import os
 import resource
+import select
 import sys
 import threading
 import time
@@ -100,6 +107,7 @@ class Stream:
         "idx",
         "last_seq",
         "lat",
+        "lat_at",
         "leaks",
         "marker",
         "marker_q",
@@ -111,12 +119,13 @@ class Stream:
         "ticks",
     )
 
-    def __init__(self, idx: int, marker: str, sample: int, lat: list[float]) -> None:
+    def __init__(self, idx: int, marker: str, sample: int, lat: list[float], lat_at: list[float] | None = None) -> None:
         self.idx = idx
         self.marker = marker
         self.marker_q = b'"' + marker.encode() + b'"'
         self.sample = sample
         self.lat = lat  # shared list of latency samples, ms
+        self.lat_at = lat_at  # if kept: when each sample was received (scaleout.py)
         self.buf = b""
         self.crlf = False
         self.last_seq = 0
@@ -156,6 +165,8 @@ class Stream:
                 obj = loads(data)
                 inner = obj.get("data") if "seq" in obj else obj
                 self.lat.append((now - float(inner["t"])) * 1000.0)
+                if self.lat_at is not None:
+                    self.lat_at.append(now)
             except (ValueError, KeyError, TypeError, AttributeError):
                 self.bad_frames += 1
 
@@ -212,11 +223,15 @@ class Stream:
 class Client:
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.base = cfg["url"].rstrip("/")
+        # several API processes (bench/scaleout.py): run idx is created and streamed on urls[idx % n]
+        self.bases: list[str] = [str(u).rstrip("/") for u in cfg.get("urls") or [cfg["url"]]]
         self.errors: list[str] = []
         self.n_errors = 0
         self.retries = 0
         self.lat: list[float] = []
+        # receive times of the latency samples, on demand: scaleout.py tells the ramp-up
+        # (streams still being opened) from the settled phase
+        self.lat_at: list[float] | None = [] if cfg.get("lat_times") else None
         self.streams: list[Stream] = []
         self.session: aiohttp.ClientSession | None = None
 
@@ -229,8 +244,11 @@ class Client:
     def headers(idx: int) -> dict[str, str]:
         return {"X-Client-Id": f"load-{idx}"}
 
+    def base_for(self, idx: int) -> str:
+        return self.bases[idx % len(self.bases)]
+
     def new_stream(self, idx: int, sample: int) -> Stream:
-        st = Stream(idx, f"r{idx}-{uuid.uuid4().hex}", sample, self.lat)
+        st = Stream(idx, f"r{idx}-{uuid.uuid4().hex}", sample, self.lat, self.lat_at)
         self.streams.append(st)
         return st
 
@@ -238,18 +256,19 @@ class Client:
         assert self.session is not None
         body = dumps(
             {
-                "pipeline": "ticker",
+                "pipeline": self.cfg.get("pipeline", "ticker"),
                 "input": {
                     "marker": st.marker,
                     "count": count,
                     "interval_ms": interval_ms,
                     "payload_bytes": self.cfg.get("payload_bytes", 0),
+                    **self.cfg.get("input_extra", {}),
                 },
             }
         )
         headers = {**self.headers(st.idx), "Content-Type": "application/json"}
         try:
-            async with self.session.post(f"{self.base}/v1/runs", data=body, headers=headers) as r:
+            async with self.session.post(f"{self.base_for(st.idx)}/v1/runs", data=body, headers=headers) as r:
                 raw = await r.read()
                 if r.status not in (200, 201, 202):
                     self.error(f"create {r.status}: {raw[:200]!r}")
@@ -266,7 +285,7 @@ class Client:
         (a pooled keep-alive connection the server had just closed) is retried; a stream
         that breaks later is an error: the validation then shows what was lost."""
         assert self.session is not None and st.run_id is not None
-        url = f"{self.base}/v1/runs/{st.run_id}/stream"
+        url = f"{self.base_for(st.idx)}/v1/runs/{st.run_id}/stream"
         try:
             for attempt in range(RETRIES + 1):
                 got_bytes = False
@@ -319,7 +338,7 @@ class Client:
         return None
 
     async def snapshot(self, st: Stream) -> dict[str, Any] | None:
-        got = await self._call("GET", f"{self.base}/v1/runs/{st.run_id}", st.idx, "snapshot")
+        got = await self._call("GET", f"{self.base_for(st.idx)}/v1/runs/{st.run_id}", st.idx, "snapshot")
         if got is None:
             return None
         status, raw = got
@@ -333,7 +352,7 @@ class Client:
             return None
 
     async def cancel(self, st: Stream) -> None:
-        got = await self._call("POST", f"{self.base}/v1/runs/{st.run_id}/cancel", st.idx, "cancel")
+        got = await self._call("POST", f"{self.base_for(st.idx)}/v1/runs/{st.run_id}/cancel", st.idx, "cancel")
         if got is not None and got[0] not in (200, 202, 409):  # 409 run_finished: it ended meanwhile
             self.error(f"cancel {got[0]}: {got[1][:200]!r}")
 
@@ -378,6 +397,8 @@ class Client:
         ends = [s.end_time for s in self.streams if s.end_time is not None]
         out = self.summary(self.streams, count, "succeeded")
         out.update(t_start=t_start, t_end=max(ends) if ends else time.time())
+        firsts = [s.first_tick for s in self.streams if s.first_tick is not None]
+        out["live_at"] = [max(firsts)] if firsts else []  # a list: merged shards concatenate it
         return out
 
     async def mode_idle(self) -> dict[str, Any]:
@@ -544,6 +565,65 @@ class Client:
         out.update(self.summary(self.streams, count, "succeeded"))
         return out
 
+    async def mode_loop(self) -> dict[str, Any]:
+        """Closed loop (``scaleout.py``): each owner creates a run, streams it to its end and
+        starts the next, until ``duration_s`` has passed. The ticks received within that window
+        give the sustained rate, free of the ramp-down while the last runs finish."""
+        cfg = self.cfg
+        count, interval_ms, sample = cfg["count"], cfg["interval_ms"], cfg["sample"]
+        t_start = time.time()
+        stop_at = t_start + cfg["duration_s"]
+
+        async def owner(idx: int) -> None:
+            while time.time() < stop_at:
+                st = self.new_stream(idx, sample)
+                st.t0 = time.time()
+                if await self.create(st, count, interval_ms) is None:
+                    st.closed = True
+                    await asyncio.sleep(0.05)  # a failing server: do not spin on it
+                    continue
+                await self.stream(st)
+
+        work = asyncio.ensure_future(asyncio.gather(*(owner(i) for i in range(*cfg["indices"]))))
+        await asyncio.wait([work], timeout=max(0.0, stop_at - time.time()))
+        window_ticks, window_s = sum(s.ticks for s in self.streams), time.time() - t_start
+        await self._bounded(work)
+        ends = [s.end_time for s in self.streams if s.end_time is not None]
+        out = self.summary(self.streams, count, "succeeded")
+        out.update(
+            t_start=t_start,
+            t_end=max(ends) if ends else time.time(),
+            window_ticks=window_ticks,
+            window_s=round(window_s, 3),
+            runs=len(self.streams),
+        )
+        return out
+
+    async def mode_create(self) -> dict[str, Any]:
+        """Run creations only (``scaleout.py``): ``create_concurrency`` requests in flight until
+        ``duration_s`` has passed; nothing is streamed. Creation latencies go into ``lat_ms``."""
+        cfg = self.cfg
+        stop_at = time.time() + cfg["duration_s"]
+        created = failed = 0
+
+        async def creator(idx: int) -> None:
+            nonlocal created, failed
+            n = 0
+            while time.time() < stop_at:
+                st = Stream(idx, f"c{idx}-{n}", 0, self.lat)  # not kept: there is no stream to check
+                n += 1
+                t0 = time.perf_counter()
+                if await self.create(st, cfg["count"], 0) is None:
+                    failed += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                created += 1
+                self.lat.append((time.perf_counter() - t0) * 1000.0)
+
+        t_start = time.time()
+        await self._bounded(asyncio.gather(*(creator(i) for i in range(*cfg["indices"]))))
+        return {"created": created, "create_failed": failed, "t_start": t_start, "t_end": time.time()}
+
     async def _bounded(self, aw: Any) -> Any:
         """Awaits ``aw`` but never past the client's deadline."""
         left = self.deadline - time.monotonic()
@@ -567,6 +647,8 @@ class Client:
             mode = self.cfg["mode"]
             out = await getattr(self, f"mode_{mode}")()
         ru = resource.getrusage(resource.RUSAGE_SELF)
+        if self.lat_at is not None:
+            out["lat_at"] = [round(x, 4) for x in self.lat_at]
         out.update(
             event="result",
             mode=mode,
@@ -578,6 +660,20 @@ class Client:
             client_maxrss_kib=ru.ru_maxrss,
         )
         return out
+
+
+def write_all(data: bytes) -> None:
+    """Writes all of ``data`` to stdout. One write of a large result (MBs of latency
+    samples) to the driver's pipe was seen to take only its first 64 KiB, silently,
+    and the driver then got a cut line: loop until every byte is out."""
+    sys.stdout.flush()
+    fd = sys.stdout.fileno()
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:  # a non-blocking pipe that is full: wait until it drains
+            select.select([], [fd], [], 1.0)
 
 
 def main() -> None:
@@ -594,8 +690,7 @@ def main() -> None:
         else:  # pragma: no cover - old uvloop
             uvloop.install()
             result = asyncio.run(client.run())
-    sys.stdout.buffer.write(dumps(result) + b"\n")
-    sys.stdout.flush()
+    write_all(dumps(result) + b"\n")
 
 
 if __name__ == "__main__":

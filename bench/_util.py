@@ -158,16 +158,16 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def wait_healthy(self, port: int, timeout_s: float) -> None:
-        """Polls GET /healthz until it answers 200; raises if the process exits or time runs out."""
+    def wait_healthy(self, port: int, timeout_s: float, path: str = "/healthz") -> None:
+        """Polls GET ``path`` until it answers 200; raises if the process exits or time runs out."""
         deadline = time.monotonic() + timeout_s
-        url = f"http://{HOST}:{port}/healthz"
+        url = f"http://{HOST}:{port}{path}"
         last_err = "no answer"
         while time.monotonic() < deadline:
             if not self.alive():
                 raise RuntimeError(
                     f"server exited with status {self.proc.returncode if self.proc else '?'} "
-                    f"before /healthz answered; log tail:\n{self.log_tail()}"
+                    f"before {path} answered; log tail:\n{self.log_tail()}"
                 )
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
@@ -177,9 +177,7 @@ class ServerProcess:
             except (urllib.error.URLError, OSError) as e:
                 last_err = str(e)
             time.sleep(0.1)
-        raise RuntimeError(
-            f"/healthz did not answer 200 within {timeout_s}s ({last_err}); log tail:\n{self.log_tail()}"
-        )
+        raise RuntimeError(f"{path} did not answer 200 within {timeout_s}s ({last_err}); log tail:\n{self.log_tail()}")
 
     def stop(self, grace_s: float = 5.0) -> int | None:
         """SIGTERM the server's process group, then SIGKILL it after ``grace_s``."""
