@@ -22,7 +22,6 @@ from runyard.broker import broker_from_url
 from runyard.broker.base import WAKE
 from runyard.engine import Engine
 from runyard.errors import (
-    IdempotencyKeyReused,
     InvalidCursor,
     PipelineNotFound,
     RunFinished,
@@ -53,12 +52,6 @@ class Idempotency:
         """``request``'s fingerprint: a hash of its JSON, keys sorted."""
         canonical = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
         return cls(key, hashlib.sha256(canonical).hexdigest())
-
-    def first(self, fingerprint: str, run: Run) -> Run:
-        """The run a repeated key returns, if the request is the same."""
-        if fingerprint != self.fingerprint:
-            raise IdempotencyKeyReused(f"Idempotency-Key {self.key!r} was used with another request")
-        return run
 
 
 class Runtime:
@@ -115,17 +108,18 @@ class Runtime:
         With ``idempotency``, a repeat of the key by the owner within 24 h returns
         the first request's run and creates nothing (``IdempotencyKeyReused`` if
         the request differs); the store settles two requests racing with one key."""
-        if idempotency is not None:
-            seen = await self.store.idempotent_run(owner, idempotency.key, now() - IDEMPOTENCY_TTL_S)
+        created = now()
+        admission = self._admission(idempotency, created)
+        if idempotency is not None and admission is not None:
+            seen = await self.store.idempotent_run(owner, idempotency.key, admission.since)
             if seen is not None:
-                return idempotency.first(*seen)
+                return admission.repeat_of(*seen)
         spec = self.app.pipelines.get(pipeline)
         if spec is None:
             raise PipelineNotFound(f"no pipeline named {pipeline!r}")
         stored_input = spec.validate_input(input)
         if self._creation_rate is not None:
             await self._creation_rate.admit(owner)  # only requests that would create a run count
-        created = now()
         run = Run(
             run_id=new_id("run"),
             session_id=session_id or new_id("ses"),
@@ -138,7 +132,6 @@ class Runtime:
             timeout_s=_effective_timeout(timeout_s, spec.timeout_s),
             max_attempts=spec.retries + 1,
         )
-        admission = self._admission(idempotency, created)
         if session_id is None:
             session = Session(run.session_id, owner, created, created)
             stored = await self.store.create_run(run, session, admission)

@@ -296,12 +296,19 @@ class Engine:
         return Outcome.failed("pipeline_error", message)
 
     async def _finish(
-        self, run: Run, outcome: Outcome, expect: frozenset[RunStatus], fence: Fence | None = None
+        self,
+        run: Run,
+        outcome: Outcome,
+        expect: frozenset[RunStatus],
+        fence: Fence | None = None,
+        lease_expired_by: float | None = None,
     ) -> None:
         """Record the run's end; ``StatusConflict`` (logged) when it had already ended
-        or, fenced, is no longer this worker's."""
+        or, fenced, is no longer this worker's (or its lease was renewed after all)."""
+        update = outcome.update(expect)
+        update.lease_expired_by = lease_expired_by
         try:
-            await self._events.append_group(run.run_id, outcome.events(), outcome.update(expect), fence=fence)
+            await self._events.append_group(run.run_id, outcome.events(), update, fence=fence)
         except StatusConflict as conflict:
             log.info("run %s was already %s; %s not recorded", run.run_id, conflict.actual, outcome.status)
             raise
@@ -332,11 +339,8 @@ class Engine:
             await self._broker.signal(WAKE)  # any worker may take it; this one if it is not draining
         else:
             lost = Outcome.failed("worker_lost", "the worker executing this run stopped before it finished")
-            update = lost.update(RUNNING)
-            update.lease_expired_by = lease_expired_by
             with contextlib.suppress(StatusConflict):
-                await self._events.append_group(run.run_id, lost.events(), update, fence=fence)
-                metrics.RUNS_TOTAL.labels(run.pipeline, lost.status.value).inc()
+                await self._finish(run, lost, expect=RUNNING, fence=fence, lease_expired_by=lease_expired_by)
 
     async def _recover_expired_leases(self) -> None:
         at = now()

@@ -108,6 +108,12 @@ SESSION_COLUMNS = "session_id, owner, created_at, last_activity, metadata, delet
 INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, 19))})"
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
 UNFINISHED = "status IN ('queued', 'running')"
+# the fingerprint and run of an owner's idempotency key used since $3
+IDEMPOTENT_RUN = (
+    f"SELECT k.fingerprint, {', '.join('r.' + column for column in RUN_COLUMNS.split(', '))}"
+    " FROM idempotency_keys k JOIN runs r ON r.run_id = k.run_id"
+    " WHERE k.owner = $1 AND k.key = $2 AND k.created_at >= $3"
+)
 
 # The batch's runs, locked in one order every process shares: no deadlock between
 # appends to overlapping runs.

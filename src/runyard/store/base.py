@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from runyard.errors import IdempotencyKeyReused
 from runyard.models import (
     Event,
     EventDraft,
@@ -54,6 +55,12 @@ class Admission:
     idempotency_key: str | None = None
     fingerprint: str = ""
     since: float = 0.0
+
+    def repeat_of(self, fingerprint: str, first: Run) -> Run:
+        """The run a repeat of the key answers with, if it repeats the same request."""
+        if fingerprint != self.fingerprint:
+            raise IdempotencyKeyReused(f"Idempotency-Key {self.idempotency_key!r} was used with another request")
+        return first
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ import copy
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from runyard.errors import IdempotencyKeyReused, QuotaExceeded
+from runyard.errors import QuotaExceeded
 from runyard.models import UNFINISHED, Event, Message, Run, RunStatus, RunUpdate, Session
 from runyard.store._numbering import RunState, claim_group, number
 from runyard.store.base import Admission, AppendGroup, AppendResult, Claimed, LeaseRenewal, Store
@@ -126,10 +126,7 @@ class MemoryStore(Store):
         if key is not None:
             seen = await self.idempotent_run(run.owner, key, admission.since)
             if seen is not None:
-                fingerprint, first = seen
-                if fingerprint != admission.fingerprint:
-                    raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with another request")
-                return first
+                return admission.repeat_of(*seen)
         if admission.quota is not None:
             if self._created.get(run.owner, 0) >= admission.quota:
                 raise QuotaExceeded(f"owner {run.owner!r} has created all {admission.quota} runs of its quota")

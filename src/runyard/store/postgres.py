@@ -25,11 +25,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from runyard.errors import ConfigurationError, IdempotencyKeyReused, QuotaExceeded, StoreError, StoreUnavailable
+from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import Event, Message, Run, RunStatus, Session
 from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._postgres_schema import (
     CLAIMABLE,
+    IDEMPOTENT_RUN,
     INSERT_EVENTS,
     INSERT_RUN,
     INSERT_SESSION,
@@ -182,16 +183,9 @@ async def _admit(conn: Connection, run: Run, admission: Admission) -> Run | None
         )
         if claimed is None:
             # a statement of its own: its snapshot sees the run of a racing creation that just committed
-            row = await conn.fetchrow(
-                f"SELECT k.fingerprint, {', '.join('r.' + c for c in RUN_COLUMNS.split(', '))} FROM idempotency_keys k"
-                " JOIN runs r ON r.run_id = k.run_id WHERE k.owner = $1 AND k.key = $2",
-                run.owner,
-                key,
-            )
+            row = await conn.fetchrow(IDEMPOTENT_RUN, run.owner, key, 0.0)
             if row is not None:
-                if row["fingerprint"] != admission.fingerprint:
-                    raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with another request")
-                return run_from_record(row)
+                return admission.repeat_of(row["fingerprint"], run_from_record(row))
             await conn.execute(  # the first run was swept: the key is as good as new
                 "UPDATE idempotency_keys SET fingerprint = $3, run_id = $4, created_at = $5"
                 " WHERE owner = $1 AND key = $2",
@@ -477,13 +471,7 @@ class PostgresStore(Store):
         return await self._transact(work)
 
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
-        row = await self._db().fetchrow(
-            f"SELECT k.fingerprint, {', '.join('r.' + c for c in RUN_COLUMNS.split(', '))} FROM idempotency_keys k"
-            " JOIN runs r ON r.run_id = k.run_id WHERE k.owner = $1 AND k.key = $2 AND k.created_at >= $3",
-            owner,
-            key,
-            since,
-        )
+        row = await self._db().fetchrow(IDEMPOTENT_RUN, owner, key, since)
         return None if row is None else (row["fingerprint"], run_from_record(row))
 
     async def forget_idempotency_keys(self, before: float) -> int:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from runyard.errors import ConfigurationError, IdempotencyKeyReused, QuotaExceeded, StoreError
+from runyard.errors import ConfigurationError, QuotaExceeded, StoreError
 from runyard.models import Event, Message, Run, RunStatus, Session
 from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._sqlite_schema import (
@@ -182,9 +182,7 @@ def _admit(db: sqlite3.Connection, run: Run, admission: Admission) -> Run | None
     if key is not None:
         seen = _idempotent_run(db, run.owner, key, admission.since)
         if seen is not None:
-            if seen[0] != admission.fingerprint:
-                raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was used with another request")
-            return seen[1]
+            return admission.repeat_of(*seen)
     if admission.quota is not None:
         counted = db.execute(
             "INSERT INTO owner_quota (owner, runs_created) VALUES (?, 1) ON CONFLICT (owner)"
