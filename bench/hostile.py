@@ -139,8 +139,10 @@ async def _slowloris(port: int, half: int, silent: int, hold_s: float) -> dict[s
                             continue
                 await reader.read()  # until the server closes
             closed_after[kind].append(time.monotonic() - opened)
-        except (TimeoutError, OSError):
-            pass
+        except TimeoutError:
+            pass  # still open when the client gave up
+        except OSError:
+            closed_after[kind].append(time.monotonic() - opened)  # reset: closed while a byte was in flight
         finally:
             writer.close()
 

@@ -74,7 +74,7 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Runyard) -> None:
         super().__init__(config)
         self._app = app
-        self._trimmer = HeapTrimmer()
+        self._trimmer = HeapTrimmer(malloc_trim())
 
     async def on_tick(self, counter: int) -> bool:
         if counter % 10 == 0:  # once a second, like uvicorn's own housekeeping
@@ -119,8 +119,8 @@ class HeapTrimmer:
 
     CROWD = 200
 
-    def __init__(self) -> None:
-        self._trim = _malloc_trim()
+    def __init__(self, trim: Callable[[int], int] | None) -> None:
+        self._trim = trim
         self._peak = 0
 
     def observe(self, connections: int) -> None:
@@ -137,7 +137,7 @@ class HeapTrimmer:
             self._peak = connections
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def malloc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
     try:
         trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim

@@ -107,9 +107,10 @@ class Hub:
         self._channels: dict[str, RunChannel] = {}
         self.closed = False
         self._subscribers = 0  # every channel's, counted as they join and leave
-        # Followers reading history from the store at once; the rest wait their
-        # turn (FIFO), one page per turn. A burst of 2,000 replaying streams kept
-        # /healthz waiting 8.4 s without this, 5.1 s with 2 turns (bench/hostile.py).
+        # Followers reading a page of history from the store at once; the rest
+        # wait their turn (FIFO). 2,000 streams starting a replay together kept
+        # /healthz waiting 8.4 s with no turns, 5.1 s with 2 (bench/hostile.py,
+        # memory://); 4 lets a PostgreSQL pool serve pages in parallel.
         self.store_reads = asyncio.Semaphore(STORE_READS)
         self.broker: Broker | None = None  # set by ``Broker.open``: told which runs have subscribers here
 

@@ -11,14 +11,16 @@ from runyard.store.base import Store
 
 MAX_PAGE = 2000  # events per store read and per yielded batch...
 PAGE_BYTES = 1 << 20  # ...and about this much data, so big events make short pages
-FIRST_PAGE = 128  # events of the first page, before their size is known (with a whole page's share)
+FIRST_PAGE = 16  # events of the first page, before their size is known (16 x 64 KiB is a whole page)
 # A page is held three times over while it is sent (events, frames, chunks) and
 # each follower sends a whole page in one turn of the loop. At 1 MiB a page,
 # 2,000 followers replaying a 16 MiB run took the server to 1.8 GiB and stalled
 # the loop (/healthz 4.3 s). So followers share this budget: up to 32 of them get
-# whole pages (a lone replay keeps its 200,000 events/s), more get smaller ones.
+# whole pages (a lone replay is as fast as before), more get smaller ones, down
+# to 64 KiB: 2,000 followers then peaked at ~420 MiB. At 32 KiB they peaked at
+# ~300 MiB but spent 38 s of CPU against 20 s on the same 4 GB (bench/hostile.py).
 PAGES_BUDGET = 32 << 20
-MIN_PAGE_BYTES = 32 << 10
+MIN_PAGE_BYTES = 64 << 10
 
 
 async def follow(

@@ -27,6 +27,7 @@ import asyncio
 from typing import Any, ClassVar
 
 import orjson
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 ALWAYS_SERVED = frozenset({b"/healthz", b"/metrics"})
@@ -87,8 +88,9 @@ class ProtectedHttpProtocol(HttpToolsProtocol):
         self._read_deadline = None
         if self.transport.is_closing():
             return
-        if self._bytes_read and not self._headers_read:
-            # nobody else is answering this request yet: say why it ends
+        answering = self.cycle is not None and not self.cycle.response_complete
+        if self._bytes_read and not self._headers_read and not answering:
+            # nobody is answering on this connection: say why it ends
             body = error_body("request_timeout", f"the request was not received within {self.read_timeout_s:g} s")
             self.transport.write(
                 b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
@@ -101,7 +103,7 @@ def error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
-async def refuse_busy(scope: Any, receive: Any, send: Any) -> None:
+async def refuse_busy(scope: Scope, receive: Receive, send: Send) -> None:
     """The answer past the connection cap, without entering the app."""
     body = error_body("server_busy", "this server has too many open connections; retry later")
     headers = [
