@@ -1,0 +1,369 @@
+"""Start-up resources: ``Runyard(lifespan=...)`` and ``@app.resource`` build shared
+clients once per process before the first run, every run reads them as
+``ctx.resources`` (the app's own code as ``app.resources``), and they close in
+reverse order after the drain, also when a later one fails to start."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from runyard import Resources, RunContext, Runyard, Settings, StartupFailed, current_run
+from runyard.runtime import Runtime
+from tests.remote import create, wait_until
+from tests.support import REPO, free_port
+
+
+class Client:
+    """Stands in for a shared HTTP client or model: knows whether it was closed."""
+
+    def __init__(self, name: str, journal: list[str]) -> None:
+        self.name = name
+        self.closed = False
+        self._journal = journal
+
+    def close(self) -> None:
+        self.closed = True
+        self._journal.append(f"close {self.name}")
+
+
+def journaled_app(journal: list[str], *, failing: str | None = None, **settings: Any) -> Runyard:
+    """A lifespan yielding ``base``, then resources ``a`` and ``b`` (``failing`` raises
+    instead of starting); every start and close lands in ``journal``."""
+
+    @asynccontextmanager
+    async def lifespan(app: Runyard) -> AsyncIterator[dict[str, Any]]:
+        journal.append("start base")
+        base = Client("base", journal)
+        yield {"base": base}
+        base.close()
+
+    app = Runyard(Settings(store="memory://", **settings), lifespan=lifespan)
+
+    def declare(name: str) -> None:
+        @app.resource(name)
+        async def build() -> AsyncIterator[Client]:
+            if name == failing:
+                raise ConnectionRefusedError(f"{name} refused the connection")
+            journal.append(f"start {name}")
+            client = Client(name, journal)
+            yield client
+            client.close()
+
+    declare("a")
+    declare("b")
+    return app
+
+
+async def finished(rt: Runtime, run_id: str) -> Any:
+    done = await rt.wait(await rt.get_run("alice", run_id), 20)
+    assert done is not None, f"run {run_id} did not finish"
+    return done
+
+
+async def test_resources_start_once_in_order_before_the_first_run() -> None:
+    journal: list[str] = []
+    app = journaled_app(journal)
+
+    @app.pipeline("look")
+    async def look(ctx: RunContext, input: Any) -> list[str]:
+        journal.append("run")
+        return sorted(ctx.resources)
+
+    async with app.running() as rt:
+        runs = [await rt.create_run("alice", "look", {}) for _ in range(3)]
+        outputs = [(await finished(rt, run.run_id)).output for run in runs]
+
+    assert journal[:3] == ["start base", "start a", "start b"]
+    assert journal[3:6] == ["run"] * 3  # and nothing started again for later runs
+    assert outputs == [["a", "b", "base"]] * 3
+
+
+async def test_resources_close_in_reverse_order_after_the_drain() -> None:
+    journal: list[str] = []
+    app = journaled_app(journal, drain_s=20)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @app.pipeline("slow")
+    async def slow(ctx: RunContext, input: Any) -> None:
+        started.set()
+        await release.wait()
+        journal.append(f"run ends, a closed: {ctx.resources['a'].closed}")
+
+    async with app.running() as rt:
+        await rt.create_run("alice", "slow", {})
+        await started.wait()
+        asyncio.get_running_loop().call_soon(release.set)  # the run ends while the runtime drains
+
+    assert journal[3:] == ["run ends, a closed: False", "close b", "close a", "close base"]
+
+
+async def test_a_failing_start_up_closes_what_was_opened_in_reverse_order_and_names_the_culprit() -> None:
+    journal: list[str] = []
+    app = journaled_app(journal, failing="b")
+
+    with pytest.raises(StartupFailed) as failure:
+        async with app.running():
+            pytest.fail("the app must not start")
+
+    assert str(failure.value) == "start-up failed: resource 'b' raised ConnectionRefusedError: b refused the connection"
+    assert isinstance(failure.value.__cause__, ConnectionRefusedError)
+    assert journal == ["start base", "start a", "close a", "close base"]
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = app.resources
+
+
+async def test_a_failing_lifespan_stops_the_start_before_any_resource() -> None:
+    built: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Runyard) -> AsyncIterator[None]:
+        raise FileNotFoundError("defi_facts.json")
+        yield
+
+    app = Runyard(Settings(store="memory://"), lifespan=lifespan)
+
+    @app.resource("after")
+    async def after() -> str:
+        built.append("after")
+        return "never"
+
+    with pytest.raises(StartupFailed, match=r"^start-up failed: the lifespan raised FileNotFoundError: defi_facts"):
+        async with app.running():
+            pass
+    assert built == []
+
+
+async def test_resources_close_when_runyard_itself_fails_to_start(tmp_path: Path) -> None:
+    journal: list[str] = []
+    (tmp_path / "a-file").write_text("not a directory")
+    app = journaled_app(journal)
+    app.with_settings(Settings(store=f"sqlite:///{tmp_path}/a-file/runs.db"))
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever the store raises; the point is what closes
+        async with app.running():
+            pass
+    assert journal == ["start base", "start a", "start b", "close b", "close a", "close base"]
+
+
+async def test_every_run_reads_the_same_read_only_resources() -> None:
+    journal: list[str] = []
+    app = journaled_app(journal)
+
+    @app.pipeline("use")
+    async def use(ctx: RunContext, input: Any) -> dict[str, Any]:
+        assert current_run().resources is ctx.resources  # a tool deep in the stack reaches them too
+        with pytest.raises(TypeError):
+            ctx.resources["a"] = "replaced"  # type: ignore[index]
+        return {"a": id(ctx.resources["a"]), "base": id(ctx.resources["base"])}
+
+    async with app.running() as rt:
+        runs = [await rt.create_run(f"user-{n}", "use", {}) for n in range(4)]
+        outputs = [(await rt.wait(run, 20)) for run in runs]
+        expected = {"a": id(app.resources["a"]), "base": id(app.resources["base"])}
+    assert [done.output if done else None for done in outputs] == [expected] * 4
+
+
+async def test_resources_of_a_type_give_the_one_instance_typed_or_say_why_not() -> None:
+    class Embedder:
+        pass
+
+    embedder = Embedder()
+    resources = Resources({"embedder": embedder, "http": Client("http", []), "db": Client("db", [])})
+
+    assert resources.of(Embedder) is embedder
+    with pytest.raises(LookupError, match="found several \\(http, db\\): ask by name"):
+        resources.of(Client)
+    with pytest.raises(LookupError, match="one resource of type int expected, found none"):
+        resources.of(int)
+    with pytest.raises(KeyError, match="no resource named 'llm' \\(there are: embedder, http, db\\)"):
+        resources["llm"]
+
+
+async def test_a_resource_may_use_the_resources_built_before_it_and_a_plain_async_function_builds_one() -> None:
+    app = Runyard(Settings(store="memory://"))
+
+    @app.resource("dataset")
+    async def dataset() -> tuple[str, ...]:
+        return ("fact one", "fact two")
+
+    @app.resource("index")
+    async def index(built: Resources) -> Mapping[str, int]:
+        return {fact: n for n, fact in enumerate(built["dataset"])}
+
+    async with app.running():
+        assert app.resources["index"] == {"fact one": 0, "fact two": 1}
+
+
+async def test_app_resources_are_reachable_only_while_the_app_runs() -> None:
+    app = journaled_app([])
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = app.resources
+    async with app.running():
+        assert set(app.resources) == {"base", "a", "b"}
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = app.resources
+
+
+def test_a_resource_is_declared_once_as_an_async_function() -> None:
+    app = Runyard(Settings(store="memory://"))
+
+    @app.resource("db")
+    async def db() -> str:
+        return "db"
+
+    with pytest.raises(ValueError, match="resource 'db' is already registered"):
+        app.resource("db")
+    with pytest.raises(TypeError, match="must be an async generator function or an async function"):
+        app.resource("sync")(lambda: "sync")
+    with pytest.raises(TypeError, match="takes no argument or the resources built before it"):
+
+        @app.resource("two")
+        async def two(a: Resources, b: Resources) -> None: ...
+
+
+async def test_a_resource_named_like_one_the_lifespan_yields_stops_the_start() -> None:
+    journal: list[str] = []
+    app = journaled_app(journal)
+
+    @app.resource("base")
+    async def base() -> str:
+        return "again"
+
+    with pytest.raises(StartupFailed, match="resource 'base' is also yielded by the lifespan"):
+        async with app.running():
+            pass
+    assert journal[-3:] == ["close b", "close a", "close base"]
+
+
+# -- ctx.session ------------------------------------------------------------------
+
+
+async def test_a_run_reads_its_sessions_id_and_metadata_as_stored(store_url: str) -> None:
+    app = Runyard(Settings(store=store_url))
+
+    @app.pipeline("whoami")
+    async def whoami(ctx: RunContext, input: Any) -> dict[str, Any]:
+        metadata = await ctx.session.metadata()
+        with pytest.raises(TypeError):
+            metadata["plan"] = "free"  # type: ignore[index]
+        return {"id": ctx.session.id, "metadata": dict(metadata)}
+
+    async with app.running() as rt:
+        session = await rt.create_session("alice", {"plan": "pro", "locale": {"lang": "fr"}})
+        in_session = await rt.create_run("alice", "whoami", {}, session_id=session.session_id)
+        fresh = await rt.create_run("alice", "whoami", {})
+        done = await finished(rt, in_session.run_id), await finished(rt, fresh.run_id)
+
+    assert done[0].output == {"id": session.session_id, "metadata": {"plan": "pro", "locale": {"lang": "fr"}}}
+    assert done[1].output == {"id": fresh.session_id, "metadata": {}}
+
+
+async def test_session_metadata_costs_one_store_read_and_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = Runyard(Settings(store="memory://"))
+    reads: list[str] = []
+
+    @app.pipeline("ignores")
+    async def ignores(ctx: RunContext, input: Any) -> str:
+        return ctx.session.id
+
+    @app.pipeline("reads_twice")
+    async def reads_twice(ctx: RunContext, input: Any) -> bool:
+        return await ctx.session.metadata() is await ctx.session.metadata()
+
+    async with app.running() as rt:
+        get_session = rt.store.get_session
+
+        async def counted(session_id: str) -> Any:
+            reads.append(session_id)
+            return await get_session(session_id)
+
+        monkeypatch.setattr(rt.store, "get_session", counted)
+        ignoring = await finished(rt, (await rt.create_run("alice", "ignores", {})).run_id)
+        assert reads == []
+        reading = await finished(rt, (await rt.create_run("alice", "reads_twice", {})).run_id)
+        assert reading.output is True and reads == [reading.session_id]
+        assert ignoring.output == ignoring.session_id
+
+
+# -- a real server process ----------------------------------------------------------
+
+
+@pytest.fixture
+def serve_resources_app(tmp_path: Path) -> Iterator[Any]:
+    """Starts ``runyard serve tests.resources_app:app``; stops what it started."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+        port = free_port()
+        journal, output = tmp_path / "journal.txt", tmp_path / "server.log"
+        variables = {**os.environ, "RUNYARD_STORE": f"sqlite:///{tmp_path}/r.db", "RUNYARD_PORT": str(port)}
+        variables |= {"RUNYARD_HOST": "127.0.0.1", "RESOURCES_JOURNAL": str(journal), **env}
+        with output.open("wb") as log:
+            command = [sys.executable, "-m", "runyard", "serve", "tests.resources_app:app"]
+            proc = subprocess.Popen(command, cwd=REPO, env=variables, stdout=log, stderr=subprocess.STDOUT)
+        started.append(proc)
+        return proc, f"http://127.0.0.1:{port}", journal
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def ready(proc: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the server exited with {proc.returncode}"
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the server did not become ready")
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_server_process_builds_its_resource_once_and_closes_it_on_sigterm(serve_resources_app: Any) -> None:
+    proc, url, journal = serve_resources_app()
+    ready(proc, url)
+    runs = [create(url, "use", {}) for _ in range(12)]
+    outputs = [wait_until(url, run_id, {"succeeded"})["output"] for run_id in runs]
+
+    assert len({(output["pid"], output["resource"]) for output in outputs}) == 1  # one process, one instance
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
+    pid = outputs[0]["pid"]
+    assert journal.read_text().splitlines() == [f"{pid} built counter", f"{pid} closed counter"]
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_a_server_whose_start_up_fails_exits_with_the_message_after_closing_what_it_opened(
+    serve_resources_app: Any, tmp_path: Path
+) -> None:
+    proc, _, journal = serve_resources_app(RESOURCES_FAIL="1")
+    assert proc.wait(timeout=30) == 3  # uvicorn's start-up failure
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    errors = [(line["logger"], line["message"]) for line in lines if line["level"] == "error"]
+    assert errors[0] == (
+        "runyard.resources",
+        "start-up failed: resource 'vector_db' raised ConnectionRefusedError:"
+        " vector database at 127.0.0.1:1 refused the connection",
+    )
+    assert journal.read_text().splitlines() == [f"{proc.pid} built counter", f"{proc.pid} closed counter"]
