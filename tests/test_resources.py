@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from runyard import Resources, RunContext, Runyard, Settings, StartupFailed, current_run
 from runyard.runtime import Runtime
 from tests.remote import create, wait_until
-from tests.support import REPO, free_port
+from tests.support import ServerProcess
 
 
 class Client:
@@ -301,64 +295,36 @@ async def test_session_metadata_costs_one_store_read_and_only_when_asked(monkeyp
 # -- a real server process ----------------------------------------------------------
 
 
-@pytest.fixture
-def serve_resources_app(tmp_path: Path) -> Iterator[Any]:
-    """Starts ``runyard serve tests.resources_app:app``; stops what it started."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**env: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-        port = free_port()
-        journal, output = tmp_path / "journal.txt", tmp_path / "server.log"
-        variables = {**os.environ, "RUNYARD_STORE": f"sqlite:///{tmp_path}/r.db", "RUNYARD_PORT": str(port)}
-        variables |= {"RUNYARD_HOST": "127.0.0.1", "RESOURCES_JOURNAL": str(journal), **env}
-        with output.open("wb") as log:
-            command = [sys.executable, "-m", "runyard", "serve", "tests.resources_app:app"]
-            proc = subprocess.Popen(command, cwd=REPO, env=variables, stdout=log, stderr=subprocess.STDOUT)
-        started.append(proc)
-        return proc, f"http://127.0.0.1:{port}", journal
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def ready(proc: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the server exited with {proc.returncode}"
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the server did not become ready")
+def resources_app(tmp_path: Path, **env: str) -> ServerProcess:
+    """``runyard serve tests.resources_app:app``, its resource journal and output in ``tmp_path``."""
+    settings = {"RUNYARD_STORE": f"sqlite:///{tmp_path}/r.db", "RUNYARD_LOG_FORMAT": "json"}
+    settings["RESOURCES_JOURNAL"] = str(tmp_path / "journal.txt")
+    return ServerProcess({**settings, **env}, app="tests.resources_app:app", output=tmp_path / "server.log")
 
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_a_server_process_builds_its_resource_once_and_closes_it_on_sigterm(serve_resources_app: Any) -> None:
-    proc, url, journal = serve_resources_app()
-    ready(proc, url)
-    runs = [create(url, "use", {}) for _ in range(12)]
-    outputs = [wait_until(url, run_id, {"succeeded"})["output"] for run_id in runs]
+def test_a_server_process_builds_its_resource_once_and_closes_it_on_sigterm(tmp_path: Path) -> None:
+    server = resources_app(tmp_path).start()
+    try:
+        runs = [create(server.url, "use", {}) for _ in range(12)]
+        outputs = [wait_until(server.url, run_id, {"succeeded"})["output"] for run_id in runs]
+    finally:
+        server.stop()  # SIGTERM: drain, then close
 
     assert len({(output["pid"], output["resource"]) for output in outputs}) == 1  # one process, one instance
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
     pid = outputs[0]["pid"]
-    assert journal.read_text().splitlines() == [f"{pid} built counter", f"{pid} closed counter"]
+    journal = (tmp_path / "journal.txt").read_text().splitlines()
+    assert journal == [f"{pid} built counter", f"{pid} closed counter"]
 
 
 @pytest.mark.server
 @pytest.mark.slow
-def test_a_server_whose_start_up_fails_exits_with_the_message_after_closing_what_it_opened(
-    serve_resources_app: Any, tmp_path: Path
-) -> None:
-    proc, _, journal = serve_resources_app(RESOURCES_FAIL="1")
-    assert proc.wait(timeout=30) == 3  # uvicorn's start-up failure
+def test_a_server_whose_start_up_fails_exits_with_the_message_after_closing_what_it_opened(tmp_path: Path) -> None:
+    server = resources_app(tmp_path, RESOURCES_FAIL="1")
+    with pytest.raises(RuntimeError, match="server exited with 3"):  # uvicorn's start-up failure
+        server.start()
+
     lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
     errors = [(line["logger"], line["message"]) for line in lines if line["level"] == "error"]
     assert errors[0] == (
@@ -366,4 +332,6 @@ def test_a_server_whose_start_up_fails_exits_with_the_message_after_closing_what
         "start-up failed: resource 'vector_db' raised ConnectionRefusedError:"
         " vector database at 127.0.0.1:1 refused the connection",
     )
-    assert journal.read_text().splitlines() == [f"{proc.pid} built counter", f"{proc.pid} closed counter"]
+    assert server.proc is not None
+    pid = server.proc.pid
+    assert (tmp_path / "journal.txt").read_text().splitlines() == [f"{pid} built counter", f"{pid} closed counter"]
