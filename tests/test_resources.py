@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from runyard import Resources, RunContext, Runyard, Settings, StartupFailed, current_run
 from runyard.runtime import Runtime
 from tests.remote import create, wait_until
+from tests.services import redis_url, require_redis
 from tests.support import ServerProcess
 
 
@@ -201,6 +203,20 @@ async def test_a_resource_may_use_the_resources_built_before_it_and_a_plain_asyn
         assert app.resources["index"] == {"fact one": 0, "fact two": 1}
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.parametrize("role", ["api", "worker"])
+async def test_every_role_builds_the_resources(role: Literal["api", "worker"], postgres_url: str) -> None:
+    """An api process serves the app's own routes, which may need them; a worker runs pipelines."""
+    require_redis()
+    journal: list[str] = []
+    app = journaled_app(journal)
+    app.with_settings(Settings(role=role, store=postgres_url, broker=redis_url(f"resources-{role}-{uuid.uuid4().hex}")))
+    async with app.running():
+        assert set(app.resources) == {"base", "a", "b"}
+    assert journal == ["start base", "start a", "start b", "close b", "close a", "close base"]
+
+
 async def test_app_resources_are_reachable_only_while_the_app_runs() -> None:
     app = journaled_app([])
     with pytest.raises(RuntimeError, match="not started"):
@@ -221,11 +237,31 @@ def test_a_resource_is_declared_once_as_an_async_function() -> None:
     with pytest.raises(ValueError, match="resource 'db' is already registered"):
         app.resource("db")
     with pytest.raises(TypeError, match="must be an async generator function or an async function"):
-        app.resource("sync")(lambda: "sync")
+        app.resource("sync")(lambda: "sync")  # type: ignore[type-var]  # mypy says so too
     with pytest.raises(TypeError, match="takes no argument or the resources built before it"):
 
         @app.resource("two")
         async def two(a: Resources, b: Resources) -> None: ...
+
+
+async def test_a_resource_that_fails_to_close_is_logged_and_the_others_still_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    journal: list[str] = []
+    app = journaled_app(journal)
+
+    @app.resource("flaky")
+    async def flaky() -> AsyncIterator[None]:
+        yield
+        raise OSError("socket already gone")
+
+    async with app.running():
+        pass
+
+    assert journal[-3:] == ["close b", "close a", "close base"]
+    [record] = [r for r in caplog.records if r.name == "runyard.resources"]
+    assert record.getMessage() == "shutdown: resource 'flaky' failed to close"
+    assert record.exc_info is not None and isinstance(record.exc_info[1], OSError)
 
 
 async def test_a_resource_named_like_one_the_lifespan_yields_stops_the_start() -> None:

@@ -13,9 +13,10 @@ Two ways to declare them, which compose:
   resources built before it.
 
 The lifespan is entered first, then each ``@app.resource`` in declaration
-order; at shutdown they close in the reverse order. When one fails to start,
-those already built are closed (reverse order again) and ``StartupFailed``
-names the one that failed.
+order; at shutdown they close in the reverse order (one that fails to close is
+logged, and the others still close). When one fails to start, those already
+built are closed (reverse order again) and ``StartupFailed`` names the one
+that failed.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Resources(Mapping[str, Any]):
 
     def of(self, kind: type[T]) -> T:
         """The one resource that is an instance of ``kind``, typed as such;
-        ``LookupError`` when there is none or more than one."""
+        ``LookupError`` when there is none or more than one. ``kind`` is a class
+        (a ``typing.Protocol`` only if ``@runtime_checkable``)."""
         found = [name for name, value in self._items.items() if isinstance(value, kind)]
         if len(found) != 1:
             what = f"several ({', '.join(found)}): ask by name" if found else "none"
@@ -128,8 +130,18 @@ async def open_resources(app: Runyard, lifespan: Lifespan | None, declared: list
 
 async def _start(stack: AsyncExitStack, what: str, manager: AbstractAsyncContextManager[T]) -> T:
     try:
-        return await stack.enter_async_context(manager)
+        value = await manager.__aenter__()
     except Exception as exc:
         failure = StartupFailed(f"start-up failed: {what} raised {type(exc).__name__}: {exc}")
         log.error("%s", failure)  # one line an operator reads first; the server logs the traceback after it
         raise failure from exc
+    stack.push_async_callback(_close, what, manager)
+    return value
+
+
+async def _close(what: str, manager: AbstractAsyncContextManager[Any]) -> None:
+    """A clean exit; a failure is logged, and the other resources still close."""
+    try:
+        await manager.__aexit__(None, None, None)
+    except Exception:
+        log.exception("shutdown: %s failed to close", what)
