@@ -244,6 +244,13 @@ def test_a_resource_is_declared_once_as_an_async_function() -> None:
         async def two(a: Resources, b: Resources) -> None: ...
 
 
+async def test_a_resource_cannot_be_declared_while_the_app_runs() -> None:
+    app = Runyard(Settings(store="memory://"))
+    async with app.running():
+        with pytest.raises(RuntimeError, match="resources are declared before the app starts"):
+            app.resource("late")
+
+
 async def test_a_resource_that_fails_to_close_is_logged_and_the_others_still_close(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -133,6 +133,8 @@ class Runyard:
         generator function (set up, ``yield`` it, close it) or an async function
         returning it. Resources are built in declaration order, after the
         lifespan, and closed in reverse order after the last run has drained."""
+        if self._runtime is not None:
+            raise RuntimeError("resources are declared before the app starts")
         if any(declared.name == name for declared in self.declared_resources):
             raise ValueError(f"resource {name!r} is already registered")
 

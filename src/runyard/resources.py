@@ -121,7 +121,7 @@ async def open_resources(app: Runyard, lifespan: Lifespan | None, declared: list
             items.update(state or {})
         for resource in declared:
             if resource.name in items:
-                raise StartupFailed(f"start-up failed: resource {resource.name!r} is also yielded by the lifespan")
+                raise _failed(f"resource {resource.name!r} is also yielded by the lifespan")
             items[resource.name] = await _start(stack, f"resource {resource.name!r}", resource.open(Resources(items)))
         yield Resources(items)
     finally:
@@ -132,11 +132,15 @@ async def _start(stack: AsyncExitStack, what: str, manager: AbstractAsyncContext
     try:
         value = await manager.__aenter__()
     except Exception as exc:
-        failure = StartupFailed(f"start-up failed: {what} raised {type(exc).__name__}: {exc}")
-        log.error("%s", failure)  # one line an operator reads first; the server logs the traceback after it
-        raise failure from exc
+        raise _failed(f"{what} raised {type(exc).__name__}: {exc}") from exc
     stack.push_async_callback(_close, what, manager)
     return value
+
+
+def _failed(reason: str) -> StartupFailed:
+    failure = StartupFailed(f"start-up failed: {reason}")
+    log.error("%s", failure)  # one line an operator reads first; the server logs the traceback after it
+    return failure
 
 
 async def _close(what: str, manager: AbstractAsyncContextManager[Any]) -> None:
