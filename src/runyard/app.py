@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from runyard.errors import InvalidRequest
 from runyard.governance import Breaker, LimitRegistry
 from runyard.models import ID_PATTERN
-from runyard.resources import Declared, Lifespan, ResourceFactory, Resources, check_factory
+from runyard.resources import Declared, LifespanContext, ResourceFactory, Resources, check_factory
 from runyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 PipelineFunc = Callable[["RunContext", Any], Awaitable[Any]]
 F = TypeVar("F", bound=PipelineFunc)
 R = TypeVar("R", bound=ResourceFactory)
+Lifespan = Callable[["Runyard"], LifespanContext]
+"""``lifespan(app)``: an async context manager whose yielded mapping (or None) becomes resources."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,18 +26,15 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from runyard.errors import StartupFailed
-
-if TYPE_CHECKING:
-    from runyard.app import Runyard
 
 log = logging.getLogger("runyard.resources")
 T = TypeVar("T")
 
-Lifespan = Callable[["Runyard"], AbstractAsyncContextManager[Mapping[str, Any] | None]]
-"""``lifespan(app)``: an async context manager whose yielded mapping (or None) becomes resources."""
+LifespanContext = AbstractAsyncContextManager[Mapping[str, Any] | None]
+"""What ``lifespan(app)`` returns: its yielded mapping (or None) becomes resources."""
 
 ResourceFactory = Callable[..., AsyncIterator[Any] | Awaitable[Any]]
 """An async generator function yielding one resource, or an async function returning it;
@@ -107,7 +104,7 @@ def check_factory(name: str, factory: ResourceFactory) -> None:
 
 
 @asynccontextmanager
-async def open_resources(app: Runyard, lifespan: Lifespan | None, declared: list[Declared]) -> AsyncIterator[Resources]:
+async def open_resources(lifespan: LifespanContext | None, declared: list[Declared]) -> AsyncIterator[Resources]:
     """Build every resource, yield them, close them in reverse order (also when one fails to start).
 
     Closing is always a clean exit, never the start-up error thrown into the
@@ -117,7 +114,7 @@ async def open_resources(app: Runyard, lifespan: Lifespan | None, declared: list
     try:
         items: dict[str, Any] = {}
         if lifespan is not None:
-            state = await _start(stack, "the lifespan", lifespan(app))
+            state = await _start(stack, "the lifespan", lifespan)
             items.update(state or {})
         for resource in declared:
             if resource.name in items:

@@ -76,8 +76,9 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         # The app's resources come first and go last: ready before the engine
         # claims its first run, closed after the drain, whatever fails between.
+        lifespan = self.app.lifespan(self.app) if self.app.lifespan is not None else None
         self._resources = await self._resource_scope.enter_async_context(
-            open_resources(self.app, self.app.lifespan, self.app.declared_resources)
+            open_resources(lifespan, self.app.declared_resources)
         )
         try:
             await self.store.open()
