@@ -16,6 +16,7 @@ from typing import Any, Literal
 import pytest
 
 from runyard import Resources, RunContext, Runyard, Settings, StartupFailed, current_run
+from runyard.errors import StoreError
 from runyard.runtime import Runtime
 from tests.remote import create, wait_until
 from tests.services import redis_url, require_redis
@@ -148,7 +149,7 @@ async def test_resources_close_when_runyard_itself_fails_to_start(tmp_path: Path
     app = journaled_app(journal)
     app.with_settings(Settings(store=f"sqlite:///{tmp_path}/a-file/runs.db"))
 
-    with pytest.raises(Exception):  # noqa: B017 - whatever the store raises; the point is what closes
+    with pytest.raises(StoreError, match="cannot open SQLite database"):
         async with app.running():
             pass
     assert journal == ["start base", "start a", "start b", "close b", "close a", "close base"]
