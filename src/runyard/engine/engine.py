@@ -268,7 +268,13 @@ class Engine:
         if pipeline is None:
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
         ctx = RunContext(
-            run, self._events, self._store, self._app.limits, self._settings.history_max, fence=execution.fence
+            run,
+            self._events,
+            self._store,
+            self._app.limits,
+            self._settings.history_max,
+            fence=execution.fence,
+            resources=self._app.resources,
         )
         token = ctx._activate()
         deadline = asyncio.timeout(run.timeout_s)
