@@ -502,6 +502,28 @@ def test_wrong_method_is_405_method_not_allowed(client: httpx.Client, method: st
     assert_nothing_created(client)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/runs", {"GET", "POST"}),
+        ("PUT", "/v1/sessions/ses_x", {"GET", "DELETE"}),
+        ("POST", "/v1/sessions/ses_x", {"GET", "DELETE"}),
+        ("PATCH", "/v1/sessions", {"POST"}),
+        ("DELETE", "/v1/runs/run_x", {"GET"}),
+        ("GET", "/v1/runs/run_x/cancel", {"POST"}),
+        ("POST", "/healthz", {"GET"}),
+    ],
+)
+def test_405_allow_lists_every_method_the_path_serves(
+    client: httpx.Client, method: str, path: str, allowed: set[str]
+) -> None:
+    """Issue 10, "a 405 lists one method in Allow": Starlette named only the first
+    route whose path matched (``GET /v1/runs`` and ``POST /v1/runs`` are two routes)."""
+    response = client.request(method, path)
+    assert_error(response, 405, "method_not_allowed")
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+
+
 # -- owners ------------------------------------------------------------------------------------
 
 BAD_CLIENT_IDS = [
