@@ -65,6 +65,7 @@ def test_values_up_to_max_depth_pass(value: Any) -> None:
         pytest.param([{"i": i, "v": [i]} for i in range(1000)] + [nested(MAX_DEPTH)], id="wide-then-deep"),
         pytest.param(nested(ORJSON_MAX_DEPTH), id="what-orjson-still-encodes-alone"),
         pytest.param(nested(5000), id="far-past-orjson"),
+        pytest.param([*range(1000), nested(300)], id="wide-then-past-orjson"),
     ],
 )
 def test_values_past_max_depth_are_refused_with_a_message_saying_why(value: Any) -> None:
