@@ -5,27 +5,28 @@ metadata, memory messages, ``ctx.emit`` data, a pipeline's output; step
 results, answers and store values when they come) is served inside bigger
 documents: input inside a snapshot inside a page of runs
 (``{"runs": [{"input": v}]}``), a message inside a session
-(``{"history": [{"content": v}]}``), output inside the ``end`` event inside a
-page of events (``{"events": [{"data": {"output": v}}]}``) and the snapshot. orjson, which encodes every answer, refuses a document nested more
-than ``ORJSON_MAX_DEPTH`` containers deep (measured with orjson 3.x: 254
-nested lists encode, 255 raise "Recursion limit reached"). Checked on its own,
-a value 254 deep passed, then every read of a document holding it failed
-(issue 10).
+(``{"history": [{"content": v}]}``), output inside the snapshot and inside
+the ``end`` event in a page of events (``{"events": [{"data": {"output":
+v}}]}``). orjson, which encodes every answer, refuses a document nested more
+than ``ORJSON_MAX_DEPTH`` containers deep (measured with orjson 3.13: 254
+nested lists encode, 255 raise "Recursion limit reached"). Checked on its
+own, a value 254 deep passed, then every read of a document holding it
+failed (issue 10).
 
 The rule: a value nests at most ``MAX_DEPTH`` = 128 arrays and objects. The
 deepest wrapper the API puts around a value today is 4 levels (output in a
 page of events, above), so 254 - 128 - 4 = 122 levels are left for every
-wrapper to come (a protocol adapter's envelope around a snapshot, say);
-real JSON nests a handful of levels (serde_json's default limit is 128 too).
+wrapper to come (a protocol adapter's envelope around a snapshot, say); real
+JSON nests a handful of levels (serde_json's default limit is 128 too).
 
 Why a limit checked once, where a value enters, rather than encoders without
 a recursion limit: every answer, event and SSE frame is encoded by orjson
-(stdlib ``json``, whose limit is Python's recursion limit, measured 23x slower
-on a snapshot and 40x on a tick event) and every client parses
-with limits of its own (orjson 1,024, Python's ``json`` about 1,000 frames of
-recursion). A value refused with a clear message when it is submitted (422,
-or the pipeline's ``ValueError``) keeps every later encoder and parser within
-its limits, at the cost of a short walk of the value.
+(stdlib ``json``, whose limit is Python's recursion limit, measured 23x
+slower on a snapshot and 40x on a tick event), and every client parses with
+limits of its own (orjson 1,024 levels, Python's ``json`` about 1,000). A
+value refused with a clear message when it is submitted (422, or the
+pipeline's ``ValueError``) keeps every later encoder and parser within its
+limits, at the cost of a short walk of the value.
 """
 
 from __future__ import annotations
