@@ -113,6 +113,23 @@ def test_bad_setting_values_are_one_line_errors(
     assert served == []
 
 
+def test_admin_subjects_under_auth_none_refuse_to_start(
+    app_dir: Path, capsys: pytest.CaptureFixture[str], served: list[Runyard]
+) -> None:
+    """Issue 10, "anyone can be admin without auth": under RUNYARD_AUTH=none the owner is
+    whatever X-Client-Id says, so RUNYARD_ADMIN_SUBJECTS let anyone list every owner's runs.
+    Now the server refuses to start, and says why."""
+    assert main(["serve", "cli_test_app:app", "--store", "memory://", "--admin-subjects", "root"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runyard: error: invalid settings: RUNYARD_ADMIN_SUBJECTS needs RUNYARD_AUTH=jwt")
+    assert "X-Client-Id" in err and err.count("\n") == 1
+    assert served == []
+
+    jwt = ["--auth", "jwt", "--jwt-secret", "s3cret-for-tests-only-0123456789abcdef"]
+    assert main(["serve", "cli_test_app:app", "--store", "memory://", "--admin-subjects", "root", *jwt]) == 0
+    assert [app.settings.admin_subject_set for app in served] == [frozenset({"root"})]
+
+
 # -- demo, serve, worker, migrate ------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from runyard.errors import InvalidRequest
 from runyard.governance import Breaker, LimitRegistry
 from runyard.models import ID_PATTERN
 from runyard.resources import Declared, LifespanContext, ResourceFactory, Resources, check_factory
+from runyard.servable import NestedTooDeep, check_depth
 from runyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,9 +41,9 @@ class Pipeline:
     def validate_input(self, raw: Any) -> Any:
         """The input as the run will store it; ``InvalidRequest`` (422) if it does not fit."""
         if self.input_model is None:
-            return raw
+            return _servable(raw)
         try:
-            return self.input_model.model_validate(raw).model_dump(mode="json")
+            return _servable(self.input_model.model_validate(raw).model_dump(mode="json"))
         except ValidationError as exc:
             raise InvalidRequest(f"input does not fit pipeline {self.name!r}: {_first_errors(exc)}") from exc
 
@@ -56,6 +57,16 @@ class Pipeline:
         if self.input_model is None:
             return {}
         return self.input_model.model_json_schema()
+
+
+def _servable(stored_input: Any) -> Any:
+    """The input as stored, checked by the rule every served value follows (every
+    front end's run creation comes through here, before anything is written)."""
+    try:
+        check_depth(stored_input, "input")
+    except NestedTooDeep as exc:
+        raise InvalidRequest(str(exc)) from None
+    return stored_input
 
 
 def _first_errors(exc: ValidationError, count: int = 3) -> str:

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runyard.models import EVENT_TYPE, Fence, Message, now
+from runyard.servable import check_depth
 
 if TYPE_CHECKING:
     from runyard.events.log import EventLog
@@ -51,6 +52,8 @@ class Memory:
 
     async def append(self, role: str, content: Any, **extra: Any) -> None:
         """Add a message; only the newest ``RUNYARD_HISTORY_MAX`` are kept."""
+        check_depth(content, "a memory message's content")
+        check_depth(extra, "a memory message's fields")
         message = Message(role=role, content=content, ts=now(), extra=extra)
         await self._store.append_message(self._session_id, message, self._keep)
 
@@ -114,6 +117,7 @@ class RunContext:
                 raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
             if len(_VALID_TYPES) < 10_000:  # the types a deployment uses are few; don't grow without bound
                 _VALID_TYPES.add(type)
+        check_depth(data, f"the data of event {type!r}")
         await self._log.append(self.run_id, type, data, self._fence)
 
     async def phase(self, name: str, status: str = "started", **extra: Any) -> None:

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     jwt_jwks_file: str | None = Field(None, description="Path to a JWKS file of public keys, chosen by kid")
     jwt_audience: str | None = Field(None, description="Required aud claim, if set")
     jwt_issuer: str | None = Field(None, description="Required iss claim, if set")
-    admin_subjects: str = Field("", description="Comma-separated owners who may list every owner's runs")
+    admin_subjects: str = Field(
+        "", description="Comma-separated owners who may list every owner's runs; needs RUNYARD_AUTH=jwt"
+    )
     rate_limit: str | None = Field(None, description="Run creations allowed per owner, e.g. 30/minute (429 above)")
     quota_runs: int | None = Field(
         None, ge=0, description="Runs each owner may ever create (429 quota_exceeded above), exactly, across processes"
@@ -69,6 +71,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"role {self.role} needs a store and a broker shared between processes:"
                 " RUNYARD_STORE=postgresql://... and RUNYARD_BROKER=redis://..."
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _admins_need_proven_identities(self) -> Settings:
+        # under auth=none the owner is whatever X-Client-Id says: anyone could name an admin
+        if self.admin_subject_set and self.auth != "jwt":
+            raise ValueError(
+                f"RUNYARD_ADMIN_SUBJECTS needs RUNYARD_AUTH=jwt: under RUNYARD_AUTH={self.auth} any caller can claim"
+                " an admin's name with X-Client-Id and list every owner's runs; set RUNYARD_AUTH=jwt or leave"
+                " RUNYARD_ADMIN_SUBJECTS empty"
             )
         return self
 
@@ -95,4 +108,3 @@ class Settings(BaseSettings):
 
 def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
-

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from runyard.errors import ConfigurationError, StoreError
+from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
 from runyard.models import EventDraft, Run, RunStatus, Session
 from runyard.store import AppendGroup, store_from_url
-from runyard.store.sqlite import MIGRATIONS, SQLiteStore, database_path
+from runyard.store.sqlite import BUSY_TIMEOUT_MS, MIGRATIONS, SQLiteStore, busy_timeout_ms, database_path
 
 T0 = 1_700_000_000.0
 
@@ -50,6 +50,34 @@ def test_url_names_a_path_relative_to_cwd_or_absolute() -> None:
     assert database_path("sqlite://") == ":memory:"
     with pytest.raises(ConfigurationError):
         database_path("sqlite://host/r.db")
+
+
+def test_busy_timeout_comes_from_the_url() -> None:
+    assert database_path("sqlite:///data/r.db?busy_timeout_ms=50") == "data/r.db"
+    assert busy_timeout_ms("sqlite:///data/r.db?busy_timeout_ms=50") == 50
+    assert busy_timeout_ms("sqlite:///data/r.db") == BUSY_TIMEOUT_MS
+    with pytest.raises(ConfigurationError, match="busy_timeout_ms"):
+        busy_timeout_ms("sqlite:///r.db?busy_timeout_ms=soon")
+
+
+async def test_a_write_past_the_busy_timeout_is_store_unavailable_and_writes_nothing(db_path: Path) -> None:
+    """Issue 10: a lock held past the busy timeout surfaced as ``sqlite3.OperationalError``
+    (500); it is ``StoreUnavailable``, nothing written, and the next write succeeds."""
+    store = SQLiteStore(f"sqlite:///{db_path}?busy_timeout_ms=20")
+    await store.open()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable, match="database is locked") as refused:
+            await store.create_run(make_run("run_1"), Session("ses_1", "alice", T0, T0))
+        assert refused.value.in_doubt is False
+        other.execute("ROLLBACK")
+        assert await store.get_run("run_1") is None
+        await store.create_run(make_run("run_1"), Session("ses_1", "alice", T0, T0))
+        assert (await store.get_run("run_1")) is not None
+    finally:
+        other.close()
+        await store.close()
 
 
 def test_store_from_url_picks_sqlite() -> None:

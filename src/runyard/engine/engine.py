@@ -39,6 +39,7 @@ from runyard.events.log import EventLog
 from runyard.models import IDEMPOTENCY_TTL_S, Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.tracing import span
+from runyard.servable import check_depth
 from runyard.store.base import Claimed, Store
 
 if TYPE_CHECKING:
@@ -394,9 +395,11 @@ class Engine:
 
 
 def _jsonable(output: Any) -> Any:
-    """The pipeline's return value as JSON data (pydantic models are dumped)."""
+    """The pipeline's return value as JSON data (pydantic models are dumped) that
+    can be served (``NestedTooDeep`` otherwise: the run fails ``pipeline_error``)."""
     if isinstance(output, BaseModel):
-        return output.model_dump(mode="json")
+        output = output.model_dump(mode="json")
+    check_depth(output, "the pipeline's output")
     try:
         orjson.dumps(output)
     except TypeError as exc:

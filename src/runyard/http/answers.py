@@ -94,7 +94,7 @@ _DESCRIPTIONS = {
     413: "The body exceeds RUNYARD_MAX_BODY_BYTES",
     422: "A body of the wrong shape, input its pipeline refuses, or an Idempotency-Key reused with another body",
     429: "Over the owner's RUNYARD_QUOTA_RUNS (quota_exceeded) or RUNYARD_RATE_LIMIT (rate_limited, Retry-After)",
-    503: "A dependency does not answer",
+    503: "The store is busy or unreachable (store_unavailable): try again after Retry-After",
 }
 
 

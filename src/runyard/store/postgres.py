@@ -72,6 +72,9 @@ CONNECTION_LOST = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a lost server
 )
+# errors that mean "PostgreSQL is up but takes no more connections now" (its
+# max_connections reached): nothing ran, the request may be tried again (503)
+REFUSED = (asyncpg.exceptions.TooManyConnectionsError,)
 STATUSES = {status.value: status for status in RunStatus}  # a dict lookup, not an Enum call per row
 
 
@@ -232,6 +235,8 @@ class _Statements:
             return await method(sql, *arguments)
         except CONNECTION_LOST as exc:
             raise StoreUnavailable(f"lost the connection to PostgreSQL at {self._where}: {exc}", in_doubt=True) from exc
+        except REFUSED as exc:
+            raise StoreUnavailable(f"PostgreSQL at {self._where} refuses connections: {exc}", in_doubt=False) from exc
 
 
 class PostgresStore(Store):
@@ -337,6 +342,10 @@ class PostgresStore(Store):
             except CONNECTION_LOST as exc:
                 raise StoreUnavailable(
                     f"lost the connection to PostgreSQL at {_where(self.url)}: {exc}", in_doubt=committing
+                ) from exc
+            except REFUSED as exc:  # on connecting: nothing ran
+                raise StoreUnavailable(
+                    f"PostgreSQL at {_where(self.url)} refuses connections: {exc}", in_doubt=False
                 ) from exc
 
         return await asyncio.shield(transaction())

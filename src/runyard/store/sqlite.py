@@ -24,8 +24,9 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
-from runyard.errors import ConfigurationError, QuotaExceeded, StoreError
+from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import Event, Message, Run, RunStatus, Session
 from runyard.store._numbering import RunState, claim_group, number
 from runyard.store._sqlite_schema import (
@@ -72,12 +73,37 @@ READER_PRAGMAS = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = 
 
 def database_path(url: str) -> str:
     """``sqlite:///x.db`` → ``x.db`` (relative to the working directory), ``sqlite:////abs.db``
-    → ``/abs.db``, ``sqlite:///:memory:`` (or ``sqlite://``) → ``:memory:``."""
+    → ``/abs.db``, ``sqlite:///:memory:`` (or ``sqlite://``) → ``:memory:``; a ``?query`` is not
+    part of the path (``busy_timeout_ms``)."""
+    url = url.partition("?")[0]
     if url == "sqlite://":
         return ":memory:"
     if not url.startswith("sqlite:///") or url == "sqlite:///":
         raise ConfigurationError(f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
     return url.removeprefix("sqlite:///")
+
+
+def busy_timeout_ms(url: str) -> int:
+    """``?busy_timeout_ms=N``: how long a write waits for SQLite's lock held by another
+    connection before it fails with ``StoreUnavailable`` (503); ``BUSY_TIMEOUT_MS`` by default."""
+    value = dict(parse_qsl(urlsplit(url).query)).get("busy_timeout_ms", str(BUSY_TIMEOUT_MS))
+    if not value.isdigit():
+        raise ConfigurationError(f"bad SQLite URL {url!r}: busy_timeout_ms is a number of milliseconds")
+    return int(value)
+
+
+# SQLite's primary result codes that mean "busy or unreachable now", not "this
+# statement is wrong": the same request may succeed later (503, not 500).
+UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN}
+
+
+def _unavailable(exc: Exception, path: str) -> Exception:
+    """``exc`` as ``StoreUnavailable`` when SQLite was busy or unreachable. Nothing
+    was written: a transaction that failed is rolled back whole."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in UNAVAILABLE:
+        return StoreUnavailable(f"SQLite database {path!r} is busy or unavailable: {exc}", in_doubt=False)
+    return exc
 
 
 def _connect(path: str, pragmas: str) -> sqlite3.Connection:
@@ -235,6 +261,7 @@ class SQLiteStore(Store):
     def __init__(self, url: str = "sqlite:///./runyard.db", readers: int = READERS) -> None:
         self.url = url
         self.path = database_path(url)
+        self._busy_timeout = f" PRAGMA busy_timeout = {busy_timeout_ms(url)};"  # after the defaults: it wins
         self._memory = self.path == ":memory:"
         self._reader_count = readers
         # The standard sqlite3 module, not aiosqlite: aiosqlite runs one statement per
@@ -258,7 +285,9 @@ class SQLiteStore(Store):
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-sqlite-writer")
         try:
             loop = asyncio.get_running_loop()
-            self._db = await loop.run_in_executor(self._writer_pool, _connect, self.path, WRITER_PRAGMAS)
+            self._db = await loop.run_in_executor(
+                self._writer_pool, _connect, self.path, WRITER_PRAGMAS + self._busy_timeout
+            )
             if not self._memory:
                 self._reader_pool = ThreadPoolExecutor(
                     max_workers=self._reader_count,
@@ -271,7 +300,7 @@ class SQLiteStore(Store):
             raise
 
     def _open_reader(self) -> None:
-        db = _connect(self.path, READER_PRAGMAS)
+        db = _connect(self.path, READER_PRAGMAS + self._busy_timeout)
         self._local.db = db
         self._reader_dbs.append(db)
 
@@ -328,7 +357,7 @@ class SQLiteStore(Store):
                 try:
                     outcomes = await loop.run_in_executor(self._writer_pool, _commit, db, works)
                 except Exception as exc:
-                    outcomes = [exc] * len(batch)
+                    outcomes = [_unavailable(exc, self.path)] * len(batch)
                     # the batch rolled back, appends included: what the cache learned
                     # from it is void (the writer thread is idle until the next batch)
                     self._run_states.clear()
@@ -350,12 +379,14 @@ class SQLiteStore(Store):
         if db is None:
             raise self._closed()
         loop = asyncio.get_running_loop()
-        if self._reader_pool is None:  # :memory:: the writer's connection is the only one
-            return await loop.run_in_executor(self._writer_pool, query, db)
         try:
+            if self._reader_pool is None:  # :memory:: the writer's connection is the only one
+                return await loop.run_in_executor(self._writer_pool, query, db)
             return await loop.run_in_executor(self._reader_pool, self._on_reader, query)
         except BrokenExecutor as exc:  # a reader connection could not be opened
             raise StoreError(f"cannot open SQLite database {self.path!r} for reading") from exc
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc, self.path) from exc
 
     def _on_reader(self, query: Work[T]) -> T:
         db: sqlite3.Connection = self._local.db
