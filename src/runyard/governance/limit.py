@@ -84,6 +84,13 @@ class Limit:
         """Calls of this process holding a permit."""
         return self._parts.semaphore.in_flight if self._parts.semaphore else 0
 
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a permit: in this process's lines on ``local://``; on
+        ``redis://`` the larger of this process's waiters (counted from the moment
+        they ask, before Redis has them in line) and the deployment's, as Redis last said."""
+        return self._parts.semaphore.queued if self._parts.semaphore else 0
+
     @asynccontextmanager
     async def acquire(self, ctx: RunContext, tokens: int = 0) -> AsyncIterator[None]:
         """Hold one admission for the block; its outcome feeds the breaker. A
