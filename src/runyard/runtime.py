@@ -33,6 +33,7 @@ from runyard.events import EventLog, Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance.admission import CreationRate
 from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.observability.logs import log_run
 from runyard.store import store_from_url
 from runyard.store.base import Admission
 
@@ -73,7 +74,7 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         await self.store.open()
         await self.broker.open(self.hub, self.engine.on_signal)
-        await self.app.limits.open(self.settings.broker)  # redis://: limits shared by every process
+        await self.app.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
         await self.events.start()
         await self.engine.start()
         self.app._runtime = self
@@ -143,6 +144,7 @@ class Runtime:
                 await self.store.touch_session(session_id, created)
         if stored.run_id != run.run_id:
             return stored  # a request with the same idempotency key created it first
+        log_run("created", run)
         await self.broker.signal(WAKE)  # a worker, here or elsewhere, claims it
         return run
 
