@@ -89,10 +89,11 @@ class Settings(BaseSettings):
         # garbage collection took 230 ms, server.py), or its run executes twice.
         for name, value, every in (("lease_s", self.lease_s, 3), ("limit_lease_s", self.limit_lease_s, 4)):
             if value < MIN_LEASE_S:
+                flag = "--" + name.replace("_", "-")
                 raise ValueError(
-                    f"RUNYARD_{name.upper()}={value:g} is too short: it is renewed every 1/{every} of it"
-                    f" ({value / every:.3g} s), so one pause of the event loop (a garbage collection can take"
-                    f" 230 ms) would lose it on a healthy process; use at least {MIN_LEASE_S:g}"
+                    f"RUNYARD_{name.upper()} ({flag}) of {value:g} s is too short: it is renewed every"
+                    f" 1/{every} of it ({value / every:.3g} s), so one pause of the event loop (a garbage"
+                    f" collection can take 230 ms) would lose it on a healthy process; use at least {MIN_LEASE_S:g}"
                 )
         return self
 
