@@ -16,6 +16,7 @@ from runyard.context import RESERVED_TYPES
 from runyard.errors import RunNotFound, SessionBusy
 from runyard.models import LeaseLost, Multitask
 from runyard.runtime import Runtime
+from runyard.store import store_from_url
 from tests.governance.support import wait_until
 from tests.sse_reader import read_events
 from tests.support import make_app, serve_in_thread
@@ -297,10 +298,13 @@ async def test_shutdown_with_a_pipeline_that_swallows_cancellation_hands_it_back
         await wait_until(lambda: rt.engine.active == 1)
         stopping = time.monotonic()
     assert time.monotonic() - stopping < 0.2 + 0.2 + 1.0
-    async with make_app(store=db, role="all", max_concurrent_runs=1).running() as rt:
-        rt.engine._draining = True  # look only: claim nothing
-        again = await rt.get_run("alice", run.run_id)
-        assert (again.status, again.attempt) == (RunStatus.QUEUED, 2)
+    store = store_from_url(db)
+    await store.open()
+    try:
+        again = await store.get_run(run.run_id)
+    finally:
+        await store.close()
+    assert again is not None and (again.status, again.attempt) == (RunStatus.QUEUED, 2)
 
 
 @pytest.mark.parametrize("reserved", sorted(RESERVED_TYPES))

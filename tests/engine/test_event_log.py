@@ -58,6 +58,19 @@ async def test_events_wait_out_a_store_outage_and_are_written_once_in_order() ->
     assert written == events[-1:]
 
 
+async def test_a_run_ending_during_an_outage_that_is_ridden_out_still_succeeds() -> None:
+    """Events held through an outage are not lost: the run's end lands after them."""
+    store = FlakyStore(failures=3)
+    log = await log_on(store)
+    for i in range(5):
+        await log.append("run_1", "tick", {"i": i})
+    await log.append_group("run_1", [("status", {"status": "succeeded"})], RunUpdate(RunStatus.SUCCEEDED))
+    await log.stop()
+    run = await store.get_run("run_1")
+    assert run is not None and run.status is RunStatus.SUCCEEDED
+    assert [e.type for e in await store.read_events("run_1", 0, 100)] == ["tick"] * 5 + ["status"]
+
+
 async def test_a_write_that_may_have_committed_is_not_retried() -> None:
     store = FlakyStore(failures=1, in_doubt=True)
     log = await log_on(store)

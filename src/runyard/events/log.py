@@ -72,7 +72,7 @@ class EventsLost(Exception):
         super().__init__(f"{count} events of run {run_id} could not be stored ({listed}): {cause}")
         self.run_id = run_id
         self.count = count
-        self.types = types
+        self.types = Counter(types)  # as of this error: the run's loss may grow
         code = getattr(cause, "run_error_code", None)
         self.code = code if isinstance(code, str) else EVENTS_LOST
 
@@ -111,6 +111,7 @@ class EventLog:
         self._in_flight: dict[str, int] = {}  # run id -> its events queued, not yet committed
         self._failed: dict[str, BaseException] = {}  # run id -> why its unawaited events were refused
         self._lost: dict[str, _Loss] = {}  # run id -> its events that could not be stored, until its attempt ends
+        self._pending_updates = 0  # groups carrying an update in _pending
         self.on_lease_lost: Callable[[str, Fence], None] | None = None  # told of every write refused by its fence
         self._outage_since: float | None = None  # when the store became unavailable, while it is
         self._retry_in = 0.0
@@ -140,7 +141,8 @@ class EventLog:
         failure = self._failed.pop(run_id, None)
         if failure is not None:
             raise failure
-        self._raise_if_lost(run_id)
+        if self._lost:
+            self._raise_if_lost(run_id)
         # Most appends are not awaited: they get no future at all (one per event
         # was a measurable share of the hot path).
         wait = self._in_flight.get(run_id, 0) >= IN_FLIGHT
@@ -187,6 +189,8 @@ class EventLog:
         drafts = [EventDraft(run_id, type, dumps(data), ts) for type, data in items]
         done: _Done | None = asyncio.get_running_loop().create_future() if wait else None
         self._pending.append((AppendGroup(run_id, drafts, update, fence), done))
+        if update is not None:
+            self._pending_updates += 1
         self._in_flight[run_id] = self._in_flight.get(run_id, 0) + 1
         self._wakeup.set()
         return done
@@ -216,7 +220,7 @@ class EventLog:
         before the run's status changes. It costs a run's end one more commit
         at most, once per run."""
         head, rest = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-        if all(group.update is None for group, _ in head):
+        if not self._pending_updates:
             self._pending = rest
             return head
         batch: list[_Pending] = []
@@ -231,6 +235,7 @@ class EventLog:
             else:
                 seen.add(group.run_id)
                 batch.append(item)
+                self._pending_updates -= group.update is not None
         self._pending = later + rest
         return batch
 
@@ -266,6 +271,7 @@ class EventLog:
         except StoreUnavailable as exc:
             if not exc.in_doubt and self._ride_out(exc):
                 self._pending[:0] = batch  # nothing was written: the same batch, first, once the store is back
+                self._pending_updates += sum(group.update is not None for group, _ in batch)
                 await asyncio.sleep(self._retry_in)
                 return
             log.exception("event batch of %d groups could not be persisted", len(batch))
