@@ -187,6 +187,9 @@ def test_roles_are_served_on_a_shared_store_and_broker(
         (["serve", "cli_test_app:app", "--role", "api"], "role api needs a store and a broker shared"),
         (["serve", "cli_test_app:app", "--role", "worker", "--store", "sqlite:///x.db"], "role worker needs a store"),
         (["worker", "cli_test_app:app", "--broker", "local://"], "role worker needs a store and a broker shared"),
+        # issue 10: leases a renewal cannot keep are refused at start-up, saying why
+        (["serve", "cli_test_app:app", "--lease-s", "0.5"], "RUNYARD_LEASE_S (--lease-s) of 0.5 s is too short"),
+        (["serve", "cli_test_app:app", "--limit-lease-s", "0.2"], "RUNYARD_LIMIT_LEASE_S (--limit-lease-s) of 0.2 s"),
     ],
 )
 def test_serve_usage_errors(

@@ -118,3 +118,25 @@ def test_sigterm_ends_open_streams_at_once_and_leaves_nothing_running(servers: l
     restarted = start(servers, db)
     final = snapshot(restarted.url, run_id)
     assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_sigterm_of_a_server_running_a_pipeline_that_swallows_cancellation_exits(
+    servers: list[ServerProcess], db: str, stop: signal.Signals
+) -> None:
+    """Issue 10: the process stopped listening but never exited. Now the pipeline
+    gets ``RUNYARD_CANCEL_GRACE_S`` after the drain, its run is handed back, and
+    the process exits (after Ctrl-C too, which asyncio.run would hang on, waiting
+    for the abandoned task)."""
+    server = start(servers, db, RUNYARD_DRAIN_S="0.5", RUNYARD_CANCEL_GRACE_S="0.5")
+    run_id = create(server.url, "deaf", None)
+    wait_until(server.url, run_id, {"running"})
+    assert server.proc is not None
+    terminated = time.monotonic()
+    server.proc.send_signal(stop)
+    assert server.proc.wait(timeout=15) in (0, -stop)
+    # drain, the run's grace, then the grace for leftover tasks; under load, with slack
+    assert time.monotonic() - terminated < 0.5 + 0.5 + 0.5 + 5
+    restarted = start(servers, db)
+    final = snapshot(restarted.url, run_id)
+    assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost"), "handed back, no retry left"

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("runyard_run")
 _VALID_TYPES: set[str] = set()  # event types already checked against EVENT_TYPE
+# The runtime's own event types: a pipeline emitting one could end every stream
+# of its run (streams close at ``end``) or forge its status while it goes on.
+RESERVED_TYPES = frozenset({"status", "end", "error", "step", "input.requested", "input.received"})
 
 
 def current_run() -> RunContext:
@@ -111,10 +114,17 @@ class RunContext:
 
     async def emit(self, type: str, data: Any = None) -> None:
         """Add an event to this run's log. It is published once persisted, in
-        order; the run's ``end`` comes after every event it emitted."""
+        order; the run's ``end`` comes after every event it emitted.
+        ``ValueError`` for a malformed type or one of the runtime's own
+        (``RESERVED_TYPES``)."""
         if type not in _VALID_TYPES:
             if not EVENT_TYPE.fullmatch(type):
                 raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
+            if type in RESERVED_TYPES:
+                raise ValueError(
+                    f"event type {type!r} is the runtime's own; pipelines may not emit"
+                    f" {', '.join(sorted(RESERVED_TYPES))}"
+                )
             if len(_VALID_TYPES) < 10_000:  # the types a deployment uses are few; don't grow without bound
                 _VALID_TYPES.add(type)
         check_depth(data, f"the data of event {type!r}")

@@ -33,6 +33,7 @@ from runyard.events import EventLog, Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance.admission import CreationRate
 from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.observability.logs import log_run
 from runyard.resources import Resources, open_resources
 from runyard.store import store_from_url
 from runyard.store.base import Admission
@@ -83,7 +84,7 @@ class Runtime:
         try:
             await self.store.open()
             await self.broker.open(self.hub, self.engine.on_signal)
-            await self.app.limits.open(self.settings.broker)  # redis://: limits shared by every process
+            await self.app.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
             await self.events.start()
             self.app._runtime = self  # before the engine starts: its runs read app.resources
             await self.engine.start()
@@ -167,6 +168,7 @@ class Runtime:
                 await self.store.touch_session(session_id, created)
         if stored.run_id != run.run_id:
             return stored  # a request with the same idempotency key created it first
+        log_run("created", run)
         await self.broker.signal(WAKE)  # a worker, here or elsewhere, claims it
         return run
 

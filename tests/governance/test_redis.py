@@ -102,6 +102,36 @@ async def test_a_killed_processs_permits_come_back_when_their_lease_ends_and_no_
         await limits.close()
 
 
+async def test_a_dead_apps_permits_come_back_after_RUNYARD_LIMIT_LEASE_S(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    """Issue 10: a served app's permits came back after a fixed 10 s, whatever
+    the deployment needed; now after ``RUNYARD_LIMIT_LEASE_S``."""
+    lease_s = 1.0
+    settings = {"limit_lease_s": lease_s}
+    holder = Worker(redis=redis_url(prefix), limit={"concurrency": 2}, mode="hold", calls=2, settings=settings)
+    await started(holder)
+    assert (await holder.read())["holding"] == 2
+    seconds, micros = await admin.time()
+    ends = [score for _, score in await admin.zrange(f"{prefix}limits:api:permits", 0, -1, withscores=True)]
+    left_ms = [end - (seconds * 1000 + micros / 1000) for end in ends]
+    assert len(left_ms) == 2 and all(0 < left <= lease_s * 1000 for left in left_ms), left_ms
+    limits = await registry(redis_url(prefix), concurrency=2)
+    try:
+        holder.kill()
+        killed_at = time.monotonic()
+        admissions = [limits.get("api").acquire(caller(f"w{i}")) for i in range(2)]
+        async with asyncio.timeout(lease_s + 1.0):  # the default lease (10 s) would time out here
+            for admission in admissions:
+                await admission.__aenter__()
+        assert time.monotonic() - killed_at <= lease_s + 0.5
+        for admission in admissions:
+            await admission.__aexit__(None, None, None)
+    finally:
+        await holder.stop()
+        await limits.close()
+
+
 async def test_while_redis_fails_calls_wait_and_the_cap_holds(
     admin: redis.asyncio.Redis, prefix: str, fake: tuple[FakeAPI, str]
 ) -> None:

@@ -10,11 +10,14 @@ import sys
 import time
 import traceback
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from runyard.settings import Settings
+
+if TYPE_CHECKING:
+    from runyard.models import Run
 
 # color_message: uvicorn's ANSI-coloured copy of the message, noise in a JSON line
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
@@ -35,6 +38,30 @@ def run_fields() -> dict[str, str]:
     if ctx is not None:
         fields.update(run_id=ctx.run_id, session_id=ctx.session_id, owner=ctx.owner, pipeline=ctx.pipeline)
     return fields
+
+
+RUN_LOG = logging.getLogger("runyard.runs")
+RunTransition = Literal["created", "started", "waiting", "handed_back", "ended"]
+
+
+def log_run(transition: RunTransition, run: Run, **fields: Any) -> None:
+    """The one line of a run's life for ``transition``, carrying the run's
+    ``run_id``, ``session_id``, ``owner``, ``pipeline`` and ``attempt`` (and
+    ``fields``), so that an operator can grep one run across every process."""
+    RUN_LOG.info(
+        "run %s %s",
+        run.run_id,
+        transition.replace("_", " "),
+        extra={
+            "transition": transition,
+            "run_id": run.run_id,
+            "session_id": run.session_id,
+            "owner": run.owner,
+            "pipeline": run.pipeline,
+            "attempt": run.attempt,
+            **fields,
+        },
+    )
 
 
 class JSONFormatter(logging.Formatter):
