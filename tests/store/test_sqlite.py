@@ -86,6 +86,7 @@ async def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
 
 async def test_migrations_are_idempotent_and_recorded(store: SQLiteStore, db_path: Path) -> None:
     assert await store.migrate() == len(MIGRATIONS)
+    await store.close()  # one store at a time on a file
     again = SQLiteStore(f"sqlite:///{db_path}")
     await again.open()
     await again.close()

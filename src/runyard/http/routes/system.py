@@ -50,7 +50,7 @@ async def healthz() -> Response:
 
 @router.get(
     "/readyz",
-    summary="200 when the store and the broker answer",
+    summary="200 when the store and the broker answer; which pipelines have runs waiting for a worker",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "The store or the broker does not answer"}},
 )
@@ -65,7 +65,13 @@ async def readyz(request: Request) -> Response:
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
     ready = all(state == "ok" for state in checks.values())
-    return json_response({"status": "ready" if ready else "unready", "checks": checks}, 200 if ready else 503)
+    body: dict[str, object] = {"status": "ready" if ready else "unready", "checks": checks}
+    if checks["store"] == "ok":
+        # reported, never a reason to be unready: an API process may well start before any worker
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                body["unserved"] = await runtime.unserved_pipelines()
+    return json_response(body, 200 if ready else 503)
 
 
 @router.get(
