@@ -66,7 +66,7 @@ from runyard.store.base import (
 )
 from runyard.store.memory import apply_update, check_entry
 
-__all__ = ["MIGRATIONS", "SQLiteStore", "database_path"]
+__all__ = ["MIGRATIONS", "SQLiteStore", "database_path", "refuse_if_in_use"]
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
@@ -123,6 +123,15 @@ def _lock_file(path: str) -> int:
         os.close(fd)
         raise StoreError(f"cannot lock {lock_path!r} for SQLite database {path!r}: {exc}") from exc
     return fd
+
+
+def refuse_if_in_use(url: str) -> None:
+    """``StoreError`` naming the file if another process holds ``url``'s database:
+    for a server to refuse with that one line before it starts (the store's own
+    lock, taken when it opens, is what guards the file)."""
+    path = database_path(url)
+    if path != ":memory:" and os.path.exists(f"{path}.lock"):
+        os.close(_lock_file(path))
 
 
 def _connect(path: str, pragmas: str) -> sqlite3.Connection:
