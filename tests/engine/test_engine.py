@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import Any
 
 import pytest
@@ -210,3 +212,32 @@ async def test_finished_runs_are_swept_after_their_retention() -> None:
         await asyncio.sleep(0.6)
         with pytest.raises(RunNotFound):
             await rt.get_run("alice", run.run_id)
+
+
+@pytest.mark.parametrize("how", ["interrupt", "delete"])
+async def test_a_running_run_the_store_cancels_stops_on_its_worker_quietly(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interrupt or a session's deletion ends a running run ``cancelled`` in the
+    store's transaction; its worker stops the pipeline at once (the cancel signal;
+    its fenced writes are refused anyway), writes nothing more, and logs no warning."""
+    async with make_app(store="memory://").running() as rt:
+        first = await rt.create_run("alice", "nap", {"seconds": 30})
+        async with contextlib.aclosing(rt.follow(first, 0)) as frames:
+            async for batch in frames:
+                if any(b"napping" in frame for _, _, frame in batch):
+                    break  # the pipeline is running
+        if how == "interrupt":
+            await rt.create_run(
+                "alice", "nap", {"seconds": 0}, session_id=first.session_id, multitask=Multitask.INTERRUPT
+            )
+        else:
+            await rt.delete_session("alice", first.session_id)
+        ended = await rt.get_run("alice", first.run_id)
+        assert ended.status is RunStatus.CANCELLED  # at once: decided in the store
+        await asyncio.wait(set(rt.engine._tasks), timeout=5)
+        assert first.run_id not in rt.engine._running  # stopped, not left to its 30 s nap
+        types = [e.type for e in await events_of(rt, first.run_id)]
+        assert types == ["status", "napping", "status", "end"]
+    noisy = [r for r in caplog.records if r.name.startswith("runyard") and r.levelno >= logging.WARNING]
+    assert noisy == []
