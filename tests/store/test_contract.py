@@ -31,7 +31,7 @@ from runyard.models import (
     StatusConflict,
 )
 from runyard.store import AppendGroup, AppendResult, Store, store_from_url
-from runyard.store.base import Admission, Cancelled, LeaseRenewal, SessionEntry
+from runyard.store.base import WORKER_FORGOTTEN_S, Admission, Cancelled, LeaseRenewal, SessionEntry
 
 T0 = 1_700_000_000.0
 SERVED = ["ticker"]  # the pipelines the claiming workers serve
@@ -844,6 +844,13 @@ async def test_unserved_pipelines_names_queued_runs_no_live_worker_serves(store:
     await store.forget_worker("w1")
     await store.forget_worker("w_missing")
     assert await store.unserved_pipelines(T0) == {"ticker": 1, "added": 2}
+
+
+async def test_records_of_workers_long_unseen_are_dropped(store: Store) -> None:
+    await created(store, run())
+    await store.worker_seen("killed", ["ticker"], T0)
+    await store.worker_seen("alive", [], T0 + WORKER_FORGOTTEN_S + 1)
+    assert await store.unserved_pipelines(0.0) == {"ticker": 1}  # "killed" is gone, whatever the window
 
 
 # -- multitask and session deletion, decided in the store (issue 10) ------------------

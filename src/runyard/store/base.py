@@ -122,6 +122,9 @@ class LeaseRenewal:
 
 AppendResult = list[Event] | StatusConflict
 
+# A worker record unseen this long is dropped: a killed worker leaves one behind
+WORKER_FORGOTTEN_S = 24 * 3600.0
+
 
 class Store(ABC):
     """Sessions, memory, runs and their event logs, durable and consistent."""
@@ -266,7 +269,9 @@ class Store(ABC):
 
     @abstractmethod
     async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
-        """Record that ``worker_id``, serving ``pipelines``, was alive at ``at``."""
+        """Record that ``worker_id``, serving ``pipelines``, was alive at ``at``; the
+        records of workers not seen for ``WORKER_FORGOTTEN_S`` (killed, never
+        stopped cleanly) go."""
 
     @abstractmethod
     async def forget_worker(self, worker_id: str) -> None:

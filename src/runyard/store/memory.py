@@ -14,6 +14,7 @@ from runyard.errors import QuotaExceeded, SessionBusy, SessionNotFound
 from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, RunUpdate, Session
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
 from runyard.store.base import (
+    WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
     AppendResult,
@@ -299,6 +300,8 @@ class MemoryStore(Store):
 
     async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
         self._workers[worker_id] = (frozenset(pipelines), at)
+        for gone in [w for w, (_, seen) in self._workers.items() if seen < at - WORKER_FORGOTTEN_S]:
+            del self._workers[gone]
 
     async def forget_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)

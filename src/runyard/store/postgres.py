@@ -53,6 +53,7 @@ from runyard.store._postgres_schema import (
 )
 from runyard.store._sqlite_schema import dump, load, merged_columns
 from runyard.store.base import (
+    WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
     AppendResult,
@@ -636,11 +637,13 @@ class PostgresStore(Store):
 
     async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
         await self._execute(
-            "INSERT INTO workers (worker_id, pipelines, last_seen) VALUES ($1, $2, $3) ON CONFLICT (worker_id)"
+            "WITH gone AS (DELETE FROM workers WHERE last_seen < $4 AND worker_id <> $1)"
+            " INSERT INTO workers (worker_id, pipelines, last_seen) VALUES ($1, $2, $3) ON CONFLICT (worker_id)"
             " DO UPDATE SET pipelines = EXCLUDED.pipelines, last_seen = EXCLUDED.last_seen",
             worker_id,
             sorted(pipelines),
             at,
+            at - WORKER_FORGOTTEN_S,
         )
 
     async def forget_worker(self, worker_id: str) -> None:

@@ -54,6 +54,7 @@ from runyard.store._sqlite_schema import (
     session_row,
 )
 from runyard.store.base import (
+    WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
     AppendResult,
@@ -650,10 +651,16 @@ class SQLiteStore(Store):
         return await self._write(work) if run_ids else LeaseRenewal()
 
     async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
-        await self._execute(
-            "INSERT OR REPLACE INTO workers (worker_id, pipelines, last_seen) VALUES (?, ?, ?)",
-            (worker_id, json_list(sorted(pipelines)), at),
-        )
+        served = json_list(sorted(pipelines))
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO workers (worker_id, pipelines, last_seen) VALUES (?, ?, ?)",
+                (worker_id, served, at),
+            )
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (at - WORKER_FORGOTTEN_S,))
+
+        await self._write(work)
 
     async def forget_worker(self, worker_id: str) -> None:
         await self._execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
