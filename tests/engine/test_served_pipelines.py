@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,11 +45,15 @@ async def settled(rt: Runtime, owner: str, run: Run) -> Run:
 
 
 async def readyz(app: Runyard) -> dict[str, Any]:
+    """``/readyz``'s body; ``/metrics`` must say the same of the unserved pipelines."""
     transport = httpx.ASGITransport(app=app.http())
     async with httpx.AsyncClient(transport=transport, base_url="http://runyard") as client:
         response = await client.get("/readyz")
+        metrics = (await client.get("/metrics")).text
     assert response.status_code == 200  # a pipeline without a worker never makes the API unready
     body: dict[str, Any] = response.json()
+    gauges = re.findall(r'^runyard_unserved_runs\{pipeline="(\w+)"\} (\S+)$', metrics, re.MULTILINE)
+    assert {name: int(float(value)) for name, value in gauges} == body["unserved"]
     return body
 
 

@@ -80,7 +80,12 @@ async def readyz(request: Request) -> Response:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
 async def prometheus_metrics(request: Request) -> Response:
+    runtime = runtime_of(request)
     with contextlib.suppress(Exception):  # the store may be down; the rest of the metrics still answer
         async with asyncio.timeout(READY_TIMEOUT_S):
-            metrics.QUEUE_DEPTH.set(await runtime_of(request).store.count_queued())
+            metrics.QUEUE_DEPTH.set(await runtime.store.count_queued())
+            unserved = await runtime.unserved_pipelines()
+            metrics.UNSERVED_RUNS.clear()  # a pipeline served again drops out
+            for pipeline, waiting in unserved.items():
+                metrics.UNSERVED_RUNS.labels(pipeline).set(waiting)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
