@@ -8,8 +8,10 @@ shared holder that could hand user A's events to user B.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runyard.models import EVENT_TYPE, Fence, Message, now
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from runyard.events.log import EventLog
     from runyard.governance.limit import LimitRegistry
     from runyard.models import Run
+    from runyard.resources import Resources
     from runyard.store.base import Store
 
 T = TypeVar("T")
@@ -52,8 +55,32 @@ class Memory:
         await self._store.append_message(self._session_id, message, self._keep)
 
 
+class RunSession:
+    """The run's session: its id, and its metadata read from the store the first
+    time a pipeline asks (most pipelines never do: they pay no store read).
+    A session's metadata is fixed when the session is created, so a late read
+    sees what was stored when the run started."""
+
+    def __init__(self, store: Store, session_id: str) -> None:
+        self.id = session_id
+        self._store = store
+        self._metadata: Mapping[str, Any] | None = None
+
+    async def metadata(self) -> Mapping[str, Any]:
+        """The session's metadata, read-only (``{}`` when it was created without)."""
+        if self._metadata is None:
+            session = await self._store.get_session(self.id)
+            stored = copy.deepcopy(session.metadata) if session is not None else {}  # the run's own copy
+            self._metadata = MappingProxyType(stored)
+        return self._metadata
+
+    def __repr__(self) -> str:
+        return f"<RunSession {self.id}>"
+
+
 class RunContext:
-    """A run's handle on the runtime: events, memory, limits."""
+    """A run's handle on the runtime: events, memory, limits, its session and
+    the app's shared resources."""
 
     def __init__(
         self,
@@ -63,6 +90,8 @@ class RunContext:
         limits: LimitRegistry,
         history_max: int,
         fence: Fence | None = None,
+        *,
+        resources: Resources,
     ) -> None:
         self.run_id = run.run_id
         self.session_id = run.session_id
@@ -71,6 +100,8 @@ class RunContext:
         self.attempt = run.attempt
         self.metadata = run.metadata
         self.memory = Memory(store, run.session_id, history_max)
+        self.session = RunSession(store, run.session_id)
+        self.resources = resources  # the app's, built at start-up: shared by every run, read-only
         self._log = log
         self._limits = limits
         self._fence = fence  # the lease its writes are made under

@@ -3,6 +3,7 @@
 
     RunyardError                      root; ``code`` and ``status`` for HTTP
     ├── ConfigurationError            bad store/broker URL, missing extra
+    ├── StartupFailed                 a resource or the app's lifespan failed to start (resources.py)
     ├── InvalidRequest (422)          body of the wrong shape, bad pipeline input
     ├── InvalidCursor (400)           ``after`` / ``Last-Event-ID`` not a non-negative integer
     ├── NotFound (404)
@@ -45,6 +46,10 @@ class RunyardError(Exception):
 
 class ConfigurationError(RunyardError):
     code = "configuration_error"
+
+
+class StartupFailed(RunyardError):
+    code = "startup_failed"
 
 
 class InvalidRequest(RunyardError):

@@ -32,6 +32,7 @@ from runyard.events import EventLog, Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance.admission import CreationRate
 from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.resources import Resources, open_resources
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, SessionEntry
 
@@ -67,25 +68,48 @@ class Runtime:
         self._creation_rate = (
             CreationRate(self.settings.rate_limit, self.settings.broker) if self.settings.rate_limit else None
         )
+        self._resource_scope = contextlib.AsyncExitStack()
+        self._resources: Resources | None = None
 
     async def __aenter__(self) -> Runtime:
-        await self.store.open()
-        await self.broker.open(self.hub, self.engine.on_signal)
-        await self.app.limits.open(self.settings.broker)  # redis://: limits shared by every process
-        await self.events.start()
-        await self.engine.start()
-        self.app._runtime = self
+        # The app's resources come first and go last: ready before the engine
+        # claims its first run, closed after the drain, whatever fails between.
+        lifespan = self.app.lifespan(self.app) if self.app.lifespan is not None else None
+        self._resources = await self._resource_scope.enter_async_context(
+            open_resources(lifespan, self.app.declared_resources)
+        )
+        try:
+            await self.store.open()
+            await self.broker.open(self.hub, self.engine.on_signal)
+            await self.app.limits.open(self.settings.broker)  # redis://: limits shared by every process
+            await self.events.start()
+            self.app._runtime = self  # before the engine starts: its runs read app.resources
+            await self.engine.start()
+        except BaseException:
+            self.app._runtime = None
+            await self._resource_scope.aclose()
+            raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.app._runtime = None
-        await self.engine.stop()
-        await self.app.limits.close()  # after the drain: no run holds a permit any more
-        await self.events.stop()
-        await self.broker.close()
-        await self.store.close()
+        try:
+            await self.engine.stop()  # draining runs still reach app.runtime and app.resources
+            await self.app.limits.close()  # after the drain: no run holds a permit any more
+            await self.events.stop()
+            await self.broker.close()
+            await self.store.close()
+        finally:
+            self.app._runtime = None
+            await self._resource_scope.aclose()  # in reverse order of their start
+
+    @property
+    def resources(self) -> Resources:
+        """The app's resources, built at start-up."""
+        if self._resources is None:
+            raise RuntimeError("the app's resources are built when it starts")
+        return self._resources
 
     # -- runs ------------------------------------------------------------------
 

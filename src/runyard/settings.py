@@ -96,12 +96,3 @@ class Settings(BaseSettings):
 def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
-
-def settings_table() -> str:
-    """Every setting as a markdown table (the README's is this, checked by a test)."""
-    rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        default = field.default if field.default not in (None, "") else "(none)"
-        flag = "--" + name.replace("_", "-")
-        rows.append(f"| `RUNYARD_{name.upper()}` | `{flag}` | `{default}` | {field.description} |")
-    return "\n".join(rows)

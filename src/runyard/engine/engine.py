@@ -289,7 +289,13 @@ class Engine:
         if pipeline is None:  # defensive: the store claims only the pipelines served here
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
         ctx = RunContext(
-            run, self._events, self._store, self._app.limits, self._settings.history_max, fence=execution.fence
+            run,
+            self._events,
+            self._store,
+            self._app.limits,
+            self._settings.history_max,
+            fence=execution.fence,
+            resources=self._app.resources,
         )
         token = ctx._activate()
         deadline = asyncio.timeout(run.timeout_s)
