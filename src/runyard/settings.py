@@ -95,4 +95,3 @@ class Settings(BaseSettings):
 
 def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
-
