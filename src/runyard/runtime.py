@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,6 +39,8 @@ from runyard.store.base import Admission, Cancelled, SessionEntry
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
+
+log = logging.getLogger("runyard.runtime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,8 +262,12 @@ class Runtime:
             return
         await self.events.publish([event for run in cancelled for event in run.events])
         for run in cancelled:
-            if run.was_running:
+            if not run.was_running:
+                continue
+            try:
                 await self.broker.signal(CANCEL, run.run_id)
+            except Exception:  # committed all the same; its worker learns at its next write or renewal
+                log.warning("run %s: cancelled, but its worker could not be told at once", run.run_id, exc_info=True)
 
     async def _visible_session(self, owner: str, session_id: str) -> Session:
         session = await self.store.get_session(session_id) if ID_PATTERN.fullmatch(session_id) else None
