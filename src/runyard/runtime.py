@@ -33,6 +33,7 @@ from runyard.events import EventLog, Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance.admission import CreationRate
 from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.observability import metrics
 from runyard.resources import Resources, open_resources
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, SessionEntry
@@ -262,6 +263,7 @@ class Runtime:
             return
         await self.events.publish([event for run in cancelled for event in run.events])
         for run in cancelled:
+            metrics.RUNS_TOTAL.labels(run.pipeline, RunStatus.CANCELLED.value).inc()
             if not run.was_running:
                 continue
             try:

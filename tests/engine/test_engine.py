@@ -12,6 +12,7 @@ import pytest
 from runyard import RunStatus
 from runyard.errors import RunNotFound, SessionBusy
 from runyard.models import Multitask
+from runyard.observability.metrics import REGISTRY
 from runyard.runtime import Runtime
 from tests.support import make_app
 
@@ -221,6 +222,11 @@ async def test_a_running_run_the_store_cancels_stops_on_its_worker_quietly(
     """An interrupt or a session's deletion ends a running run ``cancelled`` in the
     store's transaction; its worker stops the pipeline at once (the cancel signal;
     its fenced writes are refused anyway), writes nothing more, and logs no warning."""
+
+    def cancels_counted() -> float:
+        return REGISTRY.get_sample_value("runyard_runs_total", {"pipeline": "nap", "status": "cancelled"}) or 0.0
+
+    counted_before = cancels_counted()
     async with make_app(store="memory://").running() as rt:
         first = await rt.create_run("alice", "nap", {"seconds": 30})
         async with contextlib.aclosing(rt.follow(first, 0)) as frames:
@@ -241,3 +247,4 @@ async def test_a_running_run_the_store_cancels_stops_on_its_worker_quietly(
         assert types == ["status", "napping", "status", "end"]
     noisy = [r for r in caplog.records if r.name.startswith("runyard") and r.levelno >= logging.WARNING]
     assert noisy == []
+    assert cancels_counted() - counted_before == 1  # by the store's cancel; the worker's end was refused

@@ -871,7 +871,7 @@ async def busy_session(store: Store) -> tuple[Session, Run, Run]:
 
 
 def assert_cancelled_by_the_store(cancelled: Cancelled, run_id: str, was_running: bool) -> None:
-    assert (cancelled.run_id, cancelled.was_running) == (run_id, was_running)
+    assert (cancelled.run_id, cancelled.was_running, cancelled.pipeline) == (run_id, was_running, "ticker")
     # the same events a cancellation through the engine writes
     assert [(e.type, json.loads(e.data)) for e in cancelled.events] == Outcome.cancelled().events()
 

@@ -130,10 +130,10 @@ def cancel_group(run_id: str, at: float) -> AppendGroup:
     return AppendGroup(run_id, drafts, update)
 
 
-def cancellations(runs: Sequence[tuple[str, RunStatus]], results: Sequence[AppendResult]) -> list[Cancelled]:
-    """What ``cancel_group`` appends did, for the runs (id, status before) they were for."""
+def cancellations(runs: Sequence[tuple[str, RunStatus, str]], results: Sequence[AppendResult]) -> list[Cancelled]:
+    """What ``cancel_group`` appends did, for the runs (id, status before, pipeline) they were for."""
     return [
-        Cancelled(run_id, status is RunStatus.RUNNING, result)
-        for (run_id, status), result in zip(runs, results, strict=True)
+        Cancelled(run_id, status is RunStatus.RUNNING, result, pipeline)
+        for (run_id, status, pipeline), result in zip(runs, results, strict=True)
         if isinstance(result, list)
     ]

@@ -91,6 +91,7 @@ class Cancelled:
     run_id: str
     was_running: bool
     events: list[Event]
+    pipeline: str
 
 
 @dataclass(slots=True)

@@ -111,8 +111,8 @@ class MemoryStore(Store):
         return await self._cancel_unfinished(session_id, at)
 
     async def _cancel_unfinished(self, session_id: str, at: float) -> list[Cancelled]:
-        runs = [(run.run_id, run.status) for run in await self.unfinished_runs(session_id)]
-        results = await self.append([cancel_group(run_id, at) for run_id, _ in runs])
+        runs = [(run.run_id, run.status, run.pipeline) for run in await self.unfinished_runs(session_id)]
+        results = await self.append([cancel_group(run_id, at) for run_id, _, _ in runs])
         return cancellations(runs, results)
 
     async def forget_idle_sessions(self, idle_before: float) -> int:

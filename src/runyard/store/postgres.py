@@ -181,15 +181,23 @@ async def _claim(
 async def _cancel_unfinished(conn: Connection, session_id: str, at: float, sparing: str = "") -> list[Cancelled]:
     """Cancel the session's queued and running runs but ``sparing``, inside the
     caller's transaction (which holds the session's row)."""
-    rows = await conn.fetch(
-        f"SELECT run_id, status FROM runs WHERE session_id = $1 AND {UNFINISHED} AND run_id <> $2 ORDER BY created_seq",
+    # locked first (in run id order, as append locks), then read by a statement of
+    # its own: its snapshot sees them as locked, so "was it running" cannot change
+    # under us (a claim taking a queued run meanwhile, say)
+    locked = await conn.fetch(
+        f"SELECT run_id FROM runs WHERE session_id = $1 AND {UNFINISHED} AND run_id <> $2 ORDER BY run_id FOR UPDATE",
         session_id,
         sparing,
     )
-    runs = [(row[0], STATUSES[row[1]]) for row in rows]
-    if not runs:
+    if not locked:
         return []
-    return cancellations(runs, await _append(conn, [cancel_group(run_id, at) for run_id, _ in runs]))
+    rows = await conn.fetch(
+        f"SELECT run_id, status, pipeline FROM runs WHERE run_id = ANY($1::text[]) AND {UNFINISHED}"
+        " ORDER BY created_seq",
+        [row[0] for row in locked],
+    )
+    runs = [(row[0], STATUSES[row[1]], row[2]) for row in rows]
+    return cancellations(runs, await _append(conn, [cancel_group(run_id, at) for run_id, _, _ in runs]))
 
 
 async def _enter(conn: Connection, run: Run, entry: SessionEntry, admission: Admission | None) -> Entered:

@@ -281,16 +281,16 @@ def _cancel_unfinished(
     """Cancel the session's queued and running runs but ``sparing`` (in the writer
     thread); last in its work, as ``_append`` must be."""
     runs = [
-        (run_id, RunStatus(status))
-        for run_id, status in db.execute(
-            f"SELECT run_id, status FROM runs WHERE session_id = ? AND NOT {FINISHED} AND run_id != ?"
+        (run_id, RunStatus(status), pipeline)
+        for run_id, status, pipeline in db.execute(
+            f"SELECT run_id, status, pipeline FROM runs WHERE session_id = ? AND NOT {FINISHED} AND run_id != ?"
             " ORDER BY created_seq",
             (session_id, sparing),
         )
     ]
     if not runs:
         return []
-    return cancellations(runs, _append(db, [cancel_group(run_id, at) for run_id, _ in runs], known))
+    return cancellations(runs, _append(db, [cancel_group(run_id, at) for run_id, _, _ in runs], known))
 
 
 def _enter(
