@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import psutil
 import pytest
 
 from tests.remote import OWNER, create, snapshot, stored_events, wait_until
-from tests.support import ServerProcess
+from tests.support import REPO, ServerProcess, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -50,6 +53,23 @@ def test_a_restart_on_the_same_sqlite_file_keeps_every_finished_runs_events(
     for run_id, events in before.items():
         assert stored_events(second.url, run_id) == events
         assert snapshot(second.url, run_id)["status"] == "succeeded"
+
+
+def test_a_second_process_on_the_same_sqlite_file_refuses_to_start_and_the_first_keeps_serving(
+    servers: list[ServerProcess], db: str, tmp_path: Path
+) -> None:
+    """Regression: two processes started on one ./runyard.db (the README's example app
+    beside the demo) claimed each other's runs and failed them (8 of 72 demo runs)."""
+    first = start(servers, db)
+    env = {**os.environ, "RUNYARD_STORE": db, "RUNYARD_PORT": str(free_port())}
+    second = subprocess.run(
+        [sys.executable, "-m", "runyard", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode != 0
+    assert f"SQLite database '{tmp_path}/proc.db' is already in use by another runyard process" in second.stderr
+    assert "use PostgreSQL and Redis" in second.stderr
+    run_id = create(first.url, "ticker", {"marker": "still-here", "count": 3})
+    assert wait_until(first.url, run_id, {"succeeded", "failed"})["status"] == "succeeded"
 
 
 @pytest.mark.parametrize(

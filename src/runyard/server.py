@@ -19,6 +19,10 @@ log = logging.getLogger("runyard.server")
 def serve(app: Runyard) -> None:
     """Serve ``app`` on its settings' host and port until SIGINT/SIGTERM."""
     settings = app.settings
+    if settings.store.startswith("sqlite:"):
+        from runyard.store.sqlite import refuse_if_in_use
+
+        refuse_if_in_use(settings.store)  # one clear line, not a start-up traceback
     configure_logging(settings)
     config = uvicorn.Config(
         app.http(),

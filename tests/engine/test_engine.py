@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from runyard import RunContext, RunStatus
 from runyard.context import RESERVED_TYPES
 from runyard.errors import RunNotFound, SessionBusy
 from runyard.models import LeaseLost, Multitask
+from runyard.observability.metrics import REGISTRY
 from runyard.runtime import Runtime
 from runyard.store import store_from_url
 from tests.governance.support import wait_until
@@ -348,3 +350,43 @@ async def test_an_emitted_end_no_longer_closes_the_runs_stream_early() -> None:
             events = await read_events(client, created.json()["run_id"])
     assert [e["type"] for e in events] == ["status", "after", "status", "end"]
     assert events[-1]["data"]["output"] == "real"
+
+
+@pytest.mark.parametrize("how", ["interrupt", "delete"])
+async def test_a_running_run_the_store_cancels_stops_on_its_worker_quietly(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interrupt or a session's deletion ends a running run ``cancelled`` in the
+    store's transaction; its worker stops the pipeline at once (the cancel signal;
+    its fenced writes are refused anyway), writes nothing more, and logs no warning."""
+
+    def cancels_counted() -> float:
+        return REGISTRY.get_sample_value("runyard_runs_total", {"pipeline": "nap", "status": "cancelled"}) or 0.0
+
+    caplog.set_level(logging.INFO, logger="runyard.runs")
+    counted_before = cancels_counted()
+    async with make_app(store="memory://").running() as rt:
+        first = await rt.create_run("alice", "nap", {"seconds": 30})
+        async with contextlib.aclosing(rt.follow(first, 0)) as frames:
+            async for batch in frames:
+                if any(b"napping" in frame for _, _, frame in batch):
+                    break  # the pipeline is running
+        if how == "interrupt":
+            await rt.create_run(
+                "alice", "nap", {"seconds": 0}, session_id=first.session_id, multitask=Multitask.INTERRUPT
+            )
+        else:
+            await rt.delete_session("alice", first.session_id)
+        ended = await rt.get_run("alice", first.run_id)
+        assert ended.status is RunStatus.CANCELLED  # at once: decided in the store
+        await asyncio.wait(set(rt.engine._tasks), timeout=5)
+        assert first.run_id not in rt.engine._running  # stopped, not left to its 30 s nap
+        types = [e.type for e in await events_of(rt, first.run_id)]
+        assert types == ["status", "napping", "status", "end"]
+    noisy = [r for r in caplog.records if r.name.startswith("runyard") and r.levelno >= logging.WARNING]
+    assert noisy == []
+    ended = [r for r in caplog.records if getattr(r, "transition", None) == "ended" and r.run_id == first.run_id]
+    assert [(r.session_id, r.owner, r.attempt, r.status) for r in ended] == [  # type: ignore[attr-defined]
+        (first.session_id, "alice", 1, "cancelled")
+    ], "the store's cancel is a line of the run's life, once"
+    assert cancels_counted() - counted_before == 1  # by the store's cancel; the worker's end was refused

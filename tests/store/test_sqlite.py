@@ -14,7 +14,14 @@ import pytest
 from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
 from runyard.models import EventDraft, Run, RunStatus, Session
 from runyard.store import AppendGroup, store_from_url
-from runyard.store.sqlite import BUSY_TIMEOUT_MS, MIGRATIONS, SQLiteStore, busy_timeout_ms, database_path
+from runyard.store.sqlite import (
+    BUSY_TIMEOUT_MS,
+    MIGRATIONS,
+    SQLiteStore,
+    busy_timeout_ms,
+    database_path,
+    refuse_if_in_use,
+)
 
 T0 = 1_700_000_000.0
 
@@ -114,6 +121,7 @@ async def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
 
 async def test_migrations_are_idempotent_and_recorded(store: SQLiteStore, db_path: Path) -> None:
     assert await store.migrate() == len(MIGRATIONS)
+    await store.close()  # one store at a time on a file
     again = SQLiteStore(f"sqlite:///{db_path}")
     await again.open()
     await again.close()
@@ -140,6 +148,28 @@ async def test_create_run_with_new_session_is_atomic(store: SQLiteStore) -> None
     with pytest.raises(sqlite3.IntegrityError):  # the run id is taken: the new session must not stay
         await store.create_run(make_run("run_1", "ses_2"), new_session=Session("ses_2", "alice", T0, T0))
     assert await store.get_session("ses_2") is None
+
+
+async def test_a_second_store_on_the_same_file_is_refused_while_the_first_is_open(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """One SQLite file, one process (issue 10): the lock is held for the store's
+    lifetime, released when it closes; ``:memory:`` databases are each their own."""
+    second = SQLiteStore(f"sqlite:///{db_path}")
+    with pytest.raises(StoreError, match=f"'{db_path}' is already in use .* use PostgreSQL and Redis"):
+        await second.open()
+    with pytest.raises(StoreError, match="already in use"):
+        refuse_if_in_use(f"sqlite:///{db_path}")
+    await store.ping()  # the first is untouched
+    await store.close()
+    refuse_if_in_use(f"sqlite:///{db_path}")
+    await second.open()
+    await second.close()
+    memories = [SQLiteStore("sqlite:///:memory:") for _ in range(2)]
+    for memory in memories:
+        await memory.open()
+    for memory in memories:
+        await memory.close()
 
 
 async def test_unopenable_file_is_a_store_error(tmp_path: Path) -> None:

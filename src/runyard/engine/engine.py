@@ -53,6 +53,9 @@ RUNNING = frozenset({RunStatus.RUNNING})
 POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
 CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
+# A worker counts as live (serving its pipelines, for /readyz) while seen within
+# this many leases: it refreshes its record every maintenance tick (lease / 3 at most)
+WORKER_LIVE_LEASES = 3
 
 
 def new_worker_id() -> str:
@@ -106,6 +109,7 @@ class Engine:
         """Start claiming (queued runs a previous process left are claimed at once)."""
         if not self._settings.executes_runs:
             return
+        await self._store.worker_seen(self.worker_id, self.pipelines, now())
         self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
         self._renewer = asyncio.create_task(self._renew_forever(), name="runyard-lease-renewer")
         self._housekeeper = asyncio.create_task(self._keep_house(), name="runyard-housekeeper")
@@ -122,6 +126,7 @@ class Engine:
         self.wake()
         if self._claimer is not None:
             await self._claimer  # ends after its current claim: a claimed run is never dropped
+            await self._leave()  # a draining worker claims nothing: its pipelines may have no worker now
         await _cancel(self._housekeeper)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
@@ -134,6 +139,17 @@ class Engine:
                 "%d pipelines ignored their cancellation; their runs were recorded and their writes are refused",
                 len(self._abandoned),
             )
+
+    async def _leave(self) -> None:
+        try:
+            await self._store.forget_worker(self.worker_id)
+        except Exception:  # the record goes stale by itself after WORKER_LIVE_LEASES leases
+            log.warning("could not remove worker %s from the store", self.worker_id, exc_info=True)
+
+    @property
+    def pipelines(self) -> list[str]:
+        """The pipelines this process serves: the only runs it claims."""
+        return list(self._app.pipelines)
 
     @property
     def active(self) -> int:
@@ -170,7 +186,10 @@ class Engine:
     def _lease_lost(self, run_id: str) -> None:
         execution = self._running.get(run_id)
         if execution is not None and not execution.lost:
-            log.warning("run %s: lease lost (recovered elsewhere); stopping it here", run_id)
+            if execution.cancel_requested:  # cancelled in the store (an interrupt, a deleted session)
+                log.info("run %s: cancelled; stopping it here", run_id)
+            else:
+                log.warning("run %s: lease lost (recovered elsewhere); stopping it here", run_id)
             execution.lost = True
             execution.stop()
 
@@ -209,7 +228,9 @@ class Engine:
             if free <= 0:
                 return
             at = now()
-            claimed = await self._store.claim(self.worker_id, free, at, at + self._settings.lease_s)
+            claimed = await self._store.claim(
+                self.worker_id, free, at, at + self._settings.lease_s, pipelines=self.pipelines
+            )
             for item in claimed:
                 self._start(item)
             if claimed:
@@ -321,7 +342,7 @@ class Engine:
     async def _call_pipeline(self, execution: Execution) -> Outcome:
         run = execution.run
         pipeline = self._app.pipelines.get(run.pipeline)
-        if pipeline is None:
+        if pipeline is None:  # defensive: the store claims only the pipelines served here
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
         ctx = RunContext(
             run,
@@ -445,6 +466,8 @@ class Engine:
         tick = min(self._settings.lease_s / 3, 5.0)
         while True:
             try:
+                if not self._draining:
+                    await self._store.worker_seen(self.worker_id, self.pipelines, now())
                 await self._renew_leases()
             except Exception:
                 log.exception("renewing leases failed; retrying")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from runyard.models import RunStatus
 
@@ -83,6 +83,10 @@ class PipelineList(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "unready"]
     checks: dict[str, str]
+    unserved: dict[str, int] = Field(
+        default_factory=dict,
+        description="Pipelines with queued runs that no live worker serves, and how many runs wait for each",
+    )
 
 
 _DESCRIPTIONS = {

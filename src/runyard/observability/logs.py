@@ -10,14 +10,11 @@ import sys
 import time
 import traceback
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import orjson
 
 from runyard.settings import Settings
-
-if TYPE_CHECKING:
-    from runyard.models import Run
 
 # color_message: uvicorn's ANSI-coloured copy of the message, noise in a JSON line
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
@@ -44,7 +41,22 @@ RUN_LOG = logging.getLogger("runyard.runs")
 RunTransition = Literal["created", "started", "waiting", "handed_back", "ended"]
 
 
-def log_run(transition: RunTransition, run: Run, **fields: Any) -> None:
+class RunFacts(Protocol):
+    """What a line of a run's life names (a ``Run``; a run the store cancelled)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+def log_run(transition: RunTransition, run: RunFacts, **fields: Any) -> None:
     """The one line of a run's life for ``transition``, carrying the run's
     ``run_id``, ``session_id``, ``owner``, ``pipeline`` and ``attempt`` (and
     ``fields``), so that an operator can grep one run across every process."""
