@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import resource
 
 import pytest
@@ -59,3 +60,14 @@ def test_the_connection_cap_is_kept_when_the_files_allow_it(monkeypatch: pytest.
     monkeypatch.setattr(server.resource, "getrlimit", lambda _: (1024, resource.RLIM_INFINITY))
     monkeypatch.setattr(server.resource, "setrlimit", lambda *_: None)
     assert connection_cap(20_000) == 20_000
+
+
+def test_the_default_cap_lowered_to_the_open_files_allowed_is_no_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A machine whose hard limit is 20,000 lowered the default cap at every start
+    of the demo, each time with a warning nobody could act on."""
+    monkeypatch.setattr(server.resource, "getrlimit", lambda _: (1024, 4096))
+    monkeypatch.setattr(server.resource, "setrlimit", lambda *_: None)
+    assert connection_cap(20_000, chosen=False) == 4096 - RESERVED_FDS
+    assert all(record.levelno < logging.WARNING for record in caplog.records)

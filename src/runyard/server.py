@@ -17,6 +17,7 @@ import uvicorn
 from runyard.app import Runyard
 from runyard.http.connections import protected_protocol
 from runyard.observability.logs import configure_logging
+from runyard.settings import Settings
 
 log = logging.getLogger("runyard.server")
 
@@ -39,7 +40,10 @@ def serve(app: Runyard) -> None:
         port=settings.port,
         # uvicorn's own timers and cap do not cover a request that never arrives
         # whole, and refuse in plain text: runyard's protocol does (see its module)
-        http=protected_protocol(settings.read_timeout_s, connection_cap(settings.max_connections)),
+        http=protected_protocol(
+            settings.read_timeout_s,
+            connection_cap(settings.max_connections, chosen="max_connections" in settings.model_fields_set),
+        ),
         timeout_keep_alive=settings.keep_alive_s,
         log_config=None,  # runyard configures logging itself
         access_log=False,
@@ -50,10 +54,16 @@ def serve(app: Runyard) -> None:
     _Server(config, app).run()
 
 
-def connection_cap(wanted: int) -> int:
+def _connection_cap(settings: Settings) -> int:
+    return connection_cap(settings.max_connections, chosen="max_connections" in settings.model_fields_set)
+
+
+def connection_cap(wanted: int, *, chosen: bool = True) -> int:
     """``wanted``, or fewer if the process may not open that many files: past
     RLIMIT_NOFILE, accept() fails and the client gets no answer at all, where a
-    cap it reaches first answers 503. The soft limit is raised to the hard one."""
+    cap it reaches first answers 503. The soft limit is raised to the hard one.
+    Lowering a cap the operator ``chosen`` is a warning; lowering the default is
+    only worth an info line (it happened at every start of the demo here)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = wanted + RESERVED_FDS
     if soft < needed and (hard == resource.RLIM_INFINITY or soft < hard):
@@ -62,7 +72,8 @@ def connection_cap(wanted: int) -> int:
     if soft >= needed:
         return wanted
     cap = max(1, soft - RESERVED_FDS)
-    log.warning(
+    log.log(
+        logging.WARNING if chosen else logging.INFO,
         "RUNYARD_MAX_CONNECTIONS=%d but this process may open only %d files (ulimit -n): serving at most %d"
         " connections; raise the limit to serve more",
         wanted,
