@@ -52,7 +52,7 @@ class Runyard:
         self.lifespan = lifespan
         self.declared_resources: list[Declared] = []
         self._resources: Resources | None = None  # while running: from start-up to after the drain
-        self._runtime: Runtime | None = None  # while running: from start-up to the drain
+        self._runtime: Runtime | None = None  # once started, until after the drain
 
     def pipeline(
         self,

@@ -34,12 +34,12 @@ STORE_READS = 4
 class RunChannel:
     __slots__ = ("_bytes", "_frames", "changed", "closed", "run_id", "subscribers", "watched")
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, *, closed: bool = False, watched: asyncio.Future[None] | None = None) -> None:
         self.run_id = run_id
         self.subscribers = 0
-        self.closed = False  # the process is shutting down: followers stop
+        self.closed = closed  # the process is shutting down: followers stop
         self.changed = asyncio.Event()
-        self.watched: asyncio.Future[None] | None = None  # the broker's watch of this run, shared by joiners
+        self.watched = watched  # the broker's watch of this run, shared by joiners
         self._frames: list[Frame] = []
         self._bytes = 0
 
@@ -136,12 +136,10 @@ class Hub:
         channel together miss nothing."""
         channel = self._channels.get(run_id)
         if channel is None:
-            channel = self._channels[run_id] = RunChannel(run_id)
-            channel.closed = self.closed
-            if self._watcher is not None:
-                # A task, not an await: the watch must complete for every joiner
-                # even if the joiner that started it is cancelled half-way.
-                channel.watched = asyncio.ensure_future(self._watcher.watch(run_id))
+            # A task, not an await: the watch must complete for every joiner
+            # even if the joiner that started it is cancelled half-way.
+            watch = asyncio.ensure_future(self._watcher.watch(run_id)) if self._watcher is not None else None
+            channel = self._channels[run_id] = RunChannel(run_id, closed=self.closed, watched=watch)
         channel.subscribers += 1
         self._subscribers += 1
         watched = channel.watched
