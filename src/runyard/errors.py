@@ -17,6 +17,8 @@
     ├── PayloadTooLarge (413)
     ├── StoreError                    the store could not do what was asked
     │   └── StoreUnavailable          the connection failed (the server restarts, say)
+    ├── RunTooLarge                   a run's events would pass RUNYARD_MAX_RUN_BYTES:
+    │                                 the store refused them; the run fails ``too_large``
     ├── RateLimited (429)             over RUNYARD_RATE_LIMIT (governance/admission.py)
     ├── BreakerOpen                   a limit's breaker is open (governance/breaker.py)
     ├── PermitLost                    a shared permit could not be renewed: the call
@@ -117,3 +119,17 @@ class IdempotencyKeyReused(RunyardError):
 class QuotaExceeded(RunyardError):
     code = "quota_exceeded"
     status = 429
+
+
+class RunTooLarge(RunyardError):
+    """The store refused a group of events: the run would store more than its cap
+    (``RUNYARD_MAX_RUN_BYTES``). An append result, raised at the run's next append;
+    the engine ends the run ``failed`` with this ``code``."""
+
+    code = "too_large"
+    status = 413
+
+    def __init__(self, run_id: str, limit: int) -> None:
+        super().__init__(f"run {run_id} would store more than {limit} bytes of events (RUNYARD_MAX_RUN_BYTES)")
+        self.run_id = run_id
+        self.limit = limit

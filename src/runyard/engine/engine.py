@@ -35,6 +35,7 @@ from pydantic import BaseModel
 from runyard.broker.base import CANCEL, WAKE, Broker
 from runyard.context import RunContext
 from runyard.engine.outcome import Outcome
+from runyard.errors import RunTooLarge
 from runyard.events.log import EventLog
 from runyard.models import IDEMPOTENCY_TTL_S, Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
@@ -283,6 +284,8 @@ class Engine:
         except LeaseLost:
             self._lease_lost(run.run_id)
             return Outcome.failed("worker_lost", "this worker lost the run's lease")  # never written: fenced
+        except RunTooLarge as exc:  # the store refused its events: the error's code is the run's
+            return Outcome.failed(exc.code, exc.message)
         except Exception as exc:
             return self._failure(run, exc)
         finally:
