@@ -91,6 +91,7 @@ class Engine:
         self._draining = False
         self._claimer: asyncio.Task[None] | None = None
         self._maintenance: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         events.on_lease_lost = self._lease_lost
 
     # -- lifecycle -------------------------------------------------------------
@@ -110,9 +111,10 @@ class Engine:
         self.wake()
         if self._claimer is not None:
             await self._claimer  # ends after its current claim: a claimed run is never dropped
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            await asyncio.gather(self._maintenance, return_exceptions=True)
+        for task in (self._maintenance, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
             for execution in self._running.values():
@@ -373,16 +375,26 @@ class Engine:
                 await self._renew_leases()
                 await self._recover_expired_leases()
                 self._forget_old_cancels()
-                if now() - last_sweep >= settings.sweep_interval_s:
+                sweeping = self._sweeper is not None and not self._sweeper.done()
+                if now() - last_sweep >= settings.sweep_interval_s and not sweeping:
                     last_sweep = now()
-                    swept = await self._store.sweep_runs(now() - settings.retention_s)
-                    forgotten = await self._store.forget_idle_sessions(now() - settings.session_ttl_s)
-                    await self._store.forget_idempotency_keys(now() - IDEMPOTENCY_TTL_S)
-                    if swept or forgotten:
-                        log.info("swept %d expired runs, forgot %d idle sessions", swept, forgotten)
+                    # a task of its own: a long sweep (many short writes) never delays lease renewals
+                    self._sweeper = asyncio.create_task(self._sweep(), name="runyard-sweeper")
             except Exception:
                 log.exception("maintenance pass failed; retrying")
             await asyncio.sleep(tick)
+
+    async def _sweep(self) -> None:
+        settings = self._settings
+        try:
+            swept = await self._store.sweep_runs(now() - settings.retention_s)
+            forgotten = await self._store.forget_idle_sessions(now() - settings.session_ttl_s)
+            await self._store.forget_idempotency_keys(now() - IDEMPOTENCY_TTL_S)
+        except Exception:
+            log.exception("sweep failed; retrying at the next interval")
+            return
+        if swept or forgotten:
+            log.info("swept %d expired runs, forgot %d idle sessions", swept, forgotten)
 
     def _forget_old_cancels(self) -> None:
         cutoff = now() - CANCEL_MEMO_S

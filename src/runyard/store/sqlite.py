@@ -415,7 +415,8 @@ class SQLiteStore(Store):
         return await self._write(lambda db: migrate(db, self.path))
 
     async def _auto_vacuum(self) -> int:
-        mode: int = (await self._read("PRAGMA auto_vacuum"))[0][0]
+        """The writer's view: a reader's connection may not have seen a VACUUM yet."""
+        mode: int = await self._outside_transaction(lambda db: db.execute("PRAGMA auto_vacuum").fetchone()[0])
         return mode
 
     # -- plumbing --------------------------------------------------------------
