@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 SWEEP_RUNS = 64  # expired runs looked up at a time
 # A chunk ends at whichever comes first: this many events, or this many bytes of
-# their data (at least one event). Measured with bench/disk.py (SQLite, 64 KiB
-# events): a 4 MiB chunk is a write of ~10 ms.
+# their data (at least one event). Measured on SQLite with 64 KiB events (2 busy
+# cores): a 4 MiB chunk is a write of 0.5 ms (max 1.1 ms) with secure_delete = FAST,
+# 38 ms (p90 167 ms) with the SECURE_DELETE that Debian's build turns on.
 CHUNK_EVENTS = 512
 CHUNK_BYTES = 4 * 1024 * 1024
 
