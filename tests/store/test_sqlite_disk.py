@@ -98,7 +98,7 @@ async def test_a_sweep_lets_other_writes_through_between_its_chunks(
     commits = store.commits
 
     sweep = asyncio.create_task(store.sweep_runs(T0 + 1))
-    await chunked.wait()  # the sweep is under way
+    await asyncio.wait_for(chunked.wait(), 10)  # the sweep is under way
     (written,) = await store.append([AppendGroup(other.run_id, [EventDraft(other.run_id, "tick", b"{}", T0)])])
 
     assert isinstance(written, list)
