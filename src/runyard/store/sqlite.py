@@ -697,11 +697,17 @@ class SQLiteStore(Store):
                 while await self._write(functools.partial(_delete_event_chunk, run_pk=run_pk)):
                     pass
             swept += await self._write(functools.partial(_delete_runs, run_pks=run_pks))
-        if swept:
-            await self.give_back_space()
+        # also when a sweep was cut short (a restart) after deleting, before giving back;
+        # not for a few free pages (other deletes leave some): each time truncates the WAL
+        if swept or (self._incremental and not self._memory and await self._free_pages() >= VACUUM_PAGES):
+            await self._give_back_space()
         return swept
 
-    async def give_back_space(self) -> None:
+    async def _free_pages(self) -> int:
+        pages: int = (await self._read("PRAGMA freelist_count"))[0][0]
+        return pages
+
+    async def _give_back_space(self) -> None:
         """Return the file's free pages to the file system, VACUUM_PAGES per write, then
         truncate the WAL at a quiet moment (no write waiting), so that a sweep shrinks
         both files."""
