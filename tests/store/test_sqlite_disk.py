@@ -130,3 +130,19 @@ async def test_an_older_database_warns_and_runyard_migrate_switches_it(
         assert sizes(db_path)[0] < 1024 * 1024
     finally:
         await store.close()
+
+
+async def test_a_sweep_cut_short_before_giving_space_back_is_finished_by_the_next(
+    store: SQLiteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await expired_run(store)
+    with monkeypatch.context() as cut:
+        cut.setattr(store, "_give_back_space", lambda: asyncio.sleep(0))  # the process stopped here
+        assert await store.sweep_runs(T0 + 1) == 1
+    assert sizes(db_path)[0] + sizes(db_path)[1] > EVENTS * len(PAD) // 2
+
+    assert await store.sweep_runs(T0 + 1) == 0
+
+    database, wal = sizes(db_path)
+    assert database < 1024 * 1024
+    assert wal == 0
