@@ -16,11 +16,11 @@ What it does, in this one process (so that it can time the SQLite writer thread)
 3. waits for the big run to end: its status and code, how long it took, how
    many ticks it stored (bytes written, MiB/s), the database + WAL sizes then;
 4. waits for the sweep to delete it and for the WAL to be truncated, while a
-   client thread creates a run every 20 ms (each a write through the writer):
+   client thread creates a session every 20 ms (each a write through the writer):
    the database + WAL sizes after, how long the sweep took, and the longest
    writer stall during it, measured two ways: the longest job of the SQLite
    writer thread (a batch of writes, an incremental_vacuum step, a checkpoint:
-   what any write may wait behind) and the slowest ``POST /v1/runs`` answer.
+   what any write may wait behind) and the slowest ``POST /v1/sessions`` answer.
 
 It stops by itself (every wait is bounded by ``--timeout-s``), deletes its temp
 dir, talks to nobody but 127.0.0.1 and asserts nothing: it prints numbers.
@@ -157,7 +157,8 @@ def sizes(path: Path) -> tuple[int, int]:
 
 
 class Prober:
-    """Creates a tiny run every ``every_s`` and keeps each answer's latency."""
+    """Creates a session every ``every_s`` (a write through the writer thread that
+    leaves nothing for the sweep) and keeps each answer's latency."""
 
     def __init__(self, base: str, every_s: float = 0.02) -> None:
         self.base, self.every_s = base, every_s
@@ -168,7 +169,7 @@ class Prober:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             start = time.perf_counter()
-            call(f"{self.base}/v1/runs", "POST", {"pipeline": "ticker", "input": {"marker": "probe", "count": 0}})
+            call(f"{self.base}/v1/sessions", "POST", {})
             self.latencies.append((start, time.perf_counter() - start))
 
     def __enter__(self) -> Prober:
@@ -263,7 +264,7 @@ def measure(base: str, db_path: Path, jobs: WriterJobs, args: argparse.Namespace
         longest_writer_job_ms=round(longest[2] * 1000, 1),
         longest_writer_job_kind=longest[0],
         writer_jobs_ms={kind: spread([job[2] for job in during if job[0] == kind]) for kind in KINDS},
-        slowest_post_during_sweep_ms=round(max(answers, default=0.0) * 1000, 1),
+        slowest_write_request_during_sweep_ms=round(max(answers, default=0.0) * 1000, 1),
         posts_during_sweep=len(answers),
         probe_run=probe["run_id"],
     )
@@ -309,7 +310,7 @@ def print_figures(figures: dict[str, Any]) -> None:
     for kind, ms in figures["writer_jobs_ms"].items():
         print(f"  {kind:<31}{ms}")
     print(
-        f"slowest POST /v1/runs meanwhile  {figures['slowest_post_during_sweep_ms']} ms"
+        f"slowest POST /v1/sessions then   {figures['slowest_write_request_during_sweep_ms']} ms"
         f" ({figures['posts_during_sweep']} requests)"
     )
 

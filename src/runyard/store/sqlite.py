@@ -97,9 +97,10 @@ WRITER_PRAGMAS = (
 )
 INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
 # Pages (4 KiB) given back per incremental_vacuum step, a transaction of the writer
-# thread. Measured after a 256 MiB sweep on 2 busy cores (load 6): 1,024 pages take
-# 13 ms (max 28 ms), 2,048 take 39 ms (max 62 ms): a writer waits for one step at most.
-VACUUM_PAGES = 1_024
+# thread: a writer waits for one step at most. Measured after a 256 MiB sweep on 2
+# cores shared with other work (load 7): 512 pages take 6-7 ms (max 21-27 ms);
+# 1,024 take 12-17 ms (max 52-53 ms); 2,048 take 39 ms (max 62 ms).
+VACUUM_PAGES = 512
 # The checkpoint that truncates the WAL after a sweep waits at most this long for
 # readers (then it is tried again later): the writer thread waits with it.
 CHECKPOINT_BUSY_MS = 10
