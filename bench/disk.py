@@ -16,7 +16,9 @@ What it does, in this one process (so that it can time the SQLite writer thread)
 3. waits for the big run to end: its status and code, how long it took, how
    many ticks it stored (bytes written, MiB/s), the database + WAL sizes then;
 4. waits for the sweep to delete it and for the WAL to be truncated, while a
-   client thread creates a session every 20 ms (each a write through the writer):
+   client thread creates a session every 20 ms (each a write through the writer;
+   from the moment the big run ended, so the seconds before the sweep give the
+   same figure without a sweep):
    the database + WAL sizes after, how long the sweep took, and the longest
    writer stall during it, measured two ways: the longest job of the SQLite
    writer thread (a batch of writes, an incremental_vacuum step, a checkpoint:
@@ -255,6 +257,7 @@ def measure(base: str, db_path: Path, jobs: WriterJobs, args: argparse.Namespace
     database, wal = sizes(db_path)
     longest = max(during, key=lambda job: job[2], default=("none", 0.0, 0.0))
     answers = [seconds for start, seconds in prober.latencies if start >= sweep_start]
+    before = [seconds for start, seconds in prober.latencies if start < sweep_start]  # the same load, no sweep
     figures.update(
         db_bytes_after=database,
         wal_bytes_after=wal,
@@ -266,6 +269,8 @@ def measure(base: str, db_path: Path, jobs: WriterJobs, args: argparse.Namespace
         writer_jobs_ms={kind: spread([job[2] for job in during if job[0] == kind]) for kind in KINDS},
         slowest_write_request_during_sweep_ms=round(max(answers, default=0.0) * 1000, 1),
         posts_during_sweep=len(answers),
+        slowest_write_request_before_sweep_ms=round(max(before, default=0.0) * 1000, 1),
+        posts_before_sweep=len(before),
         probe_run=probe["run_id"],
     )
     return figures
@@ -312,6 +317,10 @@ def print_figures(figures: dict[str, Any]) -> None:
     print(
         f"slowest POST /v1/sessions then   {figures['slowest_write_request_during_sweep_ms']} ms"
         f" ({figures['posts_during_sweep']} requests)"
+    )
+    print(
+        f"  the same in the seconds before  {figures['slowest_write_request_before_sweep_ms']} ms"
+        f" ({figures['posts_before_sweep']} requests, no sweep)"
     )
 
 
