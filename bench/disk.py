@@ -24,6 +24,14 @@ What it does, in this one process (so that it can time the SQLite writer thread)
    writer thread (a batch of writes, an incremental_vacuum step, a checkpoint:
    what any write may wait behind) and the slowest ``POST /v1/sessions`` answer.
 
+``--store-level`` measures the sweep alone, on the store (no server): a run of
+``--cap-mib`` of 64 KiB events swept while another task appends one small event
+at a time; it prints the sweep's time, the files before and after, and the
+slowest append meanwhile. It uses only the store's public methods, so it also
+runs on an older runyard, for a before/after on one machine:
+
+    PYTHONPATH=/path/to/older/src .venv/bin/python bench/disk.py --store-level
+
 It stops by itself (every wait is bounded by ``--timeout-s``), deletes its temp
 dir, talks to nobody but 127.0.0.1 and asserts nothing: it prints numbers.
 """
@@ -31,6 +39,7 @@ dir, talks to nobody but 127.0.0.1 and asserts nothing: it prints numbers.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -183,6 +192,70 @@ class Prober:
         self._thread.join()
 
 
+async def sweep_alone(db_path: Path, cap: int) -> dict[str, Any]:
+    """The sweep of one ``cap``-byte run of 64 KiB events, with an appender beside it."""
+    from runyard.models import EventDraft, Run, RunStatus, RunUpdate
+    from runyard.store import AppendGroup
+    from runyard.store.sqlite import SQLiteStore
+
+    store = SQLiteStore(f"sqlite:///{db_path}")
+    await store.open()
+    try:
+        big, other = (
+            Run(f"run_{name}", f"ses_{name}", "o", "ticker", RunStatus.RUNNING, {}, created_at=1.0)
+            for name in ("big", "other")
+        )
+        for run in (big, other):
+            await store.create_run(run)
+        pad = b"x" * 65_536
+        for _ in range(cap // (16 * len(pad))):
+            await store.append([AppendGroup(big.run_id, [EventDraft(big.run_id, "tick", pad, 1.0)] * 16)])
+        await store.append([AppendGroup(big.run_id, [], RunUpdate(RunStatus.SUCCEEDED, finished_at=2.0))])
+        database, wal = sizes(db_path)
+        latencies: list[float] = []
+        sweeping = True
+
+        async def append_beside() -> None:
+            while sweeping:
+                start = time.perf_counter()
+                await store.append([AppendGroup(other.run_id, [EventDraft(other.run_id, "tick", b"{}", 1.0)])])
+                latencies.append(time.perf_counter() - start)
+                await asyncio.sleep(0.001)
+
+        appender = asyncio.create_task(append_beside())
+        start = time.perf_counter()
+        swept = await store.sweep_runs(10.0)
+        took = time.perf_counter() - start
+        sweeping = False
+        await appender
+        after_db, after_wal = sizes(db_path)
+    finally:
+        await store.close()
+    return {
+        "swept": swept,
+        "sweep_s": round(took, 2),
+        "db_bytes_before": database,
+        "wal_bytes_before": wal,
+        "db_bytes_after": after_db,
+        "wal_bytes_after": after_wal,
+        "appends_meanwhile": len(latencies),
+        "slowest_append_ms": round(max(latencies, default=0.0) * 1000, 1),
+        "appends_ms": spread(latencies),
+    }
+
+
+def store_level(args: argparse.Namespace, cap: int) -> int:
+    with tempfile.TemporaryDirectory(prefix="runyard-bench-disk-") as tmp:
+        figures = asyncio.run(sweep_alone(Path(tmp) / "bench.db", cap))
+    figures["load_average"] = round(os.getloadavg()[0], 2)
+    for name, value in figures.items():
+        print(f"{name:<22}{value}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cap-mib", type=int, default=256, help="RUNYARD_MAX_RUN_BYTES in MiB (default 256)")
@@ -191,8 +264,11 @@ def main() -> int:
     parser.add_argument("--probe-count", type=int, default=20_000, help="ticks of the small run writing meanwhile")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on every wait (default 300)")
     parser.add_argument("--json", type=Path, help="write every figure here too")
+    parser.add_argument("--store-level", action="store_true", help="the sweep alone, on the store (see above)")
     args = parser.parse_args()
     cap = (32 if args.quick else args.cap_mib) * MiB
+    if args.store_level:
+        return store_level(args, cap)
 
     load = round(os.getloadavg()[0], 2)  # the machine is shared: say how busy it was
     jobs = WriterJobs()
@@ -251,6 +327,11 @@ def measure(base: str, db_path: Path, jobs: WriterJobs, args: argparse.Namespace
         wait_for("the sweep to delete the big run", gone, args.timeout_s)
         wait_for("the WAL to be truncated", lambda: sizes(db_path)[1] == 0, args.timeout_s)
         done = time.perf_counter()
+
+        def checkpointed() -> bool:  # a job is noted when it ends, a moment after the WAL shrank
+            return any(job[0] == "checkpoint" for job in jobs.between(swept, done))
+
+        wait_for("the checkpoint to be noted", checkpointed, args.timeout_s)
     chunks = [job for job in jobs.between(swept, done) if job[0] == "chunk"]
     sweep_start = chunks[0][1] if chunks else swept
     during = [job for job in jobs.between(sweep_start, done) if job[0] != "chunk"]
