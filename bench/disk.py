@@ -31,6 +31,7 @@ slowest append meanwhile. It uses only the store's public methods, so it also
 runs on an older runyard, for a before/after on one machine:
 
     PYTHONPATH=/path/to/older/src .venv/bin/python bench/disk.py --store-level
+    .venv/bin/python bench/disk.py --store-level --postgres postgresql://postgres@127.0.0.1:5432/postgres
 
 It stops by itself (every wait is bounded by ``--timeout-s``), deletes its temp
 dir, talks to nobody but 127.0.0.1 and asserts nothing: it prints numbers.
@@ -192,13 +193,13 @@ class Prober:
         self._thread.join()
 
 
-async def sweep_alone(db_path: Path, cap: int) -> dict[str, Any]:
-    """The sweep of one ``cap``-byte run of 64 KiB events, with an appender beside it."""
+async def sweep_alone(url: str, files: Callable[[], tuple[int, int]], cap: int) -> dict[str, Any]:
+    """The sweep of one ``cap``-byte run of 64 KiB events, with an appender beside it;
+    ``files``: the sizes to report before and after."""
     from runyard.models import EventDraft, Run, RunStatus, RunUpdate
-    from runyard.store import AppendGroup
-    from runyard.store.sqlite import SQLiteStore
+    from runyard.store import AppendGroup, store_from_url
 
-    store = SQLiteStore(f"sqlite:///{db_path}")
+    store = store_from_url(url)
     await store.open()
     try:
         big, other = (
@@ -207,11 +208,13 @@ async def sweep_alone(db_path: Path, cap: int) -> dict[str, Any]:
         )
         for run in (big, other):
             await store.create_run(run)
-        pad = b"x" * 65_536
-        for _ in range(cap // (16 * len(pad))):
+        # random bytes: PostgreSQL compresses a pad of one letter to almost nothing;
+        # one MiB short of the cap, so that the run fits under it where there is one
+        pad = os.urandom(65_536)
+        for _ in range(cap // (16 * len(pad)) - 1):
             await store.append([AppendGroup(big.run_id, [EventDraft(big.run_id, "tick", pad, 1.0)] * 16)])
         await store.append([AppendGroup(big.run_id, [], RunUpdate(RunStatus.SUCCEEDED, finished_at=2.0))])
-        database, wal = sizes(db_path)
+        database, wal = files()
         latencies: list[float] = []
         sweeping = True
 
@@ -228,7 +231,7 @@ async def sweep_alone(db_path: Path, cap: int) -> dict[str, Any]:
         took = time.perf_counter() - start
         sweeping = False
         await appender
-        after_db, after_wal = sizes(db_path)
+        after_db, after_wal = files()
     finally:
         await store.close()
     return {
@@ -244,9 +247,38 @@ async def sweep_alone(db_path: Path, cap: int) -> dict[str, Any]:
     }
 
 
+async def on_postgres(server: str, cap: int) -> dict[str, Any]:
+    """``sweep_alone`` in a database of its own on ``server`` (dropped after), without
+    file sizes: PostgreSQL reuses the space (autovacuum), it does not shrink files."""
+    import secrets
+    from urllib.parse import urlsplit
+
+    import asyncpg
+
+    parts = urlsplit(server)
+    if parts.hostname not in (HOST, "localhost"):
+        raise SystemExit("--postgres must be on 127.0.0.1")
+    name = f"runyard_bench_disk_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(server)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = parts._replace(path=f"/{name}").geturl()
+    try:
+        figures = await sweep_alone(url, lambda: (0, 0), cap)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+    for key in ("db_bytes_before", "wal_bytes_before", "db_bytes_after", "wal_bytes_after"):
+        figures.pop(key, None)
+    return figures
+
+
 def store_level(args: argparse.Namespace, cap: int) -> int:
-    with tempfile.TemporaryDirectory(prefix="runyard-bench-disk-") as tmp:
-        figures = asyncio.run(sweep_alone(Path(tmp) / "bench.db", cap))
+    if args.postgres:
+        figures = asyncio.run(on_postgres(args.postgres, cap))
+    else:
+        with tempfile.TemporaryDirectory(prefix="runyard-bench-disk-") as tmp:
+            db_path = Path(tmp) / "bench.db"
+            figures = asyncio.run(sweep_alone(f"sqlite:///{db_path}", lambda: sizes(db_path), cap))
     figures["load_average"] = round(os.getloadavg()[0], 2)
     for name, value in figures.items():
         print(f"{name:<22}{value}")
@@ -265,6 +297,9 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on every wait (default 300)")
     parser.add_argument("--json", type=Path, help="write every figure here too")
     parser.add_argument("--store-level", action="store_true", help="the sweep alone, on the store (see above)")
+    parser.add_argument(
+        "--postgres", metavar="URL", help="with --store-level: on this PostgreSQL server (127.0.0.1) instead of SQLite"
+    )
     args = parser.parse_args()
     cap = (32 if args.quick else args.cap_mib) * MiB
     if args.store_level:
