@@ -84,8 +84,8 @@ MAX_BATCH = 2_000  # writes per transaction: bounds a single commit's latency
 # busy batches are not each followed by a checkpoint (measured: 3.0 vs 3.8 ms a batch).
 # secure_delete = FAST: Debian's SQLite (and others) are built with SECURE_DELETE on,
 # which zeroes every freed page: a sweep then wrote every byte it deleted to the WAL
-# again (measured: a 256 MiB run's sweep wrote ~256 MiB of WAL, and each autocheckpoint
-# of it stalled the writer 100-250 ms). FAST still zeroes what is deleted inside
+# again (measured: sweeping a 255 MiB run grew the WAL to 280 MiB, and in chunks each
+# autocheckpoint of it stalled the writer 100-250 ms). FAST still zeroes what is deleted inside
 # pages it writes anyway, and the freed pages go back to the file system.
 # journal_size_limit: a WAL that grew (a long reader held the checkpoint back) is
 # cut back to 64 MiB whenever it restarts, instead of keeping its largest size.
@@ -308,7 +308,8 @@ def _backfill(db: sqlite3.Connection) -> None:
     """Copy the WAL into the database file (shrinking the file to the database's size)
     on a reader's connection: a PASSIVE checkpoint takes no writer lock, so writes go
     on meanwhile, and the TRUNCATE checkpoint after it, in the writer thread, finds
-    little left to copy (measured: 16 ms instead of 80-120 ms after a 256 MiB sweep)."""
+    little left to copy (measured after a 256 MiB sweep: 16-63 ms, mostly the file
+    system truncating a 40 MiB WAL, instead of 80-120 ms)."""
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
 
 
