@@ -129,19 +129,28 @@ async def test_a_retried_run_continues_its_count(capped: Store) -> None:
     assert isinstance(refused, RunTooLarge)
 
 
-async def test_the_count_survives_a_reopen_of_the_store(store_url: str) -> None:
+async def test_the_count_survives_a_reopen_of_the_store_to_the_byte(store_url: str) -> None:
+    """What a reopened store counts (SQLite sums its events' lengths, PostgreSQL reads
+    its column) is exactly what was counted when they were appended."""
     if store_url.startswith("memory:"):
         pytest.skip("memory:// is gone with its process")
     first = store_from_url(store_url, max_run_bytes=CAP)
     await first.open()
     (r,) = await created(first, run(status=RunStatus.RUNNING))
-    await first.append([AppendGroup(r.run_id, padded(r.run_id, CAP // weight(padded(r.run_id, 1))))])
+    stored = padded(r.run_id, CAP // weight(padded(r.run_id, 1)) - 1)
+    await first.append([AppendGroup(r.run_id, stored)])
     await first.close()
     second = store_from_url(store_url, max_run_bytes=CAP)
     await second.open()
     try:
-        (refused,) = await second.append([AppendGroup(r.run_id, padded(r.run_id, 1))])
-        assert isinstance(refused, RunTooLarge)
+        rest = CAP - weight(stored) - len("tick") - EVENT_OVERHEAD
+        last = [EventDraft(r.run_id, "tick", b"y" * rest, T0)]
+        (one_byte_more,) = await second.append(
+            [AppendGroup(r.run_id, [EventDraft(r.run_id, "tick", b"y" * (rest + 1), T0)])]
+        )
+        (exactly_full,) = await second.append([AppendGroup(r.run_id, last)])
+        assert isinstance(one_byte_more, RunTooLarge)
+        assert isinstance(exactly_full, list)
     finally:
         await second.close()
 
