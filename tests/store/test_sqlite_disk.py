@@ -146,3 +146,14 @@ async def test_a_sweep_cut_short_before_giving_space_back_is_finished_by_the_nex
     database, wal = sizes(db_path)
     assert database < 1024 * 1024
     assert wal == 0
+
+
+async def test_the_truncating_checkpoint_leaves_the_writer_s_busy_timeout_as_it_was(store: SQLiteStore) -> None:
+    """A deployment may choose its own busy timeout: the checkpoint's short one is put back to it."""
+    await expired_run(store)
+    chosen = await store._outside_transaction(lambda db: db.execute("PRAGMA busy_timeout = 1234").fetchone()[0])
+
+    assert await store.sweep_runs(T0 + 1) == 1
+
+    after = await store._outside_transaction(lambda db: db.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert chosen == after == 1234

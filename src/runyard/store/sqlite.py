@@ -315,11 +315,12 @@ def _backfill(db: sqlite3.Connection) -> None:
 
 def _checkpoint(db: sqlite3.Connection) -> bool:
     """Checkpoint the whole WAL and truncate it to nothing; False if a reader kept it."""
+    usual: int = db.execute("PRAGMA busy_timeout").fetchone()[0]
     db.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
     try:
         busy: int = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
     finally:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute(f"PRAGMA busy_timeout = {usual}")
     return busy == 0
 
 
