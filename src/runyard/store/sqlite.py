@@ -274,14 +274,16 @@ def _claim(
 
 
 def _delete_event_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
-    """Delete the run's oldest events, one chunk (``_sweep``); False once it has none."""
+    """Delete the run's oldest events, one chunk (``_sweep``); whether any may be left
+    (a small run takes one write, not two)."""
     sizes = db.execute(
         "SELECT seq, length(data) FROM events WHERE run_pk = ? ORDER BY seq LIMIT ?", (run_pk, CHUNK_EVENTS)
     ).fetchall()
     if not sizes:
         return False
-    db.execute("DELETE FROM events WHERE run_pk = ? AND seq <= ?", (run_pk, chunk_end(sizes, CHUNK_BYTES)))
-    return True
+    last = chunk_end(sizes, CHUNK_BYTES)
+    db.execute("DELETE FROM events WHERE run_pk = ? AND seq <= ?", (run_pk, last))
+    return last < sizes[-1][0] or len(sizes) == CHUNK_EVENTS
 
 
 def _delete_runs(db: sqlite3.Connection, run_pks: list[int]) -> int:
