@@ -32,6 +32,7 @@ runs on an older runyard, for a before/after on one machine:
 
     PYTHONPATH=/path/to/older/src .venv/bin/python bench/disk.py --store-level
     .venv/bin/python bench/disk.py --store-level --postgres postgresql://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/disk.py --store-level --small-runs 10000   # many small runs instead
 
 It stops by itself (every wait is bounded by ``--timeout-s``), deletes its temp
 dir, talks to nobody but 127.0.0.1 and asserts nothing: it prints numbers.
@@ -272,8 +273,39 @@ async def on_postgres(server: str, cap: int) -> dict[str, Any]:
     return figures
 
 
+async def many_small_runs(url: str, runs: int) -> dict[str, Any]:
+    """The sweep of ``runs`` finished runs of 3 small events each: what cutting the
+    sweep into writes per run costs when runs are many and small."""
+    from runyard.models import EventDraft, Run, RunStatus, RunUpdate
+    from runyard.store import AppendGroup, store_from_url
+
+    store = store_from_url(url)
+    await store.open()
+    try:
+        made = [Run(f"run_{i}", f"ses_{i}", "o", "ticker", RunStatus.RUNNING, {}, created_at=1.0) for i in range(runs)]
+        for run in made:
+            await store.create_run(run)
+        done = RunUpdate(RunStatus.SUCCEEDED, finished_at=2.0)
+        for start in range(0, runs, 500):
+            await store.append(
+                [
+                    AppendGroup(r.run_id, [EventDraft(r.run_id, "tick", b'{"i":1}', 1.0)] * 3, done)
+                    for r in made[start : start + 500]
+                ]
+            )
+        began = time.perf_counter()
+        swept = await store.sweep_runs(10.0)
+        took = time.perf_counter() - began
+    finally:
+        await store.close()
+    return {"small_runs_swept": swept, "sweep_s": round(took, 2)}
+
+
 def store_level(args: argparse.Namespace, cap: int) -> int:
-    if args.postgres:
+    if args.small_runs:
+        with tempfile.TemporaryDirectory(prefix="runyard-bench-disk-") as tmp:
+            figures = asyncio.run(many_small_runs(f"sqlite:///{tmp}/bench.db", args.small_runs))
+    elif args.postgres:
         figures = asyncio.run(on_postgres(args.postgres, cap))
     else:
         with tempfile.TemporaryDirectory(prefix="runyard-bench-disk-") as tmp:
@@ -297,6 +329,9 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=300.0, help="bound on every wait (default 300)")
     parser.add_argument("--json", type=Path, help="write every figure here too")
     parser.add_argument("--store-level", action="store_true", help="the sweep alone, on the store (see above)")
+    parser.add_argument(
+        "--small-runs", type=int, metavar="N", help="with --store-level: sweep N small runs instead (SQLite)"
+    )
     parser.add_argument(
         "--postgres", metavar="URL", help="with --store-level: on this PostgreSQL server (127.0.0.1) instead of SQLite"
     )

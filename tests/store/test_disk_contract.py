@@ -177,27 +177,40 @@ async def test_without_a_cap_a_run_stores_what_it_is_given(store: Store) -> None
 
 async def test_sweeping_a_large_run_in_chunks_deletes_it_whole(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     """Regression (issue 10, disk): the sweep deleted a run's events in one write; now
-    in chunks of at most CHUNK_EVENTS events and CHUNK_BYTES bytes: however they are
-    cut, the expired runs go whole and nothing else does."""
+    in chunks of at most CHUNK_EVENTS events and CHUNK_BYTES bytes, small runs
+    several to a chunk: however they are cut, the expired runs go whole and nothing
+    else does."""
     for module in ("runyard.store.sqlite", "runyard.store.postgres"):
         monkeypatch.setattr(f"{module}.CHUNK_EVENTS", 7, raising=False)
         monkeypatch.setattr(f"{module}.CHUNK_BYTES", 3 * PAD, raising=False)
         monkeypatch.setattr(f"{module}.SWEEP_RUNS", 2, raising=False)
     old = await created(store, *(run(status=RunStatus.RUNNING) for _ in range(5)))
+    small = await created(store, *(run(status=RunStatus.RUNNING) for _ in range(5)))
     (kept,) = await created(store, run(status=RunStatus.RUNNING))
     done = RunUpdate(RunStatus.SUCCEEDED, finished_at=T0 + 10)
     await store.append([AppendGroup(r.run_id, padded(r.run_id, 40), done) for r in old])
+    await store.append([AppendGroup(r.run_id, padded(r.run_id, i % 3), done) for i, r in enumerate(small)])
     await store.append(
         [AppendGroup(kept.run_id, padded(kept.run_id, 40), RunUpdate(RunStatus.SUCCEEDED, finished_at=T0 + 100))]
     )
 
-    assert await store.sweep_runs(T0 + 50) == 5
+    assert await store.sweep_runs(T0 + 50) == 10
 
-    for r in old:
+    for r in old + small:
         assert await store.get_run(r.run_id) is None
         assert await all_events(store, r.run_id) == []
     assert len(await all_events(store, kept.run_id)) == 40
     assert await store.sweep_runs(T0 + 50) == 0
+
+
+def test_small_runs_share_chunks_and_large_ones_go_alone() -> None:
+    groups, large = _sweep.pack(
+        [("a", 2, 10), ("b", 2, 10), ("big", 9, 10), ("c", 0, 0), ("d", 1, 15), ("heavy", 1, 99)],
+        max_events=5,
+        max_bytes=30,
+    )
+    assert groups == [["a", "b", "c"], ["d"]]
+    assert large == ["big", "heavy"]
 
 
 def test_a_chunk_ends_at_its_byte_budget_but_holds_at_least_one_event() -> None:

@@ -161,6 +161,10 @@ UPDATE_LAST_SEQS = (
 # Retention (``_sweep``): expired runs, a chunk of a run's oldest events (up to $2
 # events, and $3 bytes of data but at least one event), then the runs themselves.
 EXPIRED_RUNS = f"SELECT run_id FROM runs WHERE NOT {UNFINISHED} AND finished_at < $1 ORDER BY finished_at LIMIT $2"
+EVENT_WEIGHTS = (
+    "SELECT run_id, count(*), coalesce(sum(octet_length(data)), 0) FROM events"
+    " WHERE run_id = ANY($1::text[]) GROUP BY run_id"
+)
 DELETE_EVENT_CHUNK = """WITH chunk AS (
     SELECT seq, sum(octet_length(data)) OVER (ORDER BY seq) AS upto FROM events WHERE run_id = $1 ORDER BY seq LIMIT $2
 ), gone AS (

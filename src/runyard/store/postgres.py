@@ -32,6 +32,7 @@ from runyard.store._postgres_schema import (
     CLAIMABLE,
     DELETE_EVENT_CHUNK,
     DELETE_RUNS,
+    EVENT_WEIGHTS,
     EXPIRED_RUNS,
     IDEMPOTENT_RUN,
     INSERT_EVENTS,
@@ -54,7 +55,7 @@ from runyard.store._postgres_schema import (
     session_row,
 )
 from runyard.store._sqlite_schema import dump, load, merged_columns
-from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS
+from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, pack
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
     Admission,
@@ -603,11 +604,14 @@ class PostgresStore(Store):
             if not rows:
                 return swept
             run_ids = [row[0] for row in rows]
-            for run_id in run_ids:
+            weights = {row[0]: (row[1], row[2]) for row in await self._db().fetch(EVENT_WEIGHTS, run_ids)}
+            small, large = pack([(r, *weights.get(r, (0, 0))) for r in run_ids], CHUNK_EVENTS, CHUNK_BYTES)
+            for group in small:  # several small runs, events and all, in one transaction
+                swept += await asyncio.shield(self._db().fetchval(DELETE_RUNS, group))
+            for run_id in large:  # a large one chunk by chunk
                 while await asyncio.shield(self._db().fetchval(DELETE_EVENT_CHUNK, run_id, CHUNK_EVENTS, CHUNK_BYTES)):
                     pass
-            deleted: int = await asyncio.shield(self._db().fetchval(DELETE_RUNS, run_ids))
-            swept += deleted
+                swept += await asyncio.shield(self._db().fetchval(DELETE_RUNS, [run_id]))
 
     # -- events ----------------------------------------------------------------
 

@@ -55,7 +55,7 @@ from runyard.store._sqlite_schema import (
     session_from_row,
     session_row,
 )
-from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, chunk_end
+from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, chunk_end, pack
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
     Admission,
@@ -271,6 +271,10 @@ def _claim(
             run.last_seq = result[0].seq
             claimed.append(Claimed(run, result[0], cancel_requested=bool(row[-1])))
     return claimed
+
+
+# each expired run's events: how many, and their bytes (length() of a BLOB reads no overflow page)
+EVENT_WEIGHTS = f"SELECT run_pk, count(*), sum(length(data)) FROM events WHERE run_pk {IN_JSON} GROUP BY run_pk"
 
 
 def _delete_event_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
@@ -701,11 +705,15 @@ class SQLiteStore(Store):
             )
             if not rows:
                 break
-            run_pks = [pk for (pk,) in rows]
-            for run_pk in run_pks:
+            keys = orjson.dumps([pk for (pk,) in rows]).decode()
+            weights = {pk: (count, size) for pk, count, size in await self._read(EVENT_WEIGHTS, (keys,))}
+            small, large = pack([(pk, *weights.get(pk, (0, 0))) for (pk,) in rows], CHUNK_EVENTS, CHUNK_BYTES)
+            for run_pks in small:  # several small runs, events and all, in one write
+                swept += await self._write(functools.partial(_delete_runs, run_pks=run_pks))
+            for run_pk in large:  # a large one chunk by chunk
                 while await self._write(functools.partial(_delete_event_chunk, run_pk=run_pk)):
                     pass
-            swept += await self._write(functools.partial(_delete_runs, run_pks=run_pks))
+                swept += await self._write(functools.partial(_delete_runs, run_pks=[run_pk]))
         # also when a sweep was cut short (a restart) after deleting, before giving back;
         # not for a few free pages (other deletes leave some): each time truncates the WAL
         if swept or (self._incremental and not self._memory and await self._free_pages() >= VACUUM_PAGES):
