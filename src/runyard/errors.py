@@ -128,6 +128,7 @@ class RunTooLarge(RunyardError):
 
     code = "too_large"
     status = 413
+    run_error_code = "too_large"  # the code a run whose events were refused this way ends with
 
     def __init__(self, run_id: str, limit: int) -> None:
         super().__init__(f"run {run_id} would store more than {limit} bytes of events (RUNYARD_MAX_RUN_BYTES)")
