@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -59,6 +60,13 @@ def build_app(settings: Settings) -> Runyard:
         except asyncio.CancelledError:
             return "ignored the cancel"
         return "slept"
+
+    @app.pipeline("deaf")
+    async def deaf(ctx: RunContext, input: Any) -> None:
+        """Swallows every cancellation and goes on for ever (issue 10)."""
+        while True:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
 
     @app.pipeline("chatty")
     async def chatty(ctx: RunContext, input: Any) -> None:

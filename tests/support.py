@@ -64,17 +64,25 @@ def serve_asgi(asgi: ASGIApp) -> Iterator[str]:
 
 
 class ServerProcess:
-    """``runyard serve tests.apps:app`` in a child process, killable at will."""
+    """``runyard serve tests.apps:app`` (or ``app``, as module:attribute) in a
+    child process, killable at will; its output goes to ``output`` if given."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, app: str | None = None, output: Path | None = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env, "RUNYARD_PORT": str(self.port), "RUNYARD_HOST": "127.0.0.1"}
+        self.command = [sys.executable, "-m", *(["runyard", "serve", app] if app else ["tests.serve"])]
+        self.output = output
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
-        command = [sys.executable, "-m", "tests.serve"]
-        self.proc = subprocess.Popen(command, cwd=REPO, env=self.env)
+        if self.output is None:
+            self.proc = subprocess.Popen(self.command, cwd=REPO, env=self.env)
+        else:
+            with self.output.open("ab") as out:
+                self.proc = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
             if self.proc.poll() is not None:

@@ -113,6 +113,23 @@ def test_bad_setting_values_are_one_line_errors(
     assert served == []
 
 
+def test_admin_subjects_under_auth_none_refuse_to_start(
+    app_dir: Path, capsys: pytest.CaptureFixture[str], served: list[Runyard]
+) -> None:
+    """Issue 10, "anyone can be admin without auth": under RUNYARD_AUTH=none the owner is
+    whatever X-Client-Id says, so RUNYARD_ADMIN_SUBJECTS let anyone list every owner's runs.
+    Now the server refuses to start, and says why."""
+    assert main(["serve", "cli_test_app:app", "--store", "memory://", "--admin-subjects", "root"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("runyard: error: invalid settings: RUNYARD_ADMIN_SUBJECTS needs RUNYARD_AUTH=jwt")
+    assert "X-Client-Id" in err and err.count("\n") == 1
+    assert served == []
+
+    jwt = ["--auth", "jwt", "--jwt-secret", "s3cret-for-tests-only-0123456789abcdef"]
+    assert main(["serve", "cli_test_app:app", "--store", "memory://", "--admin-subjects", "root", *jwt]) == 0
+    assert [app.settings.admin_subject_set for app in served] == [frozenset({"root"})]
+
+
 # -- demo, serve, worker, migrate ------------------------------------------------------------
 
 
@@ -170,6 +187,9 @@ def test_roles_are_served_on_a_shared_store_and_broker(
         (["serve", "cli_test_app:app", "--role", "api"], "role api needs a store and a broker shared"),
         (["serve", "cli_test_app:app", "--role", "worker", "--store", "sqlite:///x.db"], "role worker needs a store"),
         (["worker", "cli_test_app:app", "--broker", "local://"], "role worker needs a store and a broker shared"),
+        # issue 10: leases a renewal cannot keep are refused at start-up, saying why
+        (["serve", "cli_test_app:app", "--lease-s", "0.5"], "RUNYARD_LEASE_S (--lease-s) of 0.5 s is too short"),
+        (["serve", "cli_test_app:app", "--limit-lease-s", "0.2"], "RUNYARD_LIMIT_LEASE_S (--limit-lease-s) of 0.2 s"),
     ],
 )
 def test_serve_usage_errors(

@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from runyard import Settings
-from runyard.observability.logs import ConsoleFormatter, JSONFormatter, configure_logging
+from runyard.models import Run, RunStatus
+from runyard.observability.logs import ConsoleFormatter, JSONFormatter, configure_logging, log_run
+from tests.governance.support import wait_until
 from tests.support import make_app, serve_in_thread
 
 
@@ -111,3 +113,53 @@ def test_auto_is_readable_lines_on_a_terminal_and_json_elsewhere(monkeypatch: py
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+# -- issue 10: a run's life, one JSON line per transition ------------------------------
+
+LIFE_FIELDS = ("run_id", "session_id", "owner", "pipeline", "attempt")
+
+
+def life_of(lines: list[dict[str, Any]], run_id: str) -> list[dict[str, Any]]:
+    return [line for line in lines if line["logger"] == "runyard.runs" and line["run_id"] == run_id]
+
+
+async def test_a_runs_creation_start_and_end_are_json_lines_with_its_ids(lines: list[dict[str, Any]]) -> None:
+    """Issue 10: no log line carried a run's id when it was created, started or
+    ended; an operator could not grep a run."""
+    async with make_app(store="memory://").running() as rt:
+        run = await rt.create_run("grepper", "nap", {"seconds": 0.01})
+        assert await rt.wait(run, 10) is not None
+    life = life_of(lines, run.run_id)
+    assert [line["transition"] for line in life] == ["created", "started", "ended"]
+    for line in life:
+        assert [line[name] for name in LIFE_FIELDS] == [run.run_id, run.session_id, "grepper", "nap", 1]
+        assert line["level"] == "info" and line["message"] == f"run {run.run_id} {line['transition']}"
+    assert (life[-1]["status"], life[-1]["code"]) == ("succeeded", None)
+    assert life[1]["worker_id"] == rt.engine.worker_id
+
+
+async def test_a_run_handed_back_at_shutdown_and_its_next_attempt_are_logged(
+    lines: list[dict[str, Any]], tmp_path: Any
+) -> None:
+    db = f"sqlite:///{tmp_path}/r.db"
+    async with make_app(store=db, drain_s=0).running() as rt:
+        run = await rt.create_run("grepper", "nap_retry", {"seconds": 30})
+        await wait_until(lambda: rt.engine.active == 1)
+    async with make_app(store=db).running() as rt:
+        await rt.cancel_run("grepper", run.run_id)
+        assert await rt.wait(run, 10) is not None
+    life = life_of(lines, run.run_id)
+    transitions = [(line["transition"], line["attempt"]) for line in life]
+    assert transitions[:3] == [("created", 1), ("started", 1), ("handed_back", 1)]
+    assert life[2]["next_attempt"] == 2 and life[2]["reason"] == "worker_lost"
+    assert transitions[-1] == ("ended", 2) and life[-1]["status"] == "cancelled"
+
+
+def test_the_waiting_hook_logs_a_run_like_every_other_transition(lines: list[dict[str, Any]]) -> None:
+    """``waiting`` (a run parked on ``ctx.ask``) has its line ready for the status to come."""
+    run = Run("run_1", "ses_1", "owner_1", "chat", RunStatus.RUNNING, None, 0.0, attempt=3)
+    log_run("waiting", run, question="which city?")
+    (line,) = life_of(lines, "run_1")
+    assert [line[name] for name in LIFE_FIELDS] == ["run_1", "ses_1", "owner_1", "chat", 3]
+    assert (line["transition"], line["question"]) == ("waiting", "which city?")

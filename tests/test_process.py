@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +16,7 @@ import psutil
 import pytest
 
 from tests.remote import OWNER, create, snapshot, stored_events, wait_until
-from tests.support import ServerProcess
+from tests.support import REPO, ServerProcess, free_port
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -50,6 +53,23 @@ def test_a_restart_on_the_same_sqlite_file_keeps_every_finished_runs_events(
     for run_id, events in before.items():
         assert stored_events(second.url, run_id) == events
         assert snapshot(second.url, run_id)["status"] == "succeeded"
+
+
+def test_a_second_process_on_the_same_sqlite_file_refuses_to_start_and_the_first_keeps_serving(
+    servers: list[ServerProcess], db: str, tmp_path: Path
+) -> None:
+    """Regression: two processes started on one ./runyard.db (the README's example app
+    beside the demo) claimed each other's runs and failed them (8 of 72 demo runs)."""
+    first = start(servers, db)
+    env = {**os.environ, "RUNYARD_STORE": db, "RUNYARD_PORT": str(free_port())}
+    second = subprocess.run(
+        [sys.executable, "-m", "runyard", "demo"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode != 0
+    assert f"SQLite database '{tmp_path}/proc.db' is already in use by another runyard process" in second.stderr
+    assert "use PostgreSQL and Redis" in second.stderr
+    run_id = create(first.url, "ticker", {"marker": "still-here", "count": 3})
+    assert wait_until(first.url, run_id, {"succeeded", "failed"})["status"] == "succeeded"
 
 
 @pytest.mark.parametrize(
@@ -118,3 +138,25 @@ def test_sigterm_ends_open_streams_at_once_and_leaves_nothing_running(servers: l
     restarted = start(servers, db)
     final = snapshot(restarted.url, run_id)
     assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_sigterm_of_a_server_running_a_pipeline_that_swallows_cancellation_exits(
+    servers: list[ServerProcess], db: str, stop: signal.Signals
+) -> None:
+    """Issue 10: the process stopped listening but never exited. Now the pipeline
+    gets ``RUNYARD_CANCEL_GRACE_S`` after the drain, its run is handed back, and
+    the process exits (after Ctrl-C too, which asyncio.run would hang on, waiting
+    for the abandoned task)."""
+    server = start(servers, db, RUNYARD_DRAIN_S="0.5", RUNYARD_CANCEL_GRACE_S="0.5")
+    run_id = create(server.url, "deaf", None)
+    wait_until(server.url, run_id, {"running"})
+    assert server.proc is not None
+    terminated = time.monotonic()
+    server.proc.send_signal(stop)
+    assert server.proc.wait(timeout=15) in (0, -stop)
+    # drain, the run's grace, then the grace for leftover tasks; under load, with slack
+    assert time.monotonic() - terminated < 0.5 + 0.5 + 0.5 + 5
+    restarted = start(servers, db)
+    final = snapshot(restarted.url, run_id)
+    assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost"), "handed back, no retry left"

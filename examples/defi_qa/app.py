@@ -1,10 +1,11 @@
 """defi_qa: answers over a DeFi dataset, streamed with a confidence, to many users at once.
 
-- The dataset and its embeddings are loaded once, when the app is built (that
-  is, when ``runyard serve`` starts), into an immutable ``Knowledge`` that every
-  run reads and none can change.
-- Each run gets its own ``Agent``: its notes, its sources and its HTTP client
-  belong to that run alone. Only the knowledge and the answer cache are shared.
+- The embedding service, the dataset with its embeddings, one HTTP client for
+  the LLM and the answer cache are the app's resources (``@app.resource``):
+  built once per process when it starts, before its first run, closed when it
+  stops. The ``Knowledge`` is immutable: every run reads it and none can change it.
+- Each run gets its own ``Agent``, handed the resources it needs from
+  ``ctx.resources``: its notes and its sources belong to that run alone.
 - Answers are kept in an ``AsyncLRUCache`` keyed by the normalised question:
   ten users asking the same thing at once cost one LLM call.
 - The answer streams as ``token`` events while the LLM writes it, then a
@@ -17,8 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
+import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +31,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from examples.defi_qa.cache import AsyncLRUCache
-from examples.defi_qa.knowledge import DATASET, Hit, Knowledge, load_knowledge, terms
-from runyard import RunContext, Runyard, Settings
+from examples.defi_qa.knowledge import DATASET, Embedder, Hit, Knowledge, default_embedder, load_knowledge, terms
+from runyard import Resources, RunContext, Runyard, Settings
+
+log = logging.getLogger("defi_qa")
 
 LLM = "llm"
 TOP_K = 3
@@ -89,7 +95,8 @@ def confidence_of(question: str, hits: tuple[Hit, ...]) -> float:
 
 class Agent:
     """Answers one run's question. Made for that run and dropped with it, so
-    nothing it notes down can reach another user's answer."""
+    nothing it notes down can reach another user's answer; what it shares with
+    other runs (knowledge, cache, HTTP client) is handed to it."""
 
     def __init__(
         self,
@@ -186,18 +193,44 @@ class Agent:
 def build_app(
     config: Config | None = None, settings: Settings | None = None, knowledge: Knowledge | None = None
 ) -> Runyard:
+    """The app; building it loads nothing (``knowledge`` stands in for the dataset
+    in tests). Its resources are built when it starts, once per process."""
     config = config or Config.from_env()
-    knowledge = knowledge or load_knowledge(config.dataset)  # once per process, before any run
-    cache: AsyncLRUCache[str, Answer] = AsyncLRUCache(config.cache_size)
     app = Runyard(settings, title="defi_qa")
     app.limit(LLM, concurrency=8, rpm=500, tpm=200_000)
+
+    @app.resource("embedder")
+    async def embedder() -> Embedder:
+        if knowledge is not None:
+            return knowledge.embedder
+        return await asyncio.to_thread(default_embedder)  # the model takes seconds to load: not on the loop
+
+    @app.resource("knowledge")
+    async def load(built: Resources) -> Knowledge:
+        if knowledge is not None:
+            return knowledge
+        started = time.perf_counter()
+        loaded = await asyncio.to_thread(load_knowledge, config.dataset, built["embedder"])
+        took = time.perf_counter() - started
+        log.info("loaded %d facts (%s) with %s in %.2f s", len(loaded.facts), loaded.digest, loaded.embedder.name, took)
+        return loaded
+
+    @app.resource("llm_http")
+    async def llm_http() -> AsyncIterator[httpx.AsyncClient]:
+        # one connection pool for every run's LLM calls (the `llm` limit keeps them at 8 at once)
+        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
+            yield http
+
+    @app.resource("answers")
+    async def answers() -> AsyncLRUCache[str, Answer]:
+        return AsyncLRUCache(config.cache_size)
 
     @app.pipeline("ask", timeout_s=120, input_model=Question)
     async def ask(ctx: RunContext, input: Question) -> dict[str, Any]:
         """Answer a DeFi question from the dataset: `retrieval`, `token` and `confidence` events."""
-        async with httpx.AsyncClient(timeout=HTTP_TIMEOUT_S) as http:
-            agent = Agent(ctx, knowledge, cache, config, http)
-            return await agent.answer(input.question)
+        shared = ctx.resources
+        agent = Agent(ctx, shared.of(Knowledge), shared["answers"], config, shared.of(httpx.AsyncClient))
+        return await agent.answer(input.question)
 
     return app
 

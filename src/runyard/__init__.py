@@ -6,10 +6,11 @@ code runs as one process on SQLite or as a fleet on PostgreSQL and Redis.
 
 from runyard.app import Pipeline, Runyard
 from runyard.client import APIError, AsyncClient, Client, StreamLost
-from runyard.context import Memory, RunContext, current_run
-from runyard.errors import RunyardError
+from runyard.context import Memory, RunContext, RunSession, current_run
+from runyard.errors import RunyardError, StartupFailed
 from runyard.governance import Breaker, BreakerOpen, PermitLost
 from runyard.models import Event, Run, RunStatus, Session
+from runyard.resources import Resources
 from runyard.settings import Settings
 
 __all__ = [
@@ -22,13 +23,16 @@ __all__ = [
     "Memory",
     "PermitLost",
     "Pipeline",
+    "Resources",
     "Run",
     "RunContext",
+    "RunSession",
     "RunStatus",
     "Runyard",
     "RunyardError",
     "Session",
     "Settings",
+    "StartupFailed",
     "StreamLost",
     "current_run",
 ]

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ValidationError
 from runyard.errors import InvalidRequest
 from runyard.governance import Breaker, LimitRegistry
 from runyard.models import ID_PATTERN
+from runyard.resources import Declared, LifespanContext, ResourceFactory, Resources, check_factory
+from runyard.servable import NestedTooDeep, check_depth
 from runyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 
 PipelineFunc = Callable[["RunContext", Any], Awaitable[Any]]
 F = TypeVar("F", bound=PipelineFunc)
+R = TypeVar("R", bound=ResourceFactory)
+Lifespan = Callable[["Runyard"], LifespanContext]
+"""``lifespan(app)``: an async context manager whose yielded mapping (or None) becomes resources."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +41,9 @@ class Pipeline:
     def validate_input(self, raw: Any) -> Any:
         """The input as the run will store it; ``InvalidRequest`` (422) if it does not fit."""
         if self.input_model is None:
-            return raw
+            return _servable(raw)
         try:
-            return self.input_model.model_validate(raw).model_dump(mode="json")
+            return _servable(self.input_model.model_validate(raw).model_dump(mode="json"))
         except ValidationError as exc:
             raise InvalidRequest(f"input does not fit pipeline {self.name!r}: {_first_errors(exc)}") from exc
 
@@ -52,6 +57,16 @@ class Pipeline:
         if self.input_model is None:
             return {}
         return self.input_model.model_json_schema()
+
+
+def _servable(stored_input: Any) -> Any:
+    """The input as stored, checked by the rule every served value follows (every
+    front end's run creation comes through here, before anything is written)."""
+    try:
+        check_depth(stored_input, "input")
+    except NestedTooDeep as exc:
+        raise InvalidRequest(str(exc)) from None
+    return stored_input
 
 
 def _first_errors(exc: ValidationError, count: int = 3) -> str:
@@ -69,13 +84,21 @@ class Runyard:
 
     @app.pipeline("research", timeout_s=300)
     async def research(ctx: RunContext, input: dict) -> dict: ...
+
+    ``lifespan`` (``lifespan(app)``, an async context manager, as in Starlette)
+    and ``@app.resource`` build the shared resources runs read as
+    ``ctx.resources`` (see ``runyard.resources``).
     """
 
-    def __init__(self, settings: Settings | None = None, *, title: str = "runyard") -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, title: str = "runyard", lifespan: Lifespan | None = None
+    ) -> None:
         self.settings = settings or Settings()
         self.title = title
         self.pipelines: dict[str, Pipeline] = {}
         self.limits = LimitRegistry()
+        self.lifespan = lifespan
+        self.declared_resources: list[Declared] = []
         self._runtime: Runtime | None = None
 
     def pipeline(
@@ -117,6 +140,29 @@ class Runyard:
         ``rpm`` requests and ``tpm`` tokens a minute, and an optional circuit breaker.
         Pipelines use it with ``ctx.limit(name)`` and ``ctx.call(name, fn)``."""
         self.limits.declare(name, concurrency=concurrency, rpm=rpm, tpm=tpm, breaker=breaker)
+
+    def resource(self, name: str) -> Callable[[R], R]:
+        """Register a shared resource built once per process at start-up: an async
+        generator function (set up, ``yield`` it, close it) or an async function
+        returning it. Resources are built in declaration order, after the
+        lifespan, and closed in reverse order after the last run has drained."""
+        if self._runtime is not None:
+            raise RuntimeError("resources are declared before the app starts")
+        if any(declared.name == name for declared in self.declared_resources):
+            raise ValueError(f"resource {name!r} is already registered")
+
+        def register(factory: R) -> R:
+            check_factory(name, factory)
+            self.declared_resources.append(Declared(name, factory))
+            return factory
+
+        return register
+
+    @property
+    def resources(self) -> Resources:
+        """The resources of the running app (for code outside a run: the app's own
+        HTTP routes, say); ``RuntimeError`` before start-up."""
+        return self.runtime.resources
 
     def with_settings(self, settings: Settings) -> Runyard:
         """Use ``settings`` (the CLI's, say) from now on; only before the app starts."""

@@ -8,21 +8,28 @@ shared holder that could hand user A's events to user B.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Awaitable, Callable
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runyard.models import EVENT_TYPE, Fence, Message, now
+from runyard.servable import check_depth
 
 if TYPE_CHECKING:
     from runyard.events.log import EventLog
     from runyard.governance.limit import LimitRegistry
     from runyard.models import Run
+    from runyard.resources import Resources
     from runyard.store.base import Store
 
 T = TypeVar("T")
 _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("runyard_run")
 _VALID_TYPES: set[str] = set()  # event types already checked against EVENT_TYPE
+# The runtime's own event types: a pipeline emitting one could end every stream
+# of its run (streams close at ``end``) or forge its status while it goes on.
+RESERVED_TYPES = frozenset({"status", "end", "error", "step", "input.requested", "input.received"})
 
 
 def current_run() -> RunContext:
@@ -48,12 +55,38 @@ class Memory:
 
     async def append(self, role: str, content: Any, **extra: Any) -> None:
         """Add a message; only the newest ``RUNYARD_HISTORY_MAX`` are kept."""
+        check_depth(content, "a memory message's content")
+        check_depth(extra, "a memory message's fields")
         message = Message(role=role, content=content, ts=now(), extra=extra)
         await self._store.append_message(self._session_id, message, self._keep)
 
 
+class RunSession:
+    """The run's session: its id, and its metadata read from the store the first
+    time a pipeline asks (most pipelines never do: they pay no store read).
+    A session's metadata is fixed when the session is created, so a late read
+    sees what was stored when the run started."""
+
+    def __init__(self, store: Store, session_id: str) -> None:
+        self.id = session_id
+        self._store = store
+        self._metadata: Mapping[str, Any] | None = None
+
+    async def metadata(self) -> Mapping[str, Any]:
+        """The session's metadata, read-only (``{}`` when it was created without)."""
+        if self._metadata is None:
+            session = await self._store.get_session(self.id)
+            stored = copy.deepcopy(session.metadata) if session is not None else {}  # the run's own copy
+            self._metadata = MappingProxyType(stored)
+        return self._metadata
+
+    def __repr__(self) -> str:
+        return f"<RunSession {self.id}>"
+
+
 class RunContext:
-    """A run's handle on the runtime: events, memory, limits."""
+    """A run's handle on the runtime: events, memory, limits, its session and
+    the app's shared resources."""
 
     def __init__(
         self,
@@ -63,6 +96,8 @@ class RunContext:
         limits: LimitRegistry,
         history_max: int,
         fence: Fence | None = None,
+        *,
+        resources: Resources,
     ) -> None:
         self.run_id = run.run_id
         self.session_id = run.session_id
@@ -71,18 +106,28 @@ class RunContext:
         self.attempt = run.attempt
         self.metadata = run.metadata
         self.memory = Memory(store, run.session_id, history_max)
+        self.session = RunSession(store, run.session_id)
+        self.resources = resources  # the app's, built at start-up: shared by every run, read-only
         self._log = log
         self._limits = limits
         self._fence = fence  # the lease its writes are made under
 
     async def emit(self, type: str, data: Any = None) -> None:
         """Add an event to this run's log. It is published once persisted, in
-        order; the run's ``end`` comes after every event it emitted."""
+        order; the run's ``end`` comes after every event it emitted.
+        ``ValueError`` for a malformed type or one of the runtime's own
+        (``RESERVED_TYPES``)."""
         if type not in _VALID_TYPES:
             if not EVENT_TYPE.fullmatch(type):
                 raise ValueError(f"event type {type!r} must match {EVENT_TYPE.pattern}")
+            if type in RESERVED_TYPES:
+                raise ValueError(
+                    f"event type {type!r} is the runtime's own; pipelines may not emit"
+                    f" {', '.join(sorted(RESERVED_TYPES))}"
+                )
             if len(_VALID_TYPES) < 10_000:  # the types a deployment uses are few; don't grow without bound
                 _VALID_TYPES.add(type)
+        check_depth(data, f"the data of event {type!r}")
         await self._log.append(self.run_id, type, data, self._fence)
 
     async def phase(self, name: str, status: str = "started", **extra: Any) -> None:

@@ -3,6 +3,7 @@
 
     RunyardError                      root; ``code`` and ``status`` for HTTP
     ├── ConfigurationError            bad store/broker URL, missing extra
+    ├── StartupFailed                 a resource or the app's lifespan failed to start (resources.py)
     ├── InvalidRequest (422)          body of the wrong shape, bad pipeline input
     ├── InvalidCursor (400)           ``after`` / ``Last-Event-ID`` not a non-negative integer
     ├── NotFound (404)
@@ -16,6 +17,8 @@
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
     ├── PayloadTooLarge (413)
     ├── StoreError                    the store could not do what was asked
+    │   └── StoreUnavailable          busy or unreachable: a lock held past the busy timeout, a
+    │                                 lost or refused connection (503 with Retry-After)
     │   └── StoreUnavailable          the connection failed (the server restarts, say)
     ├── RunTooLarge                   a run's events would pass RUNYARD_MAX_RUN_BYTES:
     │                                 the store refused them; the run fails ``too_large``
@@ -47,6 +50,10 @@ class RunyardError(Exception):
 
 class ConfigurationError(RunyardError):
     code = "configuration_error"
+
+
+class StartupFailed(RunyardError):
+    code = "startup_failed"
 
 
 class InvalidRequest(RunyardError):
@@ -100,15 +107,24 @@ class StoreError(RunyardError):
 
 
 class StoreUnavailable(StoreError):
-    """The store's connection failed. ``in_doubt``: it failed while committing, so
-    the write may or may not have happened; otherwise nothing was written, and
-    the same write may simply be tried again."""
+    """The store is busy or unreachable now (SQLite's lock held past its busy
+    timeout, a PostgreSQL that restarts or refuses connections): HTTP answers 503
+    with ``Retry-After``. ``in_doubt``: it failed while committing, so the write
+    may or may not have happened; otherwise nothing was written, and the same
+    write may simply be tried again."""
 
     code = "store_unavailable"
+    # The longest lock holder known, a retention sweep, held SQLite's for 1.1-1.4 s
+    # (issue 10); a client that comes back after a second mostly finds the store free.
+    retry_after_s = 1
 
     def __init__(self, message: str, *, in_doubt: bool) -> None:
         super().__init__(message)
         self.in_doubt = in_doubt
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class IdempotencyKeyReused(RunyardError):

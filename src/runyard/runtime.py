@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import weakref
+import logging
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from types import TracebackType
@@ -19,25 +19,30 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from runyard.broker import broker_from_url
-from runyard.broker.base import WAKE
+from runyard.broker.base import CANCEL, WAKE
 from runyard.engine import Engine
+from runyard.engine.engine import WORKER_LIVE_LEASES
 from runyard.errors import (
     InvalidCursor,
     PipelineNotFound,
     RunFinished,
     RunNotFound,
-    SessionBusy,
     SessionNotFound,
 )
 from runyard.events import EventLog, Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance.admission import CreationRate
 from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.observability import metrics
+from runyard.observability.logs import log_run
+from runyard.resources import Resources, open_resources
 from runyard.store import store_from_url
-from runyard.store.base import Admission
+from runyard.store.base import Admission, Cancelled, SessionEntry
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
+
+log = logging.getLogger("runyard.runtime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,29 +70,51 @@ class Runtime:
         self.hub = Hub()
         self.events = EventLog(self.store, self.broker)
         self.engine = Engine(app, self.store, self.events, self.broker)
-        self._session_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._creation_rate = (
             CreationRate(self.settings.rate_limit, self.settings.broker) if self.settings.rate_limit else None
         )
+        self._resource_scope = contextlib.AsyncExitStack()
+        self._resources: Resources | None = None
 
     async def __aenter__(self) -> Runtime:
-        await self.store.open()
-        await self.broker.open(self.hub, self.engine.on_signal)
-        await self.app.limits.open(self.settings.broker)  # redis://: limits shared by every process
-        await self.events.start()
-        await self.engine.start()
-        self.app._runtime = self
+        # The app's resources come first and go last: ready before the engine
+        # claims its first run, closed after the drain, whatever fails between.
+        lifespan = self.app.lifespan(self.app) if self.app.lifespan is not None else None
+        self._resources = await self._resource_scope.enter_async_context(
+            open_resources(lifespan, self.app.declared_resources)
+        )
+        try:
+            await self.store.open()
+            await self.broker.open(self.hub, self.engine.on_signal)
+            await self.app.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
+            await self.events.start()
+            self.app._runtime = self  # before the engine starts: its runs read app.resources
+            await self.engine.start()
+        except BaseException:
+            self.app._runtime = None
+            await self._resource_scope.aclose()
+            raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.app._runtime = None
-        await self.engine.stop()
-        await self.app.limits.close()  # after the drain: no run holds a permit any more
-        await self.events.stop()
-        await self.broker.close()
-        await self.store.close()
+        try:
+            await self.engine.stop()  # draining runs still reach app.runtime and app.resources
+            await self.app.limits.close()  # after the drain: no run holds a permit any more
+            await self.events.stop()
+            await self.broker.close()
+            await self.store.close()
+        finally:
+            self.app._runtime = None
+            await self._resource_scope.aclose()  # in reverse order of their start
+
+    @property
+    def resources(self) -> Resources:
+        """The app's resources, built at start-up."""
+        if self._resources is None:
+            raise RuntimeError("the app's resources are built when it starts")
+        return self._resources
 
     # -- runs ------------------------------------------------------------------
 
@@ -136,13 +163,17 @@ class Runtime:
             session = Session(run.session_id, owner, created, created)
             stored = await self.store.create_run(run, session, admission)
         else:
-            async with self._session_lock(session_id):
-                await self._live_session(owner, session_id)
-                await self._make_room(session_id, multitask)
-                stored = await self.store.create_run(run, None, admission)
-                await self.store.touch_session(session_id, created)
+            if not ID_PATTERN.fullmatch(session_id):
+                raise SessionNotFound(f"no session {session_id!r}")
+            # the store decides (session live, multitask) in the creation's own
+            # transaction: racing requests in any number of processes take turns
+            entry = SessionEntry(multitask, expired_before=created - self.settings.session_ttl_s)
+            entered = await self.store.enter_session(run, entry, admission)
+            await self._announce(entered.cancelled)
+            stored = entered.run
         if stored.run_id != run.run_id:
             return stored  # a request with the same idempotency key created it first
+        log_run("created", run)
         await self.broker.signal(WAKE)  # a worker, here or elsewhere, claims it
         return run
 
@@ -198,6 +229,11 @@ class Runtime:
         finished = await self.get_run(run.owner, run.run_id)
         return finished if finished.status.finished else None
 
+    async def unserved_pipelines(self) -> dict[str, int]:
+        """Pipelines with queued runs that no live worker serves (their runs wait, queued)."""
+        live_since = now() - WORKER_LIVE_LEASES * self.settings.lease_s
+        return await self.store.unserved_pipelines(live_since)
+
     # -- sessions --------------------------------------------------------------
 
     async def create_session(self, owner: str, metadata: dict[str, Any] | None = None) -> Session:
@@ -216,39 +252,33 @@ class Runtime:
         return session, "busy" if busy else "idle", history
 
     async def delete_session(self, owner: str, session_id: str) -> None:
-        """Cancel the session's unfinished runs and forget its memory; runs stay readable."""
-        async with self._session_lock(session_id):
-            await self._visible_session(owner, session_id)
-            await self.store.delete_session(session_id)
-            for run in await self.store.unfinished_runs(session_id):
-                await self.engine.cancel(run)
+        """Cancel the session's unfinished runs and forget its memory, in one
+        transaction of the store: once this returns, none of its runs is queued
+        or running, and no run can be created in it. Runs stay readable."""
+        await self._visible_session(owner, session_id)
+        await self._announce(await self.store.delete_session(session_id, now()))
+
+    async def _announce(self, cancelled: list[Cancelled]) -> None:
+        """Publish the ends of runs the store cancelled, and tell the workers of
+        those that were running to stop now (their fenced writes already fail)."""
+        if not cancelled:
+            return
+        await self.events.publish([event for run in cancelled for event in run.events])
+        for run in cancelled:
+            metrics.RUNS_TOTAL.labels(run.pipeline, RunStatus.CANCELLED.value).inc()
+            log_run("ended", run, status=RunStatus.CANCELLED.value, code="cancelled", by="store")
+            if not run.was_running:
+                continue
+            try:
+                await self.broker.signal(CANCEL, run.run_id)
+            except Exception:  # committed all the same; its worker learns at its next write or renewal
+                log.warning("run %s: cancelled, but its worker could not be told at once", run.run_id, exc_info=True)
 
     async def _visible_session(self, owner: str, session_id: str) -> Session:
         session = await self.store.get_session(session_id) if ID_PATTERN.fullmatch(session_id) else None
         if session is None or session.deleted or session.owner != owner:
             raise SessionNotFound(f"no session {session_id!r}")
         return session
-
-    async def _live_session(self, owner: str, session_id: str) -> Session:
-        session = await self._visible_session(owner, session_id)
-        if session.expired(self.settings.session_ttl_s, now()) and not await self.store.unfinished_runs(session_id):
-            raise SessionNotFound(f"session {session_id!r} expired")
-        return session
-
-    async def _make_room(self, session_id: str, multitask: Multitask) -> None:
-        if multitask is Multitask.ENQUEUE:
-            return
-        unfinished = await self.store.unfinished_runs(session_id)
-        if unfinished and multitask is Multitask.REJECT:
-            raise SessionBusy(f"session {session_id} has an unfinished run ({unfinished[0].run_id})")
-        for run in unfinished:
-            await self.engine.cancel(run)
-
-    def _session_lock(self, session_id: str) -> asyncio.Lock:
-        lock = self._session_locks.get(session_id)
-        if lock is None:
-            lock = self._session_locks[session_id] = asyncio.Lock()
-        return lock
 
 
 def _effective_timeout(asked: float | None, declared: float | None) -> float | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import socket
 from types import FrameType
 
 import uvicorn
@@ -11,10 +13,16 @@ import uvicorn
 from runyard.app import Runyard
 from runyard.observability.logs import configure_logging
 
+log = logging.getLogger("runyard.server")
+
 
 def serve(app: Runyard) -> None:
     """Serve ``app`` on its settings' host and port until SIGINT/SIGTERM."""
     settings = app.settings
+    if settings.store.startswith("sqlite:"):
+        from runyard.store.sqlite import refuse_if_in_use
+
+        refuse_if_in_use(settings.store)  # one clear line, not a start-up traceback
     configure_logging(settings)
     config = uvicorn.Config(
         app.http(),
@@ -37,11 +45,37 @@ class _Server(uvicorn.Server):
         super().__init__(config)
         self._app = app
 
+    def run(self, sockets: list[socket.socket] | None = None) -> None:
+        """``asyncio.run(self.serve())``, except that tasks left at the end are
+        waited for ``cancel_grace_s`` at most (asyncio.run waits for ever): a
+        pipeline that swallows its cancellation would otherwise keep the process
+        alive after SIGTERM, its run long handed back."""
+        factory = self.config.get_loop_factory()
+        loop = factory() if factory is not None else asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self.serve(sockets=sockets))
+            loop.run_until_complete(_cancel_leftover_tasks(self._app.settings.cancel_grace_s))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         runtime = self._app._runtime
         if runtime is not None:
             asyncio.get_running_loop().call_soon_threadsafe(runtime.hub.close)
         super().handle_exit(sig, frame)
+
+
+async def _cancel_leftover_tasks(grace_s: float) -> None:
+    tasks = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, stuck = await asyncio.wait(tasks, timeout=grace_s)
+    if stuck:
+        names = ", ".join(sorted(task.get_name() for task in stuck))
+        log.error("exiting without %d tasks that ignore their cancellation: %s", len(stuck), names)
 
 
 # Collect the young generation after 10,000 allocations instead of 700. A

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_LEASE_S = 1.0  # the shortest run or permit lease a renewal keeps safely (see _leases_can_be_renewed)
+
 
 class Settings(BaseSettings):
     """The runtime's configuration; defaults are the embedded single-process setup."""
@@ -34,6 +36,14 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(60, gt=0, description="How often expired runs and sessions are swept")
     lease_s: float = Field(30, gt=0, description="A running run's lease; a dead worker's run is recovered after it")
     drain_s: float = Field(10, ge=0, description="On shutdown, how long running runs may finish before hand-back")
+    cancel_grace_s: float = Field(
+        5,
+        gt=0,
+        description="How long a cancelled, timed-out or drained pipeline may take to stop before it is abandoned",
+    )
+    limit_lease_s: float = Field(
+        10, description="A limit's permit lease: how soon the permits of a dead process come back (redis:// brokers)"
+    )
     wait_max_s: float = Field(300, gt=0, description="POST /v1/runs/wait answers 202 after this long")
     session_ttl_s: float = Field(86400, gt=0, description="An idle session expires after this long")
     max_run_bytes: int = Field(
@@ -56,7 +66,9 @@ class Settings(BaseSettings):
     jwt_jwks_file: str | None = Field(None, description="Path to a JWKS file of public keys, chosen by kid")
     jwt_audience: str | None = Field(None, description="Required aud claim, if set")
     jwt_issuer: str | None = Field(None, description="Required iss claim, if set")
-    admin_subjects: str = Field("", description="Comma-separated owners who may list every owner's runs")
+    admin_subjects: str = Field(
+        "", description="Comma-separated owners who may list every owner's runs; needs RUNYARD_AUTH=jwt"
+    )
     rate_limit: str | None = Field(None, description="Run creations allowed per owner, e.g. 30/minute (429 above)")
     quota_runs: int | None = Field(
         None, ge=0, description="Runs each owner may ever create (429 quota_exceeded above), exactly, across processes"
@@ -75,6 +87,32 @@ class Settings(BaseSettings):
                 f"role {self.role} needs a store and a broker shared between processes:"
                 " RUNYARD_STORE=postgresql://... and RUNYARD_BROKER=redis://..."
             )
+        return self
+
+    @model_validator(mode="after")
+    def _admins_need_proven_identities(self) -> Settings:
+        # under auth=none the owner is whatever X-Client-Id says: anyone could name an admin
+        if self.admin_subject_set and self.auth != "jwt":
+            raise ValueError(
+                f"RUNYARD_ADMIN_SUBJECTS needs RUNYARD_AUTH=jwt: under RUNYARD_AUTH={self.auth} any caller can claim"
+                " an admin's name with X-Client-Id and list every owner's runs; set RUNYARD_AUTH=jwt or leave"
+                " RUNYARD_ADMIN_SUBJECTS empty"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _leases_can_be_renewed(self) -> Settings:
+        # A run's lease is renewed every third of it, a permit's every quarter. A
+        # healthy process must never lose one to a pause of its event loop (a full
+        # garbage collection took 230 ms, server.py), or its run executes twice.
+        for name, value, every in (("lease_s", self.lease_s, 3), ("limit_lease_s", self.limit_lease_s, 4)):
+            if value < MIN_LEASE_S:
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(
+                    f"RUNYARD_{name.upper()} ({flag}) of {value:g} s is too short: it is renewed every"
+                    f" 1/{every} of it ({value / every:.3g} s), so one pause of the event loop (a garbage"
+                    f" collection can take 230 ms) would lose it on a healthy process; use at least {MIN_LEASE_S:g}"
+                )
         return self
 
     @property
@@ -100,13 +138,3 @@ class Settings(BaseSettings):
 
 def _items(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def settings_table() -> str:
-    """Every setting as a markdown table (the README's is this, checked by a test)."""
-    rows = ["| variable | flag | default | meaning |", "| --- | --- | --- | --- |"]
-    for name, field in Settings.model_fields.items():
-        default = field.default if field.default not in (None, "") else "(none)"
-        flag = "--" + name.replace("_", "-")
-        rows.append(f"| `RUNYARD_{name.upper()}` | `{flag}` | `{default}` | {field.description} |")
-    return "\n".join(rows)

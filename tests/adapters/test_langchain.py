@@ -71,13 +71,15 @@ async def test_a_shared_handler_sends_each_runs_callbacks_to_that_run() -> None:
     assert all(len(done.of_type("tool.end")) == 1 for done in runs)
 
 
-async def test_a_failing_tool_is_an_error_event_and_its_exception_still_fails_the_run() -> None:
+async def test_a_failing_tool_is_a_tool_error_event_and_its_exception_still_fails_the_run() -> None:
+    """``error`` is the runtime's own type (issue 10): the tool's failure has its own."""
     async with build().running() as rt:
         done = await run_to_end(rt, "failing_tool", {})
 
     assert done.run.status == "failed" and done.run.error is not None
     assert "cannot divide by zero" in done.run.error.message
-    tool_error, run_error = done.of_type("error")  # the tool's, then the runtime's for the run
+    (tool_error,) = done.of_type("tool.error")
+    (run_error,) = done.of_type("error")  # the runtime's, for the run
     assert tool_error == {"code": "tool_error", "message": "ToolException: cannot divide by zero", "name": "divide"}
     assert run_error["code"] == "pipeline_error"
     assert done.types().count("tool.start") == 1 and "tool.end" not in done.types()

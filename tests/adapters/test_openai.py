@@ -5,7 +5,8 @@ endpoint is configured."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from runyard import RunContext, Runyard, Settings
 from runyard.adapters.openai import ChatClient, LLMError, estimate_tokens
 from runyard.observability.metrics import REGISTRY
+from runyard.runtime import Runtime
 from tests.adapters.fake_llm import MODEL, FakeLLM, serve_fake_llm
 from tests.adapters.runs import run_to_end
 from tests.support import make_app
@@ -25,22 +27,25 @@ def fake() -> Iterator[tuple[FakeLLM, str]]:
         yield llm, base_url
 
 
-def build(base_url: str, **limit: Any) -> Runyard:
-    """An app whose ``ask`` pipeline asks the endpoint, streaming or not."""
+@asynccontextmanager
+async def running(base_url: str, **limit: Any) -> AsyncIterator[Runtime]:
+    """An app whose ``ask`` pipeline asks the endpoint, streaming or not, running;
+    its client's connections are closed afterwards."""
     app = Runyard(Settings(store="memory://"))
     app.limit("llm", **limit)
-    llm = ChatClient(base_url, model="fake-gpt", api_key="sk-test", limit="llm", retries=2)
+    async with ChatClient(base_url, model="fake-gpt", api_key="sk-test", limit="llm", retries=2) as llm:
 
-    @app.pipeline("ask")
-    async def ask(ctx: RunContext, input: dict[str, Any]) -> dict[str, Any]:
-        messages = [{"role": "user", "content": input["question"]}]
-        if input.get("stream"):
-            reply = await llm.stream(ctx, messages, max_tokens=50)
-        else:
-            reply = await llm.complete(ctx, messages, max_tokens=50)
-        return {"text": reply.text, "finish_reason": reply.finish_reason}
+        @app.pipeline("ask")
+        async def ask(ctx: RunContext, input: dict[str, Any]) -> dict[str, Any]:
+            messages = [{"role": "user", "content": input["question"]}]
+            if input.get("stream"):
+                reply = await llm.stream(ctx, messages, max_tokens=50)
+            else:
+                reply = await llm.complete(ctx, messages, max_tokens=50)
+            return {"text": reply.text, "finish_reason": reply.finish_reason}
 
-    return app
+        async with app.running() as rt:
+            yield rt
 
 
 async def test_a_completion_is_one_request_under_the_limit_with_its_usage_accounted(
@@ -49,7 +54,7 @@ async def test_a_completion_is_one_request_under_the_limit_with_its_usage_accoun
     llm, base_url = fake
     before = REGISTRY.get_sample_value("runyard_llm_tokens_total", {"limit": "llm", "kind": "output"}) or 0
 
-    async with build(base_url, concurrency=2).running() as rt:
+    async with running(base_url, concurrency=2) as rt:
         done = await run_to_end(rt, "ask", {"question": "ping"})
 
     assert done.run.status == "succeeded"
@@ -73,7 +78,7 @@ async def test_a_completion_is_one_request_under_the_limit_with_its_usage_accoun
 
 async def test_a_stream_emits_each_delta_as_a_token_and_asks_for_usage(fake: tuple[FakeLLM, str]) -> None:
     llm, base_url = fake
-    async with build(base_url).running() as rt:
+    async with running(base_url) as rt:
         done = await run_to_end(rt, "ask", {"question": "stream me", "stream": True})
 
     assert done.run.output == {"text": "You said: stream me", "finish_reason": "stop"}
@@ -89,7 +94,7 @@ async def test_a_stream_emits_each_delta_as_a_token_and_asks_for_usage(fake: tup
 async def test_a_429_is_retried_after_the_wait_the_endpoint_asked_for(fake: tuple[FakeLLM, str], stream: bool) -> None:
     llm, base_url = fake
     llm.fail, llm.retry_after_ms = 1, 300
-    async with build(base_url).running() as rt:
+    async with running(base_url) as rt:
         done = await run_to_end(rt, "ask", {"question": "again", "stream": stream})
 
     assert done.run.status == "succeeded"
@@ -101,7 +106,7 @@ async def test_a_429_is_retried_after_the_wait_the_endpoint_asked_for(fake: tupl
 async def test_the_limit_caps_requests_and_streams_in_flight(fake: tuple[FakeLLM, str]) -> None:
     llm, base_url = fake
     llm.delay_s = 0.1
-    async with build(base_url, concurrency=1).running() as rt:
+    async with running(base_url, concurrency=1) as rt:
         runs = [await rt.create_run(f"o{i}", "ask", {"question": f"q{i}", "stream": i % 2 == 0}) for i in range(4)]
         done = [await rt.wait(run, 20) for run in runs]
 
@@ -114,7 +119,7 @@ async def test_an_error_answer_fails_the_run_with_what_the_endpoint_said_without
 ) -> None:
     llm, base_url = fake
     llm.error = (400, "model fake-gpt does not exist")
-    async with build(base_url).running() as rt:
+    async with running(base_url) as rt:
         done = await run_to_end(rt, "ask", {"question": "hi"})
 
     assert done.run.status == "failed" and done.run.error is not None
@@ -126,7 +131,7 @@ async def test_a_stream_broken_after_its_first_tokens_is_not_retried(fake: tuple
     """A retry would stream the reply a second time into the same run."""
     llm, base_url = fake
     llm.break_stream_after = 2
-    async with build(base_url).running() as rt:
+    async with running(base_url) as rt:
         done = await run_to_end(rt, "ask", {"question": "break", "stream": True})
 
     assert done.run.status == "failed" and done.run.error is not None

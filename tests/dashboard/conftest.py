@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 CHROMIUM = os.environ.get("RUNYARD_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
-ADMIN = "dash-admin"
 # A page waits at most this long for anything; every scenario is a few seconds long.
 WAIT_MS = 15_000
 
@@ -55,9 +54,9 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The demo app on SQLite, as ``runyard demo`` serves it, with one admin owner."""
+    """The demo app on SQLite, as ``runyard demo`` serves it."""
     path = tmp_path_factory.mktemp("dashboard") / "runyard.db"
-    app = make_app(store=f"sqlite:///{path}", drain_s=0.2, admin_subjects=ADMIN)
+    app = make_app(store=f"sqlite:///{path}", drain_s=0.2)
     with serve_in_thread(app) as url:
         yield url
 

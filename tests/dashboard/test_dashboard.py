@@ -13,7 +13,7 @@ import httpx
 import jwt
 import pytest
 
-from tests.dashboard.conftest import ADMIN, NewPage, screenshot
+from tests.dashboard.conftest import NewPage, screenshot
 from tests.dashboard.proxy import CuttableProxy
 from tests.support import make_app, serve_in_thread
 
@@ -247,15 +247,6 @@ def test_the_runs_list_filters_by_status_and_pipeline(server: str, owner: str, n
     assert tick_indexes(page) == [0, 1]
     screenshot(page, "run-failed")
 
-    # an admin sees every owner's runs
-    admin = new_page(client_id=ADMIN)
-    admin.goto(f"{server}/#/runs?pipeline=ticker")
-    admin.wait_for_selector("#filter-scope")
-    admin.wait_for_selector(f"#runs-body tr[data-run-id='{bad['run_id']}']")
-    assert "every owner's" in admin.inner_text("#runs-summary")
-    admin.select_option("#filter-scope", "mine")
-    admin.wait_for_selector(f"#runs-body tr[data-run-id='{bad['run_id']}']", state="detached")
-
 
 def test_the_session_page_shows_the_conversation(server: str, owner: str, new_page: NewPage) -> None:
     page = new_page()
@@ -347,3 +338,30 @@ def test_with_jwt_auth_the_page_asks_for_a_token_and_uses_it(tmp_path: Path, new
         page.wait_for_selector("#run-view[data-ended=true][data-status=succeeded]")  # the stream sent it too
         assert tick_indexes(page) == list(range(5))
         page.close()
+
+
+def test_under_jwt_an_admin_sees_every_owners_runs(tmp_path: Path, new_page: NewPage) -> None:
+    """Admins exist only under an auth mode that proves who is asking (RUNYARD_AUTH=jwt)."""
+    secret = "dashboard-test-secret-0123456789abcdef"
+    app = make_app(
+        store=f"sqlite:///{tmp_path}/admin.db", drain_s=0.2, auth="jwt", jwt_secret=secret, admin_subjects="dash-root"
+    )
+
+    def bearer(sub: str) -> str:
+        return jwt.encode({"sub": sub, "exp": int(time.time()) + 600}, secret, algorithm="HS256")
+
+    with serve_in_thread(app) as url:
+        carol = {"Authorization": f"Bearer {bearer('carol')}"}
+        created = httpx.post(f"{url}/v1/runs", json={"pipeline": "ticker", "input": {"marker": "c"}}, headers=carol)
+        assert created.status_code == 201, created.text
+        row = f"#runs-body tr[data-run-id='{created.json()['run_id']}']"
+
+        admin = new_page()
+        admin.add_init_script(f"localStorage.setItem('runyard.token', {json.dumps(bearer('dash-root'))})")
+        admin.goto(f"{url}/#/runs?pipeline=ticker")
+        admin.wait_for_selector("#filter-scope")
+        admin.wait_for_selector(row)
+        assert "every owner's" in admin.inner_text("#runs-summary")
+        admin.select_option("#filter-scope", "mine")
+        admin.wait_for_selector(row, state="detached")
+        admin.close()

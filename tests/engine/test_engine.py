@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
-from runyard import RunStatus
+from runyard import RunContext, RunStatus
+from runyard.context import RESERVED_TYPES
 from runyard.errors import RunNotFound, SessionBusy
-from runyard.models import Multitask
+from runyard.models import LeaseLost, Multitask
+from runyard.observability.metrics import REGISTRY
 from runyard.runtime import Runtime
-from tests.support import make_app
+from runyard.store import store_from_url
+from tests.governance.support import wait_until
+from tests.sse_reader import read_events
+from tests.support import make_app, serve_in_thread
 
 
 async def finished(rt: Runtime, owner: str, run_id: str) -> Any:
@@ -204,9 +214,179 @@ async def test_a_run_waiting_over_a_second_for_a_limit_is_told_what_it_waits_for
 
 
 async def test_finished_runs_are_swept_after_their_retention() -> None:
-    async with make_app(store="memory://", retention_s=0.2, sweep_interval_s=0.1, lease_s=0.3).running() as rt:
+    async with make_app(store="memory://", retention_s=0.2, sweep_interval_s=0.1).running() as rt:
         run = await rt.create_run("alice", "ticker", {"marker": "old", "count": 1})
         await finished(rt, "alice", run.run_id)
         await asyncio.sleep(0.6)
         with pytest.raises(RunNotFound):
             await rt.get_run("alice", run.run_id)
+
+
+# -- issue 10: pipelines that ignore their cancellation, reserved event types ----------
+
+
+class Deaf:
+    """A pipeline that swallows every cancellation and goes on, emitting a ``beat``
+    each tick, until the test releases it (so that the test's loop can close);
+    it keeps what its emits raised."""
+
+    def __init__(self) -> None:
+        self.released = False
+        self.refused: list[BaseException] = []
+        self.alive = 0
+
+    async def run(self, ctx: RunContext, input: Any) -> None:
+        self.alive += 1
+        try:
+            while not self.released:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.02)
+                try:
+                    await ctx.emit("beat", {})
+                except Exception as exc:
+                    self.refused.append(exc)
+        finally:
+            self.alive -= 1
+
+
+@pytest.fixture
+async def deaf() -> AsyncIterator[Deaf]:
+    pipeline = Deaf()
+    yield pipeline
+    pipeline.released = True  # before the test's loop closes: it would wait for the pipeline for ever
+    await wait_until(lambda: pipeline.alive == 0)
+
+
+async def test_an_api_cancel_of_a_pipeline_that_swallows_cancellation_ends_cancelled_within_the_grace(
+    deaf: Deaf,
+) -> None:
+    """Issue 10: a cancel left such a run ``running`` for ever. Now the run is
+    recorded ``cancelled`` after ``cancel_grace_s``, and the abandoned pipeline's
+    later writes are refused by the run's fence."""
+    app = make_app(store="memory://", cancel_grace_s=0.3)
+    app.pipeline("deaf_here")(deaf.run)
+    async with app.running() as rt:
+        run = await rt.create_run("alice", "deaf_here", None)
+        await wait_until(lambda: rt.engine.active == 1)
+        asked = time.monotonic()
+        await rt.cancel_run("alice", run.run_id)
+        done = await finished(rt, "alice", run.run_id)
+        assert done.status is RunStatus.CANCELLED
+        assert time.monotonic() - asked < 0.3 + 1.0, "within the grace (and a second of slack)"
+        await wait_until(lambda: any(isinstance(exc, LeaseLost) for exc in deaf.refused))
+        types = [e.type for e in await events_of(rt, run.run_id)]
+        assert types[-1] == "end" and types.count("end") == 1, "nothing written after the run's end"
+        assert rt.engine.active == 0
+
+
+async def test_a_pipeline_that_swallows_its_timeout_ends_timed_out_a_grace_later(deaf: Deaf) -> None:
+    app = make_app(store="memory://", cancel_grace_s=0.2)
+    app.pipeline("deaf_timed", timeout_s=0.2)(deaf.run)
+    async with app.running() as rt:
+        run = await rt.create_run("alice", "deaf_timed", None)
+        done = await finished(rt, "alice", run.run_id)
+        assert done.status is RunStatus.TIMED_OUT
+
+
+async def test_shutdown_with_a_pipeline_that_swallows_cancellation_hands_it_back_within_drain_and_grace(
+    deaf: Deaf, tmp_path: Any
+) -> None:
+    """Issue 10: SIGTERM waited for such a pipeline for ever."""
+    db = f"sqlite:///{tmp_path}/r.db"
+    app = make_app(store=db, drain_s=0.2, cancel_grace_s=0.2)
+    app.pipeline("deaf_retry", retries=1)(deaf.run)
+    async with app.running() as rt:
+        run = await rt.create_run("alice", "deaf_retry", None)
+        await wait_until(lambda: rt.engine.active == 1)
+        stopping = time.monotonic()
+    assert time.monotonic() - stopping < 0.2 + 0.2 + 1.0
+    store = store_from_url(db)
+    await store.open()
+    try:
+        again = await store.get_run(run.run_id)
+    finally:
+        await store.close()
+    assert again is not None and (again.status, again.attempt) == (RunStatus.QUEUED, 2)
+
+
+@pytest.mark.parametrize("reserved", sorted(RESERVED_TYPES))
+async def test_ctx_emit_refuses_the_runtimes_own_event_types(reserved: str) -> None:
+    """Issue 10: ``ctx.emit("end", ...)`` was accepted, and every stream closed at it."""
+    refusals: list[str] = []
+    app = make_app(store="memory://")
+
+    @app.pipeline("forger")
+    async def forger(ctx: RunContext, input: Any) -> str:
+        try:
+            await ctx.emit(reserved, {"status": "succeeded"})
+        except ValueError as exc:
+            refusals.append(str(exc))
+        await ctx.emit("after", {})
+        return "done"
+
+    async with app.running() as rt:
+        run = await rt.create_run("alice", "forger", None)
+        done = await finished(rt, "alice", run.run_id)
+        assert done.status is RunStatus.SUCCEEDED
+        assert refusals == [refusals[0]] and f"{reserved!r} is the runtime's own" in refusals[0]
+        types = [e.type for e in await events_of(rt, run.run_id)]
+        assert types == ["status", "after", "status", "end"]
+
+
+async def test_an_emitted_end_no_longer_closes_the_runs_stream_early() -> None:
+    """Issue 10: a stream closed at a pipeline's own ``end`` while the run went on."""
+    app = make_app(store="memory://")
+
+    @app.pipeline("forger")
+    async def forger(ctx: RunContext, input: Any) -> str:
+        with contextlib.suppress(ValueError):
+            await ctx.emit("end", {"status": "succeeded", "output": "forged"})
+        await ctx.emit("after", {})
+        return "real"
+
+    with serve_in_thread(app) as url:
+        async with httpx.AsyncClient(base_url=url, headers={"X-Client-Id": "alice"}, timeout=30) as client:
+            created = await client.post("/v1/runs", json={"pipeline": "forger", "input": None})
+            events = await read_events(client, created.json()["run_id"])
+    assert [e["type"] for e in events] == ["status", "after", "status", "end"]
+    assert events[-1]["data"]["output"] == "real"
+
+
+@pytest.mark.parametrize("how", ["interrupt", "delete"])
+async def test_a_running_run_the_store_cancels_stops_on_its_worker_quietly(
+    how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An interrupt or a session's deletion ends a running run ``cancelled`` in the
+    store's transaction; its worker stops the pipeline at once (the cancel signal;
+    its fenced writes are refused anyway), writes nothing more, and logs no warning."""
+
+    def cancels_counted() -> float:
+        return REGISTRY.get_sample_value("runyard_runs_total", {"pipeline": "nap", "status": "cancelled"}) or 0.0
+
+    caplog.set_level(logging.INFO, logger="runyard.runs")
+    counted_before = cancels_counted()
+    async with make_app(store="memory://").running() as rt:
+        first = await rt.create_run("alice", "nap", {"seconds": 30})
+        async with contextlib.aclosing(rt.follow(first, 0)) as frames:
+            async for batch in frames:
+                if any(b"napping" in frame for _, _, frame in batch):
+                    break  # the pipeline is running
+        if how == "interrupt":
+            await rt.create_run(
+                "alice", "nap", {"seconds": 0}, session_id=first.session_id, multitask=Multitask.INTERRUPT
+            )
+        else:
+            await rt.delete_session("alice", first.session_id)
+        ended = await rt.get_run("alice", first.run_id)
+        assert ended.status is RunStatus.CANCELLED  # at once: decided in the store
+        await asyncio.wait(set(rt.engine._tasks), timeout=5)
+        assert first.run_id not in rt.engine._running  # stopped, not left to its 30 s nap
+        types = [e.type for e in await events_of(rt, first.run_id)]
+        assert types == ["status", "napping", "status", "end"]
+    noisy = [r for r in caplog.records if r.name.startswith("runyard") and r.levelno >= logging.WARNING]
+    assert noisy == []
+    ended = [r for r in caplog.records if getattr(r, "transition", None) == "ended" and r.run_id == first.run_id]
+    assert [(r.session_id, r.owner, r.attempt, r.status) for r in ended] == [  # type: ignore[attr-defined]
+        (first.session_id, "alice", 1, "cancelled")
+    ], "the store's cancel is a line of the run's life, once"
+    assert cancels_counted() - counted_before == 1  # by the store's cancel; the worker's end was refused

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from examples.defi_qa.knowledge import HashedEmbedder, Knowledge, MiniLMEmbedder
 from runyard import Settings
 from tests.examples._runs import Event, assert_complete_log, of_type, stream_new_run
 from tests.sse_reader import frames
-from tests.support import serve_asgi, serve_in_thread
+from tests.support import ServerProcess, serve_asgi, serve_in_thread
 
 pytestmark = pytest.mark.server
 
@@ -84,15 +86,51 @@ async def test_the_dataset_is_loaded_once_at_start_up_and_shared_by_every_run(
 
     monkeypatch.setattr(knowledge_module, "read_facts", counting)
     app = build_app(llm[1], SETTINGS)
-    assert len(loads) == 1  # at start-up, before any run
+    assert loads == []  # building (importing) the app loads nothing
 
     with serve_in_thread(app) as url:
+        assert len(loads) == 1  # at start-up, before any run
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             jobs = [ask(client, f"user-{n}", QUESTIONS[n % len(QUESTIONS)]) for n in range(16)]
             outputs = [output for _, output in await asyncio.gather(*jobs)]
     assert len(loads) == 1  # and never again
     assert {output["dataset"]["digest"] for output in outputs} == {read_facts(loads[0])[1]}
     assert {output["dataset"]["facts"] for output in outputs} == {80}
+
+
+@pytest.mark.slow
+async def test_a_server_process_loads_the_dataset_once_however_many_runs_it_answers(
+    llm: tuple[FakeLLM, Config], tmp_path: Path
+) -> None:
+    env = {"RUNYARD_STORE": "memory://", "RUNYARD_LOG_FORMAT": "json", "DEFI_QA_LLM_URL": llm[1].llm_url}
+    server = ServerProcess(env, app="examples.defi_qa.app:app", output=tmp_path / "server.log").start()
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            for wave in range(3):  # runs that start after others have ended, too
+                jobs = [ask(client, f"user-{n}", QUESTIONS[(n + wave) % len(QUESTIONS)]) for n in range(12)]
+                outputs = [output for _, output in await asyncio.gather(*jobs)]
+                assert {output["dataset"]["facts"] for output in outputs} == {80}
+    finally:
+        server.stop()
+
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines()]
+    loaded = [line["message"] for line in lines if line["logger"] == "defi_qa"]
+    assert len(loaded) == 1 and loaded[0].startswith("loaded 80 facts"), loaded
+
+
+async def test_the_agent_gets_the_apps_resources_and_they_close_when_the_app_stops(
+    llm: tuple[FakeLLM, Config], knowledge: Knowledge
+) -> None:
+    app = build_app(llm[1], SETTINGS, knowledge)
+    async with app.running() as rt:
+        assert app.resources.of(Knowledge) is knowledge
+        assert app.resources["embedder"] is knowledge.embedder
+        http = app.resources.of(httpx.AsyncClient)
+        run = await rt.create_run("gil", "ask", {"question": "What is a flash loan?"})
+        done = await rt.wait(run, 20)
+        assert done is not None and done.output is not None and done.output["sources"]
+        assert not http.is_closed
+    assert http.is_closed
 
 
 def test_the_shared_knowledge_is_read_only(knowledge: Knowledge) -> None:

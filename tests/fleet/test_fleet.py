@@ -303,3 +303,24 @@ def test_the_creation_rate_is_counted_once_for_the_whole_fleet(fleet: Fleet) -> 
     assert [a.status_code for a in answers].count(201) == 4
     assert {a.json()["error"]["code"] for a in answers if a.status_code == 429} == {"rate_limited"}
     assert all(1 <= int(a.headers["retry-after"]) <= 60 for a in answers if a.status_code == 429)
+
+
+def test_a_drain_longer_than_the_lease_never_runs_a_run_on_two_workers_at_once(fleet: Fleet) -> None:
+    """Issue 10: with RUNYARD_DRAIN_S=8 and RUNYARD_LEASE_S=2 a draining worker
+    stopped renewing its leases, so a 6 s run it went on executing was recovered
+    and executed again by another worker, both at once."""
+    api = fleet.start("api")
+    fleet.start("worker", RUNYARD_DRAIN_S="8")  # the fleet's lease is 2 s
+    fleet.start("worker", RUNYARD_DRAIN_S="8")
+    run_id = create(api.url, "nap_retry", {"seconds": 6})
+    wait_until(api.url, run_id, {"running"})
+    draining = fleet.worker_of(run_id)  # the other one would take the run over if its lease ran out
+    assert draining.proc is not None
+    draining.proc.send_signal(signal.SIGTERM)
+    final = wait_until(api.url, run_id, FINISHED, timeout=30)
+    draining.proc.wait(timeout=15)
+    assert (final["status"], final["attempt"]) == ("succeeded", 1), "finished by the draining worker, once"
+    events = stored_events(api.url, run_id)
+    assert_one_clean_log(events)
+    assert [e["type"] for e in events].count("napping") == 1, "executed by one worker only"
+    assert [e["data"]["status"] for e in events if e["type"] == "status"] == ["running", "succeeded"]

@@ -15,6 +15,7 @@ import redis.asyncio
 
 from runyard.governance import Breaker, Limit, LimitRegistry
 from tests.fake_api import FakeAPI, serve_fake_api
+from tests.governance.support import wait_until
 from tests.services import REDIS_URL, redis_url, require_redis
 
 LEASE_S = 1.5  # short, so that a dead process's permits come back within the test
@@ -63,9 +64,11 @@ class Deployment:
     each process has a registry of its own on the same Redis and prefix; on
     ``local://`` there is one process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "") -> None:
         self.url = url
+        self.prefix = prefix
         self.registries: list[LimitRegistry] = []
+        self._admin: redis.asyncio.Redis | None = None
 
     async def limit(self, processes: int = 2, breaker: Breaker | None = None, **limit: Any) -> list[Limit]:
         """``api`` in each of ``processes`` processes (all the same one on ``local://``)."""
@@ -78,9 +81,30 @@ class Deployment:
             self.registries.append(registry)
         return [registry.get("api") for registry in self.registries] * (2 if processes == 1 else 1)
 
+    async def in_line(self) -> int:
+        """Calls waiting for a permit of ``api``, as the one place deciding who goes
+        next records them: the local semaphore's lines, or Redis's set of waiters (a
+        call is in it once its script has run, not as soon as its task starts). A spec
+        that needs callers in line in a given order waits for this count after each."""
+        if self.url == "local://":
+            return self.registries[0].get("api").queued
+        if self._admin is None:
+            self._admin = redis.asyncio.Redis.from_url(REDIS_URL)
+        return int(await self._admin.zcard(f"{self.prefix}limits:api:waiters"))
+
+    async def until_in_line(self, calls: int) -> None:
+        """Until exactly ``calls`` callers wait in line for a permit of ``api``."""
+
+        async def in_line() -> bool:
+            return await self.in_line() == calls
+
+        await wait_until(in_line)
+
     async def close(self) -> None:
         for registry in self.registries:
             await registry.close()
+        if self._admin is not None:
+            await self._admin.aclose()
 
 
 @pytest.fixture(params=["local", pytest.param("redis", marks=pytest.mark.redis)])
@@ -89,7 +113,7 @@ async def deployment(request: pytest.FixtureRequest, prefix: str) -> AsyncIterat
         deployment = Deployment("local://")
     else:
         require_redis()
-        deployment = Deployment(redis_url(prefix))
+        deployment = Deployment(redis_url(prefix), prefix)
     try:
         yield deployment
     finally:

@@ -35,6 +35,12 @@ def caller(owner: str) -> RunContext:
     return cast(RunContext, Caller(owner))
 
 
+def waits(ctx: RunContext) -> bool:
+    """Whether the call of ``ctx`` (made by ``caller``) said it is waiting: ``limit.wait``,
+    emitted when a call is not admitted within a second (``WAIT_NOTICE_S``)."""
+    return any(type == "limit.wait" for type, _ in cast(Caller, ctx).events)
+
+
 async def wait_until(condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10) -> None:
     """Until ``condition()`` holds (checked every 10 ms); ``TimeoutError`` after ``timeout_s``."""
     async with asyncio.timeout(timeout_s):

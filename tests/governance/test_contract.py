@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from runyard.context import RunContext
 from runyard.governance import Breaker, BreakerOpen, Limit
 from tests.fake_api import FakeAPI
 from tests.governance.conftest import Deployment
-from tests.governance.support import caller, wait_until
+from tests.governance.support import caller, wait_until, waits
 
 
 async def post(http: httpx.AsyncClient, url: str, owner: str = "o", **params: Any) -> Any:
@@ -53,8 +54,8 @@ async def test_a_newcomers_single_call_gets_the_next_permit_behind_a_burst(
             await post(http, url, owner, delay=0.1)
 
     burst = [asyncio.create_task(one(burst_limit, "greedy")) for _ in range(20)]
-    await wait_until(lambda: api.in_flight == 2)  # greedy holds both permits, 18 of its calls wait
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: api.in_flight == 2)  # greedy holds both permits...
+    await deployment.until_in_line(18)  # ...and 18 of its calls wait
     await one(newcomer_limit, "modest")
     started_before = api.owners.index("modest")
     for task in burst:
@@ -78,7 +79,7 @@ async def test_owners_holding_equally_take_turns_least_recently_served_first(dep
     for i in range(3):
         for owner in ("a", "b"):
             calls.append(asyncio.create_task(one(owner, i)))
-            await asyncio.sleep(0.01)  # in line in this order
+            await deployment.until_in_line(len(calls))  # in line in this order
     await holder.__aexit__(None, None, None)
     await asyncio.gather(*calls)
     assert order == ["a0", "b0", "a1", "b1", "a2", "b2"]
@@ -89,11 +90,12 @@ async def test_a_waiter_cancelled_leaves_the_line_and_a_permit_is_never_stranded
     held = holder_limit.acquire(caller("a"))
     await held.__aenter__()
     waiting = asyncio.create_task(waiter_limit.acquire(caller("b")).__aenter__())
-    await asyncio.sleep(0.1)
+    await deployment.until_in_line(1)
     cancelled_at = time.monotonic()
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
     assert waiting.cancelled() and time.monotonic() - cancelled_at < 0.5
+    await deployment.until_in_line(0)
     await held.__aexit__(None, None, None)
     async with asyncio.timeout(2):  # the permit went to nobody: the next caller gets it
         async with waiter_limit.acquire(caller("c")):
@@ -109,7 +111,7 @@ async def test_cancelling_a_call_during_its_retry_wait_stops_it_at_once(
     limit, other = await deployment.limit(concurrency=1)
     call = asyncio.create_task(limit.call(caller("o"), post, (http, url), {}, 3, 0))
     assert await asyncio.to_thread(api.called.wait, 5)
-    await asyncio.sleep(0.2)  # now sleeping 5 s before its retry
+    await wait_until(lambda: limit.in_flight == 0)  # answered 429: permit given back, 5 s before its retry
     cancelled_at = time.monotonic()
     call.cancel()
     await asyncio.gather(call, return_exceptions=True)
@@ -117,7 +119,6 @@ async def test_cancelling_a_call_during_its_retry_wait_stops_it_at_once(
     async with asyncio.timeout(2):  # it held no permit while it waited to retry
         async with other.acquire(caller("p")):
             pass
-    await asyncio.sleep(0.3)
     assert len(api.calls) == 1, "no call reached the API after the cancel"
 
 
@@ -151,13 +152,14 @@ async def test_an_open_breaker_fails_fast_everywhere_then_lets_one_probe_through
 async def test_a_request_window_holds_calls_beyond_its_rate(deployment: Deployment) -> None:
     limits = await deployment.limit(rpm=3, tpm=1000)
     admitted: list[int] = []
+    callers = [caller(f"o{i}") for i in range(4)]
 
     async def take(i: int) -> None:
-        async with limits[i % 2].acquire(caller(f"o{i}"), tokens=100):
+        async with limits[i % 2].acquire(callers[i], tokens=100):
             admitted.append(i)
 
     takes = [asyncio.create_task(take(i)) for i in range(4)]
-    await asyncio.sleep(0.5)
+    await wait_until(lambda: len(admitted) == 3 and any(waits(ctx) for ctx in callers))
     assert len(admitted) == 3, "the fourth request waits for the minute's window"
     with pytest.raises(ValueError, match="can never fit"):
         async with limits[1].acquire(caller("x"), tokens=5000):
@@ -171,15 +173,18 @@ async def test_a_token_window_counts_each_calls_tokens(deployment: Deployment) -
     limits = await deployment.limit(tpm=1000)
     admitted: list[int] = []
 
-    async def take(i: int, tokens: int) -> None:
-        async with limits[i % 2].acquire(caller("o"), tokens=tokens):
+    async def take(i: int, tokens: int, ctx: RunContext) -> None:
+        async with limits[i % 2].acquire(ctx, tokens=tokens):
             admitted.append(tokens)
+
+    async def admitted_or_waiting(ctx: RunContext, before: int) -> None:
+        await wait_until(lambda: len(admitted) > before or waits(ctx))
 
     takes = []
     for i, tokens in enumerate([400, 400, 300, 100, 200]):
-        takes.append(asyncio.create_task(take(i, tokens)))
-        await asyncio.sleep(0.05)  # in this order
-    await asyncio.sleep(0.3)
+        ctx = caller("o")
+        takes.append(asyncio.create_task(take(i, tokens, ctx)))
+        await admitted_or_waiting(ctx, len(admitted))  # in this order: each is decided before the next asks
     assert admitted == [400, 400, 100], "the 300 and the 200 wait; the 100 fits beside the 400s"
     for task in takes:
         task.cancel()

@@ -36,6 +36,17 @@ async def registry(url: str, lease_s: float = LEASE_S, name: str = "api", **limi
     return limits
 
 
+async def in_line(admin: redis.asyncio.Redis, prefix: str, calls: int) -> bool:
+    """Whether exactly ``calls`` callers wait in Redis's line for a permit of ``api``."""
+    return bool(await admin.zcard(f"{prefix}limits:api:waiters") == calls)
+
+
+async def more_calls(api: FakeAPI) -> None:
+    """Until the API has seen one more call than it has now."""
+    seen = len(api.calls)
+    await wait_until(lambda: len(api.calls) > seen)
+
+
 async def started(*workers: Worker) -> list[Worker]:
     """Start the workers (in parallel: each imports runyard), then release them together."""
     await asyncio.gather(*(worker.start() for worker in workers))
@@ -75,17 +86,47 @@ async def test_a_killed_processs_permits_come_back_when_their_lease_ends_and_no_
         holder.kill()
         killed_at = time.monotonic()
         waiters = [asyncio.create_task(wait_for_a_permit(i)) for i in range(6)]
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: in_line(admin, prefix, 6))  # each asked Redis, and was told to wait
         assert held_at == [], "the dead process's leases still run: no permit is granted meanwhile"
         assert await admin.zcard(f"{prefix}limits:api:permits") == 5
         await wait_until(lambda: len(held_at) == 5, timeout_s=LEASE_S + 1)
         assert max(held_at) - killed_at <= LEASE_S + 0.5, "back within the lease (and a renewal's slack)"
-        await asyncio.sleep(0.2)
-        assert len(held_at) == 5 and sum(not waiter.done() for waiter in waiters) == 1, "the sixth still waits"
+        assert await in_line(admin, prefix, 1), "the sixth still waits"
+        assert sum(not waiter.done() for waiter in waiters) == 1
         assert await admin.zcard(f"{prefix}limits:api:permits") == 5, "never more than the cap"
         for waiter in waiters:
             waiter.cancel()
         await asyncio.gather(*waiters, return_exceptions=True)
+    finally:
+        await holder.stop()
+        await limits.close()
+
+
+async def test_a_dead_apps_permits_come_back_after_RUNYARD_LIMIT_LEASE_S(
+    admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    """Issue 10: a served app's permits came back after a fixed 10 s, whatever
+    the deployment needed; now after ``RUNYARD_LIMIT_LEASE_S``."""
+    lease_s = 1.0
+    settings = {"limit_lease_s": lease_s}
+    holder = Worker(redis=redis_url(prefix), limit={"concurrency": 2}, mode="hold", calls=2, settings=settings)
+    await started(holder)
+    assert (await holder.read())["holding"] == 2
+    seconds, micros = await admin.time()
+    ends = [score for _, score in await admin.zrange(f"{prefix}limits:api:permits", 0, -1, withscores=True)]
+    left_ms = [end - (seconds * 1000 + micros / 1000) for end in ends]
+    assert len(left_ms) == 2 and all(0 < left <= lease_s * 1000 for left in left_ms), left_ms
+    limits = await registry(redis_url(prefix), concurrency=2)
+    try:
+        holder.kill()
+        killed_at = time.monotonic()
+        admissions = [limits.get("api").acquire(caller(f"w{i}")) for i in range(2)]
+        async with asyncio.timeout(lease_s + 1.0):  # the default lease (10 s) would time out here
+            for admission in admissions:
+                await admission.__aenter__()
+        assert time.monotonic() - killed_at <= lease_s + 0.5
+        for admission in admissions:
+            await admission.__aexit__(None, None, None)
     finally:
         await holder.stop()
         await limits.close()
@@ -99,9 +140,9 @@ async def test_while_redis_fails_calls_wait_and_the_cap_holds(
         spec = {"redis": proxy.url(prefix), "lease_s": 2.0, "limit": {"concurrency": 3}, "url": f"{url}?delay=0.1"}
         workers = await started(*(Worker(**spec, owner=f"owner-{i}", calls=20) for i in range(2)))
         for _ in range(2):
-            await asyncio.sleep(0.3)
+            await more_calls(api)  # the calls flow (again)
             await proxy.cut()  # every connection of both processes drops, and none is accepted
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # Redis away for half a second
             await proxy.restore()
         outcomes = [await worker.outcomes() for worker in workers]
     assert outcomes == [{"ok": 20}] * 2, "every call made it once Redis was back"
@@ -133,7 +174,7 @@ async def test_a_holder_that_cannot_renew_stops_its_call_before_redis_hands_the_
                     granted.append(time.monotonic())
 
             waiting = asyncio.create_task(wait_then_call())
-            await asyncio.sleep(0.1)
+            await wait_until(lambda: in_line(admin, prefix, 1))
             cut_at = time.monotonic()
             await proxy.cut()
             await asyncio.wait_for(waiting, timeout=3)
@@ -149,14 +190,14 @@ async def test_a_holder_that_cannot_renew_stops_its_call_before_redis_hands_the_
 
 
 async def test_cancelling_a_waiter_while_redis_is_away_stops_it_at_once(
-    admin: redis.asyncio.Redis, prefix: str
+    admin: redis.asyncio.Redis, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with Proxy(REDIS_URL) as proxy:
         limits = await registry(proxy.url(prefix), concurrency=1)
         try:
             await proxy.cut()
             waiting = asyncio.create_task(limits.get("api").acquire(caller("a")).__aenter__())
-            await asyncio.sleep(0.5)  # failing, backing off, retrying: still waiting
+            await wait_until(lambda: "Redis failed" in caplog.text)  # failing, backing off, retrying...
             assert not waiting.done()
             cancelled_at = time.monotonic()
             waiting.cancel()

@@ -12,6 +12,9 @@ line ``go`` on its stdin does one of:
   ``cancelled``), and exits.
 - ``hold``: takes ``calls`` permits, prints ``{"holding": n}`` and keeps them
   (renewing their leases) until it is killed.
+
+With ``settings``, the limit is a served app's (``Runyard(Settings(**settings))``
+on a memory store and the spec's Redis), as ``runyard serve`` would build it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any, cast
 
 import httpx
 
+from runyard import Runyard, Settings
 from runyard.context import RunContext
 from runyard.governance import Breaker, LimitRegistry
 from tests.governance.support import Caller
@@ -34,12 +38,28 @@ def say(message: dict[str, Any]) -> None:
 
 
 async def main(spec: dict[str, Any]) -> None:
-    limits = LimitRegistry()
     declared = dict(spec["limit"])
     if "breaker" in declared:
         declared["breaker"] = Breaker(**declared["breaker"])
+    if "settings" in spec:
+        await as_served_app(spec, declared)
+        return
+    limits = LimitRegistry()
     limits.declare("api", **declared)
     await limits.open(spec["redis"], lease_s=spec.get("lease_s", 1.5))
+    await play(spec, limits)
+
+
+async def as_served_app(spec: dict[str, Any], declared: dict[str, Any]) -> None:
+    """The limits of a served app (``Runyard(Settings(**spec["settings"]))``), which
+    get their lease from the settings."""
+    app = Runyard(Settings(store="memory://", broker=spec["redis"], **spec["settings"]))
+    app.limit("api", **declared)
+    async with app.running():
+        await play(spec, app.limits)
+
+
+async def play(spec: dict[str, Any], limits: LimitRegistry) -> None:
     limit = limits.get("api")
     ctx = cast(RunContext, Caller(spec.get("owner", "o")))
     say({"ready": True})

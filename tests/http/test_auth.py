@@ -13,8 +13,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from pydantic import ValidationError
 
 from runyard.errors import ConfigurationError
+from runyard.settings import Settings
 from tests.support import make_app, serve_in_thread
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
@@ -116,6 +118,16 @@ def test_an_admin_may_list_every_owners_runs_and_others_may_not(server: str) -> 
     assert [run["run_id"] for run in carols] == [run_id]
     refused = httpx.get(f"{server}/v1/runs", params={"owner": "*"}, headers=carol)
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+
+
+def test_admins_without_an_auth_that_proves_identity_are_refused_at_start_up() -> None:
+    """Issue 10: under RUNYARD_AUTH=none, ``X-Client-Id: root`` (or ``?client_id=root``) made
+    anyone the admin ``root``. Such settings no longer validate, so no server starts with them."""
+    with pytest.raises(ValidationError, match="RUNYARD_ADMIN_SUBJECTS needs RUNYARD_AUTH=jwt"):
+        Settings(store="memory://", admin_subjects="root")
+    assert Settings(store="memory://", auth="jwt", jwt_secret=SECRET, admin_subjects="root").admin_subject_set == {
+        "root"
+    }
 
 
 def _serve_public_key_app(tmp_path: Path, algorithm: str, private_key: Any, **settings: Any) -> None:

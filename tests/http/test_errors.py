@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runyard.servable import MAX_DEPTH
 from tests.http.conftest import NewClient
 from tests.http.helpers import (
     assert_error,
@@ -276,6 +277,54 @@ def test_session_metadata_that_cannot_be_stored_is_422(client: httpx.Client) -> 
     assert_error(response, response.status_code, {"invalid_json", "invalid_request"})
 
 
+def nested(depth: int) -> Any:
+    """``depth`` lists within one another around a number."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("route", CREATE_ROUTES)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"input": nested(254)}, id="input"),
+        pytest.param({"input": {"marker": "m"}, "metadata": {"k": nested(253)}}, id="metadata"),
+        pytest.param({"input": nested(MAX_DEPTH + 1)}, id="input-one-over-the-rule"),
+    ],
+)
+def test_create_254_deep_is_422_and_creates_no_run(client: httpx.Client, route: str, fields: dict[str, Any]) -> None:
+    """Issue 10: a value 254 deep passed validation on its own, then the snapshot added a
+    level orjson refused: 500 *after* the run was stored and started (a retry made another),
+    and every later page of ``GET /v1/runs`` holding it answered 500."""
+    response = client.post(route, json={"pipeline": "whoami", **fields})
+    body = assert_error(response, 422, "invalid_request")
+    assert f"more than {MAX_DEPTH} levels deep" in body["error"]["message"]
+    assert_nothing_created(client)
+
+
+def test_session_metadata_254_deep_is_422_and_creates_no_session(client: httpx.Client) -> None:
+    response = client.post("/v1/sessions", json={"metadata": {"k": nested(253)}})
+    assert_error(response, 422, "invalid_request")
+
+
+def test_values_as_deep_as_the_rule_allows_are_served_by_every_read(client: httpx.Client) -> None:
+    """The rule leaves room for every wrapper the API puts around a value: input and
+    metadata ``MAX_DEPTH`` deep are stored, and the snapshot, the list, the events and
+    the session holding them all answer 200."""
+    deepest = nested(MAX_DEPTH)
+    run = create_run(client, "whoami", deepest, metadata={"k": nested(MAX_DEPTH - 1)})
+    wait_finished(client, run["run_id"])
+    assert client.get(f"/v1/runs/{run['run_id']}").json()["input"] == deepest
+    assert [listed["input"] for listed in list_runs(client)] == [deepest]
+    assert client.get(f"/v1/runs/{run['run_id']}/events").status_code == 200
+    assert client.get(f"/v1/sessions/{run['session_id']}").status_code == 200
+    session = client.post("/v1/sessions", json={"metadata": {"k": nested(MAX_DEPTH - 1)}})
+    assert session.status_code == 201, session.text
+    assert client.get(f"/v1/sessions/{session.json()['session_id']}").json()["metadata"] == {"k": nested(MAX_DEPTH - 1)}
+
+
 def test_absurdly_deep_json_is_a_4xx_envelope(client: httpx.Client) -> None:
     body = b'{"pipeline": "whoami", "input": ' + b"[" * 5000 + b"]" * 5000 + b"}"
     response = client.post("/v1/runs", content=body)
@@ -500,6 +549,28 @@ def test_unknown_route_is_404_not_found(client: httpx.Client, method: str, path:
 def test_wrong_method_is_405_method_not_allowed(client: httpx.Client, method: str, path: str) -> None:
     assert_error(client.request(method, path), 405, "method_not_allowed")
     assert_nothing_created(client)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("DELETE", "/v1/runs", {"GET", "POST"}),
+        ("PUT", "/v1/sessions/ses_x", {"GET", "DELETE"}),
+        ("POST", "/v1/sessions/ses_x", {"GET", "DELETE"}),
+        ("PATCH", "/v1/sessions", {"POST"}),
+        ("DELETE", "/v1/runs/run_x", {"GET"}),
+        ("GET", "/v1/runs/run_x/cancel", {"POST"}),
+        ("POST", "/healthz", {"GET"}),
+    ],
+)
+def test_405_allow_lists_every_method_the_path_serves(
+    client: httpx.Client, method: str, path: str, allowed: set[str]
+) -> None:
+    """Issue 10, "a 405 lists one method in Allow": Starlette named only the first
+    route whose path matched (``GET /v1/runs`` and ``POST /v1/runs`` are two routes)."""
+    response = client.request(method, path)
+    assert_error(response, 405, "method_not_allowed")
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
 
 
 # -- owners ------------------------------------------------------------------------------------

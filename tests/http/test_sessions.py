@@ -226,14 +226,40 @@ def test_another_owners_session_history_is_not_visible(client: httpx.Client, oth
 # -- expiry ------------------------------------------------------------------------------------
 
 
+# These specs are about the clock, so they take it as an input: each waits for the time that
+# matters to pass since the activity the server reports, rather than sleeping a guess. The TTL is
+# long next to one request (a few ms; 0.75 s of slack at the tightest step), so that a machine
+# slowed by load cannot pass for an idle session.
+TTL_S = 1.5
+
+
+def seconds_since(timestamp: str) -> float:
+    return time.time() - parse_time(timestamp).timestamp()  # the server's clock is this machine's
+
+
+def wait_until_older_than(timestamp: str, seconds: float) -> None:
+    """Until ``seconds`` have passed since ``timestamp``: the clock the TTL reads."""
+    time.sleep(max(0.0, seconds - seconds_since(timestamp)))
+
+
+def wait_for_session_status(
+    client: httpx.Client, session_id: str, status: str, timeout: float = 10.0
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while (session := get_session(client, session_id))["status"] != status:
+        assert time.monotonic() < deadline, f"session {session_id} still {session['status']}, wanted {status}"
+        time.sleep(0.02)
+    return session
+
+
 def test_an_idle_session_expires_after_the_ttl(serve: Serve, new_client: NewClient) -> None:
-    client = new_client(serve(session_ttl_s=0.5))
+    client = new_client(serve(session_ttl_s=TTL_S))
     session_id = new_session(client)["session_id"]
     done = remember(client, session_id, "before expiry")
-    assert notes(get_session(client, session_id)["history"]) == ["before expiry"]
-    time.sleep(0.7)
-    expired = get_session(client, session_id)
-    assert expired["status"] == "expired"
+    alive = get_session(client, session_id)
+    assert notes(alive["history"]) == ["before expiry"]
+    expired = wait_for_session_status(client, session_id, "expired")
+    assert seconds_since(alive["last_activity"]) > TTL_S, "expired only once the TTL had passed"
     assert expired["history"] == []
     for route in ("/v1/runs", "/v1/runs/stream", "/v1/runs/wait"):
         response = client.post(route, json={"pipeline": "whoami", "input": None, "session_id": session_id})
@@ -244,22 +270,25 @@ def test_an_idle_session_expires_after_the_ttl(serve: Serve, new_client: NewClie
 
 
 def test_activity_keeps_a_session_alive(serve: Serve, new_client: NewClient) -> None:
-    client = new_client(serve(session_ttl_s=0.6))
-    session_id = new_session(client)["session_id"]
+    client = new_client(serve(session_ttl_s=TTL_S))
+    session = new_session(client)
+    session_id = session["session_id"]
     for note in ("a", "b", "c"):
-        time.sleep(0.3)
+        wait_until_older_than(session["last_activity"], TTL_S / 2)
         remember(client, session_id, note)
-    session = get_session(client, session_id)
+        session = get_session(client, session_id)
+    assert seconds_since(session["created_at"]) > TTL_S, "older than its TTL: alive by its activity alone"
     assert session["status"] == "idle"
     assert notes(session["history"]) == ["a", "b", "c"]
 
 
 def test_a_session_with_a_long_run_is_not_idle_and_does_not_expire(serve: Serve, new_client: NewClient) -> None:
-    client = new_client(serve(session_ttl_s=0.5))
+    client = new_client(serve(session_ttl_s=TTL_S))
     session_id = new_session(client)["session_id"]
-    run = create_run(client, "nap", {"seconds": 1.0}, session_id=session_id)
-    time.sleep(0.7)
-    assert get_session(client, session_id)["status"] == "busy"
+    run = create_run(client, "nap", {"seconds": TTL_S + 1.0}, session_id=session_id)
+    started = get_session(client, session_id)
+    wait_until_older_than(started["last_activity"], TTL_S + 0.1)
+    assert get_session(client, session_id)["status"] == "busy", "idle for longer than the TTL, but not idle"
     wait_finished(client, run["run_id"])
     follow_up = client.post("/v1/runs", json={"pipeline": "whoami", "input": None, "session_id": session_id})
     assert follow_up.status_code == 201, follow_up.text

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from runyard.errors import IdempotencyKeyReused, QuotaExceeded, StoreError
+from runyard.engine.outcome import Outcome
+from runyard.errors import IdempotencyKeyReused, QuotaExceeded, SessionBusy, SessionNotFound, StoreError
 from runyard.models import (
     Event,
     EventDraft,
     Fence,
     LeaseLost,
     Message,
+    Multitask,
     Run,
     RunError,
     RunStatus,
@@ -29,9 +31,10 @@ from runyard.models import (
     StatusConflict,
 )
 from runyard.store import AppendGroup, AppendResult, Store, store_from_url
-from runyard.store.base import Admission, LeaseRenewal
+from runyard.store.base import WORKER_FORGOTTEN_S, Admission, Cancelled, LeaseRenewal, SessionEntry
 
 T0 = 1_700_000_000.0
+SERVED = ["ticker"]  # the pipelines the claiming workers serve
 _ids = itertools.count(1)
 
 
@@ -58,11 +61,11 @@ def run(
     **fields: Any,
 ) -> Run:
     fields.setdefault("input", {"count": 3})
+    fields.setdefault("pipeline", "ticker")
     return Run(
         run_id=f"run_{next(_ids)}",
         session_id=session_id,
         owner=owner,
-        pipeline="ticker",
         status=status,
         created_at=at,
         **fields,
@@ -168,8 +171,8 @@ async def test_delete_session_forgets_memory_keeps_runs(store: Store) -> None:
     s = session()
     await store.create_session(s)
     await store.append_message(s.session_id, Message("user", "hi", T0), keep=5)
-    (r,) = await created(store, run(s.session_id))
-    await store.delete_session(s.session_id)
+    (r,) = await created(store, run(s.session_id, status=RunStatus.SUCCEEDED))
+    assert await store.delete_session(s.session_id, T0 + 1) == []
     deleted = await store.get_session(s.session_id)
     assert deleted is not None
     assert deleted.deleted
@@ -323,7 +326,7 @@ async def test_renew_leases_skips_runs_no_longer_running(store: Store) -> None:
 
 
 async def claimed_ids(store: Store, limit: int, worker: str = "w1", at: float = T0) -> list[str]:
-    return [c.run.run_id for c in await store.claim(worker, limit, at, at + 30)]
+    return [c.run.run_id for c in await store.claim(worker, limit, at, at + 30, pipelines=SERVED)]
 
 
 async def finish(store: Store, run_id: str) -> None:
@@ -333,7 +336,7 @@ async def finish(store: Store, run_id: str) -> None:
 
 async def test_claim_marks_runs_running_under_a_lease_with_their_status_event(store: Store) -> None:
     (queued,) = await created(store, run(attempt=2, max_attempts=3))
-    (claim,) = await store.claim("w1", 5, T0 + 1, T0 + 31)
+    (claim,) = await store.claim("w1", 5, T0 + 1, T0 + 31, pipelines=SERVED)
     assert (claim.run.run_id, claim.run.status, claim.run.attempt) == (queued.run_id, RunStatus.RUNNING, 2)
     assert (claim.run.worker_id, claim.run.lease_expires_at, claim.run.started_at) == ("w1", T0 + 31, T0 + 1)
     assert (claim.event.seq, claim.event.type) == (1, "status")
@@ -341,7 +344,7 @@ async def test_claim_marks_runs_running_under_a_lease_with_their_status_event(st
     assert claim.cancel_requested is False
     assert await store.get_run(queued.run_id) == claim.run
     assert await store.read_events(queued.run_id, 0, 10) == [claim.event]
-    assert await store.claim("w2", 5, T0 + 2, T0 + 32) == []  # taken
+    assert await store.claim("w2", 5, T0 + 2, T0 + 32, pipelines=SERVED) == []  # taken
 
 
 async def test_claim_takes_at_most_limit_and_counts_the_queue(store: Store) -> None:
@@ -349,7 +352,7 @@ async def test_claim_takes_at_most_limit_and_counts_the_queue(store: Store) -> N
     assert await store.count_queued() == 5
     assert len(await claimed_ids(store, 2)) == 2
     assert await store.count_queued() == 3
-    assert await store.claim("w1", 0, T0, T0 + 30) == []
+    assert await store.claim("w1", 0, T0, T0 + 30, pipelines=SERVED) == []
 
 
 async def test_claim_runs_a_sessions_runs_one_at_a_time_in_order(store: Store) -> None:
@@ -385,7 +388,7 @@ async def test_concurrent_claims_never_take_one_run_twice(store: Store) -> None:
 
 async def test_fenced_writes_need_the_worker_and_attempt_holding_the_run(store: Store) -> None:
     (queued,) = await created(store, run(max_attempts=2))
-    (claim,) = await store.claim("w1", 1, T0, T0 + 30)
+    (claim,) = await store.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
     held = Fence("w1", 1)
     assert len(events((await store.append([AppendGroup(queued.run_id, drafts(queued.run_id, 2), fence=held)]))[0])) == 2
     for stranger in (Fence("w2", 1), Fence("w1", 2)):
@@ -394,7 +397,7 @@ async def test_fenced_writes_need_the_worker_and_attempt_holding_the_run(store: 
     # recovered elsewhere: queued again as attempt 2, then claimed by w2
     recover = RunUpdate(status=RunStatus.QUEUED, expect=frozenset({RunStatus.RUNNING}), attempt=2, clear_lease=True)
     events((await store.append([AppendGroup(queued.run_id, [], recover)]))[0])
-    (reclaim,) = await store.claim("w2", 1, T0 + 40, T0 + 70)
+    (reclaim,) = await store.claim("w2", 1, T0 + 40, T0 + 70, pipelines=SERVED)
     assert (reclaim.run.attempt, reclaim.event.seq) == (2, claim.event.seq + 3)
     (stale,) = await store.append([AppendGroup(queued.run_id, drafts(queued.run_id, 1), fence=held)])
     assert isinstance(stale, LeaseLost)
@@ -416,13 +419,13 @@ async def test_recovery_applies_only_to_a_lease_that_ended(store: Store) -> None
 
 async def test_cancel_requests_reach_the_holder_and_the_next_claim(store: Store) -> None:
     (r,) = await created(store, run(max_attempts=2))
-    await store.claim("w1", 1, T0, T0 + 30)
+    await store.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
     await store.request_cancel(r.run_id)
     assert await store.renew_leases("w1", [r.run_id], T0 + 40) == LeaseRenewal(cancel={r.run_id})
     # the holder died before it could stop the run; the next attempt is cancelled at once
     requeue = RunUpdate(status=RunStatus.QUEUED, attempt=2, clear_lease=True)
     events((await store.append([AppendGroup(r.run_id, [], requeue)]))[0])
-    (claim,) = await store.claim("w2", 1, T0 + 50, T0 + 80)
+    (claim,) = await store.claim("w2", 1, T0 + 50, T0 + 80, pipelines=SERVED)
     assert claim.cancel_requested is True
 
 
@@ -431,7 +434,7 @@ async def test_cancel_request_for_a_run_not_running_is_ignored(store: Store) -> 
     await store.request_cancel(queued.run_id)
     await store.request_cancel(done.run_id)
     await store.request_cancel("run_missing")
-    (claim,) = await store.claim("w1", 1, T0, T0 + 30)
+    (claim,) = await store.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
     assert claim.cancel_requested is False
 
 
@@ -802,3 +805,196 @@ async def test_creations_racing_with_one_key_make_exactly_one_run(store: Store) 
     stored = await asyncio.gather(*(store.create_run(run(f"ses_r{i}"), session(), key) for i in range(10)))
     assert len({r.run_id for r in stored}) == 1
     assert len(await store.list_runs("alice")) == 1
+
+
+# -- claims only served pipelines (issue 10: rolling deploys failed runs) -----------
+
+
+async def test_claim_leaves_a_run_of_a_pipeline_not_served_queued_until_a_worker_serves_it(store: Store) -> None:
+    """Regression: an old worker claimed (and failed) the first runs of a pipeline a
+    deploy had just added; now it leaves them queued for a worker that serves it."""
+    new = run("ses_new", pipeline="added")
+    old = run("ses_old")
+    await created(store, new, old)
+    assert [c.run.run_id for c in await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"])] == [old.run_id]
+    assert await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"]) == []
+    kept = await store.get_run(new.run_id)
+    assert kept is not None and (kept.status, kept.last_seq) == (RunStatus.QUEUED, 0)
+    assert await store.claim("none", 10, T0, T0 + 30, pipelines=[]) == []
+    (claim,) = await store.claim("new", 10, T0 + 1, T0 + 31, pipelines=["ticker", "added"])
+    assert (claim.run.run_id, claim.run.worker_id) == (new.run_id, "new")
+
+
+async def test_a_session_waits_behind_its_oldest_run_when_that_pipeline_is_not_served(store: Store) -> None:
+    head, _ = await created(store, run("ses_s", pipeline="added"), run("ses_s"))
+    assert await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"]) == []  # order within a session holds
+    assert [c.run.run_id for c in await store.claim("new", 10, T0, T0 + 30, pipelines=["added"])] == [head.run_id]
+
+
+async def test_unserved_pipelines_names_queued_runs_no_live_worker_serves(store: Store) -> None:
+    await created(store, run("ses_1"), run("ses_2", pipeline="added"), run("ses_3", pipeline="added"))
+    await created(store, run("ses_4", pipeline="gone", status=RunStatus.SUCCEEDED))  # not waiting
+    assert await store.unserved_pipelines(T0) == {"ticker": 1, "added": 2}
+    await store.worker_seen("w1", ["ticker", "other"], T0 + 10)
+    await store.worker_seen("w2", [], T0 + 10)
+    assert await store.unserved_pipelines(T0) == {"added": 2}
+    assert await store.unserved_pipelines(T0 + 11) == {"ticker": 1, "added": 2}  # w1 not seen since
+    await store.worker_seen("w1", ["added"], T0 + 20)  # a worker's record is replaced, not merged
+    assert await store.unserved_pipelines(T0) == {"ticker": 1}
+    await store.forget_worker("w1")
+    await store.forget_worker("w_missing")
+    assert await store.unserved_pipelines(T0) == {"ticker": 1, "added": 2}
+
+
+async def test_records_of_workers_long_unseen_are_dropped(store: Store) -> None:
+    await created(store, run())
+    await store.worker_seen("killed", ["ticker"], T0)
+    await store.worker_seen("alive", [], T0 + WORKER_FORGOTTEN_S + 1)
+    assert await store.unserved_pipelines(0.0) == {"ticker": 1}  # "killed" is gone, whatever the window
+
+
+# -- multitask and session deletion, decided in the store (issue 10) ------------------
+
+ENQUEUE = SessionEntry(Multitask.ENQUEUE, expired_before=T0 - 3600)
+REJECT = SessionEntry(Multitask.REJECT, expired_before=T0 - 3600)
+INTERRUPT = SessionEntry(Multitask.INTERRUPT, expired_before=T0 - 3600)
+
+
+async def busy_session(store: Store) -> tuple[Session, Run, Run]:
+    """A session of alice's with a running run (held by w1) and a queued one behind it."""
+    s = session()
+    await store.create_session(s)
+    first, second = await created(store, run(s.session_id, max_attempts=2), run(s.session_id))
+    (claim,) = await store.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
+    assert claim.run.run_id == first.run_id
+    return s, first, second
+
+
+def assert_cancelled_by_the_store(cancelled: Cancelled, run_id: str, was_running: bool) -> None:
+    assert (cancelled.run_id, cancelled.was_running, cancelled.pipeline) == (run_id, was_running, "ticker")
+    # the same events a cancellation through the engine writes
+    assert [(e.type, json.loads(e.data)) for e in cancelled.events] == Outcome.cancelled().events()
+
+
+async def assert_ended_cancelled(store: Store, run_id: str) -> None:
+    ended = await store.get_run(run_id)
+    assert ended is not None
+    assert (ended.status, ended.worker_id, ended.lease_expires_at) == (RunStatus.CANCELLED, None, None)
+    assert ended.error == RunError("cancelled", "the run was cancelled") and ended.finished_at is not None
+    assert [e.type for e in await all_events(store, run_id)][-2:] == ["status", "end"]
+
+
+async def test_enter_session_enqueues_behind_unfinished_runs_and_counts_as_activity(store: Store) -> None:
+    s, first, second = await busy_session(store)
+    third = run(s.session_id, at=T0 + 5)
+    entered = await store.enter_session(third, ENQUEUE)
+    assert (entered.run, entered.cancelled) == (third, [])
+    assert [r.run_id for r in await store.unfinished_runs(s.session_id)] == [first.run_id, second.run_id, third.run_id]
+    assert (await store.get_session(s.session_id)).last_activity == T0 + 5  # type: ignore[union-attr]
+
+
+async def test_enter_session_with_reject_refuses_a_busy_session_and_writes_nothing(store: Store) -> None:
+    s, first, second = await busy_session(store)
+    refused = run(s.session_id)
+    with pytest.raises(SessionBusy, match=first.run_id):
+        await store.enter_session(refused, REJECT, Admission(quota=1, idempotency_key="k", fingerprint="f"))
+    assert await store.get_run(refused.run_id) is None
+    assert await store.idempotent_run("alice", "k", 0.0) is None
+    for r in (first, second):
+        await finish(store, r.run_id)
+    accepted = run(s.session_id)  # the quota of 1 was not spent by the refusal
+    assert (await store.enter_session(accepted, REJECT, Admission(quota=1))).run == accepted
+
+
+async def test_enter_session_with_interrupt_cancels_every_unfinished_run_in_its_transaction(store: Store) -> None:
+    s, running, queued = await busy_session(store)
+    newcomer = run(s.session_id, at=T0 + 5)
+    entered = await store.enter_session(newcomer, INTERRUPT)
+    assert entered.run == newcomer
+    first, second = entered.cancelled
+    assert_cancelled_by_the_store(first, running.run_id, was_running=True)
+    assert_cancelled_by_the_store(second, queued.run_id, was_running=False)
+    for r in (running, queued):
+        await assert_ended_cancelled(store, r.run_id)
+    assert [r.run_id for r in await store.unfinished_runs(s.session_id)] == [newcomer.run_id]
+    # the worker still executing the interrupted run can write nothing more
+    (refused,) = await store.append([AppendGroup(running.run_id, drafts(running.run_id, 1), fence=Fence("w1", 1))])
+    assert isinstance(refused, LeaseLost)
+    assert (await store.renew_leases("w1", [running.run_id], T0 + 60)).lost == {running.run_id}
+
+
+async def test_enter_session_refuses_missing_deleted_foreign_and_expired_sessions(store: Store) -> None:
+    with pytest.raises(SessionNotFound):
+        await store.enter_session(run("ses_missing"), ENQUEUE)
+    foreign = session("bob")
+    gone = session()
+    stale = session(at=T0 - 7200)
+    for s in (foreign, gone, stale):
+        await store.create_session(s)
+    await store.delete_session(gone.session_id, T0)
+    for s in (foreign, gone):
+        with pytest.raises(SessionNotFound, match="no session"):
+            await store.enter_session(run(s.session_id), ENQUEUE)
+    with pytest.raises(SessionNotFound, match="expired"):
+        await store.enter_session(run(stale.session_id), ENQUEUE)
+    assert await store.list_runs(None) == []
+    # idle past its TTL, but with a run still unfinished, a session is alive
+    await created(store, run(stale.session_id))
+    await store.enter_session(run(stale.session_id), ENQUEUE)
+
+
+async def test_enter_session_repeating_an_idempotency_key_cancels_nothing(store: Store) -> None:
+    s, *_ = await busy_session(store)
+    admission = Admission(idempotency_key="k", fingerprint="f")
+    first = run(s.session_id)
+    await store.enter_session(first, ENQUEUE, admission)
+    repeat = await store.enter_session(run(s.session_id), INTERRUPT, admission)
+    assert (repeat.run.run_id, repeat.cancelled) == (first.run_id, [])
+    assert len(await store.unfinished_runs(s.session_id)) == 3
+
+
+async def test_delete_session_cancels_its_unfinished_runs_in_the_same_transaction(store: Store) -> None:
+    s, running, queued = await busy_session(store)
+    cancelled = await store.delete_session(s.session_id, T0 + 5)
+    assert [(c.run_id, c.was_running) for c in cancelled] == [(running.run_id, True), (queued.run_id, False)]
+    for c in cancelled:
+        assert_cancelled_by_the_store(c, c.run_id, c.was_running)
+        await assert_ended_cancelled(store, c.run_id)
+    assert await store.unfinished_runs(s.session_id) == []
+    assert await store.delete_session(s.session_id, T0 + 6) == []  # twice is harmless
+
+
+async def test_racing_entries_with_reject_admit_exactly_one(store: Store) -> None:
+    """Regression: two creations racing on one session through two API processes
+    both got 201 with multitask=reject (a process-local lock)."""
+    s = session()
+    await store.create_session(s)
+    outcomes = await asyncio.gather(
+        *(store.enter_session(run(s.session_id), REJECT) for _ in range(10)), return_exceptions=True
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, SessionBusy) for o in outcomes if isinstance(o, BaseException))
+
+
+async def test_racing_entries_with_interrupt_leave_exactly_one_unfinished_run(store: Store) -> None:
+    """Regression: two interrupting creations racing through two API processes both
+    stayed alive (each cancelled what it had read before the other's insertion)."""
+    s = session()
+    await store.create_session(s)
+    entered = await asyncio.gather(*(store.enter_session(run(s.session_id), INTERRUPT) for _ in range(10)))
+    (survivor,) = await store.unfinished_runs(s.session_id)
+    assert survivor.run_id in {e.run.run_id for e in entered}
+    assert sum(len(e.cancelled) for e in entered) == 9
+
+
+async def test_a_deletion_racing_entries_leaves_no_unfinished_run_in_the_session(store: Store) -> None:
+    """Regression: DELETE answered 204 while a run created at the same moment went
+    on running in the deleted session."""
+    s = session()
+    await store.create_session(s)
+    entries = [store.enter_session(run(s.session_id), ENQUEUE) for _ in range(5)]
+    outcomes = await asyncio.gather(
+        *entries[:3], store.delete_session(s.session_id, T0), *entries[3:], return_exceptions=True
+    )
+    assert not any(isinstance(o, BaseException) and not isinstance(o, SessionNotFound) for o in outcomes)
+    assert await store.unfinished_runs(s.session_id) == []

@@ -16,7 +16,7 @@ from runyard.errors import RunTooLarge
 from runyard.models import EventDraft, RunStatus, RunUpdate
 from runyard.store import AppendGroup, Store, _sweep, store_from_url
 from runyard.store._numbering import EVENT_OVERHEAD, event_size
-from tests.store.test_contract import T0, all_events, created, run
+from tests.store.test_contract import SERVED, T0, all_events, created, run
 
 CAP = 10_000
 PAD = 1_000  # bytes of data per event below
@@ -116,12 +116,12 @@ async def test_the_runtime_s_own_status_changes_are_written_past_the_cap(capped:
 async def test_a_retried_run_continues_its_count(capped: Store) -> None:
     """The bytes of every attempt count: a run handed back and claimed again does not start afresh."""
     (r,) = await created(capped, run(max_attempts=2))
-    await capped.claim("w1", 1, T0, T0 + 30)
+    await capped.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
     most = padded(r.run_id, CAP // weight(padded(r.run_id, 1)) - 1)
     assert isinstance((await capped.append([AppendGroup(r.run_id, most)]))[0], list)
     requeue = RunUpdate(RunStatus.QUEUED, expect=frozenset({RunStatus.RUNNING}), attempt=2, clear_lease=True)
     await capped.append([AppendGroup(r.run_id, [], requeue)])
-    (again,) = await capped.claim("w2", 1, T0 + 1, T0 + 31)
+    (again,) = await capped.claim("w2", 1, T0 + 1, T0 + 31, pipelines=SERVED)
     assert again.run.attempt == 2
 
     (refused,) = await capped.append([AppendGroup(r.run_id, padded(r.run_id, 2))])

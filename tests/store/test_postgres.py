@@ -124,6 +124,7 @@ async def test_migrations_are_recorded_and_idempotent(store: PostgresStore, post
         "owner_quota",
         "idempotency_keys",
         "runyard_schema_version",
+        "workers",
     }
 
 
@@ -272,5 +273,5 @@ async def test_an_append_cut_off_before_its_commit_is_reported_as_not_written(cu
 async def test_a_claim_cut_off_after_its_commit_still_hands_over_its_runs(cut_store: CutOffAtCommit) -> None:
     await cut_store.create_run(make_run("run_1"))
     cut_store.cut = True
-    (claimed,) = await cut_store.claim("w1", 5, T0, T0 + 30)
+    (claimed,) = await cut_store.claim("w1", 5, T0, T0 + 30, pipelines=["ticker"])
     assert (claimed.run.run_id, claimed.run.worker_id) == ("run_1", "w1")

@@ -11,10 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from runyard.errors import ConfigurationError, StoreError
+from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
 from runyard.models import EventDraft, Run, RunStatus, Session
 from runyard.store import AppendGroup, store_from_url
-from runyard.store.sqlite import MIGRATIONS, SQLiteStore, database_path
+from runyard.store.sqlite import (
+    BUSY_TIMEOUT_MS,
+    MIGRATIONS,
+    SQLiteStore,
+    busy_timeout_ms,
+    database_path,
+    refuse_if_in_use,
+)
 
 T0 = 1_700_000_000.0
 
@@ -52,6 +59,34 @@ def test_url_names_a_path_relative_to_cwd_or_absolute() -> None:
         database_path("sqlite://host/r.db")
 
 
+def test_busy_timeout_comes_from_the_url() -> None:
+    assert database_path("sqlite:///data/r.db?busy_timeout_ms=50") == "data/r.db"
+    assert busy_timeout_ms("sqlite:///data/r.db?busy_timeout_ms=50") == 50
+    assert busy_timeout_ms("sqlite:///data/r.db") == BUSY_TIMEOUT_MS
+    with pytest.raises(ConfigurationError, match="busy_timeout_ms"):
+        busy_timeout_ms("sqlite:///r.db?busy_timeout_ms=soon")
+
+
+async def test_a_write_past_the_busy_timeout_is_store_unavailable_and_writes_nothing(db_path: Path) -> None:
+    """Issue 10: a lock held past the busy timeout surfaced as ``sqlite3.OperationalError``
+    (500); it is ``StoreUnavailable``, nothing written, and the next write succeeds."""
+    store = SQLiteStore(f"sqlite:///{db_path}?busy_timeout_ms=20")
+    await store.open()
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreUnavailable, match="database is locked") as refused:
+            await store.create_run(make_run("run_1"), Session("ses_1", "alice", T0, T0))
+        assert refused.value.in_doubt is False
+        other.execute("ROLLBACK")
+        assert await store.get_run("run_1") is None
+        await store.create_run(make_run("run_1"), Session("ses_1", "alice", T0, T0))
+        assert (await store.get_run("run_1")) is not None
+    finally:
+        other.close()
+        await store.close()
+
+
 def test_store_from_url_picks_sqlite() -> None:
     assert isinstance(store_from_url("sqlite:///:memory:"), SQLiteStore)
 
@@ -86,6 +121,7 @@ async def test_wal_mode_is_on(store: SQLiteStore, db_path: Path) -> None:
 
 async def test_migrations_are_idempotent_and_recorded(store: SQLiteStore, db_path: Path) -> None:
     assert await store.migrate() == len(MIGRATIONS)
+    await store.close()  # one store at a time on a file
     again = SQLiteStore(f"sqlite:///{db_path}")
     await again.open()
     await again.close()
@@ -112,6 +148,28 @@ async def test_create_run_with_new_session_is_atomic(store: SQLiteStore) -> None
     with pytest.raises(sqlite3.IntegrityError):  # the run id is taken: the new session must not stay
         await store.create_run(make_run("run_1", "ses_2"), new_session=Session("ses_2", "alice", T0, T0))
     assert await store.get_session("ses_2") is None
+
+
+async def test_a_second_store_on_the_same_file_is_refused_while_the_first_is_open(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """One SQLite file, one process (issue 10): the lock is held for the store's
+    lifetime, released when it closes; ``:memory:`` databases are each their own."""
+    second = SQLiteStore(f"sqlite:///{db_path}")
+    with pytest.raises(StoreError, match=f"'{db_path}' is already in use .* use PostgreSQL and Redis"):
+        await second.open()
+    with pytest.raises(StoreError, match="already in use"):
+        refuse_if_in_use(f"sqlite:///{db_path}")
+    await store.ping()  # the first is untouched
+    await store.close()
+    refuse_if_in_use(f"sqlite:///{db_path}")
+    await second.open()
+    await second.close()
+    memories = [SQLiteStore("sqlite:///:memory:") for _ in range(2)]
+    for memory in memories:
+        await memory.open()
+    for memory in memories:
+        await memory.close()
 
 
 async def test_unopenable_file_is_a_store_error(tmp_path: Path) -> None:

@@ -11,10 +11,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from runyard.context import RESERVED_TYPES
 from runyard.models import EVENT_TYPE
 
 # Event types that only the runtime emits; an adapter never lets a framework's payload claim them.
-RUNTIME_TYPES = frozenset({"status", "end"})
+RUNTIME_TYPES = RESERVED_TYPES
 
 
 def missing_extra(adapter: str, package: str, extra: str) -> ImportError:

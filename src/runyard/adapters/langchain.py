@@ -100,7 +100,7 @@ class RunyardCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         name = self._tools.pop(run_id, "tool")
         if isinstance(error, Exception):  # not a cancellation: the run's own status tells of that
-            await self.ctx.emit("error", {"code": "tool_error", "message": _describe(error), "name": name})
+            await self.ctx.emit("tool.error", {"code": "tool_error", "message": _describe(error), "name": name})
 
     async def on_llm_error(
         self,
@@ -113,7 +113,7 @@ class RunyardCallbackHandler(AsyncCallbackHandler):
     ) -> None:
         name = str(kwargs.get("name") or "llm")
         if isinstance(error, Exception):
-            await self.ctx.emit("error", {"code": "llm_error", "message": _describe(error), "name": name})
+            await self.ctx.emit("llm.error", {"code": "llm_error", "message": _describe(error), "name": name})
 
 
 def _text(block: str | dict[str, Any]) -> str:

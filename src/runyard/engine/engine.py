@@ -26,7 +26,7 @@ import logging
 import os
 import secrets
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,11 +35,12 @@ from pydantic import BaseModel
 from runyard.broker.base import CANCEL, WAKE, Broker
 from runyard.context import RunContext
 from runyard.engine.outcome import Outcome
-from runyard.errors import RunTooLarge
-from runyard.events.log import EventLog
+from runyard.events.log import EventLog, EventsLost
 from runyard.models import IDEMPOTENCY_TTL_S, Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
+from runyard.observability.logs import log_run
 from runyard.observability.tracing import span
+from runyard.servable import check_depth
 from runyard.store.base import Claimed, Store
 
 if TYPE_CHECKING:
@@ -52,6 +53,9 @@ RUNNING = frozenset({RunStatus.RUNNING})
 POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
 CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
+# A worker counts as live (serving its pipelines, for /readyz) while seen within
+# this many leases: it refreshes its record every maintenance tick (lease / 3 at most)
+WORKER_LIVE_LEASES = 3
 
 
 def new_worker_id() -> str:
@@ -67,8 +71,12 @@ class Execution:
     work: asyncio.Task[Outcome] | None = None  # the pipeline's own code, while it runs
     cancel_requested: bool = False
     lost: bool = False  # the lease is gone (recovered elsewhere): write nothing more
+    overtime: bool = False  # the pipeline outlived its timeout by the grace: it swallowed the cancellation
+    stopped: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def stop(self) -> None:
+        if not self.stopped.done():
+            self.stopped.set_result(None)
         if self.work is not None:
             self.work.cancel()
 
@@ -90,9 +98,11 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._draining = False
         self._claimer: asyncio.Task[None] | None = None
-        self._maintenance: asyncio.Task[None] | None = None
-        self._sweeper: asyncio.Task[None] | None = None
-        events.on_lease_lost = self._lease_lost
+        self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
+        self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
+        self._abandoned: set[asyncio.Task[Outcome]] = set()  # pipelines that ignored their cancellation
+        self._sweeper: asyncio.Task[None] | None = None  # the sweep under way, started by the housekeeper
+        events.on_lease_lost = self._fence_refused
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -100,26 +110,48 @@ class Engine:
         """Start claiming (queued runs a previous process left are claimed at once)."""
         if not self._settings.executes_runs:
             return
+        await self._store.worker_seen(self.worker_id, self.pipelines, now())
         self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
-        self._maintenance = asyncio.create_task(self._maintain(), name="runyard-maintenance")
+        self._renewer = asyncio.create_task(self._renew_forever(), name="runyard-lease-renewer")
+        self._housekeeper = asyncio.create_task(self._keep_house(), name="runyard-housekeeper")
         self.wake()
 
     async def stop(self) -> None:
-        """Stop claiming, let running runs finish for up to ``drain_s``, then hand
-        the rest back per the lost-worker policy: nothing is left running."""
+        """Stop claiming, let running runs finish for up to ``drain_s``, then stop
+        the rest and hand them back per the lost-worker policy (a pipeline that
+        ignores its cancellation is waited for ``cancel_grace_s`` at most):
+        nothing is left running. Leases are renewed until the last run here is
+        finished or handed back, so a drain longer than a lease never lets
+        another worker execute a run this one still executes."""
         self._draining = True
         self.wake()
         if self._claimer is not None:
             await self._claimer  # ends after its current claim: a claimed run is never dropped
-        for task in (self._maintenance, self._sweeper):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await self._leave()  # a draining worker claims nothing: its pipelines may have no worker now
+        await _cancel(self._housekeeper)
+        await _cancel(self._sweeper)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
             for execution in self._running.values():
                 execution.stop()  # handed back by _supervise
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel(self._renewer)
+        if self._abandoned:
+            log.error(
+                "%d pipelines ignored their cancellation; their runs were recorded and their writes are refused",
+                len(self._abandoned),
+            )
+
+    async def _leave(self) -> None:
+        try:
+            await self._store.forget_worker(self.worker_id)
+        except Exception:  # the record goes stale by itself after WORKER_LIVE_LEASES leases
+            log.warning("could not remove worker %s from the store", self.worker_id, exc_info=True)
+
+    @property
+    def pipelines(self) -> list[str]:
+        """The pipelines this process serves: the only runs it claims."""
+        return list(self._app.pipelines)
 
     @property
     def active(self) -> int:
@@ -148,10 +180,18 @@ class Engine:
         execution.cancel_requested = True
         execution.stop()
 
+    def _fence_refused(self, run_id: str, fence: Fence) -> None:
+        execution = self._running.get(run_id)
+        if execution is not None and execution.fence == fence:  # not a write of an earlier, abandoned attempt
+            self._lease_lost(run_id)
+
     def _lease_lost(self, run_id: str) -> None:
         execution = self._running.get(run_id)
         if execution is not None and not execution.lost:
-            log.warning("run %s: lease lost (recovered elsewhere); stopping it here", run_id)
+            if execution.cancel_requested:  # cancelled in the store (an interrupt, a deleted session)
+                log.info("run %s: cancelled; stopping it here", run_id)
+            else:
+                log.warning("run %s: lease lost (recovered elsewhere); stopping it here", run_id)
             execution.lost = True
             execution.stop()
 
@@ -190,7 +230,9 @@ class Engine:
             if free <= 0:
                 return
             at = now()
-            claimed = await self._store.claim(self.worker_id, free, at, at + self._settings.lease_s)
+            claimed = await self._store.claim(
+                self.worker_id, free, at, at + self._settings.lease_s, pipelines=self.pipelines
+            )
             for item in claimed:
                 self._start(item)
             if claimed:
@@ -207,6 +249,7 @@ class Engine:
         if claimed.cancel_requested or self._cancel_memo.pop(run.run_id, None) is not None:
             execution.cancel_requested = True
         self._running[run.run_id] = execution
+        log_run("started", run, worker_id=self.worker_id)
         task = asyncio.create_task(self._execute(execution, stale), name=f"run-{run.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -232,8 +275,7 @@ class Engine:
                 metrics.RUNS_ACTIVE.labels(run.pipeline).dec()
                 metrics.RUN_DURATION.labels(run.pipeline).observe(now() - started)
             if outcome is not None:
-                with contextlib.suppress(StatusConflict):  # logged by _finish
-                    await self._finish(run, outcome, expect=RUNNING, fence=execution.fence)
+                await self._end(execution, outcome)
         except Exception:
             log.exception("run %s could not be driven to its end", run.run_id)
         finally:
@@ -249,29 +291,69 @@ class Engine:
         run = execution.run
         work = execution.work = asyncio.create_task(self._call_pipeline(execution), name=f"pipeline-{run.run_id}")
         try:
-            outcome = await work
-        except asyncio.CancelledError:
-            if execution.lost:
-                return None
-            if not execution.cancel_requested:
-                await self._hand_back(run, fence=execution.fence)
-                return None
-            outcome = Outcome.cancelled()
+            ended = await self._outlast(execution, work)
         finally:
             execution.work = None
+        if not ended:
+            self._abandon(execution, work)
         if execution.lost:
             return None
         if execution.cancel_requested:
-            return Outcome.cancelled()  # the pipeline swallowed its cancellation
-        return outcome
+            return Outcome.cancelled()  # also when the pipeline swallowed its cancellation
+        if execution.overtime:
+            return Outcome.timed_out(run.timeout_s or 0)
+        if not ended or work.cancelled():  # stopped by the drain
+            await self._hand_back(run, fence=execution.fence)
+            return None
+        return work.result()
+
+    async def _outlast(self, execution: Execution, work: asyncio.Task[Outcome]) -> bool:
+        """Wait for the pipeline's task to end; False when it has not within
+        ``cancel_grace_s`` of being stopped (or of its timeout): it swallows its
+        cancellation, and waiting longer would hold the run (and a SIGTERM)
+        for ever."""
+        grace = self._settings.cancel_grace_s
+        timeout_s = execution.run.timeout_s
+        await asyncio.wait(
+            (work, execution.stopped),
+            timeout=None if timeout_s is None else timeout_s + grace,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if work.done():
+            return True
+        if not execution.stopped.done():
+            execution.overtime = True  # its own timeout's cancellation was swallowed a grace ago
+            return False
+        await asyncio.wait((work,), timeout=grace)
+        return work.done()
+
+    def _abandon(self, execution: Execution, work: asyncio.Task[Outcome]) -> None:
+        """Leave a pipeline that ignores its cancellation to itself: the run is
+        recorded without it, and each of its later writes is refused by the
+        run's fence (the run is no longer this attempt's)."""
+        log.error(
+            "run %s: the pipeline %s ignored its cancellation for %g s; giving up on it",
+            execution.run.run_id,
+            execution.run.pipeline,
+            self._settings.cancel_grace_s,
+        )
+        work.cancel()
+        self._abandoned.add(work)
+        work.add_done_callback(self._abandoned.discard)
 
     async def _call_pipeline(self, execution: Execution) -> Outcome:
         run = execution.run
         pipeline = self._app.pipelines.get(run.pipeline)
-        if pipeline is None:
+        if pipeline is None:  # defensive: the store claims only the pipelines served here
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
         ctx = RunContext(
-            run, self._events, self._store, self._app.limits, self._settings.history_max, fence=execution.fence
+            run,
+            self._events,
+            self._store,
+            self._app.limits,
+            self._settings.history_max,
+            fence=execution.fence,
+            resources=self._app.resources,
         )
         token = ctx._activate()
         deadline = asyncio.timeout(run.timeout_s)
@@ -286,8 +368,8 @@ class Engine:
         except LeaseLost:
             self._lease_lost(run.run_id)
             return Outcome.failed("worker_lost", "this worker lost the run's lease")  # never written: fenced
-        except RunTooLarge as exc:  # the store refused its events: the error's code is the run's
-            return Outcome.failed(exc.code, exc.message)
+        except EventsLost as lost:
+            return Outcome.failed(lost.code, str(lost))
         except Exception as exc:
             return self._failure(run, exc)
         finally:
@@ -299,6 +381,17 @@ class Engine:
         log.error("run %s of %s failed", run.run_id, run.pipeline, exc_info=exc)
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return Outcome.failed("pipeline_error", message)
+
+    async def _end(self, execution: Execution, outcome: Outcome) -> None:
+        """Record how the pipeline ended; ``failed`` instead of ``succeeded`` when
+        some of the run's events could not be stored (``events_lost``)."""
+        run = execution.run
+        with contextlib.suppress(StatusConflict):  # logged by _finish
+            try:
+                await self._finish(run, outcome, expect=RUNNING, fence=execution.fence)
+            except EventsLost as lost:
+                failed = Outcome.failed(lost.code, str(lost))
+                await self._finish(run, failed, expect=RUNNING, fence=execution.fence)
 
     async def _finish(
         self,
@@ -318,6 +411,8 @@ class Engine:
             log.info("run %s was already %s; %s not recorded", run.run_id, conflict.actual, outcome.status)
             raise
         metrics.RUNS_TOTAL.labels(run.pipeline, outcome.status.value).inc()
+        code = outcome.error.code if outcome.error is not None else None
+        log_run("ended", run, status=outcome.status.value, code=code)
         await self._store.touch_session(run.session_id, now())  # a run's end is its session's activity
 
     # -- orphaned runs ---------------------------------------------------------
@@ -341,6 +436,7 @@ class Engine:
                 await self._events.append_group(run.run_id, [("status", status)], update, fence=fence)
             except StatusConflict:
                 return
+            log_run("handed_back", run, next_attempt=attempt, reason="worker_lost")
             await self._broker.signal(WAKE)  # any worker may take it; this one if it is not draining
         else:
             lost = Outcome.failed("worker_lost", "the worker executing this run stopped before it finished")
@@ -366,22 +462,36 @@ class Engine:
         for run_id in renewal.cancel:
             self._cancel_here(run_id)
 
-    async def _maintain(self) -> None:
+    async def _renew_forever(self) -> None:
+        """Renew this worker's leases every third of a lease (at least every 5 s):
+        two renewals may fail before one is lost. Draining included."""
+        tick = min(self._settings.lease_s / 3, 5.0)
+        while True:
+            try:
+                if not self._draining:
+                    await self._store.worker_seen(self.worker_id, self.pipelines, now())
+                await self._renew_leases()
+            except Exception:
+                log.exception("renewing leases failed; retrying")
+            await asyncio.sleep(tick)
+
+    async def _keep_house(self) -> None:
+        """Recover runs whose worker died, and sweep what expired. Apart from the
+        renewals, so that a slow sweep never delays a renewal past a lease."""
         settings = self._settings
-        tick = min(settings.lease_s / 3, 5.0)
+        tick = min(settings.lease_s / 3, settings.sweep_interval_s, 5.0)
         last_sweep = 0.0
         while True:
             try:
-                await self._renew_leases()
                 await self._recover_expired_leases()
                 self._forget_old_cancels()
                 sweeping = self._sweeper is not None and not self._sweeper.done()
                 if now() - last_sweep >= settings.sweep_interval_s and not sweeping:
                     last_sweep = now()
-                    # a task of its own: a long sweep (many short writes) never delays lease renewals
+                    # a task of its own: a long sweep (many short writes) never delays recovery
                     self._sweeper = asyncio.create_task(self._sweep(), name="runyard-sweeper")
             except Exception:
-                log.exception("maintenance pass failed; retrying")
+                log.exception("housekeeping pass failed; retrying")
             await asyncio.sleep(tick)
 
     async def _sweep(self) -> None:
@@ -402,10 +512,18 @@ class Engine:
             del self._cancel_memo[run_id]
 
 
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 def _jsonable(output: Any) -> Any:
-    """The pipeline's return value as JSON data (pydantic models are dumped)."""
+    """The pipeline's return value as JSON data (pydantic models are dumped) that
+    can be served (``NestedTooDeep`` otherwise: the run fails ``pipeline_error``)."""
     if isinstance(output, BaseModel):
-        return output.model_dump(mode="json")
+        output = output.model_dump(mode="json")
+    check_depth(output, "the pipeline's output")
     try:
         orjson.dumps(output)
     except TypeError as exc:

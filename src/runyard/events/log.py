@@ -6,6 +6,11 @@ wakes the appenders. Under light load a batch is a single event and waits for
 nothing but its own commit; under heavy load, appends that arrive during a
 commit (or within GATHER_S of the last one) share the next, so throughput grows
 with concurrency.
+
+A group carrying a run's update (its end, or its hand-back) is written in a
+later transaction than the run's earlier events, so that their fate is known
+first: a run some of whose events could not be persisted for good never ends
+``succeeded`` (``EventsLost``).
 """
 
 from __future__ import annotations
@@ -13,12 +18,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from runyard.broker.base import Broker
 from runyard.errors import StoreUnavailable
-from runyard.models import Event, EventDraft, Fence, LeaseLost, RunUpdate, dumps, now
+from runyard.models import (
+    Event,
+    EventDraft,
+    Fence,
+    LeaseLost,
+    RunStatus,
+    RunUpdate,
+    StatusConflict,
+    dumps,
+    now,
+)
 from runyard.observability import metrics
 from runyard.observability.tracing import span
 from runyard.store.base import AppendGroup, AppendResult, Store
@@ -41,6 +58,42 @@ RIDE_OUT_S = 60.0
 RETRY_MIN_S = 0.05
 RETRY_MAX_S = 1.0
 
+EVENTS_LOST = "events_lost"
+
+
+class EventsLost(Exception):
+    """Events of a run could not be persisted for good: the run must not end
+    ``succeeded``. ``code`` is the failure code the run ends with: the cause's
+    ``run_error_code`` when the store gave its refusal one (a per-run cap's
+    ``too_large``), else ``events_lost``."""
+
+    def __init__(self, run_id: str, count: int, types: Counter[str], cause: BaseException) -> None:
+        listed = ", ".join(f"{type} x{n}" for type, n in types.most_common())
+        super().__init__(f"{count} events of run {run_id} could not be stored ({listed}): {cause}")
+        self.run_id = run_id
+        self.count = count
+        self.types = Counter(types)  # as of this error: the run's loss may grow
+        code = getattr(cause, "run_error_code", None)
+        self.code = code if isinstance(code, str) else EVENTS_LOST
+
+
+@dataclass(slots=True)
+class _Loss:
+    """What a run lost so far, until its attempt ends."""
+
+    count: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    error: EventsLost | None = None
+
+
+def _surely_lost(failure: BaseException) -> bool:
+    """Whether a failed group's events are lost for good: not when they were
+    refused on purpose (a condition, a fence), nor when the commit may have
+    happened (the run's log then likely holds them)."""
+    in_doubt = isinstance(failure, StoreUnavailable) and failure.in_doubt
+    return not (in_doubt or isinstance(failure, StatusConflict))
+
+
 _Done = asyncio.Future[list[Event]]
 _Pending = tuple[AppendGroup, _Done | None]  # no future when nobody waits for the commit
 
@@ -56,8 +109,10 @@ class EventLog:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._in_flight: dict[str, int] = {}  # run id -> its events queued, not yet committed
-        self._failed: dict[str, BaseException] = {}  # run id -> why its unawaited events were lost
-        self.on_lease_lost: Callable[[str], None] | None = None  # told of every write refused by its fence
+        self._failed: dict[str, BaseException] = {}  # run id -> why its unawaited events were refused
+        self._lost: dict[str, _Loss] = {}  # run id -> its events that could not be stored, until its attempt ends
+        self._pending_updates = 0  # groups carrying an update in _pending
+        self.on_lease_lost: Callable[[str, Fence], None] | None = None  # told of every write refused by its fence
         self._outage_since: float | None = None  # when the store became unavailable, while it is
         self._retry_in = 0.0
 
@@ -80,11 +135,14 @@ class EventLog:
         A run may have up to ``IN_FLIGHT`` events not yet committed; its next
         append then waits for the commit, which bounds memory and lets one fast
         pipeline fill whole batches instead of paying a commit per event. A
-        failure to persist surfaces at the run's next append (or its end).
+        failure to persist surfaces at the run's next append (or its end):
+        ``EventsLost``, then at every later append of the attempt.
         """
         failure = self._failed.pop(run_id, None)
         if failure is not None:
             raise failure
+        if self._lost:
+            self._raise_if_lost(run_id)
         # Most appends are not awaited: they get no future at all (one per event
         # was a measurable share of the hot path).
         wait = self._in_flight.get(run_id, 0) >= IN_FLIGHT
@@ -101,10 +159,14 @@ class EventLog:
     ) -> list[Event]:
         """Persist events of one run atomically with ``update``, after every event
         the run queued before; ``StatusConflict`` if the update's expectation (or
-        ``LeaseLost`` if the fence) does not hold: then nothing of this group is written."""
+        ``LeaseLost`` if the fence) does not hold: then nothing of this group is written.
+        An update to ``succeeded`` of a run that lost events is refused with
+        ``EventsLost``; any other update ends the attempt and forgets the loss."""
         failure = self._failed.pop(run_id, None)
-        if failure is not None and update is None:
-            raise failure
+        if update is None:
+            if failure is not None:
+                raise failure
+            self._raise_if_lost(run_id)
         done = self._enqueue(run_id, items, update, fence, wait=True)
         assert done is not None
         return await done
@@ -127,6 +189,8 @@ class EventLog:
         drafts = [EventDraft(run_id, type, dumps(data), ts) for type, data in items]
         done: _Done | None = asyncio.get_running_loop().create_future() if wait else None
         self._pending.append((AppendGroup(run_id, drafts, update, fence), done))
+        if update is not None:
+            self._pending_updates += 1
         self._in_flight[run_id] = self._in_flight.get(run_id, 0) + 1
         self._wakeup.set()
         return done
@@ -144,8 +208,62 @@ class EventLog:
             if self._closing:
                 return
 
+    def _raise_if_lost(self, run_id: str) -> None:
+        loss = self._lost.get(run_id)
+        if loss is not None and loss.error is not None:
+            raise loss.error
+
+    def _take_batch(self) -> list[_Pending]:
+        """The next groups to write, in order, up to MAX_BATCH; a group carrying
+        an update waits for the next batch (with its run's later groups) when
+        its run has events earlier in this one, so that their fate is known
+        before the run's status changes. It costs a run's end one more commit
+        at most, once per run."""
+        head, rest = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        if not self._pending_updates:
+            self._pending = rest
+            return head
+        batch: list[_Pending] = []
+        later: list[_Pending] = []
+        seen: set[str] = set()
+        held: set[str] = set()
+        for item in head:
+            group = item[0]
+            if group.run_id in held or (group.update is not None and group.run_id in seen):
+                held.add(group.run_id)
+                later.append(item)
+            else:
+                seen.add(group.run_id)
+                batch.append(item)
+                self._pending_updates -= group.update is not None
+        self._pending = later + rest
+        return batch
+
+    def _refuse_success_after_loss(self, batch: list[_Pending]) -> list[_Pending]:
+        """The batch without updates to ``succeeded`` of runs that lost events
+        (each refused with ``EventsLost``); any other update of such a run ends
+        its attempt, and the loss is forgotten."""
+        kept: list[_Pending] = []
+        for group, done in batch:
+            loss = self._lost.get(group.run_id) if group.update is not None else None
+            if loss is None or loss.error is None:
+                kept.append((group, done))
+                continue
+            del self._lost[group.run_id]
+            if group.update is not None and group.update.status is RunStatus.SUCCEEDED:
+                self._settle(group.run_id)
+                if done is not None and not done.done():
+                    done.set_exception(loss.error)
+                continue
+            kept.append((group, done))
+        return kept
+
     async def _write_batch(self) -> None:
-        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        batch = self._take_batch()
+        if self._lost:
+            batch = self._refuse_success_after_loss(batch)
+            if not batch:
+                return
         started = time.perf_counter()
         try:
             with span("runyard.store.append", groups=len(batch)):
@@ -153,6 +271,7 @@ class EventLog:
         except StoreUnavailable as exc:
             if not exc.in_doubt and self._ride_out(exc):
                 self._pending[:0] = batch  # nothing was written: the same batch, first, once the store is back
+                self._pending_updates += sum(group.update is not None for group, _ in batch)
                 await asyncio.sleep(self._retry_in)
                 return
             log.exception("event batch of %d groups could not be persisted", len(batch))
@@ -166,11 +285,17 @@ class EventLog:
                 log.warning("the store answers again after %.1fs", time.monotonic() - self._outage_since)
                 self._outage_since, self._retry_in = None, 0.0
         published: list[Event] = []
+        losses: dict[str, BaseException] = {}
         for (group, done), result in zip(batch, results, strict=True):
             self._settle(group.run_id)
             if isinstance(result, BaseException):
-                if isinstance(result, LeaseLost) and self.on_lease_lost is not None:
-                    self.on_lease_lost(group.run_id)
+                if isinstance(result, LeaseLost):
+                    self._lost.pop(group.run_id, None)  # the run is another attempt's now
+                    if self.on_lease_lost is not None and group.fence is not None:
+                        self.on_lease_lost(group.run_id, group.fence)
+                elif group.update is None and _surely_lost(result):
+                    losses.setdefault(group.run_id, result)
+                    result = self._record_loss(group, result)
                 if done is None:
                     self._failed[group.run_id] = result  # raised at the run's next append
                 elif not done.done():
@@ -179,8 +304,26 @@ class EventLog:
             published.extend(result)
             if done is not None and not done.done():
                 done.set_result(result)
+        for run_id, cause in losses.items():
+            loss = self._lost[run_id]
+            log.error(
+                "run %s: %d events could not be stored (%s); it cannot end succeeded",
+                run_id,
+                loss.count,
+                ", ".join(loss.types),
+                extra={"run_id": run_id, "lost_events": loss.count, "lost_types": dict(loss.types)},
+                exc_info=cause,
+            )
         if published:
             await self.publish(published)
+
+    def _record_loss(self, group: AppendGroup, cause: BaseException) -> EventsLost:
+        """Count ``group``'s events as lost for good; the error its run now gets."""
+        loss = self._lost.setdefault(group.run_id, _Loss())
+        loss.count += len(group.drafts)
+        loss.types.update(draft.type for draft in group.drafts)
+        loss.error = EventsLost(group.run_id, loss.count, loss.types, cause)
+        return loss.error
 
     def _ride_out(self, exc: StoreUnavailable) -> bool:
         """Whether to wait for the store rather than fail the batch: yes for up to

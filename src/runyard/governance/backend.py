@@ -11,8 +11,6 @@ from runyard.governance.breaker import Breaker, BreakerState
 from runyard.governance.semaphore import Semaphore
 from runyard.governance.windows import Windows
 
-DEFAULT_LEASE_S = 10.0  # a shared permit's lease: how soon a dead process's permits come back
-
 SUPPORTED_BACKENDS: BackendTable = {
     "local": ("runyard.governance.local", "LocalLimits", None),
     "redis": ("runyard.governance.redis", "RedisLimits", "redis"),
@@ -43,7 +41,8 @@ class LimitBackend(Protocol):
         ...
 
 
-def backend_from_url(url: str, *, lease_s: float = DEFAULT_LEASE_S) -> LimitBackend:
-    """The limits backend for the broker URL ``url``, not yet opened."""
+def backend_from_url(url: str, *, lease_s: float) -> LimitBackend:
+    """The limits backend for the broker URL ``url``, not yet opened; ``lease_s``
+    is a shared permit's lease (``RUNYARD_LIMIT_LEASE_S``)."""
     backend: LimitBackend = load_backend("limits", url, SUPPORTED_BACKENDS, lease_s=lease_s)
     return backend

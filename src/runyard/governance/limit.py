@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from runyard.errors import ConfigurationError
 from runyard.governance import retry
-from runyard.governance.backend import DEFAULT_LEASE_S, LimitBackend, backend_from_url
+from runyard.governance.backend import LimitBackend, backend_from_url
 from runyard.governance.breaker import Breaker, BreakerState
 from runyard.governance.local import LocalLimits
 from runyard.governance.semaphore import Permit, PermitLost, Semaphore, guard
@@ -83,6 +83,13 @@ class Limit:
     def in_flight(self) -> int:
         """Calls of this process holding a permit."""
         return self._parts.semaphore.in_flight if self._parts.semaphore else 0
+
+    @property
+    def queued(self) -> int:
+        """Calls waiting for a permit: in this process's lines on ``local://``; on
+        ``redis://`` the larger of this process's waiters (counted from the moment
+        they ask, before Redis has them in line) and the deployment's, as Redis last said."""
+        return self._parts.semaphore.queued if self._parts.semaphore else 0
 
     @asynccontextmanager
     async def acquire(self, ctx: RunContext, tokens: int = 0) -> AsyncIterator[None]:
@@ -196,12 +203,13 @@ class LimitRegistry:
         except KeyError:
             raise ConfigurationError(f"limit {name!r} is not declared: call app.limit({name!r}, ...)") from None
 
-    async def open(self, broker_url: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+    async def open(self, broker_url: str, *, lease_s: float = 10.0) -> None:
         """Keep the limits' state where the broker ``broker_url`` (``RUNYARD_BROKER``)
         says: ``redis://...`` shares it with every process on that Redis and
         ``?prefix=``; ``local://`` keeps it in this process. Opening again on the
         same URL does nothing. ``lease_s``: how long a shared permit outlives a
-        process that died holding it."""
+        process that died holding it (a served app passes ``RUNYARD_LIMIT_LEASE_S``;
+        10 s, the setting's default, for a registry used on its own)."""
         if broker_url == self._url:
             return
         if self._shared is not None:

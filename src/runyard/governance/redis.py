@@ -29,7 +29,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from runyard.broker.redis import split_url
-from runyard.governance.backend import DEFAULT_LEASE_S
 from runyard.governance.breaker import Breaker
 from runyard.governance.redis_breaker import RedisBreaker
 from runyard.governance.redis_common import REDIS_ERRORS, TIMEOUT_S, Outage, backoff, connect, jitter, log, server_ms
@@ -43,7 +42,7 @@ CLOSE_TIMEOUT_S = 2.0  # close() waits this long at most for permits to be given
 class RedisLimits:
     """The ``redis://`` limits backend of one process."""
 
-    def __init__(self, url: str, *, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def __init__(self, url: str, *, lease_s: float) -> None:
         if lease_s <= 0:
             raise ValueError("lease_s must be > 0")
         self.url = url

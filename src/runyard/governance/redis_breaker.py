@@ -25,7 +25,7 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from runyard.governance.breaker import Breaker, BreakerOpen, Ticket
-from runyard.governance.redis_common import REDIS_ERRORS, Outage, run, server_ms
+from runyard.governance.redis_common import REDIS_ERRORS, Outage, lua, run, server_ms
 from runyard.observability import metrics
 
 if TYPE_CHECKING:
@@ -33,55 +33,11 @@ if TYPE_CHECKING:
 
     from runyard.governance.redis import RedisLimits
 
-# KEYS: failures, tripped, cooling, probe
-
-# ARGV 1 token, 2 probe ms -> {0, failures}: closed; {1, 0}: the probe; {-1, ms}: open for about ms more
-_ADMIT = """
-if redis.call('EXISTS', KEYS[2]) == 0 then
-  return {0, tonumber(redis.call('GET', KEYS[1]) or 0)}
-end
-local cooling = redis.call('PTTL', KEYS[3])
-if cooling > 0 then return {-1, cooling} end
-if redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, 0} end
-return {-1, math.max(0, redis.call('PTTL', KEYS[4]))}
-"""
-
-# ARGV 1 token, 2 probe (1/0), 3 failures allowed, 4 reset ms -> 1 if the breaker is open now
-_FAILED = """
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  if ARGV[2] == '1' then
-    redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
-    if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
-  end
-  return 1
-end
-local failures = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], 86400000)
-if failures >= tonumber(ARGV[3]) then
-  redis.call('SET', KEYS[2], '1')
-  redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
-  redis.call('DEL', KEYS[1], KEYS[4])
-  return 1
-end
-return 0
-"""
-
-# ARGV 1 probe (1/0) -> 1 if the breaker is still open
-_SUCCEEDED = """
-if ARGV[1] == '1' then
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-  return 0
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-redis.call('DEL', KEYS[1])
-return 0
-"""
-
-# ARGV 1 token: a cancelled probe frees the slot at once
-_ABANDONED = """
-if redis.call('GET', KEYS[4]) == ARGV[1] then redis.call('DEL', KEYS[4]) end
-return 0
-"""
+# KEYS: failures, tripped, cooling, probe; each script describes its ARGV at its top
+_ADMIT = lua("breaker_admit")
+_FAILED = lua("breaker_failed")
+_SUCCEEDED = lua("breaker_succeeded")
+_ABANDONED = lua("breaker_abandoned")
 
 
 class RedisBreaker:

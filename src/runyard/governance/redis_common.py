@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -61,6 +62,11 @@ async def run(script: AsyncScript, keys: Sequence[str], args: Sequence[Any], tim
     """One call of ``script``, given up after ``timeout_s`` (``TimeoutError``)."""
     async with asyncio.timeout(timeout_s):
         return await script(keys=keys, args=args)
+
+
+def lua(name: str) -> str:
+    """The text of the script ``lua/{name}.lua`` shipped beside this module (read once, at import)."""
+    return files("runyard.governance").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
 def backoff(previous: float, ceiling: float = BACKOFF_MAX_S) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from runyard.models import RunStatus
 
@@ -83,6 +83,10 @@ class PipelineList(BaseModel):
 class Readiness(BaseModel):
     status: Literal["ready", "unready"]
     checks: dict[str, str]
+    unserved: dict[str, int] = Field(
+        default_factory=dict,
+        description="Pipelines with queued runs that no live worker serves, and how many runs wait for each",
+    )
 
 
 _DESCRIPTIONS = {
@@ -94,7 +98,7 @@ _DESCRIPTIONS = {
     413: "The body exceeds RUNYARD_MAX_BODY_BYTES",
     422: "A body of the wrong shape, input its pipeline refuses, or an Idempotency-Key reused with another body",
     429: "Over the owner's RUNYARD_QUOTA_RUNS (quota_exceeded) or RUNYARD_RATE_LIMIT (rate_limited, Retry-After)",
-    503: "A dependency does not answer",
+    503: "The store is busy or unreachable (store_unavailable): try again after Retry-After",
 }
 
 

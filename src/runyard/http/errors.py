@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute, Match
 
 from runyard.errors import RunyardError
 
@@ -25,6 +26,8 @@ HTTP_CODES = {
     422: "invalid_request",
     429: "rate_limited",
 }
+
+PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -60,13 +63,35 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = HTTP_CODES.get(exc.status_code, "error")
+    headers = dict(getattr(exc, "headers", None) or {})
     if exc.status_code == 404:
         message = f"no route {request.url.path}"
     elif exc.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}"
+        allowed = _allowed_methods(request)
+        if allowed:
+            headers["Allow"] = allowed
     else:
         message = str(exc.detail)
-    return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))
+    return error_response(exc.status_code, code, message, headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path (RFC 9110 15.5.6). Starlette's
+    own 405 names only the first route whose path matched, and FastAPI makes one
+    route per method: ``PUT /v1/sessions/x`` listed GET and not DELETE. Routes are
+    asked through their public ``matches``; one that takes any method (a mount,
+    whose app answers its own 405) says nothing about this path's methods."""
+
+    def served(route: BaseRoute, method: str) -> bool:
+        return route.matches({**request.scope, "method": method})[0] is Match.FULL
+
+    methods = [
+        method
+        for method in PROBED_METHODS
+        if any(served(route, method) and not served(route, "UNUSED") for route in request.app.router.routes)
+    ]
+    return ", ".join(methods)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -13,9 +15,23 @@ from starlette.responses import Response
 from runyard.errors import InvalidCursor
 from runyard.runtime import Runtime
 
+log = logging.getLogger("runyard.http")
+
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data), status_code=status, headers=headers, media_type="application/json")
+    return Response(_encode(data), status_code=status, headers=headers, media_type="application/json")
+
+
+def _encode(data: Any) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        # Values are checked when submitted (runyard.servable), so only a row stored
+        # before that rule (input 254 deep, say) gets here: it is still served, by the
+        # slower encoder whose limit is Python's recursion limit (about 1,000 levels),
+        # rather than failing every page that holds it for the whole retention.
+        log.warning("an answer orjson cannot encode was encoded by the json module", exc_info=True)
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def runtime_of(request: Request) -> Runtime:

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runyard.models import ID_PATTERN, Multitask, dumps
+from runyard.servable import check_depth
 
 # anchored: pydantic searches a pattern, it does not full-match it
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=rf"^{ID_PATTERN.pattern}$")]
@@ -18,22 +19,24 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-def _storable(value: Any) -> bytes:
-    """The JSON that will be stored; ``ValueError`` (so 422) for what JSON can't hold."""
+def _storable(value: Any, what: str) -> bytes:
+    """The JSON that will be stored; ``ValueError`` (so 422) for what JSON can't hold
+    or runyard could not serve later (nested too deep: ``runyard.servable``)."""
+    check_depth(value, what)
     try:
         return dumps(value)
-    except TypeError as exc:  # too deep, or a number JSON cannot carry
+    except TypeError as exc:  # a number JSON cannot carry, a lone surrogate
         raise ValueError(f"cannot be stored as JSON: {exc}") from None
 
 
 def _check_input(value: Any) -> Any:
-    _storable(value)
+    _storable(value, "input")
     return value
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     # key count and length are in the schema (Metadata); the total size is checked here
-    if value is not None and len(_storable(value)) > METADATA_MAX_BYTES:
+    if value is not None and len(_storable(value, "metadata")) > METADATA_MAX_BYTES:
         raise ValueError(f"metadata is at most {METADATA_MAX_BYTES} bytes of JSON")
     return value
 

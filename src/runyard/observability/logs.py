@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import orjson
 
@@ -35,6 +35,45 @@ def run_fields() -> dict[str, str]:
     if ctx is not None:
         fields.update(run_id=ctx.run_id, session_id=ctx.session_id, owner=ctx.owner, pipeline=ctx.pipeline)
     return fields
+
+
+RUN_LOG = logging.getLogger("runyard.runs")
+RunTransition = Literal["created", "started", "waiting", "handed_back", "ended"]
+
+
+class RunFacts(Protocol):
+    """What a line of a run's life names (a ``Run``; a run the store cancelled)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def session_id(self) -> str: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+def log_run(transition: RunTransition, run: RunFacts, **fields: Any) -> None:
+    """The one line of a run's life for ``transition``, carrying the run's
+    ``run_id``, ``session_id``, ``owner``, ``pipeline`` and ``attempt`` (and
+    ``fields``), so that an operator can grep one run across every process."""
+    RUN_LOG.info(
+        "run %s %s",
+        run.run_id,
+        transition.replace("_", " "),
+        extra={
+            "transition": transition,
+            "run_id": run.run_id,
+            "session_id": run.session_id,
+            "owner": run.owner,
+            "pipeline": run.pipeline,
+            "attempt": run.attempt,
+            **fields,
+        },
+    )
 
 
 class JSONFormatter(logging.Formatter):

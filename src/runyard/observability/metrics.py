@@ -29,6 +29,12 @@ QUEUE_DEPTH = Gauge(
     "Runs queued for a worker, deployment-wide",
     registry=REGISTRY,
 )
+UNSERVED_RUNS = Gauge(
+    "runyard_unserved_runs",
+    "Runs queued for a pipeline that no live worker serves, deployment-wide",
+    ["pipeline"],
+    registry=REGISTRY,
+)
 EVENTS_TOTAL = Counter("runyard_events_total", "Events persisted, by type", ["type"], registry=REGISTRY)
 STREAM_SUBSCRIBERS = Gauge("runyard_stream_subscribers", "Open event streams", registry=REGISTRY)
 REPLAY_SECONDS = Histogram(

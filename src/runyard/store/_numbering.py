@@ -20,8 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runyard.errors import RunTooLarge
-from runyard.models import Event, EventDraft, Fence, LeaseLost, RunStatus, RunUpdate, StatusConflict, dumps
-from runyard.store.base import AppendGroup, AppendResult
+from runyard.models import (
+    UNFINISHED,
+    Event,
+    EventDraft,
+    Fence,
+    LeaseLost,
+    RunError,
+    RunStatus,
+    RunUpdate,
+    StatusConflict,
+    dumps,
+)
+from runyard.store.base import AppendGroup, AppendResult, Cancelled
 
 
 @dataclass(slots=True)
@@ -121,3 +132,39 @@ def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_unti
         lease_expires_at=lease_until,
     )
     return AppendGroup(run_id, [EventDraft(run_id, "status", status, at)], update)
+
+
+# The run's end when the store itself cancels it (an interrupt, a session's
+# deletion): the same error, events and row as ``Outcome.cancelled()`` writes.
+CANCELLED = RunError("cancelled", "the run was cancelled")
+
+
+def cancel_group(run_id: str, at: float) -> AppendGroup:
+    """The append that cancels a queued or running run in the store: its
+    ``status`` and ``end`` events, ``cancelled``, no lease (so its worker's fenced
+    writes are refused from then on)."""
+    error = CANCELLED.to_dict()
+    update = RunUpdate(
+        status=RunStatus.CANCELLED,
+        expect=UNFINISHED,
+        error=CANCELLED,
+        finished_at=at,
+        clear_lease=True,
+    )
+    drafts = [
+        EventDraft(run_id, "status", dumps({"status": "cancelled"}), at),
+        EventDraft(run_id, "end", dumps({"status": "cancelled", "error": error}), at),
+    ]
+    return AppendGroup(run_id, drafts, update)
+
+
+CancelCandidate = tuple[str, RunStatus, str, str, int]  # run id, status before, pipeline, owner, attempt
+
+
+def cancellations(session_id: str, runs: Sequence[CancelCandidate], results: Sequence[AppendResult]) -> list[Cancelled]:
+    """What ``cancel_group`` appends did, for the session's runs they were for."""
+    return [
+        Cancelled(run_id, status is RunStatus.RUNNING, result, pipeline, session_id, owner, attempt)
+        for (run_id, status, pipeline, owner, attempt), result in zip(runs, results, strict=True)
+        if isinstance(result, list)
+    ]

@@ -98,6 +98,10 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (owner, key)
     )""",
     "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+    # the workers that claim runs, and the pipelines each serves: what says which
+    # queued runs no live worker will ever claim
+    'CREATE TABLE workers (worker_id text COLLATE "C" PRIMARY KEY, pipelines text[] NOT NULL,'
+    " last_seen float8 NOT NULL)",
     # RUNYARD_MAX_RUN_BYTES: what a run's events weigh, kept beside last_seq under the
     # same row lock (runs stored before this count from 0)
     "ALTER TABLE runs ADD COLUMN stored_bytes bigint NOT NULL DEFAULT 0",
@@ -124,7 +128,8 @@ LOCK_RUNS = (
     "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes FROM runs"
     " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
 )
-# The ready runs (each the oldest unfinished run of its session), fairest first:
+# The ready runs (each the oldest unfinished run of its session, of a pipeline the
+# claiming worker serves: $2), fairest first:
 # an owner's n-th ready run takes turn (its running runs, on every worker, + n);
 # ties go to the owner served least recently, then to the oldest run. Read
 # without locks; LOCK_CLAIMABLE then takes those no other worker is claiming.
@@ -136,12 +141,15 @@ CLAIMABLE = f"""WITH heads AS (
     SELECT r.run_id, r.owner, r.created_seq,
         coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
     FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
-    WHERE r.status = 'queued'
+    WHERE r.status = 'queued' AND r.pipeline = ANY($2::text[])
 ), served AS (
     SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
     FROM (SELECT DISTINCT owner FROM ready) o
 )
 SELECT run_id FROM ready JOIN served USING (owner) ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
+# queued runs per pipeline that no worker seen since $1 serves
+UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued' AND NOT EXISTS
+    (SELECT 1 FROM workers w WHERE w.last_seen >= $1 AND r.pipeline = ANY(w.pipelines)) GROUP BY pipeline"""
 # SKIP LOCKED: a run another worker is claiming right now is left to it, never waited for
 LOCK_CLAIMABLE = (
     f"SELECT {RUN_COLUMNS}, cancel_requested FROM runs WHERE run_id = ANY($1::text[]) AND status = 'queued'"

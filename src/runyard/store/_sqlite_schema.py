@@ -85,6 +85,9 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (owner, key)
     ) WITHOUT ROWID""",
     "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+    # the workers that claim runs, and the pipelines each serves (a JSON list): what
+    # says which queued runs no live worker will ever claim
+    "CREATE TABLE workers (worker_id TEXT PRIMARY KEY, pipelines TEXT NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID",
 ]
 
 _STORED_RUN_COLUMNS = (
@@ -109,7 +112,8 @@ INSERT_RUN = (
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 EVENT_CHUNK = 256  # rows per multi-row INSERT
 FINISHED = "status NOT IN ('queued', 'running')"
-# The ready runs (each the oldest unfinished run of its session), fairest first:
+# The ready runs (each the oldest unfinished run of its session, of a pipeline the
+# claiming worker serves: the JSON list parameter), fairest first:
 # an owner's n-th ready run takes turn (its running runs + n); ties go to the
 # owner served least recently, then to the oldest run.
 CLAIMABLE = f"""WITH heads AS (
@@ -120,7 +124,7 @@ CLAIMABLE = f"""WITH heads AS (
     SELECT r.created_seq, r.owner,
         coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
     FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
-    WHERE r.status = 'queued'
+    WHERE r.status = 'queued' AND r.pipeline IN (SELECT value FROM json_each(?))
 ), served AS (
     SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
     FROM (SELECT DISTINCT owner FROM ready) o
@@ -130,6 +134,9 @@ CLAIMABLE = f"""WITH heads AS (
 )
 SELECT {RUN_COLUMNS}, cancel_requested FROM chosen JOIN runs USING (created_seq)
 ORDER BY turn, last NULLS FIRST, created_seq"""
+# queued runs per pipeline that no worker seen since the parameter serves
+UNSERVED = """SELECT pipeline, count(*) FROM runs WHERE status = 'queued' AND pipeline NOT IN
+    (SELECT p.value FROM workers w, json_each(w.pipelines) p WHERE w.last_seen >= ?) GROUP BY pipeline"""
 # a list travels as one JSON parameter: one cached statement whatever its length, no variable limit
 IN_JSON = "IN (SELECT value FROM json_each(?))"
 

@@ -7,7 +7,7 @@ ABC and passes the same contract suite (``tests/store/test_contract.py``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from runyard.errors import IdempotencyKeyReused, RunTooLarge
@@ -16,6 +16,7 @@ from runyard.models import (
     EventDraft,
     Fence,
     Message,
+    Multitask,
     Run,
     RunStatus,
     RunUpdate,
@@ -63,6 +64,47 @@ class Admission:
         return first
 
 
+@dataclass(frozen=True, slots=True)
+class SessionEntry:
+    """How a run enters an existing session, decided in its creation's transaction
+    with the session held (a row lock, or the only writer), so that creations and
+    a deletion racing through any number of processes are decided one at a time.
+
+    The session must exist, belong to the run's owner, not be deleted, and not be
+    expired: idle since before ``expired_before`` with no unfinished run (else
+    ``SessionNotFound``). Then ``multitask``: ``enqueue`` queues the run behind the
+    others, ``reject`` refuses it (``SessionBusy``) while any run is unfinished,
+    ``interrupt`` cancels every unfinished run in the same transaction.
+    """
+
+    multitask: Multitask
+    expired_before: float
+
+
+@dataclass(slots=True)
+class Cancelled:
+    """A run the store cancelled (an interrupt, a session's deletion): its row is
+    ``cancelled`` with its ``status`` and ``end`` events (to be published) and no
+    lease. A worker executing it (``was_running``) has its fenced writes refused
+    from then on, and is to be told to stop at once."""
+
+    run_id: str
+    was_running: bool
+    events: list[Event]
+    pipeline: str
+    session_id: str
+    owner: str
+    attempt: int
+
+
+@dataclass(slots=True)
+class Entered:
+    """A run created in an existing session, and the runs its entry cancelled."""
+
+    run: Run
+    cancelled: list[Cancelled] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class Claimed:
     """A run a worker claimed: now ``running`` under its lease, with the
@@ -87,6 +129,9 @@ AppendResult = list[Event] | StatusConflict | RunTooLarge
 # RUNYARD_MAX_RUN_BYTES's default: what one run's events may weigh in the store
 # (measured: the demo's ticker at 1,000,000 x 64 KiB wrote 137 MiB/s until swept).
 DEFAULT_MAX_RUN_BYTES = 256 * 1024 * 1024
+
+# A worker record unseen this long is dropped: a killed worker leaves one behind
+WORKER_FORGOTTEN_S = 24 * 3600.0
 
 
 class Store(ABC):
@@ -125,8 +170,11 @@ class Store(ABC):
         """Record activity at ``at``."""
 
     @abstractmethod
-    async def delete_session(self, session_id: str) -> None:
-        """Mark the session deleted and forget its memory; its runs stay."""
+    async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
+        """Mark the session deleted, forget its memory and cancel its unfinished
+        runs (finished at ``at``), all in one transaction: once it has returned,
+        no run of the session is queued or running, and none can be created in
+        it. Its runs stay readable. The runs it cancelled."""
 
     @abstractmethod
     async def forget_idle_sessions(self, idle_before: float) -> int:
@@ -149,6 +197,13 @@ class Store(ABC):
         the run stored. With ``admission``: ``QuotaExceeded`` (nothing written)
         when the owner's quota is used up; for a repeated idempotency key, the
         first request's run (nothing written) or ``IdempotencyKeyReused``."""
+
+    @abstractmethod
+    async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
+        """Insert a run into its existing session under ``entry``'s rules, and
+        ``admission``'s, in one transaction; ``run.created_at`` becomes the
+        session's last activity. A repeated idempotency key returns the first
+        run, with nothing written and nothing cancelled."""
 
     @abstractmethod
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
@@ -187,11 +242,15 @@ class Store(ABC):
         """The session's queued or running runs, oldest first."""
 
     @abstractmethod
-    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
+    async def claim(
+        self, worker_id: str, limit: int, at: float, lease_until: float, *, pipelines: Collection[str]
+    ) -> list[Claimed]:
         """Take up to ``limit`` ready runs for ``worker_id`` and mark them running, atomically.
 
         A queued run is ready when it is the oldest unfinished run of its session
-        (a session's runs execute one at a time, in order). Ready runs are taken
+        (a session's runs execute one at a time, in order) and its pipeline is one
+        of ``pipelines`` (those the worker serves): a run of another pipeline stays
+        queued, blocking its session, until a worker serving it claims it. Ready runs are taken
         fairly across owners: fewest running runs first (counted over every
         worker), then oldest. Each claimed run gets ``worker_id``, a lease until
         ``lease_until``, ``started_at = at`` and its ``status`` event
@@ -213,6 +272,23 @@ class Store(ABC):
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
         """Extend the leases this worker holds on these running runs; say which it
         no longer holds and which have a cancel request."""
+
+    # -- workers ---------------------------------------------------------------
+
+    @abstractmethod
+    async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
+        """Record that ``worker_id``, serving ``pipelines``, was alive at ``at``; the
+        records of workers not seen for ``WORKER_FORGOTTEN_S`` (killed, never
+        stopped cleanly) go."""
+
+    @abstractmethod
+    async def forget_worker(self, worker_id: str) -> None:
+        """The worker stopped cleanly: it serves nothing any more."""
+
+    @abstractmethod
+    async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
+        """Pipelines with queued runs that no worker seen since ``seen_since``
+        serves, each with how many runs wait for it."""
 
     @abstractmethod
     async def sweep_runs(self, finished_before: float) -> int:

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
-from runyard.errors import QuotaExceeded
-from runyard.models import UNFINISHED, Event, Message, Run, RunStatus, RunUpdate, Session
-from runyard.store._numbering import RunState, claim_group, number
+from runyard.errors import QuotaExceeded, SessionBusy, SessionNotFound
+from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, RunUpdate, Session
+from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
+    WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
     AppendResult,
+    Cancelled,
     Claimed,
+    Entered,
     LeaseRenewal,
+    SessionEntry,
     Store,
 )
 
@@ -47,6 +51,16 @@ def apply_update(run: Run, update: RunUpdate) -> None:
         run.lease_expires_at = update.lease_expires_at
 
 
+def check_entry(session: Session | None, run: Run, entry: SessionEntry, busy_with: str | None) -> None:
+    """``entry``'s rules, given the session (as locked) and its oldest unfinished run, if any."""
+    if session is None or session.deleted or session.owner != run.owner:
+        raise SessionNotFound(f"no session {run.session_id!r}")
+    if busy_with is None and session.last_activity < entry.expired_before:
+        raise SessionNotFound(f"session {run.session_id!r} expired")
+    if busy_with is not None and entry.multitask is Multitask.REJECT:
+        raise SessionBusy(f"session {run.session_id} has an unfinished run ({busy_with})")
+
+
 class MemoryStore(Store):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
@@ -64,6 +78,7 @@ class MemoryStore(Store):
         self._served: dict[str, float] = {}  # owner -> when a run of theirs was last claimed
         self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
         self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}  # (owner, key) -> fingerprint, run id, when
+        self._workers: dict[str, tuple[frozenset[str], float]] = {}  # worker id -> pipelines served, last seen
 
     async def open(self) -> None:
         pass
@@ -91,11 +106,20 @@ class MemoryStore(Store):
         if session is not None:
             session.last_activity = max(session.last_activity, at)
 
-    async def delete_session(self, session_id: str) -> None:
+    async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
         session = self._sessions.get(session_id)
         if session is not None:
             session.deleted = True
         self._memory.pop(session_id, None)
+        return await self._cancel_unfinished(session_id, at)
+
+    async def _cancel_unfinished(self, session_id: str, at: float) -> list[Cancelled]:
+        runs = [
+            (run.run_id, run.status, run.pipeline, run.owner, run.attempt)
+            for run in await self.unfinished_runs(session_id)
+        ]
+        results = await self.append([cancel_group(run[0], at) for run in runs])
+        return cancellations(session_id, runs, results)
 
     async def forget_idle_sessions(self, idle_before: float) -> int:
         busy = {run.session_id for run in self._runs.values() if run.status in UNFINISHED}
@@ -129,6 +153,23 @@ class MemoryStore(Store):
             await self.create_session(new_session)
         self._insert(run)
         return copy.deepcopy(run)
+
+    async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
+        # nothing here awaits for real: the checks and the writes are one step
+        if admission is not None and admission.idempotency_key is not None:
+            seen = await self.idempotent_run(run.owner, admission.idempotency_key, admission.since)
+            if seen is not None:
+                return Entered(admission.repeat_of(*seen))
+        session = self._sessions.get(run.session_id)
+        unfinished = await self.unfinished_runs(run.session_id)
+        check_entry(session, run, entry, busy_with=unfinished[0].run_id if unfinished else None)
+        if admission is not None:
+            await self._admit(run, admission)
+        interrupt = unfinished and entry.multitask is Multitask.INTERRUPT
+        cancelled = await self._cancel_unfinished(run.session_id, run.created_at) if interrupt else []
+        self._insert(run)
+        await self.touch_session(run.session_id, run.created_at)
+        return Entered(copy.deepcopy(run), cancelled)
 
     async def _admit(self, run: Run, admission: Admission) -> Run | None:
         """The first run of a repeated key, or None once ``run`` is admitted (and counted)."""
@@ -218,7 +259,9 @@ class MemoryStore(Store):
             if run.status is RunStatus.RUNNING and run.lease_expires_at is not None and run.lease_expires_at < at
         ]
 
-    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
+    async def claim(
+        self, worker_id: str, limit: int, at: float, lease_until: float, *, pipelines: Collection[str]
+    ) -> list[Claimed]:
         heads: dict[str, Run] = {}  # session id -> its oldest unfinished run
         running: Counter[str] = Counter()  # owner -> runs running
         for run_id in self._unfinished:
@@ -226,7 +269,8 @@ class MemoryStore(Store):
             heads.setdefault(run.session_id, run)
             if run.status is RunStatus.RUNNING:
                 running[run.owner] += 1
-        ready = [run for run in heads.values() if run.status is RunStatus.QUEUED]
+        serves = frozenset(pipelines)
+        ready = [run for run in heads.values() if run.status is RunStatus.QUEUED and run.pipeline in serves]
         waiting: Counter[str] = Counter()
         turns = []
         for age, run in enumerate(ready):  # oldest first
@@ -259,6 +303,23 @@ class MemoryStore(Store):
             if run_id in self._cancel_requested:
                 renewal.cancel.add(run_id)
         return renewal
+
+    async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
+        self._workers[worker_id] = (frozenset(pipelines), at)
+        for gone in [w for w, (_, seen) in self._workers.items() if seen < at - WORKER_FORGOTTEN_S]:
+            del self._workers[gone]
+
+    async def forget_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
+        served = {name for pipelines, seen in self._workers.values() if seen >= seen_since for name in pipelines}
+        waiting = Counter(
+            run.pipeline
+            for run_id in self._unfinished
+            if (run := self._runs[run_id]).status is RunStatus.QUEUED and run.pipeline not in served
+        )
+        return dict(waiting)
 
     async def sweep_runs(self, finished_before: float) -> int:
         old = [

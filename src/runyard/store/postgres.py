@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
 from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
-from runyard.models import Event, Message, Run, RunStatus, Session
-from runyard.store._numbering import RunState, claim_group, number
+from runyard.models import Event, Message, Multitask, Run, RunStatus, Session
+from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
 from runyard.store._postgres_schema import (
     CLAIMABLE,
     DELETE_EVENT_CHUNK,
@@ -45,6 +45,7 @@ from runyard.store._postgres_schema import (
     RUN_COLUMNS,
     SESSION_COLUMNS,
     UNFINISHED,
+    UNSERVED,
     UPDATABLE,
     UPDATE_LAST_SEQS,
     UPDATE_RUNS,
@@ -58,14 +59,18 @@ from runyard.store._sqlite_schema import dump, load, merged_columns
 from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, pack
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
+    WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
     AppendResult,
+    Cancelled,
     Claimed,
+    Entered,
     LeaseRenewal,
+    SessionEntry,
     Store,
 )
-from runyard.store.memory import apply_update
+from runyard.store.memory import apply_update, check_entry
 
 __all__ = ["MIGRATIONS", "PostgresStore", "pool_options"]
 
@@ -85,6 +90,9 @@ CONNECTION_LOST = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a lost server
 )
+# errors that mean "PostgreSQL is up but takes no more connections now" (its
+# max_connections reached): nothing ran, the request may be tried again (503)
+REFUSED = (asyncpg.exceptions.TooManyConnectionsError,)
 STATUSES = {status.value: status for status in RunStatus}  # a dict lookup, not an Enum call per row
 
 
@@ -165,9 +173,12 @@ CANDIDATES_PER_CLAIM = 2
 CANDIDATES_EXTRA = 8
 
 
-async def _claim(conn: Connection, worker_id: str, limit: int, at: float, until: float) -> list[Claimed]:
+async def _claim(
+    conn: Connection, worker_id: str, limit: int, at: float, until: float, served: list[str]
+) -> list[Claimed]:
     """Claim inside the caller's transaction (FOR UPDATE SKIP LOCKED)."""
-    candidates = [row[0] for row in await conn.fetch(CLAIMABLE, limit * CANDIDATES_PER_CLAIM + CANDIDATES_EXTRA)]
+    wanted = limit * CANDIDATES_PER_CLAIM + CANDIDATES_EXTRA
+    candidates = [row[0] for row in await conn.fetch(CLAIMABLE, wanted, served)]
     if not candidates:
         return []
     locked = {row["run_id"]: row for row in await conn.fetch(LOCK_CLAIMABLE, candidates)}
@@ -182,6 +193,58 @@ async def _claim(conn: Connection, worker_id: str, limit: int, at: float, until:
             claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
     # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
     return claimed
+
+
+async def _cancel_unfinished(conn: Connection, session_id: str, at: float, sparing: str = "") -> list[Cancelled]:
+    """Cancel the session's queued and running runs but ``sparing``, inside the
+    caller's transaction (which holds the session's row)."""
+    # locked first (in run id order, as append locks), then read by a statement of
+    # its own: its snapshot sees them as locked, so "was it running" cannot change
+    # under us (a claim taking a queued run meanwhile, say)
+    locked = await conn.fetch(
+        f"SELECT run_id FROM runs WHERE session_id = $1 AND {UNFINISHED} AND run_id <> $2 ORDER BY run_id FOR UPDATE",
+        session_id,
+        sparing,
+    )
+    if not locked:
+        return []
+    rows = await conn.fetch(
+        f"SELECT run_id, status, pipeline, owner, attempt FROM runs WHERE run_id = ANY($1::text[]) AND {UNFINISHED}"
+        " ORDER BY created_seq",
+        [row[0] for row in locked],
+    )
+    runs = [(row[0], STATUSES[row[1]], row[2], row[3], row[4]) for row in rows]
+    return cancellations(session_id, runs, await _append(conn, [cancel_group(run[0], at) for run in runs]))
+
+
+async def _enter(conn: Connection, run: Run, entry: SessionEntry, admission: Admission | None) -> Entered:
+    """``enter_session`` inside the caller's transaction. The session's row lock
+    comes first: creations in one session, and its deletion, take turns, each
+    seeing what the one before committed (every statement of READ COMMITTED
+    reads anew). Then the key's and the quota's rows, as ``create_run`` takes
+    them, then the runs' rows, as ``append`` does: one order, no deadlock."""
+    found = await conn.fetchrow(
+        f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = $1 FOR UPDATE", run.session_id
+    )
+    if admission is not None:
+        first = await _admit(conn, run, admission)  # rolled back with the rest if a check below fails
+        if first is not None:
+            return Entered(first)
+    busy = await conn.fetchval(
+        f"SELECT run_id FROM runs WHERE session_id = $1 AND {UNFINISHED} ORDER BY created_seq LIMIT 1",
+        run.session_id,
+    )
+    check_entry(None if found is None else session_from_record(found), run, entry, busy)
+    cancelled = []
+    if busy is not None and entry.multitask is Multitask.INTERRUPT:
+        cancelled = await _cancel_unfinished(conn, run.session_id, run.created_at)
+    await conn.execute(INSERT_RUN, *run_row(run))
+    await conn.execute(
+        "UPDATE sessions SET last_activity = greatest(last_activity, $2) WHERE session_id = $1",
+        run.session_id,
+        run.created_at,
+    )
+    return Entered(run, cancelled)
 
 
 async def _admit(conn: Connection, run: Run, admission: Admission) -> Run | None:
@@ -253,6 +316,8 @@ class _Statements:
             return await method(sql, *arguments)
         except CONNECTION_LOST as exc:
             raise StoreUnavailable(f"lost the connection to PostgreSQL at {self._where}: {exc}", in_doubt=True) from exc
+        except REFUSED as exc:
+            raise StoreUnavailable(f"PostgreSQL at {self._where} refuses connections: {exc}", in_doubt=False) from exc
 
 
 class PostgresStore(Store):
@@ -364,6 +429,10 @@ class PostgresStore(Store):
                 raise StoreUnavailable(
                     f"lost the connection to PostgreSQL at {_where(self.url)}: {exc}", in_doubt=committing
                 ) from exc
+            except REFUSED as exc:  # on connecting: nothing ran
+                raise StoreUnavailable(
+                    f"PostgreSQL at {_where(self.url)} refuses connections: {exc}", in_doubt=False
+                ) from exc
 
         return await asyncio.shield(transaction())
 
@@ -431,12 +500,14 @@ class PostgresStore(Store):
             "UPDATE sessions SET last_activity = $2 WHERE session_id = $1 AND last_activity < $2", session_id, at
         )
 
-    async def delete_session(self, session_id: str) -> None:
-        async def work(conn: Connection) -> None:
+    async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
+        async def work(conn: Connection) -> list[Cancelled]:
+            # the UPDATE takes the session's row lock first, as _enter does
             await conn.execute("UPDATE sessions SET deleted = true WHERE session_id = $1", session_id)
             await conn.execute("DELETE FROM messages WHERE session_id = $1", session_id)
+            return await _cancel_unfinished(conn, session_id, at)
 
-        await self._transact(work)
+        return await self._transact(work)
 
     async def forget_idle_sessions(self, idle_before: float) -> int:
         # a session with a run still queued or running is busy, never idle
@@ -495,6 +566,9 @@ class PostgresStore(Store):
             return run
 
         return await self._transact(work)
+
+    async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
+        return await self._transact(lambda conn: _enter(conn, run, entry, admission))
 
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
         row = await self._db().fetchrow(IDEMPOTENT_RUN, owner, key, since)
@@ -565,11 +639,14 @@ class PostgresStore(Store):
             at,
         )
 
-    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
+    async def claim(
+        self, worker_id: str, limit: int, at: float, lease_until: float, *, pipelines: Collection[str]
+    ) -> list[Claimed]:
         if limit <= 0:
             return []
+        served = list(pipelines)
         claimed = await self._transact_once(
-            lambda conn: _claim(conn, worker_id, limit, at, lease_until),
+            lambda conn: _claim(conn, worker_id, limit, at, lease_until, served),
             lambda result: result[0].event if result else None,
         )
         return claimed
@@ -593,6 +670,23 @@ class PostgresStore(Store):
         )
         kept = {row[0] for row in rows}
         return LeaseRenewal(lost=set(run_ids) - kept, cancel={row[0] for row in rows if row[1]})
+
+    async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
+        await self._execute(
+            "WITH gone AS (DELETE FROM workers WHERE last_seen < $4 AND worker_id <> $1)"
+            " INSERT INTO workers (worker_id, pipelines, last_seen) VALUES ($1, $2, $3) ON CONFLICT (worker_id)"
+            " DO UPDATE SET pipelines = EXCLUDED.pipelines, last_seen = EXCLUDED.last_seen",
+            worker_id,
+            sorted(pipelines),
+            at,
+            at - WORKER_FORGOTTEN_S,
+        )
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
+
+    async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
+        return {row[0]: row[1] for row in await self._db().fetch(UNSERVED, seen_since)}
 
     async def sweep_runs(self, finished_before: float) -> int:
         """In bounded deletes (``_sweep``), each a transaction of its own: no single

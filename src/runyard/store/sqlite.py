@@ -19,19 +19,22 @@ run in that thread too, between batches.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
+import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
-from runyard.errors import ConfigurationError, QuotaExceeded, StoreError
-from runyard.models import Event, Message, Run, RunStatus, Session
-from runyard.store._numbering import RunState, claim_group, number
+from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
+from runyard.models import Event, Message, Multitask, Run, RunStatus, Session
+from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
 from runyard.store._sqlite_schema import (
     CLAIMABLE,
     EVENT_CHUNK,
@@ -44,6 +47,7 @@ from runyard.store._sqlite_schema import (
     RUN_COLUMNS,
     SESSION_COLUMNS,
     STORED_BYTES,
+    UNSERVED,
     dump,
     insert_events,
     json_list,
@@ -58,16 +62,20 @@ from runyard.store._sqlite_schema import (
 from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, chunk_end, pack
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
+    WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
     AppendResult,
+    Cancelled,
     Claimed,
+    Entered,
     LeaseRenewal,
+    SessionEntry,
     Store,
 )
-from runyard.store.memory import apply_update
+from runyard.store.memory import apply_update, check_entry
 
-__all__ = ["MIGRATIONS", "SQLiteStore", "database_path"]
+__all__ = ["MIGRATIONS", "SQLiteStore", "database_path", "refuse_if_in_use"]
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
@@ -115,12 +123,78 @@ READER_PRAGMAS = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = 
 
 def database_path(url: str) -> str:
     """``sqlite:///x.db`` → ``x.db`` (relative to the working directory), ``sqlite:////abs.db``
-    → ``/abs.db``, ``sqlite:///:memory:`` (or ``sqlite://``) → ``:memory:``."""
+    → ``/abs.db``, ``sqlite:///:memory:`` (or ``sqlite://``) → ``:memory:``; a ``?query`` is not
+    part of the path (``busy_timeout_ms``)."""
+    url = url.partition("?")[0]
     if url == "sqlite://":
         return ":memory:"
     if not url.startswith("sqlite:///") or url == "sqlite:///":
         raise ConfigurationError(f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////abs.db")
     return url.removeprefix("sqlite:///")
+
+
+def busy_timeout_ms(url: str) -> int:
+    """``?busy_timeout_ms=N``: how long a write waits for SQLite's lock held by another
+    connection before it fails with ``StoreUnavailable`` (503); ``BUSY_TIMEOUT_MS`` by default."""
+    value = dict(parse_qsl(urlsplit(url).query)).get("busy_timeout_ms", str(BUSY_TIMEOUT_MS))
+    if not value.isdigit():
+        raise ConfigurationError(f"bad SQLite URL {url!r}: busy_timeout_ms is a number of milliseconds")
+    return int(value)
+
+
+# SQLite's primary result codes that mean "busy or unreachable now", not "this
+# statement is wrong": the same request may succeed later (503, not 500).
+UNAVAILABLE = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN}
+
+
+def _unavailable(exc: Exception, path: str) -> Exception:
+    """``exc`` as ``StoreUnavailable`` when SQLite was busy or unreachable. Nothing
+    was written: a transaction that failed is rolled back whole."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, sqlite3.OperationalError) and code is not None and code & 0xFF in UNAVAILABLE:
+        return StoreUnavailable(f"SQLite database {path!r} is busy or unavailable: {exc}", in_doubt=False)
+    return exc
+
+
+def _lock_file(path: str) -> int:
+    """Hold ``path``'s sidecar ``<path>.lock`` exclusively for the store's lifetime;
+    the descriptor to close to release it.
+
+    One process per file: the writer caches run states on the premise that it is
+    the only writer, and two processes would claim each other's runs. flock, not
+    fcntl: SQLite's own locks on the database are POSIX (fcntl) locks, which a
+    process loses on closing *any* descriptor of that file, so a lock taken on
+    the database itself would put SQLite's at risk; a sidecar file shares
+    nothing with SQLite. The kernel releases it when the process dies, kill -9
+    included: no stale lock to clean up by hand."""
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot open SQLite database {path!r}: cannot create its lock file ({exc})") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"SQLite database {path!r} is already in use by another runyard process (it holds {lock_path!r})."
+            " A SQLite file serves one process: stop that process first, or, to run several processes"
+            " (API and workers, or two apps side by side), use PostgreSQL and Redis"
+            " (RUNYARD_STORE=postgresql://..., RUNYARD_BROKER=redis://...)."
+        ) from None
+    except OSError as exc:
+        os.close(fd)
+        raise StoreError(f"cannot lock {lock_path!r} for SQLite database {path!r}: {exc}") from exc
+    return fd
+
+
+def refuse_if_in_use(url: str) -> None:
+    """``StoreError`` naming the file if another process holds ``url``'s database:
+    for a server to refuse with that one line before it starts (the store's own
+    lock, taken when it opens, is what guards the file)."""
+    path = database_path(url)
+    if path != ":memory:" and os.path.exists(f"{path}.lock"):
+        os.close(_lock_file(path))
 
 
 def _connect(path: str, pragmas: str) -> sqlite3.Connection:
@@ -258,10 +332,10 @@ def _copy(state: RunState) -> RunState:
 
 
 def _claim(
-    db: sqlite3.Connection, worker_id: str, limit: int, at: float, until: float, known: RunStates
+    db: sqlite3.Connection, worker_id: str, limit: int, at: float, until: float, served: str, known: RunStates
 ) -> list[Claimed]:
     """Claim in the writer thread: being the only writer, select-then-update cannot race."""
-    rows = db.execute(CLAIMABLE, (max(limit, 0),)).fetchall()
+    rows = db.execute(CLAIMABLE, (served, max(limit, 0))).fetchall()
     runs = [run_from_row(row) for row in rows]
     groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
     claimed = []
@@ -336,6 +410,51 @@ def _switch_to_incremental_vacuum(db: sqlite3.Connection) -> None:
     db.execute("VACUUM")
 
 
+def _cancel_unfinished(
+    db: sqlite3.Connection, session_id: str, at: float, known: RunStates, sparing: str = ""
+) -> list[Cancelled]:
+    """Cancel the session's queued and running runs but ``sparing`` (in the writer
+    thread); last in its work, as ``_append`` must be."""
+    runs = [
+        (run_id, RunStatus(status), pipeline, owner, attempt)
+        for run_id, status, pipeline, owner, attempt in db.execute(
+            "SELECT run_id, status, pipeline, owner, attempt FROM runs"
+            f" WHERE session_id = ? AND NOT {FINISHED} AND run_id != ?"
+            " ORDER BY created_seq",
+            (session_id, sparing),
+        )
+    ]
+    if not runs:
+        return []
+    return cancellations(session_id, runs, _append(db, [cancel_group(run[0], at) for run in runs], known))
+
+
+def _enter(
+    db: sqlite3.Connection, run: Run, entry: SessionEntry, admission: Admission | None, known: RunStates
+) -> Entered:
+    """``enter_session`` in the writer thread: the only writer, so the session
+    cannot change between its checks and the run's insertion."""
+    if admission is not None:
+        first = _admit(db, run, admission)  # rolled back with the savepoint if a check below fails
+        if first is not None:
+            return Entered(first)
+    found = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (run.session_id,)).fetchone()
+    busy = db.execute(
+        f"SELECT run_id FROM runs WHERE session_id = ? AND NOT {FINISHED} ORDER BY created_seq LIMIT 1",
+        (run.session_id,),
+    ).fetchone()
+    check_entry(None if found is None else session_from_row(found), run, entry, busy[0] if busy else None)
+    db.execute(INSERT_RUN, run_row(run))
+    db.execute(
+        "UPDATE sessions SET last_activity = max(last_activity, ?) WHERE session_id = ?",
+        (run.created_at, run.session_id),
+    )
+    if busy is None or entry.multitask is not Multitask.INTERRUPT:
+        return Entered(run)
+    # after the insertion, because _append must come last: the new run is spared
+    return Entered(run, _cancel_unfinished(db, run.session_id, run.created_at, known, sparing=run.run_id))
+
+
 def _insert_events(db: sqlite3.Connection, rows: list[tuple[int, int, str, bytes, float]]) -> None:
     start = 0
     while start < len(rows):
@@ -357,6 +476,7 @@ class SQLiteStore(Store):
         self.url = url
         self.max_run_bytes = max_run_bytes
         self.path = database_path(url)
+        self._busy_timeout = f" PRAGMA busy_timeout = {busy_timeout_ms(url)};"  # after the defaults: it wins
         self._memory = self.path == ":memory:"
         self._reader_count = readers
         # The standard sqlite3 module, not aiosqlite: aiosqlite runs one statement per
@@ -369,6 +489,7 @@ class SQLiteStore(Store):
         self._local = threading.local()  # .db: the reader thread's own connection
         self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._lock: int | None = None  # the descriptor holding <path>.lock, while open
         self._run_states: RunStates = {}  # unfinished runs; touched by the writer thread only
         self._incremental = True  # auto_vacuum = INCREMENTAL: a sweep gives its pages back
         self.commits = 0  # transactions committed, for tests and benchmarks
@@ -378,10 +499,14 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if self._db is not None:
             return
+        if not self._memory:
+            self._lock = _lock_file(self.path)
         self._writer_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-sqlite-writer")
         try:
             loop = asyncio.get_running_loop()
-            self._db = await loop.run_in_executor(self._writer_pool, _connect, self.path, WRITER_PRAGMAS)
+            self._db = await loop.run_in_executor(
+                self._writer_pool, _connect, self.path, WRITER_PRAGMAS + self._busy_timeout
+            )
             if not self._memory:
                 self._reader_pool = ThreadPoolExecutor(
                     max_workers=self._reader_count,
@@ -401,7 +526,7 @@ class SQLiteStore(Store):
             )
 
     def _open_reader(self) -> None:
-        db = _connect(self.path, READER_PRAGMAS)
+        db = _connect(self.path, READER_PRAGMAS + self._busy_timeout)
         self._local.db = db
         self._reader_dbs.append(db)
 
@@ -414,6 +539,9 @@ class SQLiteStore(Store):
         if writer is not None:
             await asyncio.get_running_loop().run_in_executor(writer, self._close_connections, db, readers)
             writer.shutdown(wait=False)  # its thread is idle now and ends by itself
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            os.close(lock)  # after the connections: the next process finds the file at rest
 
     def _close_connections(self, db: sqlite3.Connection | None, readers: ThreadPoolExecutor | None) -> None:
         if readers is not None:
@@ -475,7 +603,7 @@ class SQLiteStore(Store):
                 try:
                     outcomes = await loop.run_in_executor(self._writer_pool, _commit, db, works)
                 except Exception as exc:
-                    outcomes = [exc] * len(batch)
+                    outcomes = [_unavailable(exc, self.path)] * len(batch)
                     # the batch rolled back, appends included: what the cache learned
                     # from it is void (the writer thread is idle until the next batch)
                     self._run_states.clear()
@@ -505,12 +633,14 @@ class SQLiteStore(Store):
         if db is None:
             raise self._closed()
         loop = asyncio.get_running_loop()
-        if self._reader_pool is None:  # :memory:: the writer's connection is the only one
-            return await loop.run_in_executor(self._writer_pool, query, db)
         try:
+            if self._reader_pool is None:  # :memory:: the writer's connection is the only one
+                return await loop.run_in_executor(self._writer_pool, query, db)
             return await loop.run_in_executor(self._reader_pool, self._on_reader, query)
         except BrokenExecutor as exc:  # a reader connection could not be opened
             raise StoreError(f"cannot open SQLite database {self.path!r} for reading") from exc
+        except sqlite3.OperationalError as exc:
+            raise _unavailable(exc, self.path) from exc
 
     def _on_reader(self, query: Work[T]) -> T:
         db: sqlite3.Connection = self._local.db
@@ -542,12 +672,13 @@ class SQLiteStore(Store):
             "UPDATE sessions SET last_activity = max(last_activity, ?) WHERE session_id = ?", (at, session_id)
         )
 
-    async def delete_session(self, session_id: str) -> None:
-        def work(db: sqlite3.Connection) -> None:
+    async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
+        def work(db: sqlite3.Connection) -> list[Cancelled]:
             db.execute("UPDATE sessions SET deleted = 1 WHERE session_id = ?", (session_id,))
             db.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+            return _cancel_unfinished(db, session_id, at, self._run_states)
 
-        await self._write(work)
+        return await self._write(work)
 
     async def forget_idle_sessions(self, idle_before: float) -> int:
         # a session with a run still queued or running is busy, never idle
@@ -604,6 +735,9 @@ class SQLiteStore(Store):
             return run
 
         return await self._write(work)
+
+    async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
+        return await self._write(lambda db: _enter(db, run, entry, admission, self._run_states))
 
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
         return await self._query(lambda db: _idempotent_run(db, owner, key, since))
@@ -672,8 +806,11 @@ class SQLiteStore(Store):
         )
         return [run_from_row(row) for row in rows]
 
-    async def claim(self, worker_id: str, limit: int, at: float, lease_until: float) -> list[Claimed]:
-        return await self._write(lambda db: _claim(db, worker_id, limit, at, lease_until, self._run_states))
+    async def claim(
+        self, worker_id: str, limit: int, at: float, lease_until: float, *, pipelines: Collection[str]
+    ) -> list[Claimed]:
+        served = json_list(pipelines)
+        return await self._write(lambda db: _claim(db, worker_id, limit, at, lease_until, served, self._run_states))
 
     async def request_cancel(self, run_id: str) -> None:
         await self._execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ? AND status = 'running'", (run_id,))
@@ -692,6 +829,24 @@ class SQLiteStore(Store):
             return LeaseRenewal(lost=set(run_ids) - kept, cancel={run_id for run_id, flag in rows if flag})
 
         return await self._write(work) if run_ids else LeaseRenewal()
+
+    async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
+        served = json_list(sorted(pipelines))
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO workers (worker_id, pipelines, last_seen) VALUES (?, ?, ?)",
+                (worker_id, served, at),
+            )
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (at - WORKER_FORGOTTEN_S,))
+
+        await self._write(work)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
+    async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
+        return {pipeline: count for pipeline, count in await self._read(UNSERVED, (seen_since,))}
 
     async def sweep_runs(self, finished_before: float) -> int:
         """Each chunk of events is a write of its own (``_sweep``), queued behind the

@@ -18,7 +18,7 @@ from runyard.models import Run, RunStatus
 from runyard.runtime import Idempotency
 
 router = APIRouter(
-    prefix="/v1/runs", tags=["runs"], route_class=StrictJSONRoute, responses=errors(400, 401, 404, 413, 422)
+    prefix="/v1/runs", tags=["runs"], route_class=StrictJSONRoute, responses=errors(400, 401, 404, 413, 422, 503)
 )
 
 EVENTS_PAGE_MAX = 10_000

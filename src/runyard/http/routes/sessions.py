@@ -12,7 +12,10 @@ from runyard.http.schemas import SessionRequest
 from runyard.models import Session, rfc3339
 
 router = APIRouter(
-    prefix="/v1/sessions", tags=["sessions"], route_class=StrictJSONRoute, responses=errors(400, 401, 404, 413, 422)
+    prefix="/v1/sessions",
+    tags=["sessions"],
+    route_class=StrictJSONRoute,
+    responses=errors(400, 401, 404, 413, 422, 503),
 )
 
 

@@ -50,7 +50,7 @@ async def healthz() -> Response:
 
 @router.get(
     "/readyz",
-    summary="200 when the store and the broker answer",
+    summary="200 when the store and the broker answer; which pipelines have runs waiting for a worker",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "The store or the broker does not answer"}},
 )
@@ -65,7 +65,13 @@ async def readyz(request: Request) -> Response:
         except Exception as exc:
             checks[name] = f"unavailable: {type(exc).__name__}"
     ready = all(state == "ok" for state in checks.values())
-    return json_response({"status": "ready" if ready else "unready", "checks": checks}, 200 if ready else 503)
+    body: dict[str, object] = {"status": "ready" if ready else "unready", "checks": checks}
+    if checks["store"] == "ok":
+        # reported, never a reason to be unready: an API process may well start before any worker
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                body["unserved"] = await runtime.unserved_pipelines()
+    return json_response(body, 200 if ready else 503)
 
 
 @router.get(
@@ -74,7 +80,12 @@ async def readyz(request: Request) -> Response:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text"}},
 )
 async def prometheus_metrics(request: Request) -> Response:
+    runtime = runtime_of(request)
     with contextlib.suppress(Exception):  # the store may be down; the rest of the metrics still answer
         async with asyncio.timeout(READY_TIMEOUT_S):
-            metrics.QUEUE_DEPTH.set(await runtime_of(request).store.count_queued())
+            metrics.QUEUE_DEPTH.set(await runtime.store.count_queued())
+            unserved = await runtime.unserved_pipelines()
+            metrics.UNSERVED_RUNS.clear()  # a pipeline served again drops out
+            for pipeline, waiting in unserved.items():
+                metrics.UNSERVED_RUNS.labels(pipeline).set(waiting)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
