@@ -160,3 +160,38 @@ def test_sigterm_of_a_server_running_a_pipeline_that_swallows_cancellation_exits
     restarted = start(servers, db)
     final = snapshot(restarted.url, run_id)
     assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost"), "handed back, no retry left"
+
+
+def test_two_hundred_stalled_readers_of_a_long_history_share_a_bounded_budget(
+    servers: list[ServerProcess], db: str
+) -> None:
+    """Issue 10, hostile clients: each stream read history in pages of ~1 MiB
+    (and a first page of 128 events, whatever their size) and held it while its
+    client did not read: 2,000 streams of a 16 MB history took RSS to 2.2 GB.
+    Pages now share one budget and a first page is 16 events: 200 readers that
+    never read grew the server by ~60 MiB (402 MiB before)."""
+    server = start(servers, db, RUNYARD_MAX_STREAMS_PER_OWNER="1000")
+    rss = psutil.Process(server.proc.pid).memory_info  # type: ignore[union-attr]
+    run_id = create(server.url, "ticker", {"marker": "crowd", "count": 400, "payload_bytes": 16_384})
+    wait_until(server.url, run_id, {"succeeded"}, timeout=60)
+    baseline = rss().rss
+    sockets = []
+    try:
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(f"GET /v1/runs/{run_id}/stream HTTP/1.1\r\nHost: x\r\nX-Client-Id: remote\r\n\r\n".encode())
+            sockets.append(sock)
+        for sock in sockets:  # every stream has read its first page and sent from it
+            sock.settimeout(10)
+            received = b""
+            while b"\nid: " not in received:
+                chunk = sock.recv(4096)
+                assert chunk, "a stream ended early"
+                received += chunk
+        peak = max(rss().rss for _ in range(20))  # sampled while they sit stalled
+        grown = peak - baseline
+        assert grown < 160 * 2**20, f"server grew {grown / 2**20:.0f} MiB for 200 stalled readers"
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.server
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     db = tmp_path_factory.mktemp("streams") / "streams.db"
-    with serve_in_thread(make_app(store=f"sqlite:///{db}", max_concurrent_runs=256)) as url:
+    # one owner ("streams") follows up to 200 runs at once here, past the default cap of 100 per owner
+    with serve_in_thread(make_app(store=f"sqlite:///{db}", max_concurrent_runs=256, max_streams_per_owner=256)) as url:
         yield url
 
 

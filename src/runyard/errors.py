@@ -15,6 +15,7 @@
     │   └── RunFinished               cancel of a finished run
     ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
+    ├── TooManyStreams (429)          the owner has RUNYARD_MAX_STREAMS_PER_OWNER streams open here
     ├── PayloadTooLarge (413)
     ├── StoreError                    the store could not do what was asked
     │   └── StoreUnavailable          busy or unreachable: a lock held past the busy timeout, a
@@ -135,6 +136,16 @@ class IdempotencyKeyReused(RunyardError):
 class QuotaExceeded(RunyardError):
     code = "quota_exceeded"
     status = 429
+
+
+class TooManyStreams(RunyardError):
+    code = "too_many_streams"
+    status = 429
+    retry_after_s = 5  # a slot frees when one of the owner's own streams ends: no sooner figure to give
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class RunTooLarge(RunyardError):

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
+import resource
 import socket
+import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 
 from runyard.app import Runyard
+from runyard.http.connections import protected_protocol
 from runyard.observability.logs import configure_logging
+from runyard.settings import Settings
 
 log = logging.getLogger("runyard.server")
+
+# File descriptors kept for everything but client connections: the store's and
+# broker's connections, SQLite's files, the listening socket, logs.
+RESERVED_FDS = 256
 
 
 def serve(app: Runyard) -> None:
@@ -28,6 +38,13 @@ def serve(app: Runyard) -> None:
         app.http(),
         host=settings.host,
         port=settings.port,
+        # uvicorn's own timers and cap do not cover a request that never arrives
+        # whole, and refuse in plain text: runyard's protocol does (see its module)
+        http=protected_protocol(
+            settings.read_timeout_s,
+            connection_cap(settings.max_connections, chosen="max_connections" in settings.model_fields_set),
+        ),
+        timeout_keep_alive=settings.keep_alive_s,
         log_config=None,  # runyard configures logging itself
         access_log=False,
         timeout_graceful_shutdown=int(settings.drain_s) + 5,
@@ -37,6 +54,35 @@ def serve(app: Runyard) -> None:
     _Server(config, app).run()
 
 
+def _connection_cap(settings: Settings) -> int:
+    return connection_cap(settings.max_connections, chosen="max_connections" in settings.model_fields_set)
+
+
+def connection_cap(wanted: int, *, chosen: bool = True) -> int:
+    """``wanted``, or fewer if the process may not open that many files: past
+    RLIMIT_NOFILE, accept() fails and the client gets no answer at all, where a
+    cap it reaches first answers 503. The soft limit is raised to the hard one.
+    Lowering a cap the operator ``chosen`` is a warning; lowering the default is
+    only worth an info line (it happened at every start of the demo here)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + RESERVED_FDS
+    if soft < needed and (hard == resource.RLIM_INFINITY or soft < hard):
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft >= needed:
+        return wanted
+    cap = max(1, soft - RESERVED_FDS)
+    log.log(
+        logging.WARNING if chosen else logging.INFO,
+        "RUNYARD_MAX_CONNECTIONS=%d but this process may open only %d files (ulimit -n): serving at most %d"
+        " connections; raise the limit to serve more",
+        wanted,
+        soft,
+        cap,
+    )
+    return cap
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server, ending the app's streams as soon as a stop is asked for
     (uvicorn would otherwise wait for them as for any open request)."""
@@ -44,6 +90,12 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Runyard) -> None:
         super().__init__(config)
         self._app = app
+        self._trimmer = HeapTrimmer(malloc_trim())
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 10 == 0:  # once a second, like uvicorn's own housekeeping
+            self._trimmer.observe(len(self.server_state.connections))
+        return await super().on_tick(counter)
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         """``asyncio.run(self.serve())``, except that tasks left at the end are
@@ -93,3 +145,44 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+class HeapTrimmer:
+    """Gives the C heap's free pages back to the system once a crowd of
+    connections has left.
+
+    glibc keeps what Python frees in its arenas (the buffers of events, frames
+    and chunks are malloc'd, not pymalloc'd): after 2,000 readers of a 16 MiB
+    run left, RSS stayed at ~550 MiB against a 90 MiB baseline, for good.
+    ``malloc_trim(0)`` releases the free pages of every arena. It is called
+    only when the open connections have fallen to half their peak, by at least
+    ``CROWD``, so a steady server never pays for it.
+    """
+
+    CROWD = 200
+
+    def __init__(self, trim: Callable[[int], int] | None) -> None:
+        self._trim = trim
+        self._peak = 0
+
+    def observe(self, connections: int) -> None:
+        self._peak = max(self._peak, connections)
+        if self._trim is not None and self._peak - connections >= max(self.CROWD, connections):
+            started = time.perf_counter()
+            self._trim(0)
+            log.info(
+                "open connections fell from %d to %d: freed heap given back in %.1f ms",
+                self._peak,
+                connections,
+                (time.perf_counter() - started) * 1000,
+            )
+            self._peak = connections
+
+
+def malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim

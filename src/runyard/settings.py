@@ -55,6 +55,27 @@ class Settings(BaseSettings):
     sse_heartbeat_s: float = Field(15, gt=0, description="Heartbeat comment after this much silence")
     sse_pad_bytes: int = Field(0, ge=0, le=65536, description="Pad every SSE frame to at least this size")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body (413 above)")
+    read_timeout_s: float = Field(
+        10,
+        gt=0,
+        description="A request's headers and body must arrive within this long of its first byte (or of the"
+        " connection opening); slower connections are closed (408 if headers were cut short)",
+    )
+    keep_alive_s: int = Field(
+        5,
+        ge=1,
+        description="An idle keep-alive connection is closed after this long; behind a proxy, set it above"
+        " the proxy's own idle timeout",
+    )
+    max_connections: int = Field(
+        20_000,
+        ge=1,
+        description="Open connections (streams included) this process serves; past it requests get 503"
+        " server_busy (/healthz and /metrics excepted)",
+    )
+    max_streams_per_owner: int = Field(
+        100, ge=1, description="Streams one owner may have open at once in this process (429 too_many_streams above)"
+    )
     cors_origins: str = Field("", description="Comma-separated origins allowed to call the API")
 
     auth: Literal["none", "jwt"] = Field(

@@ -3,6 +3,7 @@ frames, cursors, padding, heartbeats and what a client's disconnect does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -253,3 +254,42 @@ def test_post_stream_with_on_disconnect_cancel_leaves_a_run_that_finished_alone(
         list(sse_events(response))
     time.sleep(0.1)
     assert snapshot(client, run_id)["status"] == "succeeded"
+
+
+def test_streams_past_max_streams_per_owner_get_429_too_many_streams_and_create_no_run(
+    serve: Serve, new_client: NewClient
+) -> None:
+    """Issue 10, hostile clients: one owner could hold any number of streams open.
+    Past ``RUNYARD_MAX_STREAMS_PER_OWNER`` the next stream, on either streaming
+    endpoint, gets 429 ``too_many_streams`` with ``Retry-After``; the refused
+    ``POST /v1/runs/stream`` leaves no run behind; another owner is not affected;
+    a slot comes back once one of the owner's streams ends."""
+    url = serve(max_streams_per_owner=2)
+    client, other = new_client(url), new_client(url)
+    napping = nap(client, 30)["run_id"]
+    finished = ticker(client, count=2)["run_id"]
+    wait_finished(client, finished)
+    with contextlib.ExitStack() as held:
+        for _ in range(2):
+            assert held.enter_context(client.stream("GET", f"/v1/runs/{napping}/stream")).status_code == 200
+        runs_before = list_runs(client)
+
+        refusals = [
+            client.get(f"/v1/runs/{finished}/stream"),
+            client.post("/v1/runs/stream", json={"pipeline": "ticker", "input": {"marker": "x", "count": 1}}),
+        ]
+        for refused in refusals:
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "too_many_streams"
+            assert refused.headers["retry-after"] == "5"
+        assert list_runs(client) == runs_before, "a refused stream created a run"
+
+        theirs = ticker(other, count=1)["run_id"]
+        with other.stream("GET", f"/v1/runs/{theirs}/stream") as response:
+            assert response.status_code == 200
+            assert [e.event()["type"] for e in sse_events(response)][-1] == "end"
+
+    deadline = time.monotonic() + 5
+    while (status := client.get(f"/v1/runs/{finished}/stream").status_code) == 429 and time.monotonic() < deadline:
+        pass  # the server sees the two streams go as their connections close
+    assert status == 200

@@ -30,6 +30,7 @@ log = logging.getLogger("runyard.events")
 
 WINDOW = 256  # events a channel keeps for subscribers that are nearly caught up...
 WINDOW_BYTES = 4 << 20  # ...within about this much data
+STORE_READS = 4
 
 
 class RunChannel:
@@ -105,11 +106,18 @@ class Hub:
     def __init__(self) -> None:
         self._channels: dict[str, RunChannel] = {}
         self.closed = False
+        self._subscribers = 0  # every channel's, counted as they join and leave
+        # Followers reading a page of history from the store at once; the rest
+        # wait their turn (FIFO). 2,000 streams starting a replay together kept
+        # /healthz waiting 8.4 s with no turns, 5.1 s with 2 (bench/hostile.py,
+        # memory://); 4 lets a PostgreSQL pool serve pages in parallel.
+        self.store_reads = asyncio.Semaphore(STORE_READS)
         self.broker: Broker | None = None  # set by ``Broker.open``: told which runs have subscribers here
 
     @property
     def subscribers(self) -> int:
-        return sum(channel.subscribers for channel in self._channels.values())
+        """Followers of any run in this process (streams share their page budget by it)."""
+        return self._subscribers
 
     async def join(self, run_id: str) -> RunChannel:
         """Subscribe to the run's channel. Returns once the broker delivers the run's
@@ -124,6 +132,7 @@ class Hub:
                 # even if the joiner that started it is cancelled half-way.
                 channel.watched = asyncio.ensure_future(self.broker.watch(run_id))
         channel.subscribers += 1
+        self._subscribers += 1
         watched = channel.watched
         if watched is not None and not watched.done():
             try:
@@ -145,6 +154,7 @@ class Hub:
 
     def leave(self, channel: RunChannel) -> None:
         channel.subscribers -= 1
+        self._subscribers -= 1
         if channel.subscribers <= 0 and self._channels.get(channel.run_id) is channel:
             del self._channels[channel.run_id]
             if self.broker is not None:

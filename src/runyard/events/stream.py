@@ -11,7 +11,16 @@ from runyard.store.base import Store
 
 MAX_PAGE = 2000  # events per store read and per yielded batch...
 PAGE_BYTES = 1 << 20  # ...and about this much data, so big events make short pages
-FIRST_PAGE = 128
+FIRST_PAGE = 16  # events of the first page, before their size is known (16 x 64 KiB is a whole page)
+# A page is held three times over while it is sent (events, frames, chunks) and
+# each follower sends a whole page in one turn of the loop. At 1 MiB a page,
+# 2,000 followers replaying a 16 MiB run took the server to 1.8 GiB and stalled
+# the loop (/healthz 4.3 s). So followers share this budget: up to 32 of them get
+# whole pages (a lone replay is as fast as before), more get smaller ones, down
+# to 64 KiB: 2,000 followers then peaked at ~420 MiB. At 32 KiB they peaked at
+# ~300 MiB but spent 38 s of CPU against 20 s on the same 4 GB (bench/hostile.py).
+PAGES_BUDGET = 32 << 20
+MIN_PAGE_BYTES = 64 << 10
 
 
 async def follow(
@@ -24,21 +33,23 @@ async def follow(
     The channel is joined (and the broker delivers the run's events to it) before
     the first store read, so an event persisted before the join is in the store
     and one published after it is in the channel: nothing falls between the two.
-    No lock is held across an await.
+    The only lock held across an await is a turn among the followers reading
+    the store (``Hub.store_reads``), for one page.
     """
     channel = await hub.join(run_id)
     try:
         cursor = after
-        page = FIRST_PAGE
+        page = max(1, FIRST_PAGE * _page_bytes(hub) // PAGE_BYTES)
         poll_store = False
         while True:
             changed = channel.changed  # taken before reading, so no wake-up is missed
             batch = None if poll_store else channel.after(cursor, page)
             if batch is None:
-                batch = [encode(event) for event in await store.read_events(run_id, cursor, page)]
+                async with hub.store_reads:
+                    batch = [encode(event) for event in await store.read_events(run_id, cursor, page)]
                 poll_store = False
             if batch:
-                page = _page_size(batch)
+                page = _page_size(batch, _page_bytes(hub))
                 seq, is_end, _ = batch[-1]
                 cursor = seq
                 yield batch
@@ -59,7 +70,12 @@ async def follow(
         hub.leave(channel)
 
 
-def _page_size(batch: list[Frame]) -> int:
+def _page_bytes(hub: Hub) -> int:
+    """This follower's share of the pages budget."""
+    return max(MIN_PAGE_BYTES, min(PAGE_BYTES, PAGES_BUDGET // max(1, hub.subscribers)))
+
+
+def _page_size(batch: list[Frame], page_bytes: int) -> int:
     """How many events the next page may hold, from the size of this one's."""
     average = sum(len(frame) for _, _, frame in batch) / len(batch)
-    return max(1, min(MAX_PAGE, int(PAGE_BYTES / average)))
+    return max(1, min(MAX_PAGE, int(page_bytes / average)))

@@ -16,6 +16,7 @@ from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
 from runyard.http.routes import runs, sessions, system
+from runyard.http.streaming import StreamSlots
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
@@ -44,6 +45,7 @@ def create_http_app(app: Runyard) -> FastAPI:
     )
     http.state.runyard = app
     http.state.auth = Authenticator(settings)  # a bad JWT configuration fails here, at start-up
+    http.state.stream_slots = StreamSlots(settings.max_streams_per_owner)
     install_error_handlers(http)
     if settings.serves_api:
         http.include_router(runs.router)

@@ -19,6 +19,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from runyard.errors import TooManyStreams
 from runyard.events import sse
 from runyard.models import Run
 from runyard.observability import metrics
@@ -33,14 +34,65 @@ HEADERS = [
 ]
 
 
+class StreamSlots:
+    """The streams each owner has open in this process, at most ``per_owner``.
+
+    Per process on purpose: a count shared through the store or broker would
+    cost a round trip per stream opened and could leak slots when a process
+    dies; in a fleet an owner may hold ``per_owner`` streams on each API process.
+    """
+
+    def __init__(self, per_owner: int) -> None:
+        self.per_owner = per_owner
+        self._open: dict[str, int] = {}
+
+    def take(self, owner: str) -> StreamSlot:
+        """One of the owner's slots, or ``TooManyStreams`` if they are all taken."""
+        held = self._open.get(owner, 0)
+        if held >= self.per_owner:
+            raise TooManyStreams(f"{held} streams of this owner are open already (at most {self.per_owner})")
+        self._open[owner] = held + 1
+        return StreamSlot(self, owner)
+
+    def held(self, owner: str) -> int:
+        return self._open.get(owner, 0)
+
+    def _give_back(self, owner: str) -> None:
+        held = self._open[owner] - 1
+        if held:
+            self._open[owner] = held
+        else:
+            del self._open[owner]  # owners come and go: keep only those with streams open
+
+
+class StreamSlot:
+    """One open stream's place in its owner's count; ``release`` may be called twice."""
+
+    __slots__ = ("_owner", "_slots")
+
+    def __init__(self, slots: StreamSlots, owner: str) -> None:
+        self._slots: StreamSlots | None = slots
+        self._owner = owner
+
+    def release(self) -> None:
+        if self._slots is not None:
+            self._slots._give_back(self._owner)
+            self._slots = None
+
+
 class EventStreamResponse(Response):
-    """Streams ``body``'s chunks until it ends or the client goes away."""
+    """Streams ``body``'s chunks until it ends or the client goes away; the
+    stream's ``slot`` is given back then, whichever way it ends."""
 
     def __init__(
-        self, body: AsyncGenerator[bytes, None], on_disconnect: Callable[[], Awaitable[None]] | None = None
+        self,
+        body: AsyncGenerator[bytes, None],
+        slot: StreamSlot,
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(status_code=200)
         self._body_chunks = body
+        self._slot = slot
         self._on_disconnect = on_disconnect
         self.raw_headers[:] = [*(h for h in self.raw_headers if h[0] != b"content-length"), *HEADERS]
 
@@ -60,6 +112,7 @@ class EventStreamResponse(Response):
                 raise  # not the client leaving: a real cancellation
             stream.uncancel()
         finally:
+            self._slot.release()
             watcher.cancel()
             await self._body_chunks.aclose()
         if gone.is_set() and self._on_disconnect is not None:
@@ -79,9 +132,10 @@ def sse_response(
     run: Run,
     after: int,
     pad_bytes: int,
+    slot: StreamSlot,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> EventStreamResponse:
-    return EventStreamResponse(_body(runtime, run, after, pad_bytes), on_disconnect)
+    return EventStreamResponse(_body(runtime, run, after, pad_bytes), slot, on_disconnect)
 
 
 async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int) -> AsyncGenerator[bytes, None]:

@@ -13,7 +13,7 @@ from runyard.http.answers import EVENT_STREAM, EventsPage, RunList, RunSnapshot,
 from runyard.http.auth import Forbidden, owner_of, principal_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
 from runyard.http.schemas import Id, RunRequest, StreamRunRequest
-from runyard.http.streaming import sse_response
+from runyard.http.streaming import StreamSlot, StreamSlots, sse_response
 from runyard.models import Run, RunStatus
 from runyard.runtime import Idempotency
 
@@ -35,6 +35,13 @@ IdempotencyKey = Annotated[
     ),
 ]
 CREATION_ERRORS = errors(409, 429)
+STREAM_ERRORS = errors(429)  # too_many_streams
+
+
+def _stream_slot(request: Request) -> StreamSlot:
+    """A place among the caller's open streams, or 429 ``too_many_streams``."""
+    slots: StreamSlots = request.app.state.stream_slots
+    return slots.take(owner_of(request))
 
 
 async def _create(request: Request, body: RunRequest, idempotency_key: str | None) -> Run:
@@ -66,7 +73,12 @@ async def create_and_stream(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     runtime = runtime_of(request)
-    run = await _create(request, body, idempotency_key)
+    slot = _stream_slot(request)  # before the run exists: a refused stream leaves no run behind
+    try:
+        run = await _create(request, body, idempotency_key)
+    except BaseException:
+        slot.release()
+        raise
     pad = pad if pad is not None else runtime.settings.sse_pad_bytes
 
     async def cancel_if_asked() -> None:
@@ -74,7 +86,7 @@ async def create_and_stream(
             with contextlib.suppress(RunFinished):
                 await runtime.cancel_run(run.owner, run.run_id)
 
-    response = sse_response(runtime, run, 0, pad, on_disconnect=cancel_if_asked)
+    response = sse_response(runtime, run, 0, pad, slot, on_disconnect=cancel_if_asked)
     response.headers["Location"] = f"/v1/runs/{run.run_id}"
     return response
 
@@ -155,7 +167,7 @@ async def list_events(
     return Response(body, media_type="application/json")
 
 
-@router.get("/{run_id}/stream", summary="Follow a run's events over SSE", responses=EVENT_STREAM)
+@router.get("/{run_id}/stream", summary="Follow a run's events over SSE", responses={**EVENT_STREAM, **STREAM_ERRORS})
 async def stream_run(
     request: Request,
     run_id: str,
@@ -169,7 +181,7 @@ async def stream_run(
     if cursor > run.last_seq:
         raise InvalidCursor(f"cursor {cursor} is past the run's last event ({run.last_seq})")
     pad_bytes = pad if pad is not None else runtime.settings.sse_pad_bytes
-    return sse_response(runtime, run, cursor, pad_bytes)
+    return sse_response(runtime, run, cursor, pad_bytes, _stream_slot(request))
 
 
 @router.post(
