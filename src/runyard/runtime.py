@@ -65,7 +65,7 @@ class Runtime:
     def __init__(self, app: Runyard) -> None:
         self.app = app
         self.settings = app.settings
-        self.store = store_from_url(self.settings.store)
+        self.store = store_from_url(self.settings.store, max_run_bytes=self.settings.max_run_bytes)
         self.broker = broker_from_url(self.settings.broker)
         self.hub = Hub()
         self.events = EventLog(self.store, self.broker)
