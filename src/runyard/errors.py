@@ -20,6 +20,9 @@
     ├── StoreError                    the store could not do what was asked
     │   └── StoreUnavailable          busy or unreachable: a lock held past the busy timeout, a
     │                                 lost or refused connection (503 with Retry-After)
+    │   └── StoreUnavailable          the connection failed (the server restarts, say)
+    ├── RunTooLarge                   a run's events would pass RUNYARD_MAX_RUN_BYTES:
+    │                                 the store refused them; the run fails ``too_large``
     ├── RateLimited (429)             over RUNYARD_RATE_LIMIT (governance/admission.py)
     ├── BreakerOpen                   a limit's breaker is open (governance/breaker.py)
     ├── PermitLost                    a shared permit could not be renewed: the call
@@ -143,3 +146,18 @@ class TooManyStreams(RunyardError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+class RunTooLarge(RunyardError):
+    """The store refused a group of events: the run would store more than its cap
+    (``RUNYARD_MAX_RUN_BYTES``). An append result, raised at the run's next append;
+    the engine ends the run ``failed`` with this ``code``."""
+
+    code = "too_large"
+    status = 413
+    run_error_code = "too_large"  # the code a run whose events were refused this way ends with
+
+    def __init__(self, run_id: str, limit: int) -> None:
+        super().__init__(f"run {run_id} would store more than {limit} bytes of events (RUNYARD_MAX_RUN_BYTES)")
+        self.run_id = run_id
+        self.limit = limit

@@ -72,7 +72,7 @@ class Runtime:
         self.pipelines = pipelines
         self.limits = limits
         self.resources = resources
-        self.store = store_from_url(settings.store)
+        self.store = store_from_url(settings.store, max_run_bytes=settings.max_run_bytes)
         self.broker = broker_from_url(settings.broker)
         self.hub = Hub(self.broker.watcher)
         self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker)

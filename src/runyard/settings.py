@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     )
     wait_max_s: float = Field(300, gt=0, description="POST /v1/runs/wait answers 202 after this long")
     session_ttl_s: float = Field(86400, gt=0, description="An idle session expires after this long")
+    max_run_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of events one run may store, over all its attempts; past it the run fails too_large",
+    )
 
     sse_heartbeat_s: float = Field(15, gt=0, description="Heartbeat comment after this much silence")
     sse_pad_bytes: int = Field(0, ge=0, le=65536, description="Pad every SSE frame to at least this size")

@@ -149,7 +149,7 @@ async def test_a_pipeline_whose_events_are_lost_for_good_mid_run_ends_failed_eve
     """Issue 10, end to end: the pipeline returns normally after its last events
     were lost; the run ends ``failed`` with ``events_lost``, never ``succeeded``."""
     store = StoreThatLosesEvents(keep=2)
-    monkeypatch.setattr("runyard.runtime.store_from_url", lambda url: store)
+    monkeypatch.setattr("runyard.runtime.store_from_url", lambda url, **options: store)
     app = make_app(store="memory://")
 
     @app.pipeline("last_words")

@@ -115,6 +115,7 @@ class Engine:
         self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
         self._abandoned: set[asyncio.Task[Outcome]] = set()  # pipelines that ignored their cancellation
+        self._sweeper: asyncio.Task[None] | None = None  # the sweep under way, started by the housekeeper
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -141,6 +142,7 @@ class Engine:
             await self._claimer  # ends after its current claim: a claimed run is never dropped
             await self._leave()  # a draining worker claims nothing: its pipelines may have no worker now
         await _cancel(self._housekeeper)
+        await _cancel(self._sweeper)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
             for execution in self._running.values():
@@ -496,16 +498,26 @@ class Engine:
             try:
                 await self._recover_expired_leases()
                 self._forget_old_cancels()
-                if now() - last_sweep >= settings.sweep_interval_s:
+                sweeping = self._sweeper is not None and not self._sweeper.done()
+                if now() - last_sweep >= settings.sweep_interval_s and not sweeping:
                     last_sweep = now()
-                    swept = await self._store.sweep_runs(now() - settings.retention_s)
-                    forgotten = await self._store.forget_idle_sessions(now() - settings.session_ttl_s)
-                    await self._store.forget_idempotency_keys(now() - IDEMPOTENCY_TTL_S)
-                    if swept or forgotten:
-                        log.info("swept %d expired runs, forgot %d idle sessions", swept, forgotten)
+                    # a task of its own: a long sweep (many short writes) never delays recovery
+                    self._sweeper = asyncio.create_task(self._sweep(), name="runyard-sweeper")
             except Exception:
                 log.exception("housekeeping pass failed; retrying")
             await asyncio.sleep(tick)
+
+    async def _sweep(self) -> None:
+        settings = self._settings
+        try:
+            swept = await self._store.sweep_runs(now() - settings.retention_s)
+            forgotten = await self._store.forget_idle_sessions(now() - settings.session_ttl_s)
+            await self._store.forget_idempotency_keys(now() - IDEMPOTENCY_TTL_S)
+        except Exception:
+            log.exception("sweep failed; retrying at the next interval")
+            return
+        if swept or forgotten:
+            log.info("swept %d expired runs, forgot %d idle sessions", swept, forgotten)
 
     def _forget_old_cancels(self) -> None:
         cutoff = now() - CANCEL_MEMO_S

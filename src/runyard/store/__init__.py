@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runyard._backends import BackendTable, load_backend
 from runyard.store.base import AppendGroup, AppendResult, Store
 
@@ -13,9 +15,10 @@ SUPPORTED_STORES: BackendTable = {
 }
 
 
-def store_from_url(url: str) -> Store:
-    """The store named by ``url``, not yet opened."""
-    store: Store = load_backend("store", url, SUPPORTED_STORES)
+def store_from_url(url: str, **options: Any) -> Store:
+    """The store named by ``url``, not yet opened; ``options`` go to its constructor
+    (``max_run_bytes``)."""
+    store: Store = load_backend("store", url, SUPPORTED_STORES, **options)
     return store
 
 

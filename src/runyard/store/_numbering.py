@@ -1,9 +1,17 @@
 """The contract's rules for an ``append`` batch, shared by every backend: a group
 for a missing run, or whose update expects another status, is refused whole
-with ``StatusConflict`` (``LeaseLost`` when its fence no longer holds); the
-others' events are numbered from the run's ``last_seq`` without gaps, and their
-updates apply in order (a later group's update wins). Backends only load the
-runs' states and write the outcome. A claim is such a group too (``claim_group``)."""
+with ``StatusConflict`` (``LeaseLost`` when its fence no longer holds), or with
+``RunTooLarge`` when its events would take the run's stored bytes past the cap;
+the others' events are numbered from the run's ``last_seq`` without gaps, their
+bytes added to its ``stored_bytes``, and their updates apply in order (a later
+group's update wins). Backends only load the runs' states and write the outcome.
+A claim is such a group too (``claim_group``).
+
+The cap exempts groups that carry a run update: those are the runtime's own
+status changes (a claim, a hand-back, the end with its ``error``/``status``/``end``
+events), a few small events per attempt. Exempting them, rather than reserving
+room under the cap, means a run refused for its size still records how it ended
+whatever its output or error weighs, and the cap needs no guess at their size."""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from runyard.errors import RunTooLarge
 from runyard.models import (
     UNFINISHED,
     Event,
@@ -36,12 +45,26 @@ class RunState:
     worker_id: str | None = None
     attempt: int = 1
     lease_expires_at: float | None = None
+    stored_bytes: int = 0  # what its events weigh (``event_size``), every attempt counted
     appended: bool = False  # the batch numbered events of it
     updates: list[RunUpdate] = field(default_factory=list)  # the batch's accepted updates, in order
 
 
-def number(groups: Sequence[AppendGroup], runs: Mapping[str, RunState]) -> tuple[list[AppendResult], list[Event]]:
-    """Each group's result, and every new event in batch order; ``runs`` is updated."""
+# What an event weighs besides its data and type: its seq, time and keys, so that a
+# run of empty events is bounded by the cap too.
+EVENT_OVERHEAD = 32
+
+
+def event_size(draft: EventDraft) -> int:
+    """The bytes an event counts for against ``RUNYARD_MAX_RUN_BYTES``."""
+    return len(draft.data) + len(draft.type) + EVENT_OVERHEAD
+
+
+def number(
+    groups: Sequence[AppendGroup], runs: Mapping[str, RunState], max_run_bytes: int | None = None
+) -> tuple[list[AppendResult], list[Event]]:
+    """Each group's result, and every new event in batch order; ``runs`` is updated.
+    ``max_run_bytes``: the cap on a run's stored bytes (None: no cap)."""
     results: list[AppendResult] = []
     numbered: list[Event] = []
     for group in groups:
@@ -56,6 +79,11 @@ def number(groups: Sequence[AppendGroup], runs: Mapping[str, RunState]) -> tuple
         if update is not None and not _expected(run, update):
             results.append(StatusConflict(run_id, run.status))
             continue
+        size = sum(event_size(draft) for draft in group.drafts)
+        if update is None and max_run_bytes is not None and run.stored_bytes + size > max_run_bytes:
+            results.append(RunTooLarge(run_id, max_run_bytes))
+            continue
+        run.stored_bytes += size
         first = run.last_seq + 1
         events = [Event(run_id, first + i, draft.type, draft.data, draft.ts) for i, draft in enumerate(group.drafts)]
         run.last_seq += len(events)

@@ -102,6 +102,9 @@ MIGRATIONS: list[str] = [
     # queued runs no live worker will ever claim
     'CREATE TABLE workers (worker_id text COLLATE "C" PRIMARY KEY, pipelines text[] NOT NULL,'
     " last_seen float8 NOT NULL)",
+    # RUNYARD_MAX_RUN_BYTES: what a run's events weigh, kept beside last_seq under the
+    # same row lock (runs stored before this count from 0)
+    "ALTER TABLE runs ADD COLUMN stored_bytes bigint NOT NULL DEFAULT 0",
 ]
 
 RUN_COLUMNS = (
@@ -122,7 +125,7 @@ IDEMPOTENT_RUN = (
 # The batch's runs, locked in one order every process shares: no deadlock between
 # appends to overlapping runs.
 LOCK_RUNS = (
-    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at FROM runs"
+    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes FROM runs"
     " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
 )
 # The ready runs (each the oldest unfinished run of its session, of a pipeline the
@@ -158,9 +161,29 @@ INSERT_EVENTS = (
 )
 # the runs of a batch that got events and no RunUpdate (the common case)
 UPDATE_LAST_SEQS = (
-    "UPDATE runs AS r SET last_seq = u.last_seq FROM unnest($1::text[], $2::int4[]) AS u(run_id, last_seq)"
+    "UPDATE runs AS r SET last_seq = u.last_seq, stored_bytes = u.stored_bytes"
+    " FROM unnest($1::text[], $2::int4[], $3::int8[]) AS u(run_id, last_seq, stored_bytes)"
     " WHERE r.run_id = u.run_id"
 )
+
+# Retention (``_sweep``): expired runs, a chunk of a run's oldest events (up to $2
+# events, and $3 bytes of data but at least one event), then the runs themselves.
+EXPIRED_RUNS = f"SELECT run_id FROM runs WHERE NOT {UNFINISHED} AND finished_at < $1 ORDER BY finished_at LIMIT $2"
+EVENT_WEIGHTS = (
+    "SELECT run_id, count(*), coalesce(sum(octet_length(data)), 0) FROM events"
+    " WHERE run_id = ANY($1::text[]) GROUP BY run_id"
+)
+DELETE_EVENT_CHUNK = """WITH chunk AS (
+    SELECT seq, sum(octet_length(data)) OVER (ORDER BY seq) AS upto FROM events WHERE run_id = $1 ORDER BY seq LIMIT $2
+), gone AS (
+    DELETE FROM events WHERE run_id = $1
+    AND seq <= (SELECT coalesce(max(seq) FILTER (WHERE upto <= $3::int8), min(seq)) FROM chunk)
+    RETURNING 1
+)
+SELECT count(*) FROM gone"""
+DELETE_RUNS = f"""WITH gone_events AS (DELETE FROM events WHERE run_id = ANY($1::text[])),
+gone AS (DELETE FROM runs WHERE run_id = ANY($1::text[]) AND NOT {UNFINISHED} RETURNING 1)
+SELECT count(*) FROM gone"""
 
 # The RunUpdate columns (as in ``update_columns``) and their types. One statement
 # updates every run of a batch: per column a "set" flag and a value; unset keeps.
@@ -177,9 +200,9 @@ UPDATABLE: dict[str, str] = {
 
 
 def _update_runs() -> str:
-    assignments = ["last_seq = u.last_seq"]
-    arrays = ["$1::text[]", "$2::int4[]"]
-    names = ["run_id", "last_seq"]
+    assignments = ["last_seq = u.last_seq", "stored_bytes = u.stored_bytes"]
+    arrays = ["$1::text[]", "$2::int4[]", "$3::int8[]"]
+    names = ["run_id", "last_seq", "stored_bytes"]
     for column, type_ in UPDATABLE.items():
         assignments.append(f"{column} = CASE WHEN u.set_{column} THEN u.{column} ELSE r.{column} END")
         arrays += [f"${len(arrays) + 1}::bool[]", f"${len(arrays) + 2}::{type_}[]"]

@@ -12,6 +12,7 @@ import orjson
 
 from runyard.errors import StoreError
 from runyard.models import Run, RunError, RunStatus, RunUpdate, Session
+from runyard.store._numbering import EVENT_OVERHEAD
 
 # Append-only: the position is the version. Never edit an entry; add one.
 MIGRATIONS: list[str] = [
@@ -96,6 +97,13 @@ _STORED_RUN_COLUMNS = (
 # A run's last seq is read from its events (one index seek), never stored in the
 # runs row: bumping it there cost a random row rewrite per run per event batch.
 LAST_SEQ = "(SELECT coalesce(max(seq), 0) FROM events WHERE events.run_pk = runs.created_seq)"
+# Likewise a run's stored bytes (``event_size`` summed), read only when a run is not
+# in the writer's cache (its claim, or after a restart): length() of a BLOB reads
+# the row's header, never its overflow pages, so this costs one row per event.
+STORED_BYTES = (
+    f"(SELECT coalesce(sum(length(data) + length(type)), 0) + count(*) * {EVENT_OVERHEAD}"
+    " FROM events WHERE events.run_pk = runs.created_seq)"
+)
 RUN_COLUMNS = _STORED_RUN_COLUMNS.replace("finished_at, attempt", f"finished_at, {LAST_SEQ}, attempt")
 SESSION_COLUMNS = "session_id, owner, created_at, last_activity, metadata, deleted"
 INSERT_RUN = (

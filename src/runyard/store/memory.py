@@ -14,6 +14,7 @@ from runyard.errors import QuotaExceeded, SessionBusy, SessionNotFound
 from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, RunUpdate, Session
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
 from runyard.store.base import (
+    DEFAULT_MAX_RUN_BYTES,
     WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
@@ -63,13 +64,15 @@ def check_entry(session: Session | None, run: Run, entry: SessionEntry, busy_wit
 class MemoryStore(Store):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:
         self.url = url
+        self.max_run_bytes = max_run_bytes
         self._sessions: dict[str, Session] = {}
         self._memory: dict[str, list[Message]] = {}
         self._runs: dict[str, Run] = {}
         self._order: list[str] = []  # run ids in creation order
         self._events: dict[str, list[Event]] = {}
+        self._stored_bytes: dict[str, int] = {}  # run id -> what its events weigh (``event_size``)
         self._unfinished: dict[str, None] = {}  # queued and running run ids, in creation order
         self._cancel_requested: set[str] = set()
         self._served: dict[str, float] = {}  # owner -> when a run of theirs was last claimed
@@ -327,6 +330,7 @@ class MemoryStore(Store):
         for run_id in old:
             del self._runs[run_id]
             del self._events[run_id]
+            self._stored_bytes.pop(run_id, None)
             self._unfinished.pop(run_id, None)
         if old:
             gone = set(old)
@@ -337,16 +341,25 @@ class MemoryStore(Store):
 
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         states = {
-            run_id: RunState(run.status, run.last_seq, None, run.worker_id, run.attempt, run.lease_expires_at)
+            run_id: RunState(
+                run.status,
+                run.last_seq,
+                None,
+                run.worker_id,
+                run.attempt,
+                run.lease_expires_at,
+                self._stored_bytes.get(run_id, 0),
+            )
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
         }
-        results, events = number(groups, states)
+        results, events = number(groups, states, self.max_run_bytes)
         for event in events:
             self._events[event.run_id].append(event)
         for run_id, state in states.items():
             run = self._runs[run_id]
             run.last_seq = state.last_seq
+            self._stored_bytes[run_id] = state.stored_bytes
             for update in state.updates:
                 apply_update(run, update)
             if run.status.finished:

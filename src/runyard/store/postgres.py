@@ -31,6 +31,10 @@ from runyard.settings import redact_url
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
 from runyard.store._postgres_schema import (
     CLAIMABLE,
+    DELETE_EVENT_CHUNK,
+    DELETE_RUNS,
+    EVENT_WEIGHTS,
+    EXPIRED_RUNS,
     IDEMPOTENT_RUN,
     INSERT_EVENTS,
     INSERT_RUN,
@@ -53,7 +57,9 @@ from runyard.store._postgres_schema import (
     session_row,
 )
 from runyard.store._sqlite_schema import dump, load, merged_columns
+from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, pack
 from runyard.store.base import (
+    DEFAULT_MAX_RUN_BYTES,
     WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
@@ -115,14 +121,16 @@ def _where(url: str) -> str:
     return redact_url(url)
 
 
-async def _append(conn: Connection, groups: Sequence[AppendGroup]) -> list[AppendResult]:
+async def _append(
+    conn: Connection, groups: Sequence[AppendGroup], max_run_bytes: int | None = None
+) -> list[AppendResult]:
     """Number, insert and apply ``groups`` inside the caller's transaction."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
     runs = {
-        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease)
-        for run_id, status, last_seq, worker, attempt, lease in rows
+        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease, stored)
+        for run_id, status, last_seq, worker, attempt, lease, stored in rows
     }
-    results, events = number(groups, runs)
+    results, events = number(groups, runs, max_run_bytes)
     if events:
         await conn.execute(
             INSERT_EVENTS,
@@ -133,14 +141,20 @@ async def _append(conn: Connection, groups: Sequence[AppendGroup]) -> list[Appen
             [e.ts for e in events],
         )
     # a run with updated columns gets its last seq with them, the others by themselves
-    counted = [(run_id, run.last_seq) for run_id, run in runs.items() if run.appended and not run.updates]
+    counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
     if counted:
-        await conn.execute(UPDATE_LAST_SEQS, [run_id for run_id, _ in counted], [seq for _, seq in counted])
+        await conn.execute(
+            UPDATE_LAST_SEQS,
+            [run_id for run_id, _ in counted],
+            [run.last_seq for _, run in counted],
+            [run.stored_bytes for _, run in counted],
+        )
     updated = [(run_id, merged_columns(run.updates)) for run_id, run in runs.items() if run.updates]
     if updated:
         arguments: list[list[Any]] = [
             [run_id for run_id, _ in updated],
             [runs[run_id].last_seq for run_id, _ in updated],
+            [runs[run_id].stored_bytes for run_id, _ in updated],
         ]
         for column in UPDATABLE:
             arguments.append([column in columns for _, columns in updated])
@@ -308,8 +322,13 @@ class _Statements:
 class PostgresStore(Store):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""
 
-    def __init__(self, url: str = "postgresql://postgres@localhost:5432/runyard") -> None:
+    def __init__(
+        self,
+        url: str = "postgresql://postgres@localhost:5432/runyard",
+        max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES,
+    ) -> None:
         self.url = url
+        self.max_run_bytes = max_run_bytes
         self._dsn, self._pool_min, self._pool_max = pool_options(url)
         named = any(key == "application_name" for key, _ in parse_qsl(urlsplit(self._dsn).query))
         # shows in pg_stat_activity; a URL's own ?application_name= wins
@@ -669,17 +688,23 @@ class PostgresStore(Store):
         return {row[0]: row[1] for row in await self._db().fetch(UNSERVED, seen_since)}
 
     async def sweep_runs(self, finished_before: float) -> int:
-        swept: int = await asyncio.shield(
-            self._db().fetchval(
-                f"WITH old AS (SELECT run_id FROM runs WHERE NOT {UNFINISHED} AND finished_at < $1"
-                " ORDER BY run_id FOR UPDATE),"
-                " gone_events AS (DELETE FROM events WHERE run_id IN (SELECT run_id FROM old)),"
-                " gone AS (DELETE FROM runs WHERE run_id IN (SELECT run_id FROM old) RETURNING 1)"
-                " SELECT count(*) FROM gone",
-                finished_before,
-            )
-        )
-        return swept
+        """In bounded deletes (``_sweep``), each a transaction of its own: no single
+        transaction writes a whole run's events to the WAL or holds its rows for long.
+        Processes sweeping at once only find less to delete."""
+        swept = 0
+        while True:
+            rows = await self._db().fetch(EXPIRED_RUNS, finished_before, SWEEP_RUNS)
+            if not rows:
+                return swept
+            run_ids = [row[0] for row in rows]
+            weights = {row[0]: (row[1], row[2]) for row in await self._db().fetch(EVENT_WEIGHTS, run_ids)}
+            small, large = pack([(r, *weights.get(r, (0, 0))) for r in run_ids], CHUNK_EVENTS, CHUNK_BYTES)
+            for group in small:  # several small runs, events and all, in one transaction
+                swept += await asyncio.shield(self._db().fetchval(DELETE_RUNS, group))
+            for run_id in large:  # a large one chunk by chunk
+                while await asyncio.shield(self._db().fetchval(DELETE_EVENT_CHUNK, run_id, CHUNK_EVENTS, CHUNK_BYTES)):
+                    pass
+                swept += await asyncio.shield(self._db().fetchval(DELETE_RUNS, [run_id]))
 
     # -- events ----------------------------------------------------------------
 
@@ -687,7 +712,7 @@ class PostgresStore(Store):
         if not groups:
             return []
         return await self._transact_once(
-            lambda conn: _append(conn, groups),
+            lambda conn: _append(conn, groups, self.max_run_bytes),
             lambda results: next((result[0] for result in results if isinstance(result, list) and result), None),
         )
 
