@@ -18,9 +18,9 @@ from rich.console import Console
 
 import runyard
 from runyard import Runyard
-from runyard.cli import SETTING, _redact, build_parser, main, settings_from
+from runyard.cli import SETTING, build_parser, main, settings_from
 from runyard.cli_view import RunView
-from runyard.settings import Settings
+from runyard.settings import Settings, redact_url
 from tests.test_client import FakeServer, Fault
 
 SRC = Path(runyard.__file__).resolve().parent.parent
@@ -215,8 +215,8 @@ def test_migrate_with_an_unknown_store_is_a_usage_error(capsys: pytest.CaptureFi
 
 
 def test_store_urls_are_printed_without_their_password() -> None:
-    assert _redact("postgresql://u:secret@db:5432/x") == "postgresql://u:***@db:5432/x"
-    assert _redact("sqlite:///./runyard.db") == "sqlite:///./runyard.db"
+    assert redact_url("postgresql://u:secret@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert redact_url("sqlite:///./runyard.db") == "sqlite:///./runyard.db"
 
 
 # -- run ---------------------------------------------------------------------------------------

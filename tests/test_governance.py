@@ -95,7 +95,7 @@ async def test_cancelling_a_run_during_a_retry_wait_stops_it_at_once(fake: tuple
         assert time.monotonic() - cancelled_at < 1
         await asyncio.sleep(0.3)
     assert len(api.calls) == 1, "no call reached the API after the cancel"
-    assert rt.app.limits.get("api").in_flight == 0
+    assert rt.limits.get("api").in_flight == 0
 
 
 async def test_an_open_breaker_fails_calls_fast_then_lets_one_probe_through(fake: tuple[FakeAPI, str]) -> None:

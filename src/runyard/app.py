@@ -3,78 +3,30 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar, cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from runyard.errors import InvalidRequest
 from runyard.governance import Breaker, LimitRegistry
 from runyard.models import ID_PATTERN
-from runyard.resources import Declared, LifespanContext, ResourceFactory, Resources, check_factory
-from runyard.servable import NestedTooDeep, check_depth
+from runyard.pipeline import Pipeline, PipelineFunc
+from runyard.resources import Declared, LifespanContext, ResourceFactory, Resources, check_factory, open_resources
 from runyard.settings import Settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from runyard.context import RunContext
     from runyard.runtime import Runtime
 
-PipelineFunc = Callable[["RunContext", Any], Awaitable[Any]]
+__all__ = ["Lifespan", "Pipeline", "PipelineFunc", "Runyard"]
+
+NOT_STARTED = "the app is not started: serve it, or use `async with app.running()`"
 F = TypeVar("F", bound=PipelineFunc)
 R = TypeVar("R", bound=ResourceFactory)
 Lifespan = Callable[["Runyard"], LifespanContext]
 """``lifespan(app)``: an async context manager whose yielded mapping (or None) becomes resources."""
-
-
-@dataclass(frozen=True, slots=True)
-class Pipeline:
-    name: str
-    func: PipelineFunc
-    timeout_s: float | None
-    retries: int
-    input_model: type[BaseModel] | None
-    description: str
-
-    def validate_input(self, raw: Any) -> Any:
-        """The input as the run will store it; ``InvalidRequest`` (422) if it does not fit."""
-        if self.input_model is None:
-            return _servable(raw)
-        try:
-            return _servable(self.input_model.model_validate(raw).model_dump(mode="json"))
-        except ValidationError as exc:
-            raise InvalidRequest(f"input does not fit pipeline {self.name!r}: {_first_errors(exc)}") from exc
-
-    def argument(self, stored_input: Any) -> Any:
-        """What the pipeline function receives: its model instance, or the raw JSON."""
-        if self.input_model is None:
-            return stored_input
-        return self.input_model.model_validate(stored_input)
-
-    def input_schema(self) -> dict[str, Any]:
-        if self.input_model is None:
-            return {}
-        return self.input_model.model_json_schema()
-
-
-def _servable(stored_input: Any) -> Any:
-    """The input as stored, checked by the rule every served value follows (every
-    front end's run creation comes through here, before anything is written)."""
-    try:
-        check_depth(stored_input, "input")
-    except NestedTooDeep as exc:
-        raise InvalidRequest(str(exc)) from None
-    return stored_input
-
-
-def _first_errors(exc: ValidationError, count: int = 3) -> str:
-    parts = []
-    for error in exc.errors()[:count]:
-        where = ".".join(str(p) for p in error["loc"]) or "input"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)
 
 
 class Runyard:
@@ -99,7 +51,8 @@ class Runyard:
         self.limits = LimitRegistry()
         self.lifespan = lifespan
         self.declared_resources: list[Declared] = []
-        self._runtime: Runtime | None = None
+        self._resources: Resources | None = None  # while running: from start-up to after the drain
+        self._runtime: Runtime | None = None  # once started, until after the drain
 
     def pipeline(
         self,
@@ -146,7 +99,7 @@ class Runyard:
         generator function (set up, ``yield`` it, close it) or an async function
         returning it. Resources are built in declaration order, after the
         lifespan, and closed in reverse order after the last run has drained."""
-        if self._runtime is not None:
+        if self._resources is not None:
             raise RuntimeError("resources are declared before the app starts")
         if any(declared.name == name for declared in self.declared_resources):
             raise ValueError(f"resource {name!r} is already registered")
@@ -162,11 +115,13 @@ class Runyard:
     def resources(self) -> Resources:
         """The resources of the running app (for code outside a run: the app's own
         HTTP routes, say); ``RuntimeError`` before start-up."""
-        return self.runtime.resources
+        if self._resources is None:
+            raise RuntimeError(NOT_STARTED)
+        return self._resources
 
     def with_settings(self, settings: Settings) -> Runyard:
         """Use ``settings`` (the CLI's, say) from now on; only before the app starts."""
-        if self._runtime is not None:
+        if self._resources is not None:
             raise RuntimeError("settings cannot change while the app runs")
         self.settings = settings
         return self
@@ -174,14 +129,28 @@ class Runyard:
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            raise RuntimeError("the app is not started: serve it, or use `async with app.running()`")
+            raise RuntimeError(NOT_STARTED)
         return self._runtime
 
-    def running(self) -> Runtime:
-        """The runtime as an async context manager (what the HTTP lifespan uses)."""
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Runtime]:
+        """``async with app.running() as runtime:`` the app served (what the HTTP lifespan uses).
+
+        The resources come first and go last: built before the engine claims
+        its first run, closed after the drain, whatever fails between."""
         from runyard.runtime import Runtime
 
-        return Runtime(self)
+        if self._resources is not None:
+            raise RuntimeError("the app is already running")
+        lifespan = self.lifespan(self) if self.lifespan is not None else None
+        async with open_resources(lifespan, self.declared_resources) as resources:
+            self._resources = resources
+            try:
+                async with Runtime(self.settings, self.pipelines, self.limits, resources) as runtime:
+                    self._runtime = runtime
+                    yield runtime
+            finally:
+                self._runtime = self._resources = None
 
     def http(self) -> FastAPI:
         """The ASGI application serving this app's HTTP API."""

@@ -25,11 +25,10 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from pydantic import ValidationError
@@ -39,7 +38,8 @@ from rich.console import Console
 from runyard.cli_view import RunView, compact, data_field
 from runyard.client import DEFAULT_URL, APIError, AsyncClient, StreamLost
 from runyard.errors import ConfigurationError, RunyardError
-from runyard.settings import Settings
+from runyard.settings import Settings, redact_url
+from runyard.validation import describe
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
@@ -184,13 +184,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _invalid_setting(exc: ValidationError, overrides: dict[str, Any]) -> str:
-    error = exc.errors()[0]
-    if not error["loc"]:  # a rule between settings
-        return f"invalid settings: {error['msg'].removeprefix('Value error, ')}"
-    name = str(error["loc"][0])
-    source = "--" + name.replace("_", "-") if name in overrides else f"RUNYARD_{name.upper()}"
-    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"invalid {source} {error['input']!r}: {error['msg']}{more}"
+    def source(error: Mapping[str, Any]) -> str:
+        if not error["loc"]:  # a rule between settings
+            return "settings"
+        name = str(error["loc"][0])
+        flag = "--" + name.replace("_", "-") if name in overrides else f"RUNYARD_{name.upper()}"
+        return f"{flag} {error['input']!r}"
+
+    return "invalid " + describe(exc.errors(), limit=1, label=source)
 
 
 # -- serving -------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def load_app(spec: str) -> Runyard:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     version = asyncio.run(_migrate(settings.store))
-    print(f"{_redact(settings.store)}: schema version {version}")
+    print(f"{redact_url(settings.store)}: schema version {version}")
     return OK
 
 
@@ -260,13 +261,6 @@ async def _migrate(url: str) -> int:
         return await store.migrate()
     finally:
         await store.close()
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
 
 
 # -- following runs ------------------------------------------------------------------

@@ -16,7 +16,6 @@ the same helpers and resume streams with the same ``_Cursor``; only the I/O diff
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import httpx
 from runyard.errors import RunyardError
 from runyard.events.sse import SSEParser, decode_event
 from runyard.models import RunStatus
+from runyard.retrying import Backoff
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = frozenset(status.value for status in RunStatus if status.finished)
@@ -69,8 +69,8 @@ class Reconnect:
     jitter: float = 0.2
 
     def delay(self, failures: int) -> float:
-        base = min(self.max_delay_s, self.initial_delay_s * 2.0 ** (failures - 1))
-        return base * random.uniform(1 - self.jitter, 1 + self.jitter)
+        spread = (1 - self.jitter, 1 + self.jitter)
+        return Backoff(self.initial_delay_s, self.max_delay_s, spread).delay(failures)
 
 
 # -- requests and answers, shared by both clients --------------------------------

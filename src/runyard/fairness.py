@@ -1,4 +1,6 @@
-"""Fair turns between owners, shared by the run queue and the limits.
+"""Fair turns between owners for a limit's waiters in this process (the run
+queue's claim applies the same rule in each store's query, Redis's limits in
+their script).
 
 One owner's burst must not starve another owner's single request: the next
 turn goes to the waiting owner that holds the fewest (runs executing, permits),

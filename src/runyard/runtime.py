@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -29,18 +29,18 @@ from runyard.errors import (
     RunNotFound,
     SessionNotFound,
 )
-from runyard.events import EventLog, Hub, follow
+from runyard.events import Hub, follow
 from runyard.events.sse import Frame
+from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
 from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
-from runyard.resources import Resources, open_resources
+from runyard.pipeline import Pipeline
+from runyard.resources import Resources
+from runyard.settings import Settings
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, SessionEntry
-
-if TYPE_CHECKING:
-    from runyard.app import Runyard
 
 log = logging.getLogger("runyard.runtime")
 
@@ -60,61 +60,41 @@ class Idempotency:
 
 
 class Runtime:
-    """``async with app.running() as runtime:`` — everything a served app needs."""
+    """``async with app.running() as runtime:`` — everything a served app needs.
 
-    def __init__(self, app: Runyard) -> None:
-        self.app = app
-        self.settings = app.settings
-        self.store = store_from_url(self.settings.store, max_run_bytes=self.settings.max_run_bytes)
-        self.broker = broker_from_url(self.settings.broker)
-        self.hub = Hub()
-        self.events = EventLog(self.store, self.broker)
-        self.engine = Engine(app, self.store, self.events, self.broker)
-        self._creation_rate = (
-            CreationRate(self.settings.rate_limit, self.settings.broker) if self.settings.rate_limit else None
-        )
-        self._resource_scope = contextlib.AsyncExitStack()
-        self._resources: Resources | None = None
+    Built with what the app declared (``pipelines``, ``limits``) and the
+    ``resources`` it built at start-up, which every run reads."""
+
+    def __init__(
+        self, settings: Settings, pipelines: Mapping[str, Pipeline], limits: LimitRegistry, resources: Resources
+    ) -> None:
+        self.settings = settings
+        self.pipelines = pipelines
+        self.limits = limits
+        self.resources = resources
+        self.store = store_from_url(settings.store, max_run_bytes=settings.max_run_bytes)
+        self.broker = broker_from_url(settings.broker)
+        self.hub = Hub(self.broker.watcher)
+        self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker)
+        self.events = self.engine.events
+        self._creation_rate = CreationRate(settings.rate_limit, settings.broker) if settings.rate_limit else None
 
     async def __aenter__(self) -> Runtime:
-        # The app's resources come first and go last: ready before the engine
-        # claims its first run, closed after the drain, whatever fails between.
-        lifespan = self.app.lifespan(self.app) if self.app.lifespan is not None else None
-        self._resources = await self._resource_scope.enter_async_context(
-            open_resources(lifespan, self.app.declared_resources)
-        )
-        try:
-            await self.store.open()
-            await self.broker.open(self.hub, self.engine.on_signal)
-            await self.app.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
-            await self.events.start()
-            self.app._runtime = self  # before the engine starts: its runs read app.resources
-            await self.engine.start()
-        except BaseException:
-            self.app._runtime = None
-            await self._resource_scope.aclose()
-            raise
+        await self.store.open()
+        await self.broker.open(self.hub, self.engine.on_signal)
+        await self.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
+        await self.events.start()
+        await self.engine.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            await self.engine.stop()  # draining runs still reach app.runtime and app.resources
-            await self.app.limits.close()  # after the drain: no run holds a permit any more
-            await self.events.stop()
-            await self.broker.close()
-            await self.store.close()
-        finally:
-            self.app._runtime = None
-            await self._resource_scope.aclose()  # in reverse order of their start
-
-    @property
-    def resources(self) -> Resources:
-        """The app's resources, built at start-up."""
-        if self._resources is None:
-            raise RuntimeError("the app's resources are built when it starts")
-        return self._resources
+        await self.engine.stop()  # draining runs still reach their resources: they close after this
+        await self.limits.close()  # after the drain: no run holds a permit any more
+        await self.events.stop()
+        await self.broker.close()
+        await self.store.close()
 
     # -- runs ------------------------------------------------------------------
 
@@ -141,7 +121,7 @@ class Runtime:
             seen = await self.store.idempotent_run(owner, idempotency.key, admission.since)
             if seen is not None:
                 return admission.repeat_of(*seen)
-        spec = self.app.pipelines.get(pipeline)
+        spec = self.pipelines.get(pipeline)
         if spec is None:
             raise PipelineNotFound(f"no pipeline named {pipeline!r}")
         stored_input = spec.validate_input(input)

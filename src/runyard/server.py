@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import gc
 import logging
@@ -112,9 +113,8 @@ class _Server(uvicorn.Server):
             loop.close()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        runtime = self._app._runtime
-        if runtime is not None:
-            asyncio.get_running_loop().call_soon_threadsafe(runtime.hub.close)
+        with contextlib.suppress(RuntimeError):  # not started yet: no stream to end
+            asyncio.get_running_loop().call_soon_threadsafe(self._app.runtime.hub.close)
         super().handle_exit(sig, frame)
 
 

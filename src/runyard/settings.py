@@ -8,6 +8,7 @@ its flags from this class, so the two can never drift apart).
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -155,6 +156,25 @@ class Settings(BaseSettings):
     @property
     def admin_subject_set(self) -> frozenset[str]:
         return frozenset(_items(self.admin_subjects))
+
+
+SECRET_PARAMETERS = frozenset({"password", "passwd"})
+
+
+def redact_url(url: str) -> str:
+    """``url`` (a store's, a broker's) fit for a message: its password, in the
+    authority or the query, replaced by ``***``."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    secret_query = any(name in SECRET_PARAMETERS for name, _ in query)
+    if parts.password is None and not secret_query:
+        return url  # as given: urlunsplit would drop the "//" of memory://
+    netloc = parts.netloc
+    if parts.password is not None:
+        credentials, _, host = netloc.rpartition("@")
+        netloc = f"{credentials.partition(':')[0]}:***@{host}"
+    hidden = [(name, "***" if name in SECRET_PARAMETERS else value) for name, value in query]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))
 
 
 def _items(text: str) -> list[str]:

@@ -32,8 +32,8 @@ def prefix() -> str:
 class RecordingHub(Hub):
     """A hub that also keeps what its broker hands it, as the broker handed it."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, broker: Broker | None = None) -> None:
+        super().__init__(broker.watcher if broker is not None else None)
         self.batches: list[list[Event]] = []
 
     @property
@@ -63,14 +63,15 @@ async def deployment(request: pytest.FixtureRequest, prefix: str) -> AsyncIterat
         url = redis_url(prefix)
     brokers: list[Broker] = []
     try:
-        subscriber, hub = broker_from_url(url), RecordingHub()
+        subscriber = broker_from_url(url)
+        hub = RecordingHub(subscriber)
         brokers.append(subscriber)
         await subscriber.open(hub)
         publisher = subscriber
         if request.param != "local":
             publisher = broker_from_url(url)
             brokers.append(publisher)
-            await publisher.open(RecordingHub())
+            await publisher.open(RecordingHub(publisher))
         yield Deployment(publisher, hub)
     finally:
         for broker in brokers:

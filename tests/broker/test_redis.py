@@ -49,7 +49,8 @@ async def open_broker(prefix: str) -> AsyncIterator[Open]:
     opened: list[RedisBroker] = []
 
     async def open_(**query: str) -> tuple[RedisBroker, RecordingHub]:
-        broker, hub = RedisBroker(redis_url(prefix, **query)), RecordingHub()
+        broker = RedisBroker(redis_url(prefix, **query))
+        hub = RecordingHub(broker)
         opened.append(broker)
         await broker.open(hub)
         return broker, hub
@@ -273,7 +274,8 @@ async def test_a_killed_publishing_connection_loses_nothing(
 
 
 async def test_unreachable_redis_fails_ping_fast_and_never_the_publisher(prefix: str) -> None:
-    broker, hub = RedisBroker(f"redis://127.0.0.1:{free_port()}/0?prefix={prefix}"), RecordingHub()
+    broker = RedisBroker(f"redis://127.0.0.1:{free_port()}/0?prefix={prefix}")
+    hub = RecordingHub(broker)
     started = time.monotonic()
     await broker.open(hub)  # carries on without Redis; the reader keeps trying
     try:

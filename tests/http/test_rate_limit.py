@@ -46,9 +46,10 @@ def test_requests_refused_before_creation_do_not_count(server: str) -> None:
     assert create(server, "careful").status_code == 201
 
 
-def test_a_rate_that_cannot_be_read_fails_at_start_up() -> None:
+async def test_a_rate_that_cannot_be_read_fails_at_start_up() -> None:
     with pytest.raises(ConfigurationError):
-        make_app(store="memory://", rate_limit="lots").running()
+        async with make_app(store="memory://", rate_limit="lots").running():
+            pass
 
 
 async def test_an_unreachable_redis_lets_creations_through_rather_than_stopping_everyone() -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runyard.events.hub import Hub
+    from runyard.events.hub import Hub, Watcher
     from runyard.models import Event
 
 
@@ -33,9 +33,16 @@ SignalHandler = Callable[[str, str], None]  # (kind, run id or "")
 class Broker(ABC):
     """Live fan-out of persisted events, and signals, to every process."""
 
+    @property
+    def watcher(self) -> Watcher | None:
+        """What a hub must tell which runs have subscribers in its process (given
+        to ``Hub(...)``); None for a broker that delivers every run's events anyway."""
+        return self
+
     @abstractmethod
     async def open(self, hub: Hub, on_signal: SignalHandler | None = None) -> None:
-        """Connect, and deliver the events of the runs ``hub`` watches to it from
+        """Connect, and deliver the events of the runs ``hub`` watches (a hub built
+        with this broker's ``watcher``) to it from
         now on, and every process's signals (this one's included) to ``on_signal``."""
 
     @abstractmethod

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from runyard.broker.base import Broker, SignalHandler
 
 if TYPE_CHECKING:
-    from runyard.events.hub import Hub
+    from runyard.events.hub import Hub, Watcher
     from runyard.models import Event
 
 
@@ -20,9 +20,12 @@ class LocalBroker(Broker):
         self._hub: Hub | None = None
         self._on_signal: SignalHandler | None = None
 
+    @property
+    def watcher(self) -> Watcher | None:
+        # the hub gets every event anyway: a channel need not wait for (nor spawn a task for) a watch
+        return None
+
     async def open(self, hub: Hub, on_signal: SignalHandler | None = None) -> None:
-        # not registered as the hub's broker: the hub gets every event anyway, so
-        # a channel need not wait for (nor spawn a task for) a watch
         self._hub = hub
         self._on_signal = on_signal
 

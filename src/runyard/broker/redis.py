@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import secrets
 import time
 from collections import deque
@@ -47,6 +46,7 @@ from redis.exceptions import RedisError
 
 from runyard.broker.base import WAKE, Broker, SignalHandler
 from runyard.models import Event
+from runyard.retrying import Backoff
 
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection
@@ -64,10 +64,11 @@ DEFAULT_PREFIX = "runyard:"
 # socket_connect_timeout wins over this.
 TIMEOUT_S = 1.0
 WATCH_TIMEOUT_S = 1.0  # a join waits this long at most for Redis to confirm a subscription
-RECONNECT_MIN_S = 0.05  # the subscriber reconnects after this (with jitter), doubling...
-RECONNECT_MAX_S = 2.0  # ...up to this while Redis stays unreachable
-PUBLISH_BACKOFF_MIN_S = 0.05  # after a failed publish, batches skip Redis for this long, doubling...
-PUBLISH_BACKOFF_MAX_S = 1.0  # ...up to this
+# The subscriber reconnects after 50 ms (with jitter), doubling up to 2 s while Redis stays unreachable.
+RECONNECT = Backoff(first_s=0.05, max_s=2.0)
+# After a failed publish, batches skip Redis for 50 ms, doubling up to 1 s (no
+# jitter: it is a pause of this process's writer, not a retry in step with others).
+PUBLISH_PAUSE = Backoff(first_s=0.05, max_s=1.0, spread=(1.0, 1.0))
 SILENCE_S = 5.0  # a silent subscriber connection is PINGed; silent twice as long, it is presumed dead
 MAX_UNSENT = 10_000  # runs whose newest unsent event is remembered while Redis is unreachable
 
@@ -137,7 +138,7 @@ class RedisBroker(Broker):
         self._flusher: asyncio.Task[None] | None = None
         # publishing
         self._resume_at = 0.0  # while Redis fails, batches skip it until then
-        self._backoff = 0.0
+        self._publish_failures = 0  # in a row
         self._unsent: dict[str, Event] = {}  # run id -> its newest event that did not reach Redis
 
     # -- lifecycle ---------------------------------------------------------------
@@ -145,7 +146,6 @@ class RedisBroker(Broker):
     async def open(self, hub: Hub, on_signal: SignalHandler | None = None) -> None:
         self._hub = hub
         self._on_signal = on_signal
-        hub.broker = self
         first = self._attempt = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._subscribe_forever(), name="runyard-redis-subscriber")
         # Start subscribed when Redis is up; when it is not, the reader says so and keeps trying.
@@ -164,8 +164,6 @@ class RedisBroker(Broker):
         self._attempt = None
         await self._disconnect()
         await self._client.aclose()
-        if self._hub is not None and self._hub.broker is self:
-            self._hub.broker = None
         self._hub = None
         self._on_signal = None
 
@@ -226,14 +224,14 @@ class RedisBroker(Broker):
                     await pipe.execute()
         except (RedisError, OSError) as exc:
             self._remember(by_run)
-            if not self._backoff:
+            if not self._publish_failures:
                 log.warning("publishing to Redis failed (%s); streams elsewhere catch up from the store", exc)
-            self._backoff = min(max(2 * self._backoff, PUBLISH_BACKOFF_MIN_S), PUBLISH_BACKOFF_MAX_S)
-            self._resume_at = time.monotonic() + self._backoff
+            self._publish_failures += 1
+            self._resume_at = time.monotonic() + PUBLISH_PAUSE.delay(self._publish_failures)
             return
-        if self._backoff:
+        if self._publish_failures:
             log.warning("publishing to Redis again (%d runs' newest events re-sent)", len(self._unsent))
-            self._backoff = 0.0
+            self._publish_failures = 0
         self._unsent.clear()
 
     def _remember(self, by_run: dict[str, list[Event]]) -> None:
@@ -306,7 +304,7 @@ class RedisBroker(Broker):
     # -- the reader task ---------------------------------------------------------
 
     async def _subscribe_forever(self) -> None:
-        delay = RECONNECT_MIN_S
+        failures = 0  # connections lost or refused since the last one that held
         down_since: float | None = None
         while True:
             attempt = self._attempt
@@ -323,7 +321,7 @@ class RedisBroker(Broker):
                 if down_since is not None:
                     log.warning("subscribed to Redis again after %.1fs", time.monotonic() - down_since)
                     down_since = None
-                delay = RECONNECT_MIN_S
+                failures = 0
             finally:
                 self._attempt = None
                 if not attempt.done():
@@ -335,8 +333,8 @@ class RedisBroker(Broker):
                     down_since = time.monotonic()
                     log.warning("lost the Redis subscriber connection (%s); reconnecting", exc)
                 await self._disconnect()
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # jitter: processes do not reconnect in step
-            delay = min(2 * delay, RECONNECT_MAX_S)
+            failures += 1
+            await asyncio.sleep(RECONNECT.delay(failures))
 
     async def _connect(self) -> None:
         """Open the subscriber connection and subscribe every watched run."""

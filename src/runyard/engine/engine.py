@@ -26,8 +26,9 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from pydantic import BaseModel
@@ -36,15 +37,16 @@ from runyard.broker.base import CANCEL, WAKE, Broker
 from runyard.context import RunContext
 from runyard.engine.outcome import Outcome
 from runyard.events.log import EventLog, EventsLost
+from runyard.governance.limit import LimitRegistry
 from runyard.models import IDEMPOTENCY_TTL_S, Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.observability.tracing import span
+from runyard.pipeline import Pipeline
+from runyard.resources import Resources
 from runyard.servable import check_depth
+from runyard.settings import Settings
 from runyard.store.base import Claimed, Store
-
-if TYPE_CHECKING:
-    from runyard.app import Runyard
 
 log = logging.getLogger("runyard.engine")
 
@@ -85,11 +87,23 @@ class Engine:
     """Claims and executes runs, at most ``max_concurrent_runs`` at a time, when
     this process's role executes runs; cancels runs in every role."""
 
-    def __init__(self, app: Runyard, store: Store, events: EventLog, broker: Broker) -> None:
-        self._app = app
-        self._settings = app.settings
+    def __init__(
+        self,
+        settings: Settings,
+        pipelines: Mapping[str, Pipeline],
+        limits: LimitRegistry,
+        resources: Resources,
+        store: Store,
+        broker: Broker,
+    ) -> None:
+        self._settings = settings
+        self._pipelines = pipelines
+        self._limits = limits
+        self._resources = resources
         self._store = store
-        self._events = events
+        # The engine's runs write through this log, and a write it refuses for a
+        # stale fence stops the run here at once: built here, with that callback.
+        self.events = self._events = EventLog(store, broker, on_lease_lost=self._fence_refused)
         self._broker = broker
         self.worker_id = new_worker_id()
         self._running: dict[str, Execution] = {}
@@ -102,7 +116,6 @@ class Engine:
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
         self._abandoned: set[asyncio.Task[Outcome]] = set()  # pipelines that ignored their cancellation
         self._sweeper: asyncio.Task[None] | None = None  # the sweep under way, started by the housekeeper
-        events.on_lease_lost = self._fence_refused
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -151,7 +164,7 @@ class Engine:
     @property
     def pipelines(self) -> list[str]:
         """The pipelines this process serves: the only runs it claims."""
-        return list(self._app.pipelines)
+        return list(self._pipelines)
 
     @property
     def active(self) -> int:
@@ -343,17 +356,17 @@ class Engine:
 
     async def _call_pipeline(self, execution: Execution) -> Outcome:
         run = execution.run
-        pipeline = self._app.pipelines.get(run.pipeline)
+        pipeline = self._pipelines.get(run.pipeline)
         if pipeline is None:  # defensive: the store claims only the pipelines served here
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
         ctx = RunContext(
             run,
             self._events,
             self._store,
-            self._app.limits,
+            self._limits,
             self._settings.history_max,
             fence=execution.fence,
-            resources=self._app.resources,
+            resources=self._resources,
         )
         token = ctx._activate()
         deadline = asyncio.timeout(run.timeout_s)

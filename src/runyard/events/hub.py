@@ -8,9 +8,10 @@ nothing but a cursor: publishing never waits for them and never queues per
 subscriber, and a subscriber that falls behind the channel's window reads the
 store instead. Memory per subscriber is therefore constant.
 
-The hub tells its broker which runs have subscribers here (``watch`` when a
-run's channel opens, ``unwatch`` when it closes), so a broker that spans
-processes carries only those runs' events to this one.
+The hub tells its ``Watcher`` (the broker, given when the hub is built) which
+runs have subscribers here (``watch`` when a run's channel opens, ``unwatch``
+when it closes), so a broker that spans processes carries only those runs'
+events to this one.
 """
 
 from __future__ import annotations
@@ -18,13 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from runyard.events.sse import Frame, encode
 from runyard.models import Event
-
-if TYPE_CHECKING:
-    from runyard.broker.base import Broker
 
 log = logging.getLogger("runyard.events")
 
@@ -36,12 +34,12 @@ STORE_READS = 4
 class RunChannel:
     __slots__ = ("_bytes", "_frames", "changed", "closed", "run_id", "subscribers", "watched")
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, *, closed: bool = False, watched: asyncio.Future[None] | None = None) -> None:
         self.run_id = run_id
         self.subscribers = 0
-        self.closed = False  # the process is shutting down: followers stop
+        self.closed = closed  # the process is shutting down: followers stop
         self.changed = asyncio.Event()
-        self.watched: asyncio.Future[None] | None = None  # the broker's watch of this run, shared by joiners
+        self.watched = watched  # the broker's watch of this run, shared by joiners
         self._frames: list[Frame] = []
         self._bytes = 0
 
@@ -100,10 +98,23 @@ class RunChannel:
         return kept[start : start + limit]
 
 
-class Hub:
-    """The channels of the runs this process's subscribers follow."""
+class Watcher(Protocol):
+    """Who carries a run's events to this process only while it is watched (a broker)."""
 
-    def __init__(self) -> None:
+    async def watch(self, run_id: str) -> None:
+        """Deliver this run's events from now on; returns once that holds."""
+
+    def unwatch(self, run_id: str) -> None:
+        """Stop delivering this run's events (possibly a little later)."""
+
+
+class Hub:
+    """The channels of the runs this process's subscribers follow.
+
+    ``watcher`` is told which runs have subscribers here; None when every
+    run's events reach the hub anyway (``local://``)."""
+
+    def __init__(self, watcher: Watcher | None = None) -> None:
         self._channels: dict[str, RunChannel] = {}
         self.closed = False
         self._subscribers = 0  # every channel's, counted as they join and leave
@@ -112,7 +123,7 @@ class Hub:
         # /healthz waiting 8.4 s with no turns, 5.1 s with 2 (bench/hostile.py,
         # memory://); 4 lets a PostgreSQL pool serve pages in parallel.
         self.store_reads = asyncio.Semaphore(STORE_READS)
-        self.broker: Broker | None = None  # set by ``Broker.open``: told which runs have subscribers here
+        self._watcher = watcher
 
     @property
     def subscribers(self) -> int:
@@ -125,12 +136,10 @@ class Hub:
         channel together miss nothing."""
         channel = self._channels.get(run_id)
         if channel is None:
-            channel = self._channels[run_id] = RunChannel(run_id)
-            channel.closed = self.closed
-            if self.broker is not None:
-                # A task, not an await: the watch must complete for every joiner
-                # even if the joiner that started it is cancelled half-way.
-                channel.watched = asyncio.ensure_future(self.broker.watch(run_id))
+            # A task, not an await: the watch must complete for every joiner
+            # even if the joiner that started it is cancelled half-way.
+            watch = asyncio.ensure_future(self._watcher.watch(run_id)) if self._watcher is not None else None
+            channel = self._channels[run_id] = RunChannel(run_id, closed=self.closed, watched=watch)
         channel.subscribers += 1
         self._subscribers += 1
         watched = channel.watched
@@ -157,8 +166,8 @@ class Hub:
         self._subscribers -= 1
         if channel.subscribers <= 0 and self._channels.get(channel.run_id) is channel:
             del self._channels[channel.run_id]
-            if self.broker is not None:
-                self.broker.unwatch(channel.run_id)
+            if self._watcher is not None:
+                self._watcher.unwatch(channel.run_id)
 
     def resync(self, run_ids: Iterable[str]) -> None:
         """The broker may have lost these runs' events (it reconnected): their

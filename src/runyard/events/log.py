@@ -38,6 +38,7 @@ from runyard.models import (
 )
 from runyard.observability import metrics
 from runyard.observability.tracing import span
+from runyard.retrying import Backoff
 from runyard.store.base import AppendGroup, AppendResult, Store
 
 log = logging.getLogger("runyard.events")
@@ -53,10 +54,9 @@ BUSY_S = 0.010
 
 IN_FLIGHT = 64  # events one run may have queued but not yet committed
 # A store that loses its connection (a PostgreSQL restart) is waited for this
-# long, retrying every RETRY_MIN_S..RETRY_MAX_S, before batches fail.
+# long, retrying after 50 ms, doubling up to 1 s, before batches fail.
 RIDE_OUT_S = 60.0
-RETRY_MIN_S = 0.05
-RETRY_MAX_S = 1.0
+RETRY = Backoff(first_s=0.05, max_s=1.0, spread=(1.0, 1.0))  # one writer per process: nothing to jitter
 
 EVENTS_LOST = "events_lost"
 
@@ -101,7 +101,7 @@ _Pending = tuple[AppendGroup, _Done | None]  # no future when nobody waits for t
 class EventLog:
     """The only way events enter the store; each is published after its commit."""
 
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(self, store: Store, broker: Broker, on_lease_lost: Callable[[str, Fence], None] | None = None) -> None:
         self._store = store
         self._broker = broker
         self._pending: list[_Pending] = []
@@ -112,9 +112,9 @@ class EventLog:
         self._failed: dict[str, BaseException] = {}  # run id -> why its unawaited events were refused
         self._lost: dict[str, _Loss] = {}  # run id -> its events that could not be stored, until its attempt ends
         self._pending_updates = 0  # groups carrying an update in _pending
-        self.on_lease_lost: Callable[[str, Fence], None] | None = None  # told of every write refused by its fence
+        self._on_lease_lost = on_lease_lost  # told of every write refused by its fence: (run id, fence)
         self._outage_since: float | None = None  # when the store became unavailable, while it is
-        self._retry_in = 0.0
+        self._outage_retries = 0
 
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_forever(), name="runyard-event-writer")
@@ -272,7 +272,7 @@ class EventLog:
             if not exc.in_doubt and self._ride_out(exc):
                 self._pending[:0] = batch  # nothing was written: the same batch, first, once the store is back
                 self._pending_updates += sum(group.update is not None for group, _ in batch)
-                await asyncio.sleep(self._retry_in)
+                await asyncio.sleep(RETRY.delay(self._outage_retries))
                 return
             log.exception("event batch of %d groups could not be persisted", len(batch))
             results = [exc] * len(batch)
@@ -283,7 +283,7 @@ class EventLog:
             metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)
             if self._outage_since is not None:
                 log.warning("the store answers again after %.1fs", time.monotonic() - self._outage_since)
-                self._outage_since, self._retry_in = None, 0.0
+                self._outage_since, self._outage_retries = None, 0
         published: list[Event] = []
         losses: dict[str, BaseException] = {}
         for (group, done), result in zip(batch, results, strict=True):
@@ -291,8 +291,8 @@ class EventLog:
             if isinstance(result, BaseException):
                 if isinstance(result, LeaseLost):
                     self._lost.pop(group.run_id, None)  # the run is another attempt's now
-                    if self.on_lease_lost is not None and group.fence is not None:
-                        self.on_lease_lost(group.run_id, group.fence)
+                    if self._on_lease_lost is not None and group.fence is not None:
+                        self._on_lease_lost(group.run_id, group.fence)
                 elif group.update is None and _surely_lost(result):
                     losses.setdefault(group.run_id, result)
                     result = self._record_loss(group, result)
@@ -332,7 +332,7 @@ class EventLog:
         if self._outage_since is None:
             log.warning("the store is unavailable (%s); holding events for up to %gs", exc, RIDE_OUT_S)
             self._outage_since = time.monotonic()
-        self._retry_in = min(max(2 * self._retry_in, RETRY_MIN_S), RETRY_MAX_S)
+        self._outage_retries += 1
         return time.monotonic() - self._outage_since < RIDE_OUT_S
 
     def _settle(self, run_id: str) -> None:

@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -34,8 +34,16 @@ from runyard.governance.windows import Windows
 from runyard.observability import metrics
 from runyard.observability.tracing import span
 
-if TYPE_CHECKING:
-    from runyard.context import RunContext
+
+class Caller(Protocol):
+    """Who waits for a limit: a run (``RunContext``) queues as its owner and tells
+    its stream when it has waited long."""
+
+    @property
+    def owner(self) -> str: ...
+
+    async def emit(self, type: str, data: Any = None) -> None: ...
+
 
 T = TypeVar("T")
 WAIT_NOTICE_S = 1.0
@@ -92,7 +100,7 @@ class Limit:
         return self._parts.semaphore.queued if self._parts.semaphore else 0
 
     @asynccontextmanager
-    async def acquire(self, ctx: RunContext, tokens: int = 0) -> AsyncIterator[None]:
+    async def acquire(self, ctx: Caller, tokens: int = 0) -> AsyncIterator[None]:
         """Hold one admission for the block; its outcome feeds the breaker. A
         shared permit lost mid-call (its lease could not be renewed) stops the
         block with ``PermitLost``."""
@@ -121,7 +129,7 @@ class Limit:
             await breaker.succeeded(ticket)
 
     async def call(
-        self, ctx: RunContext, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any, retries: int, tokens: int
+        self, ctx: Caller, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any, retries: int, tokens: int
     ) -> T:
         """``fn(*args, **kwargs)`` under this limit, tried up to ``retries`` more times."""
         attempts = AsyncRetrying(
@@ -136,7 +144,7 @@ class Limit:
                     return await fn(*args, **kwargs)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _admit(self, parts: _Parts, ctx: RunContext, tokens: int) -> Permit | None:
+    async def _admit(self, parts: _Parts, ctx: Caller, tokens: int) -> Permit | None:
         """Wait for the windows and a permit, saying so after a second."""
         if parts.windows is None and parts.semaphore is None:
             return None

@@ -31,9 +31,11 @@ from typing import Any
 from runyard.broker.redis import split_url
 from runyard.governance.breaker import Breaker
 from runyard.governance.redis_breaker import RedisBreaker
-from runyard.governance.redis_common import REDIS_ERRORS, TIMEOUT_S, Outage, backoff, connect, jitter, log, server_ms
+from runyard.governance.redis_common import BACKOFF, REDIS_ERRORS, TIMEOUT_S, Outage, connect, log, server_ms
 from runyard.governance.redis_semaphore import RedisSemaphore
 from runyard.governance.redis_windows import RedisWindows
+from runyard.retrying import retry
+from runyard.settings import redact_url
 
 INBOX_BLOCK_S = 1.0  # one BLPOP waits this long at most, then the reader asks again
 CLOSE_TIMEOUT_S = 2.0  # close() waits this long at most for permits to be given back
@@ -94,7 +96,7 @@ class RedisLimits:
             async with asyncio.timeout(TIMEOUT_S):
                 await self.client.ping()
         except REDIS_ERRORS as exc:
-            log.warning("limits: Redis at %s is not reachable yet (%s); calls wait for it", self.url, exc)
+            log.warning("limits: Redis at %s is not reachable yet (%s); calls wait for it", redact_url(self.url), exc)
         self._tasks = [
             asyncio.create_task(self._keep_forever(), name="runyard-limits-keeper"),
             asyncio.create_task(self._read_inbox(), name="runyard-limits-inbox"),
@@ -137,18 +139,15 @@ class RedisLimits:
 
     async def _read_inbox(self) -> None:
         outage = Outage("limits: the wake-up inbox")
-        delay = 0.0
+
+        async def next_wake_up() -> Any:
+            async with asyncio.timeout(INBOX_BLOCK_S + TIMEOUT_S):
+                return await self._blocking.blpop([self.inbox], timeout=INBOX_BLOCK_S)
+
         while True:
-            try:
-                async with asyncio.timeout(INBOX_BLOCK_S + TIMEOUT_S):
-                    reply = await self._blocking.blpop([self.inbox], timeout=INBOX_BLOCK_S)
-            except REDIS_ERRORS as exc:
-                outage.failed(exc)  # meanwhile the keeper wakes granted waiters, every quarter lease
-                delay = backoff(delay)
-                await asyncio.sleep(jitter(delay))
-                continue
+            # while Redis fails, the keeper wakes granted waiters, every quarter lease
+            reply = await retry(next_wake_up, BACKOFF, on=REDIS_ERRORS, failed=outage.failed)
             outage.recovered()
-            delay = 0.0
             if reply is not None:
                 member = reply[1]
                 wake = self.wakers.get(member.decode() if isinstance(member, bytes) else member)

@@ -25,13 +25,12 @@ import secrets
 from typing import TYPE_CHECKING, Any
 
 from runyard.governance.breaker import Breaker, BreakerOpen, Ticket
-from runyard.governance.redis_common import REDIS_ERRORS, Outage, lua, run, server_ms
+from runyard.governance.redis_common import REDIS_ERRORS, Outage, Shared, lua, run, server_ms
 from runyard.observability import metrics
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
 
-    from runyard.governance.redis import RedisLimits
 
 # KEYS: failures, tripped, cooling, probe; each script describes its ARGV at its top
 _ADMIT = lua("breaker_admit")
@@ -43,7 +42,7 @@ _ABANDONED = lua("breaker_abandoned")
 class RedisBreaker:
     """The breaker of one limit, shared by every process on the same Redis and prefix."""
 
-    def __init__(self, backend: RedisLimits, name: str, policy: Breaker) -> None:
+    def __init__(self, backend: Shared, name: str, policy: Breaker) -> None:
         self.name = name
         self.policy = policy
         self._backend = backend

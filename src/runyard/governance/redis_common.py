@@ -1,6 +1,6 @@
 """What the ``redis://`` parts of a limit share: clients whose calls are
 bounded by our own timeout, the errors that mean "Redis did not answer",
-backoff with jitter while it does not, and logging an outage once rather than
+the backoff (``runyard.retrying``) while it does not, and logging an outage once rather than
 at every retry.
 
 Why our own timeout: with ``socket_timeout`` set, redis-py writes each command
@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+
+from runyard.retrying import Backoff
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -36,8 +37,26 @@ MAX_CONNECTIONS = 50  # per client: calls beyond wait for one of these
 # RedisError covers connection refused and reset; OSError what the socket raises
 # around them, and TimeoutError (one) when TIMEOUT_S passes.
 REDIS_ERRORS = (RedisError, OSError)
-BACKOFF_MIN_S = 0.02  # after a failed command, wait this long (with jitter), doubling...
-BACKOFF_MAX_S = 1.0  # ...up to this
+# After a failed command, wait 20 ms (with jitter), doubling up to 1 s.
+BACKOFF = Backoff(first_s=0.02, max_s=1.0)
+
+
+class Shared(Protocol):
+    """What the parts of a limit share, owned by the backend (``RedisLimits``)."""
+
+    client: Redis  # every part's scripts run on it
+    prefix: str  # {prefix}limits:
+    lease_s: float
+    idle_ms: int  # a limit's keys expire after this long unused
+    process: str  # this process's id in Redis
+    inbox_prefix: str  # a process's wake-up inbox is this + its id
+    wakers: dict[str, asyncio.Event]  # waiting member -> its wake-up, set by the inbox reader
+
+    def has_work(self) -> None:
+        """A semaphore has waiters: the keeper renews them."""
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coroutine`` in the background; close() waits for it."""
 
 
 def connect(redis_url: str, max_connections: int = MAX_CONNECTIONS) -> Redis:
@@ -67,16 +86,6 @@ async def run(script: AsyncScript, keys: Sequence[str], args: Sequence[Any], tim
 def lua(name: str) -> str:
     """The text of the script ``lua/{name}.lua`` shipped beside this module (read once, at import)."""
     return files("runyard.governance").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
-
-
-def backoff(previous: float, ceiling: float = BACKOFF_MAX_S) -> float:
-    """The wait after one more failure in a row (``previous`` 0 after a success)."""
-    return min(ceiling, max(BACKOFF_MIN_S, 2 * previous))
-
-
-def jitter(delay: float) -> float:
-    """``delay`` shortened by up to half, so that processes do not retry in step."""
-    return delay * random.uniform(0.5, 1.0)
 
 
 def server_ms(seconds: float) -> int:

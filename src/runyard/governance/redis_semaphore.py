@@ -49,13 +49,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runyard.governance.redis_common import REDIS_ERRORS, Outage, backoff, jitter, log, lua, run, server_ms
+from runyard.governance.redis_common import BACKOFF, REDIS_ERRORS, Outage, Shared, log, lua, run, server_ms
 from runyard.governance.semaphore import Permit
-
-if TYPE_CHECKING:
-    from runyard.governance.redis import RedisLimits
+from runyard.retrying import Backoff, retry
 
 LOSS_MARGIN = 0.1  # a permit is given up this fraction of a lease before Redis could hand it on
 KEEP_MIN_S = 0.01
@@ -70,7 +68,7 @@ _KEEP = lua("semaphore_keep")
 class RedisSemaphore:
     """``capacity`` permits shared by every process on the same Redis and prefix."""
 
-    def __init__(self, backend: RedisLimits, name: str, capacity: int) -> None:
+    def __init__(self, backend: Shared, name: str, capacity: int) -> None:
         self.name = name
         self.capacity = capacity
         self._backend = backend
@@ -88,7 +86,9 @@ class RedisSemaphore:
         self._reported_waiting = 0  # the deployment's waiters, as Redis last said
         self._numbers = itertools.count(1)
         self._outage = Outage(f"limit {name!r}: permits")
-        self._keep_delay = 0.0
+        # the keeper's next renewal after failed ones: soon, but never past a tenth of a lease
+        self._keep_backoff = Backoff(BACKOFF.first_s, self._lease_s / 10, spread=(1.0, 1.0))
+        self._keep_failures = 0
 
     @property
     def in_flight(self) -> int:
@@ -110,20 +110,19 @@ class RedisSemaphore:
         self._backend.wakers[member] = wake
         self._backend.has_work()
         loop = asyncio.get_running_loop()
-        delay = 0.0
+        sent = loop.time()
+
+        async def ask() -> Any:
+            nonlocal sent
+            wake.clear()
+            sent = loop.time()  # the lease runs from the attempt Redis answered
+            return await run(self._acquire, self._keys, [*self._head, member, owner])
+
         try:
             while True:
-                wake.clear()
-                sent = loop.time()
-                try:
-                    lease_ms, waiting = await run(self._acquire, self._keys, [*self._head, member, owner])
-                except REDIS_ERRORS as exc:
-                    self._outage.failed(exc)
-                    delay = backoff(delay)
-                    await asyncio.sleep(jitter(delay))  # fail closed: no permit without Redis saying so
-                    continue
+                # fail closed: no permit without Redis saying so
+                lease_ms, waiting = await retry(ask, BACKOFF, on=REDIS_ERRORS, failed=self._outage.failed)
                 self._outage.recovered()
-                delay = 0.0
                 self._reported_waiting = int(waiting)
                 if lease_ms > 0:
                     return self._hold(member, owner, sent + lease_ms / 1000)
@@ -152,10 +151,10 @@ class RedisSemaphore:
             reply = await run(self._keep, self._keys, [*self._head, len(held), *held, *waiting])
         except REDIS_ERRORS as exc:
             self._outage.failed(exc)
-            self._keep_delay = backoff(self._keep_delay, ceiling=self._lease_s / 10)
-            return self._keep_delay
+            self._keep_failures += 1
+            return self._keep_backoff.delay(self._keep_failures)
         self._outage.recovered()
-        self._keep_delay = 0.0
+        self._keep_failures = 0
         lost, granted, dropped, waiters, next_end = reply
         self._reported_waiting = int(waiters)
         gone = {member.decode() for member in lost}
@@ -204,16 +203,12 @@ class RedisSemaphore:
 
     async def _give_back(self, member: str, owner: str) -> None:
         """Out of the line, or the permit back (and handed on); tried until its lease would end it anyway."""
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + self._lease_s
-        delay = 0.0
-        while True:
-            try:
-                self._reported_waiting = int(await run(self._leave, self._keys, [*self._head, member, owner]))
-                return
-            except REDIS_ERRORS as exc:
-                self._outage.failed(exc)
-                if loop.time() >= give_up_at:
-                    return
-                delay = backoff(delay)
-                await asyncio.sleep(jitter(delay))
+        with contextlib.suppress(*REDIS_ERRORS):
+            waiting = await retry(
+                lambda: run(self._leave, self._keys, [*self._head, member, owner]),
+                BACKOFF,
+                on=REDIS_ERRORS,
+                failed=self._outage.failed,
+                give_up_after_s=self._lease_s,
+            )
+            self._reported_waiting = int(waiting)

@@ -30,13 +30,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from typing import TYPE_CHECKING
 
-from runyard.governance.redis_common import REDIS_ERRORS, Outage, backoff, jitter, lua, run
+from runyard.governance.redis_common import BACKOFF, REDIS_ERRORS, Outage, Shared, lua, run
 from runyard.governance.windows import WINDOW_S, check_fits
-
-if TYPE_CHECKING:
-    from runyard.governance.redis import RedisLimits
+from runyard.retrying import retry
 
 MIN_SLEEP_S = 0.01
 
@@ -46,7 +43,7 @@ _TAKE = lua("windows_take")  # its KEYS and ARGV are described at its top
 class RedisWindows:
     """``rpm`` and ``tpm`` shared by every process on the same Redis and prefix."""
 
-    def __init__(self, backend: RedisLimits, name: str, rpm: int | None, tpm: int | None) -> None:
+    def __init__(self, backend: Shared, name: str, rpm: int | None, tpm: int | None) -> None:
         self.name = name
         self.rpm, self.tpm = rpm, tpm
         base = f"{backend.prefix}{name}:"
@@ -60,17 +57,12 @@ class RedisWindows:
         check_fits(self.name, tokens, self.tpm)
         call = f"{self._process}/{next(self._ids)}"
         args: list[str | int] = [call, self.rpm or 0, self.tpm or 0, tokens if self.tpm else 0, WINDOW_S * 1000]
-        delay = 0.0
         while True:
-            try:
-                wait_ms = await run(self._take, self._keys, args)
-            except REDIS_ERRORS as exc:
-                self._outage.failed(exc)
-                delay = backoff(delay)
-                await asyncio.sleep(jitter(delay))  # fail closed: not admitted until Redis says so
-                continue
+            # fail closed: not admitted until Redis says so
+            wait_ms = await retry(
+                lambda: run(self._take, self._keys, args), BACKOFF, on=REDIS_ERRORS, failed=self._outage.failed
+            )
             self._outage.recovered()
-            delay = 0.0
             if wait_ms <= 0:
                 return
             # a little later than the room returns, so that processes do not all ask at once

@@ -31,21 +31,30 @@ class PermitLost(RunyardError):
 class Permit:
     """One permit held, given back with ``Semaphore.release``."""
 
-    __slots__ = ("id", "lost", "on_lost", "owner")
+    __slots__ = ("_on_lost", "id", "lost", "owner")
 
     def __init__(self, owner: str, id: str = "") -> None:
         self.owner = owner
         self.id = id
         self.lost = False
-        self.on_lost: Callable[[], None] | None = None  # set by ``guard`` while a block uses the permit
+        self._on_lost: Callable[[], None] | None = None  # while a block uses the permit (``guard``)
 
     def lose(self) -> None:
         """The semaphore can no longer vouch for this permit (its lease ran out)."""
         if self.lost:
             return
         self.lost = True
-        if self.on_lost is not None:
-            self.on_lost()
+        if self._on_lost is not None:
+            self._on_lost()
+
+    @contextmanager
+    def on_loss(self, stop: Callable[[], None]) -> Iterator[None]:
+        """Call ``stop`` if the permit is lost while the block runs (one block at a time)."""
+        self._on_lost = stop
+        try:
+            yield
+        finally:
+            self._on_lost = None
 
 
 class Semaphore(Protocol):
@@ -91,15 +100,13 @@ def guard(permit: Permit | None) -> Iterator[None]:
         cancelled = True
         task.cancel(msg="runyard: concurrency permit lost")
 
-    permit.on_lost = stop
-    try:
-        yield
-    except BaseException as exc:
-        if cancelled and task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
-            raise PermitLost("the concurrency permit's lease could not be renewed; the call was stopped") from None
-        raise
-    else:
-        if cancelled:
-            task.uncancel()  # the block swallowed our cancellation and finished: its result stands
-    finally:
-        permit.on_lost = None
+    with permit.on_loss(stop):
+        try:
+            yield
+        except BaseException as exc:
+            if cancelled and task.uncancel() <= cancelling and isinstance(exc, asyncio.CancelledError):
+                raise PermitLost("the concurrency permit's lease could not be renewed; the call was stopped") from None
+            raise
+        else:
+            if cancelled:
+                task.uncancel()  # the block swallowed our cancellation and finished: its result stands

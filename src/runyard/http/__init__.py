@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -17,13 +17,33 @@ from runyard.http.errors import install_error_handlers
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
 from runyard.http.routes import runs, sessions, system
 from runyard.http.streaming import StreamSlots
+from runyard.runtime import Runtime
+from runyard.settings import Settings
 
-if TYPE_CHECKING:
-    from runyard.app import Runyard
+
+class Served(Protocol):
+    """What the HTTP API needs of an app (a ``Runyard``)."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def runtime(self) -> Runtime:
+        """The runtime while the app runs (whoever started it); ``RuntimeError`` otherwise."""
+        ...
+
+    def running(self) -> AbstractAsyncContextManager[Runtime]:
+        """The app's runtime, started on entry and stopped on exit."""
+        ...
 
 
-def create_http_app(app: Runyard) -> FastAPI:
-    """The ASGI application serving ``app``; its lifespan starts and stops the runtime."""
+def create_http_app(app: Served) -> FastAPI:
+    """The ASGI application serving ``app``; its lifespan starts and stops the
+    runtime (without the lifespan, mounted in an app that runs it, it serves the
+    runtime running then)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -43,7 +63,7 @@ def create_http_app(app: Runyard) -> FastAPI:
         openapi_url="/openapi.json",
         redoc_url=None,
     )
-    http.state.runyard = app
+    http.state.served = app
     http.state.auth = Authenticator(settings)  # a bad JWT configuration fails here, at start-up
     http.state.stream_slots = StreamSlots(settings.max_streams_per_owner)
     install_error_handlers(http)

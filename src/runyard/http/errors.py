@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Match
 
 from runyard.errors import RunyardError
+from runyard.validation import describe
 
 log = logging.getLogger("runyard.http")
 
@@ -34,15 +34,6 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-def describe_validation(errors: list[Any], limit: int = 3) -> str:
-    parts = []
-    for error in errors[:limit]:
-        loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        parts.append(f"{'.'.join(loc) or 'body'}: {error.get('msg', 'invalid')}")
-    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
-    return "; ".join(parts) + more
-
-
 async def _runyard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RunyardError)
     if exc.status >= 500:
@@ -56,8 +47,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if any(error.get("type") == "json_invalid" for error in errors):
         return error_response(400, "invalid_json", "the request body is not valid JSON")
     if all(error.get("loc", ("body",))[0] == "query" for error in errors):
-        return error_response(400, "invalid_query", describe_validation(errors))
-    return error_response(422, "invalid_request", describe_validation(errors))
+        return error_response(400, "invalid_query", describe(errors))
+    return error_response(422, "invalid_request", describe(errors))
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -35,7 +35,8 @@ def _encode(data: Any) -> bytes:
 
 
 def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runyard.runtime
+    """The runtime of the app being served."""
+    runtime: Runtime = request.app.state.served.runtime
     return runtime
 
 

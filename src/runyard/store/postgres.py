@@ -27,6 +27,7 @@ import asyncpg
 
 from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import Event, Message, Multitask, Run, RunStatus, Session
+from runyard.settings import redact_url
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
 from runyard.store._postgres_schema import (
     CLAIMABLE,
@@ -117,9 +118,7 @@ def pool_options(url: str) -> tuple[str, int, int]:
 
 def _where(url: str) -> str:
     """``url`` without its password, for messages."""
-    parts = urlsplit(url)
-    host = parts.hostname or "localhost"
-    return f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}:{parts.port or 5432}{parts.path}"
+    return redact_url(url)
 
 
 async def _append(

@@ -26,7 +26,7 @@ READY_TIMEOUT_S = 2.0
 )
 async def list_pipelines(request: Request) -> Response:
     request.app.state.auth.check(request)
-    pipelines = request.app.state.runyard.pipelines.values()
+    pipelines = runtime_of(request).pipelines.values()
     return json_response(
         {
             "pipelines": [
