@@ -275,15 +275,6 @@ async def test_list_runs_before_unknown_run_lists_nothing(store: Store) -> None:
     assert await store.list_runs("alice", before="run_missing") == []
 
 
-async def test_runs_with_status_oldest_first(store: Store) -> None:
-    q1, _done, r1, q2 = await created(
-        store, run(), run(status=RunStatus.SUCCEEDED), run(status=RunStatus.RUNNING), run()
-    )
-    found = await store.runs_with_status([RunStatus.QUEUED, RunStatus.RUNNING])
-    assert [r.run_id for r in found] == [q1.run_id, r1.run_id, q2.run_id]
-    assert await store.runs_with_status([RunStatus.TIMED_OUT]) == []
-
-
 async def test_unfinished_runs_of_a_session_oldest_first(store: Store) -> None:
     first, _done, _elsewhere, second = await created(
         store,
