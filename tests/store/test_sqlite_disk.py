@@ -14,8 +14,8 @@ import pytest
 
 from runyard.models import EventDraft, Run, RunStatus, RunUpdate
 from runyard.store import AppendGroup
-from runyard.store.sqlite import retention as sqlite_retention
 from runyard.store.sqlite import SQLiteStore
+from runyard.store.sqlite import retention as sqlite_retention
 
 T0 = 1_700_000_000.0
 PAD = b"x" * 16_384

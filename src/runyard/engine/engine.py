@@ -41,7 +41,7 @@ from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.observability.tracing import span
 from runyard.servable import check_depth
-from runyard.store.base import Claimed, Store
+from runyard.store.base import Claimed, WorkerStore
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
@@ -85,7 +85,7 @@ class Engine:
     """Claims and executes runs, at most ``max_concurrent_runs`` at a time, when
     this process's role executes runs; cancels runs in every role."""
 
-    def __init__(self, app: Runyard, store: Store, events: EventLog, broker: Broker) -> None:
+    def __init__(self, app: Runyard, store: WorkerStore, events: EventLog, broker: Broker) -> None:
         self._app = app
         self._settings = app.settings
         self._store = store

@@ -38,7 +38,7 @@ from runyard.models import (
 )
 from runyard.observability import metrics
 from runyard.observability.tracing import span
-from runyard.store.base import AppendGroup, AppendResult, Store
+from runyard.store.base import AppendGroup, AppendResult, EventStore
 
 log = logging.getLogger("runyard.events")
 
@@ -101,7 +101,7 @@ _Pending = tuple[AppendGroup, _Done | None]  # no future when nobody waits for t
 class EventLog:
     """The only way events enter the store; each is published after its commit."""
 
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(self, store: EventStore, broker: Broker) -> None:
         self._store = store
         self._broker = broker
         self._pending: list[_Pending] = []

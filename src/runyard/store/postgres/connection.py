@@ -106,7 +106,6 @@ class _Statements:
             raise StoreUnavailable(f"PostgreSQL at {self._where} refuses connections: {exc}", in_doubt=False) from exc
 
 
-
 class PostgresConnection(Lifecycle):
     """An asyncpg pool, its transactions, and the store's lifecycle."""
 

@@ -41,7 +41,6 @@ async def _claim(
     return claimed
 
 
-
 class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
     """``RunRecords`` and ``RunQueue`` on PostgreSQL."""
 

@@ -50,7 +50,6 @@ def _admit(db: sqlite3.Connection, run: Run, admission: Admission) -> Run | None
     return None
 
 
-
 def _enter(
     db: sqlite3.Connection, run: Run, entry: SessionEntry, admission: Admission | None, known: RunStates
 ) -> Entered:
@@ -75,7 +74,6 @@ def _enter(
         return Entered(run)
     # after the insertion, because append_batch must come last: the new run is spared
     return Entered(run, cancel_unfinished(db, run.session_id, run.created_at, known, sparing=run.run_id))
-
 
 
 class SQLiteAdmissions(SQLiteConnection, Admissions):

@@ -78,7 +78,6 @@ def _unavailable(exc: Exception, path: str) -> Exception:
     return exc
 
 
-
 def _connect(path: str, pragmas: str) -> sqlite3.Connection:
     try:
         # isolation_level=None: transactions are begun and ended here, never implicitly;
@@ -125,7 +124,6 @@ def _switch_to_incremental_vacuum(db: sqlite3.Connection) -> None:
     """Rewrite the whole file with auto_vacuum = INCREMENTAL (outside any transaction)."""
     db.execute("PRAGMA auto_vacuum = INCREMENTAL")
     db.execute("VACUUM")
-
 
 
 class SQLiteConnection(Lifecycle):
@@ -321,4 +319,3 @@ class SQLiteConnection(Lifecycle):
             db.execute(sql, parameters)
 
         await self._write(work)
-

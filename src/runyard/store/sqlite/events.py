@@ -54,7 +54,6 @@ def append_batch(
     return results
 
 
-
 def _copy(state: RunState) -> RunState:
     return RunState(
         state.status,
@@ -67,7 +66,6 @@ def _copy(state: RunState) -> RunState:
     )
 
 
-
 def _insert_events(db: sqlite3.Connection, rows: list[tuple[int, int, str, bytes, float]]) -> None:
     start = 0
     while start < len(rows):
@@ -75,7 +73,6 @@ def _insert_events(db: sqlite3.Connection, rows: list[tuple[int, int, str, bytes
         chunk = rows[start : start + size]
         db.execute(insert_events(size), [value for row in chunk for value in row])
         start += size
-
 
 
 class SQLiteEvents(SQLiteConnection, EventStore):

@@ -32,7 +32,6 @@ def busy_timeout_ms(url: str) -> int:
     return int(value)
 
 
-
 def lock_file(path: str) -> int:
     """Hold ``path``'s sidecar ``<path>.lock`` exclusively for the store's lifetime;
     the descriptor to close to release it.
@@ -72,4 +71,3 @@ def refuse_if_in_use(url: str) -> None:
     path = database_path(url)
     if path != ":memory:" and os.path.exists(f"{path}.lock"):
         os.close(lock_file(path))
-

@@ -86,7 +86,6 @@ def _checkpoint(db: sqlite3.Connection) -> bool:
     return busy == 0
 
 
-
 class SQLiteRetention(SQLiteConnection, Retention):
     """``Retention`` on SQLite."""
 

@@ -40,7 +40,6 @@ def cancel_unfinished(
     return cancellations(session_id, runs, append_batch(db, [cancel_group(run[0], at) for run in runs], known))
 
 
-
 class SQLiteSessions(SQLiteConnection, SessionStore):
     """``SessionStore`` on SQLite."""
 
