@@ -31,7 +31,9 @@ def methods(protocol: type) -> set[str]:
 def test_each_protocol_is_small_and_says_what_each_method_does(protocol: type) -> None:
     assert 0 < len(methods(protocol)) <= 10
     for name in methods(protocol):
-        assert getattr(protocol, name).__doc__, f"{protocol.__name__}.{name} has no docstring"
+        doc = getattr(protocol, name).__doc__ or ""
+        summary = doc.strip().split("\n\n")[0]
+        assert summary and "\n" not in summary, f"{protocol.__name__}.{name} needs a one-line summary"
 
 
 def test_store_is_exactly_the_protocols_together() -> None:

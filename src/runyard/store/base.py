@@ -185,17 +185,19 @@ class Admissions(Protocol):
 
     @abstractmethod
     async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
-        """Insert a run, and its new session in the same transaction when given;
-        the run stored. With ``admission``: ``QuotaExceeded`` (nothing written)
+        """Insert a run (and its new session, when given) in one transaction; the run stored.
+
+        With ``admission``: ``QuotaExceeded`` (nothing written)
         when the owner's quota is used up; for a repeated idempotency key, the
         first request's run (nothing written) or ``IdempotencyKeyReused``."""
 
     @abstractmethod
     async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
-        """Insert a run into its existing session under ``entry``'s rules, and
-        ``admission``'s, in one transaction; ``run.created_at`` becomes the
-        session's last activity. A repeated idempotency key returns the first
-        run, with nothing written and nothing cancelled."""
+        """Insert a run into its existing session under ``entry``'s and ``admission``'s rules.
+
+        One transaction; ``run.created_at`` becomes the session's last activity.
+        A repeated idempotency key returns the first run, with nothing written
+        and nothing cancelled."""
 
     @abstractmethod
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
@@ -239,10 +241,12 @@ class SessionStore(Protocol):
 
     @abstractmethod
     async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
-        """Mark the session deleted, forget its memory and cancel its unfinished
-        runs (finished at ``at``), all in one transaction: once it has returned,
+        """Delete the session, forget its memory and cancel its unfinished runs; the runs cancelled.
+
+        Marked deleted, memory forgotten and runs cancelled (finished at ``at``)
+        in one transaction: once it has returned,
         no run of the session is queued or running, and none can be created in
-        it. Its runs stay readable. The runs it cancelled."""
+        it. Its runs stay readable."""
 
     @abstractmethod
     async def unfinished_runs(self, session_id: str) -> list[Run]:
@@ -284,8 +288,7 @@ class RunQueue(Protocol):
 
     @abstractmethod
     async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
-        """Extend the leases this worker holds on these running runs; say which it
-        no longer holds and which have a cancel request."""
+        """Extend this worker's leases on these runs; say which it lost and which have a cancel request."""
 
     @abstractmethod
     async def expired_leases(self, at: float) -> list[Run]:
@@ -293,14 +296,16 @@ class RunQueue(Protocol):
 
     @abstractmethod
     async def request_cancel(self, run_id: str) -> None:
-        """Flag a running run for cancellation until it ends; its worker finds the
-        flag when it renews its leases, should it miss the broker's signal, and
+        """Flag a running run for cancellation until it ends.
+
+        Its worker finds the flag when it renews its leases, should it miss the broker's signal, and
         so does the next worker to claim it."""
 
     @abstractmethod
     async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
-        """Record that ``worker_id``, serving ``pipelines``, was alive at ``at``; the
-        records of workers not seen for ``WORKER_FORGOTTEN_S`` (killed, never
+        """Record that ``worker_id``, serving ``pipelines``, was alive at ``at``.
+
+        The records of workers not seen for ``WORKER_FORGOTTEN_S`` (killed, never
         stopped cleanly) go."""
 
     @abstractmethod
@@ -309,8 +314,7 @@ class RunQueue(Protocol):
 
     @abstractmethod
     async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
-        """Pipelines with queued runs that no worker seen since ``seen_since``
-        serves, each with how many runs wait for it."""
+        """Pipelines with queued runs no worker seen since ``seen_since`` serves, and how many wait."""
 
 
 class EventStore(Protocol):
@@ -318,8 +322,9 @@ class EventStore(Protocol):
 
     @abstractmethod
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
-        """Persist groups in one transaction, numbering each run's events gap-free
-        from its ``last_seq``; one result per group, in order. A group without an
+        """Persist groups in one transaction; one result per group, in order.
+
+        Each run's events are numbered gap-free from its ``last_seq``. A group without an
         update that would take the run past the store's ``max_run_bytes`` is
         refused with ``RunTooLarge`` (counted over every attempt of the run)."""
 
@@ -333,14 +338,14 @@ class Retention(Protocol):
 
     @abstractmethod
     async def sweep_runs(self, finished_before: float) -> int:
-        """Delete runs (and their events) that finished before ``finished_before``,
-        in short writes (a run's events in bounded chunks), so that other writes
-        never wait long behind a sweep; return how many runs."""
+        """Delete runs (and their events) that finished before ``finished_before``; how many.
+
+        In short writes (a run's events in bounded chunks), so that other writes
+        never wait long behind a sweep."""
 
     @abstractmethod
     async def forget_idle_sessions(self, idle_before: float) -> int:
-        """Forget the memory of sessions idle since before ``idle_before`` and with no
-        run queued or running; return how many."""
+        """Forget the memory of sessions idle since ``idle_before``, none of whose runs is unfinished; how many."""
 
     @abstractmethod
     async def forget_idempotency_keys(self, before: float) -> int:
