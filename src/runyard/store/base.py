@@ -243,8 +243,7 @@ class SessionStore(Protocol):
     async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
         """Delete the session, forget its memory and cancel its unfinished runs; the runs cancelled.
 
-        Marked deleted, memory forgotten and runs cancelled (finished at ``at``)
-        in one transaction: once it has returned,
+        All in one transaction (the runs finished at ``at``): once it has returned,
         no run of the session is queued or running, and none can be created in
         it. Its runs stay readable."""
 
