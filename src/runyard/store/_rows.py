@@ -2,7 +2,7 @@
 have in a row, how a model becomes a row and a row a model, and which fields a
 ``RunUpdate`` sets to what.
 
-A row is a sequence in ``RUN_FIELDS`` (``SESSION_FIELDS``, ``MESSAGE_FIELDS``)
+A row is a sequence in ``RUN_FIELDS`` (``SESSION_FIELDS``, ``MESSAGE_COLUMNS``)
 order: a ``sqlite3`` tuple and an ``asyncpg.Record`` both index by position, so
 one decoder serves both SQL stores. JSON values (input, output, error, metadata,
 message content and extra) travel as orjson text in both (PostgreSQL keeps them
@@ -96,11 +96,25 @@ ENCODERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def run_row(run: Run, fields: Sequence[str] = RUN_FIELDS) -> tuple[Any, ...]:
-    """``run``'s ``fields`` as column values, in that order (an INSERT's parameters)."""
-    return tuple(
-        encode(getattr(run, name)) if (encode := ENCODERS.get(name)) else getattr(run, name) for name in fields
+def run_row(run: Run, *, last_seq: bool = True) -> tuple[Any, ...]:
+    """``run`` as the values of ``RUN_FIELDS`` (an INSERT's parameters); without
+    ``last_seq`` for a store that reads it from the events instead (SQLite)."""
+    head = (
+        run.run_id,
+        run.session_id,
+        run.owner,
+        run.pipeline,
+        run.status.value,
+        dump(run.input),
+        dump(run.output),
+        _dump_error(run.error),
+        dump(run.metadata),
+        run.created_at,
+        run.started_at,
+        run.finished_at,
     )
+    tail = (run.attempt, run.timeout_s, run.max_attempts, run.worker_id, run.lease_expires_at)
+    return (*head, run.last_seq, *tail) if last_seq else head + tail
 
 
 def run_from_row(row: Sequence[Any]) -> Run:
@@ -191,8 +205,8 @@ def apply_update(run: Any, update: RunUpdate, only: frozenset[str] | None = None
 def update_columns(updates: Iterable[RunUpdate]) -> dict[str, Any]:
     """Updates of one run as the column values they set, a later update winning."""
     columns: dict[str, Any] = {}
+    encoders = ENCODERS
     for update in updates:
         for name, value in update_fields(update):
-            encode = ENCODERS.get(name)
-            columns[name] = encode(value) if encode else value
+            columns[name] = encoders[name](value) if name in encoders else value
     return columns

@@ -10,7 +10,7 @@ from runyard.models import Multitask, Run, Session
 from runyard.store._rows import SESSION_COLUMNS, run_from_row, run_row, session_from_row, session_row
 from runyard.store.base import Admission, Admissions, Entered, SessionEntry
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
-from runyard.store.sqlite.schema import FINISHED, INSERT_RUN, INSERT_SESSION, RUN_COLUMNS, STORED_RUN_FIELDS
+from runyard.store.sqlite.schema import FINISHED, INSERT_RUN, INSERT_SESSION, RUN_COLUMNS
 from runyard.store.sqlite.sessions import cancel_unfinished
 
 
@@ -65,7 +65,7 @@ def _enter(
         (run.session_id,),
     ).fetchone()
     entry.check(None if found is None else session_from_row(found), run, busy[0] if busy else None)
-    db.execute(INSERT_RUN, run_row(run, STORED_RUN_FIELDS))
+    db.execute(INSERT_RUN, run_row(run, last_seq=False))
     db.execute(
         "UPDATE sessions SET last_activity = max(last_activity, ?) WHERE session_id = ?",
         (run.created_at, run.session_id),
@@ -80,7 +80,7 @@ class SQLiteAdmissions(SQLiteConnection, Admissions):
     """``Admissions`` on SQLite."""
 
     async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
-        row = run_row(run, STORED_RUN_FIELDS)
+        row = run_row(run, last_seq=False)
         session = None if new_session is None else session_row(new_session)
 
         def work(db: sqlite3.Connection) -> Run:
