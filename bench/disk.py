@@ -62,7 +62,8 @@ import uvicorn
 from runyard import Runyard
 from runyard.demo import register_demo_pipelines
 from runyard.settings import Settings
-from runyard.store import sqlite as sqlite_store
+from runyard.store.sqlite import connection as sqlite_connection
+from runyard.store.sqlite import retention as sqlite_retention
 
 HOST = "127.0.0.1"
 MiB = 1024 * 1024
@@ -93,17 +94,17 @@ class WriterJobs:
 
 def instrument(jobs: WriterJobs) -> None:
     """Time what runs in the writer thread, and note when the sweep deletes a chunk."""
-    sqlite_store._commit = jobs.timed("batch", sqlite_store._commit)  # type: ignore[assignment]
-    sqlite_store._vacuum_step = jobs.timed("vacuum", sqlite_store._vacuum_step)  # type: ignore[assignment]
-    sqlite_store._checkpoint = jobs.timed("checkpoint", sqlite_store._checkpoint)  # type: ignore[assignment]
-    chunk = sqlite_store._delete_event_chunk
+    sqlite_connection._commit = jobs.timed("batch", sqlite_connection._commit)  # type: ignore[assignment]
+    sqlite_retention._vacuum_step = jobs.timed("vacuum", sqlite_retention._vacuum_step)  # type: ignore[assignment]
+    sqlite_retention._checkpoint = jobs.timed("checkpoint", sqlite_retention._checkpoint)  # type: ignore[assignment]
+    chunk = sqlite_retention._delete_event_chunk
 
     def noted_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
         with jobs.lock:
             jobs.jobs.append(("chunk", time.perf_counter(), 0.0))
         return chunk(db, run_pk)
 
-    sqlite_store._delete_event_chunk = noted_chunk  # type: ignore[assignment]
+    sqlite_retention._delete_event_chunk = noted_chunk  # type: ignore[assignment]
 
 
 def free_port() -> int:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from runyard.governance.limit import LimitRegistry
     from runyard.models import Run
     from runyard.resources import Resources
-    from runyard.store.base import Store
+    from runyard.store.base import SessionStore
 
 T = TypeVar("T")
 _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("runyard_run")
@@ -44,7 +44,7 @@ class Memory:
     """The session's conversation history, shared by the session's runs (which
     execute one at a time unless a caller asked otherwise) and by nobody else."""
 
-    def __init__(self, store: Store, session_id: str, keep: int) -> None:
+    def __init__(self, store: SessionStore, session_id: str, keep: int) -> None:
         self._store = store
         self._session_id = session_id
         self._keep = keep
@@ -67,7 +67,7 @@ class RunSession:
     A session's metadata is fixed when the session is created, so a late read
     sees what was stored when the run started."""
 
-    def __init__(self, store: Store, session_id: str) -> None:
+    def __init__(self, store: SessionStore, session_id: str) -> None:
         self.id = session_id
         self._store = store
         self._metadata: Mapping[str, Any] | None = None
@@ -92,7 +92,7 @@ class RunContext:
         self,
         run: Run,
         log: EventLog,
-        store: Store,
+        store: SessionStore,
         limits: LimitRegistry,
         history_max: int,
         fence: Fence | None = None,

@@ -1,4 +1,6 @@
-"""The store contract: every backend behaves exactly like this (see ``runyard.store.base``).
+"""The store contract: every backend behaves exactly like this (see ``runyard.store.base``),
+one section per protocol of ``base.py`` (Lifecycle, SessionStore, Admissions,
+RunRecords, RunQueue, EventStore, Retention).
 
 Runs once per URL in ``tests/conftest.py::STORE_URLS``; a new backend joins by
 adding its URL there.
@@ -91,7 +93,37 @@ async def all_events(store: Store, run_id: str) -> list[Event]:
     return await store.read_events(run_id, 0, 1_000_000)
 
 
-# -- lifecycle -----------------------------------------------------------------
+# session entry (``Admissions``) and deletion (``SessionStore``)
+ENQUEUE = SessionEntry(Multitask.ENQUEUE, expired_before=T0 - 3600)
+REJECT = SessionEntry(Multitask.REJECT, expired_before=T0 - 3600)
+INTERRUPT = SessionEntry(Multitask.INTERRUPT, expired_before=T0 - 3600)
+
+
+async def busy_session(store: Store) -> tuple[Session, Run, Run]:
+    """A session of alice's with a running run (held by w1) and a queued one behind it."""
+    s = session()
+    await store.create_session(s)
+    first, second = await created(store, run(s.session_id, max_attempts=2), run(s.session_id))
+    (claim,) = await store.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
+    assert claim.run.run_id == first.run_id
+    return s, first, second
+
+
+def assert_cancelled_by_the_store(cancelled: Cancelled, run_id: str, was_running: bool) -> None:
+    assert (cancelled.run_id, cancelled.was_running, cancelled.pipeline) == (run_id, was_running, "ticker")
+    # the same events a cancellation through the engine writes
+    assert [(e.type, json.loads(e.data)) for e in cancelled.events] == Outcome.cancelled().events()
+
+
+async def assert_ended_cancelled(store: Store, run_id: str) -> None:
+    ended = await store.get_run(run_id)
+    assert ended is not None
+    assert (ended.status, ended.worker_id, ended.lease_expires_at) == (RunStatus.CANCELLED, None, None)
+    assert ended.error == RunError("cancelled", "the run was cancelled") and ended.finished_at is not None
+    assert [e.type for e in await all_events(store, run_id)][-2:] == ["status", "end"]
+
+
+# -- Lifecycle: open, close, ping, migrate -----------------------------------------
 
 
 async def test_ping_answers_when_open(store: Store) -> None:
@@ -104,7 +136,40 @@ async def test_migrate_is_repeatable_and_reports_the_version(store: Store) -> No
     assert await store.migrate() == version
 
 
-# -- sessions and memory -------------------------------------------------------
+async def test_everything_survives_close_and_reopen(store_url: str) -> None:
+    if store_url.startswith("memory:"):
+        pytest.skip("memory:// keeps nothing once closed, by design")
+    first = store_from_url(store_url)
+    await first.open()
+    owner_session = session(metadata={"k": "v"})
+    stored = run(owner_session.session_id)
+    await first.create_run(stored, new_session=owner_session)
+    await first.append_message(owner_session.session_id, Message("user", "hallo", T0), keep=10)
+    for _ in range(5):
+        await first.append([AppendGroup(stored.run_id, drafts(stored.run_id, 100))])
+    finish = RunUpdate(status=RunStatus.SUCCEEDED, output={"n": 500}, set_output=True, finished_at=T0 + 1)
+    await first.append([AppendGroup(stored.run_id, drafts(stored.run_id, 1), finish)])
+    run_before = await first.get_run(stored.run_id)
+    await first.close()
+    with pytest.raises(StoreError, match="not open"):
+        await first.get_run(stored.run_id)
+
+    second = store_from_url(store_url)
+    await second.open()
+    try:
+        assert await second.get_run(stored.run_id) == run_before
+        assert await second.get_session(owner_session.session_id) == owner_session
+        assert [m.content for m in await second.history(owner_session.session_id)] == ["hallo"]
+        replay = await second.read_events(stored.run_id, 0, 1000)
+        assert [e.seq for e in replay] == list(range(1, 502))
+        assert replay[42].data == b'{"i":42}'
+        (more,) = await second.append([AppendGroup(stored.run_id, drafts(stored.run_id, 1))])
+        assert events(more)[0].seq == 502
+    finally:
+        await second.close()
+
+
+# -- SessionStore: sessions, their memory and their unfinished runs -----------------
 
 
 async def test_created_session_reads_back_equal(store: Store) -> None:
@@ -180,22 +245,200 @@ async def test_delete_session_forgets_memory_keeps_runs(store: Store) -> None:
     assert await store.get_run(r.run_id) == r
 
 
-async def test_forget_idle_sessions(store: Store) -> None:
-    idle, idle_silent, active = session(at=T0), session(at=T0), session(at=T0)
-    for s in (idle, idle_silent, active):
+async def test_unfinished_runs_of_a_session_oldest_first(store: Store) -> None:
+    first, _done, _elsewhere, second = await created(
+        store,
+        run("ses_x", status=RunStatus.RUNNING),
+        run("ses_x", status=RunStatus.CANCELLED),
+        run("ses_y"),
+        run("ses_x"),
+    )
+    assert [r.run_id for r in await store.unfinished_runs("ses_x")] == [first.run_id, second.run_id]
+    assert await store.unfinished_runs("ses_missing") == []
+
+
+async def test_delete_session_cancels_its_unfinished_runs_in_the_same_transaction(store: Store) -> None:
+    s, running, queued = await busy_session(store)
+    cancelled = await store.delete_session(s.session_id, T0 + 5)
+    assert [(c.run_id, c.was_running) for c in cancelled] == [(running.run_id, True), (queued.run_id, False)]
+    for c in cancelled:
+        assert_cancelled_by_the_store(c, c.run_id, c.was_running)
+        await assert_ended_cancelled(store, c.run_id)
+    assert await store.unfinished_runs(s.session_id) == []
+    assert await store.delete_session(s.session_id, T0 + 6) == []  # twice is harmless
+
+
+async def test_a_deletion_racing_entries_leaves_no_unfinished_run_in_the_session(store: Store) -> None:
+    """Regression: DELETE answered 204 while a run created at the same moment went
+    on running in the deleted session."""
+    s = session()
+    await store.create_session(s)
+    entries = [store.enter_session(run(s.session_id), ENQUEUE) for _ in range(5)]
+    outcomes = await asyncio.gather(
+        *entries[:3], store.delete_session(s.session_id, T0), *entries[3:], return_exceptions=True
+    )
+    assert not any(isinstance(o, BaseException) and not isinstance(o, SessionNotFound) for o in outcomes)
+    assert await store.unfinished_runs(s.session_id) == []
+
+
+# -- Admissions: quotas, idempotency keys, session entry and multitask (issue 10) ----
+
+
+async def test_create_run_with_new_session_writes_both(store: Store) -> None:
+    s = session()
+    r = run(s.session_id)
+    await store.create_run(r, new_session=s)
+    assert await store.get_session(s.session_id) == s
+    assert await store.get_run(r.run_id) == r
+
+
+async def test_a_quota_admits_exactly_n_runs_of_an_owner_even_when_creations_race(store: Store) -> None:
+    quota = Admission(quota=5)
+
+    async def attempt(r: Run) -> bool:
+        try:
+            await store.create_run(r, session(), quota)
+        except QuotaExceeded:
+            return False
+        return True
+
+    admitted = await asyncio.gather(*(attempt(run(f"ses_q{i}", "frugal")) for i in range(20)))
+    assert sum(admitted) == 5
+    assert len(await store.list_runs("frugal", limit=100)) == 5
+    await store.create_run(run("ses_x", "other"), session(), quota)  # quotas are per owner
+    with pytest.raises(QuotaExceeded):
+        await store.create_run(run("ses_y", "frugal"), session(), quota)
+
+
+async def test_a_repeated_idempotency_key_returns_the_first_run_and_writes_nothing(store: Store) -> None:
+    first = run("ses_i1")
+    key = Admission(idempotency_key="k-1", fingerprint="same", since=T0 - 1)
+    assert await store.create_run(first, session(), key) == first
+    again = await store.create_run(run("ses_i2"), session(), key)
+    assert again.run_id == first.run_id
+    assert [r.run_id for r in await store.list_runs("alice")] == [first.run_id]
+    assert await store.idempotent_run("alice", "k-1", T0 - 1) == ("same", first)
+    assert await store.idempotent_run("bob", "k-1", T0 - 1) is None  # keys are per owner
+
+
+async def test_a_key_repeated_with_another_request_is_refused(store: Store) -> None:
+    await store.create_run(run("ses_i1"), session(), Admission(idempotency_key="k", fingerprint="a", since=T0 - 1))
+    with pytest.raises(IdempotencyKeyReused):
+        await store.create_run(run("ses_i2"), session(), Admission(idempotency_key="k", fingerprint="b", since=T0 - 1))
+    assert len(await store.list_runs("alice")) == 1
+
+
+async def test_an_expired_idempotency_key_creates_a_new_run(store: Store) -> None:
+    old = run("ses_i1", at=T0)
+    await store.create_run(old, session(), Admission(idempotency_key="k", fingerprint="a", since=T0 - 1))
+    later = Admission(idempotency_key="k", fingerprint="a", since=T0 + 1)  # the first use is older than the window
+    fresh = run("ses_i2", at=T0 + 2)
+    assert await store.create_run(fresh, session(), later) == fresh
+    assert await store.idempotent_run("alice", "k", T0 + 1) == ("a", fresh)
+    assert await store.forget_idempotency_keys(T0 + 3) == 1
+    assert await store.idempotent_run("alice", "k", 0) is None
+
+
+async def test_creations_racing_with_one_key_make_exactly_one_run(store: Store) -> None:
+    key = Admission(quota=100, idempotency_key="race", fingerprint="f", since=T0 - 1)
+    stored = await asyncio.gather(*(store.create_run(run(f"ses_r{i}"), session(), key) for i in range(10)))
+    assert len({r.run_id for r in stored}) == 1
+    assert len(await store.list_runs("alice")) == 1
+
+
+async def test_enter_session_enqueues_behind_unfinished_runs_and_counts_as_activity(store: Store) -> None:
+    s, first, second = await busy_session(store)
+    third = run(s.session_id, at=T0 + 5)
+    entered = await store.enter_session(third, ENQUEUE)
+    assert (entered.run, entered.cancelled) == (third, [])
+    assert [r.run_id for r in await store.unfinished_runs(s.session_id)] == [first.run_id, second.run_id, third.run_id]
+    assert (await store.get_session(s.session_id)).last_activity == T0 + 5  # type: ignore[union-attr]
+
+
+async def test_enter_session_with_reject_refuses_a_busy_session_and_writes_nothing(store: Store) -> None:
+    s, first, second = await busy_session(store)
+    refused = run(s.session_id)
+    with pytest.raises(SessionBusy, match=first.run_id):
+        await store.enter_session(refused, REJECT, Admission(quota=1, idempotency_key="k", fingerprint="f"))
+    assert await store.get_run(refused.run_id) is None
+    assert await store.idempotent_run("alice", "k", 0.0) is None
+    for r in (first, second):
+        await finish(store, r.run_id)
+    accepted = run(s.session_id)  # the quota of 1 was not spent by the refusal
+    assert (await store.enter_session(accepted, REJECT, Admission(quota=1))).run == accepted
+
+
+async def test_enter_session_with_interrupt_cancels_every_unfinished_run_in_its_transaction(store: Store) -> None:
+    s, running, queued = await busy_session(store)
+    newcomer = run(s.session_id, at=T0 + 5)
+    entered = await store.enter_session(newcomer, INTERRUPT)
+    assert entered.run == newcomer
+    first, second = entered.cancelled
+    assert_cancelled_by_the_store(first, running.run_id, was_running=True)
+    assert_cancelled_by_the_store(second, queued.run_id, was_running=False)
+    for r in (running, queued):
+        await assert_ended_cancelled(store, r.run_id)
+    assert [r.run_id for r in await store.unfinished_runs(s.session_id)] == [newcomer.run_id]
+    # the worker still executing the interrupted run can write nothing more
+    (refused,) = await store.append([AppendGroup(running.run_id, drafts(running.run_id, 1), fence=Fence("w1", 1))])
+    assert isinstance(refused, LeaseLost)
+    assert (await store.renew_leases("w1", [running.run_id], T0 + 60)).lost == {running.run_id}
+
+
+async def test_enter_session_refuses_missing_deleted_foreign_and_expired_sessions(store: Store) -> None:
+    with pytest.raises(SessionNotFound):
+        await store.enter_session(run("ses_missing"), ENQUEUE)
+    foreign = session("bob")
+    gone = session()
+    stale = session(at=T0 - 7200)
+    for s in (foreign, gone, stale):
         await store.create_session(s)
-    await store.append_message(idle.session_id, Message("user", "old", T0), keep=5)
-    await store.append_message(active.session_id, Message("user", "new", T0), keep=5)
-    await store.touch_session(active.session_id, T0 + 100)
+    await store.delete_session(gone.session_id, T0)
+    for s in (foreign, gone):
+        with pytest.raises(SessionNotFound, match="no session"):
+            await store.enter_session(run(s.session_id), ENQUEUE)
+    with pytest.raises(SessionNotFound, match="expired"):
+        await store.enter_session(run(stale.session_id), ENQUEUE)
+    assert await store.list_runs(None) == []
+    # idle past its TTL, but with a run still unfinished, a session is alive
+    await created(store, run(stale.session_id))
+    await store.enter_session(run(stale.session_id), ENQUEUE)
 
-    assert await store.forget_idle_sessions(T0 + 50) == 1  # idle_silent had nothing to forget
-    assert await store.history(idle.session_id) == []
-    assert [m.content for m in await store.history(active.session_id)] == ["new"]
-    assert await store.get_session(idle.session_id) is not None
-    assert await store.forget_idle_sessions(T0 + 50) == 0
+
+async def test_enter_session_repeating_an_idempotency_key_cancels_nothing(store: Store) -> None:
+    s, *_ = await busy_session(store)
+    admission = Admission(idempotency_key="k", fingerprint="f")
+    first = run(s.session_id)
+    await store.enter_session(first, ENQUEUE, admission)
+    repeat = await store.enter_session(run(s.session_id), INTERRUPT, admission)
+    assert (repeat.run.run_id, repeat.cancelled) == (first.run_id, [])
+    assert len(await store.unfinished_runs(s.session_id)) == 3
 
 
-# -- runs ----------------------------------------------------------------------
+async def test_racing_entries_with_reject_admit_exactly_one(store: Store) -> None:
+    """Regression: two creations racing on one session through two API processes
+    both got 201 with multitask=reject (a process-local lock)."""
+    s = session()
+    await store.create_session(s)
+    outcomes = await asyncio.gather(
+        *(store.enter_session(run(s.session_id), REJECT) for _ in range(10)), return_exceptions=True
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, SessionBusy) for o in outcomes if isinstance(o, BaseException))
+
+
+async def test_racing_entries_with_interrupt_leave_exactly_one_unfinished_run(store: Store) -> None:
+    """Regression: two interrupting creations racing through two API processes both
+    stayed alive (each cancelled what it had read before the other's insertion)."""
+    s = session()
+    await store.create_session(s)
+    entered = await asyncio.gather(*(store.enter_session(run(s.session_id), INTERRUPT) for _ in range(10)))
+    (survivor,) = await store.unfinished_runs(s.session_id)
+    assert survivor.run_id in {e.run.run_id for e in entered}
+    assert sum(len(e.cancelled) for e in entered) == 9
+
+
+# -- RunRecords: reading runs ------------------------------------------------------
 
 
 async def test_created_run_reads_back_equal_in_every_field(store: Store) -> None:
@@ -219,14 +462,6 @@ async def test_returned_runs_are_copies(store: Store) -> None:
     assert found is not None
     found.metadata["k"] = "changed"
     found.status = RunStatus.FAILED
-    assert await store.get_run(r.run_id) == r
-
-
-async def test_create_run_with_new_session_writes_both(store: Store) -> None:
-    s = session()
-    r = run(s.session_id)
-    await store.create_run(r, new_session=s)
-    assert await store.get_session(s.session_id) == s
     assert await store.get_run(r.run_id) == r
 
 
@@ -275,25 +510,7 @@ async def test_list_runs_before_unknown_run_lists_nothing(store: Store) -> None:
     assert await store.list_runs("alice", before="run_missing") == []
 
 
-async def test_runs_with_status_oldest_first(store: Store) -> None:
-    q1, _done, r1, q2 = await created(
-        store, run(), run(status=RunStatus.SUCCEEDED), run(status=RunStatus.RUNNING), run()
-    )
-    found = await store.runs_with_status([RunStatus.QUEUED, RunStatus.RUNNING])
-    assert [r.run_id for r in found] == [q1.run_id, r1.run_id, q2.run_id]
-    assert await store.runs_with_status([RunStatus.TIMED_OUT]) == []
-
-
-async def test_unfinished_runs_of_a_session_oldest_first(store: Store) -> None:
-    first, _done, _elsewhere, second = await created(
-        store,
-        run("ses_x", status=RunStatus.RUNNING),
-        run("ses_x", status=RunStatus.CANCELLED),
-        run("ses_y"),
-        run("ses_x"),
-    )
-    assert [r.run_id for r in await store.unfinished_runs("ses_x")] == [first.run_id, second.run_id]
-    assert await store.unfinished_runs("ses_missing") == []
+# -- RunQueue: claims, fencing, leases, cancel requests, served pipelines (issue 10) --
 
 
 async def test_expired_leases_and_renewal(store: Store) -> None:
@@ -320,9 +537,6 @@ async def test_renew_leases_skips_runs_no_longer_running(store: Store) -> None:
     assert (await store.renew_leases("w1", [r.run_id], T0 + 40)).lost == {r.run_id}
     assert await store.renew_leases("w1", [], T0 + 40) == LeaseRenewal()
     assert await store.get_run(r.run_id) == r
-
-
-# -- claiming, fencing, cancel requests --------------------------------------------
 
 
 async def claimed_ids(store: Store, limit: int, worker: str = "w1", at: float = T0) -> list[str]:
@@ -438,40 +652,50 @@ async def test_cancel_request_for_a_run_not_running_is_ignored(store: Store) -> 
     assert claim.cancel_requested is False
 
 
-async def test_sweep_deletes_old_finished_runs_and_their_events_only(store: Store) -> None:
-    old, recent, old_running, queued = await created(
-        store,
-        run(status=RunStatus.RUNNING),
-        run(status=RunStatus.RUNNING),
-        run(status=RunStatus.RUNNING),
-        run(),
-    )
-    finish = RunUpdate(status=RunStatus.SUCCEEDED, finished_at=T0 + 10)
-    results = await store.append(
-        [
-            AppendGroup(old.run_id, drafts(old.run_id, 3), finish),
-            AppendGroup(recent.run_id, drafts(recent.run_id, 3), RunUpdate(RunStatus.FAILED, finished_at=T0 + 100)),
-            AppendGroup(old_running.run_id, drafts(old_running.run_id, 3), RunUpdate(finished_at=T0 + 10)),
-            AppendGroup(queued.run_id, drafts(queued.run_id, 3)),
-        ]
-    )
-    assert all(isinstance(result, list) for result in results)
-
-    assert await store.sweep_runs(T0 + 50) == 1
-    assert await store.get_run(old.run_id) is None
-    assert await all_events(store, old.run_id) == []
-    for kept in (recent, old_running, queued):
-        assert await store.get_run(kept.run_id) is not None
-        assert len(await all_events(store, kept.run_id)) == 3
-    assert [r.run_id for r in await store.list_runs("alice")] == [
-        queued.run_id,
-        old_running.run_id,
-        recent.run_id,
-    ]
-    assert await store.sweep_runs(T0 + 50) == 0
+async def test_claim_leaves_a_run_of_a_pipeline_not_served_queued_until_a_worker_serves_it(store: Store) -> None:
+    """Regression: an old worker claimed (and failed) the first runs of a pipeline a
+    deploy had just added; now it leaves them queued for a worker that serves it."""
+    new = run("ses_new", pipeline="added")
+    old = run("ses_old")
+    await created(store, new, old)
+    assert [c.run.run_id for c in await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"])] == [old.run_id]
+    assert await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"]) == []
+    kept = await store.get_run(new.run_id)
+    assert kept is not None and (kept.status, kept.last_seq) == (RunStatus.QUEUED, 0)
+    assert await store.claim("none", 10, T0, T0 + 30, pipelines=[]) == []
+    (claim,) = await store.claim("new", 10, T0 + 1, T0 + 31, pipelines=["ticker", "added"])
+    assert (claim.run.run_id, claim.run.worker_id) == (new.run_id, "new")
 
 
-# -- events --------------------------------------------------------------------
+async def test_a_session_waits_behind_its_oldest_run_when_that_pipeline_is_not_served(store: Store) -> None:
+    head, _ = await created(store, run("ses_s", pipeline="added"), run("ses_s"))
+    assert await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"]) == []  # order within a session holds
+    assert [c.run.run_id for c in await store.claim("new", 10, T0, T0 + 30, pipelines=["added"])] == [head.run_id]
+
+
+async def test_unserved_pipelines_names_queued_runs_no_live_worker_serves(store: Store) -> None:
+    await created(store, run("ses_1"), run("ses_2", pipeline="added"), run("ses_3", pipeline="added"))
+    await created(store, run("ses_4", pipeline="gone", status=RunStatus.SUCCEEDED))  # not waiting
+    assert await store.unserved_pipelines(T0) == {"ticker": 1, "added": 2}
+    await store.worker_seen("w1", ["ticker", "other"], T0 + 10)
+    await store.worker_seen("w2", [], T0 + 10)
+    assert await store.unserved_pipelines(T0) == {"added": 2}
+    assert await store.unserved_pipelines(T0 + 11) == {"ticker": 1, "added": 2}  # w1 not seen since
+    await store.worker_seen("w1", ["added"], T0 + 20)  # a worker's record is replaced, not merged
+    assert await store.unserved_pipelines(T0) == {"ticker": 1}
+    await store.forget_worker("w1")
+    await store.forget_worker("w_missing")
+    assert await store.unserved_pipelines(T0) == {"ticker": 1, "added": 2}
+
+
+async def test_records_of_workers_long_unseen_are_dropped(store: Store) -> None:
+    await created(store, run())
+    await store.worker_seen("killed", ["ticker"], T0)
+    await store.worker_seen("alive", [], T0 + WORKER_FORGOTTEN_S + 1)
+    assert await store.unserved_pipelines(0.0) == {"ticker": 1}  # "killed" is gone, whatever the window
+
+
+# -- EventStore: gap-free numbering, updates with their events, replay ---------------
 
 
 async def test_append_numbers_events_from_one_without_gaps(store: Store) -> None:
@@ -717,284 +941,52 @@ async def test_a_100k_event_run_replays_completely_in_order(store: Store) -> Non
     assert seen == 100_000
 
 
-async def test_everything_survives_close_and_reopen(store_url: str) -> None:
-    if store_url.startswith("memory:"):
-        pytest.skip("memory:// keeps nothing once closed, by design")
-    first = store_from_url(store_url)
-    await first.open()
-    owner_session = session(metadata={"k": "v"})
-    stored = run(owner_session.session_id)
-    await first.create_run(stored, new_session=owner_session)
-    await first.append_message(owner_session.session_id, Message("user", "hallo", T0), keep=10)
-    for _ in range(5):
-        await first.append([AppendGroup(stored.run_id, drafts(stored.run_id, 100))])
-    finish = RunUpdate(status=RunStatus.SUCCEEDED, output={"n": 500}, set_output=True, finished_at=T0 + 1)
-    await first.append([AppendGroup(stored.run_id, drafts(stored.run_id, 1), finish)])
-    run_before = await first.get_run(stored.run_id)
-    await first.close()
-    with pytest.raises(StoreError, match="not open"):
-        await first.get_run(stored.run_id)
-
-    second = store_from_url(store_url)
-    await second.open()
-    try:
-        assert await second.get_run(stored.run_id) == run_before
-        assert await second.get_session(owner_session.session_id) == owner_session
-        assert [m.content for m in await second.history(owner_session.session_id)] == ["hallo"]
-        replay = await second.read_events(stored.run_id, 0, 1000)
-        assert [e.seq for e in replay] == list(range(1, 502))
-        assert replay[42].data == b'{"i":42}'
-        (more,) = await second.append([AppendGroup(stored.run_id, drafts(stored.run_id, 1))])
-        assert events(more)[0].seq == 502
-    finally:
-        await second.close()
+# -- Retention: sweeps and forgetting ----------------------------------------------
 
 
-# -- admission: quotas and idempotency keys -----------------------------------------
+async def test_sweep_deletes_old_finished_runs_and_their_events_only(store: Store) -> None:
+    old, recent, old_running, queued = await created(
+        store,
+        run(status=RunStatus.RUNNING),
+        run(status=RunStatus.RUNNING),
+        run(status=RunStatus.RUNNING),
+        run(),
+    )
+    finish = RunUpdate(status=RunStatus.SUCCEEDED, finished_at=T0 + 10)
+    results = await store.append(
+        [
+            AppendGroup(old.run_id, drafts(old.run_id, 3), finish),
+            AppendGroup(recent.run_id, drafts(recent.run_id, 3), RunUpdate(RunStatus.FAILED, finished_at=T0 + 100)),
+            AppendGroup(old_running.run_id, drafts(old_running.run_id, 3), RunUpdate(finished_at=T0 + 10)),
+            AppendGroup(queued.run_id, drafts(queued.run_id, 3)),
+        ]
+    )
+    assert all(isinstance(result, list) for result in results)
+
+    assert await store.sweep_runs(T0 + 50) == 1
+    assert await store.get_run(old.run_id) is None
+    assert await all_events(store, old.run_id) == []
+    for kept in (recent, old_running, queued):
+        assert await store.get_run(kept.run_id) is not None
+        assert len(await all_events(store, kept.run_id)) == 3
+    assert [r.run_id for r in await store.list_runs("alice")] == [
+        queued.run_id,
+        old_running.run_id,
+        recent.run_id,
+    ]
+    assert await store.sweep_runs(T0 + 50) == 0
 
 
-async def test_a_quota_admits_exactly_n_runs_of_an_owner_even_when_creations_race(store: Store) -> None:
-    quota = Admission(quota=5)
-
-    async def attempt(r: Run) -> bool:
-        try:
-            await store.create_run(r, session(), quota)
-        except QuotaExceeded:
-            return False
-        return True
-
-    admitted = await asyncio.gather(*(attempt(run(f"ses_q{i}", "frugal")) for i in range(20)))
-    assert sum(admitted) == 5
-    assert len(await store.list_runs("frugal", limit=100)) == 5
-    await store.create_run(run("ses_x", "other"), session(), quota)  # quotas are per owner
-    with pytest.raises(QuotaExceeded):
-        await store.create_run(run("ses_y", "frugal"), session(), quota)
-
-
-async def test_a_repeated_idempotency_key_returns_the_first_run_and_writes_nothing(store: Store) -> None:
-    first = run("ses_i1")
-    key = Admission(idempotency_key="k-1", fingerprint="same", since=T0 - 1)
-    assert await store.create_run(first, session(), key) == first
-    again = await store.create_run(run("ses_i2"), session(), key)
-    assert again.run_id == first.run_id
-    assert [r.run_id for r in await store.list_runs("alice")] == [first.run_id]
-    assert await store.idempotent_run("alice", "k-1", T0 - 1) == ("same", first)
-    assert await store.idempotent_run("bob", "k-1", T0 - 1) is None  # keys are per owner
-
-
-async def test_a_key_repeated_with_another_request_is_refused(store: Store) -> None:
-    await store.create_run(run("ses_i1"), session(), Admission(idempotency_key="k", fingerprint="a", since=T0 - 1))
-    with pytest.raises(IdempotencyKeyReused):
-        await store.create_run(run("ses_i2"), session(), Admission(idempotency_key="k", fingerprint="b", since=T0 - 1))
-    assert len(await store.list_runs("alice")) == 1
-
-
-async def test_an_expired_idempotency_key_creates_a_new_run(store: Store) -> None:
-    old = run("ses_i1", at=T0)
-    await store.create_run(old, session(), Admission(idempotency_key="k", fingerprint="a", since=T0 - 1))
-    later = Admission(idempotency_key="k", fingerprint="a", since=T0 + 1)  # the first use is older than the window
-    fresh = run("ses_i2", at=T0 + 2)
-    assert await store.create_run(fresh, session(), later) == fresh
-    assert await store.idempotent_run("alice", "k", T0 + 1) == ("a", fresh)
-    assert await store.forget_idempotency_keys(T0 + 3) == 1
-    assert await store.idempotent_run("alice", "k", 0) is None
-
-
-async def test_creations_racing_with_one_key_make_exactly_one_run(store: Store) -> None:
-    key = Admission(quota=100, idempotency_key="race", fingerprint="f", since=T0 - 1)
-    stored = await asyncio.gather(*(store.create_run(run(f"ses_r{i}"), session(), key) for i in range(10)))
-    assert len({r.run_id for r in stored}) == 1
-    assert len(await store.list_runs("alice")) == 1
-
-
-# -- claims only served pipelines (issue 10: rolling deploys failed runs) -----------
-
-
-async def test_claim_leaves_a_run_of_a_pipeline_not_served_queued_until_a_worker_serves_it(store: Store) -> None:
-    """Regression: an old worker claimed (and failed) the first runs of a pipeline a
-    deploy had just added; now it leaves them queued for a worker that serves it."""
-    new = run("ses_new", pipeline="added")
-    old = run("ses_old")
-    await created(store, new, old)
-    assert [c.run.run_id for c in await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"])] == [old.run_id]
-    assert await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"]) == []
-    kept = await store.get_run(new.run_id)
-    assert kept is not None and (kept.status, kept.last_seq) == (RunStatus.QUEUED, 0)
-    assert await store.claim("none", 10, T0, T0 + 30, pipelines=[]) == []
-    (claim,) = await store.claim("new", 10, T0 + 1, T0 + 31, pipelines=["ticker", "added"])
-    assert (claim.run.run_id, claim.run.worker_id) == (new.run_id, "new")
-
-
-async def test_a_session_waits_behind_its_oldest_run_when_that_pipeline_is_not_served(store: Store) -> None:
-    head, _ = await created(store, run("ses_s", pipeline="added"), run("ses_s"))
-    assert await store.claim("old", 10, T0, T0 + 30, pipelines=["ticker"]) == []  # order within a session holds
-    assert [c.run.run_id for c in await store.claim("new", 10, T0, T0 + 30, pipelines=["added"])] == [head.run_id]
-
-
-async def test_unserved_pipelines_names_queued_runs_no_live_worker_serves(store: Store) -> None:
-    await created(store, run("ses_1"), run("ses_2", pipeline="added"), run("ses_3", pipeline="added"))
-    await created(store, run("ses_4", pipeline="gone", status=RunStatus.SUCCEEDED))  # not waiting
-    assert await store.unserved_pipelines(T0) == {"ticker": 1, "added": 2}
-    await store.worker_seen("w1", ["ticker", "other"], T0 + 10)
-    await store.worker_seen("w2", [], T0 + 10)
-    assert await store.unserved_pipelines(T0) == {"added": 2}
-    assert await store.unserved_pipelines(T0 + 11) == {"ticker": 1, "added": 2}  # w1 not seen since
-    await store.worker_seen("w1", ["added"], T0 + 20)  # a worker's record is replaced, not merged
-    assert await store.unserved_pipelines(T0) == {"ticker": 1}
-    await store.forget_worker("w1")
-    await store.forget_worker("w_missing")
-    assert await store.unserved_pipelines(T0) == {"ticker": 1, "added": 2}
-
-
-async def test_records_of_workers_long_unseen_are_dropped(store: Store) -> None:
-    await created(store, run())
-    await store.worker_seen("killed", ["ticker"], T0)
-    await store.worker_seen("alive", [], T0 + WORKER_FORGOTTEN_S + 1)
-    assert await store.unserved_pipelines(0.0) == {"ticker": 1}  # "killed" is gone, whatever the window
-
-
-# -- multitask and session deletion, decided in the store (issue 10) ------------------
-
-ENQUEUE = SessionEntry(Multitask.ENQUEUE, expired_before=T0 - 3600)
-REJECT = SessionEntry(Multitask.REJECT, expired_before=T0 - 3600)
-INTERRUPT = SessionEntry(Multitask.INTERRUPT, expired_before=T0 - 3600)
-
-
-async def busy_session(store: Store) -> tuple[Session, Run, Run]:
-    """A session of alice's with a running run (held by w1) and a queued one behind it."""
-    s = session()
-    await store.create_session(s)
-    first, second = await created(store, run(s.session_id, max_attempts=2), run(s.session_id))
-    (claim,) = await store.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
-    assert claim.run.run_id == first.run_id
-    return s, first, second
-
-
-def assert_cancelled_by_the_store(cancelled: Cancelled, run_id: str, was_running: bool) -> None:
-    assert (cancelled.run_id, cancelled.was_running, cancelled.pipeline) == (run_id, was_running, "ticker")
-    # the same events a cancellation through the engine writes
-    assert [(e.type, json.loads(e.data)) for e in cancelled.events] == Outcome.cancelled().events()
-
-
-async def assert_ended_cancelled(store: Store, run_id: str) -> None:
-    ended = await store.get_run(run_id)
-    assert ended is not None
-    assert (ended.status, ended.worker_id, ended.lease_expires_at) == (RunStatus.CANCELLED, None, None)
-    assert ended.error == RunError("cancelled", "the run was cancelled") and ended.finished_at is not None
-    assert [e.type for e in await all_events(store, run_id)][-2:] == ["status", "end"]
-
-
-async def test_enter_session_enqueues_behind_unfinished_runs_and_counts_as_activity(store: Store) -> None:
-    s, first, second = await busy_session(store)
-    third = run(s.session_id, at=T0 + 5)
-    entered = await store.enter_session(third, ENQUEUE)
-    assert (entered.run, entered.cancelled) == (third, [])
-    assert [r.run_id for r in await store.unfinished_runs(s.session_id)] == [first.run_id, second.run_id, third.run_id]
-    assert (await store.get_session(s.session_id)).last_activity == T0 + 5  # type: ignore[union-attr]
-
-
-async def test_enter_session_with_reject_refuses_a_busy_session_and_writes_nothing(store: Store) -> None:
-    s, first, second = await busy_session(store)
-    refused = run(s.session_id)
-    with pytest.raises(SessionBusy, match=first.run_id):
-        await store.enter_session(refused, REJECT, Admission(quota=1, idempotency_key="k", fingerprint="f"))
-    assert await store.get_run(refused.run_id) is None
-    assert await store.idempotent_run("alice", "k", 0.0) is None
-    for r in (first, second):
-        await finish(store, r.run_id)
-    accepted = run(s.session_id)  # the quota of 1 was not spent by the refusal
-    assert (await store.enter_session(accepted, REJECT, Admission(quota=1))).run == accepted
-
-
-async def test_enter_session_with_interrupt_cancels_every_unfinished_run_in_its_transaction(store: Store) -> None:
-    s, running, queued = await busy_session(store)
-    newcomer = run(s.session_id, at=T0 + 5)
-    entered = await store.enter_session(newcomer, INTERRUPT)
-    assert entered.run == newcomer
-    first, second = entered.cancelled
-    assert_cancelled_by_the_store(first, running.run_id, was_running=True)
-    assert_cancelled_by_the_store(second, queued.run_id, was_running=False)
-    for r in (running, queued):
-        await assert_ended_cancelled(store, r.run_id)
-    assert [r.run_id for r in await store.unfinished_runs(s.session_id)] == [newcomer.run_id]
-    # the worker still executing the interrupted run can write nothing more
-    (refused,) = await store.append([AppendGroup(running.run_id, drafts(running.run_id, 1), fence=Fence("w1", 1))])
-    assert isinstance(refused, LeaseLost)
-    assert (await store.renew_leases("w1", [running.run_id], T0 + 60)).lost == {running.run_id}
-
-
-async def test_enter_session_refuses_missing_deleted_foreign_and_expired_sessions(store: Store) -> None:
-    with pytest.raises(SessionNotFound):
-        await store.enter_session(run("ses_missing"), ENQUEUE)
-    foreign = session("bob")
-    gone = session()
-    stale = session(at=T0 - 7200)
-    for s in (foreign, gone, stale):
+async def test_forget_idle_sessions(store: Store) -> None:
+    idle, idle_silent, active = session(at=T0), session(at=T0), session(at=T0)
+    for s in (idle, idle_silent, active):
         await store.create_session(s)
-    await store.delete_session(gone.session_id, T0)
-    for s in (foreign, gone):
-        with pytest.raises(SessionNotFound, match="no session"):
-            await store.enter_session(run(s.session_id), ENQUEUE)
-    with pytest.raises(SessionNotFound, match="expired"):
-        await store.enter_session(run(stale.session_id), ENQUEUE)
-    assert await store.list_runs(None) == []
-    # idle past its TTL, but with a run still unfinished, a session is alive
-    await created(store, run(stale.session_id))
-    await store.enter_session(run(stale.session_id), ENQUEUE)
+    await store.append_message(idle.session_id, Message("user", "old", T0), keep=5)
+    await store.append_message(active.session_id, Message("user", "new", T0), keep=5)
+    await store.touch_session(active.session_id, T0 + 100)
 
-
-async def test_enter_session_repeating_an_idempotency_key_cancels_nothing(store: Store) -> None:
-    s, *_ = await busy_session(store)
-    admission = Admission(idempotency_key="k", fingerprint="f")
-    first = run(s.session_id)
-    await store.enter_session(first, ENQUEUE, admission)
-    repeat = await store.enter_session(run(s.session_id), INTERRUPT, admission)
-    assert (repeat.run.run_id, repeat.cancelled) == (first.run_id, [])
-    assert len(await store.unfinished_runs(s.session_id)) == 3
-
-
-async def test_delete_session_cancels_its_unfinished_runs_in_the_same_transaction(store: Store) -> None:
-    s, running, queued = await busy_session(store)
-    cancelled = await store.delete_session(s.session_id, T0 + 5)
-    assert [(c.run_id, c.was_running) for c in cancelled] == [(running.run_id, True), (queued.run_id, False)]
-    for c in cancelled:
-        assert_cancelled_by_the_store(c, c.run_id, c.was_running)
-        await assert_ended_cancelled(store, c.run_id)
-    assert await store.unfinished_runs(s.session_id) == []
-    assert await store.delete_session(s.session_id, T0 + 6) == []  # twice is harmless
-
-
-async def test_racing_entries_with_reject_admit_exactly_one(store: Store) -> None:
-    """Regression: two creations racing on one session through two API processes
-    both got 201 with multitask=reject (a process-local lock)."""
-    s = session()
-    await store.create_session(s)
-    outcomes = await asyncio.gather(
-        *(store.enter_session(run(s.session_id), REJECT) for _ in range(10)), return_exceptions=True
-    )
-    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
-    assert all(isinstance(o, SessionBusy) for o in outcomes if isinstance(o, BaseException))
-
-
-async def test_racing_entries_with_interrupt_leave_exactly_one_unfinished_run(store: Store) -> None:
-    """Regression: two interrupting creations racing through two API processes both
-    stayed alive (each cancelled what it had read before the other's insertion)."""
-    s = session()
-    await store.create_session(s)
-    entered = await asyncio.gather(*(store.enter_session(run(s.session_id), INTERRUPT) for _ in range(10)))
-    (survivor,) = await store.unfinished_runs(s.session_id)
-    assert survivor.run_id in {e.run.run_id for e in entered}
-    assert sum(len(e.cancelled) for e in entered) == 9
-
-
-async def test_a_deletion_racing_entries_leaves_no_unfinished_run_in_the_session(store: Store) -> None:
-    """Regression: DELETE answered 204 while a run created at the same moment went
-    on running in the deleted session."""
-    s = session()
-    await store.create_session(s)
-    entries = [store.enter_session(run(s.session_id), ENQUEUE) for _ in range(5)]
-    outcomes = await asyncio.gather(
-        *entries[:3], store.delete_session(s.session_id, T0), *entries[3:], return_exceptions=True
-    )
-    assert not any(isinstance(o, BaseException) and not isinstance(o, SessionNotFound) for o in outcomes)
-    assert await store.unfinished_runs(s.session_id) == []
+    assert await store.forget_idle_sessions(T0 + 50) == 1  # idle_silent had nothing to forget
+    assert await store.history(idle.session_id) == []
+    assert [m.content for m in await store.history(active.session_id)] == ["new"]
+    assert await store.get_session(idle.session_id) is not None
+    assert await store.forget_idle_sessions(T0 + 50) == 0

@@ -180,7 +180,7 @@ async def test_sweeping_a_large_run_in_chunks_deletes_it_whole(store: Store, mon
     in chunks of at most CHUNK_EVENTS events and CHUNK_BYTES bytes, small runs
     several to a chunk: however they are cut, the expired runs go whole and nothing
     else does."""
-    for module in ("runyard.store.sqlite", "runyard.store.postgres"):
+    for module in ("runyard.store.sqlite.retention", "runyard.store.postgres.retention"):
         monkeypatch.setattr(f"{module}.CHUNK_EVENTS", 7, raising=False)
         monkeypatch.setattr(f"{module}.CHUNK_BYTES", 3 * PAD, raising=False)
         monkeypatch.setattr(f"{module}.SWEEP_RUNS", 2, raising=False)

@@ -14,8 +14,8 @@ import pytest
 
 from runyard.models import EventDraft, Run, RunStatus, RunUpdate
 from runyard.store import AppendGroup
-from runyard.store import sqlite as sqlite_store
 from runyard.store.sqlite import SQLiteStore
+from runyard.store.sqlite import retention as sqlite_retention
 
 T0 = 1_700_000_000.0
 PAD = b"x" * 16_384
@@ -83,15 +83,15 @@ async def test_a_sweep_lets_other_writes_through_between_its_chunks(
     """Regression (issue 10, disk): the sweep of one large run blocked every SQLite
     write for 1.1-1.4 s. Now each chunk is a write of its own: a write queued while
     the sweep runs commits long before the sweep ends."""
-    monkeypatch.setattr("runyard.store.sqlite.CHUNK_BYTES", 4 * len(PAD))  # 100 chunks
+    monkeypatch.setattr("runyard.store.sqlite.retention.CHUNK_BYTES", 4 * len(PAD))  # 100 chunks
     loop, chunked = asyncio.get_running_loop(), asyncio.Event()
 
     def noticed_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
         loop.call_soon_threadsafe(chunked.set)
         return delete_event_chunk(db, run_pk)
 
-    delete_event_chunk = sqlite_store._delete_event_chunk
-    monkeypatch.setattr(sqlite_store, "_delete_event_chunk", noticed_chunk)
+    delete_event_chunk = sqlite_retention._delete_event_chunk
+    monkeypatch.setattr(sqlite_retention, "_delete_event_chunk", noticed_chunk)
     await expired_run(store)
     other = Run("run_other", "ses_2", "bob", "ticker", RunStatus.RUNNING, {}, created_at=T0)
     await store.create_run(other)

@@ -46,7 +46,7 @@ from runyard.pipeline import Pipeline
 from runyard.resources import Resources
 from runyard.servable import check_depth
 from runyard.settings import Settings
-from runyard.store.base import Claimed, Store
+from runyard.store.base import Claimed, WorkerStore
 
 log = logging.getLogger("runyard.engine")
 
@@ -93,7 +93,7 @@ class Engine:
         pipelines: Mapping[str, Pipeline],
         limits: LimitRegistry,
         resources: Resources,
-        store: Store,
+        store: WorkerStore,
         broker: Broker,
     ) -> None:
         self._settings = settings

@@ -39,7 +39,7 @@ from runyard.models import (
 from runyard.observability import metrics
 from runyard.observability.tracing import span
 from runyard.retrying import Backoff
-from runyard.store.base import AppendGroup, AppendResult, Store
+from runyard.store.base import AppendGroup, AppendResult, EventStore
 
 log = logging.getLogger("runyard.events")
 
@@ -101,7 +101,9 @@ _Pending = tuple[AppendGroup, _Done | None]  # no future when nobody waits for t
 class EventLog:
     """The only way events enter the store; each is published after its commit."""
 
-    def __init__(self, store: Store, broker: Broker, on_lease_lost: Callable[[str, Fence], None] | None = None) -> None:
+    def __init__(
+        self, store: EventStore, broker: Broker, on_lease_lost: Callable[[str, Fence], None] | None = None
+    ) -> None:
         self._store = store
         self._broker = broker
         self._pending: list[_Pending] = []

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 
 from runyard.events.hub import Hub
 from runyard.events.sse import Frame, encode
-from runyard.store.base import Store
+from runyard.store.base import EventStore
 
 MAX_PAGE = 2000  # events per store read and per yielded batch...
 PAGE_BYTES = 1 << 20  # ...and about this much data, so big events make short pages
@@ -24,7 +24,7 @@ MIN_PAGE_BYTES = 64 << 10
 
 
 async def follow(
-    store: Store, hub: Hub, run_id: str, after: int, heartbeat_s: float
+    store: EventStore, hub: Hub, run_id: str, after: int, heartbeat_s: float
 ) -> AsyncGenerator[list[Frame], None]:
     """Yield batches of the run's events with ``seq > after`` as SSE frames, in
     order, each once, until the ``end`` event; an empty batch after

@@ -1,11 +1,23 @@
-"""Stores by URL scheme, loaded lazily."""
+"""Stores by URL scheme, loaded lazily, and the protocols they implement (``base.py``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from runyard._backends import BackendTable, load_backend
-from runyard.store.base import AppendGroup, AppendResult, Store
+from runyard.store.base import (
+    Admissions,
+    AppendGroup,
+    AppendResult,
+    EventStore,
+    Lifecycle,
+    Retention,
+    RunQueue,
+    RunRecords,
+    SessionStore,
+    Store,
+    WorkerStore,
+)
 
 SUPPORTED_STORES: BackendTable = {
     "memory": ("runyard.store.memory", "MemoryStore", None),
@@ -22,4 +34,18 @@ def store_from_url(url: str, **options: Any) -> Store:
     return store
 
 
-__all__ = ["SUPPORTED_STORES", "AppendGroup", "AppendResult", "Store", "store_from_url"]
+__all__ = [
+    "SUPPORTED_STORES",
+    "Admissions",
+    "AppendGroup",
+    "AppendResult",
+    "EventStore",
+    "Lifecycle",
+    "Retention",
+    "RunQueue",
+    "RunRecords",
+    "SessionStore",
+    "Store",
+    "WorkerStore",
+    "store_from_url",
+]

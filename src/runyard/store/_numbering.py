@@ -32,6 +32,7 @@ from runyard.models import (
     StatusConflict,
     dumps,
 )
+from runyard.store._rows import apply_update
 from runyard.store.base import AppendGroup, AppendResult, Cancelled
 
 
@@ -90,7 +91,7 @@ def number(
         run.appended = run.appended or bool(events)
         if update is not None:
             run.updates.append(update)
-            _apply(run, update)
+            apply_update(run, update, only=NUMBERED)  # what later groups of the batch must see
         numbered.extend(events)
         results.append(events)
     return results, numbered
@@ -108,17 +109,8 @@ def _expected(run: RunState, update: RunUpdate) -> bool:
     return True
 
 
-def _apply(run: RunState, update: RunUpdate) -> None:
-    """What later groups of the batch must see of ``update`` (as ``apply_update`` writes it)."""
-    run.status = update.status or run.status
-    if update.attempt is not None:
-        run.attempt = update.attempt
-    if update.clear_lease:
-        run.worker_id = run.lease_expires_at = None
-    if update.worker_id is not None:
-        run.worker_id = update.worker_id
-    if update.lease_expires_at is not None:
-        run.lease_expires_at = update.lease_expires_at
+# The fields of a run's state that numbering follows (``_rows.update_fields`` sets them).
+NUMBERED = frozenset({"status", "attempt", "worker_id", "lease_expires_at"})
 
 
 def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_until: float) -> AppendGroup:

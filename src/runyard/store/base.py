@@ -1,16 +1,31 @@
 """The store contract: the source of truth for sessions, memory, runs and events.
 
-Every backend (``memory.py``, ``sqlite.py``, later ``postgres.py``) implements this
-ABC and passes the same contract suite (``tests/store/test_contract.py``).
+The contract is cut into small protocols, each naming what one part of the
+runtime needs, so a reader sees what each part uses and a new backend sees its work:
+
+- ``Lifecycle``: open, close, ping, migrate (the ``Runtime``, ``runyard migrate``);
+- ``Admissions``: creating runs under quotas, idempotency keys and session entry (the ``Runtime``);
+- ``RunRecords``: reading runs (the HTTP answers, through the ``Runtime``);
+- ``SessionStore``: sessions and their memory (``RunContext``'s ``Memory`` and ``RunSession``, the ``Runtime``);
+- ``RunQueue``: claims, leases, recovery, cancel flags, the workers registry (the ``Engine``);
+- ``EventStore``: gap-free numbered events (the ``EventLog``, streams);
+- ``Retention``: sweeps and forgetting (the ``Engine``'s janitor).
+
+``Store`` lists them all; every backend (``memory.py``, ``sqlite/``, ``postgres/``)
+implements it and passes the same contract suite, organised by protocol
+(``tests/store/test_contract.py``). The rules every backend shares live once:
+the row codec in ``_rows.py``, numbering, fencing and conditional updates in
+``_numbering.py``, sweeps' chunking in ``_sweep.py``, session entry in ``SessionEntry.check``.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from abc import abstractmethod
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from runyard.errors import IdempotencyKeyReused, RunTooLarge
+from runyard.errors import IdempotencyKeyReused, RunTooLarge, SessionBusy, SessionNotFound
 from runyard.models import (
     Event,
     EventDraft,
@@ -80,6 +95,16 @@ class SessionEntry:
     multitask: Multitask
     expired_before: float
 
+    def check(self, session: Session | None, run: Run, busy_with: str | None) -> None:
+        """Raise unless ``run`` may enter ``session`` (as locked), given the id of its
+        oldest unfinished run, if any."""
+        if session is None or session.deleted or session.owner != run.owner:
+            raise SessionNotFound(f"no session {run.session_id!r}")
+        if busy_with is None and session.last_activity < self.expired_before:
+            raise SessionNotFound(f"session {run.session_id!r} expired")
+        if busy_with is not None and self.multitask is Multitask.REJECT:
+            raise SessionBusy(f"session {run.session_id} has an unfinished run ({busy_with})")
+
 
 @dataclass(slots=True)
 class Cancelled:
@@ -134,10 +159,8 @@ DEFAULT_MAX_RUN_BYTES = 256 * 1024 * 1024
 WORKER_FORGOTTEN_S = 24 * 3600.0
 
 
-class Store(ABC):
-    """Sessions, memory, runs and their event logs, durable and consistent."""
-
-    # -- lifecycle -------------------------------------------------------------
+class Lifecycle(Protocol):
+    """Connecting, migrating and closing a store."""
 
     @abstractmethod
     async def open(self) -> None:
@@ -155,63 +178,34 @@ class Store(ABC):
     async def migrate(self) -> int:
         """Apply pending migrations and return the schema version."""
 
-    # -- sessions and memory ---------------------------------------------------
 
-    @abstractmethod
-    async def create_session(self, session: Session) -> None:
-        """Insert a new session."""
-
-    @abstractmethod
-    async def get_session(self, session_id: str) -> Session | None:
-        """The session, deleted ones included (``deleted`` set), or None."""
-
-    @abstractmethod
-    async def touch_session(self, session_id: str, at: float) -> None:
-        """Record activity at ``at``."""
-
-    @abstractmethod
-    async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
-        """Mark the session deleted, forget its memory and cancel its unfinished
-        runs (finished at ``at``), all in one transaction: once it has returned,
-        no run of the session is queued or running, and none can be created in
-        it. Its runs stay readable. The runs it cancelled."""
-
-    @abstractmethod
-    async def forget_idle_sessions(self, idle_before: float) -> int:
-        """Forget the memory of sessions idle since before ``idle_before`` and with no
-        run queued or running; return how many."""
-
-    @abstractmethod
-    async def history(self, session_id: str) -> list[Message]:
-        """The session's memory, oldest first."""
-
-    @abstractmethod
-    async def append_message(self, session_id: str, message: Message, keep: int) -> None:
-        """Append to the session's memory, keeping only the newest ``keep`` messages."""
-
-    # -- runs ------------------------------------------------------------------
+class Admissions(Protocol):
+    """Creating runs, each checked against quotas, idempotency keys and its
+    session's rules in the creation's own transaction."""
 
     @abstractmethod
     async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
-        """Insert a run, and its new session in the same transaction when given;
-        the run stored. With ``admission``: ``QuotaExceeded`` (nothing written)
+        """Insert a run (and its new session, when given) in one transaction; the run stored.
+
+        With ``admission``: ``QuotaExceeded`` (nothing written)
         when the owner's quota is used up; for a repeated idempotency key, the
         first request's run (nothing written) or ``IdempotencyKeyReused``."""
 
     @abstractmethod
     async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
-        """Insert a run into its existing session under ``entry``'s rules, and
-        ``admission``'s, in one transaction; ``run.created_at`` becomes the
-        session's last activity. A repeated idempotency key returns the first
-        run, with nothing written and nothing cancelled."""
+        """Insert a run into its existing session under ``entry``'s and ``admission``'s rules.
+
+        One transaction; ``run.created_at`` becomes the session's last activity.
+        A repeated idempotency key returns the first run, with nothing written
+        and nothing cancelled."""
 
     @abstractmethod
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
         """The fingerprint and run of the owner's creation with ``key`` since ``since``, if any."""
 
-    @abstractmethod
-    async def forget_idempotency_keys(self, before: float) -> int:
-        """Forget the idempotency keys of creations before ``before``; return how many."""
+
+class RunRecords(Protocol):
+    """Reading runs."""
 
     @abstractmethod
     async def get_run(self, run_id: str) -> Run | None:
@@ -229,17 +223,46 @@ class Store(ABC):
     ) -> list[Run]:
         """Runs newest first (``owner`` None: every owner's), after the run ``before``."""
 
-    @abstractmethod
-    async def runs_with_status(self, statuses: Iterable[RunStatus]) -> list[Run]:
-        """Every run in one of ``statuses``, oldest first."""
+
+class SessionStore(Protocol):
+    """Sessions, their memory and their unfinished runs."""
 
     @abstractmethod
-    async def count_queued(self) -> int:
-        """How many runs wait to be claimed (the deployment's queue depth)."""
+    async def create_session(self, session: Session) -> None:
+        """Insert a new session."""
+
+    @abstractmethod
+    async def get_session(self, session_id: str) -> Session | None:
+        """The session, deleted ones included (``deleted`` set), or None."""
+
+    @abstractmethod
+    async def touch_session(self, session_id: str, at: float) -> None:
+        """Record activity at ``at``."""
+
+    @abstractmethod
+    async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
+        """Delete the session, forget its memory and cancel its unfinished runs; the runs cancelled.
+
+        All in one transaction (the runs finished at ``at``): once it has returned,
+        no run of the session is queued or running, and none can be created in
+        it. Its runs stay readable."""
 
     @abstractmethod
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         """The session's queued or running runs, oldest first."""
+
+    @abstractmethod
+    async def history(self, session_id: str) -> list[Message]:
+        """The session's memory, oldest first."""
+
+    @abstractmethod
+    async def append_message(self, session_id: str, message: Message, keep: int) -> None:
+        """Append to the session's memory, keeping only the newest ``keep`` messages."""
+
+
+class RunQueue(Protocol):
+    """The store as the queue: claims, leases, recovery, cancel flags and the
+    registry of the workers that claim."""
 
     @abstractmethod
     async def claim(
@@ -259,26 +282,29 @@ class Store(ABC):
         """
 
     @abstractmethod
-    async def request_cancel(self, run_id: str) -> None:
-        """Flag a running run for cancellation until it ends; its worker finds the
-        flag when it renews its leases, should it miss the broker's signal, and
-        so does the next worker to claim it."""
+    async def count_queued(self) -> int:
+        """How many runs wait to be claimed (the deployment's queue depth)."""
+
+    @abstractmethod
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
+        """Extend this worker's leases on these runs; say which it lost and which have a cancel request."""
 
     @abstractmethod
     async def expired_leases(self, at: float) -> list[Run]:
         """Running runs whose lease ended before ``at``."""
 
     @abstractmethod
-    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
-        """Extend the leases this worker holds on these running runs; say which it
-        no longer holds and which have a cancel request."""
+    async def request_cancel(self, run_id: str) -> None:
+        """Flag a running run for cancellation until it ends.
 
-    # -- workers ---------------------------------------------------------------
+        Its worker finds the flag when it renews its leases, should it miss the broker's signal, and
+        so does the next worker to claim it."""
 
     @abstractmethod
     async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
-        """Record that ``worker_id``, serving ``pipelines``, was alive at ``at``; the
-        records of workers not seen for ``WORKER_FORGOTTEN_S`` (killed, never
+        """Record that ``worker_id``, serving ``pipelines``, was alive at ``at``.
+
+        The records of workers not seen for ``WORKER_FORGOTTEN_S`` (killed, never
         stopped cleanly) go."""
 
     @abstractmethod
@@ -287,24 +313,50 @@ class Store(ABC):
 
     @abstractmethod
     async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
-        """Pipelines with queued runs that no worker seen since ``seen_since``
-        serves, each with how many runs wait for it."""
+        """Pipelines with queued runs no worker seen since ``seen_since`` serves, and how many wait."""
 
-    @abstractmethod
-    async def sweep_runs(self, finished_before: float) -> int:
-        """Delete runs (and their events) that finished before ``finished_before``,
-        in short writes (a run's events in bounded chunks), so that other writes
-        never wait long behind a sweep; return how many runs."""
 
-    # -- events ----------------------------------------------------------------
+class EventStore(Protocol):
+    """Runs' event logs, numbered gap-free."""
 
     @abstractmethod
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
-        """Persist groups in one transaction, numbering each run's events gap-free
-        from its ``last_seq``; one result per group, in order. A group without an
+        """Persist groups in one transaction; one result per group, in order.
+
+        Each run's events are numbered gap-free from its ``last_seq``. A group without an
         update that would take the run past the store's ``max_run_bytes`` is
         refused with ``RunTooLarge`` (counted over every attempt of the run)."""
 
     @abstractmethod
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` events with ``seq > after``, in order."""
+
+
+class Retention(Protocol):
+    """Forgetting what is past its time."""
+
+    @abstractmethod
+    async def sweep_runs(self, finished_before: float) -> int:
+        """Delete runs (and their events) that finished before ``finished_before``; how many.
+
+        In short writes (a run's events in bounded chunks), so that other writes
+        never wait long behind a sweep."""
+
+    @abstractmethod
+    async def forget_idle_sessions(self, idle_before: float) -> int:
+        """Forget the memory of sessions idle since ``idle_before``, none of whose runs is unfinished; how many."""
+
+    @abstractmethod
+    async def forget_idempotency_keys(self, before: float) -> int:
+        """Forget the idempotency keys of creations before ``before``; return how many."""
+
+
+class WorkerStore(RunQueue, EventStore, SessionStore, Retention, Protocol):
+    """What a worker's ``Engine`` needs: the queue, the event log it builds, its
+    runs' sessions (a run's end is its session's activity, and its context reads
+    their memory) and retention."""
+
+
+class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Retention):
+    """Sessions, memory, runs and their event logs, durable and consistent: every
+    protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 
-from runyard.errors import QuotaExceeded, SessionBusy, SessionNotFound
-from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, RunUpdate, Session
+from runyard.errors import QuotaExceeded
+from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
+from runyard.store._rows import apply_update
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
     WORKER_FORGOTTEN_S,
@@ -26,39 +27,6 @@ from runyard.store.base import (
     SessionEntry,
     Store,
 )
-
-
-def apply_update(run: Run, update: RunUpdate) -> None:
-    """Write ``update``'s fields onto ``run`` (shared by the in-process backends)."""
-    if update.status is not None:
-        run.status = update.status
-    if update.set_output:
-        run.output = update.output
-    if update.error is not None:
-        run.error = update.error
-    if update.started_at is not None:
-        run.started_at = update.started_at
-    if update.finished_at is not None:
-        run.finished_at = update.finished_at
-    if update.attempt is not None:
-        run.attempt = update.attempt
-    if update.clear_lease:
-        run.worker_id = None
-        run.lease_expires_at = None
-    if update.worker_id is not None:
-        run.worker_id = update.worker_id
-    if update.lease_expires_at is not None:
-        run.lease_expires_at = update.lease_expires_at
-
-
-def check_entry(session: Session | None, run: Run, entry: SessionEntry, busy_with: str | None) -> None:
-    """``entry``'s rules, given the session (as locked) and its oldest unfinished run, if any."""
-    if session is None or session.deleted or session.owner != run.owner:
-        raise SessionNotFound(f"no session {run.session_id!r}")
-    if busy_with is None and session.last_activity < entry.expired_before:
-        raise SessionNotFound(f"session {run.session_id!r} expired")
-    if busy_with is not None and entry.multitask is Multitask.REJECT:
-        raise SessionBusy(f"session {run.session_id} has an unfinished run ({busy_with})")
 
 
 class MemoryStore(Store):
@@ -79,6 +47,8 @@ class MemoryStore(Store):
         self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
         self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}  # (owner, key) -> fingerprint, run id, when
         self._workers: dict[str, tuple[frozenset[str], float]] = {}  # worker id -> pipelines served, last seen
+
+    # -- lifecycle -------------------------------------------------------------
 
     async def open(self) -> None:
         pass
@@ -162,7 +132,7 @@ class MemoryStore(Store):
                 return Entered(admission.repeat_of(*seen))
         session = self._sessions.get(run.session_id)
         unfinished = await self.unfinished_runs(run.session_id)
-        check_entry(session, run, entry, busy_with=unfinished[0].run_id if unfinished else None)
+        entry.check(session, run, busy_with=unfinished[0].run_id if unfinished else None)
         if admission is not None:
             await self._admit(run, admission)
         interrupt = unfinished and entry.multitask is Multitask.INTERRUPT
@@ -237,10 +207,6 @@ class MemoryStore(Store):
             if len(found) >= limit:
                 break
         return found
-
-    async def runs_with_status(self, statuses: Iterable[RunStatus]) -> list[Run]:
-        wanted = set(statuses)
-        return [copy.deepcopy(self._runs[r]) for r in self._order if r in self._runs and self._runs[r].status in wanted]
 
     async def count_queued(self) -> int:
         return sum(1 for run_id in self._unfinished if self._runs[run_id].status is RunStatus.QUEUED)

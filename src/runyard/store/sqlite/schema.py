@@ -1,18 +1,15 @@
-"""The SQLite store's schema, its migrations, and the codecs between rows and models."""
+"""The SQLite store's schema: its migrations (append-only: the position is the
+version) and its SQL; rows and models convert through ``store._rows``."""
 
 from __future__ import annotations
 
 import functools
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
-from typing import Any
-
-import orjson
 
 from runyard.errors import StoreError
-from runyard.models import Run, RunError, RunStatus, RunUpdate, Session
 from runyard.store._numbering import EVENT_OVERHEAD
+from runyard.store._rows import RUN_FIELDS, SESSION_COLUMNS
 
 # Append-only: the position is the version. Never edit an entry; add one.
 MIGRATIONS: list[str] = [
@@ -90,10 +87,9 @@ MIGRATIONS: list[str] = [
     "CREATE TABLE workers (worker_id TEXT PRIMARY KEY, pipelines TEXT NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID",
 ]
 
-_STORED_RUN_COLUMNS = (
-    "run_id, session_id, owner, pipeline, status, input, output, error, metadata, created_at,"
-    " started_at, finished_at, attempt, timeout_s, max_attempts, worker_id, lease_expires_at"
-)
+# Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
+STORED_RUN_FIELDS = tuple(name for name in RUN_FIELDS if name != "last_seq")
+_STORED_RUN_COLUMNS = ", ".join(STORED_RUN_FIELDS)
 # A run's last seq is read from its events (one index seek), never stored in the
 # runs row: bumping it there cost a random row rewrite per run per event batch.
 LAST_SEQ = "(SELECT coalesce(max(seq), 0) FROM events WHERE events.run_pk = runs.created_seq)"
@@ -104,8 +100,7 @@ STORED_BYTES = (
     f"(SELECT coalesce(sum(length(data) + length(type)), 0) + count(*) * {EVENT_OVERHEAD}"
     " FROM events WHERE events.run_pk = runs.created_seq)"
 )
-RUN_COLUMNS = _STORED_RUN_COLUMNS.replace("finished_at, attempt", f"finished_at, {LAST_SEQ}, attempt")
-SESSION_COLUMNS = "session_id, owner, created_at, last_activity, metadata, deleted"
+RUN_COLUMNS = ", ".join(LAST_SEQ if name == "last_seq" else name for name in RUN_FIELDS)  # ``RUN_FIELDS``, read
 INSERT_RUN = (
     f"INSERT INTO runs ({_STORED_RUN_COLUMNS}) VALUES ({', '.join('?' * (_STORED_RUN_COLUMNS.count(',') + 1))})"
 )
@@ -139,6 +134,8 @@ UNSERVED = """SELECT pipeline, count(*) FROM runs WHERE status = 'queued' AND pi
     (SELECT p.value FROM workers w, json_each(w.pipelines) p WHERE w.last_seen >= ?) GROUP BY pipeline"""
 # a list travels as one JSON parameter: one cached statement whatever its length, no variable limit
 IN_JSON = "IN (SELECT value FROM json_each(?))"
+# each expired run's events: how many, and their bytes (length() of a BLOB reads no overflow page)
+EVENT_WEIGHTS = f"SELECT run_pk, count(*), sum(length(data)) FROM events WHERE run_pk {IN_JSON} GROUP BY run_pk"
 
 
 def migrate(db: sqlite3.Connection, path: str) -> int:
@@ -152,112 +149,6 @@ def migrate(db: sqlite3.Connection, path: str) -> int:
     applied = [(version, time.time()) for version in range(current + 1, len(MIGRATIONS) + 1)]
     db.executemany("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", applied)
     return len(MIGRATIONS)
-
-
-def dump(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def load(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
-
-
-def json_list(values: Iterable[str]) -> str:
-    return orjson.dumps(list(values)).decode()
-
-
-def run_row(run: Run) -> tuple[Any, ...]:
-    return (
-        run.run_id,
-        run.session_id,
-        run.owner,
-        run.pipeline,
-        run.status.value,
-        dump(run.input),
-        dump(run.output),
-        dump(run.error.to_dict()) if run.error else None,
-        dump(run.metadata),
-        run.created_at,
-        run.started_at,
-        run.finished_at,
-        run.attempt,
-        run.timeout_s,
-        run.max_attempts,
-        run.worker_id,
-        run.lease_expires_at,
-    )
-
-
-def run_from_row(row: Sequence[Any]) -> Run:
-    error = load(row[7])
-    return Run(
-        run_id=row[0],
-        session_id=row[1],
-        owner=row[2],
-        pipeline=row[3],
-        status=RunStatus(row[4]),
-        input=load(row[5]),
-        output=load(row[6]),
-        error=RunError(**error) if error else None,
-        metadata=load(row[8]),
-        created_at=row[9],
-        started_at=row[10],
-        finished_at=row[11],
-        last_seq=row[12],
-        attempt=row[13],
-        timeout_s=row[14],
-        max_attempts=row[15],
-        worker_id=row[16],
-        lease_expires_at=row[17],
-    )
-
-
-def session_row(session: Session) -> tuple[Any, ...]:
-    return (
-        session.session_id,
-        session.owner,
-        session.created_at,
-        session.last_activity,
-        dump(session.metadata),
-        int(session.deleted),
-    )
-
-
-def session_from_row(row: Sequence[Any]) -> Session:
-    return Session(row[0], row[1], row[2], row[3], load(row[4]), bool(row[5]))
-
-
-def update_columns(update: RunUpdate) -> dict[str, Any]:
-    """The columns ``update`` sets, exactly as ``memory.apply_update`` sets the fields."""
-    columns: dict[str, Any] = {}
-    if update.status is not None:
-        columns["status"] = update.status.value
-    if update.set_output:
-        columns["output"] = dump(update.output)
-    if update.error is not None:
-        columns["error"] = dump(update.error.to_dict())
-    if update.started_at is not None:
-        columns["started_at"] = update.started_at
-    if update.finished_at is not None:
-        columns["finished_at"] = update.finished_at
-    if update.attempt is not None:
-        columns["attempt"] = update.attempt
-    if update.clear_lease:
-        columns["worker_id"] = None
-        columns["lease_expires_at"] = None
-    if update.worker_id is not None:
-        columns["worker_id"] = update.worker_id
-    if update.lease_expires_at is not None:
-        columns["lease_expires_at"] = update.lease_expires_at
-    return columns
-
-
-def merged_columns(updates: Iterable[RunUpdate]) -> dict[str, Any]:
-    """Several updates of one run as the columns they set, a later update winning."""
-    columns: dict[str, Any] = {}
-    for update in updates:
-        columns.update(update_columns(update))
-    return columns
 
 
 @functools.lru_cache(maxsize=16)

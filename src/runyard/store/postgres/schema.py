@@ -1,4 +1,5 @@
-"""The PostgreSQL store's schema, its migrations, and the codecs between records and models.
+"""The PostgreSQL store's schema: its migrations (append-only: the position is the
+version) and its SQL; records and models convert through ``store._rows``.
 
 JSON values (input, output, error, metadata, message content) are stored as
 ``json``, which keeps the exact text the store wrote (``jsonb`` would reject a
@@ -10,10 +11,7 @@ is faster in every index and gives every process the same lock order.
 
 from __future__ import annotations
 
-from typing import Any
-
-from runyard.models import Run, RunError, RunStatus, Session
-from runyard.store._sqlite_schema import dump, load
+from runyard.store._rows import RUN_COLUMNS, RUN_FIELDS, SESSION_COLUMNS, UPDATE_FIELDS
 
 # pg_advisory_xact_lock key serialising migrations across processes: b"runyard:" as an int64
 MIGRATION_LOCK = 0x72756E796172643A
@@ -107,17 +105,13 @@ MIGRATIONS: list[str] = [
     "ALTER TABLE runs ADD COLUMN stored_bytes bigint NOT NULL DEFAULT 0",
 ]
 
-RUN_COLUMNS = (
-    "run_id, session_id, owner, pipeline, status, input, output, error, metadata, created_at,"
-    " started_at, finished_at, last_seq, attempt, timeout_s, max_attempts, worker_id, lease_expires_at"
-)
-SESSION_COLUMNS = "session_id, owner, created_at, last_activity, metadata, deleted"
-INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, 19))})"
+INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, len(RUN_FIELDS) + 1))})"
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
 UNFINISHED = "status IN ('queued', 'running')"
-# the fingerprint and run of an owner's idempotency key used since $3
+# the run (``RUN_FIELDS`` first, as ``run_from_row`` reads them) and fingerprint of an
+# owner's idempotency key used since $3
 IDEMPOTENT_RUN = (
-    f"SELECT k.fingerprint, {', '.join('r.' + column for column in RUN_COLUMNS.split(', '))}"
+    f"SELECT {', '.join('r.' + column for column in RUN_FIELDS)}, k.fingerprint"
     " FROM idempotency_keys k JOIN runs r ON r.run_id = k.run_id"
     " WHERE k.owner = $1 AND k.key = $2 AND k.created_at >= $3"
 )
@@ -185,9 +179,9 @@ DELETE_RUNS = f"""WITH gone_events AS (DELETE FROM events WHERE run_id = ANY($1:
 gone AS (DELETE FROM runs WHERE run_id = ANY($1::text[]) AND NOT {UNFINISHED} RETURNING 1)
 SELECT count(*) FROM gone"""
 
-# The RunUpdate columns (as in ``update_columns``) and their types. One statement
+# The columns a RunUpdate sets (``_rows.UPDATE_FIELDS``) and their types. One statement
 # updates every run of a batch: per column a "set" flag and a value; unset keeps.
-UPDATABLE: dict[str, str] = {
+_TYPES = {
     "status": "text",
     "output": "json",
     "error": "json",
@@ -197,6 +191,7 @@ UPDATABLE: dict[str, str] = {
     "worker_id": "text",
     "lease_expires_at": "float8",
 }
+UPDATABLE: dict[str, str] = {name: _TYPES[name] for name in UPDATE_FIELDS}
 
 
 def _update_runs() -> str:
@@ -214,74 +209,3 @@ def _update_runs() -> str:
 
 
 UPDATE_RUNS = _update_runs()
-
-
-def run_row(run: Run) -> tuple[Any, ...]:
-    """``run`` as the parameters of ``INSERT_RUN``."""
-    return (
-        run.run_id,
-        run.session_id,
-        run.owner,
-        run.pipeline,
-        run.status.value,
-        dump(run.input),
-        dump(run.output),
-        dump(run.error.to_dict()) if run.error else None,
-        dump(run.metadata),
-        run.created_at,
-        run.started_at,
-        run.finished_at,
-        run.last_seq,
-        run.attempt,
-        run.timeout_s,
-        run.max_attempts,
-        run.worker_id,
-        run.lease_expires_at,
-    )
-
-
-def run_from_record(row: Any) -> Run:
-    """A run from a record of ``RUN_COLUMNS``."""
-    error = load(row["error"])
-    return Run(
-        run_id=row["run_id"],
-        session_id=row["session_id"],
-        owner=row["owner"],
-        pipeline=row["pipeline"],
-        status=RunStatus(row["status"]),
-        input=load(row["input"]),
-        output=load(row["output"]),
-        error=RunError(**error) if error else None,
-        metadata=load(row["metadata"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        last_seq=row["last_seq"],
-        attempt=row["attempt"],
-        timeout_s=row["timeout_s"],
-        max_attempts=row["max_attempts"],
-        worker_id=row["worker_id"],
-        lease_expires_at=row["lease_expires_at"],
-    )
-
-
-def session_row(session: Session) -> tuple[Any, ...]:
-    return (
-        session.session_id,
-        session.owner,
-        session.created_at,
-        session.last_activity,
-        dump(session.metadata),
-        session.deleted,
-    )
-
-
-def session_from_record(row: Any) -> Session:
-    return Session(
-        row["session_id"],
-        row["owner"],
-        row["created_at"],
-        row["last_activity"],
-        load(row["metadata"]),
-        row["deleted"],
-    )

@@ -1,0 +1,85 @@
+"""The PostgreSQL store's event logs.
+
+Many processes may append to one run at once: ``append`` locks the batch's runs
+rows (``SELECT ... FOR UPDATE``, sorted by run id, so overlapping batches never
+deadlock) and numbers events from the ``last_seq`` kept in each row, so the
+row lock is the gap-free counter. A batch is one transaction of five round
+trips however many runs and events it holds: BEGIN, lock, insert every event
+(one ``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
+when the batch carries run updates (status changes and the like).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from runyard.models import Event
+from runyard.store._numbering import RunState, number
+from runyard.store._rows import EVENT_COLUMNS, STATUSES, update_columns
+from runyard.store.base import AppendGroup, AppendResult, EventStore
+from runyard.store.postgres.connection import Connection, PostgresConnection
+from runyard.store.postgres.schema import INSERT_EVENTS, LOCK_RUNS, UPDATABLE, UPDATE_LAST_SEQS, UPDATE_RUNS
+
+
+async def append_batch(
+    conn: Connection, groups: Sequence[AppendGroup], max_run_bytes: int | None = None
+) -> list[AppendResult]:
+    """Number, insert and apply ``groups`` inside the caller's transaction."""
+    rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
+    runs = {
+        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease, stored)
+        for run_id, status, last_seq, worker, attempt, lease, stored in rows
+    }
+    results, events = number(groups, runs, max_run_bytes)
+    if events:
+        await conn.execute(
+            INSERT_EVENTS,
+            [e.run_id for e in events],
+            [e.seq for e in events],
+            [e.type for e in events],
+            [e.data for e in events],
+            [e.ts for e in events],
+        )
+    # a run with updated columns gets its last seq with them, the others by themselves
+    counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
+    if counted:
+        await conn.execute(
+            UPDATE_LAST_SEQS,
+            [run_id for run_id, _ in counted],
+            [run.last_seq for _, run in counted],
+            [run.stored_bytes for _, run in counted],
+        )
+    updated = [(run_id, update_columns(run.updates)) for run_id, run in runs.items() if run.updates]
+    if updated:
+        arguments: list[list[Any]] = [
+            [run_id for run_id, _ in updated],
+            [runs[run_id].last_seq for run_id, _ in updated],
+            [runs[run_id].stored_bytes for run_id, _ in updated],
+        ]
+        for column in UPDATABLE:
+            arguments.append([column in columns for _, columns in updated])
+            arguments.append([columns.get(column) for _, columns in updated])
+        await conn.execute(UPDATE_RUNS, *arguments)
+    return results
+
+
+class PostgresEvents(PostgresConnection, EventStore):
+    """``EventStore`` on PostgreSQL."""
+
+    async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
+        if not groups:
+            return []
+        return await self._transact_once(
+            lambda conn: append_batch(conn, groups, self.max_run_bytes),
+            lambda results: next((result[0] for result in results if isinstance(result, list) and result), None),
+        )
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
+        rows = await self._db().fetch(
+            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3",
+            run_id,
+            after,
+            max(limit, 0),
+        )
+        return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]

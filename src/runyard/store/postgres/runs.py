@@ -1,0 +1,142 @@
+"""The PostgreSQL store's runs: reading them, and the queue (claims, leases, cancel flags, workers)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from runyard.models import Run, RunStatus
+from runyard.store._numbering import claim_group
+from runyard.store._rows import RUN_COLUMNS, apply_update, run_from_row
+from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQueue, RunRecords
+from runyard.store.postgres.connection import Connection, PostgresConnection
+from runyard.store.postgres.events import append_batch
+from runyard.store.postgres.schema import CLAIMABLE, LOCK_CLAIMABLE, UNSERVED
+
+# Candidates read per claimed run: some may be taken by other workers meanwhile.
+CANDIDATES_PER_CLAIM = 2
+CANDIDATES_EXTRA = 8
+
+
+async def _claim(
+    conn: Connection, worker_id: str, limit: int, at: float, until: float, served: list[str]
+) -> list[Claimed]:
+    """Claim inside the caller's transaction (FOR UPDATE SKIP LOCKED)."""
+    wanted = limit * CANDIDATES_PER_CLAIM + CANDIDATES_EXTRA
+    candidates = [row[0] for row in await conn.fetch(CLAIMABLE, wanted, served)]
+    if not candidates:
+        return []
+    locked = {row["run_id"]: row for row in await conn.fetch(LOCK_CLAIMABLE, candidates)}
+    rows = [locked[run_id] for run_id in candidates if run_id in locked][:limit]
+    runs = [run_from_row(row) for row in rows]
+    groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
+    claimed = []
+    for run, row, group, result in zip(runs, rows, groups, await append_batch(conn, groups), strict=True):
+        if isinstance(result, list) and group.update is not None:
+            apply_update(run, group.update)
+            run.last_seq = result[0].seq
+            claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
+    # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
+    return claimed
+
+
+class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
+    """``RunRecords`` and ``RunQueue`` on PostgreSQL."""
+
+    async def get_run(self, run_id: str) -> Run | None:
+        row = await self._db().fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
+        return None if row is None else run_from_row(row)
+
+    async def list_runs(
+        self,
+        owner: str | None,
+        *,
+        session_id: str | None = None,
+        statuses: Sequence[RunStatus] | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        if limit <= 0:
+            return []
+        where: list[str] = []
+        arguments: list[Any] = []
+
+        def condition(sql: str, argument: Any) -> None:
+            arguments.append(argument)
+            where.append(sql.replace("?", f"${len(arguments)}"))
+
+        if owner is not None:
+            condition("owner = ?", owner)
+        if session_id is not None:
+            condition("session_id = ?", session_id)
+        if statuses:
+            condition("status = ANY(?::text[])", [s.value for s in statuses])
+        if before is not None:
+            # an unknown cursor compares with NULL: nothing is older than it
+            condition("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)", before)
+        arguments.append(limit)
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs {'WHERE ' + ' AND '.join(where) if where else ''}"
+            f" ORDER BY created_seq DESC LIMIT ${len(arguments)}",
+            *arguments,
+        )
+
+    async def count_queued(self) -> int:
+        count: int = await self._db().fetchval("SELECT count(*) FROM runs WHERE status = 'queued'")
+        return count
+
+    async def expired_leases(self, at: float) -> list[Run]:
+        return await self._runs(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_expires_at < $1 ORDER BY created_seq",
+            at,
+        )
+
+    async def claim(
+        self, worker_id: str, limit: int, at: float, lease_until: float, *, pipelines: Collection[str]
+    ) -> list[Claimed]:
+        if limit <= 0:
+            return []
+        served = list(pipelines)
+        claimed = await self._transact_once(
+            lambda conn: _claim(conn, worker_id, limit, at, lease_until, served),
+            lambda result: result[0].event if result else None,
+        )
+        return claimed
+
+    async def request_cancel(self, run_id: str) -> None:
+        await self._execute("UPDATE runs SET cancel_requested = true WHERE run_id = $1 AND status = 'running'", run_id)
+
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
+        if not run_ids:
+            return LeaseRenewal()
+        # rows locked in run id order, as append locks them: the two never deadlock
+        rows = await asyncio.shield(
+            self._db().fetch(
+                "UPDATE runs SET lease_expires_at = $3 WHERE run_id IN (SELECT run_id FROM runs"
+                " WHERE run_id = ANY($1::text[]) AND status = 'running' AND worker_id = $2 ORDER BY run_id FOR UPDATE)"
+                " RETURNING run_id, cancel_requested",
+                list(run_ids),
+                worker_id,
+                until,
+            )
+        )
+        kept = {row[0] for row in rows}
+        return LeaseRenewal(lost=set(run_ids) - kept, cancel={row[0] for row in rows if row[1]})
+
+    async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
+        await self._execute(
+            "WITH gone AS (DELETE FROM workers WHERE last_seen < $4 AND worker_id <> $1)"
+            " INSERT INTO workers (worker_id, pipelines, last_seen) VALUES ($1, $2, $3) ON CONFLICT (worker_id)"
+            " DO UPDATE SET pipelines = EXCLUDED.pipelines, last_seen = EXCLUDED.last_seen",
+            worker_id,
+            sorted(pipelines),
+            at,
+            at - WORKER_FORGOTTEN_S,
+        )
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
+
+    async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
+        return {row[0]: row[1] for row in await self._db().fetch(UNSERVED, seen_since)}

@@ -1,0 +1,97 @@
+"""The SQLite store's event logs: gap-free numbering in the writer thread, replay from a reader."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from runyard.models import Event, RunStatus
+from runyard.store._numbering import RunState, number
+from runyard.store._rows import EVENT_COLUMNS, json_list, update_columns
+from runyard.store.base import AppendGroup, AppendResult, EventStore
+from runyard.store.sqlite.connection import RunStates, SQLiteConnection
+from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, LAST_SEQ, STORED_BYTES, insert_events
+
+
+def append_batch(
+    db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunStates, max_run_bytes: int | None = None
+) -> list[AppendResult]:
+    """Number and insert the groups' events. ``known`` caches unfinished runs'
+    states across batches (``key``: the run's key in the events table): exact,
+    because the writer thread, which alone calls this, is the only writer and
+    every status change passes through here. It learns this batch's states only
+    once all of the batch's SQL has succeeded."""
+    batch: RunStates = {}
+    missing = []
+    for run_id in dict.fromkeys(group.run_id for group in groups):
+        if run_id in known:
+            batch[run_id] = _copy(known[run_id])
+        else:
+            missing.append(run_id)
+    if missing:
+        rows = db.execute(
+            f"SELECT run_id, created_seq, status, {LAST_SEQ}, worker_id, attempt, lease_expires_at, {STORED_BYTES}"
+            f" FROM runs WHERE run_id {IN_JSON}",
+            (json_list(missing),),
+        )
+        batch.update(
+            (run_id, RunState(RunStatus(status), seq, pk, worker, attempt, lease, stored))
+            for run_id, pk, status, seq, worker, attempt, lease, stored in rows
+        )
+    results, events = number(groups, batch, max_run_bytes)
+    _insert_events(db, [(batch[e.run_id].key, e.seq, e.type, e.data, e.ts) for e in events])
+    for run_id, run in batch.items():
+        columns = update_columns(run.updates)
+        if columns:
+            assignments = ", ".join(f"{column} = ?" for column in columns)
+            db.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", (*columns.values(), run_id))
+    for run_id, run in batch.items():
+        if run.status.finished:
+            known.pop(run_id, None)  # it will not change again
+        else:
+            run.appended, run.updates = False, []
+            known[run_id] = run
+    return results
+
+
+def _copy(state: RunState) -> RunState:
+    return RunState(
+        state.status,
+        state.last_seq,
+        state.key,
+        state.worker_id,
+        state.attempt,
+        state.lease_expires_at,
+        state.stored_bytes,
+    )
+
+
+def _insert_events(db: sqlite3.Connection, rows: list[tuple[int, int, str, bytes, float]]) -> None:
+    start = 0
+    while start < len(rows):
+        size = min(EVENT_CHUNK, 1 << ((len(rows) - start).bit_length() - 1))
+        chunk = rows[start : start + size]
+        db.execute(insert_events(size), [value for row in chunk for value in row])
+        start += size
+
+
+class SQLiteEvents(SQLiteConnection, EventStore):
+    """``EventStore`` on SQLite."""
+
+    async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
+        if not groups:
+            return []
+        # one work: the batch's groups share its savepoint, as they share a transaction
+        return await self._write(lambda db: append_batch(db, groups, self._run_states, self.max_run_bytes))
+
+    async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
+        def query(db: sqlite3.Connection) -> list[Event]:
+            rows = db.execute(
+                f"SELECT {EVENT_COLUMNS} FROM events"
+                " WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq LIMIT ?",
+                (run_id, after, max(limit, 0)),  # a negative LIMIT would mean "no limit"
+            )
+            # built in the reader thread: the loop gets ready events
+            return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]
+
+        return await self._query(query)

@@ -1,0 +1,122 @@
+"""The SQLite store's runs: reading them, and the queue (claims, leases, cancel flags, workers)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from runyard.models import Run, RunStatus
+from runyard.store._numbering import claim_group
+from runyard.store._rows import apply_update, json_list, run_from_row
+from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQueue, RunRecords
+from runyard.store.sqlite.connection import RunStates, SQLiteConnection
+from runyard.store.sqlite.events import append_batch
+from runyard.store.sqlite.schema import CLAIMABLE, IN_JSON, RUN_COLUMNS, UNSERVED
+
+
+def _claim(
+    db: sqlite3.Connection, worker_id: str, limit: int, at: float, until: float, served: str, known: RunStates
+) -> list[Claimed]:
+    """Claim in the writer thread: being the only writer, select-then-update cannot race."""
+    rows = db.execute(CLAIMABLE, (served, max(limit, 0))).fetchall()
+    runs = [run_from_row(row) for row in rows]
+    groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
+    claimed = []
+    for run, row, group, result in zip(runs, rows, groups, append_batch(db, groups, known), strict=True):
+        if isinstance(result, list) and group.update is not None:
+            apply_update(run, group.update)
+            run.last_seq = result[0].seq
+            claimed.append(Claimed(run, result[0], cancel_requested=bool(row[-1])))
+    return claimed
+
+
+class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
+    """``RunRecords`` and ``RunQueue`` on SQLite."""
+
+    async def get_run(self, run_id: str) -> Run | None:
+        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        return run_from_row(rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        owner: str | None,
+        *,
+        session_id: str | None = None,
+        statuses: Sequence[RunStatus] | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        where = ["1"]
+        parameters: list[Any] = []
+        if owner is not None:
+            where.append("owner = ?")
+            parameters.append(owner)
+        if session_id is not None:
+            where.append("session_id = ?")
+            parameters.append(session_id)
+        if statuses:
+            where.append(f"status {IN_JSON}")
+            parameters.append(json_list(s.value for s in statuses))
+        if before is not None:
+            # an unknown cursor compares with NULL: nothing is older than it
+            where.append("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)")
+            parameters.append(before)
+        rows = await self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY created_seq DESC LIMIT ?",
+            (*parameters, max(limit, 0)),
+        )
+        return [run_from_row(row) for row in rows]
+
+    async def count_queued(self) -> int:
+        rows = await self._read("SELECT count(*) FROM runs WHERE status = 'queued'")
+        return int(rows[0][0])
+
+    async def expired_leases(self, at: float) -> list[Run]:
+        rows = await self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'running' AND lease_expires_at < ? ORDER BY created_seq",
+            (at,),
+        )
+        return [run_from_row(row) for row in rows]
+
+    async def claim(
+        self, worker_id: str, limit: int, at: float, lease_until: float, *, pipelines: Collection[str]
+    ) -> list[Claimed]:
+        served = json_list(pipelines)
+        return await self._write(lambda db: _claim(db, worker_id, limit, at, lease_until, served, self._run_states))
+
+    async def request_cancel(self, run_id: str) -> None:
+        await self._execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ? AND status = 'running'", (run_id,))
+
+    async def renew_leases(self, worker_id: str, run_ids: Sequence[str], until: float) -> LeaseRenewal:
+        def work(db: sqlite3.Connection) -> LeaseRenewal:
+            rows = db.execute(
+                f"UPDATE runs SET lease_expires_at = ? WHERE run_id {IN_JSON} AND status = 'running' AND worker_id = ?"
+                " RETURNING run_id, cancel_requested",
+                (until, json_list(run_ids), worker_id),
+            ).fetchall()
+            for run_id, _ in rows:
+                if run_id in self._run_states:  # the numbering's view of the lease, for recovery
+                    self._run_states[run_id].lease_expires_at = until
+            kept = {run_id for run_id, _ in rows}
+            return LeaseRenewal(lost=set(run_ids) - kept, cancel={run_id for run_id, flag in rows if flag})
+
+        return await self._write(work) if run_ids else LeaseRenewal()
+
+    async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
+        served = json_list(sorted(pipelines))
+
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT OR REPLACE INTO workers (worker_id, pipelines, last_seen) VALUES (?, ?, ?)",
+                (worker_id, served, at),
+            )
+            db.execute("DELETE FROM workers WHERE last_seen < ?", (at - WORKER_FORGOTTEN_S,))
+
+        await self._write(work)
+
+    async def forget_worker(self, worker_id: str) -> None:
+        await self._execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
+
+    async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
+        return {pipeline: count for pipeline, count in await self._read(UNSERVED, (seen_since,))}
