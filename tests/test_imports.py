@@ -1,4 +1,5 @@
-"""No import cycle between runyard's modules, type-only imports included.
+"""No import cycle between runyard's modules, type-only imports included; no
+module over 400 lines.
 
 Every ``import`` statement counts, wherever it stands: at module level, under
 ``if TYPE_CHECKING:``, or inside a function. A function-local or type-only
@@ -97,3 +98,12 @@ def test_the_graph_sees_type_only_and_function_local_imports() -> None:
 def test_no_module_imports_itself_through_others() -> None:
     """A cycle, even a type-only one, means two modules cannot be read or moved apart."""
     assert cycles(import_graph()) == []
+
+
+MAX_LINES = 400
+
+
+def test_no_module_passes_400_lines() -> None:
+    """A module longer than that holds more than one concern: split it (issue 11)."""
+    lengths = {module_name(path): len(path.read_text().splitlines()) for path in sorted(ROOT.rglob("*.py"))}
+    assert {module: lines for module, lines in lengths.items() if lines > MAX_LINES} == {}

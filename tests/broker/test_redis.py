@@ -18,7 +18,8 @@ import pytest
 import redis.asyncio
 from redis.exceptions import RedisError
 
-from runyard.broker.redis import RedisBroker, decode_events, encode_events
+from runyard.broker.redis import RedisBroker
+from runyard.broker.redis_wire import decode_events, encode_events
 from runyard.events import EventLog, follow
 from runyard.events.hub import Hub
 from runyard.models import Event, Run, RunStatus

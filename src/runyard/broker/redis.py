@@ -35,7 +35,6 @@ import secrets
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 from redis.asyncio import Redis
@@ -45,6 +44,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from runyard.broker.base import WAKE, Broker, SignalHandler
+from runyard.broker.redis_wire import decode_events, encode_events, split_url
 from runyard.models import Event
 from runyard.retrying import Backoff
 
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runyard.broker")
 
-DEFAULT_PREFIX = "runyard:"
 # Connecting and answering a command: bounds how long a hung Redis holds up the
 # event writer (once; publishing then backs off) or a readiness probe. Commands
 # are bounded with asyncio.timeout, not redis-py's socket_timeout: with it,
@@ -71,42 +70,6 @@ RECONNECT = Backoff(first_s=0.05, max_s=2.0)
 PUBLISH_PAUSE = Backoff(first_s=0.05, max_s=1.0, spread=(1.0, 1.0))
 SILENCE_S = 5.0  # a silent subscriber connection is PINGed; silent twice as long, it is presumed dead
 MAX_UNSENT = 10_000  # runs whose newest unsent event is remembered while Redis is unreachable
-
-
-# -- the wire format ---------------------------------------------------------------
-
-
-def encode_events(origin: str, events: list[Event]) -> bytes:
-    """One run's events as one message: ``[origin, run_id, [[seq, type, ts, data], ...]]``.
-
-    ``data`` is already UTF-8 JSON; it travels as a string so that it arrives
-    byte for byte and is never parsed. ``ts`` survives exactly (orjson writes
-    the shortest float that reads back the same)."""
-    return orjson.dumps(
-        [origin, events[0].run_id, [[event.seq, event.type, event.ts, event.data.decode()] for event in events]]
-    )
-
-
-def decode_events(message: bytes) -> tuple[str, list[Event]]:
-    """The origin and events of a message written by ``encode_events``."""
-    origin, run_id, rows = orjson.loads(message)
-    return origin, [Event(run_id, seq, type, data.encode(), ts) for seq, type, ts, data in rows]
-
-
-def split_url(url: str) -> tuple[str, str]:
-    """The URL for redis-py (without ``prefix``, which it does not know) and the key prefix."""
-    parts = urlsplit(url)
-    prefix = DEFAULT_PREFIX
-    query = []
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name == "prefix":
-            prefix = value
-        else:
-            query.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(query))), prefix
-
-
-# -- the broker --------------------------------------------------------------------
 
 
 class RedisBroker(Broker):

@@ -27,24 +27,19 @@ import os
 import secrets
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
-from pydantic import BaseModel
 
 from runyard.broker.base import CANCEL, WAKE, Broker
-from runyard.context import RunContext
+from runyard.engine.execution import Execution, Supervisor
+from runyard.engine.housekeeping import Housekeeper
 from runyard.engine.outcome import Outcome
 from runyard.events.log import EventLog, EventsLost
 from runyard.governance.limit import LimitRegistry
-from runyard.models import IDEMPOTENCY_TTL_S, Fence, LeaseLost, Run, RunStatus, RunUpdate, StatusConflict, now
+from runyard.models import Fence, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.observability.tracing import span
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
-from runyard.servable import check_depth
 from runyard.settings import Settings
 from runyard.store.base import Claimed, WorkerStore
 
@@ -64,25 +59,6 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-@dataclass(slots=True, eq=False)
-class Execution:
-    """One run executing here, in the attempt it was claimed for."""
-
-    run: Run
-    fence: Fence
-    work: asyncio.Task[Outcome] | None = None  # the pipeline's own code, while it runs
-    cancel_requested: bool = False
-    lost: bool = False  # the lease is gone (recovered elsewhere): write nothing more
-    overtime: bool = False  # the pipeline outlived its timeout by the grace: it swallowed the cancellation
-    stopped: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-    def stop(self) -> None:
-        if not self.stopped.done():
-            self.stopped.set_result(None)
-        if self.work is not None:
-            self.work.cancel()
-
-
 class Engine:
     """Claims and executes runs, at most ``max_concurrent_runs`` at a time, when
     this process's role executes runs; cancels runs in every role."""
@@ -98,8 +74,6 @@ class Engine:
     ) -> None:
         self._settings = settings
         self._pipelines = pipelines
-        self._limits = limits
-        self._resources = resources
         self._store = store
         # The engine's runs write through this log, and a write it refuses for a
         # stale fence stops the run here at once: built here, with that callback.
@@ -114,8 +88,23 @@ class Engine:
         self._claimer: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
-        self._abandoned: set[asyncio.Task[Outcome]] = set()  # pipelines that ignored their cancellation
-        self._sweeper: asyncio.Task[None] | None = None  # the sweep under way, started by the housekeeper
+        self._supervisor = Supervisor(
+            settings,
+            pipelines,
+            limits,
+            resources,
+            store,
+            self._events,
+            lease_lost=self._lease_lost,
+            hand_back=lambda run, fence: self._hand_back(run, fence=fence),
+        )
+        self._housekeeping = Housekeeper(
+            settings,
+            store,
+            running=self._running,
+            hand_back=lambda run, expired_by: self._hand_back(run, lease_expired_by=expired_by),
+            on_tick=self._forget_old_cancels,
+        )
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -126,7 +115,7 @@ class Engine:
         await self._store.worker_seen(self.worker_id, self.pipelines, now())
         self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
         self._renewer = asyncio.create_task(self._renew_forever(), name="runyard-lease-renewer")
-        self._housekeeper = asyncio.create_task(self._keep_house(), name="runyard-housekeeper")
+        self._housekeeper = asyncio.create_task(self._housekeeping.run(), name="runyard-housekeeper")
         self.wake()
 
     async def stop(self) -> None:
@@ -142,17 +131,17 @@ class Engine:
             await self._claimer  # ends after its current claim: a claimed run is never dropped
             await self._leave()  # a draining worker claims nothing: its pipelines may have no worker now
         await _cancel(self._housekeeper)
-        await _cancel(self._sweeper)
+        await _cancel(self._housekeeping.sweeper)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
             for execution in self._running.values():
                 execution.stop()  # handed back by _supervise
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await _cancel(self._renewer)
-        if self._abandoned:
+        if self._supervisor.abandoned:
             log.error(
                 "%d pipelines ignored their cancellation; their runs were recorded and their writes are refused",
-                len(self._abandoned),
+                len(self._supervisor.abandoned),
             )
 
     async def _leave(self) -> None:
@@ -281,7 +270,7 @@ class Engine:
             started = now()
             try:
                 with span("runyard.run", run_id=run.run_id, pipeline=run.pipeline, attempt=run.attempt) as traced:
-                    outcome = await self._supervise(execution)
+                    outcome = await self._supervisor.supervise(execution)
                     if traced is not None:
                         traced.set_attribute("status", outcome.status.value if outcome else "handed_back")
             finally:
@@ -295,105 +284,6 @@ class Engine:
             if self._running.get(run.run_id) is execution:
                 del self._running[run.run_id]
             self.wake()  # a slot is free, and the session's next run may be ready
-
-    async def _supervise(self, execution: Execution) -> Outcome | None:
-        """Run the pipeline in its own task and say how the run ended; None when
-        it was handed back (this process is shutting down) or its lease was lost."""
-        if execution.cancel_requested:
-            return Outcome.cancelled()
-        run = execution.run
-        work = execution.work = asyncio.create_task(self._call_pipeline(execution), name=f"pipeline-{run.run_id}")
-        try:
-            ended = await self._outlast(execution, work)
-        finally:
-            execution.work = None
-        if not ended:
-            self._abandon(execution, work)
-        if execution.lost:
-            return None
-        if execution.cancel_requested:
-            return Outcome.cancelled()  # also when the pipeline swallowed its cancellation
-        if execution.overtime:
-            return Outcome.timed_out(run.timeout_s or 0)
-        if not ended or work.cancelled():  # stopped by the drain
-            await self._hand_back(run, fence=execution.fence)
-            return None
-        return work.result()
-
-    async def _outlast(self, execution: Execution, work: asyncio.Task[Outcome]) -> bool:
-        """Wait for the pipeline's task to end; False when it has not within
-        ``cancel_grace_s`` of being stopped (or of its timeout): it swallows its
-        cancellation, and waiting longer would hold the run (and a SIGTERM)
-        for ever."""
-        grace = self._settings.cancel_grace_s
-        timeout_s = execution.run.timeout_s
-        await asyncio.wait(
-            (work, execution.stopped),
-            timeout=None if timeout_s is None else timeout_s + grace,
-            return_when=asyncio.FIRST_COMPLETED,
-        )
-        if work.done():
-            return True
-        if not execution.stopped.done():
-            execution.overtime = True  # its own timeout's cancellation was swallowed a grace ago
-            return False
-        await asyncio.wait((work,), timeout=grace)
-        return work.done()
-
-    def _abandon(self, execution: Execution, work: asyncio.Task[Outcome]) -> None:
-        """Leave a pipeline that ignores its cancellation to itself: the run is
-        recorded without it, and each of its later writes is refused by the
-        run's fence (the run is no longer this attempt's)."""
-        log.error(
-            "run %s: the pipeline %s ignored its cancellation for %g s; giving up on it",
-            execution.run.run_id,
-            execution.run.pipeline,
-            self._settings.cancel_grace_s,
-        )
-        work.cancel()
-        self._abandoned.add(work)
-        work.add_done_callback(self._abandoned.discard)
-
-    async def _call_pipeline(self, execution: Execution) -> Outcome:
-        run = execution.run
-        pipeline = self._pipelines.get(run.pipeline)
-        if pipeline is None:  # defensive: the store claims only the pipelines served here
-            return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
-        ctx = RunContext(
-            run,
-            self._events,
-            self._store,
-            self._limits,
-            self._settings.history_max,
-            fence=execution.fence,
-            resources=self._resources,
-        )
-        token = ctx._activate()
-        deadline = asyncio.timeout(run.timeout_s)
-        try:
-            async with deadline:
-                output = await pipeline.func(ctx, pipeline.argument(run.input))
-            return Outcome.succeeded(_jsonable(output))
-        except TimeoutError as exc:
-            if deadline.expired():
-                return Outcome.timed_out(run.timeout_s or 0)
-            return self._failure(run, exc)
-        except LeaseLost:
-            self._lease_lost(run.run_id)
-            return Outcome.failed("worker_lost", "this worker lost the run's lease")  # never written: fenced
-        except EventsLost as lost:
-            return Outcome.failed(lost.code, str(lost))
-        except Exception as exc:
-            return self._failure(run, exc)
-        finally:
-            ctx._deactivate(token)
-
-    def _failure(self, run: Run, exc: BaseException) -> Outcome:
-        # The client gets the exception's type and message, never the traceback;
-        # the log gets everything.
-        log.error("run %s of %s failed", run.run_id, run.pipeline, exc_info=exc)
-        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        return Outcome.failed("pipeline_error", message)
 
     async def _end(self, execution: Execution, outcome: Outcome) -> None:
         """Record how the pipeline ended; ``failed`` instead of ``succeeded`` when
@@ -456,14 +346,6 @@ class Engine:
             with contextlib.suppress(StatusConflict):
                 await self._finish(run, lost, expect=RUNNING, fence=fence, lease_expired_by=lease_expired_by)
 
-    async def _recover_expired_leases(self) -> None:
-        at = now()
-        for run in await self._store.expired_leases(at):
-            if run.run_id in self._running:
-                continue  # ours and alive: the loop stalled past the lease; renewal follows
-            log.warning("run %s lost its worker %s; recovering (attempt %d)", run.run_id, run.worker_id, run.attempt)
-            await self._hand_back(run, lease_expired_by=at)
-
     async def _renew_leases(self) -> None:
         if not self._running:
             return
@@ -488,37 +370,6 @@ class Engine:
                 log.exception("renewing leases failed; retrying")
             await asyncio.sleep(tick)
 
-    async def _keep_house(self) -> None:
-        """Recover runs whose worker died, and sweep what expired. Apart from the
-        renewals, so that a slow sweep never delays a renewal past a lease."""
-        settings = self._settings
-        tick = min(settings.lease_s / 3, settings.sweep_interval_s, 5.0)
-        last_sweep = 0.0
-        while True:
-            try:
-                await self._recover_expired_leases()
-                self._forget_old_cancels()
-                sweeping = self._sweeper is not None and not self._sweeper.done()
-                if now() - last_sweep >= settings.sweep_interval_s and not sweeping:
-                    last_sweep = now()
-                    # a task of its own: a long sweep (many short writes) never delays recovery
-                    self._sweeper = asyncio.create_task(self._sweep(), name="runyard-sweeper")
-            except Exception:
-                log.exception("housekeeping pass failed; retrying")
-            await asyncio.sleep(tick)
-
-    async def _sweep(self) -> None:
-        settings = self._settings
-        try:
-            swept = await self._store.sweep_runs(now() - settings.retention_s)
-            forgotten = await self._store.forget_idle_sessions(now() - settings.session_ttl_s)
-            await self._store.forget_idempotency_keys(now() - IDEMPOTENCY_TTL_S)
-        except Exception:
-            log.exception("sweep failed; retrying at the next interval")
-            return
-        if swept or forgotten:
-            log.info("swept %d expired runs, forgot %d idle sessions", swept, forgotten)
-
     def _forget_old_cancels(self) -> None:
         cutoff = now() - CANCEL_MEMO_S
         for run_id in [run_id for run_id, at in self._cancel_memo.items() if at < cutoff]:
@@ -529,16 +380,3 @@ async def _cancel(task: asyncio.Task[None] | None) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-def _jsonable(output: Any) -> Any:
-    """The pipeline's return value as JSON data (pydantic models are dumped) that
-    can be served (``NestedTooDeep`` otherwise: the run fails ``pipeline_error``)."""
-    if isinstance(output, BaseModel):
-        output = output.model_dump(mode="json")
-    check_depth(output, "the pipeline's output")
-    try:
-        orjson.dumps(output)
-    except TypeError as exc:
-        raise TypeError(f"the pipeline returned a value that is not JSON: {exc}") from None
-    return output

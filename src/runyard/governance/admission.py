@@ -70,7 +70,7 @@ class CreationRate:
 def _storage(broker_url: str) -> Storage:
     if urlsplit(broker_url).scheme != "redis":
         return MemoryStorage()
-    from runyard.broker.redis import split_url
+    from runyard.broker.redis_wire import split_url
 
     url, prefix = split_url(broker_url)
     return RedisStorage(url, implementation="redispy", key_prefix=f"{prefix}rate")

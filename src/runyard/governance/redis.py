@@ -28,7 +28,7 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any
 
-from runyard.broker.redis import split_url
+from runyard.broker.redis_wire import split_url
 from runyard.governance.breaker import Breaker
 from runyard.governance.redis_breaker import RedisBreaker
 from runyard.governance.redis_common import BACKOFF, REDIS_ERRORS, TIMEOUT_S, Outage, connect, log, server_ms

@@ -1,216 +1,28 @@
-"""The Python client: runs, sessions, and event streams that resume after drops.
-
-    async with AsyncClient("http://127.0.0.1:8000", client_id="alice") as client:
-        run = await client.create("research", {"topic": "tides"})
-        async for event in client.stream(run["run_id"]):
-            print(event["seq"], event["type"], event["data"])
-
-``Client`` is the same API, blocking. Both build requests and read answers with
-the same helpers and resume streams with the same ``_Cursor``; only the I/O differs.
-
-    RunyardError
-    ├── APIError       the server answered with the contract's error envelope
-    └── StreamLost     a stream could not be resumed within the ``Reconnect`` policy
-"""
+"""``AsyncClient`` and ``Client``: the same requests, asyncio or blocking."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote
 
 import httpx
 
-from runyard.errors import RunyardError
-from runyard.events.sse import SSEParser, decode_event
-from runyard.models import RunStatus
-from runyard.retrying import Backoff
-
-DEFAULT_URL = "http://127.0.0.1:8000"
-FINISHED = frozenset(status.value for status in RunStatus if status.finished)
-Event = dict[str, Any]
-
-
-class APIError(RunyardError):
-    """An error answer: the HTTP ``status`` and the envelope's ``code`` and ``message``."""
-
-    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.retry_after = retry_after
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.message}"
-
-
-class StreamLost(RunyardError):
-    """The stream dropped and reconnecting failed for longer than the policy allows."""
-
-    code = "stream_lost"
-
-
-@dataclass(frozen=True, slots=True)
-class Reconnect:
-    """How a dropped stream resumes: exponential backoff with jitter, bounded.
-
-    ``attempts`` and ``max_wait_s`` count from the last event received, so a long
-    stream that drops now and then never runs out of them.
-    """
-
-    attempts: int = 10
-    max_wait_s: float = 60.0
-    initial_delay_s: float = 0.1
-    max_delay_s: float = 5.0
-    jitter: float = 0.2
-
-    def delay(self, failures: int) -> float:
-        spread = (1 - self.jitter, 1 + self.jitter)
-        return Backoff(self.initial_delay_s, self.max_delay_s, spread).delay(failures)
-
-
-# -- requests and answers, shared by both clients --------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    method: str
-    path: str
-    params: dict[str, Any] | None = None
-    body: Any = None
-    headers: dict[str, str] | None = None
-
-    def options(self) -> dict[str, Any]:
-        params = {k: v for k, v in (self.params or {}).items() if v is not None}
-        return {"params": params or None, "json": self.body, "headers": self.headers}
-
-
-def _path(*parts: str) -> str:
-    return "/v1/" + "/".join(quote(part, safe="") for part in parts)
-
-
-def _create_request(
-    pipeline: str,
-    input: Any,
-    session_id: str | None,
-    metadata: dict[str, Any] | None,
-    timeout_s: float | None,
-    multitask: str | None,
-    idempotency_key: str | None,
-) -> _Request:
-    body: dict[str, Any] = {"pipeline": pipeline, "input": input}
-    extra = {"session_id": session_id, "metadata": metadata, "timeout_s": timeout_s, "multitask": multitask}
-    body.update({key: value for key, value in extra.items() if value is not None})
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-    return _Request("POST", _path("runs"), body=body, headers=headers)
-
-
-def _list_runs_request(session_id: str | None, status: str | None, limit: int | None, before: str | None) -> _Request:
-    params = {"session_id": session_id, "status": status, "limit": limit, "before": before}
-    return _Request("GET", _path("runs"), params=params)
-
-
-def api_error(response: httpx.Response) -> APIError:
-    """The ``APIError`` for an error answer, from its envelope when it has one."""
-    code, message = f"http_{response.status_code}", response.reason_phrase or "error"
-    try:
-        error = response.json()["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:200] or message
-    retry_after = response.headers.get("Retry-After")
-    seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
-    return APIError(response.status_code, code, message, seconds)
-
-
-def _answer(response: httpx.Response) -> Any:
-    if response.is_error:
-        raise api_error(response)
-    if response.status_code == 204 or not response.content:
-        return None
-    return response.json()
-
-
-def _object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise APIError(200, "invalid_response", f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _retryable(exc: Exception) -> bool:
-    return not isinstance(exc, APIError) or exc.status >= 500
-
-
-class _Closed(Exception):
-    """The server ended a stream before its ``end`` event (a restart, say)."""
-
-
-_DROPS = (httpx.TransportError, APIError, _Closed)
-
-
-class _Cursor:
-    """One resumable stream's state: the last ``seq`` seen, the reconnect budget, a deadline."""
-
-    def __init__(self, after: int, policy: Reconnect, deadline: float | None) -> None:
-        self.seq = after
-        self.ended = False
-        self._policy = policy
-        self._deadline = deadline
-        self._failures = 0
-        self._failing_since: float | None = None
-        self._parser = SSEParser()
-
-    def request(self, run_id: str) -> _Request:
-        """The request for the next connection, which starts right after the last event seen."""
-        self._parser = SSEParser()
-        headers = {"Accept": "text/event-stream", "Last-Event-ID": str(self.seq)}
-        return _Request("GET", _path("runs", run_id, "stream"), {"after": self.seq}, headers=headers)
-
-    def feed(self, line: str) -> Event | None:
-        """The new event this line completes, if any; repeats (``seq`` already seen) are dropped."""
-        self._check_deadline()
-        frame = self._parser.feed(line)
-        event = decode_event(frame) if frame else None
-        if event is None or event["seq"] <= self.seq:
-            return None
-        self.seq, self.ended = event["seq"], event["type"] == "end"
-        self._failures, self._failing_since = 0, None
-        return event
-
-    def nothing_left(self, snapshot: dict[str, Any]) -> bool:
-        """Whether a stream that closed without ``end`` has nothing more to deliver."""
-        return snapshot.get("status") in FINISHED and int(snapshot.get("last_seq", 0)) <= self.seq
-
-    def retry_in(self, exc: Exception) -> float:
-        """Seconds to wait before reconnecting; raises when the policy or the deadline is spent."""
-        now = time.monotonic()
-        self._check_deadline(now)
-        if self._failing_since is None:
-            self._failing_since = now
-        self._failures += 1
-        policy = self._policy
-        if self._failures > policy.attempts or now - self._failing_since > policy.max_wait_s:
-            tries = self._failures - 1
-            raise StreamLost(f"stream lost after seq {self.seq} and {tries} reconnect attempts: {exc!r}") from exc
-        delay = policy.delay(self._failures)
-        return delay if self._deadline is None else min(delay, self._deadline - now)
-
-    def timeout(self, connect: float, read: float) -> httpx.Timeout:
-        if self._deadline is not None:
-            read = max(0.001, min(read, self._deadline - time.monotonic()))
-        return httpx.Timeout(connect, read=read)
-
-    def _check_deadline(self, now: float | None = None) -> None:
-        if self._deadline is not None and (now or time.monotonic()) >= self._deadline:
-            raise TimeoutError(f"the run did not finish in time (last seq {self.seq})")
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
+from runyard.client.api import (
+    DEFAULT_URL,
+    FINISHED,
+    Event,
+    _answer,
+    _create_request,
+    _list_runs_request,
+    _object,
+    _path,
+    _Request,
+    api_error,
+)
+from runyard.client.resume import _DROPS, Reconnect, _Closed, _Cursor, _deadline, _retryable
 
 
 class _Base:
@@ -453,13 +265,3 @@ class Client(_Base):
                 if not _retryable(exc):
                     raise
                 time.sleep(cursor.retry_in(exc))
-
-
-__all__ = [
-    "APIError",
-    "AsyncClient",
-    "Client",
-    "Reconnect",
-    "StreamLost",
-    "api_error",
-]

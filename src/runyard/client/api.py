@@ -1,0 +1,103 @@
+"""The API's errors, and its requests and answers, shared by both clients."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from runyard.errors import RunyardError
+from runyard.models import RunStatus
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+FINISHED = frozenset(status.value for status in RunStatus if status.finished)
+Event = dict[str, Any]
+
+
+class APIError(RunyardError):
+    """An error answer: the HTTP ``status`` and the envelope's ``code`` and ``message``."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+
+class StreamLost(RunyardError):
+    """The stream dropped and reconnecting failed for longer than the policy allows."""
+
+    code = "stream_lost"
+
+
+# -- requests and answers, shared by both clients --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    body: Any = None
+    headers: dict[str, str] | None = None
+
+    def options(self) -> dict[str, Any]:
+        params = {k: v for k, v in (self.params or {}).items() if v is not None}
+        return {"params": params or None, "json": self.body, "headers": self.headers}
+
+
+def _path(*parts: str) -> str:
+    return "/v1/" + "/".join(quote(part, safe="") for part in parts)
+
+
+def _create_request(
+    pipeline: str,
+    input: Any,
+    session_id: str | None,
+    metadata: dict[str, Any] | None,
+    timeout_s: float | None,
+    multitask: str | None,
+    idempotency_key: str | None,
+) -> _Request:
+    body: dict[str, Any] = {"pipeline": pipeline, "input": input}
+    extra = {"session_id": session_id, "metadata": metadata, "timeout_s": timeout_s, "multitask": multitask}
+    body.update({key: value for key, value in extra.items() if value is not None})
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+    return _Request("POST", _path("runs"), body=body, headers=headers)
+
+
+def _list_runs_request(session_id: str | None, status: str | None, limit: int | None, before: str | None) -> _Request:
+    params = {"session_id": session_id, "status": status, "limit": limit, "before": before}
+    return _Request("GET", _path("runs"), params=params)
+
+
+def api_error(response: httpx.Response) -> APIError:
+    """The ``APIError`` for an error answer, from its envelope when it has one."""
+    code, message = f"http_{response.status_code}", response.reason_phrase or "error"
+    try:
+        error = response.json()["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        message = response.text[:200] or message
+    retry_after = response.headers.get("Retry-After")
+    seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+    return APIError(response.status_code, code, message, seconds)
+
+
+def _answer(response: httpx.Response) -> Any:
+    if response.is_error:
+        raise api_error(response)
+    if response.status_code == 204 or not response.content:
+        return None
+    return response.json()
+
+
+def _object(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise APIError(200, "invalid_response", f"expected a JSON object, got {type(value).__name__}")
+    return value

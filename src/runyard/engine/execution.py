@@ -1,0 +1,185 @@
+"""One claimed run executing here: its pipeline in a task of its own, within its
+timeout and the cancel grace, and how it ended as an ``Outcome``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from runyard.context import RunContext
+from runyard.engine.outcome import Outcome
+from runyard.events.log import EventLog, EventsLost
+from runyard.governance.limit import LimitRegistry
+from runyard.models import Fence, LeaseLost, Run
+from runyard.pipeline import Pipeline
+from runyard.resources import Resources
+from runyard.servable import check_depth
+from runyard.settings import Settings
+from runyard.store.base import WorkerStore
+
+log = logging.getLogger("runyard.engine")
+
+
+@dataclass(slots=True, eq=False)
+class Execution:
+    """One run executing here, in the attempt it was claimed for."""
+
+    run: Run
+    fence: Fence
+    work: asyncio.Task[Outcome] | None = None  # the pipeline's own code, while it runs
+    cancel_requested: bool = False
+    lost: bool = False  # the lease is gone (recovered elsewhere): write nothing more
+    overtime: bool = False  # the pipeline outlived its timeout by the grace: it swallowed the cancellation
+    stopped: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def stop(self) -> None:
+        if not self.stopped.done():
+            self.stopped.set_result(None)
+        if self.work is not None:
+            self.work.cancel()
+
+
+class Supervisor:
+    """Runs a claimed run's pipeline and says how the run ended. Told by the
+    engine what to do when the run's lease is lost (``lease_lost``) and how to
+    hand back a run stopped by the drain (``hand_back``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipelines: Mapping[str, Pipeline],
+        limits: LimitRegistry,
+        resources: Resources,
+        store: WorkerStore,
+        events: EventLog,
+        *,
+        lease_lost: Callable[[str], None],
+        hand_back: Callable[[Run, Fence], Awaitable[None]],
+    ) -> None:
+        self._settings = settings
+        self._pipelines = pipelines
+        self._limits = limits
+        self._resources = resources
+        self._store = store
+        self._events = events
+        self._lease_lost = lease_lost
+        self._hand_back = hand_back
+        self.abandoned: set[asyncio.Task[Outcome]] = set()  # pipelines that ignored their cancellation
+
+    async def supervise(self, execution: Execution) -> Outcome | None:
+        """Run the pipeline in its own task and say how the run ended; None when
+        it was handed back (this process is shutting down) or its lease was lost."""
+        if execution.cancel_requested:
+            return Outcome.cancelled()
+        run = execution.run
+        work = execution.work = asyncio.create_task(self._call_pipeline(execution), name=f"pipeline-{run.run_id}")
+        try:
+            ended = await self._outlast(execution, work)
+        finally:
+            execution.work = None
+        if not ended:
+            self._abandon(execution, work)
+        if execution.lost:
+            return None
+        if execution.cancel_requested:
+            return Outcome.cancelled()  # also when the pipeline swallowed its cancellation
+        if execution.overtime:
+            return Outcome.timed_out(run.timeout_s or 0)
+        if not ended or work.cancelled():  # stopped by the drain
+            await self._hand_back(run, execution.fence)
+            return None
+        return work.result()
+
+    async def _outlast(self, execution: Execution, work: asyncio.Task[Outcome]) -> bool:
+        """Wait for the pipeline's task to end; False when it has not within
+        ``cancel_grace_s`` of being stopped (or of its timeout): it swallows its
+        cancellation, and waiting longer would hold the run (and a SIGTERM)
+        for ever."""
+        grace = self._settings.cancel_grace_s
+        timeout_s = execution.run.timeout_s
+        await asyncio.wait(
+            (work, execution.stopped),
+            timeout=None if timeout_s is None else timeout_s + grace,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if work.done():
+            return True
+        if not execution.stopped.done():
+            execution.overtime = True  # its own timeout's cancellation was swallowed a grace ago
+            return False
+        await asyncio.wait((work,), timeout=grace)
+        return work.done()
+
+    def _abandon(self, execution: Execution, work: asyncio.Task[Outcome]) -> None:
+        """Leave a pipeline that ignores its cancellation to itself: the run is
+        recorded without it, and each of its later writes is refused by the
+        run's fence (the run is no longer this attempt's)."""
+        log.error(
+            "run %s: the pipeline %s ignored its cancellation for %g s; giving up on it",
+            execution.run.run_id,
+            execution.run.pipeline,
+            self._settings.cancel_grace_s,
+        )
+        work.cancel()
+        self.abandoned.add(work)
+        work.add_done_callback(self.abandoned.discard)
+
+    async def _call_pipeline(self, execution: Execution) -> Outcome:
+        run = execution.run
+        pipeline = self._pipelines.get(run.pipeline)
+        if pipeline is None:  # defensive: the store claims only the pipelines served here
+            return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
+        ctx = RunContext(
+            run,
+            self._events,
+            self._store,
+            self._limits,
+            self._settings.history_max,
+            fence=execution.fence,
+            resources=self._resources,
+        )
+        token = ctx._activate()
+        deadline = asyncio.timeout(run.timeout_s)
+        try:
+            async with deadline:
+                output = await pipeline.func(ctx, pipeline.argument(run.input))
+            return Outcome.succeeded(_jsonable(output))
+        except TimeoutError as exc:
+            if deadline.expired():
+                return Outcome.timed_out(run.timeout_s or 0)
+            return self._failure(run, exc)
+        except LeaseLost:
+            self._lease_lost(run.run_id)
+            return Outcome.failed("worker_lost", "this worker lost the run's lease")  # never written: fenced
+        except EventsLost as lost:
+            return Outcome.failed(lost.code, str(lost))
+        except Exception as exc:
+            return self._failure(run, exc)
+        finally:
+            ctx._deactivate(token)
+
+    def _failure(self, run: Run, exc: BaseException) -> Outcome:
+        # The client gets the exception's type and message, never the traceback;
+        # the log gets everything.
+        log.error("run %s of %s failed", run.run_id, run.pipeline, exc_info=exc)
+        message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Outcome.failed("pipeline_error", message)
+
+
+def _jsonable(output: Any) -> Any:
+    """The pipeline's return value as JSON data (pydantic models are dumped) that
+    can be served (``NestedTooDeep`` otherwise: the run fails ``pipeline_error``)."""
+    if isinstance(output, BaseModel):
+        output = output.model_dump(mode="json")
+    check_depth(output, "the pipeline's output")
+    try:
+        orjson.dumps(output)
+    except TypeError as exc:
+        raise TypeError(f"the pipeline returned a value that is not JSON: {exc}") from None
+    return output
