@@ -18,7 +18,6 @@ import uvicorn
 from runyard.app import Runyard
 from runyard.http.connections import protected_protocol
 from runyard.observability.logs import configure_logging
-from runyard.settings import Settings
 
 log = logging.getLogger("runyard.server")
 
@@ -53,10 +52,6 @@ def serve(app: Runyard) -> None:
     )
     tune_garbage_collector()
     _Server(config, app).run()
-
-
-def _connection_cap(settings: Settings) -> int:
-    return connection_cap(settings.max_connections, chosen="max_connections" in settings.model_fields_set)
 
 
 def connection_cap(wanted: int, *, chosen: bool = True) -> int:
