@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator
 
 from runyard.events.hub import Hub
@@ -33,21 +34,28 @@ async def follow(
     The channel is joined (and the broker delivers the run's events to it) before
     the first store read, so an event persisted before the join is in the store
     and one published after it is in the channel: nothing falls between the two.
-    The only lock held across an await is a turn among the followers reading
-    the store (``Hub.store_reads``), for one page.
+    The only lock held across an await is a turn among the followers catching
+    up on a long history (``Hub.store_reads``), for one page.
     """
     channel = await hub.join(run_id)
     try:
         cursor = after
         page = max(1, FIRST_PAGE * _page_bytes(hub) // PAGE_BYTES)
         poll_store = False
+        catching_up = False  # the last store read filled its page: more history follows
         while True:
             changed = channel.changed  # taken before reading, so no wake-up is missed
             batch = None if poll_store else channel.after(cursor, page)
             if batch is None:
-                async with hub.store_reads:
+                # Only a follower catching up takes a turn: the turn bounds the
+                # pages held at once by a crowd replaying a long history, but a
+                # waiter is woken one loop iteration at a time, and 1,000 streams
+                # opening at once each queued their first small read behind it
+                # (bench/streams.py steady: first event p50 0.7 -> 1.6 s).
+                async with hub.store_reads if catching_up else contextlib.nullcontext():
                     batch = [encode(event) for event in await store.read_events(run_id, cursor, page)]
                 poll_store = False
+                catching_up = len(batch) >= page
             if batch:
                 page = _page_size(batch, _page_bytes(hub))
                 seq, is_end, _ = batch[-1]
