@@ -40,7 +40,7 @@ from runyard.pipeline import Pipeline
 from runyard.resources import Resources
 from runyard.settings import Settings
 from runyard.store import store_from_url
-from runyard.store.base import Admission, Cancelled, SessionEntry
+from runyard.store.base import Admission, Cancelled, RunQuery, SessionEntry
 
 log = logging.getLogger("runyard.runtime")
 
@@ -180,12 +180,12 @@ class Runtime:
         limit: int = 50,
         before: str | None = None,
     ) -> list[Run]:
-        statuses = [status] if status else None
         if before is not None:
             anchor = await self.store.get_run(before)
             if anchor is None or (owner is not None and anchor.owner != owner):
                 raise InvalidCursor(f"no run {before!r} to page from")
-        return await self.store.list_runs(owner, session_id=session_id, statuses=statuses, limit=limit, before=before)
+        statuses = (status,) if status else ()
+        return await self.store.list_runs(RunQuery(owner, session_id, statuses, limit, before))
 
     async def cancel_run(self, owner: str, run_id: str) -> Run:
         run = await self.get_run(owner, run_id)

@@ -33,7 +33,7 @@ from runyard.models import (
     StatusConflict,
 )
 from runyard.store import AppendGroup, AppendResult, Store, store_from_url
-from runyard.store.base import WORKER_FORGOTTEN_S, Admission, Cancelled, LeaseRenewal, SessionEntry
+from runyard.store.base import WORKER_FORGOTTEN_S, Admission, Cancelled, LeaseRenewal, RunQuery, SessionEntry
 
 T0 = 1_700_000_000.0
 SERVED = ["ticker"]  # the pipelines the claiming workers serve
@@ -304,7 +304,7 @@ async def test_a_quota_admits_exactly_n_runs_of_an_owner_even_when_creations_rac
 
     admitted = await asyncio.gather(*(attempt(run(f"ses_q{i}", "frugal")) for i in range(20)))
     assert sum(admitted) == 5
-    assert len(await store.list_runs("frugal", limit=100)) == 5
+    assert len(await store.list_runs(RunQuery("frugal", limit=100))) == 5
     await store.create_run(run("ses_x", "other"), session(), quota)  # quotas are per owner
     with pytest.raises(QuotaExceeded):
         await store.create_run(run("ses_y", "frugal"), session(), quota)
@@ -316,7 +316,7 @@ async def test_a_repeated_idempotency_key_returns_the_first_run_and_writes_nothi
     assert await store.create_run(first, session(), key) == first
     again = await store.create_run(run("ses_i2"), session(), key)
     assert again.run_id == first.run_id
-    assert [r.run_id for r in await store.list_runs("alice")] == [first.run_id]
+    assert [r.run_id for r in await store.list_runs(RunQuery("alice"))] == [first.run_id]
     assert await store.idempotent_run("alice", "k-1", T0 - 1) == ("same", first)
     assert await store.idempotent_run("bob", "k-1", T0 - 1) is None  # keys are per owner
 
@@ -325,7 +325,7 @@ async def test_a_key_repeated_with_another_request_is_refused(store: Store) -> N
     await store.create_run(run("ses_i1"), session(), Admission(idempotency_key="k", fingerprint="a", since=T0 - 1))
     with pytest.raises(IdempotencyKeyReused):
         await store.create_run(run("ses_i2"), session(), Admission(idempotency_key="k", fingerprint="b", since=T0 - 1))
-    assert len(await store.list_runs("alice")) == 1
+    assert len(await store.list_runs(RunQuery("alice"))) == 1
 
 
 async def test_an_expired_idempotency_key_creates_a_new_run(store: Store) -> None:
@@ -343,7 +343,7 @@ async def test_creations_racing_with_one_key_make_exactly_one_run(store: Store) 
     key = Admission(quota=100, idempotency_key="race", fingerprint="f", since=T0 - 1)
     stored = await asyncio.gather(*(store.create_run(run(f"ses_r{i}"), session(), key) for i in range(10)))
     assert len({r.run_id for r in stored}) == 1
-    assert len(await store.list_runs("alice")) == 1
+    assert len(await store.list_runs(RunQuery("alice"))) == 1
 
 
 async def test_enter_session_enqueues_behind_unfinished_runs_and_counts_as_activity(store: Store) -> None:
@@ -399,7 +399,7 @@ async def test_enter_session_refuses_missing_deleted_foreign_and_expired_session
             await store.enter_session(run(s.session_id), ENQUEUE)
     with pytest.raises(SessionNotFound, match="expired"):
         await store.enter_session(run(stale.session_id), ENQUEUE)
-    assert await store.list_runs(None) == []
+    assert await store.list_runs(RunQuery(None)) == []
     # idle past its TTL, but with a run still unfinished, a session is alive
     await created(store, run(stale.session_id))
     await store.enter_session(run(stale.session_id), ENQUEUE)
@@ -469,45 +469,45 @@ async def test_list_runs_newest_first_filtered_and_paged_by_before(store: Store)
     runs = await created(store, *(run("ses_a" if i % 2 else "ses_b", at=T0 + i) for i in range(6)))
     newest_first = [r.run_id for r in reversed(runs)]
 
-    assert [r.run_id for r in await store.list_runs("alice")] == newest_first
-    first_page = await store.list_runs("alice", limit=2)
+    assert [r.run_id for r in await store.list_runs(RunQuery("alice"))] == newest_first
+    first_page = await store.list_runs(RunQuery("alice", limit=2))
     assert [r.run_id for r in first_page] == newest_first[:2]
-    second_page = await store.list_runs("alice", limit=2, before=first_page[-1].run_id)
+    second_page = await store.list_runs(RunQuery("alice", limit=2, before=first_page[-1].run_id))
     assert [r.run_id for r in second_page] == newest_first[2:4]
-    in_a = await store.list_runs("alice", session_id="ses_a")
+    in_a = await store.list_runs(RunQuery("alice", session_id="ses_a"))
     assert [r.run_id for r in in_a] == [r.run_id for r in reversed(runs) if r.session_id == "ses_a"]
-    assert await store.list_runs("alice", before=runs[0].run_id) == []
+    assert await store.list_runs(RunQuery("alice", before=runs[0].run_id)) == []
 
 
 async def test_list_runs_filters_by_status(store: Store) -> None:
     _queued, done, failed = await created(store, run(), run(status=RunStatus.SUCCEEDED), run(status=RunStatus.FAILED))
-    finished = await store.list_runs("alice", statuses=[RunStatus.SUCCEEDED, RunStatus.FAILED])
+    finished = await store.list_runs(RunQuery("alice", statuses=(RunStatus.SUCCEEDED, RunStatus.FAILED)))
     assert [r.run_id for r in finished] == [failed.run_id, done.run_id]
-    assert len(await store.list_runs("alice", statuses=[])) == 3
+    assert len(await store.list_runs(RunQuery("alice", statuses=()))) == 3
 
 
 async def test_list_runs_keeps_creation_order_when_created_at_ties(store: Store) -> None:
     runs = await created(store, *(run(at=T0) for _ in range(5)))
-    assert [r.run_id for r in await store.list_runs("alice")] == [r.run_id for r in reversed(runs)]
+    assert [r.run_id for r in await store.list_runs(RunQuery("alice"))] == [r.run_id for r in reversed(runs)]
 
 
 async def test_other_owners_runs_not_listed(store: Store) -> None:
     mine, theirs, also_mine = await created(store, run(owner="alice"), run(owner="bob"), run(owner="alice"))
-    assert [r.run_id for r in await store.list_runs("alice")] == [also_mine.run_id, mine.run_id]
-    assert [r.run_id for r in await store.list_runs("bob")] == [theirs.run_id]
-    assert await store.list_runs("carol") == []
-    everyone = await store.list_runs(None)
+    assert [r.run_id for r in await store.list_runs(RunQuery("alice"))] == [also_mine.run_id, mine.run_id]
+    assert [r.run_id for r in await store.list_runs(RunQuery("bob"))] == [theirs.run_id]
+    assert await store.list_runs(RunQuery("carol")) == []
+    everyone = await store.list_runs(RunQuery(None))
     assert [r.run_id for r in everyone] == [also_mine.run_id, theirs.run_id, mine.run_id]
 
 
 async def test_list_runs_before_a_cursor_skips_other_owners_runs_in_between(store: Store) -> None:
     a1, _b1, a2, _b2 = await created(store, run(), run(owner="bob"), run(), run(owner="bob"))
-    assert [r.run_id for r in await store.list_runs("alice", before=a2.run_id)] == [a1.run_id]
+    assert [r.run_id for r in await store.list_runs(RunQuery("alice", before=a2.run_id))] == [a1.run_id]
 
 
 async def test_list_runs_before_unknown_run_lists_nothing(store: Store) -> None:
     await created(store, run())
-    assert await store.list_runs("alice", before="run_missing") == []
+    assert await store.list_runs(RunQuery("alice", before="run_missing")) == []
 
 
 # -- RunQueue: claims, fencing, leases, cancel requests, served pipelines (issue 10) --
@@ -969,7 +969,7 @@ async def test_sweep_deletes_old_finished_runs_and_their_events_only(store: Stor
     for kept in (recent, old_running, queued):
         assert await store.get_run(kept.run_id) is not None
         assert len(await all_events(store, kept.run_id)) == 3
-    assert [r.run_id for r in await store.list_runs("alice")] == [
+    assert [r.run_id for r in await store.list_runs(RunQuery("alice"))] == [
         queued.run_id,
         old_running.run_id,
         recent.run_id,

@@ -204,6 +204,19 @@ class Admissions(Protocol):
         """The fingerprint and run of the owner's creation with ``key`` since ``since``, if any."""
 
 
+@dataclass(frozen=True, slots=True)
+class RunQuery:
+    """Which runs a listing wants: ``owner``'s (None: every owner's), of
+    ``session_id`` and in ``statuses`` when given, at most ``limit``, older than
+    the run ``before`` (a page's cursor), newest first."""
+
+    owner: str | None
+    session_id: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    limit: int = 50
+    before: str | None = None
+
+
 class RunRecords(Protocol):
     """Reading runs."""
 
@@ -212,16 +225,8 @@ class RunRecords(Protocol):
         """The run, or None."""
 
     @abstractmethod
-    async def list_runs(
-        self,
-        owner: str | None,
-        *,
-        session_id: str | None = None,
-        statuses: Sequence[RunStatus] | None = None,
-        limit: int = 50,
-        before: str | None = None,
-    ) -> list[Run]:
-        """Runs newest first (``owner`` None: every owner's), after the run ``before``."""
+    async def list_runs(self, query: RunQuery) -> list[Run]:
+        """The runs ``query`` asks for, newest first."""
 
 
 class SessionStore(Protocol):

@@ -24,6 +24,7 @@ from runyard.store.base import (
     Claimed,
     Entered,
     LeaseRenewal,
+    RunQuery,
     SessionEntry,
     Store,
 )
@@ -179,32 +180,24 @@ class MemoryStore(Store):
         run = self._runs.get(run_id)
         return copy.deepcopy(run) if run else None
 
-    async def list_runs(
-        self,
-        owner: str | None,
-        *,
-        session_id: str | None = None,
-        statuses: Sequence[RunStatus] | None = None,
-        limit: int = 50,
-        before: str | None = None,
-    ) -> list[Run]:
+    async def list_runs(self, query: RunQuery) -> list[Run]:
         found: list[Run] = []
-        if limit <= 0:
+        if query.limit <= 0:
             return found
-        skipping = before is not None
+        skipping = query.before is not None
         for run_id in reversed(self._order):
             if skipping:
-                skipping = run_id != before
+                skipping = run_id != query.before
                 continue
             run = self._runs.get(run_id)
-            if run is None or (owner is not None and run.owner != owner):
+            if run is None or (query.owner is not None and run.owner != query.owner):
                 continue
-            if session_id is not None and run.session_id != session_id:
+            if query.session_id is not None and run.session_id != query.session_id:
                 continue
-            if statuses and run.status not in statuses:
+            if query.statuses and run.status not in query.statuses:
                 continue
             found.append(copy.deepcopy(run))
-            if len(found) >= limit:
+            if len(found) >= query.limit:
                 break
         return found
 

@@ -6,10 +6,10 @@ import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from runyard.models import Run, RunStatus
+from runyard.models import Run
 from runyard.store._numbering import claim_group
 from runyard.store._rows import RUN_COLUMNS, apply_update, run_from_row
-from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQueue, RunRecords
+from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.events import append_batch
 from runyard.store.postgres.schema import CLAIMABLE, LOCK_CLAIMABLE, UNSERVED
@@ -48,16 +48,8 @@ class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
         row = await self._db().fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
         return None if row is None else run_from_row(row)
 
-    async def list_runs(
-        self,
-        owner: str | None,
-        *,
-        session_id: str | None = None,
-        statuses: Sequence[RunStatus] | None = None,
-        limit: int = 50,
-        before: str | None = None,
-    ) -> list[Run]:
-        if limit <= 0:
+    async def list_runs(self, query: RunQuery) -> list[Run]:
+        if query.limit <= 0:
             return []
         where: list[str] = []
         arguments: list[Any] = []
@@ -66,16 +58,16 @@ class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
             arguments.append(argument)
             where.append(sql.replace("?", f"${len(arguments)}"))
 
-        if owner is not None:
-            condition("owner = ?", owner)
-        if session_id is not None:
-            condition("session_id = ?", session_id)
-        if statuses:
-            condition("status = ANY(?::text[])", [s.value for s in statuses])
-        if before is not None:
+        if query.owner is not None:
+            condition("owner = ?", query.owner)
+        if query.session_id is not None:
+            condition("session_id = ?", query.session_id)
+        if query.statuses:
+            condition("status = ANY(?::text[])", [s.value for s in query.statuses])
+        if query.before is not None:
             # an unknown cursor compares with NULL: nothing is older than it
-            condition("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)", before)
-        arguments.append(limit)
+            condition("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)", query.before)
+        arguments.append(query.limit)
         return await self._runs(
             f"SELECT {RUN_COLUMNS} FROM runs {'WHERE ' + ' AND '.join(where) if where else ''}"
             f" ORDER BY created_seq DESC LIMIT ${len(arguments)}",

@@ -6,10 +6,10 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from runyard.models import Run, RunStatus
+from runyard.models import Run
 from runyard.store._numbering import claim_group
 from runyard.store._rows import apply_update, json_list, run_from_row
-from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQueue, RunRecords
+from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
 from runyard.store.sqlite.schema import CLAIMABLE, IN_JSON, RUN_COLUMNS, UNSERVED
@@ -38,33 +38,25 @@ class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
         rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         return run_from_row(rows[0]) if rows else None
 
-    async def list_runs(
-        self,
-        owner: str | None,
-        *,
-        session_id: str | None = None,
-        statuses: Sequence[RunStatus] | None = None,
-        limit: int = 50,
-        before: str | None = None,
-    ) -> list[Run]:
+    async def list_runs(self, query: RunQuery) -> list[Run]:
         where = ["1"]
         parameters: list[Any] = []
-        if owner is not None:
+        if query.owner is not None:
             where.append("owner = ?")
-            parameters.append(owner)
-        if session_id is not None:
+            parameters.append(query.owner)
+        if query.session_id is not None:
             where.append("session_id = ?")
-            parameters.append(session_id)
-        if statuses:
+            parameters.append(query.session_id)
+        if query.statuses:
             where.append(f"status {IN_JSON}")
-            parameters.append(json_list(s.value for s in statuses))
-        if before is not None:
+            parameters.append(json_list(s.value for s in query.statuses))
+        if query.before is not None:
             # an unknown cursor compares with NULL: nothing is older than it
             where.append("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)")
-            parameters.append(before)
+            parameters.append(query.before)
         rows = await self._read(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY created_seq DESC LIMIT ?",
-            (*parameters, max(limit, 0)),
+            (*parameters, max(query.limit, 0)),
         )
         return [run_from_row(row) for row in rows]
 
