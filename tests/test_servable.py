@@ -21,6 +21,7 @@ from runyard.errors import InvalidRequest
 from runyard.models import Run, Session
 from runyard.runtime import Runtime
 from runyard.servable import MAX_DEPTH, ORJSON_MAX_DEPTH, NestedTooDeep, check_depth
+from runyard.store.base import RunQuery
 from tests.support import make_app
 
 SECRET = "s3cret-for-tests-only-0123456789abcdef"
@@ -191,7 +192,7 @@ async def test_pipeline_input_is_checked_for_every_front_end() -> None:
             await rt.create_run("alice", "whoami", nested(MAX_DEPTH + 1))
         with pytest.raises(InvalidRequest, match="nested more than"):
             await rt.create_run("alice", "holder", {"data": nested(MAX_DEPTH)})  # a model's dump, checked too
-        assert await rt.store.list_runs("alice") == []
+        assert await rt.store.list_runs(RunQuery("alice")) == []
 
 
 # -- what was stored before the rule -------------------------------------------------
