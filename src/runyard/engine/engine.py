@@ -31,13 +31,13 @@ from collections.abc import Mapping
 from runyard.broker.base import CANCEL, WAKE, Broker
 from runyard.engine.execution import Execution, Supervisor
 from runyard.engine.housekeeping import Housekeeper
-from runyard.engine.outcome import Outcome
 from runyard.events.log import EventLog, EventsLost
 from runyard.governance.limit import LimitRegistry
 from runyard.models import Fence, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.observability.tracing import span
+from runyard.outcome import Outcome
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
 from runyard.settings import Settings

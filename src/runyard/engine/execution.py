@@ -13,10 +13,10 @@ import orjson
 from pydantic import BaseModel
 
 from runyard.context import RunContext
-from runyard.engine.outcome import Outcome
 from runyard.events.log import EventLog, EventsLost
 from runyard.governance.limit import LimitRegistry
 from runyard.models import Fence, LeaseLost, Run
+from runyard.outcome import Outcome
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
 from runyard.servable import check_depth

@@ -33,6 +33,7 @@ from runyard.models import (
     RunStatus,
     RunUpdate,
     StatusConflict,
+    StepRecord,
     dumps,
     now,
 )
@@ -131,8 +132,12 @@ class EventLog:
         await writer
         self._writer = None
 
-    async def append(self, run_id: str, type: str, data: Any, fence: Fence | None = None) -> None:
+    async def append(
+        self, run_id: str, type: str, data: Any, fence: Fence | None = None, pos: int | None = None
+    ) -> None:
         """Queue one event for persistence; it is published only once persisted.
+        ``pos``: its replay position + 1, for an event a pipeline emitted
+        (``EventDraft.pos``).
 
         A run may have up to ``IN_FLIGHT`` events not yet committed; its next
         append then waits for the commit, which bounds memory and lets one fast
@@ -148,7 +153,7 @@ class EventLog:
         # Most appends are not awaited: they get no future at all (one per event
         # was a measurable share of the hot path).
         wait = self._in_flight.get(run_id, 0) >= IN_FLIGHT
-        done = self._enqueue(run_id, [(type, data)], None, fence, wait)
+        done = self._enqueue(run_id, [(type, data)], None, fence, wait, pos=pos)
         if done is not None:
             await done
 
@@ -158,10 +163,15 @@ class EventLog:
         items: list[tuple[str, Any]],
         update: RunUpdate | None = None,
         fence: Fence | None = None,
+        *,
+        step: StepRecord | None = None,
+        pos: int | None = None,
     ) -> list[Event]:
-        """Persist events of one run atomically with ``update``, after every event
-        the run queued before; ``StatusConflict`` if the update's expectation (or
-        ``LeaseLost`` if the fence) does not hold: then nothing of this group is written.
+        """Persist events of one run atomically with ``update`` (and ``step``'s
+        record), after every event the run queued before; ``StatusConflict`` if
+        the update's expectation (or ``LeaseLost`` if the fence) does not hold:
+        then nothing of this group is written. ``pos`` goes to the group's last
+        event (a step's ``restarted`` marker: ``EventDraft.pos``).
         An update to ``succeeded`` of a run that lost events is refused with
         ``EventsLost``; any other update ends the attempt and forgets the loss."""
         failure = self._failed.pop(run_id, None)
@@ -169,7 +179,7 @@ class EventLog:
             if failure is not None:
                 raise failure
             self._raise_if_lost(run_id)
-        done = self._enqueue(run_id, items, update, fence, wait=True)
+        done = self._enqueue(run_id, items, update, fence, wait=True, step=step, pos=pos)
         assert done is not None
         return await done
 
@@ -183,14 +193,24 @@ class EventLog:
             log.exception("publishing %d events failed", len(events))
 
     def _enqueue(
-        self, run_id: str, items: list[tuple[str, Any]], update: RunUpdate | None, fence: Fence | None, wait: bool
+        self,
+        run_id: str,
+        items: list[tuple[str, Any]],
+        update: RunUpdate | None,
+        fence: Fence | None,
+        wait: bool,
+        *,
+        step: StepRecord | None = None,
+        pos: int | None = None,
     ) -> _Done | None:
         if self._writer is None or self._writer.done() or self._closing:
             raise RuntimeError("the event log is not running")
         ts = now()
         drafts = [EventDraft(run_id, type, dumps(data), ts) for type, data in items]
+        if pos is not None:
+            drafts[-1].pos = pos
         done: _Done | None = asyncio.get_running_loop().create_future() if wait else None
-        self._pending.append((AppendGroup(run_id, drafts, update, fence), done))
+        self._pending.append((AppendGroup(run_id, drafts, update, fence, step), done))
         if update is not None:
             self._pending_updates += 1
         self._in_flight[run_id] = self._in_flight.get(run_id, 0) + 1
