@@ -59,6 +59,7 @@ async def test_an_answered_ask_replays_past_recorded_steps_without_calling_them_
     run = await rt.create_run("alice", "stages", {"stages": 3, "ask": True})
     await until_status(rt, run.run_id, RunStatus.WAITING)
     waiting = await rt.get_run("alice", run.run_id)
+    assert waiting.waiting is not None
     assert waiting.snapshot()["waiting_for"]["request"] == {"question": "go on?"}
     assert waiting.snapshot()["waiting_for"]["schema"]["properties"]["approve"] == {
         "title": "Approve",
@@ -67,9 +68,7 @@ async def test_an_answered_ask_replays_past_recorded_steps_without_calling_them_
     assert rt.engine.active == 0, "a waiting run holds no worker slot"
     assert CALLS == {"stage1": 1}
 
-    answered = await rt.answer(
-        "alice", run.run_id, {"approve": True, "note": "ok"}, waiting.waiting.ask_id if False else None
-    )
+    answered = await rt.answer("alice", run.run_id, {"approve": True, "note": "ok"}, waiting.waiting.id)
     assert answered.status in (RunStatus.QUEUED, RunStatus.RUNNING)
     done = await finished(rt, run.run_id)
 
