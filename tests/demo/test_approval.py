@@ -77,7 +77,8 @@ async def test_it_drafts_asks_a_person_then_publishes_the_approved_draft_with_ev
     assert waiting.snapshot()["waiting_for"]["request"] == {"draft": draft, "question": QUESTION}
     schema = waiting.snapshot()["waiting_for"]["schema"]
     assert schema["properties"]["approve"]["type"] == "boolean" and schema["required"] == ["approve"]
-    assert rt.engine.active == 0, "a run waiting for a person holds no worker"
+    await wait_until(lambda: rt.engine.active == 0, 5)  # the execution unwinds just after the run is stored waiting
+    assert (await rt.get_run(OWNER, run.run_id)).status is RunStatus.WAITING, "it waits without a worker"
     assert waiting.waiting is not None
 
     await rt.answer(OWNER, run.run_id, {"approve": True}, waiting.waiting.id)
@@ -119,7 +120,8 @@ async def test_the_publish_delay_is_a_durable_timer_that_holds_no_worker(
         return current.status is RunStatus.WAITING and "until" in (current.snapshot()["waiting_for"] or {})
 
     await wait_until(sleeping, 10)
-    assert rt.engine.active == 0, "a sleeping run holds no worker"
+    await wait_until(lambda: rt.engine.active == 0, 5)
+    assert await sleeping(), "it sleeps without a worker"
     done = await rt.wait(await rt.get_run(OWNER, run.run_id), 10)
     assert done is not None and done.status is RunStatus.SUCCEEDED
     assert done.output is not None and done.output["text"] == "Ship it on Friday."
