@@ -20,9 +20,11 @@ that cheap and exact is the journal of the run, in the store:
 A pipeline that is deterministic outside its steps therefore leaves every
 event once, whatever the number of executions. The one exception is a step cut
 off mid-way (its worker died while ``fn`` ran, or it raised): it is not
-recorded, yet the mark lies past its start. Its events stay in the log; the
-journal appends a ``step`` ``restarted`` marker that lowers the mark to the
-step's start, and from there appends everything anew.
+recorded, yet the mark lies past its start, since a step's first event is its
+own ``step`` ``started`` (a positioned event, stored like the pipeline's). Its
+events stay in the log; the journal appends a ``step`` ``restarted`` marker
+that lowers the mark to the step's start, and from there appends everything
+anew.
 
 ``ctx.ask`` and ``ctx.sleep`` are steps too (named ``:ask`` and ``:sleep``): the
 first time, they write the run's ``waiting`` state and unwind the pipeline
@@ -114,6 +116,7 @@ class RunJournal:
             return recorded.value()
         if self._position < self._mark:
             await self._restart(name, n)
+        await self.emit("step", {"name": name, "n": n, "status": "started"})  # a position: a cut-off step shows
         result = await _call(fn, args, kwargs)
         encoded = _encode(name, n, result)
         record = StepRecord(name, n, encoded, self._position, now())

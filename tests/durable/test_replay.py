@@ -80,6 +80,7 @@ async def test_an_answered_ask_replays_past_recorded_steps_without_calling_them_
     assert emitted == [
         ("stage.begin", {"i": 1}),
         ("progress", {"current": 1, "total": 3, "fraction": pytest.approx(1 / 3), "message": None}),
+        ("step", {"name": "stage1", "n": 1, "status": "started"}),
         ("step", {"name": "stage1", "n": 1, "status": "done"}),
         ("stage.end", {"i": 1}),
         (
@@ -90,10 +91,12 @@ async def test_an_answered_ask_replays_past_recorded_steps_without_calling_them_
         ("answered", {"approve": True, "note": "ok"}),
         ("stage.begin", {"i": 2}),
         ("progress", {"current": 2, "total": 3, "fraction": pytest.approx(2 / 3), "message": None}),
+        ("step", {"name": "stage2", "n": 1, "status": "started"}),
         ("step", {"name": "stage2", "n": 1, "status": "done"}),
         ("stage.end", {"i": 2}),
         ("stage.begin", {"i": 3}),
         ("progress", {"current": 3, "total": 3, "fraction": 1.0, "message": None}),
+        ("step", {"name": "stage3", "n": 1, "status": "started"}),
         ("step", {"name": "stage3", "n": 1, "status": "done"}),
         ("stage.end", {"i": 3}),
     ]
