@@ -21,7 +21,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stages: int = 3
     stage_s: float = 0.0  # how long each stage's call takes
-    api: str | None = None  # count calls on this fake API (another process may run the step)
+    api: str | None = None  # count calls on this fake API's /call URL (another process may run the step)
     ask: bool = False
     sleep_s: float = 0.0
 
@@ -36,7 +36,8 @@ async def call_stage(name: str, seconds: float, api: str | None) -> dict[str, An
     CALLS[name] += 1
     if api is not None:
         async with httpx.AsyncClient() as client:
-            await client.get(f"{api}/call", params={"delay": seconds}, headers={"x-owner": name})
+            response = await client.post(api, params={"delay": seconds}, headers={"x-owner": name}, timeout=30)
+            response.raise_for_status()
     elif seconds:
         await asyncio.sleep(seconds)
     return {"stage": name, "result": f"{name}-done"}
@@ -87,3 +88,6 @@ def build_durable_app(settings: Settings) -> Runyard:
         return "done"
 
     return app
+
+
+app = build_durable_app(Settings())  # ``runyard serve tests.durable.app:app``, configured by RUNYARD_* variables
