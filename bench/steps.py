@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from runyard import RunContext, Runyard, RunStatus, Settings  # noqa: E402
+from runyard import RunContext, RunStatus, Runyard, Settings
 
 TIMINGS: dict[str, list[float]] = {}
 
@@ -90,7 +90,7 @@ async def measure(store: str, steps: int, replay_steps: int) -> dict[str, Any]:
         done = await rt.wait(run, 600)
         assert done is not None and done.status is RunStatus.SUCCEEDED, done
         run = await rt.create_run("bench", "replay", replay_steps)
-        while (await rt.get_run("bench", run.run_id)).status is not RunStatus.WAITING:
+        while (await rt.get_run("bench", run.run_id)).status is not RunStatus.WAITING:  # noqa: ASYNC110 - polls another task's store write
             await asyncio.sleep(0.05)
         read_started = time.perf_counter()
         recorded = await rt.store.replay(run.run_id)

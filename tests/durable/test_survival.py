@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from datetime import datetime
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
