@@ -45,6 +45,12 @@ async def call_stage(name: str, seconds: float, api: str | None) -> dict[str, An
 
 def build_durable_app(settings: Settings) -> Runyard:
     app = Runyard(settings)
+    register_durable_pipelines(app)
+    return app
+
+
+def register_durable_pipelines(app: Runyard) -> None:
+    """``stages``, ``interview``, ``impatient``, ``not_json`` and ``clock``."""
 
     @app.pipeline("stages", input_model=Plan, retries=2)
     async def stages(ctx: RunContext, plan: Plan) -> dict[str, Any]:
@@ -86,8 +92,6 @@ def build_durable_app(settings: Settings) -> Runyard:
         await ctx.sleep(float(input or 1.0))
         await ctx.step("late", asyncio.sleep, 0.6)
         return "done"
-
-    return app
 
 
 app = build_durable_app(Settings())  # ``runyard serve tests.durable.app:app``, configured by RUNYARD_* variables
