@@ -177,6 +177,8 @@ class RunJournal:
             until = float(recorded.value()["until"])
             if now() >= until:
                 return
+        elif seconds == 0:
+            return  # nothing to wait for: no record, no wait, the same on every execution
         else:
             until = now() + seconds
             step = StepRecord(f":{SLEEP}", n, orjson.dumps({"until": until}), self._position, now())

@@ -6,6 +6,7 @@ fake API's URL, with an HTTP request the test can count across processes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from typing import Any
 
@@ -31,6 +32,11 @@ class Approval(BaseModel):
     note: str = ""
 
 
+def flaky() -> None:
+    CALLS["flaky"] += 1
+    raise RuntimeError("flaky fails every time")
+
+
 async def call_stage(name: str, seconds: float, api: str | None) -> dict[str, Any]:
     """One paid call: counted here and, with ``api``, on the fake API."""
     CALLS[name] += 1
@@ -50,7 +56,34 @@ def build_durable_app(settings: Settings) -> Runyard:
 
 
 def register_durable_pipelines(app: Runyard) -> None:
-    """``stages``, ``interview``, ``impatient``, ``not_json`` and ``clock``."""
+    """``stages``, ``interview``, ``impatient``, ``not_json``, ``clock``, ``kinds``, ``cut_off``."""
+
+    @app.pipeline("kinds")
+    async def kinds(ctx: RunContext, input: Any) -> dict[str, Any]:
+        """A sync step (in a thread), a pydantic result, a failing step caught, then asks."""
+        thread = await ctx.step("sync", lambda: threading.current_thread().name)
+        model = await ctx.step("model", Approval, approve=True)
+        try:
+            await ctx.step("flaky", flaky)
+        except RuntimeError:
+            await ctx.emit("flaky.failed", {})
+        await ctx.ask("again?")
+        return {"thread": thread, "model": model, "flaky": CALLS["flaky"]}
+
+    @app.pipeline("cut_off")
+    async def cut_off(ctx: RunContext, input: Any) -> Any:
+        """A step whose ``fn`` stops mid-way (it waits for an answer): it is not
+        recorded, so it runs again, after a ``restarted`` marker."""
+
+        async def inside() -> Any:
+            await ctx.emit("inside", {"call": CALLS["inside"]})
+            CALLS["inside"] += 1
+            return await ctx.ask("inside the step?")
+
+        await ctx.emit("before", {})
+        answer = await ctx.step("outer", inside)
+        await ctx.emit("after", {"answer": answer})
+        return answer
 
     @app.pipeline("stages", input_model=Plan, retries=2)
     async def stages(ctx: RunContext, plan: Plan) -> dict[str, Any]:
