@@ -32,7 +32,7 @@ def demo(store: str = "memory://") -> Runyard:
 
 @pytest.fixture(autouse=True)
 def fast(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RUNYARD_DEMO_SPEED", "0")  # no typing pauses; the publish timer is 0 s
+    monkeypatch.setenv("RUNYARD_DEMO_SPEED", "0")  # no typing pauses; a 0 s publish timer does not wait
 
 
 @pytest.fixture
@@ -68,8 +68,9 @@ async def events_of(rt: Runtime, run_id: str) -> list[tuple[str, Any]]:
 
 
 async def test_it_drafts_asks_a_person_then_publishes_the_approved_draft_with_every_event_once(
-    rt: Runtime, drafts: list[str]
+    rt: Runtime, drafts: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("RUNYARD_DEMO_SPEED", "0.1")  # a 0.2 s timer: a real wait, not a skipped one
     run = await rt.create_run(OWNER, "approval", {"topic": TOPIC})
     waiting = await reached(rt, run.run_id, RunStatus.WAITING)
     draft = write_draft(TOPIC)
@@ -93,6 +94,7 @@ async def test_it_drafts_asks_a_person_then_publishes_the_approved_draft_with_ev
     story = [(kind, data) for kind, data in events if kind not in ("token", "status", "end")]
     assert story == [
         ("phase", {"name": "draft", "status": "started"}),
+        ("step", {"name": "draft", "n": 1, "status": "started"}),
         ("step", {"name": "draft", "n": 1, "status": "done"}),
         ("phase", {"name": "draft", "status": "done", "words": len(draft.split())}),
         ("input.requested", {"ask_id": waiting.waiting.id, "request": waiting.waiting.request, "schema": schema}),
