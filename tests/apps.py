@@ -94,6 +94,14 @@ def build_app(settings: Settings) -> Runyard:
             await ctx.emit("releasing", {})
         return {"owner": ctx.owner, "pid": os.getpid()}
 
+    @app.pipeline("approve")
+    async def approve(ctx: RunContext, input: Any) -> dict[str, Any]:
+        """Asks ``input['question']`` with a JSON Schema, then returns the answer."""
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+        answer = await ctx.ask({"question": (input or {}).get("question", "ok?")}, schema=schema)
+        await ctx.emit("answer", answer)
+        return {"answer": answer}
+
     return app
 
 

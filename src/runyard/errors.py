@@ -12,7 +12,10 @@
     │   └── PipelineNotFound
     ├── Conflict (409)
     │   ├── SessionBusy               multitask=reject and the session has an unfinished run
-    │   └── RunFinished               cancel of a finished run
+    │   ├── RunFinished               cancel of a finished run
+    │   ├── RunNotWaiting             an answer to a run that is not waiting for one
+    │   └── AskMismatch               an answer naming another question (``ask_id``)
+    ├── InvalidAnswer (422)           an answer that does not fit its question's schema
     ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
     ├── TooManyStreams (429)          the owner has RUNYARD_MAX_STREAMS_PER_OWNER streams open here
@@ -95,6 +98,19 @@ class SessionBusy(Conflict):
 
 class RunFinished(Conflict):
     code = "run_finished"
+
+
+class RunNotWaiting(Conflict):
+    code = "run_not_waiting"
+
+
+class AskMismatch(Conflict):
+    code = "ask_mismatch"
+
+
+class InvalidAnswer(RunyardError):
+    code = "invalid_input"
+    status = 422
 
 
 class PayloadTooLarge(RunyardError):

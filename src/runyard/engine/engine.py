@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from runyard.broker.base import CANCEL, WAKE, Broker
 from runyard.engine.execution import Execution, Supervisor
 from runyard.engine.housekeeping import Housekeeper
+from runyard.engine.timers import Timers
 from runyard.events.log import EventLog, EventsLost
 from runyard.governance.limit import LimitRegistry
 from runyard.models import Fence, Run, RunStatus, RunUpdate, StatusConflict, now
@@ -47,6 +48,7 @@ log = logging.getLogger("runyard.engine")
 
 QUEUED = frozenset({RunStatus.QUEUED})
 RUNNING = frozenset({RunStatus.RUNNING})
+NOT_STARTED = frozenset({RunStatus.QUEUED, RunStatus.WAITING})  # cancelled in the store, no worker to tell
 POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
 CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
@@ -88,6 +90,7 @@ class Engine:
         self._claimer: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
+        self._timer: asyncio.Task[None] | None = None  # ends due sleeps and unanswered questions
         self._supervisor = Supervisor(
             settings,
             pipelines,
@@ -96,15 +99,16 @@ class Engine:
             store,
             self._events,
             lease_lost=self._lease_lost,
-            hand_back=lambda run, fence: self._hand_back(run, fence=fence),
+            hand_back=self._hand_back_drained,
         )
         self._housekeeping = Housekeeper(
             settings,
             store,
             running=self._running,
-            hand_back=lambda run, expired_by: self._hand_back(run, lease_expired_by=expired_by),
+            hand_back=lambda run, expired_by: self._recover(run, lease_expired_by=expired_by),
             on_tick=self._forget_old_cancels,
         )
+        self._timers = Timers(store, self._events, released=lambda: self._broker.signal(WAKE))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Engine:
         self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
         self._renewer = asyncio.create_task(self._renew_forever(), name="runyard-lease-renewer")
         self._housekeeper = asyncio.create_task(self._housekeeping.run(), name="runyard-housekeeper")
+        self._timer = asyncio.create_task(self._timers.run(), name="runyard-timers")
         self.wake()
 
     async def stop(self) -> None:
@@ -132,6 +137,7 @@ class Engine:
             await self._leave()  # a draining worker claims nothing: its pipelines may have no worker now
         await _cancel(self._housekeeper)
         await _cancel(self._housekeeping.sweeper)
+        await _cancel(self._timer)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
             for execution in self._running.values():
@@ -200,11 +206,11 @@ class Engine:
     # -- cancellation (any role) -----------------------------------------------
 
     async def cancel(self, run: Run) -> None:
-        """Cancel a queued run here, in the store; ask the worker of a running one
-        to stop it (a broker signal, and a flag it reads when renewing its lease).
-        A finished run is left as it is."""
+        """Cancel a queued or waiting run here, in the store; ask the worker of a
+        running one to stop it (a broker signal, and a flag it reads when renewing
+        its lease). A finished run is left as it is."""
         try:
-            await self._finish(run, Outcome.cancelled(), expect=QUEUED)
+            await self._finish(run, Outcome.cancelled(), expect=NOT_STARTED)
         except StatusConflict as conflict:
             if conflict.actual is RunStatus.RUNNING:
                 await self._store.request_cancel(run.run_id)
@@ -288,13 +294,13 @@ class Engine:
     async def _end(self, execution: Execution, outcome: Outcome) -> None:
         """Record how the pipeline ended; ``failed`` instead of ``succeeded`` when
         some of the run's events could not be stored (``events_lost``)."""
-        run = execution.run
+        run, fence, executed_s = execution.run, execution.fence, execution.executed_s()
         with contextlib.suppress(StatusConflict):  # logged by _finish
             try:
-                await self._finish(run, outcome, expect=RUNNING, fence=execution.fence)
+                await self._finish(run, outcome, expect=RUNNING, fence=fence, executed_s=executed_s)
             except EventsLost as lost:
                 failed = Outcome.failed(lost.code, str(lost))
-                await self._finish(run, failed, expect=RUNNING, fence=execution.fence)
+                await self._finish(run, failed, expect=RUNNING, fence=fence, executed_s=executed_s)
 
     async def _finish(
         self,
@@ -303,11 +309,13 @@ class Engine:
         expect: frozenset[RunStatus],
         fence: Fence | None = None,
         lease_expired_by: float | None = None,
+        executed_s: float | None = None,
     ) -> None:
         """Record the run's end; ``StatusConflict`` (logged) when it had already ended
         or, fenced, is no longer this worker's (or its lease was renewed after all)."""
         update = outcome.update(expect)
         update.lease_expired_by = lease_expired_by
+        update.executed_s = executed_s
         try:
             await self._events.append_group(run.run_id, outcome.events(), update, fence=fence)
         except StatusConflict as conflict:
@@ -320,11 +328,30 @@ class Engine:
 
     # -- orphaned runs ---------------------------------------------------------
 
-    async def _hand_back(self, run: Run, *, fence: Fence | None = None, lease_expired_by: float | None = None) -> None:
-        """A run nobody can finish (its worker died, or is shutting down): queued
-        again with ``attempt + 1`` if its pipeline allows retries, else ``failed``
-        with ``worker_lost``. Conditional on this worker still holding it
-        (``fence``), or on its lease having expired (``lease_expired_by``)."""
+    async def _hand_back_drained(self, execution: Execution) -> None:
+        """A run this draining worker stopped: queued again, in the same attempt
+        (a deploy uses up none of its retries), with the time it executed here
+        counted; the next execution replays its recorded steps. Conditional on
+        this worker still holding it."""
+        run = execution.run
+        update = RunUpdate(
+            status=RunStatus.QUEUED,
+            expect=RUNNING,
+            clear_lease=True,
+            executed_s=execution.executed_s(),
+        )
+        status = {"status": "queued", "attempt": run.attempt, "reason": "handed_back"}
+        try:
+            await self._events.append_group(run.run_id, [("status", status)], update, fence=execution.fence)
+        except StatusConflict:
+            return
+        log_run("handed_back", run, next_attempt=run.attempt, reason="drain")
+        await self._broker.signal(WAKE)  # another worker takes it
+
+    async def _recover(self, run: Run, *, lease_expired_by: float) -> None:
+        """A run whose worker died (its lease expired before ``lease_expired_by``):
+        queued again with ``attempt + 1`` if its pipeline allows retries, else
+        ``failed`` with ``worker_lost``. Conditional on the lease having expired."""
         if run.attempt < run.max_attempts:
             attempt = run.attempt + 1
             update = RunUpdate(
@@ -336,7 +363,7 @@ class Engine:
             )
             status = {"status": "queued", "attempt": attempt, "reason": "worker_lost"}
             try:
-                await self._events.append_group(run.run_id, [("status", status)], update, fence=fence)
+                await self._events.append_group(run.run_id, [("status", status)], update)
             except StatusConflict:
                 return
             log_run("handed_back", run, next_attempt=attempt, reason="worker_lost")
@@ -344,7 +371,7 @@ class Engine:
         else:
             lost = Outcome.failed("worker_lost", "the worker executing this run stopped before it finished")
             with contextlib.suppress(StatusConflict):
-                await self._finish(run, lost, expect=RUNNING, fence=fence, lease_expired_by=lease_expired_by)
+                await self._finish(run, lost, expect=RUNNING, lease_expired_by=lease_expired_by)
 
     async def _renew_leases(self) -> None:
         if not self._running:
