@@ -572,3 +572,33 @@ def test_text_that_is_not_json_cannot_answer_a_schema_text_cannot_meet(schema: A
 
     with pytest.raises(ValueError, match="not valid JSON"):
         parse_answer("yes", schema)
+
+
+def test_run_answer_and_tail_a_waiting_run_on_the_runyard_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support import make_app, serve_in_thread
+
+    with serve_in_thread(make_app(store="memory://")) as url:
+        monkeypatch.setattr(sys, "stdin", Terminal('{"ok": "sure"}\n{"ok": true}\n'))
+        assert main(["run", "approve", "--input", '{"question": "ship it?"}', "--url", url]) == 0
+        prompted = capsys.readouterr().out
+
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        assert main(["run", "approve", "--input", '{"question": "and this?"}', "--url", url]) == 0
+        left = capsys.readouterr().out
+        run_id = left.split()[1]
+        assert main(["answer", run_id, "--value", '{"ok": false}', "--url", url]) == 0
+        answered = capsys.readouterr().out
+        assert main(["tail", run_id, "--url", url]) == 0
+        tailed = capsys.readouterr().out.splitlines()
+    assert '? {"question":"ship it?"}\n  answer with: {"ok": boolean}\nanswer> ✗ ' in prompted
+    assert "try again\nanswer> ✓ answer received\n" in prompted
+    assert '"ok": true' in prompted and "✓ succeeded" in prompted
+    assert left.rstrip().endswith(f"answer it with: runyard answer {run_id} --value JSON --url {url}")
+    assert answered == f"run {run_id} answered; now queued\n"
+    assert [line.split()[1] for line in tailed if line.split()[1].startswith("input.")] == [
+        "input.requested",
+        "input.received",
+    ]
+    assert tailed[-1].startswith(f"{len(tailed)} end ") and '"answer":{"ok":false}' in tailed[-1]

@@ -837,3 +837,29 @@ async def test_stream_resumes_across_a_killed_and_restarted_runyard_process(tmp_
         server.stop()
     assert_complete(events)
     assert events[-1]["data"]["error"]["code"] == "worker_lost"
+
+
+async def test_answer_against_the_runyard_server() -> None:
+    from tests.support import make_app, serve_in_thread
+
+    with serve_in_thread(make_app(store="memory://")) as url:
+        async with AsyncClient(url, client_id="yan") as client:
+            run = await client.create("approve", {"question": "ship it?"})
+            waiting = await wait_until_waiting(client, run["run_id"])
+            ask_id = waiting["waiting_for"]["ask_id"]
+            listed = await client.list_runs(status="waiting")
+            refused = []
+            for value, asked in (({"ok": "yes"}, ask_id), ({"ok": True}, "ask_other")):
+                with pytest.raises(APIError) as info:
+                    await client.answer(run["run_id"], value, ask_id=asked)
+                refused.append((info.value.status, info.value.code))
+            answered = await client.answer(run["run_id"], {"ok": True}, ask_id=ask_id)
+            final = await client.wait(run["run_id"], timeout=10)
+            with pytest.raises(APIError) as late:
+                await client.answer(run["run_id"], {"ok": True})
+    assert waiting["waiting_for"]["request"] == {"question": "ship it?"}
+    assert [r["run_id"] for r in listed["runs"]] == [run["run_id"]]
+    assert refused == [(422, "invalid_input"), (409, "ask_mismatch")]
+    assert answered["status"] == "queued"
+    assert (final["status"], final["output"]) == ("succeeded", {"answer": {"ok": True}})
+    assert (late.value.status, late.value.code) == (409, "run_not_waiting")
