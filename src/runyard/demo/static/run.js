@@ -143,6 +143,7 @@ export function runView(main, runId) {
         break;
       case "input.requested":
         waiting.ask(data);
+        addActivity(event, "asked ", h("span", { class: "mono" }, summary(data.request)));
         break;
       case "input.received":
         waiting.clear();
