@@ -28,7 +28,7 @@ ORDER = {
         "plan": {"enum": ["small", "large"], "title": "Plan"},
         "count": {"type": "integer", "minimum": 1, "description": "how many"},
         "note": {"type": "string"},
-        "urgent": {"type": "boolean"},
+        "urgent": {"type": "boolean", "default": True},
     },
     "required": ["plan", "count"],
 }
@@ -126,6 +126,7 @@ def test_a_schema_becomes_a_form_and_a_refused_answer_shows_the_servers_message(
     assert page.get_attribute("#answer-count", "type") == "number"
     assert page.get_attribute("#answer-note", "type") == "text"
     assert page.get_attribute("#answer-urgent", "type") == "checkbox"
+    assert page.is_checked("#answer-urgent")  # the schema's default
     assert "how many" in page.inner_text("#answer-fields")
 
     page.select_option("#answer-plan", label="large")
@@ -142,7 +143,7 @@ def test_a_schema_becomes_a_form_and_a_refused_answer_shows_the_servers_message(
     page.click("#answer-submit")
     page.wait_for_selector("#run-view[data-ended=true][data-status=succeeded]")
     output = wait_finished(server, owner, run["run_id"])["output"]
-    assert output == {"plan": "large", "count": 3, "note": "by Friday", "urgent": False}
+    assert output == {"plan": "large", "count": 3, "note": "by Friday", "urgent": True}
 
 
 def test_other_schemas_get_a_json_editor_and_text_answers_where_text_may(

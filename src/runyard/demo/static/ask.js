@@ -51,16 +51,19 @@ function takesText(schema) {
   return schema.type === "string" || (Array.isArray(schema.type) && schema.type.includes("string"));
 }
 
+/** The field for one property, holding the schema's default when it has one. */
 function fieldInput(field) {
   const id = `answer-${field.name}`;
-  if (field.kind === "boolean") return h("input", { id, name: field.name, type: "checkbox" });
+  const initial = field.spec.default;
+  if (field.kind === "boolean") return h("input", { id, name: field.name, type: "checkbox", checked: initial === true });
   if (field.kind === "enum") {
     const none = field.nullable || !field.required ? [h("option", { value: "" }, "—")] : [];
-    return h("select", { id, name: field.name }, ...none,
-      field.choices.map((choice, i) => h("option", { value: String(i) }, String(choice))));
+    return h("select", { id, name: field.name }, ...none, field.choices.map((choice, i) =>
+      h("option", { value: String(i), selected: "default" in field.spec && choice === initial }, String(choice))));
   }
-  if (field.kind === "string") return h("input", { id, name: field.name, type: "text", autocomplete: "off" });
-  return h("input", { id, name: field.name, type: "number", step: field.kind === "integer" ? "1" : "any" });
+  const value = initial === undefined || initial === null ? undefined : String(initial);
+  if (field.kind === "string") return h("input", { id, name: field.name, type: "text", autocomplete: "off", value });
+  return h("input", { id, name: field.name, type: "number", step: field.kind === "integer" ? "1" : "any", value });
 }
 
 /** The value a field holds; undefined leaves the property out (the server says if it is required). */
@@ -143,6 +146,7 @@ export function waitingPanel(runId, onAnswered) {
 
   async function send(askId, value) {
     const snapshot = await api(runPath(runId, "/input"), { method: "POST", body: { value, ask_id: askId } });
+    if (shown !== askId) return; // the stream got there first: what it drew is newer than this answer
     clear();
     root.hidden = false;
     root.append(notice("info", "Answer sent; the run goes on."));
