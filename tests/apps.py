@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from runyard import RunContext, Runyard, Settings, current_run
 from runyard.demo import register_demo_pipelines
+from tests.durable.app import register_durable_pipelines
 
 
 class Nap(BaseModel):
@@ -23,6 +24,7 @@ class Nap(BaseModel):
 def build_app(settings: Settings) -> Runyard:
     app = Runyard(settings)
     register_demo_pipelines(app)
+    register_durable_pipelines(app)
     app.limit("test-api", concurrency=1)
 
     @app.pipeline("nap", input_model=Nap)
