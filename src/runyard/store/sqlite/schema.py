@@ -166,15 +166,20 @@ EVENT_WEIGHTS = f"SELECT run_pk, count(*), sum(length(data)) FROM events WHERE r
 STEP_WEIGHTS = f"SELECT run_pk, count(*), sum(length(result)) FROM steps WHERE run_pk {IN_JSON} GROUP BY run_pk"
 INSERT_STEP = "INSERT OR IGNORE INTO steps (run_pk, name, n, result, pos, at) VALUES (?, ?, ?, ?, ?, ?)"
 # A run's recorded steps and its replay mark (the pos of its last event that has
-# one), in one statement: one snapshot, so the two agree. No row: no such run;
-# one row of NULL step columns: a run without steps.
-REPLAY = f"""SELECT m.mark, s.{", s.".join(STEP_COLUMNS.split(", "))} FROM (
+# one: the run's events from the newest back, by index), in one statement: one
+# snapshot, so the two agree. MATERIALIZED: the mark is found once, not once per
+# step. No row: no such run; one row of NULL step columns: a run without steps.
+REPLAY = f"""WITH m AS MATERIALIZED (
     SELECT created_seq AS pk, coalesce((SELECT pos FROM events e WHERE e.run_pk = runs.created_seq
         AND pos IS NOT NULL ORDER BY seq DESC LIMIT 1), 0) AS mark
     FROM runs WHERE run_id = ?
-) m LEFT JOIN steps s ON s.run_pk = m.pk"""
+)
+SELECT m.mark, s.{", s.".join(STEP_COLUMNS.split(", "))} FROM m LEFT JOIN steps s ON s.run_pk = m.pk"""
+# INDEXED BY: the due ones only, in order (the status index would read every
+# waiting run, questions without a timeout included, then sort them)
 DUE_WAITS = (
-    f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'waiting' AND wake_at <= ? ORDER BY wake_at, created_seq LIMIT ?"
+    f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_wake_at WHERE status = 'waiting' AND wake_at <= ?"
+    " ORDER BY wake_at, created_seq LIMIT ?"
 )
 
 
