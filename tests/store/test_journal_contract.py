@@ -185,6 +185,25 @@ async def test_a_step_s_result_counts_toward_its_run_s_bytes(store_url: str) -> 
         await capped.close()
 
 
+async def test_a_step_s_bytes_still_count_after_a_reopen(store_url: str) -> None:
+    if store_url.startswith("memory:"):
+        pytest.skip("memory:// keeps nothing once closed, by design")
+    first = store_from_url(store_url, max_run_bytes=2_000)
+    await first.open()
+    try:
+        (r,) = await created(first, run(status=RunStatus.RUNNING))
+        events((await first.append([step_group(r.run_id, step(value="ü" * 700), fence=None)]))[0])  # 1,402 bytes
+    finally:
+        await first.close()
+    second = store_from_url(store_url, max_run_bytes=2_000)
+    await second.open()
+    try:
+        (refused,) = await second.append([AppendGroup(r.run_id, [EventDraft(r.run_id, "t", b"x" * 500, T0)])])
+        assert not isinstance(refused, list)  # the step (its event, and 1,402 bytes of result) + 533 > 2,000
+    finally:
+        await second.close()
+
+
 # -- waiting runs --------------------------------------------------------------------
 
 

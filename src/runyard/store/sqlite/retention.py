@@ -15,7 +15,7 @@ import orjson
 from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, chunk_end, pack
 from runyard.store.base import Retention
 from runyard.store.sqlite.connection import SQLiteConnection, log
-from runyard.store.sqlite.schema import EVENT_WEIGHTS, FINISHED, IN_JSON, STEP_WEIGHTS, UNFINISHED_SQL
+from runyard.store.sqlite.schema import EVENT_WEIGHTS, FINISHED, IN_JSON, STEP_BYTES, STEP_WEIGHTS, UNFINISHED_SQL
 
 # Pages (4 KiB) given back per incremental_vacuum step, a transaction of the writer
 # thread: a writer waits for one step at most. Measured after a 256 MiB sweep on 2
@@ -50,7 +50,7 @@ def _delete_step_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
     """Delete one chunk of the run's recorded steps (as ``_delete_event_chunk``
     does its events: a step's result may weigh as much); whether any may be left."""
     sizes = db.execute(
-        "SELECT length(result) FROM steps WHERE run_pk = ? ORDER BY name, n LIMIT ?", (run_pk, CHUNK_EVENTS)
+        f"SELECT {STEP_BYTES} FROM steps WHERE run_pk = ? ORDER BY name, n LIMIT ?", (run_pk, CHUNK_EVENTS)
     ).fetchall()
     if not sizes:
         return False

@@ -115,9 +115,12 @@ LAST_SEQ = "(SELECT coalesce(max(seq), 0) FROM events WHERE events.run_pk = runs
 # Likewise a run's stored bytes (``event_size`` summed), read only when a run is not
 # in the writer's cache (its claim, or after a restart): length() of a BLOB reads
 # the row's header, never its overflow pages, so this costs one row per event.
+# A step's result counts too (``_numbering.number``): its bytes, not its characters.
+STEP_BYTES = "length(CAST(result AS BLOB))"
 STORED_BYTES = (
     f"(SELECT coalesce(sum(length(data) + length(type)), 0) + count(*) * {EVENT_OVERHEAD}"
     " FROM events WHERE events.run_pk = runs.created_seq)"
+    f" + (SELECT coalesce(sum({STEP_BYTES}), 0) FROM steps WHERE steps.run_pk = runs.created_seq)"
 )
 RUN_COLUMNS = ", ".join(LAST_SEQ if name == "last_seq" else name for name in RUN_FIELDS)  # ``RUN_FIELDS``, read
 # wake_at is the waiting column's ``until``, from the same parameter (numbered: ?N)
@@ -163,7 +166,7 @@ IN_JSON = "IN (SELECT value FROM json_each(?))"
 # each expired run's events: how many, and their bytes (length() of a BLOB reads no overflow page)
 EVENT_WEIGHTS = f"SELECT run_pk, count(*), sum(length(data)) FROM events WHERE run_pk {IN_JSON} GROUP BY run_pk"
 # likewise their recorded steps (a step's result counts toward its run's bytes)
-STEP_WEIGHTS = f"SELECT run_pk, count(*), sum(length(result)) FROM steps WHERE run_pk {IN_JSON} GROUP BY run_pk"
+STEP_WEIGHTS = f"SELECT run_pk, count(*), sum({STEP_BYTES}) FROM steps WHERE run_pk {IN_JSON} GROUP BY run_pk"
 INSERT_STEP = "INSERT OR IGNORE INTO steps (run_pk, name, n, result, pos, at) VALUES (?, ?, ?, ?, ?, ?)"
 # A run's recorded steps and its replay mark (the pos of its last event that has
 # one: the run's events from the newest back, by index), in one statement: one
