@@ -141,6 +141,13 @@ async def test_a_step_recorded_twice_keeps_its_first_record(store: Store) -> Non
     assert replay.steps[("fetch", 1)].pos == 2
 
 
+async def test_a_step_recorded_twice_in_one_batch_keeps_the_earlier_group_s_record(store: Store) -> None:
+    run_id = await claimed(store)
+    first, second = await store.append([step_group(run_id, step(value="first")), step_group(run_id, step(value="2nd"))])
+    assert isinstance(first, list) and isinstance(second, list)
+    assert (await store.replay(run_id)).steps[("fetch", 1)].value() == "first"
+
+
 async def test_replay_returns_every_step_of_the_run_and_only_its_own(store: Store) -> None:
     mine, other = await created(store, run(status=RunStatus.RUNNING), run(status=RunStatus.RUNNING))
     records = [step("a", 1, [1], pos=1), step("a", 2, {"x": None}, pos=2), step("b", 1, None, pos=3)]
