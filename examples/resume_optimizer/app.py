@@ -12,8 +12,9 @@ through ``ctx.call``.
 The whole run lasts ``RESUME_OPTIMIZER_SECONDS`` (default 240, as the original
 did; tests use 1.5): its progress steps (a section, a bullet, a keyword...)
 share that time, and while one waits out its share a ``progress`` event goes
-out at least every second, so a browser always has something fresh to show. The rest is runyard's: the browser reconnects with
-``Last-Event-ID`` and misses nothing, or polls ``GET /v1/runs/{id}``;
+out at least every second, so a browser always has something fresh to show.
+The rest is runyard's: the browser reconnects with ``Last-Event-ID`` and
+misses nothing, or polls ``GET /v1/runs/{id}``;
 ``RUNYARD_QUOTA_RUNS=5`` gives each browser's client id 5 free runs; and
 ``RUNYARD_SSE_PAD_BYTES=4096`` gets each event through a proxy that buffers 4 KB.
 
