@@ -16,6 +16,14 @@ becomes events:
   becomes an event of that type carrying the dict's other keys; anything else
   a ``graph.custom`` event carrying the payload.
 
+Durable (``run_graph``, which ``langgraph_pipeline`` uses), for a graph
+compiled with a checkpointer: a node's ``interrupt(value)`` becomes
+``ctx.ask(value)`` (the run waits without a worker) and the answer goes back
+to the graph as ``Command(resume={interrupt_id: answer})``. The checkpointer
+holds the graph's progress; runyard's journal holds which invocation of the
+graph the run is at (see ``run_graph``), so a run that executes again (after
+an answer, a drain, a lost worker) never executes a completed node again.
+
 Nodes reach their run with ``runyard.current_run()`` as well.
 """
 
@@ -31,12 +39,13 @@ from runyard.context import RunContext
 try:
     from langchain_core.messages import AIMessage
     from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.pregel import Pregel
-    from langgraph.types import StreamMode
+    from langgraph.types import Command, StreamMode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langgraph", "langgraph", "langgraph") from exc
 
-__all__ = ["langgraph_pipeline", "stream_graph"]
+__all__ = ["langgraph_pipeline", "run_graph", "stream_graph"]
 
 Graph = Pregel[Any, Any, Any, Any]
 STREAM_MODES: list[StreamMode] = ["updates", "messages", "custom", "values"]
@@ -53,9 +62,7 @@ async def stream_graph(
     """Run ``graph`` on ``input`` (a state, or a ``Command`` to resume) as the
     run ``ctx``, in the thread of its session, turning its stream into events;
     returns the graph's final state (its last ``values``)."""
-    merged: RunnableConfig = {**(config or {})}
-    # The session's thread always: a thread_id given in ``config`` would share one thread between sessions.
-    merged["configurable"] = {**merged.get("configurable", {}), "thread_id": ctx.session_id}
+    merged = thread_config(ctx, config)
     state: Any = None
     ns: tuple[str, ...]
     mode: str
@@ -82,6 +89,74 @@ async def stream_graph(
     return state
 
 
+def thread_config(ctx: RunContext, config: RunnableConfig | None) -> RunnableConfig:
+    """``config`` in the thread of the run's session."""
+    merged: RunnableConfig = {**(config or {})}
+    # The session's thread always: a thread_id given in ``config`` would share one thread between sessions.
+    merged["configurable"] = {**merged.get("configurable", {}), "thread_id": ctx.session_id}
+    return merged
+
+
+async def run_graph(
+    ctx: RunContext,
+    graph: Graph,
+    input: Any,
+    *,
+    config: RunnableConfig | None = None,
+    subgraphs: bool = False,
+) -> Any:
+    """``stream_graph``, durably: each ``interrupt(value)`` the graph raises is
+    asked with ``ctx.ask(value)`` and its answer resumes the graph, until the
+    graph ends; returns its final state.
+
+    The run re-executes its pipeline from the start each time, so what the run
+    does with the graph must be the same sequence every time. It is: the
+    thread's checkpoint as the run first began is recorded (a step), then each
+    invocation of the graph is a step recording where it ended (its checkpoint
+    and its pending interrupts), each followed by the ``ctx.ask`` of those
+    interrupts. On a later execution the recorded invocations and answers
+    return at once, and only the first invocation not recorded runs: with the
+    answer (``Command``) if it never began, or from the thread's latest
+    checkpoint (input ``None``) if an earlier execution was cut off in it, so
+    the nodes it had completed are not run again.
+
+    A graph compiled without a checkpointer cannot be resumed: it is streamed
+    once, as ``stream_graph`` does, and runs again from its start if the run
+    executes again."""
+    saver = graph.checkpointer
+    if not isinstance(saver, BaseCheckpointSaver):
+        return await stream_graph(ctx, graph, input, config=config, subgraphs=subgraphs)
+    merged = thread_config(ctx, config)
+    began = await ctx.step(f"{graph.name}:thread", _checkpoint_id, saver, merged)
+    payload = input
+    while True:
+        ended = await ctx.step(f"{graph.name}:invoke", _invoke, ctx, graph, payload, began, merged, subgraphs)
+        if not ended["interrupts"]:
+            return (await graph.aget_state(merged)).values
+        # One answer per interrupt, in turn; a map by id resumes one interrupt as well as several.
+        answers = {item["id"]: await ctx.ask(item["value"]) for item in ended["interrupts"]}
+        payload, began = Command(resume=answers), ended["checkpoint"]
+
+
+async def _invoke(
+    ctx: RunContext, graph: Graph, payload: Any, began: str | None, config: RunnableConfig, subgraphs: bool
+) -> dict[str, Any]:
+    """One invocation of the graph, as a JSON record of where it ended."""
+    saver = cast(BaseCheckpointSaver[Any], graph.checkpointer)
+    if await _checkpoint_id(saver, config) != began:
+        payload = None  # an earlier execution got this invocation past a checkpoint: go on from there
+    await stream_graph(ctx, graph, payload, config=config, subgraphs=subgraphs)
+    snapshot = await graph.aget_state(config)
+    interrupts = [{"id": item.id, "value": jsonable(item.value)} for item in snapshot.interrupts]
+    return {"checkpoint": await _checkpoint_id(saver, config), "interrupts": interrupts}
+
+
+async def _checkpoint_id(saver: BaseCheckpointSaver[Any], config: RunnableConfig) -> str | None:
+    """The id of the thread's latest checkpoint (``None``: the thread has none yet)."""
+    latest = await saver.aget_tuple(config)
+    return None if latest is None else str(latest.config["configurable"]["checkpoint_id"])
+
+
 def langgraph_pipeline(
     graph: Graph,
     *,
@@ -97,7 +172,7 @@ def langgraph_pipeline(
 
     async def pipeline(ctx: RunContext, run_input: Any) -> Any:
         graph_input = input(run_input) if input is not None else run_input
-        state = await stream_graph(ctx, graph, graph_input, config=config, subgraphs=subgraphs)
+        state = await run_graph(ctx, graph, graph_input, config=config, subgraphs=subgraphs)
         return output(state) if output is not None else jsonable(state)
 
     pipeline.__doc__ = f"The LangGraph graph {graph.name!r}."
