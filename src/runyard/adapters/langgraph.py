@@ -164,15 +164,28 @@ def langgraph_pipeline(
     output: Callable[[Any], Any] | None = None,
     config: RunnableConfig | None = None,
     subgraphs: bool = False,
+    saver: str | None = None,
 ) -> Callable[[RunContext, Any], Awaitable[Any]]:
-    """A pipeline function running ``graph`` with ``stream_graph``, for ``app.pipeline(name)``.
+    """A pipeline function running ``graph`` with ``run_graph``, for ``app.pipeline(name)``.
 
     ``input`` maps the run's input to the graph's (default: as it is), ``output``
-    the graph's final state to the run's output (default: the state as JSON)."""
+    the graph's final state to the run's output (default: the state as JSON).
+    ``saver`` names the app's resource holding the checkpointer the graph runs
+    with (``langgraph_savers.add_saver``: LangGraph's saver on the store's
+    database) instead of the one it was compiled with."""
+    bound_to: list[tuple[Any, Graph]] = []  # (the saver, the graph with it): one saver per app start
+
+    def bound(ctx: RunContext) -> Graph:
+        if saver is None:
+            return graph
+        checkpointer = ctx.resources[saver]
+        if not bound_to or bound_to[0][0] is not checkpointer:
+            bound_to[:] = [(checkpointer, graph.copy({"checkpointer": checkpointer}))]
+        return bound_to[0][1]
 
     async def pipeline(ctx: RunContext, run_input: Any) -> Any:
         graph_input = input(run_input) if input is not None else run_input
-        state = await run_graph(ctx, graph, graph_input, config=config, subgraphs=subgraphs)
+        state = await run_graph(ctx, bound(ctx), graph_input, config=config, subgraphs=subgraphs)
         return output(state) if output is not None else jsonable(state)
 
     pipeline.__doc__ = f"The LangGraph graph {graph.name!r}."
