@@ -8,6 +8,7 @@ import asyncio
 from collections import Counter
 from typing import Any, TypedDict
 
+import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -18,6 +19,7 @@ from langgraph.types import interrupt
 
 from runyard import Runyard, Settings, current_run
 from runyard.adapters.langgraph import langgraph_pipeline
+from runyard.errors import InvalidAnswer
 from tests.adapters.runs import OWNER, finish, run_to_end, until_waiting
 
 
@@ -213,6 +215,56 @@ async def test_several_interrupts_are_asked_in_turn_and_each_answer_goes_to_its_
     assert done.run.output == {"draft": "Hello", "approved": "yes"}
     assert [asked["request"] for asked in done.of_type("input.requested")] == ["title?", "approve Hello?"]
     assert calls == {"title": 2, "approve": 2}  # asked once, resumed once: never a third time
+
+
+async def test_interrupts_raised_at_once_are_asked_in_turn_and_resume_the_graph_together() -> None:
+    def title(state: Draft) -> dict[str, Any]:
+        return {"draft": interrupt("title?")}
+
+    def approve(state: Draft) -> dict[str, Any]:
+        return {"approved": interrupt("approve?")}
+
+    graph = StateGraph(Draft)
+    graph.add_node("title", title)
+    graph.add_node("approve", approve)
+    graph.add_edge(START, "title")
+    graph.add_edge(START, "approve")  # both in the first step: two interrupts pending together
+    app = Runyard(Settings(store="memory://"))
+    app.pipeline("parallel")(langgraph_pipeline(graph.compile(checkpointer=InMemorySaver())))
+
+    async with app.running() as rt:
+        run = await rt.create_run(OWNER, "parallel", {})
+        answered: dict[str, str] = {}
+        for _ in range(2):
+            question = (await until_waiting(rt, run)).snapshot()["waiting_for"]["request"]
+            answered[question] = f"answer to {question}"
+            await rt.answer(OWNER, run.run_id, answered[question])
+        done = await finish(rt, run)
+
+    assert set(answered) == {"title?", "approve?"}
+    assert done.run.output == {"draft": "answer to title?", "approved": "answer to approve?"}
+
+
+async def test_an_interrupts_response_schema_checks_the_answer() -> None:
+    def age(state: Draft) -> dict[str, Any]:
+        return {"draft": str(interrupt("your age?", response_schema={"type": "integer", "minimum": 0}))}
+
+    graph = StateGraph(Draft)
+    graph.add_node("age", age)
+    graph.add_edge(START, "age")
+    app = Runyard(Settings(store="memory://"))
+    app.pipeline("age")(langgraph_pipeline(graph.compile(checkpointer=InMemorySaver())))
+
+    async with app.running() as rt:
+        run = await rt.create_run(OWNER, "age", {})
+        waiting = await until_waiting(rt, run)
+        assert waiting.snapshot()["waiting_for"]["schema"] == {"type": "integer", "minimum": 0}
+        with pytest.raises(InvalidAnswer):
+            await rt.answer(OWNER, run.run_id, "old")
+        await rt.answer(OWNER, run.run_id, 36)
+        done = await finish(rt, run)
+
+    assert done.run.output == {"draft": "36"}
 
 
 async def test_an_execution_cut_off_inside_the_graph_goes_on_from_its_last_checkpoint() -> None:

@@ -18,8 +18,9 @@ becomes events:
 
 Durable (``run_graph``, which ``langgraph_pipeline`` uses), for a graph
 compiled with a checkpointer: a node's ``interrupt(value)`` becomes
-``ctx.ask(value)`` (the run waits without a worker) and the answer goes back
-to the graph as ``Command(resume={interrupt_id: answer})``. The checkpointer
+``ctx.ask(value)`` (the run waits without a worker; the interrupt's
+``response_schema``, if any, checks the answer) and the answer goes back to
+the graph as ``Command(resume={interrupt_id: answer})``. The checkpointer
 holds the graph's progress; runyard's journal holds which invocation of the
 graph the run is at (see ``run_graph``), so a run that executes again (after
 an answer, a drain, a lost worker) never executes a completed node again.
@@ -32,6 +33,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, cast
+
+from pydantic import BaseModel
 
 from runyard.adapters._support import is_event_type, jsonable, message_text, missing_extra
 from runyard.context import RunContext
@@ -134,7 +137,7 @@ async def run_graph(
         if not ended["interrupts"]:
             return (await graph.aget_state(merged)).values
         # One answer per interrupt, in turn; a map by id resumes one interrupt as well as several.
-        answers = {item["id"]: await ctx.ask(item["value"]) for item in ended["interrupts"]}
+        answers = {item["id"]: await ctx.ask(item["value"], schema=item["schema"]) for item in ended["interrupts"]}
         payload, began = Command(resume=answers), ended["checkpoint"]
 
 
@@ -147,8 +150,20 @@ async def _invoke(
         payload = None  # an earlier execution got this invocation past a checkpoint: go on from there
     await stream_graph(ctx, graph, payload, config=config, subgraphs=subgraphs)
     snapshot = await graph.aget_state(config)
-    interrupts = [{"id": item.id, "value": jsonable(item.value)} for item in snapshot.interrupts]
+    interrupts = [
+        {"id": item.id, "value": jsonable(item.value), "schema": _schema(item.response_schema)}
+        for item in snapshot.interrupts
+    ]
     return {"checkpoint": await _checkpoint_id(saver, config), "interrupts": interrupts}
+
+
+def _schema(schema: Any) -> dict[str, Any] | None:
+    """An interrupt's ``response_schema`` as the JSON Schema its answer is checked against."""
+    if isinstance(schema, dict):
+        return schema
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_json_schema()
+    return None  # another type says nothing a JSON answer could be checked against
 
 
 async def _checkpoint_id(saver: BaseCheckpointSaver[Any], config: RunnableConfig) -> str | None:
