@@ -57,7 +57,8 @@ async def per_node_us(saver: BaseCheckpointSaver[Any] | None, durability: str) -
     for _ in range(ROUNDS):
         config = {"configurable": {"thread_id": uuid.uuid4().hex}}
         started = time.perf_counter()
-        state = await compiled.ainvoke({"n": 0}, config, durability=durability)
+        options = {"durability": durability} if saver is not None else {}
+        state = await compiled.ainvoke({"n": 0}, config, **options)
         times.append((time.perf_counter() - started) / NODES * 1e6)
         assert state["n"] == NODES
     times = times[5:]  # warm-up

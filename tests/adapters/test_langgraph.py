@@ -17,8 +17,8 @@ from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import interrupt
 
-from runyard import Runyard, Settings, current_run
-from runyard.adapters.langgraph import langgraph_pipeline
+from runyard import RunContext, Runyard, Settings, current_run
+from runyard.adapters.langgraph import langgraph_pipeline, run_graph
 from runyard.errors import InvalidAnswer
 from tests.adapters.runs import OWNER, finish, run_to_end, until_waiting
 
@@ -265,6 +265,36 @@ async def test_an_interrupts_response_schema_checks_the_answer() -> None:
         done = await finish(rt, run)
 
     assert done.run.output == {"draft": "36"}
+
+
+async def test_a_run_may_run_its_graph_twice_and_each_time_is_replayed_as_itself() -> None:
+    calls: Counter[str] = Counter()
+
+    def count(state: State) -> dict[str, Any]:
+        calls["count"] += 1
+        return {"turns": state.get("turns", 0) + 1}
+
+    graph = StateGraph(State)
+    graph.add_node("count", count)
+    graph.add_edge(START, "count")
+    compiled = graph.compile(checkpointer=InMemorySaver())
+    app = Runyard(Settings(store="memory://"))
+
+    @app.pipeline("twice")
+    async def twice(ctx: RunContext, input: Any) -> dict[str, Any]:
+        first = await run_graph(ctx, compiled, {"messages": [HumanMessage("one")]})
+        second = await run_graph(ctx, compiled, {"messages": [HumanMessage("two")]})  # the same thread, further
+        verdict = await ctx.ask("fine?")
+        return {"turns": [first["turns"], second["turns"]], "verdict": verdict}
+
+    async with app.running() as rt:
+        run = await rt.create_run(OWNER, "twice", None)
+        await until_waiting(rt, run)
+        await rt.answer(OWNER, run.run_id, "yes")
+        done = await finish(rt, run)
+
+    assert done.run.output == {"turns": [1, 2], "verdict": "yes"}
+    assert calls == {"count": 2}
 
 
 async def test_an_execution_cut_off_inside_the_graph_goes_on_from_its_last_checkpoint() -> None:

@@ -21,18 +21,21 @@ compiled with a checkpointer: a node's ``interrupt(value)`` becomes
 ``ctx.ask(value)`` (the run waits without a worker; the interrupt's
 ``response_schema``, if any, checks the answer) and the answer goes back to
 the graph as ``Command(resume={interrupt_id: answer})``. The checkpointer
-holds the graph's progress; runyard's journal holds which invocation of the
-graph the run is at (see ``run_graph``), so a run that executes again (after
-an answer, a drain, a lost worker) never executes a completed node again.
+holds the graph's progress, each checkpoint tagged with the run and its
+invocation of the graph; runyard's journal holds which invocation the run is
+at (see ``run_graph``), so a run that executes again (after an answer, a
+drain, a lost worker) never executes a completed node again.
 
 Nodes reach their run with ``runyard.current_run()`` as well.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any, cast
+from weakref import WeakKeyDictionary
 
 from pydantic import BaseModel
 
@@ -52,6 +55,11 @@ __all__ = ["langgraph_pipeline", "run_graph", "stream_graph"]
 
 Graph = Pregel[Any, Any, Any, Any]
 STREAM_MODES: list[StreamMode] = ["updates", "messages", "custom", "values"]
+# Checkpoint metadata naming the run, and its invocation of the graph, that wrote the checkpoint.
+RUN_KEY = "runyard_run_id"
+INVOCATION_KEY = "runyard_invocation"
+# Each execution's invocations of each graph (by name) so far: a run may invoke a graph more than once.
+_INVOCATIONS: WeakKeyDictionary[RunContext, Counter[str]] = WeakKeyDictionary()
 
 
 async def stream_graph(
@@ -113,48 +121,65 @@ async def run_graph(
     graph ends; returns its final state.
 
     The run re-executes its pipeline from the start each time, so what the run
-    does with the graph must be the same sequence every time. It is: the
-    thread's checkpoint as the run first began is recorded (a step), then each
-    invocation of the graph is a step recording where it ended (its checkpoint
-    and its pending interrupts), each followed by the ``ctx.ask`` of those
-    interrupts. On a later execution the recorded invocations and answers
-    return at once, and only the first invocation not recorded runs: with the
-    answer (``Command``) if it never began, or from the thread's latest
-    checkpoint (input ``None``) if an earlier execution was cut off in it, so
-    the nodes it had completed are not run again.
+    does with the graph must be the same sequence every time. It is: each
+    invocation of the graph is a step recording the interrupts it ended on
+    and its last checkpoint, followed by the ``ctx.ask`` of each interrupt; the
+    state returned is the one at the last invocation's checkpoint, whatever
+    the thread did since. On a later execution the recorded
+    invocations and answers return at once, and only the first invocation not
+    recorded runs. Each checkpoint it writes carries the run and the
+    invocation in its metadata, so that invocation knows whether an earlier
+    execution was cut off in it: if the thread's latest checkpoint is its own,
+    it goes on from there (input ``None``) and the nodes that completed are
+    not run again; otherwise it starts (the input, or the answers as a
+    ``Command``).
 
     A graph compiled without a checkpointer cannot be resumed: it is streamed
     once, as ``stream_graph`` does, and runs again from its start if the run
     executes again."""
-    saver = graph.checkpointer
-    if not isinstance(saver, BaseCheckpointSaver):
+    if not isinstance(graph.checkpointer, BaseCheckpointSaver):
         return await stream_graph(ctx, graph, input, config=config, subgraphs=subgraphs)
-    merged = thread_config(ctx, config)
-    began = await ctx.step(f"{graph.name}:thread", _checkpoint_id, saver, merged)
     payload = input
+    # Counted per execution like the journal counts the steps: the same numbers on every execution.
+    invocations = _INVOCATIONS.setdefault(ctx, Counter())
     while True:
-        ended = await ctx.step(f"{graph.name}:invoke", _invoke, ctx, graph, payload, began, merged, subgraphs)
+        invocations[graph.name] += 1
+        tagged = _tagged(thread_config(ctx, config), ctx.run_id, invocations[graph.name])
+        ended = await ctx.step(f"{graph.name}:invoke", _invoke, ctx, graph, payload, tagged, subgraphs)
         if not ended["interrupts"]:
-            return (await graph.aget_state(merged)).values
+            break
         # One answer per interrupt, in turn; a map by id resumes one interrupt as well as several.
         answers = {item["id"]: await ctx.ask(item["value"], schema=item["schema"]) for item in ended["interrupts"]}
-        payload, began = Command(resume=answers), ended["checkpoint"]
+        payload = Command(resume=answers)
+    # The state as this invocation left it (the thread may have gone further since, in a later call).
+    thread = thread_config(ctx, config)
+    at_end: RunnableConfig = {
+        **thread,
+        "configurable": {**thread["configurable"], "checkpoint_id": ended["checkpoint"]},
+    }
+    return (await graph.aget_state(at_end)).values
 
 
-async def _invoke(
-    ctx: RunContext, graph: Graph, payload: Any, began: str | None, config: RunnableConfig, subgraphs: bool
-) -> dict[str, Any]:
-    """One invocation of the graph, as a JSON record of where it ended."""
+def _tagged(config: RunnableConfig, run_id: str, invocation: int) -> RunnableConfig:
+    """``config`` whose checkpoints say which run and which of its invocations wrote them."""
+    return {**config, "metadata": {**config.get("metadata", {}), RUN_KEY: run_id, INVOCATION_KEY: invocation}}
+
+
+async def _invoke(ctx: RunContext, graph: Graph, payload: Any, config: RunnableConfig, subgraphs: bool) -> Any:
+    """One invocation of the graph, as a JSON record of the interrupts it ended
+    on and of its last checkpoint (which holds the state it ended with)."""
     saver = cast(BaseCheckpointSaver[Any], graph.checkpointer)
-    if await _checkpoint_id(saver, config) != began:
-        payload = None  # an earlier execution got this invocation past a checkpoint: go on from there
+    latest = await saver.aget_tuple(config)
+    mine = {key: config["metadata"][key] for key in (RUN_KEY, INVOCATION_KEY)}
+    if latest is not None and all(latest.metadata.get(key) == value for key, value in mine.items()):
+        payload = None  # an earlier execution got this invocation to a checkpoint: go on from there
     await stream_graph(ctx, graph, payload, config=config, subgraphs=subgraphs)
     snapshot = await graph.aget_state(config)
     interrupts = [
         {"id": item.id, "value": jsonable(item.value), "schema": _schema(item.response_schema)}
         for item in snapshot.interrupts
     ]
-    return {"checkpoint": await _checkpoint_id(saver, config), "interrupts": interrupts}
+    return {"interrupts": interrupts, "checkpoint": snapshot.config["configurable"]["checkpoint_id"]}
 
 
 def _schema(schema: Any) -> dict[str, Any] | None:
@@ -164,12 +189,6 @@ def _schema(schema: Any) -> dict[str, Any] | None:
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         return schema.model_json_schema()
     return None  # another type says nothing a JSON answer could be checked against
-
-
-async def _checkpoint_id(saver: BaseCheckpointSaver[Any], config: RunnableConfig) -> str | None:
-    """The id of the thread's latest checkpoint (``None``: the thread has none yet)."""
-    latest = await saver.aget_tuple(config)
-    return None if latest is None else str(latest.config["configurable"]["checkpoint_id"])
 
 
 def langgraph_pipeline(
