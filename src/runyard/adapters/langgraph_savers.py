@@ -12,11 +12,13 @@ database (its own tables and a small pool; ``setup()`` creates them).
 
 Why LangGraph's savers and not a saver on runyard's own store (issue 12 item 7).
 Measured with ``bench/langgraph_savers.py`` (20 trivial nodes, µs per node,
-median, on the 2-core machine shared with other work): no checkpointer 230,
-InMemorySaver 300, SQLite 1,600, PostgreSQL 2,400 (``durability="sync"``) to
-5,900 (``"async"``, noisier). A saver on runyard's store would write once per
-checkpoint too, at the ~1 ms (SQLite) / ~3 ms (PostgreSQL) a recorded step is
-meant to cost: no faster. What decides is the rest:
+medians over 4 runs on the 2-core machine at load 4 to 5, so wide): no
+checkpointer 230-580, InMemorySaver 300-770, SQLite 1,400-3,600, PostgreSQL
+1,300-12,000 (it commits each write apart: ``synchronous_commit=off`` about
+halves it). A saver on runyard's store would also write once per checkpoint,
+at what a recorded step costs (the target: 1 ms on SQLite, 3 ms on
+PostgreSQL); it could be faster on PostgreSQL by writing a checkpoint and its
+writes in one transaction, but not by an order. What decides is the rest:
 
 - LangGraph's savers are LangGraph's: pending writes per task (a node that
   completed is not run again even when a sibling in its superstep failed),
@@ -29,7 +31,8 @@ meant to cost: no faster. What decides is the rest:
   table and store API on three backends (the runtime's to add, not an adapter's).
 
 What the adapter adds on top is what the savers lack for runyard: which
-invocation of the graph a run is at is in the run's journal (fenced steps), so
+invocation of the graph a run is at is in the run's journal (fenced steps),
+and each checkpoint names the run and invocation that wrote it (metadata), so
 an execution knows whether to start, resume with an answer or go on from the
 latest checkpoint. Left to runyard's side: checkpoints of a deleted session's
 thread are not deleted with it, and a worker whose lease moved on may still
