@@ -11,12 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.models.test import TestModel
 
 from runyard import RunContext, Runyard, Settings, current_run
-from runyard.adapters.pydantic_ai import stream_agent
+from runyard.adapters.pydantic_ai import StepModel, stream_agent
 from tests.adapters.runs import OWNER, finish, run_to_end, until_waiting
 
 weather = Agent(TestModel(custom_output_text="It is sunny in Lyon."), instructions="Answer about the weather.")
@@ -143,3 +143,29 @@ async def test_each_model_request_is_a_step_a_later_execution_does_not_pay_for_a
     assert steps == [("model:function::model", 1), ("model:function::model", 2)]
     assert [t["text"] for t in done.of_type("token")] == ["Sunny ", "in ", "Lyon."]
     assert len(done.of_type("forecast.lookup")) == 1 and len(done.of_type("usage")) == 1
+
+
+async def test_a_step_model_records_the_requests_of_a_plain_agent_run_too() -> None:
+    requests: list[int] = []
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        requests.append(len(messages))
+        return ModelResponse(parts=[TextPart("Draft ready.")])
+
+    drafter = Agent(StepModel(FunctionModel(model)))
+    app = Runyard(Settings(store="memory://"))
+
+    @app.pipeline("draft")
+    async def draft(ctx: RunContext, input: Any) -> dict[str, Any]:
+        result = await drafter.run("write it")
+        return {"draft": result.output, "verdict": await ctx.ask("publish?")}
+
+    async with app.running() as rt:
+        run = await rt.create_run(OWNER, "draft", None)
+        await until_waiting(rt, run)
+        await rt.answer(OWNER, run.run_id, "yes")
+        done = await finish(rt, run)
+
+    assert done.run.output == {"draft": "Draft ready.", "verdict": "yes"}
+    assert requests == [1]
+    assert done.of_type("token") == []  # a plain request streams nothing
