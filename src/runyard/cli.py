@@ -5,6 +5,7 @@
     runyard worker APP [--<setting> V ...]
     runyard run PIPELINE --input JSON [--url U] [--session S] [--client-id C]
     runyard tail RUN_ID [--url U] [--after N]
+    runyard answer RUN_ID --value JSON [--ask-id A] [--url U]
     runyard loadtest [--url U] [--sessions N] [--events M] [--interval-ms MS] [--duration S] [--json]
     runyard migrate [--store URL]
 
@@ -12,9 +13,10 @@ Every field of ``runyard.settings.Settings`` is a flag of ``demo``, ``serve`` an
 ``worker``, generated from the class so the two never drift; a flag given
 overrides the field's ``RUNYARD_*`` variable, which overrides the default.
 
-Exit status: 0 success; 1 a run that did not succeed, a load test that found a
-violation, or the server could not be reached; 2 a usage error (a bad flag or
-input, a 4xx answer); 130 interrupted.
+``run`` prompts for what a run asks (``ctx.ask``); with no terminal, it says how to ``answer``.
+Exit status: 0 success or a run left waiting for input; 1 a run that did not succeed, a load
+test that found a violation, or the server could not be reached; 2 a usage error (a bad flag
+or input, a 4xx answer); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
 
+from runyard.cli_ask import Asker, answer_hint
 from runyard.cli_view import RunView, compact, data_field
 from runyard.client import DEFAULT_URL, APIError, AsyncClient, StreamLost
 from runyard.errors import ConfigurationError, RunyardError
@@ -112,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("run_id", metavar="RUN_ID")
     tail.add_argument("--after", type=_seq, default=0, metavar="N", help="start after this seq (default 0)")
     _add_server_flags(tail)
+
+    answer = _command(commands, "answer", cmd_answer, "answer the question a waiting run asked")
+    answer.add_argument("run_id", metavar="RUN_ID")
+    answer.add_argument("--value", required=True, metavar="JSON", help="the answer as JSON, @FILE, or - for stdin")
+    answer.add_argument("--ask-id", metavar="A", help="answer only if the run still waits on this question")
+    _add_server_flags(answer)
 
     load = _command(commands, "loadtest", cmd_loadtest, "many ticker sessions at once; exit 1 on any violation")
     load.add_argument("--sessions", type=int, default=50, metavar="N", help="concurrent sessions (default 50)")
@@ -270,19 +279,19 @@ def _client(args: argparse.Namespace) -> AsyncClient:
     return AsyncClient(args.url, client_id=args.client_id, token=args.token)
 
 
-def parse_input(text: str) -> Any:
-    """``--input``: JSON, ``@path`` of a JSON file, or ``-`` for JSON on stdin."""
+def parse_input(text: str, flag: str = "--input") -> Any:
+    """``--input`` (or ``--value``): JSON, ``@path`` of a JSON file, or ``-`` for JSON on stdin."""
     if text == "-":
         text = sys.stdin.read()
     elif text.startswith("@"):
         try:
             text = Path(text[1:]).read_text()
         except OSError as exc:
-            raise UsageError(f"cannot read --input file {text[1:]!r}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {flag} file {text[1:]!r}: {exc.strerror}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--input is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
+        raise UsageError(f"{flag} is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
 
 
 @dataclass(slots=True)
@@ -305,6 +314,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 async def _run(args: argparse.Namespace, run_input: Any, started: _Started) -> int:
     console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
     view = RunView(console, live=console.is_terminal)
+    asker = Asker(view, sys.stdin, interactive=sys.stdin.isatty())
     async with _client(args) as client:
         snapshot = await client.create(args.pipeline, run_input, session_id=args.session)
         started.run_id = run_id = snapshot["run_id"]
@@ -312,12 +322,27 @@ async def _run(args: argparse.Namespace, run_input: Any, started: _Started) -> i
         try:
             async for event in client.stream(run_id):
                 view.show(event)
+                if event["type"] == "input.requested" and not await asker.answer(client, run_id, event["data"]):
+                    view.waiting(answer_hint(run_id, args.url))
+                    return OK  # no one here can answer: the run waits for someone who can
         except StreamLost as exc:
             raise StreamLost(f"{exc.message}; the run goes on: runyard tail {run_id} --url {args.url}") from exc
         finally:
             view.close()
         status = view.status or (await client.snapshot(run_id))["status"]
     return OK if status == "succeeded" else FAILED
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    value = parse_input(args.value, "--value")
+    return asyncio.run(_answer_run(args, value))
+
+
+async def _answer_run(args: argparse.Namespace, value: Any) -> int:
+    async with _client(args) as client:
+        snapshot = await client.answer(args.run_id, value, ask_id=args.ask_id)
+    print(f"run {snapshot['run_id']} answered; now {snapshot['status']}")
+    return OK
 
 
 async def _cancel(args: argparse.Namespace, run_id: str) -> None:

@@ -20,9 +20,11 @@ that cheap and exact is the journal of the run, in the store:
 A pipeline that is deterministic outside its steps therefore leaves every
 event once, whatever the number of executions. The one exception is a step cut
 off mid-way (its worker died while ``fn`` ran, or it raised): it is not
-recorded, yet the mark lies past its start. Its events stay in the log; the
-journal appends a ``step`` ``restarted`` marker that lowers the mark to the
-step's start, and from there appends everything anew.
+recorded, yet the mark lies past its start, since a step's first event is its
+own ``step`` ``started`` (a positioned event, stored like the pipeline's). Its
+events stay in the log; the journal appends a ``step`` ``restarted`` marker
+that lowers the mark to the step's start, and from there appends everything
+anew.
 
 ``ctx.ask`` and ``ctx.sleep`` are steps too (named ``:ask`` and ``:sleep``): the
 first time, they write the run's ``waiting`` state and unwind the pipeline
@@ -81,7 +83,7 @@ class RunJournal:
         self._position = 0
         self._counts: Counter[str] = Counter()
         self._executed_before = run.executed_s
-        self._started = started
+        self._began = started
 
     @property
     def replaying(self) -> bool:
@@ -90,7 +92,7 @@ class RunJournal:
 
     def executed_s(self) -> float:
         """The run's executing time, this execution's so far included."""
-        return self._executed_before + max(now() - self._started, 0.0)
+        return self._executed_before + max(now() - self._began, 0.0)
 
     # -- events ----------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class RunJournal:
             return recorded.value()
         if self._position < self._mark:
             await self._restart(name, n)
+        await self._started(name, n)
         result = await _call(fn, args, kwargs)
         encoded = _encode(name, n, result)
         record = StepRecord(name, n, encoded, self._position, now())
@@ -121,6 +124,14 @@ class RunJournal:
         await self._log.append_group(self._run_id, [("step", event)], fence=self._fence, step=record)
         self._steps[(name, n)] = record
         return orjson.loads(encoded)  # what a replay returns: the same value, every time
+
+    async def _started(self, name: str, n: int) -> None:
+        """The step's ``started`` event, a positioned one (past the mark, after any
+        restart), stored before ``fn`` is called: should its worker die during the
+        call, the next execution finds the mark past the step and marks it restarted."""
+        self._position += 1
+        event = {"name": name, "n": n, "status": "started"}
+        await self._log.append_group(self._run_id, [("step", event)], fence=self._fence, pos=self._position)
 
     async def _restart(self, name: str, n: int) -> None:
         """An earlier execution started this step and did not record it: its
@@ -166,6 +177,8 @@ class RunJournal:
             until = float(recorded.value()["until"])
             if now() >= until:
                 return
+        elif seconds == 0:
+            return  # nothing to wait for: no record, no wait, the same on every execution
         else:
             until = now() + seconds
             step = StepRecord(f":{SLEEP}", n, orjson.dumps({"until": until}), self._position, now())

@@ -6,6 +6,7 @@ fake API's URL, with an HTTP request the test can count across processes."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from typing import Any
 
@@ -21,7 +22,7 @@ class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stages: int = 3
     stage_s: float = 0.0  # how long each stage's call takes
-    api: str | None = None  # count calls on this fake API (another process may run the step)
+    api: str | None = None  # count calls on this fake API's /call URL (another process may run the step)
     ask: bool = False
     sleep_s: float = 0.0
 
@@ -31,12 +32,18 @@ class Approval(BaseModel):
     note: str = ""
 
 
+def flaky() -> None:
+    CALLS["flaky"] += 1
+    raise RuntimeError("flaky fails every time")
+
+
 async def call_stage(name: str, seconds: float, api: str | None) -> dict[str, Any]:
     """One paid call: counted here and, with ``api``, on the fake API."""
     CALLS[name] += 1
     if api is not None:
         async with httpx.AsyncClient() as client:
-            await client.get(f"{api}/call", params={"delay": seconds}, headers={"x-owner": name})
+            response = await client.post(api, params={"delay": seconds}, headers={"x-owner": name}, timeout=30)
+            response.raise_for_status()
     elif seconds:
         await asyncio.sleep(seconds)
     return {"stage": name, "result": f"{name}-done"}
@@ -44,6 +51,39 @@ async def call_stage(name: str, seconds: float, api: str | None) -> dict[str, An
 
 def build_durable_app(settings: Settings) -> Runyard:
     app = Runyard(settings)
+    register_durable_pipelines(app)
+    return app
+
+
+def register_durable_pipelines(app: Runyard) -> None:
+    """``stages``, ``interview``, ``impatient``, ``not_json``, ``clock``, ``kinds``, ``cut_off``."""
+
+    @app.pipeline("kinds")
+    async def kinds(ctx: RunContext, input: Any) -> dict[str, Any]:
+        """A sync step (in a thread), a pydantic result, a failing step caught, then asks."""
+        thread = await ctx.step("sync", lambda: threading.current_thread().name)
+        model = await ctx.step("model", Approval, approve=True)
+        try:
+            await ctx.step("flaky", flaky)
+        except RuntimeError:
+            await ctx.emit("flaky.failed", {})
+        await ctx.ask("again?")
+        return {"thread": thread, "model": model, "flaky": CALLS["flaky"]}
+
+    @app.pipeline("cut_off")
+    async def cut_off(ctx: RunContext, input: Any) -> Any:
+        """A step whose ``fn`` stops mid-way (it waits for an answer): it is not
+        recorded, so it runs again, after a ``restarted`` marker."""
+
+        async def inside() -> Any:
+            await ctx.emit("inside", {"call": CALLS["inside"]})
+            CALLS["inside"] += 1
+            return await ctx.ask("inside the step?")
+
+        await ctx.emit("before", {})
+        answer = await ctx.step("outer", inside)
+        await ctx.emit("after", {"answer": answer})
+        return answer
 
     @app.pipeline("stages", input_model=Plan, retries=2)
     async def stages(ctx: RunContext, plan: Plan) -> dict[str, Any]:
@@ -86,4 +126,5 @@ def build_durable_app(settings: Settings) -> Runyard:
         await ctx.step("late", asyncio.sleep, 0.6)
         return "done"
 
-    return app
+
+app = build_durable_app(Settings())  # ``runyard serve tests.durable.app:app``, configured by RUNYARD_* variables

@@ -80,6 +80,7 @@ async def test_an_answered_ask_replays_past_recorded_steps_without_calling_them_
     assert emitted == [
         ("stage.begin", {"i": 1}),
         ("progress", {"current": 1, "total": 3, "fraction": pytest.approx(1 / 3), "message": None}),
+        ("step", {"name": "stage1", "n": 1, "status": "started"}),
         ("step", {"name": "stage1", "n": 1, "status": "done"}),
         ("stage.end", {"i": 1}),
         (
@@ -90,10 +91,12 @@ async def test_an_answered_ask_replays_past_recorded_steps_without_calling_them_
         ("answered", {"approve": True, "note": "ok"}),
         ("stage.begin", {"i": 2}),
         ("progress", {"current": 2, "total": 3, "fraction": pytest.approx(2 / 3), "message": None}),
+        ("step", {"name": "stage2", "n": 1, "status": "started"}),
         ("step", {"name": "stage2", "n": 1, "status": "done"}),
         ("stage.end", {"i": 2}),
         ("stage.begin", {"i": 3}),
         ("progress", {"current": 3, "total": 3, "fraction": 1.0, "message": None}),
+        ("step", {"name": "stage3", "n": 1, "status": "started"}),
         ("step", {"name": "stage3", "n": 1, "status": "done"}),
         ("stage.end", {"i": 3}),
     ]
@@ -206,3 +209,53 @@ async def test_the_timeout_counts_executing_time_only(rt: Runtime) -> None:
     done = await finished(rt, run.run_id)
     assert done.status is RunStatus.SUCCEEDED, done.error
     assert 1.1 <= done.executed_s <= 1.5
+
+
+async def test_a_sync_step_runs_in_a_thread_and_every_execution_sees_the_recorded_json(rt: Runtime) -> None:
+    run = await rt.create_run("alice", "kinds", None)
+    await until_status(rt, run.run_id, RunStatus.WAITING)
+    await rt.answer("alice", run.run_id, "yes")
+    done = await finished(rt, run.run_id)
+    assert done.status is RunStatus.SUCCEEDED, done.error
+    assert done.output["thread"] != "MainThread"
+    assert done.output["model"] == {"approve": True, "note": ""}, "a pydantic result is recorded dumped"
+    assert done.output["flaky"] == 2, "a step that raised is not recorded: it runs again next execution"
+    steps = (await rt.store.replay(run.run_id)).steps
+    assert sorted(steps) == [(":ask", 1), ("model", 1), ("sync", 1)]
+
+
+async def test_a_step_cut_off_mid_way_runs_again_after_a_restarted_marker(rt: Runtime) -> None:
+    run = await rt.create_run("alice", "cut_off", None)
+    await until_status(rt, run.run_id, RunStatus.WAITING)
+    await rt.answer("alice", run.run_id, 42)
+    done = await finished(rt, run.run_id)
+    assert done.output == 42
+    emitted = [(t, d) for t, d in described(await log_of(rt, run.run_id)) if t not in ("status", "end")]
+
+    def brief(event: tuple[str, Any]) -> Any:
+        kind, data = event
+        return (kind, data["status"]) if kind == "step" else kind if kind.startswith("input.") else event
+
+    assert [brief(event) for event in emitted] == [
+        ("before", {}),
+        ("step", "started"),
+        ("inside", {"call": 0}),
+        "input.requested",
+        "input.received",
+        ("step", "restarted"),
+        ("step", "started"),
+        ("inside", {"call": 1}),
+        ("step", "done"),
+        ("after", {"answer": 42}),
+    ]
+
+
+async def test_step_names_are_checked(rt: Runtime) -> None:
+    from runyard.journal import RunJournal
+    from runyard.store.base import Replay
+
+    run = await rt.create_run("alice", "stages", {"stages": 0})
+    journal = RunJournal(run, rt.events, Replay(), None, time.time())
+    for bad in ("", ":ask", "x" * 129):
+        with pytest.raises(ValueError, match="step's name"):
+            await journal.step(bad, lambda: None, (), {})

@@ -29,12 +29,13 @@ import socket
 from collections.abc import Mapping
 
 from runyard.broker.base import CANCEL, WAKE, Broker
+from runyard.engine.endings import Endings
 from runyard.engine.execution import Execution, Supervisor
 from runyard.engine.housekeeping import Housekeeper
 from runyard.engine.timers import Timers
-from runyard.events.log import EventLog, EventsLost
+from runyard.events.log import EventLog
 from runyard.governance.limit import LimitRegistry
-from runyard.models import Fence, Run, RunStatus, RunUpdate, StatusConflict, now
+from runyard.models import Fence, Run, RunStatus, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.observability.tracing import span
@@ -46,8 +47,6 @@ from runyard.store.base import Claimed, WorkerStore
 
 log = logging.getLogger("runyard.engine")
 
-QUEUED = frozenset({RunStatus.QUEUED})
-RUNNING = frozenset({RunStatus.RUNNING})
 NOT_STARTED = frozenset({RunStatus.QUEUED, RunStatus.WAITING})  # cancelled in the store, no worker to tell
 POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
 CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
@@ -91,6 +90,7 @@ class Engine:
         self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
         self._timer: asyncio.Task[None] | None = None  # ends due sleeps and unanswered questions
+        self._endings = Endings(store, self._events, broker)
         self._supervisor = Supervisor(
             settings,
             pipelines,
@@ -99,13 +99,13 @@ class Engine:
             store,
             self._events,
             lease_lost=self._lease_lost,
-            hand_back=self._hand_back_drained,
+            hand_back=self._endings.hand_back,
         )
         self._housekeeping = Housekeeper(
             settings,
             store,
             running=self._running,
-            hand_back=lambda run, expired_by: self._recover(run, lease_expired_by=expired_by),
+            hand_back=lambda run, expired_by: self._endings.recover(run, lease_expired_by=expired_by),
             on_tick=self._forget_old_cancels,
         )
         self._timers = Timers(store, self._events, released=lambda: self._broker.signal(WAKE))
@@ -210,7 +210,7 @@ class Engine:
         running one to stop it (a broker signal, and a flag it reads when renewing
         its lease). A finished run is left as it is."""
         try:
-            await self._finish(run, Outcome.cancelled(), expect=NOT_STARTED)
+            await self._endings.finish(run, Outcome.cancelled(), expect=NOT_STARTED)
         except StatusConflict as conflict:
             if conflict.actual is RunStatus.RUNNING:
                 await self._store.request_cancel(run.run_id)
@@ -283,95 +283,13 @@ class Engine:
                 metrics.RUNS_ACTIVE.labels(run.pipeline).dec()
                 metrics.RUN_DURATION.labels(run.pipeline).observe(now() - started)
             if outcome is not None:
-                await self._end(execution, outcome)
+                await self._endings.end(execution, outcome)
         except Exception:
             log.exception("run %s could not be driven to its end", run.run_id)
         finally:
             if self._running.get(run.run_id) is execution:
                 del self._running[run.run_id]
             self.wake()  # a slot is free, and the session's next run may be ready
-
-    async def _end(self, execution: Execution, outcome: Outcome) -> None:
-        """Record how the pipeline ended; ``failed`` instead of ``succeeded`` when
-        some of the run's events could not be stored (``events_lost``)."""
-        run, fence, executed_s = execution.run, execution.fence, execution.executed_s()
-        with contextlib.suppress(StatusConflict):  # logged by _finish
-            try:
-                await self._finish(run, outcome, expect=RUNNING, fence=fence, executed_s=executed_s)
-            except EventsLost as lost:
-                failed = Outcome.failed(lost.code, str(lost))
-                await self._finish(run, failed, expect=RUNNING, fence=fence, executed_s=executed_s)
-
-    async def _finish(
-        self,
-        run: Run,
-        outcome: Outcome,
-        expect: frozenset[RunStatus],
-        fence: Fence | None = None,
-        lease_expired_by: float | None = None,
-        executed_s: float | None = None,
-    ) -> None:
-        """Record the run's end; ``StatusConflict`` (logged) when it had already ended
-        or, fenced, is no longer this worker's (or its lease was renewed after all)."""
-        update = outcome.update(expect)
-        update.lease_expired_by = lease_expired_by
-        update.executed_s = executed_s
-        try:
-            await self._events.append_group(run.run_id, outcome.events(), update, fence=fence)
-        except StatusConflict as conflict:
-            log.info("run %s was already %s; %s not recorded", run.run_id, conflict.actual, outcome.status)
-            raise
-        metrics.RUNS_TOTAL.labels(run.pipeline, outcome.status.value).inc()
-        code = outcome.error.code if outcome.error is not None else None
-        log_run("ended", run, status=outcome.status.value, code=code)
-        await self._store.touch_session(run.session_id, now())  # a run's end is its session's activity
-
-    # -- orphaned runs ---------------------------------------------------------
-
-    async def _hand_back_drained(self, execution: Execution) -> None:
-        """A run this draining worker stopped: queued again, in the same attempt
-        (a deploy uses up none of its retries), with the time it executed here
-        counted; the next execution replays its recorded steps. Conditional on
-        this worker still holding it."""
-        run = execution.run
-        update = RunUpdate(
-            status=RunStatus.QUEUED,
-            expect=RUNNING,
-            clear_lease=True,
-            executed_s=execution.executed_s(),
-        )
-        status = {"status": "queued", "attempt": run.attempt, "reason": "handed_back"}
-        try:
-            await self._events.append_group(run.run_id, [("status", status)], update, fence=execution.fence)
-        except StatusConflict:
-            return
-        log_run("handed_back", run, next_attempt=run.attempt, reason="drain")
-        await self._broker.signal(WAKE)  # another worker takes it
-
-    async def _recover(self, run: Run, *, lease_expired_by: float) -> None:
-        """A run whose worker died (its lease expired before ``lease_expired_by``):
-        queued again with ``attempt + 1`` if its pipeline allows retries, else
-        ``failed`` with ``worker_lost``. Conditional on the lease having expired."""
-        if run.attempt < run.max_attempts:
-            attempt = run.attempt + 1
-            update = RunUpdate(
-                status=RunStatus.QUEUED,
-                expect=RUNNING,
-                attempt=attempt,
-                clear_lease=True,
-                lease_expired_by=lease_expired_by,
-            )
-            status = {"status": "queued", "attempt": attempt, "reason": "worker_lost"}
-            try:
-                await self._events.append_group(run.run_id, [("status", status)], update)
-            except StatusConflict:
-                return
-            log_run("handed_back", run, next_attempt=attempt, reason="worker_lost")
-            await self._broker.signal(WAKE)  # any worker may take it; this one if it is not draining
-        else:
-            lost = Outcome.failed("worker_lost", "the worker executing this run stopped before it finished")
-            with contextlib.suppress(StatusConflict):
-                await self._finish(run, lost, expect=RUNNING, lease_expired_by=lease_expired_by)
 
     async def _renew_leases(self) -> None:
         if not self._running:

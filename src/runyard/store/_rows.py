@@ -91,11 +91,13 @@ def _status_value(status: RunStatus) -> str:
     return status.value
 
 
-def _dump_wait(wait: Wait | None) -> str | None:
+def dump_wait(wait: Wait | None) -> str | None:
+    """A ``waiting`` column's text (None stays NULL)."""
     return None if wait is None else dump(wait.to_dict())
 
 
-def _load_wait(text: str | None) -> Wait | None:
+def load_wait(text: str | None) -> Wait | None:
+    """A ``waiting`` column's value (NULL is None)."""
     return None if text is None else Wait.from_dict(orjson.loads(text))
 
 
@@ -112,7 +114,7 @@ ENCODERS: dict[str, Callable[[Any], Any]] = {
     "output": dump,
     "error": _dump_error,
     "metadata": dump,
-    "waiting": _dump_wait,
+    "waiting": dump_wait,
 }
 
 
@@ -139,7 +141,7 @@ def run_row(run: Run, *, last_seq: bool = True) -> tuple[Any, ...]:
         run.max_attempts,
         run.worker_id,
         run.lease_expires_at,
-        _dump_wait(run.waiting),
+        dump_wait(run.waiting),
         run.executed_s,
     )
     return (*head, run.last_seq, *tail) if last_seq else head + tail
@@ -167,7 +169,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
         max_attempts=row[15],
         worker_id=row[16],
         lease_expires_at=row[17],
-        waiting=_load_wait(row[18]),
+        waiting=load_wait(row[18]),
         executed_s=row[19],
     )
 

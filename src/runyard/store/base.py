@@ -362,8 +362,10 @@ class Journal(Protocol):
 
     @abstractmethod
     async def due_waits(self, at: float, limit: int) -> list[Run]:
-        """Up to ``limit`` waiting runs whose wait's ``until`` is at or before ``at``
-        (a sleep that ended, a question that timed out), soonest first."""
+        """Up to ``limit`` waiting runs whose wait is due at ``at``, soonest first.
+
+        Due: its ``until`` is at or before ``at`` (a sleep that ended, a question
+        that timed out)."""
 
 
 class Retention(Protocol):

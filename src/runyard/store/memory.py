@@ -45,7 +45,7 @@ class MemoryStore(Store):
         self._stored_bytes: dict[str, int] = {}  # run id -> what its events weigh (``event_size``)
         self._steps: dict[str, dict[tuple[str, int], StepRecord]] = {}  # run id -> its recorded steps
         self._marks: dict[str, int] = {}  # run id -> the last ``pos`` in its log
-        self._unfinished: dict[str, None] = {}  # queued and running run ids, in creation order
+        self._unfinished: dict[str, None] = {}  # queued, running and waiting run ids, in creation order
         self._cancel_requested: set[str] = set()
         self._served: dict[str, float] = {}  # owner -> when a run of theirs was last claimed
         self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
@@ -347,7 +347,8 @@ class MemoryStore(Store):
         due = [
             (until, run)
             for run_id in self._unfinished
-            if (wait := (run := self._runs[run_id]).waiting) is not None
+            if (run := self._runs[run_id]).status is RunStatus.WAITING
+            and (wait := run.waiting) is not None
             and (until := wait.until) is not None
             and until <= at
         ]
