@@ -162,9 +162,9 @@ def publishing_graph(calls: Counter[str]) -> Any:
     return graph.compile(checkpointer=InMemorySaver())
 
 
-async def test_an_interrupt_asks_and_the_answer_resumes_the_graph_past_the_nodes_it_ran() -> None:
+async def test_an_interrupt_asks_and_the_answer_resumes_the_graph_past_the_nodes_it_ran(store_url: str) -> None:
     calls: Counter[str] = Counter()
-    app = Runyard(Settings(store="memory://"))
+    app = Runyard(Settings(store=store_url))
     app.pipeline("publish")(langgraph_pipeline(publishing_graph(calls)))
 
     async with app.running() as rt:
