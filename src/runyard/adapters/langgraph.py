@@ -47,7 +47,7 @@ try:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.pregel import Pregel
-    from langgraph.types import Command, StreamMode
+    from langgraph.types import Command, Durability, StreamMode
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langgraph", "langgraph", "langgraph") from exc
 
@@ -69,10 +69,12 @@ async def stream_graph(
     *,
     config: RunnableConfig | None = None,
     subgraphs: bool = False,
+    durability: Durability | None = None,
 ) -> Any:
     """Run ``graph`` on ``input`` (a state, or a ``Command`` to resume) as the
     run ``ctx``, in the thread of its session, turning its stream into events;
-    returns the graph's final state (its last ``values``)."""
+    returns the graph's final state (its last ``values``). ``durability`` is
+    LangGraph's (``None``: its default)."""
     merged = thread_config(ctx, config)
     state: Any = None
     ns: tuple[str, ...]
@@ -80,7 +82,8 @@ async def stream_graph(
     chunk: Any
     # astream is an async generator (typed as an iterator): it has an aclose()
     stream = cast(
-        AsyncGenerator[Any, None], graph.astream(input, merged, stream_mode=STREAM_MODES, subgraphs=subgraphs)
+        AsyncGenerator[Any, None],
+        graph.astream(input, merged, stream_mode=STREAM_MODES, subgraphs=subgraphs, durability=durability),
     )
     async with aclosing(stream):  # a cancelled run stops the graph's tasks now, not when collected
         async for part in stream:
@@ -173,7 +176,12 @@ async def _invoke(ctx: RunContext, graph: Graph, payload: Any, config: RunnableC
     mine = {key: config["metadata"][key] for key in (RUN_KEY, INVOCATION_KEY)}
     if latest is not None and all(latest.metadata.get(key) == value for key, value in mine.items()):
         payload = None  # an earlier execution got this invocation to a checkpoint: go on from there
-    await stream_graph(ctx, graph, payload, config=config, subgraphs=subgraphs)
+    # "sync": each step's checkpoint is written before the next step begins, so a
+    # worker lost in a node finds every node before it checkpointed (with
+    # LangGraph's default, "async", the last one may still be in flight, and run
+    # again). Measured per node (bench/langgraph_savers.py), the two are within
+    # the noise of each other.
+    await stream_graph(ctx, graph, payload, config=config, subgraphs=subgraphs, durability="sync")
     snapshot = await graph.aget_state(config)
     interrupts = [
         {"id": item.id, "value": jsonable(item.value), "schema": _schema(item.response_schema)}
