@@ -127,11 +127,14 @@ class RunJournal:
 
     async def _started(self, name: str, n: int) -> None:
         """The step's ``started`` event, a positioned one (past the mark, after any
-        restart), stored before ``fn`` is called: should its worker die during the
-        call, the next execution finds the mark past the step and marks it restarted."""
+        restart): should its worker die during the call, the next execution finds
+        the mark past the step and marks it restarted. Not awaited: it commits
+        while ``fn`` runs (a fast step's shares the commit of its ``done``: one
+        commit a step, not two); only a worker killed within that commit of the
+        step's start leaves no marker, and then no event of the step either."""
         self._position += 1
         event = {"name": name, "n": n, "status": "started"}
-        await self._log.append_group(self._run_id, [("step", event)], fence=self._fence, pos=self._position)
+        await self._log.append(self._run_id, "step", event, self._fence, pos=self._position)
 
     async def _restart(self, name: str, n: int) -> None:
         """An earlier execution started this step and did not record it: its

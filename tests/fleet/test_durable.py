@@ -61,7 +61,7 @@ def test_questions_answered_through_either_api_process_resume_the_run_on_a_worke
     assert len(answered) == len(resumed) == 3
     for received, running in zip(answered, resumed, strict=True):
         # a wake signal through Redis, not the next poll of some worker
-        assert seconds_between(received, running) < 0.9
+        assert seconds_between(received, running) < 0.5
     assert max(events_once(events).values()) == 1
 
 
