@@ -100,7 +100,7 @@ async def _sqlite_saver(store_url: str) -> AsyncIterator[BaseCheckpointSaver[Any
         import aiosqlite
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     except ImportError as exc:
-        raise _missing("langgraph-checkpoint-sqlite") from exc
+        raise _missing("langgraph-checkpoint-sqlite", "langgraph") from exc
     path = database_path(store_url)
     async with aiosqlite.connect(path, timeout=busy_timeout_ms(store_url) / 1000) as conn:
         saver = AsyncSqliteSaver(conn)
@@ -115,7 +115,7 @@ async def _postgres_saver(store_url: str) -> AsyncIterator[BaseCheckpointSaver[A
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
     except ImportError as exc:
-        raise _missing("langgraph-checkpoint-postgres") from exc
+        raise _missing("langgraph-checkpoint-postgres", "langgraph-postgres") from exc
     # What AsyncPostgresSaver needs of its connections: autocommit, dict rows, no prepared statements.
     kwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
     async with AsyncConnectionPool(store_url, max_size=POOL_SIZE, kwargs=kwargs, open=False) as pool:
@@ -124,5 +124,6 @@ async def _postgres_saver(store_url: str) -> AsyncIterator[BaseCheckpointSaver[A
         yield saver
 
 
-def _missing(package: str) -> ImportError:
-    return ImportError(f"a durable LangGraph graph on this store needs {package}: pip install {package}", name=package)
+def _missing(package: str, extra: str) -> ImportError:
+    hint = f"pip install 'runyard[{extra}]'"
+    return ImportError(f"a durable LangGraph graph on this store needs {package}: {hint}", name=package)
