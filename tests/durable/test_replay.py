@@ -259,3 +259,18 @@ async def test_step_names_are_checked(rt: Runtime) -> None:
     for bad in ("", ":ask", "x" * 129):
         with pytest.raises(ValueError, match="step's name"):
             await journal.step(bad, lambda: None, (), {})
+
+
+async def test_a_run_executed_three_times_has_every_event_once_by_type_and_data(rt: Runtime) -> None:
+    run = await rt.create_run("alice", "stages", {"stages": 3, "ask": True, "sleep_s": 0.3})
+    await until_status(rt, run.run_id, RunStatus.WAITING)
+    await rt.answer("alice", run.run_id, {"approve": True})
+    done = await finished(rt, run.run_id)
+    assert done.status is RunStatus.SUCCEEDED, done.error
+    events = described(await log_of(rt, run.run_id))
+    executions = [d for t, d in events if t == "status" and d["status"] == "running"]
+    assert len(executions) == 3, "ran, asked; ran, slept; ran to the end"
+    own = [repr(event) for event in events if event[0] not in ("status", "end")]
+    assert len(own) == len(set(own)), [item for item in own if own.count(item) > 1]
+    assert [t for t, _ in events].count("stage.begin") == 3
+    assert CALLS == {"stage1": 1, "stage2": 1, "stage3": 1}
