@@ -35,7 +35,7 @@ from pydantic_settings import SettingsError
 
 from runyard.cli_common import FAILED, INTERRUPTED, OK, USAGE, UsageError
 from runyard.cli_runs import cmd_answer, cmd_loadtest, cmd_run, cmd_tail
-from runyard.client import DEFAULT_URL
+from runyard.client import DEFAULT_URL, APIError
 from runyard.errors import ConfigurationError, RunyardError
 from runyard.settings import Settings, redact_url
 from runyard.validation import describe
