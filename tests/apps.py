@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from runyard import RunContext, Runyard, Settings, current_run
 from runyard.demo import register_demo_pipelines
+from tests.durable.app import register_durable_pipelines
 
 
 class Nap(BaseModel):
@@ -23,6 +24,7 @@ class Nap(BaseModel):
 def build_app(settings: Settings) -> Runyard:
     app = Runyard(settings)
     register_demo_pipelines(app)
+    register_durable_pipelines(app)
     app.limit("test-api", concurrency=1)
 
     @app.pipeline("nap", input_model=Nap)
@@ -93,6 +95,14 @@ def build_app(settings: Settings) -> Runyard:
             await asyncio.sleep(float(input.get("hold", 0.1)))
             await ctx.emit("releasing", {})
         return {"owner": ctx.owner, "pid": os.getpid()}
+
+    @app.pipeline("approve")
+    async def approve(ctx: RunContext, input: Any) -> dict[str, Any]:
+        """Asks ``input['question']`` with a JSON Schema, then returns the answer."""
+        schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+        answer = await ctx.ask({"question": (input or {}).get("question", "ok?")}, schema=schema)
+        await ctx.emit("answer", answer)
+        return {"answer": answer}
 
     return app
 

@@ -421,3 +421,184 @@ def test_run_and_tail_against_the_runyard_server(capsys: pytest.CaptureFixture[s
     assert '"topic": "tides"' in out
     assert "✗ error pipeline_error" in failed and failed.rstrip().endswith("✗ failed")
     assert tailed[0].startswith("1 status ") and tailed[-1].startswith(f"{len(tailed)} end ")
+
+
+# -- waiting runs: run prompts, answer answers ------------------------------------------------
+
+APPROVE = {"type": "object", "properties": {"approve": {"type": "boolean"}}, "required": ["approve"]}
+ASKS = {"asks": [{"request": {"question": "approve?"}, "schema": APPROVE}, {"request": "and your name?"}]}
+
+
+class Terminal(io.StringIO):
+    """What a person types at a terminal, line by line."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_prompts_for_each_answer_and_follows_the_run_to_its_end(
+    fake: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typed = ["yes please", '{"approve": "yes"}', '{"approve": true}', "Ada Lovelace"]
+    monkeypatch.setattr(sys, "stdin", Terminal("".join(line + "\n" for line in typed)))
+    assert run_cli(fake, "run", "asker", "--input", json.dumps(ASKS)) == 0
+    out = capsys.readouterr().out
+    assert [body for _, body in fake.state.answers] == [
+        {"value": {"approve": True}, "ask_id": "ask_1"},
+        {"value": "Ada Lovelace", "ask_id": "ask_2"},  # not JSON, and any answer will do: the text itself
+    ]
+    assert '· running\n? {"question":"approve?"}\n  answer with: {"approve": boolean}\nanswer> ' in out
+    assert '✗ not valid JSON (Expecting value), and the answer must be {"approve": boolean}; try again' in out
+    assert "✗ the answer does not fit the schema: approve: expected boolean; try again" in out
+    assert "? and your name?\nanswer> " in out  # no schema: no shape to show
+    assert out.count("✓ answer received") == 2
+    assert out.rstrip().endswith('"answers": [\n    {\n      "approve": true\n    },\n    "Ada Lovelace"\n  ]\n}')
+
+
+@pytest.mark.parametrize("stdin", [io.StringIO('{"approve": true}\n'), Terminal("")], ids=["not-a-tty", "eof"])
+def test_run_with_no_one_to_answer_leaves_the_run_waiting_and_says_how_to_answer(
+    fake: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stdin: io.StringIO
+) -> None:
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert run_cli(fake, "run", "asker", "--input", json.dumps(ASKS)) == 0
+    out = capsys.readouterr().out
+    hint = f"⏸ the run is waiting for input; answer it with: runyard answer run_1 --value JSON --url {fake.url}"
+    assert out.rstrip().endswith(hint)
+    assert fake.state.answers == []
+    assert fake.state.runs["run_1"].status == "waiting"
+    assert fake.state.cancels == []
+
+
+def test_answer_posts_the_value_and_reports_the_run_queued(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from runyard.client import Client
+
+    with Client(fake.url) as client:
+        run_id = client.create("asker", {"asks": [{"request": "approve?", "schema": APPROVE}] * 2})["run_id"]
+        asked = client.snapshot(run_id)["waiting_for"]
+    assert run_cli(fake, "answer", run_id, "--value", '{"approve": true}', "--ask-id", asked["ask_id"]) == 0
+    assert capsys.readouterr().out == f"run {run_id} answered; now queued\n"
+    (tmp_path / "answer.json").write_text('{"approve": false}')
+    assert run_cli(fake, "answer", run_id, "--value", f"@{tmp_path}/answer.json") == 0
+    assert [body for _, body in fake.state.answers] == [
+        {"value": {"approve": True}, "ask_id": "ask_1"},
+        {"value": {"approve": False}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--value", "yes"], "--value is not valid JSON: Expecting value (line 1 column 1)"),
+        (
+            ["--value", '{"approve": 1}'],
+            "the answer does not fit the schema: approve: expected boolean (422 invalid_input)",
+        ),
+        (["--value", "true", "--ask-id", "ask_7"], "run run_1 waits for ask_1, not ask_7 (409 ask_mismatch)"),
+    ],
+    ids=["bad-json", "invalid-input", "ask-mismatch"],
+)
+def test_answer_refused_exits_2_with_one_clear_line(
+    fake: FakeServer, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    from runyard.client import Client
+
+    with Client(fake.url) as client:
+        run_id = client.create("asker", {"asks": [{"request": "approve?", "schema": APPROVE}]})["run_id"]
+    assert run_cli(fake, "answer", run_id, *argv) == 2
+    assert capsys.readouterr().err == f"runyard: error: {message}\n"
+    assert fake.state.answers == []
+
+
+def test_answer_to_a_run_that_does_not_wait_exits_2(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from runyard.client import Client
+
+    with Client(fake.url) as client:
+        run_id = client.create("ticker", {"count": 1})["run_id"]
+    assert run_cli(fake, "answer", run_id, "--value", "1") == 2
+    assert capsys.readouterr().err == f"runyard: error: run {run_id} is not waiting for input (409 run_not_waiting)\n"
+    assert run_cli(fake, "answer", "run_missing", "--value", "1") == 2
+    assert capsys.readouterr().err == "runyard: error: no such run (404 run_not_found)\n"
+
+
+def test_the_view_shows_questions_their_shape_and_sleeps() -> None:
+    out = io.StringIO()
+    view = RunView(Console(file=out, width=200, soft_wrap=True, markup=False, emoji=False), live=False)
+    schema = {
+        "type": "object",
+        "properties": {"plan": {"enum": ["a", "b"]}, "note": {"type": "string"}, "n": {"type": ["integer", "null"]}},
+        "required": ["plan"],
+    }
+    events = [
+        ("input.requested", {"ask_id": "ask_1", "request": "Which plan?", "schema": schema}),
+        ("status", {"status": "waiting"}),
+        ("input.received", {"ask_id": "ask_1"}),
+        ("status", {"status": "queued"}),
+        ("status", {"status": "waiting", "until": "2026-12-03T09:00:00Z"}),
+    ]
+    for seq, (kind, data) in enumerate(events, start=1):
+        view.show({"seq": seq, "type": kind, "data": data, "ts": None})
+    assert out.getvalue().splitlines() == [
+        "? Which plan?",
+        '  answer with: {"plan": "a" | "b", "note"?: string, "n"?: integer | null}',
+        "✓ answer received",
+        "· queued",
+        "⏸ sleeping until 2026-12-03T09:00:00Z",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "schema", "value"),
+    [
+        ('{"approve": true}', APPROVE, {"approve": True}),
+        ("42", None, 42),
+        ("hello there", None, "hello there"),
+        ("hello there", {"type": "string"}, "hello there"),
+        ('"quoted"', {"type": "string"}, "quoted"),
+        ("b", {"enum": ["a", "b"]}, "b"),
+        ("maybe", {"anyOf": [{"type": "boolean"}, {"type": "string"}]}, "maybe"),
+    ],
+)
+def test_an_answer_is_json_or_else_text_where_text_may_answer(line: str, schema: Any, value: Any) -> None:
+    from runyard.cli_ask import parse_answer
+
+    assert parse_answer(line, schema) == value
+
+
+@pytest.mark.parametrize("schema", [APPROVE, {"type": "integer"}, {"enum": [1, 2]}, {"$ref": "#/$defs/X"}])
+def test_text_that_is_not_json_cannot_answer_a_schema_text_cannot_meet(schema: Any) -> None:
+    from runyard.cli_ask import parse_answer
+
+    with pytest.raises(ValueError, match="not valid JSON"):
+        parse_answer("yes", schema)
+
+
+def test_run_answer_and_tail_a_waiting_run_on_the_runyard_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support import make_app, serve_in_thread
+
+    with serve_in_thread(make_app(store="memory://")) as url:
+        monkeypatch.setattr(sys, "stdin", Terminal('{"ok": "sure"}\n{"ok": true}\n'))
+        assert main(["run", "approve", "--input", '{"question": "ship it?"}', "--url", url]) == 0
+        prompted = capsys.readouterr().out
+
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        assert main(["run", "approve", "--input", '{"question": "and this?"}', "--url", url]) == 0
+        left = capsys.readouterr().out
+        run_id = left.split()[1]
+        assert main(["answer", run_id, "--value", '{"ok": false}', "--url", url]) == 0
+        answered = capsys.readouterr().out
+        assert main(["tail", run_id, "--url", url]) == 0
+        tailed = capsys.readouterr().out.splitlines()
+    assert '? {"question":"ship it?"}\n  answer with: {"ok": boolean}\nanswer> ✗ ' in prompted
+    assert "try again\nanswer> ✓ answer received\n" in prompted
+    assert '"ok": true' in prompted and "✓ succeeded" in prompted
+    assert left.rstrip().endswith(f"answer it with: runyard answer {run_id} --value JSON --url {url}")
+    assert answered == f"run {run_id} answered; now queued\n"
+    assert [line.split()[1] for line in tailed if line.split()[1].startswith("input.")] == [
+        "input.requested",
+        "input.received",
+    ]
+    assert tailed[-1].startswith(f"{len(tailed)} end ") and '"answer":{"ok":false}' in tailed[-1]

@@ -79,19 +79,40 @@ class FakeRun:
     status: str = "queued"
     output: Any = None
     error: Any = None
+    asked: dict[str, Any] | None = None  # the last input.requested
+    answers: list[Any] = field(default_factory=list)
 
     def advance(self) -> None:
         elapsed = time.monotonic() - self.started
         due = len(self.script) if self.interval_s <= 0 else int(elapsed / self.interval_s) + 1
-        while len(self.log) < min(due, len(self.script)):
+        # a waiting run stays where it is until answered, as the real runtime's does
+        while len(self.log) < min(due, len(self.script)) and self.status != "waiting":
             self._append(*self.script[len(self.log)])
 
     def _append(self, kind: str, data: Any) -> None:
         self.log.append({"seq": len(self.log) + 1, "type": kind, "data": data, "ts": _ts()})
         if kind == "status":
             self.status = data["status"]
+        if kind == "input.requested":
+            self.asked = data
         if kind == "end":
             self.output, self.error = data.get("output"), data.get("error")
+
+    def answer(self, value: Any, ask_id: str | None) -> None:
+        """``POST .../input``: refused as the contract says, else the run goes on with ``value``."""
+        self.advance()
+        if self.status != "waiting" or self.asked is None:
+            raise Fail(409, "run_not_waiting", f"run {self.run_id} is not waiting for input")
+        if ask_id is not None and ask_id != self.asked["ask_id"]:
+            raise Fail(409, "ask_mismatch", f"run {self.run_id} waits for {self.asked['ask_id']}, not {ask_id}")
+        problem = _misfit(value, self.asked.get("schema"))
+        if problem:
+            raise Fail(422, "invalid_input", f"the answer does not fit the schema: {problem}")
+        self.answers.append(value)
+        end = ("end", {"status": "succeeded", "output": {"answers": self.answers}})
+        goes_on = [("input.received", {"ask_id": self.asked["ask_id"]}), ("status", {"status": "queued"})]
+        self.script = [*self.script[: len(self.log)], *goes_on, *self.script[len(self.log) : -1], end]
+        self.asked, self.status = None, "queued"
 
     def cancel(self) -> None:
         self.advance()
@@ -105,8 +126,9 @@ class FakeRun:
     def finished(self) -> bool:
         return bool(self.log) and self.log[-1]["type"] == "end"
 
-    def snapshot(self) -> dict[str, Any]:
-        self.advance()
+    def snapshot(self, advance: bool = True) -> dict[str, Any]:
+        if advance:
+            self.advance()
         return {
             "run_id": self.run_id,
             "session_id": self.session_id,
@@ -121,7 +143,26 @@ class FakeRun:
             "last_seq": len(self.log),
             "attempt": 1,
             "metadata": {},
+            "waiting_for": self.asked if self.status == "waiting" else None,
         }
+
+
+def _misfit(value: Any, schema: Any) -> str | None:
+    """What little JSON Schema the fake checks: a top-level type, required keys, property types."""
+    types = {"object": dict, "string": str, "boolean": bool, "integer": int, "number": (int, float), "array": list}
+    if not isinstance(schema, dict) or schema.get("type") not in types:
+        return None
+    if not isinstance(value, types[schema["type"]]):
+        return f"expected {schema['type']}"
+    if schema["type"] != "object":
+        return None
+    missing = [key for key in schema.get("required", []) if key not in value]
+    if missing:
+        return f"{missing[0]}: required"
+    for key, spec in schema.get("properties", {}).items():
+        if key in value and _misfit(value[key], spec):
+            return f"{key}: expected {spec['type']}"
+    return None
 
 
 def ticker_script(count: int, fail_at: int | None = None) -> list[tuple[str, Any]]:
@@ -145,16 +186,29 @@ def custom_script(spec: dict[str, Any]) -> list[tuple[str, Any]]:
     return [("status", {"status": "running"}), *events, ("status", {"status": status}), ("end", end)]
 
 
+def asker_script(asks: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """Pipeline ``asker``: ``{"asks": [{"request", "schema"?}...]}``; each ask waits for an answer,
+    and the output is every answer, in order."""
+    waits: list[tuple[str, Any]] = []
+    for n, ask in enumerate(asks, start=1):
+        asked = {"ask_id": f"ask_{n}", "request": ask.get("request"), "schema": ask.get("schema")}
+        waits += [("input.requested", asked), ("status", {"status": "waiting"}), ("status", {"status": "running"})]
+    end = ("end", {"status": "succeeded", "output": {"answers": []}})
+    return [("status", {"status": "running"}), *waits, ("status", {"status": "succeeded"}), end]
+
+
 def make_script(pipeline: str, data: Any) -> tuple[list[tuple[str, Any]], float]:
     if pipeline == "quota":
         raise Fail(429, "quota_exceeded", "5 runs is the quota", {"Retry-After": "7"})
-    if pipeline not in ("ticker", "script"):
+    if pipeline not in ("ticker", "script", "asker"):
         raise Fail(404, "pipeline_not_found", f"no pipeline named {pipeline!r}")
     if not isinstance(data, dict) or (pipeline == "ticker" and not isinstance(data.get("count"), int)):
         raise Fail(422, "invalid_request", f"input does not fit pipeline {pipeline!r}: count: required")
     interval = data.get("interval_ms", 0) / 1000
     if pipeline == "ticker":
         return ticker_script(data["count"], data.get("fail_at")), interval
+    if pipeline == "asker":
+        return asker_script(data.get("asks", [])), interval
     return custom_script(data), interval
 
 
@@ -165,6 +219,7 @@ class FakeState:
     faults: list[Fault] = field(default_factory=list)
     connections: list[int] = field(default_factory=list)  # the cursor each stream connection asked for
     cancels: list[str] = field(default_factory=list)
+    answers: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (run_id, body) accepted
     headers: list[dict[str, str]] = field(default_factory=list)
     heartbeat_s: float = 0.05
 
@@ -270,6 +325,14 @@ def build_fake_app(state: FakeState) -> Starlette:
         state.cancels.append(run.run_id)
         return JSONResponse(run.snapshot(), 202)
 
+    async def answer(request: Request) -> Response:
+        run, body = state.run(request), await _body(request)
+        if "value" not in body:
+            raise Fail(422, "invalid_request", "value is required")
+        run.answer(body["value"], body.get("ask_id"))
+        state.answers.append((run.run_id, body))
+        return JSONResponse(run.snapshot(advance=False), 202)  # as answered: queued
+
     async def list_runs(request: Request) -> Response:
         owner, query = state.owner(request), request.query_params
         runs = [r.snapshot() for r in reversed(state.runs.values()) if r.owner == owner]
@@ -312,6 +375,7 @@ def build_fake_app(state: FakeState) -> Starlette:
         Route("/v1/runs/{run_id}/events", events),
         Route("/v1/runs/{run_id}/stream", stream),
         Route("/v1/runs/{run_id}/cancel", cancel, methods=["POST"]),
+        Route("/v1/runs/{run_id}/input", answer, methods=["POST"]),
         Route("/v1/sessions", create_session, methods=["POST"]),
         Route("/v1/sessions/{session_id}", session, methods=["GET", "DELETE"]),
         Route("/v1/pipelines", pipelines),
@@ -639,6 +703,100 @@ def test_a_transport_error_outside_streams_is_httpx_s() -> None:
         client.pipelines()
 
 
+# -- answering a waiting run ---------------------------------------------------------------
+
+APPROVE = {"type": "object", "properties": {"approve": {"type": "boolean"}}, "required": ["approve"]}
+ASK = {"request": {"question": "approve?"}, "schema": APPROVE}
+
+
+async def wait_until_waiting(client: AsyncClient, run_id: str) -> dict[str, Any]:
+    """The run's snapshot once it waits, read from the stream's ``waiting`` status (no polling)."""
+    async for event in client.stream(run_id):
+        if event["type"] == "status" and event["data"]["status"] == "waiting":
+            return await client.snapshot(run_id)
+    raise AssertionError(f"run {run_id} ended without waiting")
+
+
+async def test_answer_lets_a_waiting_run_go_on_and_its_stream_continues_to_the_end(fake: FakeServer) -> None:
+    async with AsyncClient(fake.url) as client:
+        run = await client.create("asker", {"asks": [ASK, {"request": "and your name?"}]})
+        events: list[dict[str, Any]] = []
+        async for event in client.stream(run["run_id"]):
+            events.append(event)
+            if event["type"] == "status" and event["data"]["status"] == "waiting":
+                asked = (await client.snapshot(run["run_id"]))["waiting_for"]
+                value = {"approve": True} if asked["schema"] else "Ada"
+                answered = await client.answer(run["run_id"], value, ask_id=asked["ask_id"])
+                assert (answered["status"], answered["waiting_for"]) == ("queued", None)
+    assert_complete(events)
+    requested = [e["data"] for e in events if e["type"] == "input.requested"]
+    assert requested == [
+        {"ask_id": "ask_1", "request": {"question": "approve?"}, "schema": APPROVE},
+        {"ask_id": "ask_2", "request": "and your name?", "schema": None},
+    ]
+    assert [e["data"] for e in events if e["type"] == "input.received"] == [{"ask_id": "ask_1"}, {"ask_id": "ask_2"}]
+    assert events[-1]["data"]["output"] == {"answers": [{"approve": True}, "Ada"]}
+    assert [body for _, body in fake.state.answers] == [
+        {"value": {"approve": True}, "ask_id": "ask_1"},
+        {"value": "Ada", "ask_id": "ask_2"},
+    ]
+
+
+async def test_answer_without_ask_id_sends_only_the_value(fake: FakeServer) -> None:
+    async with AsyncClient(fake.url) as client:
+        run = await client.create("asker", {"asks": [{"request": "anything?"}]})
+        await wait_until_waiting(client, run["run_id"])
+        await client.answer(run["run_id"], None)
+        final = await client.wait(run["run_id"], timeout=5)
+    assert fake.state.answers == [(run["run_id"], {"value": None})]
+    assert final["output"] == {"answers": [None]}
+
+
+@pytest.mark.parametrize(
+    ("target", "value", "ask_id", "status", "code"),
+    [
+        ("missing", {"approve": True}, None, 404, "run_not_found"),
+        ("finished", {"approve": True}, None, 409, "run_not_waiting"),
+        ("waiting", {"approve": True}, "ask_9", 409, "ask_mismatch"),
+        ("waiting", {"approve": "yes"}, "ask_1", 422, "invalid_input"),
+        ("waiting", {}, None, 422, "invalid_input"),
+    ],
+)
+async def test_refused_answers_raise_api_error_with_the_envelope(
+    fake: FakeServer, target: str, value: Any, ask_id: str | None, status: int, code: str
+) -> None:
+    async with AsyncClient(fake.url) as client:
+        waiting = await client.create("asker", {"asks": [ASK]})
+        await wait_until_waiting(client, waiting["run_id"])
+        finished = await client.create("ticker", {"count": 1})
+        run_id = {"missing": "run_missing", "finished": finished["run_id"], "waiting": waiting["run_id"]}[target]
+        with pytest.raises(APIError) as info:
+            await client.answer(run_id, value, ask_id=ask_id)
+        assert (await client.snapshot(waiting["run_id"]))["status"] == "waiting"  # a refusal changes nothing
+    assert (info.value.status, info.value.code) == (status, code)
+    assert fake.state.answers == []
+
+
+def test_sync_client_answers_and_raises_the_same_errors(fake: FakeServer) -> None:
+    with Client(fake.url) as client:
+        run = client.create("asker", {"asks": [ASK]})
+        for event in client.stream(run["run_id"]):
+            if event["type"] == "input.requested":
+                break
+        snapshot = client.snapshot(run["run_id"])
+        assert snapshot["status"] == "waiting"
+        with pytest.raises(APIError) as refused:
+            client.answer(run["run_id"], {"approve": 1})
+        answered = client.answer(run["run_id"], {"approve": False}, ask_id=snapshot["waiting_for"]["ask_id"])
+        final = client.wait(run["run_id"], timeout=5)
+        with pytest.raises(APIError) as again:
+            client.answer(run["run_id"], {"approve": True})
+    assert (refused.value.status, refused.value.code) == (422, "invalid_input")
+    assert answered["status"] == "queued"
+    assert final["output"] == {"answers": [{"approve": False}]}
+    assert (again.value.status, again.value.code) == (409, "run_not_waiting")
+
+
 # -- against the runyard server itself -------------------------------------------------------
 
 
@@ -679,3 +837,29 @@ async def test_stream_resumes_across_a_killed_and_restarted_runyard_process(tmp_
         server.stop()
     assert_complete(events)
     assert events[-1]["data"]["error"]["code"] == "worker_lost"
+
+
+async def test_answer_against_the_runyard_server() -> None:
+    from tests.support import make_app, serve_in_thread
+
+    with serve_in_thread(make_app(store="memory://")) as url:
+        async with AsyncClient(url, client_id="yan") as client:
+            run = await client.create("approve", {"question": "ship it?"})
+            waiting = await wait_until_waiting(client, run["run_id"])
+            ask_id = waiting["waiting_for"]["ask_id"]
+            listed = await client.list_runs(status="waiting")
+            refused = []
+            for value, asked in (({"ok": "yes"}, ask_id), ({"ok": True}, "ask_other")):
+                with pytest.raises(APIError) as info:
+                    await client.answer(run["run_id"], value, ask_id=asked)
+                refused.append((info.value.status, info.value.code))
+            answered = await client.answer(run["run_id"], {"ok": True}, ask_id=ask_id)
+            final = await client.wait(run["run_id"], timeout=10)
+            with pytest.raises(APIError) as late:
+                await client.answer(run["run_id"], {"ok": True})
+    assert waiting["waiting_for"]["request"] == {"question": "ship it?"}
+    assert [r["run_id"] for r in listed["runs"]] == [run["run_id"]]
+    assert refused == [(422, "invalid_input"), (409, "ask_mismatch")]
+    assert answered["status"] == "queued"
+    assert (final["status"], final["output"]) == ("succeeded", {"answer": {"ok": True}})
+    assert (late.value.status, late.value.code) == (409, "run_not_waiting")

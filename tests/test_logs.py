@@ -152,8 +152,8 @@ async def test_a_run_handed_back_at_shutdown_and_its_next_attempt_are_logged(
     life = life_of(lines, run.run_id)
     transitions = [(line["transition"], line["attempt"]) for line in life]
     assert transitions[:3] == [("created", 1), ("started", 1), ("handed_back", 1)]
-    assert life[2]["next_attempt"] == 2 and life[2]["reason"] == "worker_lost"
-    assert transitions[-1] == ("ended", 2) and life[-1]["status"] == "cancelled"
+    assert life[2]["next_attempt"] == 1 and life[2]["reason"] == "drain", "a drain uses up no retry"
+    assert transitions[-1] == ("ended", 1) and life[-1]["status"] == "cancelled"
 
 
 def test_the_waiting_hook_logs_a_run_like_every_other_transition(lines: list[dict[str, Any]]) -> None:

@@ -137,7 +137,7 @@ def test_sigterm_ends_open_streams_at_once_and_leaves_nothing_running(servers: l
     assert server.proc.wait(timeout=15) in (0, -signal.SIGTERM)
     restarted = start(servers, db)
     final = snapshot(restarted.url, run_id)
-    assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost")
+    assert (final["status"], final["attempt"]) in {("queued", 1), ("running", 1)}, "a drain never fails a run"
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
@@ -157,9 +157,9 @@ def test_sigterm_of_a_server_running_a_pipeline_that_swallows_cancellation_exits
     assert server.proc.wait(timeout=15) in (0, -stop)
     # drain, the run's grace, then the grace for leftover tasks; under load, with slack
     assert time.monotonic() - terminated < 0.5 + 0.5 + 0.5 + 5
-    restarted = start(servers, db)
+    restarted = start(servers, db, RUNYARD_DRAIN_S="0.5", RUNYARD_CANCEL_GRACE_S="0.5")
     final = snapshot(restarted.url, run_id)
-    assert (final["status"], final["error"]["code"]) == ("failed", "worker_lost"), "handed back, no retry left"
+    assert (final["status"], final["attempt"]) in {("queued", 1), ("running", 1)}, "handed back, not failed"
 
 
 def test_two_hundred_stalled_readers_of_a_long_history_share_a_bounded_budget(

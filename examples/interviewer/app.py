@@ -1,14 +1,14 @@
 """interviewer: mock interviews for many candidates at once, with speech.
 
-An interview is a runyard session, owned by the candidate (with
-``RUNYARD_AUTH=jwt``, the token's ``sub``); its memory holds the configuration,
-the questions, the answers and the feedback:
+An interview is one run, owned by the candidate (with ``RUNYARD_AUTH=jwt``,
+the token's ``sub``), that asks for each answer and waits for it:
 
-- ``interview_start`` ``{"role", "questions", "language"}``: configures the
-  session's interview and asks question 1 (a ``question`` event);
-- ``interview_turn`` ``{"answer"}``: a ``feedback`` event on the answer, then
-  the next question, until the configured number is reached;
-- ``interview_summary`` ``{}``: a summary of this session's answers only.
+- ``interview`` ``{"role", "questions", "language", "answer_timeout_s"}``: for
+  each question, asks it (``ctx.ask``: an ``input.requested`` event, the run
+  ``waiting`` without a worker until ``POST /v1/runs/{id}/input`` brings
+  ``{"answer"}``), then a ``feedback`` event on the answer; then a ``summary``
+  event. Every LLM call is a ``ctx.step``: the run executes again after each
+  answer, and replays the calls already made instead of paying for them again.
 
 Speech runs as tasks with progress, under caps shared by every process of the
 deployment (``RUNYARD_BROKER=redis://...``), because the providers refuse more:
@@ -34,7 +34,7 @@ import os
 import re
 import textwrap
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -47,6 +47,7 @@ LLM_LIMIT, STT_LIMIT, TTS_LIMIT = "llm", "speech-stt", "speech-tts"
 STT_CONCURRENCY, TTS_CONCURRENCY = 5, 26  # what the speech providers allow in flight
 MAX_CHUNK_BYTES = 256 * 1024
 MAX_SEGMENT_CHARS = 300
+ANSWER_TIMEOUT_S = 1800.0  # an interview left unanswered this long ends timed_out
 Language = Literal["en", "fr", "de", "es"]
 
 PROMPTS = {
@@ -85,16 +86,15 @@ class InterviewConfig(BaseModel):
     role: str = Field(min_length=1, max_length=100, description="The role interviewed for")
     questions: int = Field(3, ge=1, le=10, description="How many questions the interview has")
     language: Language = Field("en", description="The interview's language")
+    answer_timeout_s: float = Field(
+        ANSWER_TIMEOUT_S, gt=0, le=86_400, description="How long each answer may take before the interview ends"
+    )
 
 
 class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     answer: str = Field(min_length=1, max_length=4000, description="The candidate's answer (text, or a transcript)")
-
-
-class Nothing(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class SttBatch(BaseModel):
@@ -123,55 +123,6 @@ class Tts(BaseModel):
     voice: str = Field("alloy", pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="The provider's voice")
 
 
-class InterviewError(Exception):
-    """The session's interview cannot do what the run asked (the run fails with this message)."""
-
-
-@dataclass
-class Turn:
-    number: int
-    question: str
-    answer: str | None = None
-    feedback: str | None = None
-    score: int | None = None
-
-
-@dataclass
-class Interview:
-    """A session's interview, as its memory tells it."""
-
-    config: InterviewConfig
-    turns: list[Turn] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, history: list[dict[str, Any]]) -> Interview:
-        configs = [message["config"] for message in history if "config" in message]
-        if not configs:
-            raise InterviewError("this session has no interview: start one with interview_start")
-        # Every question carries the configuration, so a bounded memory never loses it.
-        interview = cls(InterviewConfig.model_validate(configs[-1]))
-        by_number: dict[int, Turn] = {}
-        for message in history:
-            kind, number = message.get("kind"), message.get("number")
-            if kind == "question" and isinstance(number, int):
-                by_number[number] = Turn(number, str(message["content"]))
-                interview.turns.append(by_number[number])
-            elif number in by_number and kind == "answer":
-                by_number[number].answer = str(message["content"])
-            elif number in by_number and kind == "feedback":
-                by_number[number].feedback, by_number[number].score = str(message["content"]), message.get("score")
-        return interview
-
-    @property
-    def pending(self) -> Turn | None:
-        """The question waiting for its answer, if any."""
-        return self.turns[-1] if self.turns and self.turns[-1].answer is None else None
-
-    @property
-    def answered(self) -> list[Turn]:
-        return [turn for turn in self.turns if turn.answer is not None]
-
-
 def build_app(settings: Settings | None = None, providers: Providers | None = None) -> Runyard:
     """The app on ``settings`` (default: the ``RUNYARD_*`` environment), calling ``providers``."""
     where = providers or Providers.from_env()
@@ -180,64 +131,33 @@ def build_app(settings: Settings | None = None, providers: Providers | None = No
     app.limit(STT_LIMIT, concurrency=STT_CONCURRENCY)
     app.limit(TTS_LIMIT, concurrency=TTS_CONCURRENCY)
 
-    @app.pipeline("interview_start", timeout_s=60, input_model=InterviewConfig)
-    async def interview_start(ctx: RunContext, config: InterviewConfig) -> dict[str, Any]:
-        """Configure this session's interview and ask question 1 (a `question` event).
-        Output {number, of, question}."""
-        history = await ctx.memory.history()
-        if any("config" in message for message in history):
-            raise InterviewError("this session already has an interview: start another one in a new session")
+    @app.pipeline("interview", timeout_s=120, input_model=InterviewConfig)
+    async def interview(ctx: RunContext, config: InterviewConfig) -> dict[str, Any]:
+        """Ask each question and wait for its answer (POST /v1/runs/{id}/input with
+        {"answer"}; the run waits without a worker), with a `feedback` event on each,
+        then a `summary` event. Output {summary, answered, of, scores, average_score, turns}."""
         async with LLM(ctx, where) as llm:
-            question = await llm.question(Interview(config), 1)
-        await ctx.memory.append("system", "interview configured", kind="config", config=config.model_dump())
-        return await ask(ctx, config, 1, question)
-
-    @app.pipeline("interview_turn", timeout_s=60, input_model=Answer)
-    async def interview_turn(ctx: RunContext, input: Answer) -> dict[str, Any]:
-        """Answer the pending question: a `feedback` event {number, feedback, score}, then the
-        next question, if any. Output {number, feedback, score, next, done}."""
-        interview = Interview.of(await ctx.memory.history())
-        turn = interview.pending
-        if turn is None:
-            raise InterviewError("the interview is over: ask for interview_summary")
-        await ctx.phase("feedback", "started", number=turn.number)
-        async with LLM(ctx, where) as llm:
-            feedback, score = await llm.feedback(interview.config, turn.question, input.answer)
-            await ctx.emit("feedback", {"number": turn.number, "feedback": feedback, "score": score})
-            await ctx.phase("feedback", "done", number=turn.number)
-            done = turn.number >= interview.config.questions
-            question = None if done else await llm.question(interview, turn.number + 1)
-        # The turn enters memory only once all of it succeeded, so a failed run leaves
-        # the question pending and can simply be tried again.
-        await ctx.memory.append("user", input.answer, kind="answer", number=turn.number)
-        await ctx.memory.append("assistant", feedback, kind="feedback", number=turn.number, score=score)
-        result: dict[str, Any] = {"number": turn.number, "feedback": feedback, "score": score, "done": done}
-        result["next"] = None if question is None else await ask(ctx, interview.config, turn.number + 1, question)
-        return result
-
-    @app.pipeline("interview_summary", timeout_s=60, input_model=Nothing)
-    async def interview_summary(ctx: RunContext, input: Nothing) -> dict[str, Any]:
-        """A summary of this session's answers (a `summary` event). Output {summary, answered,
-        of, scores, average_score}."""
-        interview = Interview.of(await ctx.memory.history())
-        answered = interview.answered
-        if not answered:
-            raise InterviewError("nothing to summarise: answer a question first")
-        await ctx.phase("summary", "started")
-        async with LLM(ctx, where) as llm:
-            summary = await llm.summary(interview)
-        scores = [turn.score for turn in answered]
+            turns: list[dict[str, Any]] = []
+            for number in range(1, config.questions + 1):
+                asked = [turn["question"] for turn in turns]
+                question: str = await ctx.step("question", llm.question, config, number, asked)
+                request = {"number": number, "of": config.questions, "question": question}
+                reply: Answer = await ctx.ask(request, schema=Answer, timeout_s=config.answer_timeout_s)
+                judged: dict[str, Any] = await ctx.step("feedback", llm.feedback, config, question, reply.answer)
+                await ctx.emit("feedback", {"number": number, **judged})
+                turns.append({"number": number, "question": question, "answer": reply.answer, **judged})
+            summary: str = await ctx.step("summary", llm.summary, config, turns)
+        scores = [turn["score"] for turn in turns]
         known = [score for score in scores if score is not None]
         result = {
             "summary": summary,
-            "answered": len(answered),
-            "of": interview.config.questions,
+            "answered": len(turns),
+            "of": config.questions,
             "scores": scores,
             "average_score": round(sum(known) / len(known), 2) if known else None,
         }
         await ctx.emit("summary", result)
-        await ctx.memory.append("assistant", summary, kind="summary")
-        return result
+        return {**result, "turns": turns}
 
     @app.pipeline("stt_batch", timeout_s=300, input_model=SttBatch)
     async def stt_batch(ctx: RunContext, input: SttBatch) -> dict[str, Any]:
@@ -279,14 +199,6 @@ def build_app(settings: Settings | None = None, providers: Providers | None = No
     return app
 
 
-async def ask(ctx: RunContext, config: InterviewConfig, number: int, question: str) -> dict[str, Any]:
-    """Put question ``number`` to the candidate: a `question` event, and into memory."""
-    asked = {"number": number, "of": config.questions, "question": question}
-    await ctx.emit("question", asked)
-    await ctx.memory.append("assistant", question, kind="question", number=number, config=config.model_dump())
-    return asked
-
-
 async def each_with_progress(
     ctx: RunContext, limit: str, work: Callable[[str], Awaitable[T]], items: list[str], what: str
 ) -> list[T]:
@@ -326,28 +238,24 @@ class LLM:
     async def __aexit__(self, *exc: object) -> None:
         await self._http.aclose()
 
-    async def question(self, interview: Interview, number: int) -> str:
-        config = interview.config
-        data = {**config.model_dump(), "number": number, "of": config.questions}
-        return await self._complete("question", {**data, "asked": [turn.question for turn in interview.turns]})
+    async def question(self, config: InterviewConfig, number: int, asked: list[str]) -> str:
+        data = {**config.model_dump(exclude={"answer_timeout_s"}), "number": number, "of": config.questions}
+        return await self._complete("question", {**data, "asked": asked})
 
-    async def feedback(self, config: InterviewConfig, question: str, answer: str) -> tuple[str, int | None]:
+    async def feedback(self, config: InterviewConfig, question: str, answer: str) -> dict[str, Any]:
+        """``{"feedback", "score"}``, the score 1 to 5, or None when the model ignored the format."""
         data = {"role": config.role, "language": config.language, "question": question, "answer": answer}
         reply = await self._complete("feedback", data)
         try:
             judged = json.loads(reply)
             score = int(judged["score"])
-            return str(judged["feedback"]), min(5, max(1, score))
+            return {"feedback": str(judged["feedback"]), "score": min(5, max(1, score))}
         except (ValueError, KeyError, TypeError):  # a model that ignored the format: keep its words
-            return reply, None
+            return {"feedback": reply, "score": None}
 
-    async def summary(self, interview: Interview) -> str:
-        turns = [
-            {"number": t.number, "question": t.question, "answer": t.answer, "feedback": t.feedback, "score": t.score}
-            for t in interview.answered
-        ]
-        config = interview.config
-        return await self._complete("summary", {**config.model_dump(), "of": config.questions, "turns": turns})
+    async def summary(self, config: InterviewConfig, turns: list[dict[str, Any]]) -> str:
+        data = {**config.model_dump(exclude={"answer_timeout_s"}), "of": config.questions, "turns": turns}
+        return await self._complete("summary", data)
 
     async def _complete(self, task: str, data: dict[str, Any]) -> str:
         messages = [{"role": "system", "content": PROMPTS[task]}, {"role": "user", "content": json.dumps(data)}]

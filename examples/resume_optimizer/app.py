@@ -4,13 +4,17 @@ The ``optimize`` pipeline reads a resume and a job posting, then goes through
 five stages: ``parse`` (sections, and the posting's keywords), ``analyze`` (a
 critique of every bullet), ``rewrite`` (every bullet), ``tailor`` (each keyword
 the posting wants) and ``score`` (keyword coverage before and after, and a
-streamed summary). Each step calls the LLM through ``ctx.call``.
+streamed summary). Each stage is a durable ``ctx.step``: a run whose worker
+was killed in stage 3 resumes at stage 3 on another worker (or the restarted
+one) without calling the LLM again for stages 1 and 2. Every LLM call goes
+through ``ctx.call``.
 
 The whole run lasts ``RESUME_OPTIMIZER_SECONDS`` (default 240, as the original
-did; tests use 2): the steps share that time, and while a step waits out its
-share a ``progress`` event goes out at least every second, so a browser always
-has something fresh to show. The rest is runyard's: the browser reconnects with
-``Last-Event-ID`` and misses nothing, or polls ``GET /v1/runs/{id}``;
+did; tests use 1.5): its progress steps (a section, a bullet, a keyword...)
+share that time, and while one waits out its share a ``progress`` event goes
+out at least every second, so a browser always has something fresh to show.
+The rest is runyard's: the browser reconnects with ``Last-Event-ID`` and
+misses nothing, or polls ``GET /v1/runs/{id}``;
 ``RUNYARD_QUOTA_RUNS=5`` gives each browser's client id 5 free runs; and
 ``RUNYARD_SSE_PAD_BYTES=4096`` gets each event through a proxy that buffers 4 KB.
 
@@ -142,20 +146,24 @@ class LLMClient:
 
 
 class Pacer:
-    """Spreads a run over ``seconds``: step k ends ``k * seconds / steps`` after the
-    start, and while a step waits for its end a ``progress`` event goes out at least
-    every ``PROGRESS_EVERY_S``, its ``current`` counting the step's fraction too."""
+    """Spreads a stage over its share of the run: the stage's k-th step ends
+    ``k * step_s`` after the stage began, and while a step waits for its end a
+    ``progress`` event goes out at least every ``PROGRESS_EVERY_S``, its ``current``
+    counting the steps of the run done before the stage and the step's fraction.
+    Each stage keeps its own clock, so a stage executed again (after its worker
+    died) gets its whole share again."""
 
-    def __init__(self, ctx: RunContext, seconds: float, steps: int) -> None:
+    def __init__(self, ctx: RunContext, step_s: float, steps: int, done: int) -> None:
         self._ctx = ctx
         self._loop = asyncio.get_running_loop()
         self._started = self._loop.time()
-        self._step_s = seconds / steps
+        self._step_s = step_s
+        self._first = done
         self.steps = steps
-        self.done = 0
+        self.done = done
 
     async def step_done(self, message: str) -> None:
-        end = self._started + (self.done + 1) * self._step_s
+        end = self._started + (self.done - self._first + 1) * self._step_s
         while end - self._loop.time() > PROGRESS_EVERY_S:
             await asyncio.sleep(PROGRESS_EVERY_S)
             current = round(self.done + 1 - (end - self._loop.time()) / self._step_s, 2)
@@ -165,62 +173,132 @@ class Pacer:
         await self._ctx.progress(self.done, self.steps, message)
 
 
-async def optimize_resume(ctx: RunContext, llm: LLMClient, input: ResumeInput, seconds: float) -> dict[str, Any]:
-    await ctx.phase("parse", "started")
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the parse stage found: the run's sections, bullets and keywords, and its pace."""
+
+    sections: list[Section]
+    keywords: list[str]
+    step_s: float
+
+    @property
+    def bullets(self) -> list[tuple[int, str]]:
+        """Every bullet, with the index of its section."""
+        return [(n, bullet) for n, section in enumerate(self.sections) for bullet in section.bullets]
+
+    @property
+    def steps(self) -> int:
+        """The run's progress steps: a section each, a bullet each twice, a keyword each, the score."""
+        return len(self.sections) + 2 * len(self.bullets) + len(self.keywords) + 1
+
+    def pacer(self, ctx: RunContext, done: int) -> Pacer:
+        return Pacer(ctx, self.step_s, self.steps, done)
+
+    def to_json(self) -> dict[str, Any]:
+        sections = [{"title": s.title, "bullets": list(s.bullets)} for s in self.sections]
+        return {"sections": sections, "keywords": self.keywords, "step_s": self.step_s}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        sections = [Section(s["title"], tuple(s["bullets"])) for s in data["sections"]]
+        return cls(sections, list(data["keywords"]), float(data["step_s"]))
+
+
+# The five stages. Each runs as one ``ctx.step``: its LLM calls, its events and its
+# pacing happen once, and its JSON result is recorded with its ``step`` event, so a
+# run executed again (its worker was killed, a deploy drained it) skips the stages
+# already done without calling the LLM for them, and only the stage that was cut
+# off starts over.
+
+
+async def parse_stage(ctx: RunContext, llm: LLMClient, input: ResumeInput, seconds: float) -> dict[str, Any]:
     sections = parse_resume(input.resume)
     keywords: list[str] = (await llm.ask("keywords", job=input.job.replace("\n", " ")))["keywords"]
     await ctx.emit("keywords", {"keywords": keywords})
-    bullets = [(n, bullet) for n, section in enumerate(sections) for bullet in section.bullets]
-    pacer = Pacer(ctx, seconds, steps=len(sections) + 2 * len(bullets) + len(keywords) + 1)
+    steps = Plan(sections, keywords, 0.0).steps
+    plan = Plan(sections, keywords, seconds / steps)
+    pacer = plan.pacer(ctx, 0)
     for section in sections:
         await ctx.emit("section", {"title": section.title, "bullets": len(section.bullets)})
         await pacer.step_done(f"parse: {section.title}")
-    await ctx.phase("parse", "done", sections=len(sections), bullets=len(bullets))
+    return plan.to_json()
 
-    await ctx.phase("analyze", "started")
+
+async def analyze_stage(ctx: RunContext, llm: LLMClient, plan: Plan) -> list[list[str]]:
+    pacer = plan.pacer(ctx, len(plan.sections))
+    bullets = plan.bullets
     critiques: list[list[str]] = []
     for n, (_, bullet) in enumerate(bullets, 1):
         issues: list[str] = (await llm.ask("critique", bullet=bullet))["issues"]
         critiques.append(issues)
         await ctx.emit("critique", {"bullet": bullet, "issues": issues})
         await pacer.step_done(f"analyze: bullet {n} of {len(bullets)}")
-    await ctx.phase("analyze", "done", issues=sum(map(len, critiques)))
+    return critiques
 
-    await ctx.phase("rewrite", "started")
-    rewritten: list[list[str]] = [[] for _ in sections]
+
+async def rewrite_stage(ctx: RunContext, llm: LLMClient, plan: Plan, critiques: list[list[str]]) -> list[list[str]]:
+    pacer = plan.pacer(ctx, len(plan.sections) + len(plan.bullets))
+    bullets = plan.bullets
+    rewritten: list[list[str]] = [[] for _ in plan.sections]
     for n, ((section_index, bullet), issues) in enumerate(zip(bullets, critiques, strict=True), 1):
         text = (await llm.ask("rewrite", bullet=bullet, issues=", ".join(issues)))["text"] if issues else bullet
         rewritten[section_index].append(text)
         if text != bullet:
             await ctx.emit("rewrite", {"before": bullet, "after": text})
         await pacer.step_done(f"rewrite: bullet {n} of {len(bullets)}")
-    improved = [Section(section.title, tuple(rewritten[n])) for n, section in enumerate(sections)]
-    await ctx.phase("rewrite", "done")
+    return rewritten
 
-    await ctx.phase("tailor", "started")
-    draft = render(improved, [])
+
+async def tailor_stage(ctx: RunContext, llm: LLMClient, plan: Plan, draft: str) -> list[str]:
+    pacer = plan.pacer(ctx, len(plan.sections) + 2 * len(plan.bullets))
     skills: list[str] = []
-    for keyword in keywords:
+    for keyword in plan.keywords:
         advice = await llm.ask("tailor", keyword=keyword, resume=draft.replace("\n", " "))
         if advice["add"]:
             skills.append(keyword)
         await ctx.emit("keyword", {"keyword": keyword, "add": advice["add"], "suggestion": advice["suggestion"]})
         await pacer.step_done(f"tailor: {keyword}")
-    await ctx.phase("tailor", "done", missing=len(skills))
+    return skills
 
-    await ctx.phase("score", "started")
-    optimized = render(improved, skills)
-    before, after = coverage(input.resume, keywords), coverage(optimized, keywords)
-    changed = sum(1 for issues in critiques if issues)
+
+async def score_stage(ctx: RunContext, llm: LLMClient, plan: Plan, before: int, after: int, changed: int) -> str:
+    pacer = plan.pacer(ctx, plan.steps - 1)
     summary: str = (await llm.ask("summary", before=before, after=after, rewritten=changed))["summary"]
     for piece in re.findall(r"\S+\s*", summary):
         await ctx.token(piece)
     await pacer.step_done("score")
+    return summary
+
+
+async def optimize_resume(ctx: RunContext, llm: LLMClient, input: ResumeInput, seconds: float) -> dict[str, Any]:
+    """The five stages in turn, each a ``ctx.step`` between its ``phase`` events."""
+    await ctx.phase("parse", "started")
+    plan = Plan.from_json(await ctx.step("parse", parse_stage, ctx, llm, input, seconds))
+    await ctx.phase("parse", "done", sections=len(plan.sections), bullets=len(plan.bullets))
+
+    await ctx.phase("analyze", "started")
+    critiques: list[list[str]] = await ctx.step("analyze", analyze_stage, ctx, llm, plan)
+    await ctx.phase("analyze", "done", issues=sum(map(len, critiques)))
+
+    await ctx.phase("rewrite", "started")
+    rewritten: list[list[str]] = await ctx.step("rewrite", rewrite_stage, ctx, llm, plan, critiques)
+    improved = [Section(section.title, tuple(rewritten[n])) for n, section in enumerate(plan.sections)]
+    await ctx.phase("rewrite", "done")
+
+    await ctx.phase("tailor", "started")
+    skills: list[str] = await ctx.step("tailor", tailor_stage, ctx, llm, plan, render(improved, []))
+    await ctx.phase("tailor", "done", missing=len(skills))
+
+    await ctx.phase("score", "started")
+    optimized = render(improved, skills)
+    before, after = coverage(input.resume, plan.keywords), coverage(optimized, plan.keywords)
+    changed = sum(1 for issues in critiques if issues)
+    summary: str = await ctx.step("score", score_stage, ctx, llm, plan, before, after, changed)
     await ctx.phase("score", "done", before=before, after=after)
     return {
         "score_before": before,
         "score_after": after,
-        "keywords": keywords,
+        "keywords": plan.keywords,
         "missing_keywords": skills,
         "optimized_resume": optimized,
         "summary": summary,
@@ -232,7 +310,9 @@ def build_app(config: Config | None = None, settings: Settings | None = None) ->
     app = Runyard(settings, title="resume_optimizer")
     app.limit(LLM, concurrency=16, rpm=3000)
 
-    @app.pipeline("optimize", timeout_s=config.timeout_s, input_model=ResumeInput)
+    # A killed worker's run is taken over by another (or the restarted) process: a
+    # retry, which resumes past the stages already recorded.
+    @app.pipeline("optimize", timeout_s=config.timeout_s, retries=2, input_model=ResumeInput)
     async def optimize(ctx: RunContext, input: ResumeInput) -> dict[str, Any]:
         """Parse, analyze, rewrite, tailor and score a resume against a job posting,
         with a `progress` event at least every second."""

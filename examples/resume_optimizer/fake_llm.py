@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.applications import Starlette
@@ -58,13 +59,17 @@ _FIELD = re.compile(r"^(\w+): (.*)$", re.MULTILINE)
 
 @dataclass
 class FakeLLM:
+    """The fake, counting the calls it answered, in all and by task."""
+
     calls: int = 0
+    tasks: Counter[str] = field(default_factory=Counter)
 
     async def completions(self, request: Request) -> JSONResponse:
         body = await request.json()
         system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
         task = match.group(1) if (match := _TASK.search(system)) else "chat"
         self.calls += 1
+        self.tasks[task] += 1
         content = json.dumps(answer(task, dict(_FIELD.findall(body["messages"][-1]["content"]))))
         message = {"role": "assistant", "content": content}
         return JSONResponse({"object": "chat.completion", "choices": [{"index": 0, "message": message}]})

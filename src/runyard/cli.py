@@ -5,6 +5,7 @@
     runyard worker APP [--<setting> V ...]
     runyard run PIPELINE --input JSON [--url U] [--session S] [--client-id C]
     runyard tail RUN_ID [--url U] [--after N]
+    runyard answer RUN_ID --value JSON [--ask-id A] [--url U]
     runyard loadtest [--url U] [--sessions N] [--events M] [--interval-ms MS] [--duration S] [--json]
     runyard migrate [--store URL]
 
@@ -12,9 +13,10 @@ Every field of ``runyard.settings.Settings`` is a flag of ``demo``, ``serve`` an
 ``worker``, generated from the class so the two never drift; a flag given
 overrides the field's ``RUNYARD_*`` variable, which overrides the default.
 
-Exit status: 0 success; 1 a run that did not succeed, a load test that found a
-violation, or the server could not be reached; 2 a usage error (a bad flag or
-input, a 4xx answer); 130 interrupted.
+``run`` prompts for what a run asks (``ctx.ask``); with no terminal, it says how to ``answer``.
+Exit status: 0 success or a run left waiting for input; 1 a run that did not succeed, a load
+test that found a violation, or the server could not be reached; 2 a usage error (a bad flag
+or input, a 4xx answer); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,21 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin
 
 import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
-from rich.console import Console
 
-from runyard.cli_view import RunView, compact, data_field
-from runyard.client import DEFAULT_URL, APIError, AsyncClient, StreamLost
+from runyard.cli_common import FAILED, INTERRUPTED, OK, USAGE, UsageError
+from runyard.cli_runs import cmd_answer, cmd_loadtest, cmd_run, cmd_tail
+from runyard.client import DEFAULT_URL, APIError
 from runyard.errors import ConfigurationError, RunyardError
 from runyard.settings import Settings, redact_url
 from runyard.validation import describe
@@ -44,12 +43,7 @@ from runyard.validation import describe
 if TYPE_CHECKING:
     from runyard.app import Runyard
 
-OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 SETTING = "setting_"  # prefix of the argparse destinations of settings flags
-
-
-class UsageError(Exception):
-    """A mistake of the caller's: printed on one line, exit status 2."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,13 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _fail(message: str, status: int) -> int:
     print(f"runyard: error: {message}", file=sys.stderr)
     return status
-
-
-def _note(message: str) -> None:
-    print(f"runyard: {message}", file=sys.stderr)
-
-
-# -- the parser ----------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("run_id", metavar="RUN_ID")
     tail.add_argument("--after", type=_seq, default=0, metavar="N", help="start after this seq (default 0)")
     _add_server_flags(tail)
+
+    answer = _command(commands, "answer", cmd_answer, "answer the question a waiting run asked")
+    answer.add_argument("run_id", metavar="RUN_ID")
+    answer.add_argument("--value", required=True, metavar="JSON", help="the answer as JSON, @FILE, or - for stdin")
+    answer.add_argument("--ask-id", metavar="A", help="answer only if the run still waits on this question")
+    _add_server_flags(answer)
 
     load = _command(commands, "loadtest", cmd_loadtest, "many ticker sessions at once; exit 1 on any violation")
     load.add_argument("--sessions", type=int, default=50, metavar="N", help="concurrent sessions (default 50)")
@@ -261,114 +254,6 @@ async def _migrate(url: str) -> int:
         return await store.migrate()
     finally:
         await store.close()
-
-
-# -- following runs ------------------------------------------------------------------
-
-
-def _client(args: argparse.Namespace) -> AsyncClient:
-    return AsyncClient(args.url, client_id=args.client_id, token=args.token)
-
-
-def parse_input(text: str) -> Any:
-    """``--input``: JSON, ``@path`` of a JSON file, or ``-`` for JSON on stdin."""
-    if text == "-":
-        text = sys.stdin.read()
-    elif text.startswith("@"):
-        try:
-            text = Path(text[1:]).read_text()
-        except OSError as exc:
-            raise UsageError(f"cannot read --input file {text[1:]!r}: {exc.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--input is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None
-
-
-@dataclass(slots=True)
-class _Started:
-    run_id: str | None = None
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    run_input = parse_input(args.input)
-    started = _Started()
-    try:
-        return asyncio.run(_run(args, run_input, started))
-    except KeyboardInterrupt:
-        if started.run_id is not None:
-            _note(f"interrupted: cancelling run {started.run_id}")
-            asyncio.run(_cancel(args, started.run_id))
-        return INTERRUPTED
-
-
-async def _run(args: argparse.Namespace, run_input: Any, started: _Started) -> int:
-    console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
-    view = RunView(console, live=console.is_terminal)
-    async with _client(args) as client:
-        snapshot = await client.create(args.pipeline, run_input, session_id=args.session)
-        started.run_id = run_id = snapshot["run_id"]
-        view.started(snapshot)
-        try:
-            async for event in client.stream(run_id):
-                view.show(event)
-        except StreamLost as exc:
-            raise StreamLost(f"{exc.message}; the run goes on: runyard tail {run_id} --url {args.url}") from exc
-        finally:
-            view.close()
-        status = view.status or (await client.snapshot(run_id))["status"]
-    return OK if status == "succeeded" else FAILED
-
-
-async def _cancel(args: argparse.Namespace, run_id: str) -> None:
-    async with _client(args) as client:
-        try:
-            await client.cancel(run_id)
-        except APIError as exc:
-            if exc.code != "run_finished":
-                _note(f"could not cancel run {run_id}: {exc}")
-        except httpx.HTTPError as exc:
-            _note(f"could not cancel run {run_id}: {exc}")
-
-
-def cmd_loadtest(args: argparse.Namespace) -> int:
-    from runyard import loadtest
-
-    try:
-        config = loadtest.Config(
-            url=args.url,
-            sessions=args.sessions,
-            events=args.events,
-            interval_ms=args.interval_ms,
-            duration_s=args.duration,
-            timeout_s=args.timeout,
-            client_id=args.client_id,
-            token=args.token,
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    report = asyncio.run(loadtest.run(config))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        loadtest.show(report, Console(highlight=False))
-    return OK if report["ok"] else FAILED
-
-
-def cmd_tail(args: argparse.Namespace) -> int:
-    return asyncio.run(_tail(args))
-
-
-async def _tail(args: argparse.Namespace) -> int:
-    status = None
-    async with _client(args) as client:
-        async for event in client.stream(args.run_id, after=args.after):
-            print(f"{event['seq']} {event['type']} {compact(event.get('data'))}", flush=True)
-            if event["type"] == "end":
-                status = data_field(event.get("data"), "status")
-        if status is None:
-            status = (await client.snapshot(args.run_id))["status"]
-    return OK if status == "succeeded" else FAILED
 
 
 if __name__ == "__main__":

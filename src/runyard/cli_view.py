@@ -34,6 +34,45 @@ _PHASE_MARKS = {
 }
 
 
+# How a status that is not the end shows; the terminal status comes with `end`.
+_STATUS_MARKS = {
+    "queued": ("·", "dim"),
+    "running": ("·", "dim"),
+    "waiting": ("⏸", "yellow"),
+}
+
+
+def shown_request(request: Any) -> str:
+    """A run's question as a person reads it: text as is, anything else as JSON."""
+    return request if isinstance(request, str) else compact(request)
+
+
+def describe_schema(schema: Any) -> str:
+    """A one-line sketch of the JSON a schema accepts: ``{"approve": boolean, "note"?: string}``."""
+    if not isinstance(schema, dict) or not schema:
+        return "any JSON"
+    if "enum" in schema:
+        return " | ".join(compact(choice) for choice in schema["enum"])
+    if "const" in schema:
+        return compact(schema["const"])
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list):
+            return " | ".join(describe_schema(option) for option in schema[key])
+    kind = schema.get("type")
+    if kind == "object" and isinstance(schema.get("properties"), dict):
+        required = set(schema.get("required", []))
+        fields = [
+            f"{compact(name)}{'' if name in required else '?'}: {describe_schema(spec)}"
+            for name, spec in schema["properties"].items()
+        ]
+        return "{" + ", ".join(fields) + "}"
+    if kind == "array":
+        return f"[{describe_schema(schema.get('items'))}, ...]"
+    if isinstance(kind, list):
+        return " | ".join(str(k) for k in kind)
+    return str(kind) if kind else "JSON"
+
+
 class RunView:
     """One run's events on a console: a line per phase, status or error, tokens as
     flowing text, the output as JSON, and progress as a live bar on a terminal
@@ -55,6 +94,8 @@ class RunView:
             "progress": self._on_progress,
             "error": self._on_error,
             "limit.wait": self._on_limit_wait,
+            "input.requested": self._on_input_requested,
+            "input.received": self._on_input_received,
             "end": self._on_end,
         }
 
@@ -70,14 +111,30 @@ class RunView:
         data = compact(event.get("data"))
         self._line(f"{event['type']} {data if len(data) <= 200 else data[:199] + '…'}", "dim")
 
+    def waiting(self, hint: str) -> None:
+        """The run waits for an answer no one here can give: say how to give it."""
+        self._line(f"⏸ the run is waiting for input; answer it with: {hint}", "yellow")
+
     def close(self) -> None:
         self._stop_progress()
         self._end_text()
 
     def _on_status(self, data: Any) -> None:
-        status = data_field(data, "status")
-        if status in ("queued", "running"):  # the terminal status comes with `end`
-            self._line(f"· {status}", "dim")
+        status, until = data_field(data, "status"), data_field(data, "until")
+        # waiting for an answer follows its question (input.requested), which says so already
+        if status not in _STATUS_MARKS or (status == "waiting" and not until):
+            return
+        mark, style = _STATUS_MARKS[status]
+        self._line(f"{mark} {'sleeping until ' + str(until) if until else status}", style)
+
+    def _on_input_requested(self, data: Any) -> None:
+        self._line(f"? {shown_request(data_field(data, 'request'))}", "bold")
+        schema = data_field(data, "schema")
+        if schema is not None:
+            self._line(f"  answer with: {describe_schema(schema)}", "cyan")
+
+    def _on_input_received(self, data: Any) -> None:
+        self._line("✓ answer received", "green")
 
     def _on_phase(self, data: Any) -> None:
         name, status = data_field(data, "name"), data_field(data, "status")

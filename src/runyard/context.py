@@ -14,8 +14,12 @@ from contextlib import asynccontextmanager
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
+
+from runyard.journal import RunJournal
 from runyard.models import EVENT_TYPE, Fence, Message, now
 from runyard.servable import check_depth
+from runyard.store.base import Replay
 
 if TYPE_CHECKING:
     from runyard.events.log import EventLog
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
     from runyard.store.base import SessionStore
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 _current: contextvars.ContextVar[RunContext] = contextvars.ContextVar("runyard_run")
 _VALID_TYPES: set[str] = set()  # event types already checked against EVENT_TYPE
 # The runtime's own event types: a pipeline emitting one could end every stream
@@ -85,8 +90,11 @@ class RunSession:
 
 
 class RunContext:
-    """A run's handle on the runtime: events, memory, limits, its session and
-    the app's shared resources."""
+    """A run's handle on the runtime: events, durable steps, questions and
+    sleeps, memory, limits, its session and the app's shared resources.
+
+    ``journal``: this execution's replay of the run (``runyard.journal``); a
+    context built without one starts the run's journal empty."""
 
     def __init__(
         self,
@@ -98,6 +106,7 @@ class RunContext:
         fence: Fence | None = None,
         *,
         resources: Resources,
+        journal: RunJournal | None = None,
     ) -> None:
         self.run_id = run.run_id
         self.session_id = run.session_id
@@ -108,9 +117,8 @@ class RunContext:
         self.memory = Memory(store, run.session_id, history_max)
         self.session = RunSession(store, run.session_id)
         self.resources = resources  # the app's, built at start-up: shared by every run, read-only
-        self._log = log
         self._limits = limits
-        self._fence = fence  # the lease its writes are made under
+        self._journal = journal or RunJournal(run, log, Replay(), fence, now())
 
     async def emit(self, type: str, data: Any = None) -> None:
         """Add an event to this run's log. It is published once persisted, in
@@ -128,7 +136,7 @@ class RunContext:
             if len(_VALID_TYPES) < 10_000:  # the types a deployment uses are few; don't grow without bound
                 _VALID_TYPES.add(type)
         check_depth(data, f"the data of event {type!r}")
-        await self._log.append(self.run_id, type, data, self._fence)
+        await self._journal.emit(type, data)
 
     async def phase(self, name: str, status: str = "started", **extra: Any) -> None:
         """A ``phase`` event ``{"name", "status", **extra}``."""
@@ -136,13 +144,44 @@ class RunContext:
 
     async def token(self, text: str) -> None:
         """A ``token`` event ``{"text"}``: a piece of streamed output."""
-        await self._log.append(self.run_id, "token", {"text": text}, self._fence)
+        await self._journal.emit("token", {"text": text})
 
     async def progress(self, current: float, total: float | None = None, message: str | None = None) -> None:
         """A ``progress`` event ``{"current", "total", "fraction", "message"}``."""
         fraction = min(1.0, current / total) if total else None
         data = {"current": current, "total": total, "fraction": fraction, "message": message}
-        await self._log.append(self.run_id, "progress", data, self._fence)
+        await self._journal.emit("progress", data)
+
+    # -- durable work ------------------------------------------------------------
+
+    async def step(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` (awaited if async, in a thread if sync), its result
+        recorded durably with a ``step`` event: when the run executes again, the
+        step returns the recorded result without calling ``fn``. Steps are
+        identified by ``(name, n)``, ``n`` counting this name's steps from 1. The
+        value returned is the recorded JSON (a pydantic model comes back dumped);
+        a result that is not JSON fails the run (``pipeline_error``) naming the step."""
+        return await self._journal.step(name, fn, args, kwargs)
+
+    async def ask(
+        self,
+        request: Any,
+        *,
+        schema: type[M] | dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """Ask for input and wait for it without holding a worker: the run becomes
+        ``waiting`` (``waiting_for`` in its snapshot, an ``input.requested`` event)
+        until ``POST /v1/runs/{id}/input`` answers, then executes again from its
+        start and this returns the answer (an instance of ``schema`` when it is a
+        pydantic model; checked against it when it is a JSON Schema dict).
+        Unanswered after ``timeout_s``, the run ends ``timed_out``."""
+        return await self._journal.ask(request, schema, timeout_s)
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` without holding a worker (status ``waiting``); the run
+        executes again after that time, on any worker, across restarts."""
+        await self._journal.sleep(seconds)
 
     @asynccontextmanager
     async def limit(self, name: str, tokens: int = 0) -> AsyncIterator[None]:

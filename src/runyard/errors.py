@@ -12,15 +12,17 @@
     │   └── PipelineNotFound
     ├── Conflict (409)
     │   ├── SessionBusy               multitask=reject and the session has an unfinished run
-    │   └── RunFinished               cancel of a finished run
+    │   ├── RunFinished               cancel of a finished run
+    │   ├── RunNotWaiting             an answer to a run that is not waiting for one
+    │   └── AskMismatch               an answer naming another question (``ask_id``)
+    ├── InvalidAnswer (422)           an answer that does not fit its question's schema
     ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
     ├── TooManyStreams (429)          the owner has RUNYARD_MAX_STREAMS_PER_OWNER streams open here
     ├── PayloadTooLarge (413)
     ├── StoreError                    the store could not do what was asked
     │   └── StoreUnavailable          busy or unreachable: a lock held past the busy timeout, a
-    │                                 lost or refused connection (503 with Retry-After)
-    │   └── StoreUnavailable          the connection failed (the server restarts, say)
+    │                                 deadlock, a lost or refused connection (503 with Retry-After)
     ├── RunTooLarge                   a run's events would pass RUNYARD_MAX_RUN_BYTES:
     │                                 the store refused them; the run fails ``too_large``
     ├── RateLimited (429)             over RUNYARD_RATE_LIMIT (governance/admission.py)
@@ -97,6 +99,19 @@ class RunFinished(Conflict):
     code = "run_finished"
 
 
+class RunNotWaiting(Conflict):
+    code = "run_not_waiting"
+
+
+class AskMismatch(Conflict):
+    code = "ask_mismatch"
+
+
+class InvalidAnswer(RunyardError):
+    code = "invalid_input"
+    status = 422
+
+
 class PayloadTooLarge(RunyardError):
     code = "payload_too_large"
     status = 413
@@ -109,10 +124,11 @@ class StoreError(RunyardError):
 
 class StoreUnavailable(StoreError):
     """The store is busy or unreachable now (SQLite's lock held past its busy
-    timeout, a PostgreSQL that restarts or refuses connections): HTTP answers 503
-    with ``Retry-After``. ``in_doubt``: it failed while committing, so the write
-    may or may not have happened; otherwise nothing was written, and the same
-    write may simply be tried again."""
+    timeout; PostgreSQL's deadlocks, lock and statement timeouts, a pool with no
+    free connection, a server that restarts or refuses connections): HTTP answers
+    503 with ``Retry-After``. ``in_doubt``: the connection was lost after a write
+    was sent (during COMMIT), so it may or may not have happened; otherwise
+    nothing was written, and the same write may simply be tried again."""
 
     code = "store_unavailable"
     # The longest lock holder known, a retention sweep, held SQLite's for 1.1-1.4 s

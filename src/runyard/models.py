@@ -23,6 +23,7 @@ import orjson
 class RunStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    WAITING = "waiting"  # for an answer (``ctx.ask``) or a time (``ctx.sleep``): unfinished, holding no worker
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -30,10 +31,10 @@ class RunStatus(StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
+        return self not in UNFINISHED
 
 
-UNFINISHED = frozenset({RunStatus.QUEUED, RunStatus.RUNNING})
+UNFINISHED = frozenset({RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING})
 
 
 class Multitask(StrEnum):
@@ -88,6 +89,71 @@ class RunError:
         return {"code": self.code, "message": self.message}
 
 
+ASK = "ask"
+SLEEP = "sleep"
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """What a ``waiting`` run waits for: an answer to ``ctx.ask`` (``kind`` "ask")
+    or the end of ``ctx.sleep`` ("sleep").
+
+    ``step``/``n`` name the step that records the answer (or the sleep), ``pos``
+    is the pipeline's replay position at the wait (``runyard.journal``), and
+    ``until`` is when the sleep ends or the question times out (None: never)."""
+
+    kind: str
+    id: str
+    n: int
+    pos: int
+    request: Any = None
+    schema: dict[str, Any] | None = None
+    until: float | None = None
+
+    @property
+    def step(self) -> str:
+        """The name of the step that records this wait: ``:ask`` or ``:sleep``
+        (user steps cannot start with ``:``)."""
+        return f":{self.kind}"
+
+    def public(self) -> dict[str, Any]:
+        """The snapshot's ``waiting_for``."""
+        if self.kind == ASK:
+            return {"ask_id": self.id, "request": self.request, "schema": self.schema}
+        return {"until": rfc3339(self.until)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "id": self.id,
+            "n": self.n,
+            "pos": self.pos,
+            "request": self.request,
+            "schema": self.schema,
+            "until": self.until,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Wait:
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """A step's recorded result: ``(name, n)`` identifies it within its run,
+    ``result`` is its JSON (encoded once), ``pos`` the replay position right
+    after it (where an execution that replays the step goes on counting)."""
+
+    name: str
+    n: int
+    result: bytes
+    pos: int
+    at: float
+
+    def value(self) -> Any:
+        return orjson.loads(self.result)
+
+
 @dataclass(slots=True)
 class Run:
     run_id: str
@@ -108,6 +174,8 @@ class Run:
     max_attempts: int = 1
     worker_id: str | None = None
     lease_expires_at: float | None = None
+    waiting: Wait | None = None
+    executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
 
     def snapshot(self) -> dict[str, Any]:
         """The contract's run snapshot."""
@@ -125,6 +193,7 @@ class Run:
             "last_seq": self.last_seq,
             "attempt": self.attempt,
             "metadata": self.metadata,
+            "waiting_for": self.waiting.public() if self.waiting is not None else None,
         }
 
 
@@ -164,7 +233,10 @@ class RunUpdate:
     ``StatusConflict``; other groups of the same append are unaffected.
     Fields left ``None`` are not changed; ``clear_lease`` empties worker and lease.
     ``lease_expired_by`` makes it conditional, too, on the run's lease having
-    ended before that time (recovering another worker's run, never a live one).
+    ended before that time (recovering another worker's run, never a live one);
+    ``expect_wait`` on the run waiting for the wait of that id (an answer to
+    that question, the end of that sleep). ``waiting`` sets what the run waits
+    for, ``clear_waiting`` empties it.
     """
 
     status: RunStatus | None = None
@@ -179,16 +251,27 @@ class RunUpdate:
     lease_expires_at: float | None = None
     clear_lease: bool = False
     lease_expired_by: float | None = None
+    waiting: Wait | None = None
+    clear_waiting: bool = False
+    expect_wait: str | None = None
+    executed_s: float | None = None
 
 
 @dataclass(slots=True)
 class EventDraft:
-    """An event not yet persisted: it gets its ``seq`` from the store."""
+    """An event not yet persisted: it gets its ``seq`` from the store.
+
+    ``pos``: for an event a pipeline emitted, its replay position + 1 (the
+    position the run's log has reached once it is stored); a step's
+    ``restarted`` marker carries the position it starts again from. The last
+    ``pos`` in a run's log is where a new execution starts appending again
+    (``runyard.journal``); the runtime's other events carry none."""
 
     run_id: str
     type: str
     data: bytes
     ts: float
+    pos: int | None = None
 
 
 @dataclass(slots=True)

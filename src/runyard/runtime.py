@@ -23,24 +23,44 @@ from runyard.broker.base import CANCEL, WAKE
 from runyard.engine import Engine
 from runyard.engine.engine import WORKER_LIVE_LEASES
 from runyard.errors import (
+    AskMismatch,
+    InvalidAnswer,
     InvalidCursor,
     PipelineNotFound,
     RunFinished,
     RunNotFound,
+    RunNotWaiting,
     SessionNotFound,
 )
 from runyard.events import Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
-from runyard.models import ID_PATTERN, IDEMPOTENCY_TTL_S, Multitask, Run, RunStatus, Session, new_id, now
+from runyard.models import (
+    ASK,
+    ID_PATTERN,
+    IDEMPOTENCY_TTL_S,
+    Multitask,
+    Run,
+    RunStatus,
+    RunUpdate,
+    Session,
+    StatusConflict,
+    StepRecord,
+    Wait,
+    dumps,
+    new_id,
+    now,
+)
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
+from runyard.servable import NestedTooDeep, check_depth
 from runyard.settings import Settings
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, RunQuery, SessionEntry
+from runyard.validation import schema_errors
 
 log = logging.getLogger("runyard.runtime")
 
@@ -194,6 +214,32 @@ class Runtime:
         await self.engine.cancel(run)
         return await self.get_run(owner, run_id)
 
+    async def answer(self, owner: str, run_id: str, value: Any, ask_id: str | None = None) -> Run:
+        """Answer the question the run waits for, and queue it again: its next
+        execution replays its steps and ``ctx.ask`` returns ``value``.
+
+        ``RunNotWaiting`` unless it waits for an answer, ``AskMismatch`` when
+        ``ask_id`` names another question, ``InvalidAnswer`` when ``value`` does not
+        fit the question's schema (then nothing changes). The answer is recorded,
+        with its ``input.received`` event, only if the run still waits for that
+        question when the store writes it: of two racing answers, one wins."""
+        run = await self.get_run(owner, run_id)
+        wait = _question_of(run, ask_id)
+        _check_answer(wait, value)
+        record = StepRecord(wait.step, wait.n, dumps(value), wait.pos, now())
+        update = RunUpdate(
+            status=RunStatus.QUEUED, expect=frozenset({RunStatus.WAITING}), expect_wait=wait.id, clear_waiting=True
+        )
+        items = [("input.received", {"ask_id": wait.id}), ("status", {"status": "queued", "reason": "answered"})]
+        try:
+            await self.events.append_group(run.run_id, items, update, step=record)
+        except StatusConflict:
+            _question_of(await self.get_run(owner, run_id), wait.id)  # says why: answered, cancelled, ended
+            raise RunNotWaiting(f"run {run_id} no longer waits for {wait.id}") from None
+        log_run("resumed", run, by="answer", wait_id=wait.id)
+        await self.broker.signal(WAKE)
+        return await self.get_run(owner, run_id)
+
     def follow(self, run: Run, after: int) -> AsyncGenerator[list[Frame], None]:
         """The run's events after ``after`` as SSE frames: history, then live, until ``end``."""
         return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s)
@@ -259,6 +305,28 @@ class Runtime:
         if session is None or session.deleted or session.owner != owner:
             raise SessionNotFound(f"no session {session_id!r}")
         return session
+
+
+def _question_of(run: Run, ask_id: str | None) -> Wait:
+    """The question ``run`` waits for an answer to (``ask_id``'s, when given)."""
+    wait = run.waiting
+    if run.status is not RunStatus.WAITING or wait is None or wait.kind != ASK:
+        raise RunNotWaiting(f"run {run.run_id} is {run.status.value}, not waiting for input")
+    if ask_id is not None and ask_id != wait.id:
+        raise AskMismatch(f"run {run.run_id} waits for an answer to {wait.id}, not {ask_id}")
+    return wait
+
+
+def _check_answer(wait: Wait, value: Any) -> None:
+    """``InvalidAnswer`` unless ``value`` can be stored and fits the question's schema."""
+    try:
+        check_depth(value, "the answer")
+    except NestedTooDeep as exc:
+        raise InvalidAnswer(str(exc)) from None
+    if wait.schema is not None:
+        problems = schema_errors(wait.schema, value)
+        if problems is not None:
+            raise InvalidAnswer(f"the answer does not fit the question's schema: {problems}")
 
 
 def _effective_timeout(asked: float | None, declared: float | None) -> float | None:

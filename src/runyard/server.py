@@ -98,7 +98,7 @@ class _Server(uvicorn.Server):
         waited for ``cancel_grace_s`` at most (asyncio.run waits for ever): a
         pipeline that swallows its cancellation would otherwise keep the process
         alive after SIGTERM, its run long handed back."""
-        factory = self.config.get_loop_factory()
+        factory = _loop_factory(self.config)
         loop = factory() if factory is not None else asyncio.new_event_loop()
         try:
             loop.run_until_complete(self.serve(sockets=sockets))
@@ -111,6 +111,16 @@ class _Server(uvicorn.Server):
         with contextlib.suppress(RuntimeError):  # not started yet: no stream to end
             asyncio.get_running_loop().call_soon_threadsafe(self._app.runtime.hub.close)
         super().handle_exit(sig, frame)
+
+
+def _loop_factory(config: uvicorn.Config) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvicorn's loop, one that accepts connections in batches if it is uvloop's."""
+    default = config.get_loop_factory()
+    try:
+        from runyard.http.listener import loop_factory
+    except ImportError:  # no uvloop (Windows): asyncio's loop accepts in batches already
+        return default
+    return loop_factory(default)
 
 
 async def _cancel_leftover_tasks(grace_s: float) -> None:

@@ -1,10 +1,14 @@
-"""Saying what pydantic found wrong, the same way for every front end: a 422's
-message, a run's input that does not fit its pipeline, a CLI flag."""
+"""Saying what pydantic (or a JSON Schema) found wrong, the same way for every
+front end: a 422's message, a run's input that does not fit its pipeline, a CLI
+flag, an answer to ``ctx.ask`` that does not fit its schema."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import jsonschema
+from pydantic import BaseModel
 
 # Where FastAPI found a value, not part of its name: ``body.count`` is ``count``.
 _SOURCES = frozenset({"body", "query", "path", "header"})
@@ -32,3 +36,28 @@ def where(error: Error, root: str = "body") -> str:
 def why(error: Error) -> str:
     """The error's message, without the ``Value error, `` pydantic puts before a validator's own."""
     return str(error.get("msg", "invalid")).removeprefix("Value error, ")
+
+
+def json_schema_of(schema: Any) -> dict[str, Any]:
+    """The JSON Schema an answer is checked against: a pydantic model's, or a
+    JSON Schema given as a dict (``ValueError`` if it is not a valid one)."""
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_json_schema()
+    if not isinstance(schema, dict):
+        raise ValueError(f"a schema is a pydantic model or a JSON Schema dict, not {type(schema).__name__}")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    return schema
+
+
+def schema_errors(schema: Mapping[str, Any], value: Any, *, limit: int = 3) -> str | None:
+    """``where: why`` for what ``value`` breaks of ``schema`` (a JSON Schema), or None if it fits."""
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda error: list(error.absolute_path))
+    if not errors:
+        return None
+    parts = [f"{'.'.join(str(p) for p in error.absolute_path) or 'value'}: {error.message}" for error in errors[:limit]]
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more

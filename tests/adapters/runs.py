@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from runyard import Run
+from runyard import Run, RunStatus
 from runyard.runtime import Runtime
 
 OWNER = "tester"
@@ -33,8 +35,23 @@ class Finished:
 
 async def run_to_end(rt: Runtime, pipeline: str, input: Any, *, session_id: str | None = None) -> Finished:
     """Create a run, wait for its end, and read back every event it has."""
-    run = await rt.create_run(OWNER, pipeline, input, session_id=session_id)
-    done = await rt.wait(run, 20)
+    return await finish(rt, await rt.create_run(OWNER, pipeline, input, session_id=session_id))
+
+
+async def until_waiting(rt: Runtime, run: Run, timeout_s: float = 20) -> Run:
+    """The run once it waits (for an answer or a time), following its events as they come."""
+    async with asyncio.timeout(timeout_s), contextlib.aclosing(rt.follow(run, 0)) as frames:
+        async for _ in frames:  # each batch of events may be the one that made it wait
+            current = await rt.get_run(run.owner, run.run_id)
+            if current.status is RunStatus.WAITING:
+                return current
+            assert not current.status.finished, f"run {run.run_id} ended {current.status} instead of waiting"
+    raise AssertionError(f"run {run.run_id} stopped streaming without waiting")
+
+
+async def finish(rt: Runtime, run: Run) -> Finished:
+    """Wait for an existing run's end and read back every event it has."""
+    done = await rt.wait(await rt.get_run(run.owner, run.run_id), 20)
     assert done is not None, f"run {run.run_id} did not finish"
     events = await rt.store.read_events(run.run_id, 0, 10_000)
     return Finished(done, [(event.type, orjson.loads(event.data)) for event in events])

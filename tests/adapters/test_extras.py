@@ -13,6 +13,7 @@ import pytest
     ("adapter", "framework_module", "extra"),
     [
         ("langgraph", "langgraph.pregel", "langgraph"),
+        ("langgraph_savers", "langgraph.checkpoint.memory", "langgraph"),
         ("pydantic_ai", "pydantic_ai.agent", "pydantic-ai"),
         ("langchain", "langchain_core.callbacks", "langchain"),
     ],

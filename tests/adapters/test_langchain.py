@@ -1,18 +1,23 @@
 """``runyard.adapters.langchain.RunyardCallbackHandler``: LangChain's callbacks
 become events of the run that made the call: streamed tokens, tool starts and
-ends, and errors. The models are LangChain's own fakes."""
+ends, and errors; ``StepChatModel`` makes each model call a step. The models
+are LangChain's own fakes."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from itertools import cycle
 from typing import Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.tools import ToolException, tool
 
 from runyard import RunContext, Runyard, Settings
-from runyard.adapters.langchain import RunyardCallbackHandler
-from tests.adapters.runs import run_to_end
+from runyard.adapters.langchain import RunyardCallbackHandler, StepChatModel
+from tests.adapters.runs import OWNER, finish, run_to_end, until_waiting
 
 # One handler for every run: each callback finds its own run with current_run().
 events = RunyardCallbackHandler()
@@ -83,3 +88,42 @@ async def test_a_failing_tool_is_a_tool_error_event_and_its_exception_still_fail
     assert tool_error == {"code": "tool_error", "message": "ToolException: cannot divide by zero", "name": "divide"}
     assert run_error["code"] == "pipeline_error"
     assert done.types().count("tool.start") == 1 and "tool.end" not in done.types()
+
+
+class CountedModel(GenericFakeChatModel):
+    """LangChain's fake, counting the calls that reach it."""
+
+    calls: int = 0
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        self.calls += 1
+        async for chunk in super()._astream(*args, **kwargs):
+            yield chunk
+
+
+async def test_a_step_chat_model_records_each_call_so_a_later_execution_does_not_pay_for_it_again(
+    store_url: str,
+) -> None:
+    """The run asks after the model answered: its second execution (after the
+    answer) gets the recorded message, with no call and no token again."""
+    counted = CountedModel(messages=cycle([AIMessage("ship it today")]))
+    model = StepChatModel(counted, name="fake")
+    app = Runyard(Settings(store=store_url))
+
+    @app.pipeline("decide")
+    async def decide(ctx: RunContext, input: dict[str, Any]) -> dict[str, Any]:
+        chunks = [chunk.text async for chunk in model.astream(input["question"], config={"callbacks": [events]})]
+        verdict = await ctx.ask({"proposal": "".join(chunks)})
+        return {"proposal": "".join(chunks), "verdict": verdict}
+
+    async with app.running() as rt:
+        run = await rt.create_run(OWNER, "decide", {"question": "when?"})
+        waiting = await until_waiting(rt, run)
+        assert waiting.snapshot()["waiting_for"]["request"] == {"proposal": "ship it today"}
+        await rt.answer(OWNER, run.run_id, "agreed")
+        done = await finish(rt, run)
+
+    assert done.run.output == {"proposal": "ship it today", "verdict": "agreed"}
+    assert counted.calls == 1
+    assert [step["status"] for step in done.of_type("step") if step["name"] == "model:fake"] == ["started", "done"]
+    assert done.text() == "ship it today" and len(done.of_type("token")) == 5  # streamed word by word, once

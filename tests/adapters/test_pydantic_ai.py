@@ -1,7 +1,7 @@
 """``runyard.adapters.pydantic_ai.stream_agent``: an agent's ``run_stream`` inside
 a run, with pydantic-ai's ``TestModel`` and ``FunctionModel``. Its text deltas
-become ``token`` events, its usage a ``usage`` event, and its tools reach their
-own run through ``current_run()``."""
+become ``token`` events, its usage a ``usage`` event, its tools reach their own
+run through ``current_run()``, and each model request is a step."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.models.test import TestModel
 
 from runyard import RunContext, Runyard, Settings, current_run
-from runyard.adapters.pydantic_ai import stream_agent
-from tests.adapters.runs import run_to_end
+from runyard.adapters.pydantic_ai import StepModel, stream_agent
+from tests.adapters.runs import OWNER, finish, run_to_end, until_waiting
 
 weather = Agent(TestModel(custom_output_text="It is sunny in Lyon."), instructions="Answer about the weather.")
 
@@ -105,3 +105,67 @@ async def test_an_agent_with_a_structured_output_streams_no_tokens_and_returns_i
     assert done.run.status == "succeeded"
     assert set(done.run.output) == {"city", "sunny"}
     assert done.of_type("token") == [] and len(done.of_type("usage")) == 1
+
+
+async def test_each_model_request_is_a_step_a_later_execution_does_not_pay_for_again(store_url: str) -> None:
+    """The run asks after the agent answered: its second execution (after the
+    answer) replays the agent's two model requests from their records."""
+    requests: list[int] = []
+
+    async def model(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        requests.append(len(messages))
+        if len(messages) == 1:  # first, the tool; then the answer
+            yield {0: DeltaToolCall(name="forecast", json_args='{"city": "Lyon"}', tool_call_id="call-1")}
+        else:
+            for piece in ["Sunny ", "in ", "Lyon."]:
+                yield piece
+
+    agent = Agent(FunctionModel(stream_function=model))
+    agent.tool_plain(forecast)
+    app = Runyard(Settings(store=store_url))
+
+    @app.pipeline("confirm")
+    async def confirm(ctx: RunContext, input: dict[str, Any]) -> dict[str, Any]:
+        answer = await stream_agent(agent, input["question"])
+        verdict = await ctx.ask({"confirm": answer})
+        return {"answer": answer, "verdict": verdict}
+
+    async with app.running() as rt:
+        run = await rt.create_run(OWNER, "confirm", {"question": "Weather in Lyon?"})
+        waiting = await until_waiting(rt, run)
+        assert waiting.snapshot()["waiting_for"]["request"] == {"confirm": "Sunny in Lyon."}
+        await rt.answer(OWNER, run.run_id, "thanks")
+        done = await finish(rt, run)
+
+    assert done.run.output == {"answer": "Sunny in Lyon.", "verdict": "thanks"}
+    assert requests == [1, 3], "each request made once, over both executions"
+    steps = [(step["name"], step["n"]) for step in done.of_type("step") if step["status"] == "done"]
+    assert steps == [("model:function::model", 1), ("model:function::model", 2)]
+    assert [t["text"] for t in done.of_type("token")] == ["Sunny ", "in ", "Lyon."]
+    assert len(done.of_type("forecast.lookup")) == 1 and len(done.of_type("usage")) == 1
+
+
+async def test_a_step_model_records_the_requests_of_a_plain_agent_run_too() -> None:
+    requests: list[int] = []
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        requests.append(len(messages))
+        return ModelResponse(parts=[TextPart("Draft ready.")])
+
+    drafter = Agent(StepModel(FunctionModel(model)))
+    app = Runyard(Settings(store="memory://"))
+
+    @app.pipeline("draft")
+    async def draft(ctx: RunContext, input: Any) -> dict[str, Any]:
+        result = await drafter.run("write it")
+        return {"draft": result.output, "verdict": await ctx.ask("publish?")}
+
+    async with app.running() as rt:
+        run = await rt.create_run(OWNER, "draft", None)
+        await until_waiting(rt, run)
+        await rt.answer(OWNER, run.run_id, "yes")
+        done = await finish(rt, run)
+
+    assert done.run.output == {"draft": "Draft ready.", "verdict": "yes"}
+    assert requests == [1]
+    assert done.of_type("token") == []  # a plain request streams nothing

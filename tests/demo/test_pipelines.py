@@ -90,8 +90,8 @@ def no_delays(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUNYARD_LLM_BASE_URL", raising=False)
 
 
-def test_the_demo_app_has_the_three_pipelines_with_descriptions() -> None:
-    assert sorted(app.pipelines) == ["chat", "research", "ticker"]
+def test_the_demo_app_has_the_four_pipelines_with_descriptions() -> None:
+    assert sorted(app.pipelines) == ["approval", "chat", "research", "ticker"]
     for spec in app.pipelines.values():
         assert spec.description
         assert spec.input_schema()["type"] == "object"

@@ -1,10 +1,12 @@
-"""examples/interviewer: interview sessions with per-turn feedback and a summary,
-owned by JWT users, and speech tasks whose provider caps (5 STT, 26 TTS) hold
-across the processes of a deployment.
+"""examples/interviewer: interviews, each one run that asks for every answer
+(``ctx.ask``) and gives feedback on it, then a summary, owned by JWT users; and
+speech tasks whose provider caps (5 STT, 26 TTS) hold across the processes of a
+deployment.
 
 The LLM and the speech providers are the example's fakes on loopback. The
-interview and auth specs serve the app in a thread (``memory://``); the caps are
-checked on a fleet: one API and two worker processes (``runyard serve
+interview and auth specs serve the app in a thread (``memory://``); the caps,
+and an interview answered through the API process while workers execute it,
+are checked on a fleet: one API and two worker processes (``runyard serve
 examples.interviewer.app:app``) on a PostgreSQL database and a Redis prefix of
 their own, every worker calling the same fake providers.
 """
@@ -17,7 +19,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,9 @@ from examples.interviewer.app import Providers, build_app
 from examples.interviewer.fake_llm import FakeInterviewerLLM
 from examples.interviewer.fake_speech import STT_CAP, TTS_CAP, FakeSTT, FakeTTS
 from runyard import APIError, AsyncClient, Settings
+from tests.governance.support import wait_until
 from tests.services import POSTGRES_URL, REDIS_URL, redis_url, require_postgres, require_redis
+from tests.sse_reader import frames
 from tests.support import REPO, ServerProcess, serve_asgi, serve_in_thread
 
 APP = "examples.interviewer.app:app"
@@ -105,26 +109,57 @@ async def api_error(call: Awaitable[Any]) -> tuple[int, str]:
 # -- interviews -----------------------------------------------------------------------
 
 
+def bearer(sub: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(sub)}"}
+
+
 @dataclass
 class Transcript:
     """What a candidate saw of a whole interview."""
 
-    started: dict[str, Any]
-    turns: list[tuple[dict[str, Any], list[dict[str, Any]]]]
-    extra_turn: dict[str, Any]
-    summary: dict[str, Any]
-    summary_events: list[dict[str, Any]]
-    session: dict[str, Any]
+    run: dict[str, Any]  # the final snapshot
+    events: list[dict[str, Any]]  # every event of its stream
+    late: httpx.Response  # an answer posted after the interview ended
 
 
 async def interview(url: str, sub: str, config: dict[str, Any], answers: list[str]) -> Transcript:
-    async with candidate(url, sub) as client:
-        started, _ = await run(client, "interview_start", config)
-        session_id = started["session_id"]
-        turns = [await run(client, "interview_turn", {"answer": answer}, session_id) for answer in answers]
-        extra_turn, _ = await run(client, "interview_turn", {"answer": "and one more thing"}, session_id)
-        summary, summary_events = await run(client, "interview_summary", {}, session_id)
-        return Transcript(started, turns, extra_turn, summary, summary_events, await client.session(session_id))
+    """A candidate's interview as a browser holds it: one run, its stream followed
+    from the start, each question (``input.requested``) answered as it comes."""
+    replies = iter(answers)
+    events: list[dict[str, Any]] = []
+    async with httpx.AsyncClient(base_url=url, headers=bearer(sub), timeout=30) as http:
+        created = await http.post("/v1/runs", json={"pipeline": "interview", "input": config})
+        assert created.status_code == 201, created.text
+        path = f"/v1/runs/{created.json()['run_id']}"
+        async with http.stream("GET", f"{path}/stream") as response:
+            async for frame in frames(response):
+                if "id" not in frame:
+                    continue
+                events.append(frame["data"])
+                if frame["event"] == "input.requested":
+                    value = {"answer": next(replies)}
+                    body = {"value": value, "ask_id": frame["data"]["data"]["ask_id"]}  # this very question
+                    posted = await http.post(f"{path}/input", json=body)
+                    assert posted.status_code == 202, posted.text
+                elif frame["event"] == "end":
+                    break
+        late = await http.post(f"{path}/input", json={"value": {"answer": "and one more thing"}})
+        return Transcript((await http.get(path)).json(), events, late)
+
+
+async def snapshot_when(
+    http: httpx.AsyncClient, path: str, reached: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The run's snapshot, polled until ``reached`` holds of it (10 s at most)."""
+    latest: dict[str, Any] = {}
+
+    async def check() -> bool:
+        nonlocal latest
+        latest = (await http.get(path)).json()
+        return reached(latest)
+
+    await wait_until(check, 10)
+    return latest
 
 
 ANSWERS = {
@@ -138,10 +173,14 @@ ANSWERS = {
 }
 
 
-async def test_interviews_held_at_once_each_get_their_configuration_feedback_and_summary_only(server: str) -> None:
-    """Alice in two sessions and Bob in one, all at once: every question follows its
-    session's configuration, every feedback and summary quotes that session's answers only."""
-    sessions = dict(
+async def test_interviews_held_at_once_each_get_their_configuration_feedback_and_summary_only(
+    server: str, fakes: Fakes
+) -> None:
+    """Alice in two interviews and Bob in one, all at once: every question follows its
+    interview's configuration, every feedback and summary quotes that interview's answers
+    only, and each LLM call is made once although each run executes once per answer."""
+    served_before = fakes.llm.served
+    seen = dict(
         zip(
             ANSWERS,
             await asyncio.gather(
@@ -154,67 +193,104 @@ async def test_interviews_held_at_once_each_get_their_configuration_feedback_and
     )
     # The configuration given at the start shapes the questions and feedback: role, count, language.
     opening = {
-        "alpha": ("Question 1/2 (backend engineer): ", "Feedback: ", "Summary (backend engineer): "),
-        "beta": ("Frage 1/2 (data analyst): ", "Rückmeldung: ", "Zusammenfassung (data analyst): "),
-        "gamma": ("Question 1/2 (sre): ", "Retour: ", "Bilan (sre): "),
+        "alpha": ("Question {n}/2 (backend engineer): ", "Feedback: ", "Summary (backend engineer): "),
+        "beta": ("Frage {n}/2 (data analyst): ", "Rückmeldung: ", "Zusammenfassung (data analyst): "),
+        "gamma": ("Question {n}/2 (sre): ", "Retour: ", "Bilan (sre): "),
     }
-    for mine, seen in sessions.items():
+    for mine, transcript in seen.items():
         others = [marker for marker in ANSWERS if marker != mine]
         question_starts, feedback_starts, summary_starts = opening[mine]
-        assert seen.started["output"]["question"].startswith(question_starts)
-        for number, ((snapshot, events), answer) in enumerate(zip(seen.turns, ANSWERS[mine], strict=True), start=1):
-            (feedback,) = of_type(events, "feedback")  # one feedback event per turn
-            output = snapshot["output"]
-            assert feedback == {"number": number, "feedback": output["feedback"], "score": output["score"]}
-            assert feedback["feedback"].startswith(feedback_starts)
-            assert f'"{" ".join(answer.split()[:8])}' in feedback["feedback"]  # it judged this answer
-            assert not any(other in feedback["feedback"] for other in others)
-            assert output["done"] is (number == 2)
-            assert of_type(events, "question") == ([] if number == 2 else [output["next"]])
-        # Past the configured number of questions, a turn is refused: the interview is over.
-        assert seen.extra_turn["status"] == "failed" and "interview is over" in seen.extra_turn["error"]["message"]
+        events, output = transcript.events, transcript.run["output"]
+        assert transcript.run["status"] == "succeeded", transcript.run
+        asked = [requested["request"] for requested in of_type(events, "input.requested")]
+        assert [(q["number"], q["of"]) for q in asked] == [(1, 2), (2, 2)]
+        for question in asked:
+            assert question["question"].startswith(question_starts.format(n=question["number"]))
+        feedback = of_type(events, "feedback")
+        assert [f["number"] for f in feedback] == [1, 2]  # one feedback event per answer
+        for judged, answer, turn in zip(feedback, ANSWERS[mine], output["turns"], strict=True):
+            assert judged["feedback"].startswith(feedback_starts)
+            assert f'"{" ".join(answer.split()[:8])}' in judged["feedback"]  # it judged this answer
+            assert not any(other in judged["feedback"] for other in others)
+            assert turn == {
+                "number": judged["number"],
+                "question": asked[judged["number"] - 1]["question"],
+                "answer": answer,
+                "feedback": judged["feedback"],
+                "score": judged["score"],
+            }
 
-        summary = seen.summary["output"]
-        assert of_type(seen.summary_events, "summary") == [summary]
-        assert summary["summary"].startswith(summary_starts)
-        assert summary["answered"] == summary["of"] == 2
-        assert summary["scores"] == [turn[0]["output"]["score"] for turn in seen.turns]
-        assert f"{mine}-one" in summary["summary"] and f"{mine}-two" in summary["summary"]
-        assert not any(other in summary["summary"] for other in others)
-        said = [m["content"] for m in seen.session["history"] if m.get("kind") == "answer"]
-        assert said == ANSWERS[mine]
-    assert sessions["alpha"].summary["output"]["scores"] == [4, 1]  # 30 words earn a 4, a one-liner a 1
+        assert of_type(events, "summary") == [{k: v for k, v in output.items() if k != "turns"}]
+        assert output["summary"].startswith(summary_starts)
+        assert output["answered"] == output["of"] == 2
+        assert output["scores"] == [f["score"] for f in feedback]
+        assert f"{mine}-one" in output["summary"] and f"{mine}-two" in output["summary"]
+        assert not any(other in output["summary"] for other in others)
+        # Past the last question the interview is over: nothing waits for an answer.
+        assert transcript.late.status_code == 409 and transcript.late.json()["error"]["code"] == "run_not_waiting"
+
+        # Three executions (the start, then one per answer), each LLM call made and shown once.
+        steps = [(step["name"], step["n"], step["status"]) for step in of_type(events, "step")]
+        assert steps == [
+            (name, n, status)
+            for name, n in (("question", 1), ("feedback", 1), ("question", 2), ("feedback", 2), ("summary", 1))
+            for status in ("started", "done")
+        ]
+        statuses = [status["status"] for status in of_type(events, "status")]
+        assert statuses == ["running", "waiting", "queued", "running", "waiting", "queued", "running", "succeeded"]
+    assert seen["alpha"].run["output"]["scores"] == [4, 1]  # 30 words earn a 4, a one-liner a 1
+    assert fakes.llm.served - served_before == 3 * 5  # 2 questions, 2 feedbacks, 1 summary each
 
 
-async def test_with_jwt_auth_a_candidates_sessions_and_runs_are_theirs_alone(server: str) -> None:
-    async with candidate(server, "alice") as alice, candidate(server, "mallory") as mallory:
-        started, _ = await run(alice, "interview_start", {"role": "sre", "questions": 1})
-        session_id, run_id = started["session_id"], started["run_id"]
+async def test_an_answer_must_fit_the_question_and_an_abandoned_interview_times_out(server: str) -> None:
+    async with httpx.AsyncClient(base_url=server, headers=bearer("dora"), timeout=30) as http:
+        config = {"role": "sre", "questions": 1, "answer_timeout_s": 1.5}
+        created = await http.post("/v1/runs", json={"pipeline": "interview", "input": config})
+        path = f"/v1/runs/{created.json()['run_id']}"
+        question = (await snapshot_when(http, path, lambda run: run["status"] == "waiting"))["waiting_for"]
+        assert question["request"]["number"] == 1
+        assert question["schema"]["required"] == ["answer"]
+        for bad in ({"answer": ""}, {"answer": "x" * 4001}, {"reply": "hi"}, "hi"):
+            refused = await http.post(f"{path}/input", json={"value": bad})
+            assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_input", bad
 
-        async with httpx.AsyncClient(base_url=server) as anonymous:  # no token: 401
-            for response in (
-                await anonymous.post("/v1/runs", json={"pipeline": "interview_start", "input": {"role": "x"}}),
-                await anonymous.post("/v1/sessions", json={}),
-                await anonymous.get(f"/v1/sessions/{session_id}"),
-                await anonymous.get(f"/v1/runs/{run_id}"),
-            ):
-                assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+        final = await snapshot_when(http, path, lambda run: run["status"] != "waiting")
+    assert final["status"] == "timed_out" and final["waiting_for"] is None
 
-        # Another user gets 404, exactly as for an id that does not exist.
-        assert await api_error(mallory.session(session_id)) == (404, "session_not_found")
-        assert await api_error(mallory.create("interview_turn", {"answer": "hijack"}, session_id)) == (
-            404,
-            "session_not_found",
-        )
-        assert await api_error(mallory.delete_session(session_id)) == (404, "session_not_found")
-        assert await api_error(mallory.snapshot(run_id)) == (404, "run_not_found")
-        assert await api_error(mallory.events(run_id)) == (404, "run_not_found")
-        assert (await mallory.list_runs())["runs"] == []
 
-        turn, _ = await run(alice, "interview_turn", {"answer": "alice answers herself"}, session_id)
-        session = await alice.session(session_id)
-    assert turn["status"] == "succeeded" and turn["output"]["done"] is True
-    assert "hijack" not in str(session["history"]) and "alice answers herself" in str(session["history"])
+async def test_with_jwt_auth_a_candidates_interviews_are_theirs_alone(server: str) -> None:
+    async with (
+        httpx.AsyncClient(base_url=server, headers=bearer("alice"), timeout=30) as alice,
+        httpx.AsyncClient(base_url=server, headers=bearer("mallory"), timeout=30) as mallory,
+        httpx.AsyncClient(base_url=server, timeout=30) as anonymous,
+    ):
+        created = await alice.post("/v1/runs", json={"pipeline": "interview", "input": {"role": "sre", "questions": 1}})
+        run_id = created.json()["run_id"]
+        path = f"/v1/runs/{run_id}"
+        await snapshot_when(alice, path, lambda run: run["status"] == "waiting")
+
+        # No token: 401. Another user: 404, exactly as for an id that does not exist.
+        for response in (
+            await anonymous.post("/v1/runs", json={"pipeline": "interview", "input": {"role": "x"}}),
+            await anonymous.get(path),
+            await anonymous.post(f"{path}/input", json={"value": {"answer": "anonymous answer"}}),
+        ):
+            assert response.status_code == 401 and response.json()["error"]["code"] == "unauthorized"
+        for response in (
+            await mallory.get(path),
+            await mallory.get(f"{path}/events"),
+            await mallory.post(f"{path}/input", json={"value": {"answer": "hijack"}}),
+            await mallory.post(f"{path}/cancel"),
+        ):
+            assert response.status_code == 404 and response.json()["error"]["code"] == "run_not_found"
+        assert (await mallory.get("/v1/runs")).json()["runs"] == []
+
+        answered = await alice.post(f"{path}/input", json={"value": {"answer": "alice answers herself"}})
+        assert answered.status_code == 202, answered.text
+        final = await snapshot_when(alice, path, lambda run: run["status"] not in ("queued", "running"))
+    assert final["status"] == "succeeded"
+    assert [turn["answer"] for turn in final["output"]["turns"]] == ["alice answers herself"]
+    assert "hijack" not in str(final["output"])
 
 
 async def test_speech_tasks_are_runs_with_a_progress_event_per_piece(server: str) -> None:
@@ -405,3 +481,19 @@ async def test_at_most_26_syntheses_are_in_flight_across_the_worker_processes(de
     assert deployment.fakes.tts.counts() == {"cap": TTS_CAP, "peak": TTS_CAP, "served": 180, "refused": 0}
     per_worker = await executed(deployment.workers, "tts", runs=60)
     assert sum(per_worker) == 60 and min(per_worker) > 0
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_an_interview_answered_through_the_api_process_goes_on_on_the_workers(deployment: Deployment) -> None:
+    """The API process takes each answer and wakes a worker, whichever: the interview
+    waits without a slot between answers and each LLM call is made once in the fleet."""
+    served_before = deployment.fakes.llm.served
+    answers = ["erin-one: a queue on PostgreSQL, built over two years by four of us", "erin-two: the traces"]
+
+    transcript = await interview(deployment.url, "erin", {"role": "sre", "questions": 2}, answers)
+
+    assert transcript.run["status"] == "succeeded", transcript.run
+    assert [turn["answer"] for turn in transcript.run["output"]["turns"]] == answers
+    assert [feedback["number"] for feedback in of_type(transcript.events, "feedback")] == [1, 2]
+    assert deployment.fakes.llm.served - served_before == 5  # 2 questions, 2 feedbacks, 1 summary

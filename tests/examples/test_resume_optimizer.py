@@ -1,7 +1,9 @@
 """examples/resume_optimizer: a long pipeline (shortened by RESUME_OPTIMIZER_SECONDS)
 with frequent progress, followed by reconnecting with Last-Event-ID or by polling,
-5 free runs per browser client id, and events that cross a 4 KB buffering proxy
-in real time only thanks to padding."""
+5 free runs per browser client id, events that cross a 4 KB buffering proxy
+in real time only thanks to padding, and five durable stages: a server killed
+(``kill -9``) in stage 3 and restarted on its SQLite file resumes the run at
+stage 3, without calling the LLM again for stages 1 and 2."""
 
 from __future__ import annotations
 
@@ -19,13 +21,23 @@ from typing import Any
 import httpx
 import pytest
 
-from examples.resume_optimizer.app import Config, build_app
+from examples.resume_optimizer.app import Config, build_app, parse_resume
 from examples.resume_optimizer.buffering_proxy import BufferingProxy
 from examples.resume_optimizer.fake_llm import FakeLLM
 from runyard import Settings
-from tests.examples._runs import Event, all_events, assert_complete_log, create, of_type, owner, snapshot
+from tests.examples._runs import (
+    Event,
+    all_events,
+    assert_complete_log,
+    create,
+    of_type,
+    owner,
+    snapshot,
+    wait_finished,
+)
+from tests.governance.support import wait_until
 from tests.sse_reader import frames
-from tests.support import serve_asgi, serve_in_thread
+from tests.support import ServerProcess, serve_asgi, serve_in_thread
 
 pytestmark = pytest.mark.server
 
@@ -99,6 +111,9 @@ async def test_the_pipeline_goes_through_its_five_stages_reporting_progress_all_
     assert progress[-1]["data"]["fraction"] == 1.0
     assert max(ts(b) - ts(a) for a, b in itertools.pairwise(progress)) < 1.0
 
+    assert of_type(events, "step") == [
+        {"name": stage, "n": 1, "status": status} for stage in stages for status in ("started", "done")
+    ]
     assert output["score_after"] > output["score_before"]
     assert "Owned the billing service" in output["optimized_resume"]
     assert output["missing_keywords"] == ["FastAPI", "Kubernetes", "Docker", "Kafka", "Terraform", "observability"]
@@ -279,3 +294,97 @@ async def _arrivals(base_url: str, run: tuple[str, str], window_s: float, pad: i
                             reading.arrivals[frame["id"]] = time.time()
     reading.ended = time.time()
     return reading
+
+
+# -- durable stages: kill -9 in stage 3 ------------------------------------------------
+
+APP = "examples.resume_optimizer.app:app"
+STAGES = ["parse", "analyze", "rewrite", "tailor", "score"]
+
+
+@pytest.mark.slow
+async def test_a_server_killed_in_stage_3_resumes_there_without_calling_the_llm_for_stages_1_and_2_again(
+    tmp_path: Path,
+) -> None:
+    """One ``runyard serve`` process on a SQLite file, killed with SIGKILL while stage 3
+    (rewrite) waits between its LLM calls, then started again on the same file: the
+    run is taken over (a retry), replays stages 1 and 2 from their records, starts
+    stage 3 over and finishes. The fake LLM counts every call it answered."""
+    llm = FakeLLM()
+    sections = parse_resume(SAMPLE["resume"])
+    bullets = sum(len(section.bullets) for section in sections)
+    with serve_asgi(llm.asgi()) as llm_base:
+        env = {
+            "RUNYARD_STORE": f"sqlite:///{tmp_path}/resume.db",
+            "RUNYARD_LEASE_S": "2",  # how soon the restarted process takes the dead one's run over
+            "RUNYARD_LOG_LEVEL": "WARNING",
+            "RESUME_OPTIMIZER_SECONDS": "6.5",  # 26 steps of 0.25 s: stage 3 lasts 1.75 s
+            "RESUME_OPTIMIZER_LLM_URL": f"{llm_base}/v1",
+        }
+        log = tmp_path / "server.log"
+        first = ServerProcess(env, app=APP, output=log).start()
+        try:
+            async with httpx.AsyncClient(base_url=first.url, timeout=30) as client:
+                run_id = (await create(client, "ada", "optimize", SAMPLE))["run_id"]
+
+                async def in_stage_3() -> bool:  # its first rewrite is stored
+                    return any(e["type"] == "rewrite" for e in await all_events(client, "ada", run_id))
+
+                await wait_until(in_stage_3, 30)
+            first.kill()
+        finally:
+            first.stop()
+        at_kill = dict(llm.tasks)
+
+        second = ServerProcess(env, app=APP, output=log).start()
+        try:
+            async with httpx.AsyncClient(base_url=second.url, timeout=30) as client:
+                final = await wait_finished(client, "ada", run_id, within=60)
+                events = await all_events(client, "ada", run_id)
+        finally:
+            second.stop()
+
+    assert final["status"] == "succeeded", final
+    assert final["attempt"] == 2  # the killed execution counts as one attempt
+    output = assert_complete_log(events)
+    rewrites = sum(1 for critique in of_type(events, "critique") if critique["issues"])  # stage 3's calls
+    assert at_kill["keywords"] == 1 and at_kill["critique"] == bullets
+    assert 1 <= at_kill["rewrite"] < rewrites and "tailor" not in at_kill, "killed in the middle of stage 3"
+    assert dict(llm.tasks) == {
+        "keywords": 1,  # stage 1: not called again
+        "critique": bullets,  # stage 2: not called again
+        "rewrite": at_kill["rewrite"] + rewrites,  # stage 3: cut off, so started over
+        "tailor": len(output["keywords"]),
+        "summary": 1,
+    }
+
+    # Every stage's events once, but for the stage cut off: what it emitted before the
+    # kill stays, a `step` `restarted` marker follows, then all of it again.
+    phases = [(p["name"], p["status"]) for p in of_type(events, "phase")]
+    assert phases == [(stage, status) for stage in STAGES for status in ("started", "done")]
+    steps = [(step["name"], step["status"]) for step in of_type(events, "step")]
+    assert steps == [
+        ("parse", "started"),
+        ("parse", "done"),
+        ("analyze", "started"),
+        ("analyze", "done"),
+        ("rewrite", "started"),
+        ("rewrite", "restarted"),
+        ("rewrite", "started"),
+        ("rewrite", "done"),
+        ("tailor", "started"),
+        ("tailor", "done"),
+        ("score", "started"),
+        ("score", "done"),
+    ]
+    types = [event["type"] for event in events]
+    assert types.count("keywords") == 1 and types.count("section") == len(sections)
+    assert [c["bullet"] for c in of_type(events, "critique")] == [
+        bullet for section in sections for bullet in section.bullets
+    ]
+    restarted = next(n for n, e in enumerate(events) if e["type"] == "step" and e["data"]["status"] == "restarted")
+    cut_off, again = of_type(events[:restarted], "rewrite"), of_type(events[restarted:], "rewrite")
+    assert 1 <= len(cut_off) < len(again) and cut_off == again[: len(cut_off)]
+    assert "".join(token["text"] for token in of_type(events, "token")) == output["summary"]
+    statuses = [(s["status"], s.get("reason")) for s in of_type(events, "status")]
+    assert statuses == [("running", None), ("queued", "worker_lost"), ("running", None), ("succeeded", None)]

@@ -28,6 +28,7 @@ SNAPSHOT_FIELDS = {
     "last_seq",
     "attempt",
     "metadata",
+    "waiting_for",
 }
 RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 

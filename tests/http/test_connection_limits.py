@@ -182,3 +182,34 @@ def test_past_max_connections_requests_get_503_json_and_open_streams_go_on(serve
             again.sendall(HEALTHZ.replace(b"/healthz", b"/readyz"))
             status = answer_of(again.recv(65536))[0]
     assert status == 200
+
+
+def receive_until(sock: socket.socket, marker: bytes) -> bytes:
+    received = b""
+    while marker not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {marker!r} came"
+        received += chunk
+    return received
+
+
+def test_healthz_is_answered_by_the_protocol_and_the_connection_serves_on(server: ServerProcess) -> None:
+    """Issue 10, "a burst of 2,000 connections stalled the loop (/healthz 9 s)":
+    ``GET``/``HEAD /healthz`` is answered where the request is read, without a
+    task or the app. It is still HTTP/1.1 as uvicorn speaks it: the app's body and
+    request id, no body for HEAD, keep-alive, pipelined requests answered in order."""
+    run_id = create(server.url, "nap", {"seconds": 0})
+    with connect(server) as sock:
+        sock.sendall(HEALTHZ.replace(b"\r\n\r\n", b"\r\nX-Request-ID: probe-1\r\n\r\n"))
+        status, headers, body = answer_of(receive_until(sock, b'{"status":"ok"}'))
+        assert (status, headers["x-request-id"], body) == (200, "probe-1", b'{"status":"ok"}')
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        status, headers, body = answer_of(receive_until(sock, b"\r\n\r\n"))
+        assert (status, headers["content-length"], body) == (200, "15", b"")
+        sock.sendall(f"GET /v1/runs/{run_id} HTTP/1.1\r\nHost: t\r\nX-Client-Id: remote\r\n\r\n".encode() + HEALTHZ)
+        received = receive_until(sock, b'{"status":"ok"}')
+        assert 0 < received.index(run_id.encode()) < received.index(b'{"status":"ok"}')
+    with connect(server) as sock:
+        sock.sendall(b"POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        status, headers, _ = answer_of(read_until_closed(sock))
+    assert (status, headers["allow"]) == (405, "GET")  # other methods are the app's, as before

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from runyard.engine.outcome import Outcome
 from runyard.errors import IdempotencyKeyReused, QuotaExceeded, SessionBusy, SessionNotFound, StoreError
 from runyard.models import (
     Event,
@@ -32,6 +31,7 @@ from runyard.models import (
     Session,
     StatusConflict,
 )
+from runyard.outcome import Outcome
 from runyard.store import AppendGroup, AppendResult, Store, store_from_url
 from runyard.store.base import WORKER_FORGOTTEN_S, Admission, Cancelled, LeaseRenewal, RunQuery, SessionEntry
 

@@ -121,6 +121,7 @@ async def test_migrations_are_recorded_and_idempotent(store: PostgresStore, post
         "messages",
         "runs",
         "events",
+        "steps",
         "owner_quota",
         "idempotency_keys",
         "runyard_schema_version",

@@ -18,6 +18,7 @@ PROTOCOLS = [
     base.SessionStore,
     base.RunQueue,
     base.EventStore,
+    base.Journal,
     base.Retention,
 ]
 STORE = Path(base.__file__).parent

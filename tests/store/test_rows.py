@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runyard.models import Message, Run, RunError, RunStatus, RunUpdate, Session
+from runyard.models import ASK, SLEEP, Message, Run, RunError, RunStatus, RunUpdate, Session, StepRecord, Wait
 from runyard.store import _rows
 from runyard.store.sqlite.schema import STORED_RUN_FIELDS
 
@@ -27,6 +27,8 @@ def full_run() -> Run:
         max_attempts=3,
         worker_id="w1",
         lease_expires_at=9.5,
+        waiting=Wait(ASK, "ask_1", 2, 5, request={"q": "\u0000?"}, schema={"type": "string"}, until=10.5),
+        executed_s=1.25,
     )
 
 
@@ -69,3 +71,22 @@ def test_update_columns_encode_what_update_fields_set_a_later_update_winning() -
         "lease_expires_at": None,
     }
     assert set(_rows.update_columns([first, second])) <= set(_rows.UPDATE_FIELDS)
+
+
+def test_a_wait_sets_wake_at_beside_it_and_clearing_it_empties_both() -> None:
+    sleep = Wait(SLEEP, "sleep_1", 1, 4, until=20.0)
+    columns = _rows.update_columns([RunUpdate(status=RunStatus.WAITING, waiting=sleep, executed_s=2.5)])
+    assert columns == {
+        "status": "waiting",
+        "waiting": _rows.dump_wait(sleep),
+        "wake_at": 20.0,
+        "executed_s": 2.5,
+    }
+    assert _rows.load_wait(columns["waiting"]) == sleep
+    cleared = _rows.update_columns([RunUpdate(waiting=sleep), RunUpdate(clear_waiting=True)])
+    assert cleared == {"waiting": None, "wake_at": None}
+
+
+def test_a_step_round_trips_through_its_row() -> None:
+    step = StepRecord("fetch", 3, b'{"a":"\\u0000 \xc3\xbc"}', 7, 1.5)
+    assert _rows.step_from_row(_rows.step_row(step)) == step

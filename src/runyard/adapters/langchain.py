@@ -13,22 +13,47 @@
 The handler finds its run with ``current_run()`` at each callback unless given
 one, so one handler may be shared by every run (attached to a model built at
 import time, say). Callbacks of an async call are awaited in order, inline.
+
+Each model call a step, so a run that executes again does not pay for it twice:
+
+    model = StepChatModel(ChatOpenAI(...))          # built once, like the model
+
+``StepChatModel`` is a chat model whose every call is ``ctx.step("model:<name>")``
+of the current run: the first execution calls the wrapped model (streaming it,
+sending its text as ``token`` events as it comes) and records its message;
+later executions return the recorded message at once, without a token again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 from uuid import UUID
 
-from runyard.adapters._support import jsonable, missing_extra
+from pydantic import ConfigDict
+from pydantic_core import to_jsonable_python
+
+from runyard.adapters._support import jsonable, message_text, missing_extra
 from runyard.context import RunContext, current_run
 
 try:
-    from langchain_core.callbacks import AsyncCallbackHandler
+    from langchain_core.callbacks import AsyncCallbackHandler, AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+    from langchain_core.language_models import BaseChatModel, LanguageModelInput
+    from langchain_core.messages import (
+        AIMessage,
+        BaseMessage,
+        message_chunk_to_message,
+        message_to_dict,
+        messages_from_dict,
+    )
+    from langchain_core.outputs import ChatGeneration, ChatResult
+    from langchain_core.runnables import Runnable
+    from langchain_core.tools import BaseTool
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise missing_extra("langchain", "langchain-core", "langchain") from exc
 
-__all__ = ["RunyardCallbackHandler"]
+__all__ = ["RunyardCallbackHandler", "StepChatModel"]
+MAX_NAME = 128  # a step's name is at most this long (runyard.journal)
 
 
 class RunyardCallbackHandler(AsyncCallbackHandler):
@@ -114,6 +139,87 @@ class RunyardCallbackHandler(AsyncCallbackHandler):
         name = str(kwargs.get("name") or "llm")
         if isinstance(error, Exception):
             await self.ctx.emit("llm.error", {"code": "llm_error", "message": _describe(error), "name": name})
+
+
+class StepChatModel(BaseChatModel):
+    """A chat model each call of which is a ``ctx.step`` of the current run (or
+    of ``ctx``), named ``model:<name>`` (``name``: the wrapped model's
+    ``model_name`` or ``model``, else its type). It streams the wrapped model
+    inside the step, sending its text as ``token`` events (``tokens=True``),
+    and records the whole message; to the caller (and its callbacks) it is a
+    model that does not stream: its message comes whole, recorded or new, so
+    a ``RunyardCallbackHandler`` beside it sends no token twice. Tools bound with
+    ``bind_tools`` are bound to the wrapped model."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    wrapped: Runnable[LanguageModelInput, BaseMessage]
+    step_name: str = ""
+    ctx: RunContext | None = None
+    tokens: bool = True  # send the text the wrapped model streams as ``token`` events
+
+    def __init__(self, wrapped: Runnable[LanguageModelInput, BaseMessage], **kwargs: Any) -> None:
+        kwargs.setdefault("step_name", f"model:{kwargs.pop('name', None) or _model_name(wrapped)}"[:MAX_NAME])
+        super().__init__(wrapped=wrapped, **kwargs)
+
+    @property
+    def _llm_type(self) -> str:
+        return "runyard-step"
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        if not isinstance(self.wrapped, BaseChatModel):
+            raise TypeError("bind_tools needs a StepChatModel around a chat model, not around a binding")
+        bound = self.wrapped.bind_tools(tools, tool_choice=tool_choice, **kwargs)
+        return StepChatModel(bound, step_name=self.step_name, ctx=self.ctx, tokens=self.tokens)
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        raise TypeError("a StepChatModel records its calls as steps of a run: call it with ainvoke/astream")
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        ctx = self.ctx or current_run()
+
+        async def call() -> Any:
+            # Streamed, its text sent as it comes: a step's events come before its
+            # record, so a replay (which returns the record) sends none again.
+            whole: Any = None
+            async for chunk in self.wrapped.astream(messages, stop=stop, **kwargs):
+                if self.tokens and (text := message_text(chunk)):
+                    await ctx.token(text)
+                whole = chunk if whole is None else whole + chunk
+            if whole is None:
+                raise ValueError(f"{self.step_name} streamed no message")
+            message = message_chunk_to_message(whole)
+            return to_jsonable_python(message_to_dict(message), fallback=repr)
+
+        recorded = await ctx.step(self.step_name, call)
+        [message] = messages_from_dict([recorded])
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _model_name(model: Any) -> str:
+    bound = getattr(model, "bound", model)  # a binding (bind_tools) names its model
+    for field in ("model_name", "model"):
+        if isinstance(value := getattr(bound, field, None), str) and value:
+            return value
+    return str(getattr(bound, "_llm_type", type(bound).__name__))
 
 
 def _text(block: str | dict[str, Any]) -> str:

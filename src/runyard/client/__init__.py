@@ -4,6 +4,8 @@
         run = await client.create("research", {"topic": "tides"})
         async for event in client.stream(run["run_id"]):
             print(event["seq"], event["type"], event["data"])
+            if event["type"] == "input.requested":  # the run asks (ctx.ask) and waits
+                await client.answer(run["run_id"], "yes", ask_id=event["data"]["ask_id"])
 
 ``Client`` is the same API, blocking. Both build requests and read answers with
 the same helpers and resume streams with the same ``_Cursor``; only the I/O differs.

@@ -76,6 +76,13 @@ def _list_runs_request(session_id: str | None, status: str | None, limit: int | 
     return _Request("GET", _path("runs"), params=params)
 
 
+def _input_request(run_id: str, value: Any, ask_id: str | None) -> _Request:
+    body: dict[str, Any] = {"value": value}
+    if ask_id is not None:
+        body["ask_id"] = ask_id
+    return _Request("POST", _path("runs", run_id, "input"), body=body)
+
+
 def api_error(response: httpx.Response) -> APIError:
     """The ``APIError`` for an error answer, from its envelope when it has one."""
     code, message = f"http_{response.status_code}", response.reason_phrase or "error"

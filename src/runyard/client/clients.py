@@ -16,6 +16,7 @@ from runyard.client.api import (
     Event,
     _answer,
     _create_request,
+    _input_request,
     _list_runs_request,
     _object,
     _path,
@@ -104,6 +105,14 @@ class AsyncClient(_Base):
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         return _object(await self._call(_Request("POST", _path("runs", run_id, "cancel"))))
+
+    async def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> dict[str, Any]:
+        """Answer the question a waiting run asked (``ctx.ask``); its snapshot (status ``queued``).
+
+        ``ask_id`` makes the answer conditional: it is refused (409 ``ask_mismatch``) when the
+        run now waits on another question, so an answer never lands on a question it was not for.
+        """
+        return _object(await self._call(_input_request(run_id, value, ask_id)))
 
     async def list_runs(
         self,
@@ -207,6 +216,10 @@ class Client(_Base):
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         return _object(self._call(_Request("POST", _path("runs", run_id, "cancel"))))
+
+    def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> dict[str, Any]:
+        """Answer the question a waiting run asked (``ctx.ask``); its snapshot (status ``queued``)."""
+        return _object(self._call(_input_request(run_id, value, ask_id)))
 
     def list_runs(
         self,

@@ -29,15 +29,17 @@ import socket
 from collections.abc import Mapping
 
 from runyard.broker.base import CANCEL, WAKE, Broker
+from runyard.engine.endings import Endings
 from runyard.engine.execution import Execution, Supervisor
 from runyard.engine.housekeeping import Housekeeper
-from runyard.engine.outcome import Outcome
-from runyard.events.log import EventLog, EventsLost
+from runyard.engine.timers import Timers
+from runyard.events.log import EventLog
 from runyard.governance.limit import LimitRegistry
-from runyard.models import Fence, Run, RunStatus, RunUpdate, StatusConflict, now
+from runyard.models import Fence, Run, RunStatus, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.observability.tracing import span
+from runyard.outcome import Outcome
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
 from runyard.settings import Settings
@@ -45,8 +47,7 @@ from runyard.store.base import Claimed, WorkerStore
 
 log = logging.getLogger("runyard.engine")
 
-QUEUED = frozenset({RunStatus.QUEUED})
-RUNNING = frozenset({RunStatus.RUNNING})
+NOT_STARTED = frozenset({RunStatus.QUEUED, RunStatus.WAITING})  # cancelled in the store, no worker to tell
 POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
 CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
@@ -88,6 +89,8 @@ class Engine:
         self._claimer: asyncio.Task[None] | None = None
         self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
+        self._timer: asyncio.Task[None] | None = None  # ends due sleeps and unanswered questions
+        self._endings = Endings(store, self._events, broker)
         self._supervisor = Supervisor(
             settings,
             pipelines,
@@ -96,15 +99,16 @@ class Engine:
             store,
             self._events,
             lease_lost=self._lease_lost,
-            hand_back=lambda run, fence: self._hand_back(run, fence=fence),
+            hand_back=self._endings.hand_back,
         )
         self._housekeeping = Housekeeper(
             settings,
             store,
             running=self._running,
-            hand_back=lambda run, expired_by: self._hand_back(run, lease_expired_by=expired_by),
+            hand_back=lambda run, expired_by: self._endings.recover(run, lease_expired_by=expired_by),
             on_tick=self._forget_old_cancels,
         )
+        self._timers = Timers(store, self._events, released=lambda: self._broker.signal(WAKE))
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Engine:
         self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
         self._renewer = asyncio.create_task(self._renew_forever(), name="runyard-lease-renewer")
         self._housekeeper = asyncio.create_task(self._housekeeping.run(), name="runyard-housekeeper")
+        self._timer = asyncio.create_task(self._timers.run(), name="runyard-timers")
         self.wake()
 
     async def stop(self) -> None:
@@ -132,6 +137,7 @@ class Engine:
             await self._leave()  # a draining worker claims nothing: its pipelines may have no worker now
         await _cancel(self._housekeeper)
         await _cancel(self._housekeeping.sweeper)
+        await _cancel(self._timer)
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self._settings.drain_s)
             for execution in self._running.values():
@@ -200,11 +206,11 @@ class Engine:
     # -- cancellation (any role) -----------------------------------------------
 
     async def cancel(self, run: Run) -> None:
-        """Cancel a queued run here, in the store; ask the worker of a running one
-        to stop it (a broker signal, and a flag it reads when renewing its lease).
-        A finished run is left as it is."""
+        """Cancel a queued or waiting run here, in the store; ask the worker of a
+        running one to stop it (a broker signal, and a flag it reads when renewing
+        its lease). A finished run is left as it is."""
         try:
-            await self._finish(run, Outcome.cancelled(), expect=QUEUED)
+            await self._endings.finish(run, Outcome.cancelled(), expect=NOT_STARTED)
         except StatusConflict as conflict:
             if conflict.actual is RunStatus.RUNNING:
                 await self._store.request_cancel(run.run_id)
@@ -277,74 +283,13 @@ class Engine:
                 metrics.RUNS_ACTIVE.labels(run.pipeline).dec()
                 metrics.RUN_DURATION.labels(run.pipeline).observe(now() - started)
             if outcome is not None:
-                await self._end(execution, outcome)
+                await self._endings.end(execution, outcome)
         except Exception:
             log.exception("run %s could not be driven to its end", run.run_id)
         finally:
             if self._running.get(run.run_id) is execution:
                 del self._running[run.run_id]
             self.wake()  # a slot is free, and the session's next run may be ready
-
-    async def _end(self, execution: Execution, outcome: Outcome) -> None:
-        """Record how the pipeline ended; ``failed`` instead of ``succeeded`` when
-        some of the run's events could not be stored (``events_lost``)."""
-        run = execution.run
-        with contextlib.suppress(StatusConflict):  # logged by _finish
-            try:
-                await self._finish(run, outcome, expect=RUNNING, fence=execution.fence)
-            except EventsLost as lost:
-                failed = Outcome.failed(lost.code, str(lost))
-                await self._finish(run, failed, expect=RUNNING, fence=execution.fence)
-
-    async def _finish(
-        self,
-        run: Run,
-        outcome: Outcome,
-        expect: frozenset[RunStatus],
-        fence: Fence | None = None,
-        lease_expired_by: float | None = None,
-    ) -> None:
-        """Record the run's end; ``StatusConflict`` (logged) when it had already ended
-        or, fenced, is no longer this worker's (or its lease was renewed after all)."""
-        update = outcome.update(expect)
-        update.lease_expired_by = lease_expired_by
-        try:
-            await self._events.append_group(run.run_id, outcome.events(), update, fence=fence)
-        except StatusConflict as conflict:
-            log.info("run %s was already %s; %s not recorded", run.run_id, conflict.actual, outcome.status)
-            raise
-        metrics.RUNS_TOTAL.labels(run.pipeline, outcome.status.value).inc()
-        code = outcome.error.code if outcome.error is not None else None
-        log_run("ended", run, status=outcome.status.value, code=code)
-        await self._store.touch_session(run.session_id, now())  # a run's end is its session's activity
-
-    # -- orphaned runs ---------------------------------------------------------
-
-    async def _hand_back(self, run: Run, *, fence: Fence | None = None, lease_expired_by: float | None = None) -> None:
-        """A run nobody can finish (its worker died, or is shutting down): queued
-        again with ``attempt + 1`` if its pipeline allows retries, else ``failed``
-        with ``worker_lost``. Conditional on this worker still holding it
-        (``fence``), or on its lease having expired (``lease_expired_by``)."""
-        if run.attempt < run.max_attempts:
-            attempt = run.attempt + 1
-            update = RunUpdate(
-                status=RunStatus.QUEUED,
-                expect=RUNNING,
-                attempt=attempt,
-                clear_lease=True,
-                lease_expired_by=lease_expired_by,
-            )
-            status = {"status": "queued", "attempt": attempt, "reason": "worker_lost"}
-            try:
-                await self._events.append_group(run.run_id, [("status", status)], update, fence=fence)
-            except StatusConflict:
-                return
-            log_run("handed_back", run, next_attempt=attempt, reason="worker_lost")
-            await self._broker.signal(WAKE)  # any worker may take it; this one if it is not draining
-        else:
-            lost = Outcome.failed("worker_lost", "the worker executing this run stopped before it finished")
-            with contextlib.suppress(StatusConflict):
-                await self._finish(run, lost, expect=RUNNING, fence=fence, lease_expired_by=lease_expired_by)
 
     async def _renew_leases(self) -> None:
         if not self._running:

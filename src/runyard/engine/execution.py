@@ -13,10 +13,12 @@ import orjson
 from pydantic import BaseModel
 
 from runyard.context import RunContext
-from runyard.engine.outcome import Outcome
 from runyard.events.log import EventLog, EventsLost
 from runyard.governance.limit import LimitRegistry
-from runyard.models import Fence, LeaseLost, Run
+from runyard.journal import RunJournal, Suspended
+from runyard.models import Fence, LeaseLost, Run, now
+from runyard.observability.logs import log_run
+from runyard.outcome import Outcome
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
 from runyard.servable import check_depth
@@ -32,11 +34,16 @@ class Execution:
 
     run: Run
     fence: Fence
-    work: asyncio.Task[Outcome] | None = None  # the pipeline's own code, while it runs
+    work: asyncio.Task[Outcome | None] | None = None  # the pipeline's own code, while it runs
+    started: float = field(default_factory=now)  # when this execution began: its share of ``executed_s``
     cancel_requested: bool = False
     lost: bool = False  # the lease is gone (recovered elsewhere): write nothing more
     overtime: bool = False  # the pipeline outlived its timeout by the grace: it swallowed the cancellation
     stopped: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def executed_s(self) -> float:
+        """The run's executing time, this execution's included."""
+        return self.run.executed_s + max(now() - self.started, 0.0)
 
     def stop(self) -> None:
         if not self.stopped.done():
@@ -60,7 +67,7 @@ class Supervisor:
         events: EventLog,
         *,
         lease_lost: Callable[[str], None],
-        hand_back: Callable[[Run, Fence], Awaitable[None]],
+        hand_back: Callable[[Execution], Awaitable[None]],
     ) -> None:
         self._settings = settings
         self._pipelines = pipelines
@@ -70,11 +77,12 @@ class Supervisor:
         self._events = events
         self._lease_lost = lease_lost
         self._hand_back = hand_back
-        self.abandoned: set[asyncio.Task[Outcome]] = set()  # pipelines that ignored their cancellation
+        self.abandoned: set[asyncio.Task[Outcome | None]] = set()  # pipelines that ignored their cancellation
 
     async def supervise(self, execution: Execution) -> Outcome | None:
         """Run the pipeline in its own task and say how the run ended; None when
-        it was handed back (this process is shutting down) or its lease was lost."""
+        it was handed back (this process is shutting down), its lease was lost,
+        or it waits (``ctx.ask``, ``ctx.sleep``: already stored)."""
         if execution.cancel_requested:
             return Outcome.cancelled()
         run = execution.run
@@ -92,17 +100,17 @@ class Supervisor:
         if execution.overtime:
             return Outcome.timed_out(run.timeout_s or 0)
         if not ended or work.cancelled():  # stopped by the drain
-            await self._hand_back(run, execution.fence)
+            await self._hand_back(execution)
             return None
         return work.result()
 
-    async def _outlast(self, execution: Execution, work: asyncio.Task[Outcome]) -> bool:
+    async def _outlast(self, execution: Execution, work: asyncio.Task[Outcome | None]) -> bool:
         """Wait for the pipeline's task to end; False when it has not within
         ``cancel_grace_s`` of being stopped (or of its timeout): it swallows its
         cancellation, and waiting longer would hold the run (and a SIGTERM)
         for ever."""
         grace = self._settings.cancel_grace_s
-        timeout_s = execution.run.timeout_s
+        timeout_s = _time_left(execution.run)
         await asyncio.wait(
             (work, execution.stopped),
             timeout=None if timeout_s is None else timeout_s + grace,
@@ -116,7 +124,7 @@ class Supervisor:
         await asyncio.wait((work,), timeout=grace)
         return work.done()
 
-    def _abandon(self, execution: Execution, work: asyncio.Task[Outcome]) -> None:
+    def _abandon(self, execution: Execution, work: asyncio.Task[Outcome | None]) -> None:
         """Leave a pipeline that ignores its cancellation to itself: the run is
         recorded without it, and each of its later writes is refused by the
         run's fence (the run is no longer this attempt's)."""
@@ -130,11 +138,13 @@ class Supervisor:
         self.abandoned.add(work)
         work.add_done_callback(self.abandoned.discard)
 
-    async def _call_pipeline(self, execution: Execution) -> Outcome:
+    async def _call_pipeline(self, execution: Execution) -> Outcome | None:
         run = execution.run
         pipeline = self._pipelines.get(run.pipeline)
         if pipeline is None:  # defensive: the store claims only the pipelines served here
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
+        replay = await self._store.replay(run.run_id)  # in the task: cancel and drain reach a slow read
+        journal = RunJournal(run, self._events, replay, execution.fence, execution.started)
         ctx = RunContext(
             run,
             self._events,
@@ -143,13 +153,18 @@ class Supervisor:
             self._settings.history_max,
             fence=execution.fence,
             resources=self._resources,
+            journal=journal,
         )
         token = ctx._activate()
-        deadline = asyncio.timeout(run.timeout_s)
+        deadline = asyncio.timeout(_time_left(run))
         try:
             async with deadline:
                 output = await pipeline.func(ctx, pipeline.argument(run.input))
             return Outcome.succeeded(_jsonable(output))
+        except Suspended as suspended:
+            wait = suspended.wait
+            log_run("waiting", run, kind=wait.kind, wait_id=wait.id, executed_s=round(execution.executed_s(), 3))
+            return None
         except TimeoutError as exc:
             if deadline.expired():
                 return Outcome.timed_out(run.timeout_s or 0)
@@ -170,6 +185,14 @@ class Supervisor:
         log.error("run %s of %s failed", run.run_id, run.pipeline, exc_info=exc)
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return Outcome.failed("pipeline_error", message)
+
+
+def _time_left(run: Run) -> float | None:
+    """What is left of the run's ``timeout_s``: it counts executing time only,
+    over every execution (waiting for an answer or a time does not count)."""
+    if run.timeout_s is None:
+        return None
+    return max(run.timeout_s - run.executed_s, 0.0)
 
 
 def _jsonable(output: Any) -> Any:

@@ -39,6 +39,9 @@ class RunSnapshot(BaseModel):
     last_seq: int
     attempt: int
     metadata: dict[str, Any]
+    waiting_for: dict[str, Any] | None = Field(
+        description="While waiting: {ask_id, request, schema} for a question, {until} for a sleep"
+    )
 
 
 class RunList(BaseModel):

@@ -31,7 +31,7 @@ class RequestIds:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
+        request_id = request_id_of(scope)
         token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 500
@@ -56,7 +56,8 @@ class RequestIds:
             REQUEST_ID.reset(token)
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> str:
+    """The caller's ``X-Request-ID`` when it is short and plain, else a new id."""
     for name, value in scope["headers"]:
         if name == b"x-request-id" and CALLERS_REQUEST_ID.fullmatch(value):
             return bytes(value).decode()

@@ -78,6 +78,15 @@ class StreamRunRequest(RunRequest):
     on_disconnect: Literal["continue", "cancel"] = "continue"
 
 
+class AnswerRequest(_Body):
+    """``POST /v1/runs/{run_id}/input``."""
+
+    value: Any = Field(description="The answer, checked against the question's schema (waiting_for.schema)")
+    ask_id: Id | None = Field(None, description="The question answered: refused (409) if the run waits for another")
+
+    _value = field_validator("value")(_check_input)
+
+
 class SessionRequest(_Body):
     """``POST /v1/sessions``."""
 

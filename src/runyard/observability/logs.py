@@ -38,7 +38,7 @@ def run_fields() -> dict[str, str]:
 
 
 RUN_LOG = logging.getLogger("runyard.runs")
-RunTransition = Literal["created", "started", "waiting", "handed_back", "ended"]
+RunTransition = Literal["created", "started", "waiting", "resumed", "handed_back", "ended"]
 
 
 class RunFacts(Protocol):

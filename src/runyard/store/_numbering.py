@@ -5,7 +5,9 @@ with ``StatusConflict`` (``LeaseLost`` when its fence no longer holds), or with
 the others' events are numbered from the run's ``last_seq`` without gaps, their
 bytes added to its ``stored_bytes``, and their updates apply in order (a later
 group's update wins). Backends only load the runs' states and write the outcome.
-A claim is such a group too (``claim_group``).
+A claim is such a group too (``claim_group``). A group may carry a step's
+record (``AppendGroup.step``): backends insert it with the group's events, so a
+step is recorded exactly when its ``step`` event is (``recorded_steps``).
 
 The cap exempts groups that carry a run update: those are the runtime's own
 status changes (a claim, a hand-back, the end with its ``error``/``status``/``end``
@@ -26,12 +28,14 @@ from runyard.models import (
     EventDraft,
     Fence,
     LeaseLost,
-    RunError,
     RunStatus,
     RunUpdate,
     StatusConflict,
+    StepRecord,
+    Wait,
     dumps,
 )
+from runyard.outcome import Outcome
 from runyard.store._rows import apply_update
 from runyard.store.base import AppendGroup, AppendResult, Cancelled
 
@@ -47,6 +51,7 @@ class RunState:
     attempt: int = 1
     lease_expires_at: float | None = None
     stored_bytes: int = 0  # what its events weigh (``event_size``), every attempt counted
+    waiting: Wait | None = None
     appended: bool = False  # the batch numbered events of it
     updates: list[RunUpdate] = field(default_factory=list)  # the batch's accepted updates, in order
 
@@ -81,6 +86,8 @@ def number(
             results.append(StatusConflict(run_id, run.status))
             continue
         size = sum(event_size(draft) for draft in group.drafts)
+        if group.step is not None:
+            size += len(group.step.result)
         if update is None and max_run_bytes is not None and run.stored_bytes + size > max_run_bytes:
             results.append(RunTooLarge(run_id, max_run_bytes))
             continue
@@ -104,13 +111,26 @@ def _held(run: RunState, fence: Fence) -> bool:
 def _expected(run: RunState, update: RunUpdate) -> bool:
     if update.expect is not None and run.status not in update.expect:
         return False
+    if update.expect_wait is not None and (run.waiting is None or run.waiting.id != update.expect_wait):
+        return False
     if update.lease_expired_by is not None:
         return run.lease_expires_at is not None and run.lease_expires_at < update.lease_expired_by
     return True
 
 
 # The fields of a run's state that numbering follows (``_rows.update_fields`` sets them).
-NUMBERED = frozenset({"status", "attempt", "worker_id", "lease_expires_at"})
+NUMBERED = frozenset({"status", "attempt", "worker_id", "lease_expires_at", "waiting"})
+
+
+def recorded_steps(groups: Sequence[AppendGroup], results: Sequence[AppendResult]) -> list[tuple[str, StepRecord]]:
+    """The ``(run id, step)`` records of the groups that were written: a backend
+    inserts them in the batch's transaction (a step recorded twice keeps its
+    first record: ``INSERT ... ON CONFLICT DO NOTHING``)."""
+    return [
+        (group.run_id, group.step)
+        for group, result in zip(groups, results, strict=True)
+        if group.step is not None and isinstance(result, list)
+    ]
 
 
 def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_until: float) -> AppendGroup:
@@ -126,28 +146,18 @@ def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_unti
     return AppendGroup(run_id, [EventDraft(run_id, "status", status, at)], update)
 
 
-# The run's end when the store itself cancels it (an interrupt, a session's
-# deletion): the same error, events and row as ``Outcome.cancelled()`` writes.
-CANCELLED = RunError("cancelled", "the run was cancelled")
+def end_group(run_id: str, outcome: Outcome, expect: frozenset[RunStatus], at: float) -> AppendGroup:
+    """The append that ends a run with ``outcome``: its events and row, as the
+    engine writes them for the runs it executes."""
+    drafts = [EventDraft(run_id, type, dumps(data), at) for type, data in outcome.events()]
+    return AppendGroup(run_id, drafts, outcome.update(expect, at))
 
 
 def cancel_group(run_id: str, at: float) -> AppendGroup:
-    """The append that cancels a queued or running run in the store: its
-    ``status`` and ``end`` events, ``cancelled``, no lease (so its worker's fenced
-    writes are refused from then on)."""
-    error = CANCELLED.to_dict()
-    update = RunUpdate(
-        status=RunStatus.CANCELLED,
-        expect=UNFINISHED,
-        error=CANCELLED,
-        finished_at=at,
-        clear_lease=True,
-    )
-    drafts = [
-        EventDraft(run_id, "status", dumps({"status": "cancelled"}), at),
-        EventDraft(run_id, "end", dumps({"status": "cancelled", "error": error}), at),
-    ]
-    return AppendGroup(run_id, drafts, update)
+    """The append that cancels an unfinished run in the store (an interrupt, a
+    session's deletion): ``cancelled`` with its ``status`` and ``end`` events, no
+    lease (so its worker's fenced writes are refused from then on), no wait."""
+    return end_group(run_id, Outcome.cancelled(), UNFINISHED, at)
 
 
 CancelCandidate = tuple[str, RunStatus, str, str, int]  # run id, status before, pipeline, owner, attempt

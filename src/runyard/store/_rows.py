@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from runyard.models import Message, Run, RunError, RunStatus, RunUpdate, Session
+from runyard.models import Message, Run, RunError, RunStatus, RunUpdate, Session, StepRecord, Wait
 
 RUN_FIELDS: tuple[str, ...] = (
     "run_id",
@@ -42,12 +42,15 @@ RUN_FIELDS: tuple[str, ...] = (
     "max_attempts",
     "worker_id",
     "lease_expires_at",
+    "waiting",
+    "executed_s",
 )
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 SESSION_FIELDS: tuple[str, ...] = ("session_id", "owner", "created_at", "last_activity", "metadata", "deleted")
 SESSION_COLUMNS = ", ".join(SESSION_FIELDS)
 MESSAGE_COLUMNS = "role, content, ts, extra"
 EVENT_COLUMNS = "seq, type, data, ts"
+STEP_COLUMNS = "name, n, result, pos, at"
 # The fields a RunUpdate may set, in ``update_fields`` order.
 UPDATE_FIELDS: tuple[str, ...] = (
     "status",
@@ -58,6 +61,8 @@ UPDATE_FIELDS: tuple[str, ...] = (
     "attempt",
     "worker_id",
     "lease_expires_at",
+    "waiting",
+    "executed_s",
 )
 
 STATUSES = {status.value: status for status in RunStatus}  # a dict lookup, not an Enum call per row
@@ -86,6 +91,22 @@ def _status_value(status: RunStatus) -> str:
     return status.value
 
 
+def dump_wait(wait: Wait | None) -> str | None:
+    """A ``waiting`` column's text (None stays NULL)."""
+    return None if wait is None else dump(wait.to_dict())
+
+
+def load_wait(text: str | None) -> Wait | None:
+    """A ``waiting`` column's value (NULL is None)."""
+    return None if text is None else Wait.from_dict(orjson.loads(text))
+
+
+def wake_at(wait: Wait | None) -> float | None:
+    """The ``wake_at`` column SQL stores keep beside ``waiting``, indexed: when a
+    waiting run's sleep ends or its question times out (``due_waits``)."""
+    return None if wait is None else wait.until
+
+
 # How a run field becomes its column's value; the others are stored as they are.
 ENCODERS: dict[str, Callable[[Any], Any]] = {
     "status": _status_value,
@@ -93,6 +114,7 @@ ENCODERS: dict[str, Callable[[Any], Any]] = {
     "output": dump,
     "error": _dump_error,
     "metadata": dump,
+    "waiting": dump_wait,
 }
 
 
@@ -113,7 +135,15 @@ def run_row(run: Run, *, last_seq: bool = True) -> tuple[Any, ...]:
         run.started_at,
         run.finished_at,
     )
-    tail = (run.attempt, run.timeout_s, run.max_attempts, run.worker_id, run.lease_expires_at)
+    tail = (
+        run.attempt,
+        run.timeout_s,
+        run.max_attempts,
+        run.worker_id,
+        run.lease_expires_at,
+        dump_wait(run.waiting),
+        run.executed_s,
+    )
     return (*head, run.last_seq, *tail) if last_seq else head + tail
 
 
@@ -139,6 +169,8 @@ def run_from_row(row: Sequence[Any]) -> Run:
         max_attempts=row[15],
         worker_id=row[16],
         lease_expires_at=row[17],
+        waiting=load_wait(row[18]),
+        executed_s=row[19],
     )
 
 
@@ -191,6 +223,12 @@ def update_fields(update: RunUpdate) -> list[tuple[str, Any]]:
         fields.append(("worker_id", update.worker_id))
     if update.lease_expires_at is not None:
         fields.append(("lease_expires_at", update.lease_expires_at))
+    if update.clear_waiting:
+        fields.append(("waiting", None))
+    if update.waiting is not None:
+        fields.append(("waiting", update.waiting))
+    if update.executed_s is not None:
+        fields.append(("executed_s", update.executed_s))
     return fields
 
 
@@ -203,10 +241,24 @@ def apply_update(run: Any, update: RunUpdate, only: frozenset[str] | None = None
 
 
 def update_columns(updates: Iterable[RunUpdate]) -> dict[str, Any]:
-    """Updates of one run as the column values they set, a later update winning."""
+    """Updates of one run as the column values they set, a later update winning
+    (``wake_at`` follows ``waiting``)."""
     columns: dict[str, Any] = {}
     encoders = ENCODERS
     for update in updates:
         for name, value in update_fields(update):
             columns[name] = encoders[name](value) if name in encoders else value
+            if name == "waiting":
+                columns["wake_at"] = wake_at(value)
     return columns
+
+
+def step_row(step: StepRecord) -> tuple[Any, ...]:
+    """``step`` as the values of ``STEP_COLUMNS`` (its result as JSON text)."""
+    return step.name, step.n, step.result.decode(), step.pos, step.at
+
+
+def step_from_row(row: Sequence[Any]) -> StepRecord:
+    """A step from a row of ``STEP_COLUMNS``."""
+    result = row[2]
+    return StepRecord(row[0], row[1], result.encode() if isinstance(result, str) else bytes(result), row[3], row[4])

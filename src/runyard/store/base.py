@@ -9,6 +9,7 @@ runtime needs, so a reader sees what each part uses and a new backend sees its w
 - ``SessionStore``: sessions and their memory (``RunContext``'s ``Memory`` and ``RunSession``, the ``Runtime``);
 - ``RunQueue``: claims, leases, recovery, cancel flags, the workers registry (the ``Engine``);
 - ``EventStore``: gap-free numbered events (the ``EventLog``, streams);
+- ``Journal``: recorded steps and waiting runs (the ``Engine``'s replays and timers);
 - ``Retention``: sweeps and forgetting (the ``Engine``'s janitor).
 
 ``Store`` lists them all; every backend (``memory.py``, ``sqlite/``, ``postgres/``)
@@ -37,6 +38,7 @@ from runyard.models import (
     RunUpdate,
     Session,
     StatusConflict,
+    StepRecord,
 )
 
 
@@ -54,6 +56,7 @@ class AppendGroup:
     drafts: list[EventDraft] = field(default_factory=list)
     update: RunUpdate | None = None
     fence: Fence | None = None
+    step: StepRecord | None = None  # recorded with the group, in its transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,12 +252,12 @@ class SessionStore(Protocol):
         """Delete the session, forget its memory and cancel its unfinished runs; the runs cancelled.
 
         All in one transaction (the runs finished at ``at``): once it has returned,
-        no run of the session is queued or running, and none can be created in
+        no run of the session is unfinished, and none can be created in
         it. Its runs stay readable."""
 
     @abstractmethod
     async def unfinished_runs(self, session_id: str) -> list[Run]:
-        """The session's queued or running runs, oldest first."""
+        """The session's unfinished (queued, running or waiting) runs, oldest first."""
 
     @abstractmethod
     async def history(self, session_id: str) -> list[Message]:
@@ -337,12 +340,40 @@ class EventStore(Protocol):
         """Up to ``limit`` events with ``seq > after``, in order."""
 
 
+@dataclass(slots=True)
+class Replay:
+    """What a run's next execution replays: its recorded steps (asks' answers
+    and sleeps included) by ``(name, n)``, and ``mark``, the last ``pos`` in its
+    log (0 for none): the events a pipeline emits before that position are
+    already stored and are not appended again (``runyard.journal``)."""
+
+    steps: dict[tuple[str, int], StepRecord] = field(default_factory=dict)
+    mark: int = 0
+
+
+class Journal(Protocol):
+    """What durable execution reads back: recorded steps and the runs whose wait
+    is over. Steps are written with their ``step`` event (``AppendGroup.step``),
+    waits by a run's update (``RunUpdate.waiting``)."""
+
+    @abstractmethod
+    async def replay(self, run_id: str) -> Replay:
+        """The run's recorded steps and its log's replay mark."""
+
+    @abstractmethod
+    async def due_waits(self, at: float, limit: int) -> list[Run]:
+        """Up to ``limit`` waiting runs whose wait is due at ``at``, soonest first.
+
+        Due: its ``until`` is at or before ``at`` (a sleep that ended, a question
+        that timed out)."""
+
+
 class Retention(Protocol):
     """Forgetting what is past its time."""
 
     @abstractmethod
     async def sweep_runs(self, finished_before: float) -> int:
-        """Delete runs (and their events) that finished before ``finished_before``; how many.
+        """Delete runs (and their events and steps) that finished before ``finished_before``; how many.
 
         In short writes (a run's events in bounded chunks), so that other writes
         never wait long behind a sweep."""
@@ -356,12 +387,12 @@ class Retention(Protocol):
         """Forget the idempotency keys of creations before ``before``; return how many."""
 
 
-class WorkerStore(RunQueue, EventStore, SessionStore, Retention, Protocol):
-    """What a worker's ``Engine`` needs: the queue, the event log it builds, its
-    runs' sessions (a run's end is its session's activity, and its context reads
-    their memory) and retention."""
+class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, Protocol):
+    """What a worker's ``Engine`` needs: the queue, the event log it builds, the
+    journal its runs replay, its runs' sessions (a run's end is its session's
+    activity, and its context reads their memory) and retention."""
 
 
-class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Retention):
+class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention):
     """Sessions, memory, runs and their event logs, durable and consistent: every
     protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""

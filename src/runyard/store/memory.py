@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 
 from runyard.errors import QuotaExceeded
-from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session
-from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number
+from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session, StepRecord
+from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
@@ -24,6 +24,7 @@ from runyard.store.base import (
     Claimed,
     Entered,
     LeaseRenewal,
+    Replay,
     RunQuery,
     SessionEntry,
     Store,
@@ -42,7 +43,9 @@ class MemoryStore(Store):
         self._order: list[str] = []  # run ids in creation order
         self._events: dict[str, list[Event]] = {}
         self._stored_bytes: dict[str, int] = {}  # run id -> what its events weigh (``event_size``)
-        self._unfinished: dict[str, None] = {}  # queued and running run ids, in creation order
+        self._steps: dict[str, dict[tuple[str, int], StepRecord]] = {}  # run id -> its recorded steps
+        self._marks: dict[str, int] = {}  # run id -> the last ``pos`` in its log
+        self._unfinished: dict[str, None] = {}  # queued, running and waiting run ids, in creation order
         self._cancel_requested: set[str] = set()
         self._served: dict[str, float] = {}  # owner -> when a run of theirs was last claimed
         self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
@@ -290,6 +293,8 @@ class MemoryStore(Store):
             del self._runs[run_id]
             del self._events[run_id]
             self._stored_bytes.pop(run_id, None)
+            self._steps.pop(run_id, None)
+            self._marks.pop(run_id, None)
             self._unfinished.pop(run_id, None)
         if old:
             gone = set(old)
@@ -308,6 +313,7 @@ class MemoryStore(Store):
                 run.attempt,
                 run.lease_expires_at,
                 self._stored_bytes.get(run_id, 0),
+                run.waiting,
             )
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
@@ -315,6 +321,12 @@ class MemoryStore(Store):
         results, events = number(groups, states, self.max_run_bytes)
         for event in events:
             self._events[event.run_id].append(event)
+        for group, result in zip(groups, results, strict=True):
+            marks = [draft.pos for draft in group.drafts if draft.pos is not None]
+            if marks and isinstance(result, list):
+                self._marks[group.run_id] = marks[-1]
+        for run_id, step in recorded_steps(groups, results):
+            self._steps.setdefault(run_id, {}).setdefault((step.name, step.n), step)
         for run_id, state in states.items():
             run = self._runs[run_id]
             run.last_seq = state.last_seq
@@ -325,6 +337,23 @@ class MemoryStore(Store):
                 self._unfinished.pop(run_id, None)
                 self._cancel_requested.discard(run_id)
         return results
+
+    # -- journal ---------------------------------------------------------------
+
+    async def replay(self, run_id: str) -> Replay:
+        return Replay(dict(self._steps.get(run_id, {})), self._marks.get(run_id, 0))
+
+    async def due_waits(self, at: float, limit: int) -> list[Run]:
+        due = [
+            (until, run)
+            for run_id in self._unfinished
+            if (run := self._runs[run_id]).status is RunStatus.WAITING
+            and (wait := run.waiting) is not None
+            and (until := wait.until) is not None
+            and until <= at
+        ]
+        due.sort(key=lambda pair: pair[0])
+        return [copy.deepcopy(run) for _, run in due[: max(limit, 0)]]
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         log = self._events.get(run_id, [])

@@ -16,7 +16,7 @@ export function h(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
-export const STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "timed_out"];
+export const STATUSES = ["queued", "running", "waiting", "succeeded", "failed", "cancelled", "timed_out"];
 export const FINISHED = new Set(["succeeded", "failed", "cancelled", "timed_out"]);
 export const BAD = new Set(["failed", "timed_out"]);
 

@@ -6,6 +6,7 @@
 // rendered is kept in sessionStorage, so a reload can say where it resumed.
 
 import { ApiError, api, runPath } from "./api.js";
+import { waitingPanel } from "./ask.js";
 import { BAD, FINISHED, badge, duration, h, json, notice, sessionLink, shortId, time } from "./dom.js";
 import { followRun } from "./stream.js";
 import { progressBar, summary, timeline } from "./widgets.js";
@@ -42,6 +43,7 @@ export function runView(main, runId) {
   const cancel = h("button", { type: "button", id: "cancel-run", class: "danger", hidden: true }, "Cancel run");
   const meta = h("dl", { class: "meta", id: "run-meta" });
   const alerts = h("div", { id: "run-alerts" });
+  const waiting = waitingPanel(runId, (snapshot) => setStatus(snapshot.status));
   const phases = timeline();
   const ticksBar = progressBar("ticks-progress", "Ticks");
   const progress = progressBar("run-progress", "Progress");
@@ -115,6 +117,7 @@ export function runView(main, runId) {
 
   function end(event) {
     const data = event.data ?? {};
+    waiting.clear();
     setStatus(data.status, true);
     view.dataset.ended = "true";
     output.textContent = data.output !== undefined ? json(data.output) : json(data.error ?? null);
@@ -134,7 +137,17 @@ export function runView(main, runId) {
     switch (event.type) {
       case "status":
         setStatus(data.status);
+        if (data.status === "waiting" && data.until) waiting.sleep(data.until);
+        else if (data.status !== "waiting") waiting.clear(); // an ask's panel comes with input.requested
         refreshSnapshot();
+        break;
+      case "input.requested":
+        waiting.ask(data);
+        addActivity(event, "asked ", h("span", { class: "mono" }, summary(data.request)));
+        break;
+      case "input.received":
+        waiting.clear();
+        addActivity(event, "answer received");
         break;
       case "phase":
         phases.update(event);
@@ -323,6 +336,7 @@ export function runView(main, runId) {
       h("p", { class: "muted" }, connection),
       meta,
       alerts,
+      waiting.root,
       h("details", { class: "input" }, h("summary", {}, "Input"), h("pre", { class: "mono" }, json(run.input))),
       phases.root,
       h("section", { class: "card bars" }, ticksBar.root, progress.root),
@@ -335,6 +349,7 @@ export function runView(main, runId) {
     );
     setStatus(run.status);
     drawMeta();
+    waiting.fromSnapshot(run); // the history below updates it, whatever happened since
     const remembered = Number(sessionStorage.getItem(seqKey(runId)) || 0);
     if (remembered > 0 && remembered <= run.last_seq) view.dataset.resumedFrom = String(remembered);
 

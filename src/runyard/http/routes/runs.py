@@ -12,7 +12,7 @@ from runyard.errors import InvalidCursor, RunFinished
 from runyard.http.answers import EVENT_STREAM, EventsPage, RunList, RunSnapshot, errors
 from runyard.http.auth import Forbidden, owner_of, principal_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
-from runyard.http.schemas import Id, RunRequest, StreamRunRequest
+from runyard.http.schemas import AnswerRequest, Id, RunRequest, StreamRunRequest
 from runyard.http.streaming import StreamSlot, StreamSlots, sse_response
 from runyard.models import Run, RunStatus
 from runyard.runtime import Idempotency
@@ -189,4 +189,16 @@ async def stream_run(
 )
 async def cancel_run(request: Request, run_id: str) -> Response:
     run = await runtime_of(request).cancel_run(owner_of(request), run_id)
+    return json_response(run.snapshot(), 202)
+
+
+@router.post(
+    "/{run_id}/input",
+    status_code=202,
+    summary="Answer the question a waiting run asked (ctx.ask)",
+    response_model=RunSnapshot,
+    responses=errors(409),
+)
+async def answer_run(request: Request, run_id: str, body: AnswerRequest) -> Response:
+    run = await runtime_of(request).answer(owner_of(request), run_id, body.value, body.ask_id)
     return json_response(run.snapshot(), 202)

@@ -6,13 +6,20 @@ Migrations run in one transaction holding a fixed advisory lock, so processes
 starting together apply them once. Writes run in a shielded task: a cancelled
 caller only stops waiting, and its write commits or fails whole, as in the
 SQLite store.
+
+Every asyncpg error that means "busy or down, try again" becomes
+``StoreUnavailable`` here, in ``_unavailable`` and nowhere else (HTTP: 503 with
+``Retry-After``). A deadlock or a serialization failure rolled its transaction
+back, so it is tried again a few times first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,6 +27,7 @@ import asyncpg
 
 from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
 from runyard.models import Event, Run
+from runyard.retrying import Backoff
 from runyard.settings import redact_url
 from runyard.store._rows import run_from_row
 from runyard.store.base import DEFAULT_MAX_RUN_BYTES, Lifecycle
@@ -28,22 +36,93 @@ from runyard.store.postgres.schema import MIGRATION_LOCK, MIGRATIONS, VERSION_TA
 T = TypeVar("T")
 Connection = Any  # asyncpg.Connection (untyped)
 
+log = logging.getLogger("runyard.store")
+
 POOL_MIN = 1
 POOL_MAX = 10
+# How long a call waits for one of the pool's connections (all busy, or a new one
+# being made) before it answers 503: a store that slow is down for its callers,
+# and a request held longer only piles up behind the others.
+ACQUIRE_TIMEOUT_S = 10.0
 # errors that mean "PostgreSQL is not there (or refuses us)"
 CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
-# errors that mean "the connection is gone" (a restart, a network failure): the
-# statement did not run, or, during COMMIT, may have
+# The server undid the statement and said so; the connection is fine and nothing
+# was written (a transaction in which it happens is rolled back whole).
+CONFLICTS = (
+    asyncpg.exceptions.DeadlockDetectedError,  # 40P01: this transaction was the one PostgreSQL chose to end
+    asyncpg.exceptions.SerializationError,  # 40001
+)
+REFUSED = (
+    *CONFLICTS,
+    asyncpg.exceptions.LockNotAvailableError,  # 55P03: past lock_timeout, or NOWAIT
+    asyncpg.exceptions.QueryCanceledError,  # 57014: past statement_timeout, or pg_cancel_backend
+    # on connecting: nothing ran
+    asyncpg.exceptions.TooManyConnectionsError,  # 53300: max_connections, or a role's or database's limit
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: the server starts up or shuts down
+)
+# The connection is gone (a restart, an administrator's pg_terminate_backend, a
+# network failure): a statement sent before it may or may not have run. Checked
+# after REFUSED: QueryCanceledError and CannotConnectNowError are
+# OperatorInterventionErrors too.
 CONNECTION_LOST = (
     OSError,
     asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,  # the server is shutting down or starting up
+    asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P02 crash shutdown
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a lost server
 )
-# errors that mean "PostgreSQL is up but takes no more connections now" (its
-# max_connections reached): nothing ran, the request may be tried again (503)
-REFUSED = (asyncpg.exceptions.TooManyConnectionsError,)
+UNAVAILABLE = (*REFUSED, *CONNECTION_LOST)
+# A deadlocked or serialization-failed transaction was rolled back, so it is run
+# again, from the start, up to CONFLICT_ATTEMPTS times in all (PostgreSQL takes its
+# deadlock_timeout, 1 s by default, to find each deadlock) before the caller gets a 503.
+CONFLICT_ATTEMPTS = 3
+CONFLICT_BACKOFF = Backoff(first_s=0.02, max_s=0.2)
+
+
+@dataclass(slots=True)
+class _Progress:
+    """How far a call got, which says whether its failure leaves a write in doubt."""
+
+    connected: bool = False  # it holds a connection of the pool
+    sent: bool = False  # a statement that may write went to the server (in doubt if the connection is lost)
+
+
+def _unavailable(exc: BaseException, where: str, progress: _Progress) -> StoreUnavailable:
+    """The ``StoreUnavailable`` that ``exc``, one of ``UNAVAILABLE``, means.
+
+    In doubt only when the connection was lost after a write was sent (a single
+    statement, or a transaction's COMMIT): PostgreSQL may have committed it. An
+    error the server answered with, or anything before a connection was had,
+    wrote nothing."""
+    if isinstance(exc, CONFLICTS):
+        return StoreUnavailable(f"PostgreSQL at {where} ended a conflicting transaction: {exc}", in_doubt=False)
+    if isinstance(exc, REFUSED):
+        return StoreUnavailable(f"PostgreSQL at {where} is busy or refuses connections: {exc}", in_doubt=False)
+    if isinstance(exc, TimeoutError) and not progress.connected:  # pool.acquire's timeout
+        return StoreUnavailable(
+            f"no connection to PostgreSQL at {where} came free within {ACQUIRE_TIMEOUT_S:g}s", in_doubt=False
+        )
+    return StoreUnavailable(f"lost the connection to PostgreSQL at {where}: {exc}", in_doubt=progress.sent)
+
+
+def _lost(exc: BaseException) -> bool:
+    return isinstance(exc, CONNECTION_LOST) and not isinstance(exc, REFUSED)
+
+
+async def _retrying_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
+    """``await attempt()``, again after a deadlock or a serialization failure, up to
+    ``CONFLICT_ATTEMPTS`` times (the last failure is raised). Each attempt starts
+    from nothing: PostgreSQL rolled back the one before."""
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except CONFLICTS as exc:
+            failures += 1
+            if failures >= CONFLICT_ATTEMPTS:
+                raise
+            log.info("PostgreSQL ended a conflicting transaction, trying it again (%d): %s", failures, exc)
+            await asyncio.sleep(CONFLICT_BACKOFF.delay(failures))
 
 
 def pool_options(url: str) -> tuple[str, int, int]:
@@ -76,33 +155,74 @@ DOUBT_WAIT_S = 60.0
 DOUBT_RETRY_S = 0.2
 
 
+def _forget_if_lost(conn: Connection, exc: BaseException) -> None:
+    if _lost(exc):
+        # never back into the pool: after a lost server, asyncpg may think an
+        # operation is still under way on it
+        with contextlib.suppress(Exception):
+            conn.terminate()
+
+
+async def _statement(pool: Any, method: str, sql: str, arguments: tuple[Any, ...], progress: _Progress) -> Any:
+    """One attempt at one statement (a transaction by itself)."""
+    progress.connected = progress.sent = False
+    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        progress.connected = progress.sent = True
+        try:
+            return await getattr(conn, method)(sql, *arguments)
+        except BaseException as exc:
+            _forget_if_lost(conn, exc)
+            raise
+
+
+async def _transaction(pool: Any, work: Callable[[Connection], Awaitable[T]], progress: _Progress) -> T:
+    """One attempt at ``work`` in a transaction."""
+    progress.connected = progress.sent = False
+    async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+        progress.connected = True
+        tx = conn.transaction()
+        try:
+            await tx.start()
+            try:
+                result = await work(conn)
+            except BaseException:
+                if not conn.is_closed():
+                    await tx.rollback()
+                raise
+            progress.sent = True  # until COMMIT, a lost connection rolls the transaction back
+            await tx.commit()
+            return result
+        except BaseException as exc:
+            _forget_if_lost(conn, exc)
+            raise
+
+
 class _Statements:
-    """One-statement calls on the pool, a lost connection reported as
-    ``StoreUnavailable`` (in doubt: a write may have committed)."""
+    """One-statement calls on the pool, "busy or down" reported as ``StoreUnavailable``
+    (in doubt if the connection was lost after the statement was sent)."""
 
     def __init__(self, pool: Any, where: str) -> None:
         self._pool = pool
         self._where = where
 
     async def fetch(self, sql: str, *arguments: Any) -> list[Any]:
-        return await self._call(self._pool.fetch, sql, arguments)  # type: ignore[no-any-return]
+        return await self._call("fetch", sql, arguments)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *arguments: Any) -> Any:
-        return await self._call(self._pool.fetchrow, sql, arguments)
+        return await self._call("fetchrow", sql, arguments)
 
     async def fetchval(self, sql: str, *arguments: Any) -> Any:
-        return await self._call(self._pool.fetchval, sql, arguments)
+        return await self._call("fetchval", sql, arguments)
 
     async def execute(self, sql: str, *arguments: Any) -> None:
-        await self._call(self._pool.execute, sql, arguments)
+        await self._call("execute", sql, arguments)
 
-    async def _call(self, method: Callable[..., Awaitable[Any]], sql: str, arguments: tuple[Any, ...]) -> Any:
+    async def _call(self, method: str, sql: str, arguments: tuple[Any, ...]) -> Any:
+        progress = _Progress()
         try:
-            return await method(sql, *arguments)
-        except CONNECTION_LOST as exc:
-            raise StoreUnavailable(f"lost the connection to PostgreSQL at {self._where}: {exc}", in_doubt=True) from exc
-        except REFUSED as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self._where} refuses connections: {exc}", in_doubt=False) from exc
+            return await _retrying_conflicts(lambda: _statement(self._pool, method, sql, arguments, progress))
+        except UNAVAILABLE as exc:
+            raise _unavailable(exc, self._where, progress) from exc
 
 
 class PostgresConnection(Lifecycle):
@@ -184,40 +304,16 @@ class PostgresConnection(Lifecycle):
 
     async def _transact(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """Run ``work`` in a transaction of its own, to the end even if the caller is
-        cancelled; a lost connection is ``StoreUnavailable``, in doubt only if it
-        was lost during COMMIT."""
-        pool = self._live()
+        cancelled; again after a deadlock; "busy or down" is ``StoreUnavailable``,
+        in doubt only if the connection was lost during COMMIT."""
+        pool, where = self._live(), _where(self.url)
 
         async def transaction() -> T:
-            committing = False
+            progress = _Progress()
             try:
-                async with pool.acquire() as conn:
-                    tx = conn.transaction()
-                    try:
-                        await tx.start()
-                        try:
-                            result = await work(conn)
-                        except BaseException:
-                            if not conn.is_closed():
-                                await tx.rollback()
-                            raise
-                        committing = True
-                        await tx.commit()
-                        return result
-                    except CONNECTION_LOST:
-                        # never back into the pool: after a lost server, asyncpg may
-                        # think an operation is still under way on it
-                        with contextlib.suppress(Exception):
-                            conn.terminate()
-                        raise
-            except CONNECTION_LOST as exc:
-                raise StoreUnavailable(
-                    f"lost the connection to PostgreSQL at {_where(self.url)}: {exc}", in_doubt=committing
-                ) from exc
-            except REFUSED as exc:  # on connecting: nothing ran
-                raise StoreUnavailable(
-                    f"PostgreSQL at {_where(self.url)} refuses connections: {exc}", in_doubt=False
-                ) from exc
+                return await _retrying_conflicts(lambda: _transaction(pool, work, progress))
+            except UNAVAILABLE as exc:
+                raise _unavailable(exc, where, progress) from exc
 
         return await asyncio.shield(transaction())
 
@@ -235,7 +331,7 @@ class PostgresConnection(Lifecycle):
 
         async def keeping(conn: Connection) -> T:
             result = await work(conn)
-            outcome.append(result)
+            outcome[:] = [result]  # the last attempt's: one ended by a conflict was rolled back
             return result
 
         try:

@@ -6,7 +6,8 @@ deadlock) and numbers events from the ``last_seq`` kept in each row, so the
 row lock is the gap-free counter. A batch is one transaction of five round
 trips however many runs and events it holds: BEGIN, lock, insert every event
 (one ``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
-when the batch carries run updates (status changes and the like).
+when the batch carries run updates (status changes and the like), and one when
+it records steps.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from runyard.models import Event
-from runyard.store._numbering import RunState, number
-from runyard.store._rows import EVENT_COLUMNS, STATUSES, update_columns
+from runyard.store._numbering import RunState, number, recorded_steps
+from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.postgres.connection import Connection, PostgresConnection
-from runyard.store.postgres.schema import INSERT_EVENTS, LOCK_RUNS, UPDATABLE, UPDATE_LAST_SEQS, UPDATE_RUNS
+from runyard.store.postgres.schema import (
+    INSERT_EVENTS,
+    INSERT_STEPS,
+    LOCK_RUNS,
+    UPDATABLE,
+    UPDATE_LAST_SEQS,
+    UPDATE_RUNS,
+)
 
 
 async def append_batch(
@@ -28,8 +36,8 @@ async def append_batch(
     """Number, insert and apply ``groups`` inside the caller's transaction."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
     runs = {
-        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease, stored)
-        for run_id, status, last_seq, worker, attempt, lease, stored in rows
+        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease, stored, load_wait(waiting))
+        for run_id, status, last_seq, worker, attempt, lease, stored, waiting in rows
     }
     results, events = number(groups, runs, max_run_bytes)
     if events:
@@ -40,7 +48,12 @@ async def append_batch(
             [e.type for e in events],
             [e.data for e in events],
             [e.ts for e in events],
+            _positions(groups, results),
         )
+    steps = recorded_steps(groups, results)
+    if steps:
+        rows = [(run_id, *step_row(step)) for run_id, step in steps]
+        await conn.execute(INSERT_STEPS, *(list(column) for column in zip(*rows, strict=True)))
     # a run with updated columns gets its last seq with them, the others by themselves
     counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
     if counted:
@@ -62,6 +75,17 @@ async def append_batch(
             arguments.append([columns.get(column) for _, columns in updated])
         await conn.execute(UPDATE_RUNS, *arguments)
     return results
+
+
+def _positions(groups: Sequence[AppendGroup], results: Sequence[AppendResult]) -> list[int | None]:
+    """The ``pos`` of each event numbered, in order: its draft's (numbering made
+    one event per draft of each written group)."""
+    return [
+        draft.pos
+        for group, result in zip(groups, results, strict=True)
+        if isinstance(result, list)
+        for draft in group.drafts
+    ]
 
 
 class PostgresEvents(PostgresConnection, EventStore):

@@ -7,7 +7,15 @@ import asyncio
 from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, pack
 from runyard.store.base import Retention
 from runyard.store.postgres.connection import PostgresConnection
-from runyard.store.postgres.schema import DELETE_EVENT_CHUNK, DELETE_RUNS, EVENT_WEIGHTS, EXPIRED_RUNS, UNFINISHED
+from runyard.store.postgres.schema import (
+    DELETE_EVENT_CHUNK,
+    DELETE_RUNS,
+    DELETE_STEP_CHUNK,
+    EVENT_WEIGHTS,
+    EXPIRED_RUNS,
+    STEP_WEIGHTS,
+    UNFINISHED,
+)
 
 
 class PostgresRetention(PostgresConnection, Retention):
@@ -23,17 +31,27 @@ class PostgresRetention(PostgresConnection, Retention):
             if not rows:
                 return swept
             run_ids = [row[0] for row in rows]
-            weights = {row[0]: (row[1], row[2]) for row in await self._db().fetch(EVENT_WEIGHTS, run_ids)}
+            weights = await self._weights(run_ids)
             small, large = pack([(r, *weights.get(r, (0, 0))) for r in run_ids], CHUNK_EVENTS, CHUNK_BYTES)
-            for group in small:  # several small runs, events and all, in one transaction
+            for group in small:  # several small runs, events, steps and all, in one transaction
                 swept += await asyncio.shield(self._db().fetchval(DELETE_RUNS, group))
             for run_id in large:  # a large one chunk by chunk
-                while await asyncio.shield(self._db().fetchval(DELETE_EVENT_CHUNK, run_id, CHUNK_EVENTS, CHUNK_BYTES)):
-                    pass
+                for chunk in (DELETE_EVENT_CHUNK, DELETE_STEP_CHUNK):
+                    while await asyncio.shield(self._db().fetchval(chunk, run_id, CHUNK_EVENTS, CHUNK_BYTES)):
+                        pass
                 swept += await asyncio.shield(self._db().fetchval(DELETE_RUNS, [run_id]))
 
+    async def _weights(self, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """Each run's events and steps: how many, and their bytes."""
+        weights: dict[str, tuple[int, int]] = {}
+        for sql in (EVENT_WEIGHTS, STEP_WEIGHTS):
+            for run_id, count, size in await self._db().fetch(sql, run_ids):
+                before = weights.get(run_id, (0, 0))
+                weights[run_id] = (before[0] + count, before[1] + size)
+        return weights
+
     async def forget_idle_sessions(self, idle_before: float) -> int:
-        # a session with a run still queued or running is busy, never idle
+        # a session with an unfinished run (queued, running or waiting) is busy, never idle
         forgotten: int = await asyncio.shield(
             self._db().fetchval(
                 "WITH gone AS (DELETE FROM messages m USING sessions s"

@@ -11,7 +11,8 @@ is faster in every index and gives every process the same lock order.
 
 from __future__ import annotations
 
-from runyard.store._rows import RUN_COLUMNS, RUN_FIELDS, SESSION_COLUMNS, UPDATE_FIELDS
+from runyard.models import UNFINISHED as UNFINISHED_STATUSES
+from runyard.store._rows import RUN_COLUMNS, RUN_FIELDS, SESSION_COLUMNS, STEP_COLUMNS, UPDATE_FIELDS
 
 # pg_advisory_xact_lock key serialising migrations across processes: b"runyard:" as an int64
 MIGRATION_LOCK = 0x72756E796172643A
@@ -103,11 +104,38 @@ MIGRATIONS: list[str] = [
     # RUNYARD_MAX_RUN_BYTES: what a run's events weigh, kept beside last_seq under the
     # same row lock (runs stored before this count from 0)
     "ALTER TABLE runs ADD COLUMN stored_bytes bigint NOT NULL DEFAULT 0",
+    # durable work (issue 12): what a waiting run waits for (a Wait as JSON), and
+    # when that wait is due (its ``until``, kept apart so that it is indexed)
+    "ALTER TABLE runs ADD COLUMN waiting json",
+    "ALTER TABLE runs ADD COLUMN wake_at float8",
+    "ALTER TABLE runs ADD COLUMN executed_s float8 NOT NULL DEFAULT 0",
+    "CREATE INDEX runs_wake_at ON runs (wake_at) WHERE status = 'waiting'",
+    # an event's replay position (``EventDraft.pos``); NULL for the runtime's events
+    "ALTER TABLE events ADD COLUMN pos integer",
+    # recorded steps: the first record of a step wins; no foreign key (sweep_runs
+    # deletes a run's steps with it, as its events)
+    """CREATE TABLE steps (
+        run_id text COLLATE "C" NOT NULL,
+        name text COLLATE "C" NOT NULL,
+        n integer NOT NULL,
+        result json NOT NULL,
+        pos integer NOT NULL,
+        at float8 NOT NULL,
+        PRIMARY KEY (run_id, name, n)
+    )""",
 ]
 
-INSERT_RUN = f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, len(RUN_FIELDS) + 1))})"
+# wake_at is the waiting column's ``until``, from the same parameter
+_WAITING = RUN_FIELDS.index("waiting") + 1
+INSERT_RUN = (
+    f"INSERT INTO runs ({RUN_COLUMNS}, wake_at)"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, len(RUN_FIELDS) + 1))}, (${_WAITING}::json ->> 'until')::float8)"
+)
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-UNFINISHED = "status IN ('queued', 'running')"
+# The one statement of which statuses are unfinished (``models.UNFINISHED``): a
+# waiting run holds its session as a queued or running one does.
+_UNFINISHED_VALUES = ", ".join(f"'{status.value}'" for status in sorted(UNFINISHED_STATUSES))
+UNFINISHED = f"status IN ({_UNFINISHED_VALUES})"
 # the run (``RUN_FIELDS`` first, as ``run_from_row`` reads them) and fingerprint of an
 # owner's idempotency key used since $3
 IDEMPOTENT_RUN = (
@@ -119,7 +147,7 @@ IDEMPOTENT_RUN = (
 # The batch's runs, locked in one order every process shares: no deadlock between
 # appends to overlapping runs.
 LOCK_RUNS = (
-    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes FROM runs"
+    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes, waiting FROM runs"
     " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
 )
 # The ready runs (each the oldest unfinished run of its session, of a pipeline the
@@ -150,8 +178,22 @@ LOCK_CLAIMABLE = (
     " ORDER BY run_id FOR UPDATE SKIP LOCKED"
 )
 INSERT_EVENTS = (
-    "INSERT INTO events (run_id, seq, type, data, ts)"
-    " SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::bytea[], $5::float8[])"
+    "INSERT INTO events (run_id, seq, type, data, ts, pos)"
+    " SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::bytea[], $5::float8[], $6::int4[])"
+)
+INSERT_STEPS = (
+    f"INSERT INTO steps (run_id, {STEP_COLUMNS})"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::json[], $5::int4[], $6::float8[])"
+    " ON CONFLICT DO NOTHING"
+)
+# A run's recorded steps and its replay mark (the pos of its last event that has
+# one), in one statement: one snapshot, so the two agree. A run without steps
+# gives one row of NULL step columns.
+REPLAY = f"""SELECT m.mark, s.{", s.".join(STEP_COLUMNS.split(", "))} FROM (
+    SELECT coalesce((SELECT pos FROM events WHERE run_id = $1 AND pos IS NOT NULL ORDER BY seq DESC LIMIT 1), 0) AS mark
+) m LEFT JOIN steps s ON s.run_id = $1"""
+DUE_WAITS = (
+    f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'waiting' AND wake_at <= $1 ORDER BY wake_at, created_seq LIMIT $2"
 )
 # the runs of a batch that got events and no RunUpdate (the common case)
 UPDATE_LAST_SEQS = (
@@ -175,7 +217,21 @@ DELETE_EVENT_CHUNK = """WITH chunk AS (
     RETURNING 1
 )
 SELECT count(*) FROM gone"""
+STEP_WEIGHTS = (
+    "SELECT run_id, count(*), coalesce(sum(octet_length(result::text)), 0) FROM steps"
+    " WHERE run_id = ANY($1::text[]) GROUP BY run_id"
+)
+# at least one step, then as many as fit in $3 bytes, up to $2
+DELETE_STEP_CHUNK = """WITH chunk AS (
+    SELECT name, n, row_number() OVER w AS i, sum(octet_length(result::text)) OVER w AS upto
+    FROM steps WHERE run_id = $1 WINDOW w AS (ORDER BY name, n) ORDER BY name, n LIMIT $2
+), gone AS (
+    DELETE FROM steps s USING chunk c WHERE s.run_id = $1 AND s.name = c.name AND s.n = c.n
+    AND (c.upto <= $3::int8 OR c.i = 1) RETURNING 1
+)
+SELECT count(*) FROM gone"""
 DELETE_RUNS = f"""WITH gone_events AS (DELETE FROM events WHERE run_id = ANY($1::text[])),
+gone_steps AS (DELETE FROM steps WHERE run_id = ANY($1::text[])),
 gone AS (DELETE FROM runs WHERE run_id = ANY($1::text[]) AND NOT {UNFINISHED} RETURNING 1)
 SELECT count(*) FROM gone"""
 
@@ -190,8 +246,11 @@ _TYPES = {
     "attempt": "int4",
     "worker_id": "text",
     "lease_expires_at": "float8",
+    "waiting": "json",
+    "wake_at": "float8",  # not a run field: ``update_columns`` sets it beside ``waiting``
+    "executed_s": "float8",
 }
-UPDATABLE: dict[str, str] = {name: _TYPES[name] for name in UPDATE_FIELDS}
+UPDATABLE: dict[str, str] = {name: _TYPES[name] for name in (*UPDATE_FIELDS, "wake_at")}
 
 
 def _update_runs() -> str:

@@ -21,7 +21,7 @@ from runyard.store.postgres.schema import INSERT_SESSION, UNFINISHED
 
 
 async def cancel_unfinished(conn: Connection, session_id: str, at: float, sparing: str = "") -> list[Cancelled]:
-    """Cancel the session's queued and running runs but ``sparing``, inside the
+    """Cancel the session's unfinished runs but ``sparing``, inside the
     caller's transaction (which holds the session's row)."""
     # locked first (in run id order, as append locks), then read by a statement of
     # its own: its snapshot sees them as locked, so "was it running" cannot change

@@ -10,7 +10,7 @@ from runyard.models import Multitask, Run, Session
 from runyard.store._rows import SESSION_COLUMNS, run_from_row, run_row, session_from_row, session_row
 from runyard.store.base import Admission, Admissions, Entered, SessionEntry
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
-from runyard.store.sqlite.schema import FINISHED, INSERT_RUN, INSERT_SESSION, RUN_COLUMNS
+from runyard.store.sqlite.schema import INSERT_RUN, INSERT_SESSION, RUN_COLUMNS, UNFINISHED_SQL
 from runyard.store.sqlite.sessions import cancel_unfinished
 
 
@@ -61,7 +61,7 @@ def _enter(
             return Entered(first)
     found = db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (run.session_id,)).fetchone()
     busy = db.execute(
-        f"SELECT run_id FROM runs WHERE session_id = ? AND NOT {FINISHED} ORDER BY created_seq LIMIT 1",
+        f"SELECT run_id FROM runs WHERE session_id = ? AND {UNFINISHED_SQL} ORDER BY created_seq LIMIT 1",
         (run.session_id,),
     ).fetchone()
     entry.check(None if found is None else session_from_row(found), run, busy[0] if busy else None)

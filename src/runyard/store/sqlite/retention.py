@@ -15,7 +15,7 @@ import orjson
 from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, chunk_end, pack
 from runyard.store.base import Retention
 from runyard.store.sqlite.connection import SQLiteConnection, log
-from runyard.store.sqlite.schema import EVENT_WEIGHTS, FINISHED, IN_JSON
+from runyard.store.sqlite.schema import EVENT_WEIGHTS, FINISHED, IN_JSON, STEP_BYTES, STEP_WEIGHTS, UNFINISHED_SQL
 
 # Pages (4 KiB) given back per incremental_vacuum step, a transaction of the writer
 # thread: a writer waits for one step at most. Measured after a 256 MiB sweep on 2
@@ -46,10 +46,29 @@ def _delete_event_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
     return last < sizes[-1][0] or len(sizes) == CHUNK_EVENTS
 
 
+def _delete_step_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
+    """Delete one chunk of the run's recorded steps (as ``_delete_event_chunk``
+    does its events: a step's result may weigh as much); whether any may be left."""
+    sizes = db.execute(
+        f"SELECT {STEP_BYTES} FROM steps WHERE run_pk = ? ORDER BY name, n LIMIT ?", (run_pk, CHUNK_EVENTS)
+    ).fetchall()
+    if not sizes:
+        return False
+    # chunk_end by position in the chunk (steps have no seq)
+    count = chunk_end([(i, size) for i, (size,) in enumerate(sizes)], CHUNK_BYTES) + 1
+    db.execute(
+        "DELETE FROM steps WHERE (run_pk, name, n) IN"
+        " (SELECT run_pk, name, n FROM steps WHERE run_pk = ? ORDER BY name, n LIMIT ?)",
+        (run_pk, count),
+    )
+    return count < len(sizes) or len(sizes) == CHUNK_EVENTS
+
+
 def _delete_runs(db: sqlite3.Connection, run_pks: list[int]) -> int:
-    """Delete runs whose events are gone (and any event appended meanwhile)."""
+    """Delete runs whose events are gone (and any event or step written meanwhile)."""
     keys = orjson.dumps(run_pks).decode()
     db.execute(f"DELETE FROM events WHERE run_pk {IN_JSON}", (keys,))
+    db.execute(f"DELETE FROM steps WHERE run_pk {IN_JSON}", (keys,))
     deleted: int = db.execute(f"DELETE FROM runs WHERE created_seq {IN_JSON} AND {FINISHED}", (keys,)).rowcount
     return deleted
 
@@ -101,13 +120,14 @@ class SQLiteRetention(SQLiteConnection, Retention):
             )
             if not rows:
                 break
-            keys = orjson.dumps([pk for (pk,) in rows]).decode()
-            weights = {pk: (count, size) for pk, count, size in await self._read(EVENT_WEIGHTS, (keys,))}
+            weights = await self._weights([pk for (pk,) in rows])
             small, large = pack([(pk, *weights.get(pk, (0, 0))) for (pk,) in rows], CHUNK_EVENTS, CHUNK_BYTES)
-            for run_pks in small:  # several small runs, events and all, in one write
+            for run_pks in small:  # several small runs, events, steps and all, in one write
                 swept += await self._write(functools.partial(_delete_runs, run_pks=run_pks))
             for run_pk in large:  # a large one chunk by chunk
                 while await self._write(functools.partial(_delete_event_chunk, run_pk=run_pk)):
+                    pass
+                while await self._write(functools.partial(_delete_step_chunk, run_pk=run_pk)):
                     pass
                 swept += await self._write(functools.partial(_delete_runs, run_pks=[run_pk]))
         # also when a sweep was cut short (a restart) after deleting, before giving back;
@@ -115,6 +135,16 @@ class SQLiteRetention(SQLiteConnection, Retention):
         if swept or (self._incremental and not self._memory and await self._free_pages() >= VACUUM_PAGES):
             await self._give_back_space()
         return swept
+
+    async def _weights(self, run_pks: list[int]) -> dict[int, tuple[int, int]]:
+        """Each run's events and steps: how many, and their bytes."""
+        keys = orjson.dumps(run_pks).decode()
+        weights: dict[int, tuple[int, int]] = {}
+        for sql in (EVENT_WEIGHTS, STEP_WEIGHTS):
+            for pk, count, size in await self._read(sql, (keys,)):
+                before = weights.get(pk, (0, 0))
+                weights[pk] = (before[0] + count, before[1] + size)
+        return weights
 
     async def _free_pages(self) -> int:
         pages: int = (await self._read("PRAGMA freelist_count"))[0][0]
@@ -140,10 +170,10 @@ class SQLiteRetention(SQLiteConnection, Retention):
         log.info("the WAL of %s stays until a later checkpoint: readers kept it busy", self.path)
 
     async def forget_idle_sessions(self, idle_before: float) -> int:
-        # a session with a run still queued or running is busy, never idle
+        # a session with an unfinished run (queued, running or waiting) is busy, never idle
         idle = (
             "SELECT session_id FROM sessions s WHERE last_activity < ? AND NOT EXISTS "
-            "(SELECT 1 FROM runs r WHERE r.session_id = s.session_id AND r.status IN ('queued', 'running'))"
+            f"(SELECT 1 FROM runs r WHERE r.session_id = s.session_id AND r.{UNFINISHED_SQL})"
         )
 
         def work(db: sqlite3.Connection) -> int:

@@ -8,8 +8,9 @@ import sqlite3
 import time
 
 from runyard.errors import StoreError
+from runyard.models import UNFINISHED
 from runyard.store._numbering import EVENT_OVERHEAD
-from runyard.store._rows import RUN_FIELDS, SESSION_COLUMNS
+from runyard.store._rows import RUN_FIELDS, SESSION_COLUMNS, STEP_COLUMNS
 
 # Append-only: the position is the version. Never edit an entry; add one.
 MIGRATIONS: list[str] = [
@@ -85,6 +86,24 @@ MIGRATIONS: list[str] = [
     # the workers that claim runs, and the pipelines each serves (a JSON list): what
     # says which queued runs no live worker will ever claim
     "CREATE TABLE workers (worker_id TEXT PRIMARY KEY, pipelines TEXT NOT NULL, last_seen REAL NOT NULL) WITHOUT ROWID",
+    # durable work (issue 12): what a waiting run waits for (a Wait as JSON), and
+    # when that wait is due (its ``until``, kept apart so that it is indexed)
+    "ALTER TABLE runs ADD COLUMN waiting TEXT",
+    "ALTER TABLE runs ADD COLUMN wake_at REAL",
+    "ALTER TABLE runs ADD COLUMN executed_s REAL NOT NULL DEFAULT 0",
+    "CREATE INDEX runs_wake_at ON runs (wake_at) WHERE status = 'waiting'",
+    # an event's replay position (``EventDraft.pos``); NULL for the runtime's events
+    "ALTER TABLE events ADD COLUMN pos INTEGER",
+    # recorded steps by (run key, name, n): the first record of a step wins
+    """CREATE TABLE steps (
+        run_pk INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        result TEXT NOT NULL,
+        pos INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (run_pk, name, n)
+    ) WITHOUT ROWID""",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
@@ -96,23 +115,33 @@ LAST_SEQ = "(SELECT coalesce(max(seq), 0) FROM events WHERE events.run_pk = runs
 # Likewise a run's stored bytes (``event_size`` summed), read only when a run is not
 # in the writer's cache (its claim, or after a restart): length() of a BLOB reads
 # the row's header, never its overflow pages, so this costs one row per event.
+# A step's result counts too (``_numbering.number``): its bytes, not its characters.
+STEP_BYTES = "length(CAST(result AS BLOB))"
 STORED_BYTES = (
     f"(SELECT coalesce(sum(length(data) + length(type)), 0) + count(*) * {EVENT_OVERHEAD}"
     " FROM events WHERE events.run_pk = runs.created_seq)"
+    f" + (SELECT coalesce(sum({STEP_BYTES}), 0) FROM steps WHERE steps.run_pk = runs.created_seq)"
 )
 RUN_COLUMNS = ", ".join(LAST_SEQ if name == "last_seq" else name for name in RUN_FIELDS)  # ``RUN_FIELDS``, read
+# wake_at is the waiting column's ``until``, from the same parameter (numbered: ?N)
+_WAITING = STORED_RUN_FIELDS.index("waiting") + 1
 INSERT_RUN = (
-    f"INSERT INTO runs ({_STORED_RUN_COLUMNS}) VALUES ({', '.join('?' * (_STORED_RUN_COLUMNS.count(',') + 1))})"
+    f"INSERT INTO runs ({_STORED_RUN_COLUMNS}, wake_at)"
+    f" VALUES ({', '.join('?' * len(STORED_RUN_FIELDS))}, json_extract(?{_WAITING}, '$.until'))"
 )
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 EVENT_CHUNK = 256  # rows per multi-row INSERT
-FINISHED = "status NOT IN ('queued', 'running')"
+# The one statement of which statuses are unfinished (``models.UNFINISHED``): a
+# waiting run holds its session as a queued or running one does.
+_UNFINISHED_VALUES = ", ".join(f"'{status.value}'" for status in sorted(UNFINISHED))
+UNFINISHED_SQL = f"status IN ({_UNFINISHED_VALUES})"
+FINISHED = f"status NOT IN ({_UNFINISHED_VALUES})"
 # The ready runs (each the oldest unfinished run of its session, of a pipeline the
 # claiming worker serves: the JSON list parameter), fairest first:
 # an owner's n-th ready run takes turn (its running runs + n); ties go to the
 # owner served least recently, then to the oldest run.
 CLAIMABLE = f"""WITH heads AS (
-    SELECT min(created_seq) AS first FROM runs WHERE status IN ('queued', 'running') GROUP BY session_id
+    SELECT min(created_seq) AS first FROM runs WHERE {UNFINISHED_SQL} GROUP BY session_id
 ), busy AS (
     SELECT owner, count(*) AS running FROM runs WHERE status = 'running' GROUP BY owner
 ), ready AS (
@@ -136,6 +165,25 @@ UNSERVED = """SELECT pipeline, count(*) FROM runs WHERE status = 'queued' AND pi
 IN_JSON = "IN (SELECT value FROM json_each(?))"
 # each expired run's events: how many, and their bytes (length() of a BLOB reads no overflow page)
 EVENT_WEIGHTS = f"SELECT run_pk, count(*), sum(length(data)) FROM events WHERE run_pk {IN_JSON} GROUP BY run_pk"
+# likewise their recorded steps (a step's result counts toward its run's bytes)
+STEP_WEIGHTS = f"SELECT run_pk, count(*), sum({STEP_BYTES}) FROM steps WHERE run_pk {IN_JSON} GROUP BY run_pk"
+INSERT_STEP = "INSERT OR IGNORE INTO steps (run_pk, name, n, result, pos, at) VALUES (?, ?, ?, ?, ?, ?)"
+# A run's recorded steps and its replay mark (the pos of its last event that has
+# one: the run's events from the newest back, by index), in one statement: one
+# snapshot, so the two agree. MATERIALIZED: the mark is found once, not once per
+# step. No row: no such run; one row of NULL step columns: a run without steps.
+REPLAY = f"""WITH m AS MATERIALIZED (
+    SELECT created_seq AS pk, coalesce((SELECT pos FROM events e WHERE e.run_pk = runs.created_seq
+        AND pos IS NOT NULL ORDER BY seq DESC LIMIT 1), 0) AS mark
+    FROM runs WHERE run_id = ?
+)
+SELECT m.mark, s.{", s.".join(STEP_COLUMNS.split(", "))} FROM m LEFT JOIN steps s ON s.run_pk = m.pk"""
+# INDEXED BY: the due ones only, in order (the status index would read every
+# waiting run, questions without a timeout included, then sort them)
+DUE_WAITS = (
+    f"SELECT {RUN_COLUMNS} FROM runs INDEXED BY runs_wake_at WHERE status = 'waiting' AND wake_at <= ?"
+    " ORDER BY wake_at, created_seq LIMIT ?"
+)
 
 
 def migrate(db: sqlite3.Connection, path: str) -> int:
@@ -158,4 +206,4 @@ def insert_events(rows: int) -> str:
     every re-take waits (measured: 1,000 rows by executemany 4.5 s, 49 ms as
     multi-row statements). Chunk sizes are powers of two, so few statements are
     prepared and all stay in the statement cache."""
-    return "INSERT INTO events (run_pk, seq, type, data, ts) VALUES " + ",".join(["(?,?,?,?,?)"] * rows)
+    return "INSERT INTO events (run_pk, seq, type, data, ts, pos) VALUES " + ",".join(["(?,?,?,?,?,?)"] * rows)

@@ -18,19 +18,19 @@ from runyard.store._rows import (
 from runyard.store.base import Cancelled, SessionStore
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
-from runyard.store.sqlite.schema import FINISHED, INSERT_SESSION, RUN_COLUMNS
+from runyard.store.sqlite.schema import INSERT_SESSION, RUN_COLUMNS, UNFINISHED_SQL
 
 
 def cancel_unfinished(
     db: sqlite3.Connection, session_id: str, at: float, known: RunStates, sparing: str = ""
 ) -> list[Cancelled]:
-    """Cancel the session's queued and running runs but ``sparing`` (in the writer
+    """Cancel the session's unfinished runs but ``sparing`` (in the writer
     thread); last in its work, as ``append_batch`` must be."""
     runs = [
         (run_id, RunStatus(status), pipeline, owner, attempt)
         for run_id, status, pipeline, owner, attempt in db.execute(
             "SELECT run_id, status, pipeline, owner, attempt FROM runs"
-            f" WHERE session_id = ? AND NOT {FINISHED} AND run_id != ?"
+            f" WHERE session_id = ? AND {UNFINISHED_SQL} AND run_id != ?"
             " ORDER BY created_seq",
             (session_id, sparing),
         )
@@ -65,7 +65,7 @@ class SQLiteSessions(SQLiteConnection, SessionStore):
 
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         rows = await self._read(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ? AND NOT {FINISHED} ORDER BY created_seq",
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE session_id = ? AND {UNFINISHED_SQL} ORDER BY created_seq",
             (session_id,),
         )
         return [run_from_row(row) for row in rows]

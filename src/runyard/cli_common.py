@@ -1,0 +1,37 @@
+"""What every ``runyard`` command shares: exit statuses, usage errors, notes on
+stderr, and reading a JSON argument."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """A mistake of the caller's: printed on one line, exit status 2."""
+
+
+def note(message: str) -> None:
+    print(f"runyard: {message}", file=sys.stderr)
+
+
+# -- the parser ----------------------------------------------------------------------
+
+
+def parse_input(text: str, flag: str = "--input") -> Any:
+    """``--input`` (or ``--value``): JSON, ``@path`` of a JSON file, or ``-`` for JSON on stdin."""
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise UsageError(f"cannot read {flag} file {text[1:]!r}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{flag} is not valid JSON: {exc.msg} (line {exc.lineno} column {exc.colno})") from None

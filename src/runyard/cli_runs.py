@@ -1,0 +1,125 @@
+"""The ``runyard`` commands that talk to a server: ``run``, ``answer``, ``tail``
+and ``loadtest``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from runyard.cli_ask import Asker, answer_hint
+from runyard.cli_common import FAILED, INTERRUPTED, OK, UsageError, note, parse_input
+from runyard.cli_view import RunView, compact, data_field
+from runyard.client import APIError, AsyncClient, StreamLost
+
+
+def _client(args: argparse.Namespace) -> AsyncClient:
+    return AsyncClient(args.url, client_id=args.client_id, token=args.token)
+
+
+@dataclass(slots=True)
+class _Started:
+    run_id: str | None = None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    run_input = parse_input(args.input)
+    started = _Started()
+    try:
+        return asyncio.run(_run(args, run_input, started))
+    except KeyboardInterrupt:
+        if started.run_id is not None:
+            note(f"interrupted: cancelling run {started.run_id}")
+            asyncio.run(_cancel(args, started.run_id))
+        return INTERRUPTED
+
+
+async def _run(args: argparse.Namespace, run_input: Any, started: _Started) -> int:
+    console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+    view = RunView(console, live=console.is_terminal)
+    asker = Asker(view, sys.stdin, interactive=sys.stdin.isatty())
+    async with _client(args) as client:
+        snapshot = await client.create(args.pipeline, run_input, session_id=args.session)
+        started.run_id = run_id = snapshot["run_id"]
+        view.started(snapshot)
+        try:
+            async for event in client.stream(run_id):
+                view.show(event)
+                if event["type"] == "input.requested" and not await asker.answer(client, run_id, event["data"]):
+                    view.waiting(answer_hint(run_id, args.url))
+                    return OK  # no one here can answer: the run waits for someone who can
+        except StreamLost as exc:
+            raise StreamLost(f"{exc.message}; the run goes on: runyard tail {run_id} --url {args.url}") from exc
+        finally:
+            view.close()
+        status = view.status or (await client.snapshot(run_id))["status"]
+    return OK if status == "succeeded" else FAILED
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    value = parse_input(args.value, "--value")
+    return asyncio.run(_answer_run(args, value))
+
+
+async def _answer_run(args: argparse.Namespace, value: Any) -> int:
+    async with _client(args) as client:
+        snapshot = await client.answer(args.run_id, value, ask_id=args.ask_id)
+    print(f"run {snapshot['run_id']} answered; now {snapshot['status']}")
+    return OK
+
+
+async def _cancel(args: argparse.Namespace, run_id: str) -> None:
+    async with _client(args) as client:
+        try:
+            await client.cancel(run_id)
+        except APIError as exc:
+            if exc.code != "run_finished":
+                note(f"could not cancel run {run_id}: {exc}")
+        except httpx.HTTPError as exc:
+            note(f"could not cancel run {run_id}: {exc}")
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from runyard import loadtest
+
+    try:
+        config = loadtest.Config(
+            url=args.url,
+            sessions=args.sessions,
+            events=args.events,
+            interval_ms=args.interval_ms,
+            duration_s=args.duration,
+            timeout_s=args.timeout,
+            client_id=args.client_id,
+            token=args.token,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    report = asyncio.run(loadtest.run(config))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        loadtest.show(report, Console(highlight=False))
+    return OK if report["ok"] else FAILED
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    return asyncio.run(_tail(args))
+
+
+async def _tail(args: argparse.Namespace) -> int:
+    status = None
+    async with _client(args) as client:
+        async for event in client.stream(args.run_id, after=args.after):
+            print(f"{event['seq']} {event['type']} {compact(event.get('data'))}", flush=True)
+            if event["type"] == "end":
+                status = data_field(event.get("data"), "status")
+        if status is None:
+            status = (await client.snapshot(args.run_id))["status"]
+    return OK if status == "succeeded" else FAILED
