@@ -32,6 +32,7 @@ router = APIRouter(
 Part = Annotated[str, Field(min_length=1, max_length=64, pattern=rf"^{ID_PATTERN.pattern}$")]
 Namespace = Annotated[list[Part], Field(min_length=1, max_length=MAX_PARTS)]
 Prefix = Annotated[list[Part], Field(max_length=MAX_PARTS)]
+DOTTED = rf"^{ID_PATTERN.pattern}(\.{ID_PATTERN.pattern}){{0,{MAX_PARTS - 1}}}$"
 Key = Annotated[str, Field(min_length=1, max_length=MAX_KEY_CHARS)]
 
 
@@ -55,13 +56,14 @@ class SearchItems(_Body):
     namespace_prefix: Prefix = []
     filter: dict[str, Any] | None = Field(None, description="Fields the value must hold, each with an equal value")
     query: str | None = Field(None, max_length=4096, description="Ranked by meaning with store_embed, else by words")
-    limit: int = Field(10, ge=1, le=MAX_LIMIT)
-    offset: int = Field(0, ge=0)
+    # JSON has numbers, not integers: 10.0 is 10 (strict mode would refuse it)
+    limit: int = Field(10, ge=1, le=MAX_LIMIT, strict=False)
+    offset: int = Field(0, ge=0, strict=False)
 
 
 class ListNamespaces(_Body):
     prefix: Prefix = []
-    max_depth: int | None = Field(None, ge=1, le=MAX_PARTS)
+    max_depth: int | None = Field(None, ge=1, le=MAX_PARTS, strict=False)
 
 
 @router.put("/items", summary="Put an item (insert or replace)")
@@ -74,8 +76,8 @@ async def put_item(request: Request, body: PutItem) -> Response:
 @router.get("/items", summary="An item")
 async def get_item(
     request: Request,
-    namespace: Annotated[str, Query(max_length=MAX_PARTS * 65, description="Its parts joined by dots: a.b")],
-    key: Annotated[str, Query(max_length=MAX_KEY_CHARS)],
+    namespace: Annotated[str, Query(pattern=DOTTED, description="Its parts joined by dots: a.b")],
+    key: Annotated[str, Query(min_length=1, max_length=MAX_KEY_CHARS)],
 ) -> Response:
     item = await runtime_of(request).longterm.get(owner_of(request), namespace, key)
     return json_response(item_json(item))
