@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from runyard.store.items import Item, ItemStore, Namespace, under
 
 ItemKey = tuple[str, Namespace, str]  # owner, namespace, key
+
+
+def _copy(item: Item) -> Item:
+    """A copy the caller may change freely (a vector's floats need no deep copy)."""
+    embedding = None if item.embedding is None else list(item.embedding)
+    return dataclasses.replace(item, value=copy.deepcopy(item.value), embedding=embedding)
 
 
 class MemoryItems(ItemStore):
@@ -15,23 +22,23 @@ class MemoryItems(ItemStore):
     _items: dict[ItemKey, Item]
 
     async def put_item(self, item: Item) -> Item:
-        stored = copy.deepcopy(item)
+        stored = _copy(item)
         old = self._items.get((item.owner, item.namespace, item.key))
         if old is not None and old.live(item.updated_at):
             stored.created_at = old.created_at
         self._items[(item.owner, item.namespace, item.key)] = stored
-        return copy.deepcopy(stored)
+        return _copy(stored)
 
     async def get_item(self, owner: str, namespace: Namespace, key: str, at: float) -> Item | None:
         item = self._items.get((owner, namespace, key))
-        return copy.deepcopy(item) if item is not None and item.live(at) else None
+        return _copy(item) if item is not None and item.live(at) else None
 
     async def delete_item(self, owner: str, namespace: Namespace, key: str) -> None:
         self._items.pop((owner, namespace, key), None)
 
     async def list_items(self, owner: str, prefix: Namespace, at: float) -> list[Item]:
         found = [
-            copy.deepcopy(item)
+            _copy(item)
             for (who, namespace, _), item in self._items.items()
             if who == owner and under(namespace, prefix) and item.live(at)
         ]
