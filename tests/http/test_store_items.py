@@ -105,9 +105,11 @@ def test_a_put_over_the_limits_is_refused_clearly_and_writes_nothing(
 @pytest.mark.parametrize(
     ("params", "status", "code"),
     [
-        ({"namespace": "a..b", "key": "k"}, 422, "invalid_request"),
-        ({"namespace": ".".join(["p"] * 9), "key": "k"}, 422, "invalid_request"),
-        ({"key": "k"}, 400, "invalid_query"),  # as every route answers a missing query parameter
+        # as every route answers a query parameter missing or out of its schema
+        ({"namespace": "a..b", "key": "k"}, 400, "invalid_query"),
+        ({"namespace": ".".join(["p"] * 9), "key": "k"}, 400, "invalid_query"),
+        ({"namespace": "a", "key": ""}, 400, "invalid_query"),
+        ({"key": "k"}, 400, "invalid_query"),
     ],
 )
 def test_a_read_by_a_malformed_namespace_is_refused(
