@@ -10,7 +10,8 @@ runtime needs, so a reader sees what each part uses and a new backend sees its w
 - ``RunQueue``: claims, leases, recovery, cancel flags, the workers registry (the ``Engine``);
 - ``EventStore``: gap-free numbered events (the ``EventLog``, streams);
 - ``Journal``: recorded steps and waiting runs (the ``Engine``'s replays and timers);
-- ``Retention``: sweeps and forgetting (the ``Engine``'s janitor).
+- ``Retention``: sweeps and forgetting (the ``Engine``'s janitor);
+- ``ItemStore`` (``items.py``): the long-term store (``LongTerm``: ``/v1/store``, ``ctx.store``).
 
 ``Store`` lists them all; every backend (``memory.py``, ``sqlite/``, ``postgres/``)
 implements it and passes the same contract suite, organised by protocol
