@@ -75,6 +75,13 @@ def build_app(settings: Settings) -> Runyard:
         """Writes a line with the standard ``logging`` module, as any pipeline may."""
         logging.getLogger("user.pipeline").warning("thinking about %s", input)
 
+    @app.pipeline("recall")
+    async def recall(ctx: RunContext, input: Any) -> dict[str, Any]:
+        """Reads an item of the run's owner's long-term store and writes one back (``ctx.store``)."""
+        item = await ctx.store.get(input["namespace"], input["key"])
+        await ctx.store.put(input["namespace"], "seen", {"by": ctx.run_id})
+        return {"item": item}
+
     @app.pipeline("whoami")
     async def whoami(ctx: RunContext, input: Any) -> dict[str, Any]:
         """Reports the run as seen through ``current_run()`` from a nested helper."""

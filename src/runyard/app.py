@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from runyard.governance import Breaker, LimitRegistry
 from runyard.models import ID_PATTERN
 from runyard.pipeline import Pipeline, PipelineFunc
+from runyard.ranking import Embed
 from runyard.resources import Declared, LifespanContext, ResourceFactory, Resources, check_factory, open_resources
 from runyard.settings import Settings
 
@@ -39,17 +40,24 @@ class Runyard:
 
     ``lifespan`` (``lifespan(app)``, an async context manager, as in Starlette)
     and ``@app.resource`` build the shared resources runs read as
-    ``ctx.resources`` (see ``runyard.resources``).
+    ``ctx.resources`` (see ``runyard.resources``). ``store_embed`` (texts to
+    vectors, async or not) ranks the long-term store's searches by meaning.
     """
 
     def __init__(
-        self, settings: Settings | None = None, *, title: str = "runyard", lifespan: Lifespan | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        title: str = "runyard",
+        lifespan: Lifespan | None = None,
+        store_embed: Embed | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.title = title
         self.pipelines: dict[str, Pipeline] = {}
         self.limits = LimitRegistry()
         self.lifespan = lifespan
+        self.store_embed = store_embed  # the long-term store's ranking by meaning (``runyard.ranking``)
         self.declared_resources: list[Declared] = []
         self._resources: Resources | None = None  # while running: from start-up to after the drain
         self._runtime: Runtime | None = None  # once started, until after the drain
@@ -146,7 +154,7 @@ class Runyard:
         async with open_resources(lifespan, self.declared_resources) as resources:
             self._resources = resources
             try:
-                async with Runtime(self.settings, self.pipelines, self.limits, resources) as runtime:
+                async with Runtime(self.settings, self.pipelines, self.limits, resources, self.store_embed) as runtime:
                     self._runtime = runtime
                     yield runtime
             finally:

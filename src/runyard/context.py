@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel
 
 from runyard.journal import RunJournal
+from runyard.longterm import LongTerm
 from runyard.models import EVENT_TYPE, Fence, Message, now
 from runyard.servable import check_depth
 from runyard.store.base import Replay
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from runyard.governance.limit import LimitRegistry
     from runyard.models import Run
     from runyard.resources import Resources
-    from runyard.store.base import SessionStore
+    from runyard.store.base import SessionStore, WorkerStore
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -91,7 +92,7 @@ class RunSession:
 
 class RunContext:
     """A run's handle on the runtime: events, durable steps, questions and
-    sleeps, memory, limits, its session and the app's shared resources.
+    sleeps, memory, the owner's long-term store, limits, its session and the app's shared resources.
 
     ``journal``: this execution's replay of the run (``runyard.journal``); a
     context built without one starts the run's journal empty."""
@@ -100,13 +101,14 @@ class RunContext:
         self,
         run: Run,
         log: EventLog,
-        store: SessionStore,
+        store: WorkerStore,
         limits: LimitRegistry,
         history_max: int,
         fence: Fence | None = None,
         *,
         resources: Resources,
         journal: RunJournal | None = None,
+        longterm: LongTerm | None = None,
     ) -> None:
         self.run_id = run.run_id
         self.session_id = run.session_id
@@ -117,6 +119,7 @@ class RunContext:
         self.memory = Memory(store, run.session_id, history_max)
         self.session = RunSession(store, run.session_id)
         self.resources = resources  # the app's, built at start-up: shared by every run, read-only
+        self.store = (longterm or LongTerm(store)).of(run.owner)  # the owner's long-term store
         self._limits = limits
         self._journal = journal or RunJournal(run, log, Replay(), fence, now())
 

@@ -9,7 +9,8 @@
     ├── NotFound (404)
     │   ├── RunNotFound               missing, or another owner's
     │   ├── SessionNotFound           missing, expired, deleted, or another owner's
-    │   └── PipelineNotFound
+    │   ├── PipelineNotFound
+    │   └── ItemNotFound              a long-term store item missing, expired, or another owner's
     ├── Conflict (409)
     │   ├── SessionBusy               multitask=reject and the session has an unfinished run
     │   ├── RunFinished               cancel of a finished run
@@ -19,7 +20,8 @@
     ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
     ├── TooManyStreams (429)          the owner has RUNYARD_MAX_STREAMS_PER_OWNER streams open here
-    ├── PayloadTooLarge (413)
+    ├── PayloadTooLarge (413)         a request body, or a store item's value, over its limit
+    ├── EmbeddingFailed (502)         the app's ``store_embed`` raised or answered no vectors
     ├── StoreError                    the store could not do what was asked
     │   └── StoreUnavailable          busy or unreachable: a lock held past the busy timeout, a
     │                                 deadlock, a lost or refused connection (503 with Retry-After)
@@ -86,6 +88,10 @@ class PipelineNotFound(NotFound):
     code = "pipeline_not_found"
 
 
+class ItemNotFound(NotFound):
+    code = "item_not_found"
+
+
 class Conflict(RunyardError):
     code = "conflict"
     status = 409
@@ -115,6 +121,11 @@ class InvalidAnswer(RunyardError):
 class PayloadTooLarge(RunyardError):
     code = "payload_too_large"
     status = 413
+
+
+class EmbeddingFailed(RunyardError):
+    code = "embedding_failed"
+    status = 502
 
 
 class StoreError(RunyardError):

@@ -36,6 +36,7 @@ from runyard.events import Hub, follow
 from runyard.events.sse import Frame
 from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
+from runyard.longterm import LongTerm
 from runyard.models import (
     ASK,
     ID_PATTERN,
@@ -55,6 +56,7 @@ from runyard.models import (
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.pipeline import Pipeline
+from runyard.ranking import Embed
 from runyard.resources import Resources
 from runyard.servable import NestedTooDeep, check_depth
 from runyard.settings import Settings
@@ -86,7 +88,12 @@ class Runtime:
     ``resources`` it built at start-up, which every run reads."""
 
     def __init__(
-        self, settings: Settings, pipelines: Mapping[str, Pipeline], limits: LimitRegistry, resources: Resources
+        self,
+        settings: Settings,
+        pipelines: Mapping[str, Pipeline],
+        limits: LimitRegistry,
+        resources: Resources,
+        store_embed: Embed | None = None,
     ) -> None:
         self.settings = settings
         self.pipelines = pipelines
@@ -95,7 +102,8 @@ class Runtime:
         self.store = store_from_url(settings.store, max_run_bytes=settings.max_run_bytes)
         self.broker = broker_from_url(settings.broker)
         self.hub = Hub(self.broker.watcher)
-        self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker)
+        self.longterm = LongTerm(self.store, store_embed)  # /v1/store and ctx.store
+        self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker, self.longterm)
         self.events = self.engine.events
         self._creation_rate = CreationRate(settings.rate_limit, settings.broker) if settings.rate_limit else None
 

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     max_concurrent_runs: int = Field(64, ge=1, description="Runs executing at once in this (worker) process")
     history_max: int = Field(100, ge=1, description="Messages kept in a session's memory")
     retention_s: float = Field(7 * 86400, gt=0, description="How long finished runs and events are kept")
-    sweep_interval_s: float = Field(60, gt=0, description="How often expired runs and sessions are swept")
+    sweep_interval_s: float = Field(60, gt=0, description="How often expired runs, sessions and store items are swept")
     lease_s: float = Field(30, gt=0, description="A running run's lease; a dead worker's run is recovered after it")
     drain_s: float = Field(10, ge=0, description="On shutdown, how long running runs may finish before hand-back")
     cancel_grace_s: float = Field(

@@ -20,6 +20,7 @@ PROTOCOLS = [
     base.EventStore,
     base.Journal,
     base.Retention,
+    base.ItemStore,  # issue 13: the long-term store (store/items.py)
 ]
 STORE = Path(base.__file__).parent
 

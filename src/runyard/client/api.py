@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -81,6 +82,35 @@ def _input_request(run_id: str, value: Any, ask_id: str | None) -> _Request:
     if ask_id is not None:
         body["ask_id"] = ask_id
     return _Request("POST", _path("runs", run_id, "input"), body=body)
+
+
+def _put_item_request(namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None) -> _Request:
+    body: dict[str, Any] = {"namespace": list(namespace), "key": key, "value": value}
+    if ttl_s is not None:
+        body["ttl_s"] = ttl_s
+    return _Request("PUT", _path("store", "items"), body=body)
+
+
+def _item_request(method: str, namespace: Sequence[str], key: str) -> _Request:
+    """GET (by a dotted namespace in the query) or DELETE (by the body) of one item."""
+    if method == "GET":
+        return _Request("GET", _path("store", "items"), params={"namespace": ".".join(namespace), "key": key})
+    return _Request(method, _path("store", "items"), body={"namespace": list(namespace), "key": key})
+
+
+def _search_request(
+    prefix: Sequence[str], filter: dict[str, Any] | None, query: str | None, limit: int, offset: int
+) -> _Request:
+    body: dict[str, Any] = {"namespace_prefix": list(prefix), "limit": limit, "offset": offset}
+    body.update({k: v for k, v in (("filter", filter), ("query", query)) if v is not None})
+    return _Request("POST", _path("store", "items", "search"), body=body)
+
+
+def _namespaces_request(prefix: Sequence[str], max_depth: int | None) -> _Request:
+    body: dict[str, Any] = {"prefix": list(prefix)}
+    if max_depth is not None:
+        body["max_depth"] = max_depth
+    return _Request("POST", _path("store", "namespaces"), body=body)
 
 
 def api_error(response: httpx.Response) -> APIError:

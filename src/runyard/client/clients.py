@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -17,10 +17,14 @@ from runyard.client.api import (
     _answer,
     _create_request,
     _input_request,
+    _item_request,
     _list_runs_request,
+    _namespaces_request,
     _object,
     _path,
+    _put_item_request,
     _Request,
+    _search_request,
     api_error,
 )
 from runyard.client.resume import _DROPS, Reconnect, _Closed, _Cursor, _deadline, _retryable
@@ -137,6 +141,39 @@ class AsyncClient(_Base):
     async def pipelines(self) -> Any:
         return await self._call(_Request("GET", _path("pipelines")))
 
+    # -- the long-term store (namespaces as lists of parts) ----------------------
+
+    async def put_item(
+        self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None
+    ) -> dict[str, Any]:
+        """Insert or replace one of the caller's items; the item stored."""
+        return _object(await self._call(_put_item_request(namespace, key, value, ttl_s)))
+
+    async def get_item(self, namespace: Sequence[str], key: str) -> dict[str, Any]:
+        """The item (``APIError`` 404 ``item_not_found`` when there is none)."""
+        return _object(await self._call(_item_request("GET", namespace, key)))
+
+    async def delete_item(self, namespace: Sequence[str], key: str) -> None:
+        await self._call(_item_request("DELETE", namespace, key))
+
+    async def search_items(
+        self,
+        namespace_prefix: Sequence[str] = (),
+        *,
+        filter: dict[str, Any] | None = None,
+        query: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Items under the prefix, filtered; best match first (each with ``score``) given a query."""
+        found = _object(await self._call(_search_request(namespace_prefix, filter, query, limit, offset)))
+        items: list[dict[str, Any]] = found["items"]
+        return items
+
+    async def list_namespaces(self, prefix: Sequence[str] = (), max_depth: int | None = None) -> list[list[str]]:
+        namespaces: list[list[str]] = _object(await self._call(_namespaces_request(prefix, max_depth)))["namespaces"]
+        return namespaces
+
     def stream(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Every event after ``after``, each once and in order, until ``end``; resumes after drops."""
         return self._follow(run_id, after, None)
@@ -242,6 +279,40 @@ class Client(_Base):
 
     def pipelines(self) -> Any:
         return self._call(_Request("GET", _path("pipelines")))
+
+    # -- the long-term store (namespaces as lists of parts) ----------------------
+
+    def put_item(
+        self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None
+    ) -> dict[str, Any]:
+        """Insert or replace one of the caller's items; the item stored."""
+        return _object(self._call(_put_item_request(namespace, key, value, ttl_s)))
+
+    def get_item(self, namespace: Sequence[str], key: str) -> dict[str, Any]:
+        """The item (``APIError`` 404 ``item_not_found`` when there is none)."""
+        return _object(self._call(_item_request("GET", namespace, key)))
+
+    def delete_item(self, namespace: Sequence[str], key: str) -> None:
+        self._call(_item_request("DELETE", namespace, key))
+
+    def search_items(
+        self,
+        namespace_prefix: Sequence[str] = (),
+        *,
+        filter: dict[str, Any] | None = None,
+        query: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Items under the prefix, filtered; best match first (each with ``score``) given a query."""
+        items: list[dict[str, Any]] = _object(
+            self._call(_search_request(namespace_prefix, filter, query, limit, offset))
+        )["items"]
+        return items
+
+    def list_namespaces(self, prefix: Sequence[str] = (), max_depth: int | None = None) -> list[list[str]]:
+        namespaces: list[list[str]] = _object(self._call(_namespaces_request(prefix, max_depth)))["namespaces"]
+        return namespaces
 
     def stream(self, run_id: str, after: int = 0) -> Iterator[Event]:
         """Every event after ``after``, each once and in order, until ``end``; resumes after drops."""

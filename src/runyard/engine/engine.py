@@ -35,6 +35,7 @@ from runyard.engine.housekeeping import Housekeeper
 from runyard.engine.timers import Timers
 from runyard.events.log import EventLog
 from runyard.governance.limit import LimitRegistry
+from runyard.longterm import LongTerm
 from runyard.models import Fence, Run, RunStatus, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
@@ -72,6 +73,7 @@ class Engine:
         resources: Resources,
         store: WorkerStore,
         broker: Broker,
+        longterm: LongTerm | None = None,
     ) -> None:
         self._settings = settings
         self._pipelines = pipelines
@@ -100,6 +102,7 @@ class Engine:
             self._events,
             lease_lost=self._lease_lost,
             hand_back=self._endings.hand_back,
+            longterm=longterm,
         )
         self._housekeeping = Housekeeper(
             settings,

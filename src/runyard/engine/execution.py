@@ -16,6 +16,7 @@ from runyard.context import RunContext
 from runyard.events.log import EventLog, EventsLost
 from runyard.governance.limit import LimitRegistry
 from runyard.journal import RunJournal, Suspended
+from runyard.longterm import LongTerm
 from runyard.models import Fence, LeaseLost, Run, now
 from runyard.observability.logs import log_run
 from runyard.outcome import Outcome
@@ -68,6 +69,7 @@ class Supervisor:
         *,
         lease_lost: Callable[[str], None],
         hand_back: Callable[[Execution], Awaitable[None]],
+        longterm: LongTerm | None = None,
     ) -> None:
         self._settings = settings
         self._pipelines = pipelines
@@ -77,6 +79,7 @@ class Supervisor:
         self._events = events
         self._lease_lost = lease_lost
         self._hand_back = hand_back
+        self._longterm = longterm  # ``ctx.store``: the app's, with its ``store_embed``
         self.abandoned: set[asyncio.Task[Outcome | None]] = set()  # pipelines that ignored their cancellation
 
     async def supervise(self, execution: Execution) -> Outcome | None:
@@ -154,6 +157,7 @@ class Supervisor:
             fence=execution.fence,
             resources=self._resources,
             journal=journal,
+            longterm=self._longterm,
         )
         token = ctx._activate()
         deadline = asyncio.timeout(_time_left(run))

@@ -68,8 +68,9 @@ class Housekeeper:
             swept = await self._store.sweep_runs(now() - settings.retention_s)
             forgotten = await self._store.forget_idle_sessions(now() - settings.session_ttl_s)
             await self._store.forget_idempotency_keys(now() - IDEMPOTENCY_TTL_S)
+            expired = await self._store.sweep_items(now())  # invisible already: this frees their space
         except Exception:
             log.exception("sweep failed; retrying at the next interval")
             return
-        if swept or forgotten:
-            log.info("swept %d expired runs, forgot %d idle sessions", swept, forgotten)
+        if swept or forgotten or expired:
+            log.info("swept %d expired runs and %d expired items, forgot %d idle sessions", swept, expired, forgotten)

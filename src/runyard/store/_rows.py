@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from runyard.models import Message, Run, RunError, RunStatus, RunUpdate, Session, StepRecord, Wait
+from runyard.store.items import Item, joined, pack_vector, split, unpack_vector
 
 RUN_FIELDS: tuple[str, ...] = (
     "run_id",
@@ -262,3 +263,17 @@ def step_from_row(row: Sequence[Any]) -> StepRecord:
     """A step from a row of ``STEP_COLUMNS``."""
     result = row[2]
     return StepRecord(row[0], row[1], result.encode() if isinstance(result, str) else bytes(result), row[3], row[4])
+
+
+ITEM_COLUMNS = "owner, namespace, key, value, created_at, updated_at, expires_at, embedding"
+
+
+def item_row(item: Item) -> tuple[Any, ...]:
+    """``item`` as the values of ``ITEM_COLUMNS``."""
+    namespace, value, embedding = joined(item.namespace), dump(item.value), pack_vector(item.embedding)
+    return item.owner, namespace, item.key, value, item.created_at, item.updated_at, item.expires_at, embedding
+
+
+def item_from_row(row: Sequence[Any]) -> Item:
+    """An item from a row of ``ITEM_COLUMNS``."""
+    return Item(row[0], split(row[1]), row[2], load(row[3]), row[4], row[5], row[6], unpack_vector(row[7]))

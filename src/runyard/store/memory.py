@@ -29,9 +29,11 @@ from runyard.store.base import (
     SessionEntry,
     Store,
 )
+from runyard.store.items import Item
+from runyard.store.memory_items import ItemKey, MemoryItems
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryItems, Store):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
     def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:
@@ -51,6 +53,7 @@ class MemoryStore(Store):
         self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
         self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}  # (owner, key) -> fingerprint, run id, when
         self._workers: dict[str, tuple[frozenset[str], float]] = {}  # worker id -> pipelines served, last seen
+        self._items: dict[ItemKey, Item] = {}  # the long-term store (``memory_items``)
 
     # -- lifecycle -------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 //   #/runs/<run_id>                     one run, live
 //   #/sessions/<session_id>             a session's history and runs
 //   #/new[?pipeline=&session=]          the form that starts a run
+//   #/store[/<a.b>][?q=]                the owner's long-term store, by namespace
 
 import { CLIENT_ID, identity } from "./api.js";
 import { $, h, notice } from "./dom.js";
@@ -12,6 +13,7 @@ import { mountCounters } from "./metrics.js";
 import { runView } from "./run.js";
 import { runsView } from "./runs.js";
 import { sessionView } from "./session.js";
+import { storeView } from "./store.js";
 
 const main = $("#main");
 let cleanup = null;
@@ -37,6 +39,10 @@ function route() {
   } else if (parts[0] === "sessions" && parts.length === 2) {
     title = `Session ${parts[1]}`;
     cleanup = sessionView(main, parts[1]);
+  } else if (parts[0] === "store" && parts.length <= 2) {
+    section = "store";
+    title = "Store";
+    cleanup = storeView(main, parts[1] ?? "", params);
   } else if (parts[0] === "new") {
     section = "new";
     title = "New run";

@@ -5,7 +5,7 @@ pool (``connection.py``: transactions that finish whole when their caller is
 cancelled, writes never left in doubt, the lifecycle and migrations):
 ``admissions.py``, ``runs.py`` (records and the queue), ``sessions.py``,
 ``events.py`` (gap-free numbering under the runs' row locks), ``journal.py``
-(steps and waits), ``retention.py``;
+(steps and waits), ``retention.py``, ``items.py`` (the long-term store);
 ``schema.py`` holds the migrations (append-only: the position is the version) and the SQL.
 """
 
@@ -15,6 +15,7 @@ from runyard.store.base import Store
 from runyard.store.postgres.admissions import PostgresAdmissions
 from runyard.store.postgres.connection import pool_options
 from runyard.store.postgres.events import PostgresEvents
+from runyard.store.postgres.items import PostgresItems
 from runyard.store.postgres.journal import PostgresJournal
 from runyard.store.postgres.retention import PostgresRetention
 from runyard.store.postgres.runs import PostgresRuns
@@ -23,7 +24,14 @@ from runyard.store.postgres.sessions import PostgresSessions
 
 
 class PostgresStore(
-    PostgresAdmissions, PostgresRuns, PostgresSessions, PostgresEvents, PostgresJournal, PostgresRetention, Store
+    PostgresAdmissions,
+    PostgresRuns,
+    PostgresSessions,
+    PostgresEvents,
+    PostgresJournal,
+    PostgresRetention,
+    PostgresItems,
+    Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""
 

@@ -123,6 +123,21 @@ MIGRATIONS: list[str] = [
         at float8 NOT NULL,
         PRIMARY KEY (run_id, name, n)
     )""",
+    # issue 13: store
+    # the long-term store: an owner's items by namespace (parts joined by ".") and
+    # key; embedding: float64s (``store.items.pack_vector``), ranked in Python
+    """CREATE TABLE items (
+        owner text COLLATE "C" NOT NULL,
+        namespace text COLLATE "C" NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        value json NOT NULL,
+        created_at float8 NOT NULL,
+        updated_at float8 NOT NULL,
+        expires_at float8,
+        embedding bytea,
+        PRIMARY KEY (owner, namespace, key)
+    )""",
+    "CREATE INDEX items_expires_at ON items (expires_at) WHERE expires_at IS NOT NULL",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter

@@ -104,6 +104,20 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL,
         PRIMARY KEY (run_pk, name, n)
     ) WITHOUT ROWID""",
+    # issue 13: store
+    # the long-term store: an owner's items by namespace (parts joined by ".") and key
+    """CREATE TABLE items (
+        owner TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL,
+        embedding BLOB,
+        PRIMARY KEY (owner, namespace, key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX items_expires_at ON items (expires_at) WHERE expires_at IS NOT NULL",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
