@@ -10,7 +10,8 @@ runtime needs, so a reader sees what each part uses and a new backend sees its w
 - ``RunQueue``: claims, leases, recovery, cancel flags, the workers registry (the ``Engine``);
 - ``EventStore``: gap-free numbered events (the ``EventLog``, streams);
 - ``Journal``: recorded steps and waiting runs (the ``Engine``'s replays and timers);
-- ``Retention``: sweeps and forgetting (the ``Engine``'s janitor).
+- ``Retention``: sweeps and forgetting (the ``Engine``'s janitor);
+- ``CronStore`` (``store/crons.py``): crons and the firing of their due times.
 
 ``Store`` lists them all; every backend (``memory.py``, ``sqlite/``, ``postgres/``)
 implements it and passes the same contract suite, organised by protocol
@@ -40,6 +41,7 @@ from runyard.models import (
     StatusConflict,
     StepRecord,
 )
+from runyard.store.crons import CronStore  # issue 13: crons
 
 
 @dataclass(slots=True)
@@ -387,12 +389,12 @@ class Retention(Protocol):
         """Forget the idempotency keys of creations before ``before``; return how many."""
 
 
-class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, Protocol):
+class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, CronStore, Protocol):
     """What a worker's ``Engine`` needs: the queue, the event log it builds, the
     journal its runs replay, its runs' sessions (a run's end is its session's
     activity, and its context reads their memory) and retention."""
 
 
-class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention):
+class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, CronStore):
     """Sessions, memory, runs and their event logs, durable and consistent: every
     protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""

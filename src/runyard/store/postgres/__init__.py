@@ -14,6 +14,7 @@ from __future__ import annotations
 from runyard.store.base import Store
 from runyard.store.postgres.admissions import PostgresAdmissions
 from runyard.store.postgres.connection import pool_options
+from runyard.store.postgres.crons import PostgresCrons
 from runyard.store.postgres.events import PostgresEvents
 from runyard.store.postgres.journal import PostgresJournal
 from runyard.store.postgres.retention import PostgresRetention
@@ -23,7 +24,14 @@ from runyard.store.postgres.sessions import PostgresSessions
 
 
 class PostgresStore(
-    PostgresAdmissions, PostgresRuns, PostgresSessions, PostgresEvents, PostgresJournal, PostgresRetention, Store
+    PostgresAdmissions,
+    PostgresRuns,
+    PostgresSessions,
+    PostgresEvents,
+    PostgresJournal,
+    PostgresRetention,
+    PostgresCrons,
+    Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""
 
