@@ -86,4 +86,3 @@ def test_a_schedule_is_read_in_its_time_zone() -> None:
     assert next_time("0 9 * * *", "UTC", winter) - winter == 9 * 3600
     with pytest.raises(InvalidSchedule):
         next_time("0 9 * * *", "Nowhere/Town", winter)
-
