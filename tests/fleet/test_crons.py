@@ -32,6 +32,7 @@ def cron_runs(client: httpx.Client, cron_id: str) -> list[dict[str, Any]]:
     return [run for run in response.json()["runs"] if run["metadata"].get("cron_id") == cron_id]
 
 
+@pytest.mark.timeout(240)  # real time: up to a minute to the first due time, two more periods
 def test_an_every_minute_cron_makes_one_run_per_due_time_with_two_workers(fleet: Fleet) -> None:
     api = fleet.start("api")
     fleet.start("worker")

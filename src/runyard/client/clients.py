@@ -13,9 +13,12 @@ import httpx
 from runyard.client.api import (
     DEFAULT_URL,
     FINISHED,
+    UNCHANGED,
     Event,
     _answer,
     _create_request,
+    _cron_patch,
+    _cron_request,
     _input_request,
     _list_runs_request,
     _object,
@@ -90,9 +93,11 @@ class AsyncClient(_Base):
         timeout_s: float | None = None,
         multitask: str | None = None,
         idempotency_key: str | None = None,
+        *,
+        after_s: float | None = None,
     ) -> dict[str, Any]:
-        """Start a run; its snapshot (status ``queued``)."""
-        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key)
+        """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much later)."""
+        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s)
         return _object(await self._call(_create_request(*args)))
 
     async def snapshot(self, run_id: str) -> dict[str, Any]:
@@ -133,6 +138,42 @@ class AsyncClient(_Base):
 
     async def delete_session(self, session_id: str) -> None:
         await self._call(_Request("DELETE", _path("sessions", session_id)))
+
+    # -- crons (issue 13) --
+
+    async def create_cron(
+        self,
+        pipeline: str,
+        input: Any,
+        schedule: str,
+        *,
+        timezone: str | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """A cron: a run of ``pipeline`` at each time of the 5-field ``schedule`` (in ``timezone``, UTC by default)."""
+        options: dict[str, Any] = {"timezone": timezone, "session_id": session_id, "metadata": metadata}
+        options.update(webhook=webhook, enabled=enabled)
+        return _object(await self._call(_cron_request(pipeline, input, schedule, options)))
+
+    async def crons(self) -> list[dict[str, Any]]:
+        """The caller's crons, oldest first."""
+        crons: list[dict[str, Any]] = _object(await self._call(_Request("GET", _path("crons"))))["crons"]
+        return crons
+
+    async def cron(self, cron_id: str) -> dict[str, Any]:
+        return _object(await self._call(_Request("GET", _path("crons", cron_id))))
+
+    async def update_cron(
+        self, cron_id: str, *, schedule: str | None = None, input: Any = UNCHANGED, enabled: bool | None = None
+    ) -> dict[str, Any]:
+        """Change a cron's schedule, input or whether it is enabled; the cron."""
+        return _object(await self._call(_cron_patch(cron_id, schedule, input, enabled)))
+
+    async def delete_cron(self, cron_id: str) -> None:
+        await self._call(_Request("DELETE", _path("crons", cron_id)))
 
     async def pipelines(self) -> Any:
         return await self._call(_Request("GET", _path("pipelines")))
@@ -202,9 +243,11 @@ class Client(_Base):
         timeout_s: float | None = None,
         multitask: str | None = None,
         idempotency_key: str | None = None,
+        *,
+        after_s: float | None = None,
     ) -> dict[str, Any]:
-        """Start a run; its snapshot (status ``queued``)."""
-        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key)
+        """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much later)."""
+        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s)
         return _object(self._call(_create_request(*args)))
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
@@ -239,6 +282,42 @@ class Client(_Base):
 
     def delete_session(self, session_id: str) -> None:
         self._call(_Request("DELETE", _path("sessions", session_id)))
+
+    # -- crons (issue 13) --
+
+    def create_cron(
+        self,
+        pipeline: str,
+        input: Any,
+        schedule: str,
+        *,
+        timezone: str | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """A cron: a run of ``pipeline`` at each time of the 5-field ``schedule`` (in ``timezone``, UTC by default)."""
+        options: dict[str, Any] = {"timezone": timezone, "session_id": session_id, "metadata": metadata}
+        options.update(webhook=webhook, enabled=enabled)
+        return _object(self._call(_cron_request(pipeline, input, schedule, options)))
+
+    def crons(self) -> list[dict[str, Any]]:
+        """The caller's crons, oldest first."""
+        crons: list[dict[str, Any]] = _object(self._call(_Request("GET", _path("crons"))))["crons"]
+        return crons
+
+    def cron(self, cron_id: str) -> dict[str, Any]:
+        return _object(self._call(_Request("GET", _path("crons", cron_id))))
+
+    def update_cron(
+        self, cron_id: str, *, schedule: str | None = None, input: Any = UNCHANGED, enabled: bool | None = None
+    ) -> dict[str, Any]:
+        """Change a cron's schedule, input or whether it is enabled; the cron."""
+        return _object(self._call(_cron_patch(cron_id, schedule, input, enabled)))
+
+    def delete_cron(self, cron_id: str) -> None:
+        self._call(_Request("DELETE", _path("crons", cron_id)))
 
     def pipelines(self) -> Any:
         return self._call(_Request("GET", _path("pipelines")))
