@@ -4,8 +4,10 @@
 //   #/runs/<run_id>                     one run, live
 //   #/sessions/<session_id>             a session's history and runs
 //   #/new[?pipeline=&session=]          the form that starts a run
+//   #/crons                             the caller's crons (scheduled runs)
 
 import { CLIENT_ID, identity } from "./api.js";
+import { cronsView } from "./crons.js";
 import { $, h, notice } from "./dom.js";
 import { formView } from "./form.js";
 import { mountCounters } from "./metrics.js";
@@ -41,6 +43,10 @@ function route() {
     section = "new";
     title = "New run";
     cleanup = formView(main, params);
+  } else if (parts[0] === "crons") {
+    section = "crons";
+    title = "Crons";
+    cleanup = cronsView(main);
   } else {
     main.replaceChildren(h("h1", { tabindex: -1 }, "Not found"),
       notice("warn", "This page does not exist. ", h("a", { href: "#/runs" }, "See the runs.")));
