@@ -20,6 +20,7 @@ PROTOCOLS = [
     base.EventStore,
     base.Journal,
     base.Retention,
+    base.CronStore,  # issue 13: crons (store/crons.py)
 ]
 STORE = Path(base.__file__).parent
 

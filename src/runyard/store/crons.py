@@ -45,8 +45,9 @@ class CronStore(Protocol):
 
     @abstractmethod
     async def update_cron(self, cron: Cron) -> bool:
-        """Store ``cron``'s schedule, timezone, input, enabled, next_run_at and
-        updated_at; False when there is no such cron."""
+        """Store the cron's changeable fields; False when there is no such cron.
+
+        Those fields: schedule, timezone, input, enabled, next_run_at, updated_at."""
 
     @abstractmethod
     async def delete_cron(self, cron_id: str) -> bool:
