@@ -29,8 +29,9 @@ async def rt(store_url: str) -> AsyncIterator[Runtime]:
 async def overdue(rt: Runtime, periods: int, **fields: object) -> Cron:
     """An every-minute cron whose next due time passed ``periods`` periods ago (nothing ran meanwhile)."""
     cron = await rt.crons.create("alice", "nap", {"seconds": 0.01}, "* * * * *", **fields)  # type: ignore[arg-type]
-    cron.next_run_at = (cron.next_run_at or 0.0) - periods * PERIOD_S
-    assert await rt.store.update_cron(cron)
+    created_next = cron.next_run_at
+    cron.next_run_at = (created_next or 0.0) - periods * PERIOD_S
+    assert await rt.store.update_cron(cron, created_next)
     return cron
 
 
@@ -54,10 +55,9 @@ async def test_times_missed_while_nothing_ran_make_one_catch_up_run(rt: Runtime)
 
 async def test_a_disabled_cron_makes_nothing(rt: Runtime) -> None:
     cron = await overdue(rt, periods=2)
-    await rt.crons.update("alice", cron.cron_id, enabled=False)
+    cron = await rt.crons.update("alice", cron.cron_id, enabled=False)
     cron.next_run_at = now() - PERIOD_S  # even with a due time in its row
-    cron.enabled = False
-    assert await rt.store.update_cron(cron)
+    assert await rt.store.update_cron(cron, None)
     assert await rt.crons.fire_due(now()) == 0
     assert await runs_of(rt, cron) == []
 

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from runyard.broker.base import WAKE, Broker
-from runyard.errors import CronNotFound, InvalidSchedule, PipelineNotFound, SessionNotFound
+from runyard.errors import Conflict, CronNotFound, InvalidSchedule, PipelineNotFound, SessionNotFound
 from runyard.models import ID_PATTERN, Cron, Run, RunStatus, Session, new_id, now
 from runyard.observability.logs import log_run
 from runyard.pipeline import Pipeline
@@ -63,6 +63,24 @@ def next_time(schedule: str, timezone: str, after: float) -> float:
         raise InvalidSchedule(f"schedule {schedule!r}: {exc or 'never comes'}") from exc
 
 
+UPDATE_TRIES = 5  # a change races a firing at most once a period: this is plenty
+
+
+def _change(cron: Cron, spec: Pipeline, schedule: str | None, input: Any, enabled: bool | None, at: float) -> None:
+    """Apply a PATCH to ``cron`` (read just now); raises before changing anything when a value is refused."""
+    stored_input = cron.input if input is UNCHANGED else spec.validate_input(input)
+    if schedule is not None:
+        next_time(schedule, cron.timezone, at)
+    cron.input = stored_input
+    cron.schedule = schedule or cron.schedule
+    cron.enabled = cron.enabled if enabled is None else enabled
+    if not cron.enabled:
+        cron.next_run_at = None
+    elif schedule is not None or cron.next_run_at is None:
+        cron.next_run_at = next_time(cron.schedule, cron.timezone, at)
+    cron.updated_at = at
+
+
 class Crons:
     """The owners' crons (ownership enforced here: another owner's cron is a
     missing one) and, on workers, the scheduler that fires them."""
@@ -90,11 +108,12 @@ class Crons:
         enabled: bool = True,
     ) -> Cron:
         """Check everything (the pipeline, the input as a run's, the schedule, the session), then store."""
-        created = now()
-        next_at = next_time(schedule, timezone, created)
-        stored_input = self._spec(pipeline).validate_input(input)
+        spec = self._spec(pipeline)  # what is missing first (404), then what is wrong (422)
         if session_id is not None:
             await self._visible_session(owner, session_id)
+        created = now()
+        next_at = next_time(schedule, timezone, created)
+        stored_input = spec.validate_input(input)
         cron = Cron(
             cron_id=new_id("cron"),
             owner=owner,
@@ -133,23 +152,14 @@ class Crons:
     ) -> Cron:
         """Change the schedule, the input or whether it is enabled. A new schedule,
         or enabling, counts from now: no catch-up for times before the change."""
-        cron = await self.get(owner, cron_id)
-        at = now()
-        if input is not UNCHANGED:
-            cron.input = self._spec(cron.pipeline).validate_input(input)
-        if schedule is not None:
-            next_time(schedule, cron.timezone, at)  # refused before anything changes
-            cron.schedule = schedule
-        if enabled is not None:
-            cron.enabled = enabled
-        if not cron.enabled:
-            cron.next_run_at = None
-        elif schedule is not None or cron.next_run_at is None:
-            cron.next_run_at = next_time(cron.schedule, cron.timezone, at)
-        cron.updated_at = at
-        if not await self._store.update_cron(cron):
-            raise CronNotFound(f"no cron {cron_id!r}")
-        return cron
+        for _ in range(UPDATE_TRIES):
+            cron = await self.get(owner, cron_id)
+            expect_next = cron.next_run_at
+            _change(cron, self._spec(cron.pipeline), schedule, input, enabled, now())
+            if await self._store.update_cron(cron, expect_next):
+                return cron
+            # a scheduler fired it meanwhile (or it was deleted): change what it is now
+        raise Conflict(f"cron {cron_id} kept changing while this change was made; try again")
 
     async def delete(self, owner: str, cron_id: str) -> None:
         await self.get(owner, cron_id)

@@ -97,13 +97,23 @@ async def test_crons_are_stored_read_listed_by_owner_changed_and_deleted(store: 
     assert await store.get_cron(mine.cron_id) == mine
     assert await store.list_crons("alice") == [mine]
     mine.schedule, mine.input, mine.enabled, mine.next_run_at, mine.updated_at = "0 * * * *", [1], False, None, T0 + 5
-    assert await store.update_cron(mine)
+    assert await store.update_cron(mine, T0 + MINUTE)
     assert await store.get_cron(mine.cron_id) == mine
     assert await store.delete_cron(mine.cron_id)
     assert await store.get_cron(mine.cron_id) is None
     assert not await store.delete_cron(mine.cron_id)
-    assert not await store.update_cron(mine)
+    assert not await store.update_cron(mine, None)
     assert await store.list_crons("bob") == [theirs]
+
+
+async def test_a_change_read_before_a_firing_cannot_set_its_due_time_back(store: Store) -> None:
+    due = cron()
+    await store.create_cron(due)
+    assert await store.fire_cron(CronFiring(due.cron_id, T0 + MINUTE, T0 + 2 * MINUTE))
+    due.input = {"count": 4}  # as read before the firing, next_run_at still T0 + 60
+    assert not await store.update_cron(due, T0 + MINUTE)
+    stored = await store.get_cron(due.cron_id)
+    assert stored is not None and (stored.next_run_at, stored.input) == (T0 + 2 * MINUTE, {"count": 3})
 
 
 async def test_due_crons_are_the_enabled_ones_whose_time_came_soonest_first(store: Store) -> None:

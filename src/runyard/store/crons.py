@@ -44,10 +44,12 @@ class CronStore(Protocol):
         """The owner's crons, oldest first."""
 
     @abstractmethod
-    async def update_cron(self, cron: Cron) -> bool:
-        """Store the cron's changeable fields; False when there is no such cron.
+    async def update_cron(self, cron: Cron, expect_next: float | None) -> bool:
+        """Store the cron's changeable fields if its next_run_at is still ``expect_next``; whether it did.
 
-        Those fields: schedule, timezone, input, enabled, next_run_at, updated_at."""
+        Those fields: schedule, timezone, input, enabled, next_run_at, updated_at.
+        The condition keeps a change read before a firing from setting back the
+        due time that firing claimed (which would fire it twice)."""
 
     @abstractmethod
     async def delete_cron(self, cron_id: str) -> bool:

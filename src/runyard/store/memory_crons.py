@@ -24,9 +24,9 @@ class MemoryCrons(Admissions, CronStore):
     async def list_crons(self, owner: str) -> list[Cron]:
         return [copy.deepcopy(cron) for cron in self._crons.values() if cron.owner == owner]
 
-    async def update_cron(self, cron: Cron) -> bool:
+    async def update_cron(self, cron: Cron, expect_next: float | None) -> bool:
         stored = self._crons.get(cron.cron_id)
-        if stored is None:
+        if stored is None or stored.next_run_at != expect_next:
             return False
         for name in ("schedule", "timezone", "input", "enabled", "next_run_at", "updated_at"):
             setattr(stored, name, copy.deepcopy(getattr(cron, name)))

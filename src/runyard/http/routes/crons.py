@@ -18,7 +18,14 @@ router = APIRouter(
     prefix="/v1/crons", tags=["crons"], route_class=StrictJSONRoute, responses=errors(400, 401, 404, 413, 422, 503)
 )
 
-Schedule = Annotated[str, Field(min_length=1, max_length=256, description="A 5-field cron expression")]
+Schedule = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=256,
+        description="A 5-field cron expression (minute hour day-of-month month day-of-week), e.g. 0 9 * * 1-5",
+    ),
+]
 
 
 class CronRequest(_Body):

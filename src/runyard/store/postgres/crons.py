@@ -18,7 +18,7 @@ INSERT_CRON = (
 )
 UPDATE_CRON = (
     "UPDATE crons SET schedule = $2, timezone = $3, input = $4, enabled = $5, next_run_at = $6, updated_at = $7"
-    " WHERE cron_id = $1 RETURNING 1"
+    " WHERE cron_id = $1 AND next_run_at IS NOT DISTINCT FROM $8 RETURNING 1"
 )
 CLAIM_DUE = (
     "UPDATE crons SET next_run_at = $3, last_run_id = coalesce($4, last_run_id),"
@@ -62,7 +62,7 @@ class PostgresCrons(PostgresConnection, CronStore):
         )
         return [cron_from_row(row) for row in rows]
 
-    async def update_cron(self, cron: Cron) -> bool:
+    async def update_cron(self, cron: Cron, expect_next: float | None) -> bool:
         row = cron_row(cron)
         found = await self._db().fetchval(
             UPDATE_CRON,
@@ -73,6 +73,7 @@ class PostgresCrons(PostgresConnection, CronStore):
             cron.enabled,
             cron.next_run_at,
             cron.updated_at,
+            expect_next,
         )
         return found is not None
 

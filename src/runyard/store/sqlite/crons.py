@@ -16,7 +16,7 @@ from runyard.store.sqlite.schema import INSERT_RUN, INSERT_SESSION
 INSERT_CRON = f"INSERT INTO crons ({CRON_COLUMNS}) VALUES ({', '.join('?' * len(CRON_FIELDS))})"
 UPDATE_CRON = (
     "UPDATE crons SET schedule = ?, timezone = ?, input = ?, enabled = ?, next_run_at = ?, updated_at = ?"
-    " WHERE cron_id = ?"
+    " WHERE cron_id = ? AND next_run_at IS ?"
 )
 # the claim of a due time: only the first process to move next_run_at on from it succeeds
 CLAIM_DUE = (
@@ -63,10 +63,11 @@ class SQLiteCrons(SQLiteConnection, CronStore):
         )
         return [cron_from_row(row) for row in rows]
 
-    async def update_cron(self, cron: Cron) -> bool:
+    async def update_cron(self, cron: Cron, expect_next: float | None) -> bool:
         row = cron_row(cron)
-        values = (cron.schedule, cron.timezone, row[3], cron.enabled, cron.next_run_at, cron.updated_at, cron.cron_id)
-        return await self._write(lambda db: db.execute(UPDATE_CRON, values).rowcount == 1)
+        values = (*(cron.schedule, cron.timezone, row[3], cron.enabled), cron.next_run_at, cron.updated_at)
+        parameters = (*values, cron.cron_id, expect_next)
+        return await self._write(lambda db: db.execute(UPDATE_CRON, parameters).rowcount == 1)
 
     async def delete_cron(self, cron_id: str) -> bool:
         return await self._write(lambda db: db.execute("DELETE FROM crons WHERE cron_id = ?", (cron_id,)).rowcount == 1)
