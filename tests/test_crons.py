@@ -86,3 +86,14 @@ def test_a_schedule_is_read_in_its_time_zone() -> None:
     assert next_time("0 9 * * *", "UTC", winter) - winter == 9 * 3600
     with pytest.raises(InvalidSchedule):
         next_time("0 9 * * *", "Nowhere/Town", winter)
+
+
+async def test_a_cron_whose_schedule_can_no_longer_be_read_is_disabled_and_holds_up_no_other(rt: Runtime) -> None:
+    broken, sound = await overdue(rt, periods=2), await overdue(rt, periods=1)
+    broken.timezone = "Gone/Zone"  # as if its zone had left the zone data since
+    assert await rt.store.update_cron(broken, broken.next_run_at)
+    await rt.crons.fire_due(now())
+    assert await runs_of(rt, broken) == []
+    assert len(await runs_of(rt, sound)) == 1
+    disabled = await rt.crons.get("alice", broken.cron_id)
+    assert (disabled.enabled, disabled.next_run_at) == (False, None)

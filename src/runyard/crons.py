@@ -66,13 +66,11 @@ def next_time(schedule: str, timezone: str, after: float) -> float:
 UPDATE_TRIES = 5  # a change races a firing at most once a period: this is plenty
 
 
-def _change(cron: Cron, spec: Pipeline, schedule: str | None, input: Any, enabled: bool | None, at: float) -> None:
-    """Apply a PATCH to ``cron`` (read just now); raises before changing anything when a value is refused."""
-    stored_input = cron.input if input is UNCHANGED else spec.validate_input(input)
+def _reschedule(cron: Cron, schedule: str | None, enabled: bool | None, at: float) -> None:
+    """Apply a PATCH's schedule and enabled to ``cron`` (read just now); ``InvalidSchedule`` for a bad schedule."""
     if schedule is not None:
         next_time(schedule, cron.timezone, at)
-    cron.input = stored_input
-    cron.schedule = schedule or cron.schedule
+        cron.schedule = schedule
     cron.enabled = cron.enabled if enabled is None else enabled
     if not cron.enabled:
         cron.next_run_at = None
@@ -155,7 +153,9 @@ class Crons:
         for _ in range(UPDATE_TRIES):
             cron = await self.get(owner, cron_id)
             expect_next = cron.next_run_at
-            _change(cron, self._spec(cron.pipeline), schedule, input, enabled, now())
+            if input is not UNCHANGED:  # only then is the pipeline needed: a gone one's cron can still be disabled
+                cron.input = self._spec(cron.pipeline).validate_input(input)
+            _reschedule(cron, schedule, enabled, now())
             if await self._store.update_cron(cron, expect_next):
                 return cron
             # a scheduler fired it meanwhile (or it was deleted): change what it is now
@@ -207,7 +207,12 @@ class Crons:
         due = await self._store.due_crons(at, BATCH)
         created = 0
         for cron in due:
-            created += await self._fire(cron, at)
+            try:
+                created += await self._fire(cron, at)
+            except InvalidSchedule:  # its zone left the zone data, say: it must not hold up the others
+                log.exception("cron %s: its schedule can no longer be read; disabling it", cron.cron_id)
+                read_next, cron.enabled, cron.next_run_at = cron.next_run_at, False, None
+                await self._store.update_cron(cron, read_next)
         if created:
             await self._broker.signal(WAKE)
         return len(due)
