@@ -125,7 +125,9 @@ class Crons:
             enabled=enabled,
             session_id=session_id,
             metadata=metadata or {},
-            webhook=webhook,  # TODO(lead): pass to the runs it creates once run creation takes a webhook
+            # TODO(lead, webhooks merge): check it as run creation does (``Webhooks.check``: 422
+            # invalid_webhook) before storing, and give it to each run (``_run``: Run.webhook)
+            webhook=webhook,
         )
         await self._store.create_cron(cron)
         return cron
@@ -254,7 +256,7 @@ class Crons:
             status=RunStatus.QUEUED,
             input=cron.input,
             created_at=at,
-            metadata={**cron.metadata, "cron_id": cron.cron_id},
+            metadata={**cron.metadata, "cron_id": cron.cron_id},  # TODO(lead, webhooks): webhook=cron.webhook
             timeout_s=spec.timeout_s,
             max_attempts=spec.retries + 1,
         )
