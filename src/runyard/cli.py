@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from runyard.cli_common import FAILED, INTERRUPTED, OK, USAGE, UsageError
+from runyard.cli_cron import add_cron_command
 from runyard.cli_runs import cmd_answer, cmd_loadtest, cmd_run, cmd_tail
 from runyard.client import DEFAULT_URL, APIError
 from runyard.errors import ConfigurationError, RunyardError
@@ -114,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--timeout", type=float, metavar="S", help="stop after S s (default: duration + one run + 60)")
     load.add_argument("--json", action="store_true", help="print the report as JSON")
     _add_server_flags(load)
+
+    add_cron_command(commands, _add_server_flags)  # issue 13: runyard cron add|list|rm
 
     migrate = _command(commands, "migrate", cmd_migrate, "create or upgrade the store's schema")
     add_settings_flags(migrate, only={"store"})

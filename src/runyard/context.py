@@ -20,7 +20,7 @@ from runyard.journal import RunJournal
 from runyard.longterm import LongTerm
 from runyard.models import EVENT_TYPE, Fence, Message, now
 from runyard.servable import check_depth
-from runyard.store.base import Replay
+from runyard.store.journal import Replay
 
 if TYPE_CHECKING:
     from runyard.events.log import EventLog

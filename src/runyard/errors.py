@@ -10,13 +10,15 @@
     │   ├── RunNotFound               missing, or another owner's
     │   ├── SessionNotFound           missing, expired, deleted, or another owner's
     │   ├── PipelineNotFound
-    │   └── ItemNotFound              a long-term store item missing, expired, or another owner's
+    │   ├── ItemNotFound              a long-term store item missing, expired, or another owner's
+    │   └── CronNotFound              missing, or another owner's (issue 13: crons)
     ├── Conflict (409)
     │   ├── SessionBusy               multitask=reject and the session has an unfinished run
     │   ├── RunFinished               cancel of a finished run
     │   ├── RunNotWaiting             an answer to a run that is not waiting for one
     │   └── AskMismatch               an answer naming another question (``ask_id``)
     ├── InvalidAnswer (422)           an answer that does not fit its question's schema
+    ├── InvalidSchedule (422)         a cron's schedule or time zone that cannot be read
     ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
     ├── TooManyStreams (429)          the owner has RUNYARD_MAX_STREAMS_PER_OWNER streams open here
@@ -92,6 +94,10 @@ class ItemNotFound(NotFound):
     code = "item_not_found"
 
 
+class CronNotFound(NotFound):
+    code = "cron_not_found"
+
+
 class Conflict(RunyardError):
     code = "conflict"
     status = 409
@@ -115,6 +121,11 @@ class AskMismatch(Conflict):
 
 class InvalidAnswer(RunyardError):
     code = "invalid_input"
+    status = 422
+
+
+class InvalidSchedule(RunyardError):
+    code = "invalid_schedule"
     status = 422
 
 

@@ -48,7 +48,7 @@ from pydantic import BaseModel
 from runyard.events.log import EventLog
 from runyard.models import ASK, SLEEP, Fence, Run, RunStatus, RunUpdate, StepRecord, Wait, new_id, now, rfc3339
 from runyard.servable import check_depth
-from runyard.store.base import Replay
+from runyard.store.journal import Replay
 from runyard.validation import json_schema_of
 
 RUNNING = frozenset({RunStatus.RUNNING})

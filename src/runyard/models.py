@@ -44,6 +44,7 @@ class Multitask(StrEnum):
 
 
 IDEMPOTENCY_TTL_S = 24 * 3600  # how long an Idempotency-Key is remembered
+MAX_AFTER_S = 31_536_000  # a run's ``after_s`` (a year) at most
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -176,6 +177,7 @@ class Run:
     lease_expires_at: float | None = None
     waiting: Wait | None = None
     executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
+    scheduled_for: float | None = None  # ``after_s``: no worker claims the run before this time
 
     def snapshot(self) -> dict[str, Any]:
         """The contract's run snapshot."""
@@ -194,6 +196,7 @@ class Run:
             "attempt": self.attempt,
             "metadata": self.metadata,
             "waiting_for": self.waiting.public() if self.waiting is not None else None,
+            "scheduled_for": rfc3339(self.scheduled_for),
         }
 
 
@@ -314,3 +317,48 @@ class StatusConflict(Exception):
 
 class LeaseLost(StatusConflict):
     """A fenced write found the run no longer held by that worker and attempt."""
+
+
+@dataclass(slots=True)
+class Cron:
+    """A schedule that creates a run of ``pipeline`` on ``input`` at each time its
+    5-field cron ``schedule`` names in ``timezone`` (``runyard.crons``).
+
+    ``next_run_at`` is the next due time (None while disabled): a scheduler
+    creates that time's run and moves it on in one transaction, so each due
+    time makes one run whichever worker gets there first."""
+
+    cron_id: str
+    owner: str
+    pipeline: str
+    input: Any
+    schedule: str
+    timezone: str
+    created_at: float
+    updated_at: float
+    next_run_at: float | None
+    enabled: bool = True
+    session_id: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    webhook: Any = None
+    last_run_id: str | None = None
+    last_run_at: float | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The contract's cron."""
+        return {
+            "cron_id": self.cron_id,
+            "pipeline": self.pipeline,
+            "input": self.input,
+            "schedule": self.schedule,
+            "timezone": self.timezone,
+            "session_id": self.session_id,
+            "metadata": self.metadata,
+            "webhook": self.webhook,
+            "enabled": self.enabled,
+            "next_run_at": rfc3339(self.next_run_at),
+            "last_run_id": self.last_run_id,
+            "last_run_at": rfc3339(self.last_run_at),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+        }

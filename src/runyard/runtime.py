@@ -20,6 +20,7 @@ import orjson
 
 from runyard.broker import broker_from_url
 from runyard.broker.base import CANCEL, WAKE
+from runyard.crons import Crons
 from runyard.engine import Engine
 from runyard.engine.engine import WORKER_LIVE_LEASES
 from runyard.errors import (
@@ -105,6 +106,7 @@ class Runtime:
         self.longterm = LongTerm(self.store, store_embed)  # /v1/store and ctx.store
         self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker, self.longterm)
         self.events = self.engine.events
+        self.crons = Crons(settings, pipelines, self.store, self.broker)  # issue 13: scheduled runs
         self._creation_rate = CreationRate(settings.rate_limit, settings.broker) if settings.rate_limit else None
 
     async def __aenter__(self) -> Runtime:
@@ -113,11 +115,13 @@ class Runtime:
         await self.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
         await self.events.start()
         await self.engine.start()
+        await self.crons.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.crons.stop()  # creates no run once the engine drains
         await self.engine.stop()  # draining runs still reach their resources: they close after this
         await self.limits.close()  # after the drain: no run holds a permit any more
         await self.events.stop()
@@ -137,12 +141,14 @@ class Runtime:
         timeout_s: float | None = None,
         multitask: Multitask = Multitask.ENQUEUE,
         idempotency: Idempotency | None = None,
+        after_s: float | None = None,
     ) -> Run:
         """Validate everything, then create the run (and its session) in one step.
 
         With ``idempotency``, a repeat of the key by the owner within 24 h returns
         the first request's run and creates nothing (``IdempotencyKeyReused`` if
-        the request differs); the store settles two requests racing with one key."""
+        the request differs); the store settles two requests racing with one key.
+        With ``after_s``, no worker claims the run before that many seconds."""
         created = now()
         admission = self._admission(idempotency, created)
         if idempotency is not None and admission is not None:
@@ -166,6 +172,7 @@ class Runtime:
             metadata=metadata or {},
             timeout_s=_effective_timeout(timeout_s, spec.timeout_s),
             max_attempts=spec.retries + 1,
+            scheduled_for=None if after_s is None else created + after_s,
         )
         if session_id is None:
             session = Session(run.session_id, owner, created, created)

@@ -252,7 +252,7 @@ async def test_a_step_cut_off_mid_way_runs_again_after_a_restarted_marker(rt: Ru
 
 async def test_step_names_are_checked(rt: Runtime) -> None:
     from runyard.journal import RunJournal
-    from runyard.store.base import Replay
+    from runyard.store.journal import Replay
 
     run = await rt.create_run("alice", "stages", {"stages": 0})
     journal = RunJournal(run, rt.events, Replay(), None, time.time())

@@ -29,6 +29,7 @@ SNAPSHOT_FIELDS = {
     "attempt",
     "metadata",
     "waiting_for",
+    "scheduled_for",  # issue 13: after_s
 }
 RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 

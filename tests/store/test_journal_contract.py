@@ -34,7 +34,8 @@ from runyard.models import (
 from runyard.outcome import Outcome
 from runyard.store import AppendGroup, Store, store_from_url
 from runyard.store._numbering import end_group
-from runyard.store.base import Replay, RunQuery
+from runyard.store.base import RunQuery
+from runyard.store.journal import Replay
 from runyard.store.memory import MemoryStore
 from runyard.store.postgres import PostgresStore
 from runyard.store.postgres.schema import DELETE_STEP_CHUNK

@@ -127,6 +127,7 @@ async def test_migrations_are_recorded_and_idempotent(store: PostgresStore, post
         "runyard_schema_version",
         "workers",
         "items",  # issue 13: the long-term store
+        "crons",  # issue 13: crons
     }
 
 

@@ -21,6 +21,7 @@ PROTOCOLS = [
     base.Journal,
     base.Retention,
     base.ItemStore,  # issue 13: the long-term store (store/items.py)
+    base.CronStore,  # issue 13: crons (store/crons.py)
 ]
 STORE = Path(base.__file__).parent
 

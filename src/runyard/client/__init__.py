@@ -19,8 +19,9 @@ from runyard.client.api import DEFAULT_URL as DEFAULT_URL
 from runyard.client.api import FINISHED as FINISHED
 from runyard.client.api import APIError, StreamLost, api_error
 from runyard.client.api import Event as Event
-from runyard.client.clients import AsyncClient, Client
+from runyard.client.asynchronous import AsyncClient
 from runyard.client.resume import Reconnect
+from runyard.client.synchronous import Client
 
 __all__ = [
     "APIError",

@@ -64,9 +64,16 @@ def _create_request(
     timeout_s: float | None,
     multitask: str | None,
     idempotency_key: str | None,
+    after_s: float | None = None,
 ) -> _Request:
     body: dict[str, Any] = {"pipeline": pipeline, "input": input}
-    extra = {"session_id": session_id, "metadata": metadata, "timeout_s": timeout_s, "multitask": multitask}
+    extra = {
+        "session_id": session_id,
+        "metadata": metadata,
+        "timeout_s": timeout_s,
+        "multitask": multitask,
+        "after_s": after_s,
+    }
     body.update({key: value for key, value in extra.items() if value is not None})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     return _Request("POST", _path("runs"), body=body, headers=headers)
@@ -111,6 +118,25 @@ def _namespaces_request(prefix: Sequence[str], max_depth: int | None) -> _Reques
     if max_depth is not None:
         body["max_depth"] = max_depth
     return _Request("POST", _path("store", "namespaces"), body=body)
+
+
+# issue 13: crons
+UNCHANGED: Any = object()  # an update that leaves a cron's input as it is (None is an input)
+
+
+def _cron_request(pipeline: str, input: Any, schedule: str, options: dict[str, Any]) -> _Request:
+    body = {"pipeline": pipeline, "input": input, "schedule": schedule}
+    body.update({key: value for key, value in options.items() if value is not None})
+    return _Request("POST", _path("crons"), body=body)
+
+
+def _cron_patch(cron_id: str, schedule: str | None, input: Any, enabled: bool | None) -> _Request:
+    body: dict[str, Any] = {
+        key: value for key, value in (("schedule", schedule), ("enabled", enabled)) if value is not None
+    }
+    if input is not UNCHANGED:
+        body["input"] = input
+    return _Request("PATCH", _path("crons", cron_id), body=body)
 
 
 def api_error(response: httpx.Response) -> APIError:

@@ -19,7 +19,7 @@ from runyard.models import ASK, Run, RunStatus, RunUpdate, StatusConflict, Wait,
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.outcome import Outcome
-from runyard.store.base import Journal
+from runyard.store.journal import Journal
 
 log = logging.getLogger("runyard.engine")
 

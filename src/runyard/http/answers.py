@@ -42,6 +42,7 @@ class RunSnapshot(BaseModel):
     waiting_for: dict[str, Any] | None = Field(
         description="While waiting: {ask_id, request, schema} for a question, {until} for a sleep"
     )
+    scheduled_for: str | None = Field(None, description="Created with after_s: no worker claims it before this time")
 
 
 class RunList(BaseModel):

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from runyard.models import ID_PATTERN, Multitask, dumps
+from runyard.models import ID_PATTERN, MAX_AFTER_S, Multitask, dumps
 from runyard.servable import check_depth
 
 # anchored: pydantic searches a pattern, it does not full-match it
@@ -61,6 +61,9 @@ class RunRequest(_Body):
     metadata: Metadata | None = None
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     multitask: Multitask = Multitask.ENQUEUE
+    after_s: float | None = Field(
+        None, ge=0, le=MAX_AFTER_S, description="Schedule the run: no worker claims it before this many seconds"
+    )
 
     _metadata = field_validator("metadata")(_check_metadata)
     _input = field_validator("input")(_check_input)

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from runyard.models import Message, Run, RunError, RunStatus, RunUpdate, Session, StepRecord, Wait
+from runyard.models import Cron, Message, Run, RunError, RunStatus, RunUpdate, Session, StepRecord, Wait
 from runyard.store.items import Item, joined, pack_vector, split, unpack_vector
 
 RUN_FIELDS: tuple[str, ...] = (
@@ -45,6 +45,7 @@ RUN_FIELDS: tuple[str, ...] = (
     "lease_expires_at",
     "waiting",
     "executed_s",
+    "scheduled_for",
 )
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 SESSION_FIELDS: tuple[str, ...] = ("session_id", "owner", "created_at", "last_activity", "metadata", "deleted")
@@ -144,6 +145,7 @@ def run_row(run: Run, *, last_seq: bool = True) -> tuple[Any, ...]:
         run.lease_expires_at,
         dump_wait(run.waiting),
         run.executed_s,
+        run.scheduled_for,
     )
     return (*head, run.last_seq, *tail) if last_seq else head + tail
 
@@ -172,6 +174,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
         lease_expires_at=row[17],
         waiting=load_wait(row[18]),
         executed_s=row[19],
+        scheduled_for=row[20],
     )
 
 
@@ -277,3 +280,66 @@ def item_row(item: Item) -> tuple[Any, ...]:
 def item_from_row(row: Sequence[Any]) -> Item:
     """An item from a row of ``ITEM_COLUMNS``."""
     return Item(row[0], split(row[1]), row[2], load(row[3]), row[4], row[5], row[6], unpack_vector(row[7]))
+
+
+# issue 13: crons
+CRON_FIELDS: tuple[str, ...] = (
+    "cron_id",
+    "owner",
+    "pipeline",
+    "input",
+    "schedule",
+    "timezone",
+    "created_at",
+    "updated_at",
+    "next_run_at",
+    "enabled",
+    "session_id",
+    "metadata",
+    "webhook",
+    "last_run_id",
+    "last_run_at",
+)
+CRON_COLUMNS = ", ".join(CRON_FIELDS)
+
+
+def cron_row(cron: Cron) -> tuple[Any, ...]:
+    """``cron`` as the values of ``CRON_FIELDS`` (JSON values as text, ``enabled`` a bool)."""
+    return (
+        cron.cron_id,
+        cron.owner,
+        cron.pipeline,
+        dump(cron.input),
+        cron.schedule,
+        cron.timezone,
+        cron.created_at,
+        cron.updated_at,
+        cron.next_run_at,
+        cron.enabled,
+        cron.session_id,
+        dump(cron.metadata),
+        dump(cron.webhook),
+        cron.last_run_id,
+        cron.last_run_at,
+    )
+
+
+def cron_from_row(row: Sequence[Any]) -> Cron:
+    """A cron from a row of ``CRON_FIELDS``."""
+    return Cron(
+        cron_id=row[0],
+        owner=row[1],
+        pipeline=row[2],
+        input=load(row[3]),
+        schedule=row[4],
+        timezone=row[5],
+        created_at=row[6],
+        updated_at=row[7],
+        next_run_at=row[8],
+        enabled=bool(row[9]),
+        session_id=row[10],
+        metadata=load(row[11]),
+        webhook=load(row[12]),
+        last_run_id=row[13],
+        last_run_at=row[14],
+    )

@@ -12,6 +12,7 @@ runtime needs, so a reader sees what each part uses and a new backend sees its w
 - ``Journal``: recorded steps and waiting runs (the ``Engine``'s replays and timers);
 - ``Retention``: sweeps and forgetting (the ``Engine``'s janitor);
 - ``ItemStore`` (``items.py``): the long-term store (``LongTerm``: ``/v1/store``, ``ctx.store``).
+- ``CronStore`` (``store/crons.py``): crons and the firing of their due times.
 
 ``Store`` lists them all; every backend (``memory.py``, ``sqlite/``, ``postgres/``)
 implements it and passes the same contract suite, organised by protocol
@@ -41,7 +42,9 @@ from runyard.models import (
     StatusConflict,
     StepRecord,
 )
+from runyard.store.crons import CronStore  # issue 13: crons
 from runyard.store.items import ItemStore
+from runyard.store.journal import Journal
 
 
 @dataclass(slots=True)
@@ -342,34 +345,6 @@ class EventStore(Protocol):
         """Up to ``limit`` events with ``seq > after``, in order."""
 
 
-@dataclass(slots=True)
-class Replay:
-    """What a run's next execution replays: its recorded steps (asks' answers
-    and sleeps included) by ``(name, n)``, and ``mark``, the last ``pos`` in its
-    log (0 for none): the events a pipeline emits before that position are
-    already stored and are not appended again (``runyard.journal``)."""
-
-    steps: dict[tuple[str, int], StepRecord] = field(default_factory=dict)
-    mark: int = 0
-
-
-class Journal(Protocol):
-    """What durable execution reads back: recorded steps and the runs whose wait
-    is over. Steps are written with their ``step`` event (``AppendGroup.step``),
-    waits by a run's update (``RunUpdate.waiting``)."""
-
-    @abstractmethod
-    async def replay(self, run_id: str) -> Replay:
-        """The run's recorded steps and its log's replay mark."""
-
-    @abstractmethod
-    async def due_waits(self, at: float, limit: int) -> list[Run]:
-        """Up to ``limit`` waiting runs whose wait is due at ``at``, soonest first.
-
-        Due: its ``until`` is at or before ``at`` (a sleep that ended, a question
-        that timed out)."""
-
-
 class Retention(Protocol):
     """Forgetting what is past its time."""
 
@@ -389,12 +364,14 @@ class Retention(Protocol):
         """Forget the idempotency keys of creations before ``before``; return how many."""
 
 
-class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, ItemStore, Protocol):
+class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, ItemStore, CronStore, Protocol):
     """What a worker's ``Engine`` needs: the queue, the event log it builds, the
     journal its runs replay, its runs' sessions (a run's end is its session's
     activity, and its context reads their memory) and retention."""
 
 
-class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, ItemStore):
+class Store(
+    Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, ItemStore, CronStore
+):
     """Sessions, memory, runs and their event logs, durable and consistent: every
     protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""

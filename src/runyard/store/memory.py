@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 
 from runyard.errors import QuotaExceeded
-from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session, StepRecord
+from runyard.models import UNFINISHED, Cron, Event, Message, Multitask, Run, RunStatus, Session, StepRecord, now
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
@@ -24,16 +24,17 @@ from runyard.store.base import (
     Claimed,
     Entered,
     LeaseRenewal,
-    Replay,
     RunQuery,
     SessionEntry,
     Store,
 )
 from runyard.store.items import Item
+from runyard.store.journal import Replay
+from runyard.store.memory_crons import MemoryCrons
 from runyard.store.memory_items import ItemKey, MemoryItems
 
 
-class MemoryStore(MemoryItems, Store):
+class MemoryStore(MemoryItems, MemoryCrons, Store):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
     def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:
@@ -54,6 +55,7 @@ class MemoryStore(MemoryItems, Store):
         self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}  # (owner, key) -> fingerprint, run id, when
         self._workers: dict[str, tuple[frozenset[str], float]] = {}  # worker id -> pipelines served, last seen
         self._items: dict[ItemKey, Item] = {}  # the long-term store (``memory_items``)
+        self._crons: dict[str, Cron] = {}  # issue 13: crons
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -208,7 +210,10 @@ class MemoryStore(MemoryItems, Store):
         return found
 
     async def count_queued(self) -> int:
-        return sum(1 for run_id in self._unfinished if self._runs[run_id].status is RunStatus.QUEUED)
+        at = now()  # a run scheduled for later is not waiting for a worker yet
+        return sum(
+            1 for run_id in self._unfinished if (run := self._runs[run_id]).status is RunStatus.QUEUED and _due(run, at)
+        )
 
     async def unfinished_runs(self, session_id: str) -> list[Run]:
         return [
@@ -235,7 +240,11 @@ class MemoryStore(MemoryItems, Store):
             if run.status is RunStatus.RUNNING:
                 running[run.owner] += 1
         serves = frozenset(pipelines)
-        ready = [run for run in heads.values() if run.status is RunStatus.QUEUED and run.pipeline in serves]
+        ready = [
+            run
+            for run in heads.values()
+            if run.status is RunStatus.QUEUED and run.pipeline in serves and _due(run, at)  # after_s: not before
+        ]
         waiting: Counter[str] = Counter()
         turns = []
         for age, run in enumerate(ready):  # oldest first
@@ -278,11 +287,12 @@ class MemoryStore(MemoryItems, Store):
         self._workers.pop(worker_id, None)
 
     async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
+        at = now()
         served = {name for pipelines, seen in self._workers.values() if seen >= seen_since for name in pipelines}
         waiting = Counter(
             run.pipeline
             for run_id in self._unfinished
-            if (run := self._runs[run_id]).status is RunStatus.QUEUED and run.pipeline not in served
+            if (run := self._runs[run_id]).status is RunStatus.QUEUED and run.pipeline not in served and _due(run, at)
         )
         return dict(waiting)
 
@@ -362,3 +372,8 @@ class MemoryStore(MemoryItems, Store):
         log = self._events.get(run_id, [])
         # seq n sits at index n - 1: the log is gap-free by construction
         return log[max(after, 0) : max(after, 0) + limit]
+
+
+def _due(run: Run, at: float) -> bool:
+    """Whether a queued run may be claimed at ``at`` (one created with ``after_s`` only from its time)."""
+    return run.scheduled_for is None or run.scheduled_for <= at

@@ -5,8 +5,10 @@
 //   #/sessions/<session_id>             a session's history and runs
 //   #/new[?pipeline=&session=]          the form that starts a run
 //   #/store[/<a.b>][?q=]                the owner's long-term store, by namespace
+//   #/crons                             the caller's crons (scheduled runs)
 
 import { CLIENT_ID, identity } from "./api.js";
+import { cronsView } from "./crons.js";
 import { $, h, notice } from "./dom.js";
 import { formView } from "./form.js";
 import { mountCounters } from "./metrics.js";
@@ -47,6 +49,10 @@ function route() {
     section = "new";
     title = "New run";
     cleanup = formView(main, params);
+  } else if (parts[0] === "crons") {
+    section = "crons";
+    title = "Crons";
+    cleanup = cronsView(main);
   } else {
     main.replaceChildren(h("h1", { tabindex: -1 }, "Not found"),
       notice("warn", "This page does not exist. ", h("a", { href: "#/runs" }, "See the runs.")));

@@ -55,6 +55,7 @@ async def _create(request: Request, body: RunRequest, idempotency_key: str | Non
         metadata=body.metadata,
         timeout_s=body.timeout_s,
         multitask=body.multitask,
+        after_s=body.after_s,
         idempotency=None if idempotency_key is None else Idempotency.of(idempotency_key, fields),
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from runyard.store.base import Store
 from runyard.store.postgres.admissions import PostgresAdmissions
 from runyard.store.postgres.connection import pool_options
+from runyard.store.postgres.crons import PostgresCrons
 from runyard.store.postgres.events import PostgresEvents
 from runyard.store.postgres.items import PostgresItems
 from runyard.store.postgres.journal import PostgresJournal
@@ -31,6 +32,7 @@ class PostgresStore(
     PostgresJournal,
     PostgresRetention,
     PostgresItems,
+    PostgresCrons,
     Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""

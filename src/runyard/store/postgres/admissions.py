@@ -12,7 +12,7 @@ from runyard.store.postgres.schema import IDEMPOTENT_RUN, INSERT_RUN, INSERT_SES
 from runyard.store.postgres.sessions import cancel_unfinished
 
 
-async def _enter(conn: Connection, run: Run, entry: SessionEntry, admission: Admission | None) -> Entered:
+async def enter(conn: Connection, run: Run, entry: SessionEntry, admission: Admission | None) -> Entered:
     """``enter_session`` inside the caller's transaction. The session's row lock
     comes first: creations in one session, and its deletion, take turns, each
     seeing what the one before committed (every statement of READ COMMITTED
@@ -107,7 +107,7 @@ class PostgresAdmissions(PostgresConnection, Admissions):
         return await self._transact(work)
 
     async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
-        return await self._transact(lambda conn: _enter(conn, run, entry, admission))
+        return await self._transact(lambda conn: enter(conn, run, entry, admission))
 
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
         row = await self._db().fetchrow(IDEMPOTENT_RUN, owner, key, since)

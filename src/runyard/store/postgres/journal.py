@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from runyard.models import Run
 from runyard.store._rows import step_from_row
-from runyard.store.base import Journal, Replay
+from runyard.store.journal import Journal, Replay
 from runyard.store.postgres.connection import PostgresConnection
 from runyard.store.postgres.schema import DUE_WAITS, REPLAY
 

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from runyard.models import Run
+from runyard.models import Run, now
 from runyard.store._numbering import claim_group
 from runyard.store._rows import RUN_COLUMNS, apply_update, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
@@ -24,7 +24,7 @@ async def _claim(
 ) -> list[Claimed]:
     """Claim inside the caller's transaction (FOR UPDATE SKIP LOCKED)."""
     wanted = limit * CANDIDATES_PER_CLAIM + CANDIDATES_EXTRA
-    candidates = [row[0] for row in await conn.fetch(CLAIMABLE, wanted, served)]
+    candidates = [row[0] for row in await conn.fetch(CLAIMABLE, wanted, served, at)]
     if not candidates:
         return []
     locked = {row["run_id"]: row for row in await conn.fetch(LOCK_CLAIMABLE, candidates)}
@@ -75,7 +75,10 @@ class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
         )
 
     async def count_queued(self) -> int:
-        count: int = await self._db().fetchval("SELECT count(*) FROM runs WHERE status = 'queued'")
+        count: int = await self._db().fetchval(
+            "SELECT count(*) FROM runs WHERE status = 'queued' AND (scheduled_for IS NULL OR scheduled_for <= $1)",
+            now(),
+        )
         return count
 
     async def expired_leases(self, at: float) -> list[Run]:
@@ -131,4 +134,4 @@ class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
         await self._execute("DELETE FROM workers WHERE worker_id = $1", worker_id)
 
     async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
-        return {row[0]: row[1] for row in await self._db().fetch(UNSERVED, seen_since)}
+        return {row[0]: row[1] for row in await self._db().fetch(UNSERVED, seen_since, now())}

@@ -138,6 +138,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (owner, namespace, key)
     )""",
     "CREATE INDEX items_expires_at ON items (expires_at) WHERE expires_at IS NOT NULL",
+    # issue 13: crons
+    # after_s: no worker claims the run before this time (NULL: at once)
+    "ALTER TABLE runs ADD COLUMN scheduled_for float8",
+    """CREATE TABLE crons (
+        cron_id text COLLATE "C" PRIMARY KEY,
+        owner text COLLATE "C" NOT NULL,
+        pipeline text NOT NULL,
+        input json,
+        schedule text NOT NULL,
+        timezone text NOT NULL,
+        created_at float8 NOT NULL,
+        updated_at float8 NOT NULL,
+        next_run_at float8,
+        enabled boolean NOT NULL,
+        session_id text COLLATE "C",
+        metadata json NOT NULL,
+        webhook json,
+        last_run_id text COLLATE "C",
+        last_run_at float8
+    )""",
+    "CREATE INDEX crons_owner ON crons (owner, created_at)",
+    "CREATE INDEX crons_due ON crons (next_run_at) WHERE enabled",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter
@@ -178,14 +200,16 @@ CLAIMABLE = f"""WITH heads AS (
     SELECT r.run_id, r.owner, r.created_seq,
         coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
     FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
-    WHERE r.status = 'queued' AND r.pipeline = ANY($2::text[])
+    WHERE r.status = 'queued' AND r.pipeline = ANY($2::text[]) AND (r.scheduled_for IS NULL OR r.scheduled_for <= $3)
 ), served AS (
     SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
     FROM (SELECT DISTINCT owner FROM ready) o
 )
 SELECT run_id FROM ready JOIN served USING (owner) ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
-# queued runs per pipeline that no worker seen since $1 serves
-UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued' AND NOT EXISTS
+# queued runs per pipeline that no worker seen since $1 serves, due by $2 (``after_s``: a
+# run scheduled for later waits for no worker yet)
+UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued'
+    AND (scheduled_for IS NULL OR scheduled_for <= $2) AND NOT EXISTS
     (SELECT 1 FROM workers w WHERE w.last_seen >= $1 AND r.pipeline = ANY(w.pipelines)) GROUP BY pipeline"""
 # SKIP LOCKED: a run another worker is claiming right now is left to it, never waited for
 LOCK_CLAIMABLE = (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from runyard.store.base import Store
 from runyard.store.sqlite.admissions import SQLiteAdmissions
+from runyard.store.sqlite.crons import SQLiteCrons
 from runyard.store.sqlite.events import SQLiteEvents
 from runyard.store.sqlite.file import BUSY_TIMEOUT_MS, busy_timeout_ms, database_path, refuse_if_in_use
 from runyard.store.sqlite.items import SQLiteItems
@@ -23,7 +24,15 @@ from runyard.store.sqlite.sessions import SQLiteSessions
 
 
 class SQLiteStore(
-    SQLiteAdmissions, SQLiteRuns, SQLiteSessions, SQLiteEvents, SQLiteJournal, SQLiteRetention, SQLiteItems, Store
+    SQLiteAdmissions,
+    SQLiteRuns,
+    SQLiteSessions,
+    SQLiteEvents,
+    SQLiteJournal,
+    SQLiteRetention,
+    SQLiteItems,
+    SQLiteCrons,
+    Store,
 ):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""
 

@@ -50,7 +50,7 @@ def _admit(db: sqlite3.Connection, run: Run, admission: Admission) -> Run | None
     return None
 
 
-def _enter(
+def enter(
     db: sqlite3.Connection, run: Run, entry: SessionEntry, admission: Admission | None, known: RunStates
 ) -> Entered:
     """``enter_session`` in the writer thread: the only writer, so the session
@@ -96,7 +96,7 @@ class SQLiteAdmissions(SQLiteConnection, Admissions):
         return await self._write(work)
 
     async def enter_session(self, run: Run, entry: SessionEntry, admission: Admission | None = None) -> Entered:
-        return await self._write(lambda db: _enter(db, run, entry, admission, self._run_states))
+        return await self._write(lambda db: enter(db, run, entry, admission, self._run_states))
 
     async def idempotent_run(self, owner: str, key: str, since: float) -> tuple[str, Run] | None:
         return await self._query(lambda db: _idempotent_run(db, owner, key, since))

@@ -7,7 +7,7 @@ import sqlite3
 
 from runyard.models import Run
 from runyard.store._rows import run_from_row, step_from_row
-from runyard.store.base import Journal, Replay
+from runyard.store.journal import Journal, Replay
 from runyard.store.sqlite.connection import SQLiteConnection
 from runyard.store.sqlite.schema import DUE_WAITS, REPLAY
 

@@ -6,20 +6,20 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from runyard.models import Run
+from runyard.models import Run, now
 from runyard.store._numbering import claim_group
 from runyard.store._rows import apply_update, json_list, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
-from runyard.store.sqlite.schema import CLAIMABLE, IN_JSON, RUN_COLUMNS, UNSERVED
+from runyard.store.sqlite.schema import CLAIMABLE, DUE, IN_JSON, RUN_COLUMNS, UNSERVED
 
 
 def _claim(
     db: sqlite3.Connection, worker_id: str, limit: int, at: float, until: float, served: str, known: RunStates
 ) -> list[Claimed]:
     """Claim in the writer thread: being the only writer, select-then-update cannot race."""
-    rows = db.execute(CLAIMABLE, (served, max(limit, 0))).fetchall()
+    rows = db.execute(CLAIMABLE, (served, at, max(limit, 0))).fetchall()
     runs = [run_from_row(row) for row in rows]
     groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
     claimed = []
@@ -61,7 +61,7 @@ class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
         return [run_from_row(row) for row in rows]
 
     async def count_queued(self) -> int:
-        rows = await self._read("SELECT count(*) FROM runs WHERE status = 'queued'")
+        rows = await self._read(f"SELECT count(*) FROM runs WHERE status = 'queued' AND {DUE}", (now(),))
         return int(rows[0][0])
 
     async def expired_leases(self, at: float) -> list[Run]:
@@ -111,4 +111,4 @@ class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
         await self._execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,))
 
     async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
-        return {pipeline: count for pipeline, count in await self._read(UNSERVED, (seen_since,))}
+        return {pipeline: count for pipeline, count in await self._read(UNSERVED, (now(), seen_since))}

@@ -118,6 +118,28 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (owner, namespace, key)
     ) WITHOUT ROWID""",
     "CREATE INDEX items_expires_at ON items (expires_at) WHERE expires_at IS NOT NULL",
+    # issue 13: crons
+    # after_s: no worker claims the run before this time (NULL: at once)
+    "ALTER TABLE runs ADD COLUMN scheduled_for REAL",
+    """CREATE TABLE crons (
+        cron_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        pipeline TEXT NOT NULL,
+        input TEXT,
+        schedule TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        next_run_at REAL,
+        enabled INTEGER NOT NULL,
+        session_id TEXT,
+        metadata TEXT NOT NULL,
+        webhook TEXT,
+        last_run_id TEXT,
+        last_run_at REAL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX crons_owner ON crons (owner, created_at)",
+    "CREATE INDEX crons_due ON crons (next_run_at) WHERE enabled = 1",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
@@ -163,6 +185,7 @@ CLAIMABLE = f"""WITH heads AS (
         coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
     FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
     WHERE r.status = 'queued' AND r.pipeline IN (SELECT value FROM json_each(?))
+        AND (r.scheduled_for IS NULL OR r.scheduled_for <= ?)
 ), served AS (
     SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
     FROM (SELECT DISTINCT owner FROM ready) o
@@ -172,8 +195,10 @@ CLAIMABLE = f"""WITH heads AS (
 )
 SELECT {RUN_COLUMNS}, cancel_requested FROM chosen JOIN runs USING (created_seq)
 ORDER BY turn, last NULLS FIRST, created_seq"""
-# queued runs per pipeline that no worker seen since the parameter serves
-UNSERVED = """SELECT pipeline, count(*) FROM runs WHERE status = 'queued' AND pipeline NOT IN
+# a queued run scheduled for after the parameter (``after_s``) waits for no worker yet
+DUE = "(scheduled_for IS NULL OR scheduled_for <= ?)"
+# queued runs per pipeline that no worker seen since the parameter serves (and due by the second)
+UNSERVED = f"""SELECT pipeline, count(*) FROM runs WHERE status = 'queued' AND {DUE} AND pipeline NOT IN
     (SELECT p.value FROM workers w, json_each(w.pipelines) p WHERE w.last_seen >= ?) GROUP BY pipeline"""
 # a list travels as one JSON parameter: one cached statement whatever its length, no variable limit
 IN_JSON = "IN (SELECT value FROM json_each(?))"

@@ -1,0 +1,209 @@
+"""``Client``: the API, blocking (``AsyncClient`` is the same over asyncio)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from runyard.client.api import (
+    FINISHED,
+    UNCHANGED,
+    Event,
+    _answer,
+    _create_request,
+    _cron_patch,
+    _cron_request,
+    _input_request,
+    _item_request,
+    _list_runs_request,
+    _namespaces_request,
+    _object,
+    _path,
+    _put_item_request,
+    _Request,
+    _search_request,
+    api_error,
+)
+from runyard.client.clients import _Base
+from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable
+
+
+class Client(_Base):
+    """The runyard HTTP API, blocking; the same methods as ``AsyncClient``."""
+
+    def _connect(self) -> None:
+        self._http = httpx.Client(**self._http_options)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, request: _Request) -> Any:
+        return _answer(self._http.request(request.method, request.path, **request.options()))
+
+    def create(
+        self,
+        pipeline: str,
+        input: Any,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        multitask: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        after_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much later)."""
+        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s)
+        return _object(self._call(_create_request(*args)))
+
+    def snapshot(self, run_id: str) -> dict[str, Any]:
+        return _object(self._call(_Request("GET", _path("runs", run_id))))
+
+    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> dict[str, Any]:
+        params = {"after": after, "limit": limit}
+        return _object(self._call(_Request("GET", _path("runs", run_id, "events"), params)))
+
+    def cancel(self, run_id: str) -> dict[str, Any]:
+        return _object(self._call(_Request("POST", _path("runs", run_id, "cancel"))))
+
+    def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> dict[str, Any]:
+        """Answer the question a waiting run asked (``ctx.ask``); its snapshot (status ``queued``)."""
+        return _object(self._call(_input_request(run_id, value, ask_id)))
+
+    def list_runs(
+        self,
+        session_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        return _object(self._call(_list_runs_request(session_id, status, limit, before)))
+
+    def create_session(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = {} if metadata is None else {"metadata": metadata}
+        return _object(self._call(_Request("POST", _path("sessions"), body=body)))
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        return _object(self._call(_Request("GET", _path("sessions", session_id))))
+
+    def delete_session(self, session_id: str) -> None:
+        self._call(_Request("DELETE", _path("sessions", session_id)))
+
+    # -- crons (issue 13) --
+
+    def create_cron(
+        self,
+        pipeline: str,
+        input: Any,
+        schedule: str,
+        *,
+        timezone: str | None = None,
+        session_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        webhook: str | None = None,
+        enabled: bool | None = None,
+    ) -> dict[str, Any]:
+        """A cron: a run of ``pipeline`` at each time of the 5-field ``schedule`` (in ``timezone``, UTC by default)."""
+        options: dict[str, Any] = {"timezone": timezone, "session_id": session_id, "metadata": metadata}
+        options.update(webhook=webhook, enabled=enabled)
+        return _object(self._call(_cron_request(pipeline, input, schedule, options)))
+
+    def crons(self) -> list[dict[str, Any]]:
+        """The caller's crons, oldest first."""
+        crons: list[dict[str, Any]] = _object(self._call(_Request("GET", _path("crons"))))["crons"]
+        return crons
+
+    def cron(self, cron_id: str) -> dict[str, Any]:
+        return _object(self._call(_Request("GET", _path("crons", cron_id))))
+
+    def update_cron(
+        self, cron_id: str, *, schedule: str | None = None, input: Any = UNCHANGED, enabled: bool | None = None
+    ) -> dict[str, Any]:
+        """Change a cron's schedule, input or whether it is enabled; the cron."""
+        return _object(self._call(_cron_patch(cron_id, schedule, input, enabled)))
+
+    def delete_cron(self, cron_id: str) -> None:
+        self._call(_Request("DELETE", _path("crons", cron_id)))
+
+    def pipelines(self) -> Any:
+        return self._call(_Request("GET", _path("pipelines")))
+
+    # -- the long-term store (namespaces as lists of parts) ----------------------
+
+    def put_item(
+        self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None
+    ) -> dict[str, Any]:
+        """Insert or replace one of the caller's items; the item stored."""
+        return _object(self._call(_put_item_request(namespace, key, value, ttl_s)))
+
+    def get_item(self, namespace: Sequence[str], key: str) -> dict[str, Any]:
+        """The item (``APIError`` 404 ``item_not_found`` when there is none)."""
+        return _object(self._call(_item_request("GET", namespace, key)))
+
+    def delete_item(self, namespace: Sequence[str], key: str) -> None:
+        self._call(_item_request("DELETE", namespace, key))
+
+    def search_items(
+        self,
+        namespace_prefix: Sequence[str] = (),
+        *,
+        filter: dict[str, Any] | None = None,
+        query: str | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Items under the prefix, filtered; best match first (each with ``score``) given a query."""
+        items: list[dict[str, Any]] = _object(
+            self._call(_search_request(namespace_prefix, filter, query, limit, offset))
+        )["items"]
+        return items
+
+    def list_namespaces(self, prefix: Sequence[str] = (), max_depth: int | None = None) -> list[list[str]]:
+        namespaces: list[list[str]] = _object(self._call(_namespaces_request(prefix, max_depth)))["namespaces"]
+        return namespaces
+
+    def stream(self, run_id: str, after: int = 0) -> Iterator[Event]:
+        """Every event after ``after``, each once and in order, until ``end``; resumes after drops."""
+        return self._follow(run_id, after, None)
+
+    def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The run's final snapshot, once it has finished; ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = _deadline(timeout)
+        snapshot = self.snapshot(run_id)
+        if snapshot["status"] in FINISHED:
+            return snapshot
+        for _ in self._follow(run_id, int(snapshot["last_seq"]), deadline):
+            pass
+        return self.snapshot(run_id)
+
+    def _follow(self, run_id: str, after: int, deadline: float | None) -> Iterator[Event]:
+        cursor = _Cursor(after, self._reconnect, deadline)
+        while True:
+            try:
+                with self._http.stream(**self._stream_options(cursor, run_id)) as response:
+                    if response.is_error:
+                        response.read()
+                        raise api_error(response)
+                    for line in response.iter_lines():
+                        event = cursor.feed(line)
+                        if event is not None:
+                            yield event
+                            if cursor.ended:
+                                return
+                if cursor.nothing_left(self.snapshot(run_id)):
+                    return
+                raise _Closed("the server closed the stream before its end event")
+            except _DROPS as exc:
+                if not _retryable(exc):
+                    raise
+                time.sleep(cursor.retry_in(exc))
