@@ -12,6 +12,7 @@
     │   └── PipelineNotFound
     ├── Conflict (409)
     │   ├── SessionBusy               multitask=reject and the session has an unfinished run
+    │   ├── SessionExists             a session of the owner's has the id they chose (if_exists=raise)
     │   ├── RunFinished               cancel of a finished run
     │   ├── RunNotWaiting             an answer to a run that is not waiting for one
     │   └── AskMismatch               an answer naming another question (``ask_id``)
@@ -94,6 +95,10 @@ class Conflict(RunyardError):
 
 class SessionBusy(Conflict):
     code = "session_busy"
+
+
+class SessionExists(Conflict):
+    code = "session_exists"
 
 
 class RunFinished(Conflict):

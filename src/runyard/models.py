@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from runyard.session_ids import public_session_id
+
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
@@ -181,7 +183,7 @@ class Run:
         """The contract's run snapshot."""
         return {
             "run_id": self.run_id,
-            "session_id": self.session_id,
+            "session_id": public_session_id(self.session_id),
             "pipeline": self.pipeline,
             "status": self.status.value,
             "input": self.input,

@@ -40,6 +40,7 @@ from runyard.models import (
     StatusConflict,
     StepRecord,
 )
+from runyard.store.directory import SessionDirectory
 
 
 @dataclass(slots=True)
@@ -393,6 +394,7 @@ class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, Protoc
     activity, and its context reads their memory) and retention."""
 
 
-class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention):
-    """Sessions, memory, runs and their event logs, durable and consistent: every
-    protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""
+class Store(
+    Lifecycle, Admissions, RunRecords, SessionStore, SessionDirectory, RunQueue, EventStore, Journal, Retention
+):
+    """Every protocol above (and ``directory.py``'s), which each backend implements (``store_from_url``)."""

@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 
 from runyard.errors import QuotaExceeded
 from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session, StepRecord
+from runyard.store._listing import metadata_matches
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
@@ -29,6 +30,7 @@ from runyard.store.base import (
     SessionEntry,
     Store,
 )
+from runyard.store.directory import ListedSession, SessionQuery
 
 
 class MemoryStore(Store):
@@ -107,6 +109,27 @@ class MemoryStore(Store):
             if self._memory.pop(session_id, None) is not None:
                 forgotten += 1
         return forgotten
+
+    async def claim_session(self, session: Session, expired_before: float) -> Session | None:
+        found = self._sessions.get(session.session_id)
+        if found is not None and not found.deleted:
+            busy = await self.unfinished_runs(found.session_id)
+            if busy or found.last_activity >= expired_before:
+                return copy.copy(found)
+        self._memory.pop(session.session_id, None)  # what a replaced session remembered goes with it
+        await self.create_session(session)
+        return None
+
+    async def list_sessions(self, query: SessionQuery) -> list[ListedSession]:
+        mine = [
+            s
+            for s in self._sessions.values()
+            if s.owner == query.owner and not s.deleted and metadata_matches(s.metadata, query.metadata)
+        ]
+        ordered = sorted(mine, key=lambda s: (s.last_activity, s.session_id), reverse=True)
+        after = [s for s in ordered if query.before is None or (s.last_activity, s.session_id) < query.before]
+        busy = {run.session_id for run in self._runs.values() if run.status in UNFINISHED}
+        return [ListedSession(copy.copy(s), s.session_id in busy) for s in after[: max(query.limit, 0)]]
 
     async def history(self, session_id: str) -> list[Message]:
         return [copy.deepcopy(m) for m in self._memory.get(session_id, [])]

@@ -123,6 +123,9 @@ MIGRATIONS: list[str] = [
         at float8 NOT NULL,
         PRIMARY KEY (run_id, name, n)
     )""",
+    # issue 13: session ids
+    # an owner's sessions by activity: GET /v1/sessions pages through them newest first
+    "CREATE INDEX sessions_owner_activity ON sessions (owner, last_activity, session_id)",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter

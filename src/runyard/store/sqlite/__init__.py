@@ -3,7 +3,8 @@
 The store is cut by concern, one module per protocol it implements, over one
 connection (``connection.py``: the writer thread with its group commit, the
 readers, the lifecycle): ``admissions.py``, ``runs.py`` (records and the queue),
-``sessions.py``, ``events.py``, ``journal.py`` (steps and waits), ``retention.py``; ``schema.py`` holds the
+``sessions.py``, ``session_ids.py`` (chosen ids, listings), ``events.py``,
+``journal.py`` (steps and waits), ``retention.py``; ``schema.py`` holds the
 migrations (append-only: the position is the version) and the SQL, ``file.py``
 the URL and the lock that keeps a file to one process.
 """
@@ -18,10 +19,13 @@ from runyard.store.sqlite.journal import SQLiteJournal
 from runyard.store.sqlite.retention import SQLiteRetention
 from runyard.store.sqlite.runs import SQLiteRuns
 from runyard.store.sqlite.schema import MIGRATIONS
+from runyard.store.sqlite.session_ids import SQLiteSessionIds
 from runyard.store.sqlite.sessions import SQLiteSessions
 
 
-class SQLiteStore(SQLiteAdmissions, SQLiteRuns, SQLiteSessions, SQLiteEvents, SQLiteJournal, SQLiteRetention, Store):
+class SQLiteStore(
+    SQLiteAdmissions, SQLiteRuns, SQLiteSessions, SQLiteSessionIds, SQLiteEvents, SQLiteJournal, SQLiteRetention, Store
+):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""
 
 

@@ -104,6 +104,9 @@ MIGRATIONS: list[str] = [
         at REAL NOT NULL,
         PRIMARY KEY (run_pk, name, n)
     ) WITHOUT ROWID""",
+    # issue 13: session ids
+    # an owner's sessions by activity: GET /v1/sessions pages through them newest first
+    "CREATE INDEX sessions_owner_activity ON sessions (owner, last_activity, session_id)",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
