@@ -6,6 +6,7 @@
     ├── StartupFailed                 a resource or the app's lifespan failed to start (resources.py)
     ├── InvalidRequest (422)          body of the wrong shape, bad pipeline input
     ├── InvalidCursor (400)           ``after`` / ``Last-Event-ID`` not a non-negative integer
+    ├── InvalidQuery (400)            a query parameter no listing knows what to do with
     ├── NotFound (404)
     │   ├── RunNotFound               missing, or another owner's
     │   ├── SessionNotFound           missing, expired, deleted, or another owner's
@@ -68,6 +69,11 @@ class InvalidRequest(RunyardError):
 
 class InvalidCursor(RunyardError):
     code = "invalid_cursor"
+    status = 400
+
+
+class InvalidQuery(RunyardError):
+    code = "invalid_query"
     status = 400
 
 
