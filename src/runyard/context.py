@@ -20,6 +20,7 @@ from runyard.journal import RunJournal
 from runyard.longterm import LongTerm
 from runyard.models import EVENT_TYPE, Fence, Message, now
 from runyard.servable import check_depth
+from runyard.session_ids import public_session_id
 from runyard.store.journal import Replay
 
 if TYPE_CHECKING:
@@ -73,15 +74,16 @@ class RunSession:
     A session's metadata is fixed when the session is created, so a late read
     sees what was stored when the run started."""
 
-    def __init__(self, store: SessionStore, session_id: str) -> None:
-        self.id = session_id
+    def __init__(self, store: SessionStore, key: str) -> None:
+        self.id = public_session_id(key)
+        self.key = key  # unique across owners (``runyard.session_ids``): what the store knows it by
         self._store = store
         self._metadata: Mapping[str, Any] | None = None
 
     async def metadata(self) -> Mapping[str, Any]:
         """The session's metadata, read-only (``{}`` when it was created without)."""
         if self._metadata is None:
-            session = await self._store.get_session(self.id)
+            session = await self._store.get_session(self.key)
             stored = copy.deepcopy(session.metadata) if session is not None else {}  # the run's own copy
             self._metadata = MappingProxyType(stored)
         return self._metadata
@@ -111,7 +113,7 @@ class RunContext:
         longterm: LongTerm | None = None,
     ) -> None:
         self.run_id = run.run_id
-        self.session_id = run.session_id
+        self.session_id = public_session_id(run.session_id)  # as its owner knows it
         self.owner = run.owner
         self.pipeline = run.pipeline
         self.attempt = run.attempt

@@ -28,6 +28,7 @@ from runyard.models import ID_PATTERN, Cron, Run, RunStatus, Session, new_id, no
 from runyard.observability.logs import log_run
 from runyard.pipeline import Pipeline
 from runyard.retrying import Backoff
+from runyard.session_ids import session_key
 from runyard.settings import Settings
 from runyard.store.base import Store
 from runyard.store.crons import CronFiring
@@ -107,8 +108,7 @@ class Crons:
     ) -> Cron:
         """Check everything (the pipeline, the input as a run's, the schedule, the session), then store."""
         spec = self._spec(pipeline)  # what is missing first (404), then what is wrong (422)
-        if session_id is not None:
-            await self._visible_session(owner, session_id)
+        session_key = await self._visible_session(owner, session_id) if session_id is not None else None
         created = now()
         next_at = next_time(schedule, timezone, created)
         stored_input = spec.validate_input(input)
@@ -123,7 +123,7 @@ class Crons:
             updated_at=created,
             next_run_at=next_at if enabled else None,
             enabled=enabled,
-            session_id=session_id,
+            session_id=session_key,  # the store's key of the owner's session (``session_ids``)
             metadata=metadata or {},
             # TODO(lead, webhooks merge): check it as run creation does (``Webhooks.check``: 422
             # invalid_webhook) before storing, and give it to each run (``_run``: Run.webhook)
@@ -174,10 +174,13 @@ class Crons:
             raise PipelineNotFound(f"no pipeline named {pipeline!r}")
         return spec
 
-    async def _visible_session(self, owner: str, session_id: str) -> None:
-        session = await self._store.get_session(session_id) if ID_PATTERN.fullmatch(session_id) else None
-        if session is None or session.deleted or session.owner != owner:
+    async def _visible_session(self, owner: str, session_id: str) -> str:
+        """The store key of the owner's live session ``session_id`` (``SessionNotFound`` otherwise)."""
+        key = session_key(owner, session_id)
+        session = await self._store.get_session(key) if key is not None else None
+        if key is None or session is None or session.deleted or session.owner != owner:
             raise SessionNotFound(f"no session {session_id!r}")
+        return key
 
     # -- the scheduler (workers only) ------------------------------------------
 

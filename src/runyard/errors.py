@@ -6,6 +6,7 @@
     ├── StartupFailed                 a resource or the app's lifespan failed to start (resources.py)
     ├── InvalidRequest (422)          body of the wrong shape, bad pipeline input
     ├── InvalidCursor (400)           ``after`` / ``Last-Event-ID`` not a non-negative integer
+    ├── InvalidQuery (400)            a query parameter no listing knows what to do with
     ├── NotFound (404)
     │   ├── RunNotFound               missing, or another owner's
     │   ├── SessionNotFound           missing, expired, deleted, or another owner's
@@ -14,6 +15,7 @@
     │   └── CronNotFound              missing, or another owner's (issue 13: crons)
     ├── Conflict (409)
     │   ├── SessionBusy               multitask=reject and the session has an unfinished run
+    │   ├── SessionExists             a session of the owner's has the id they chose (if_exists=raise)
     │   ├── RunFinished               cancel of a finished run
     │   ├── RunNotWaiting             an answer to a run that is not waiting for one
     │   └── AskMismatch               an answer naming another question (``ask_id``)
@@ -73,6 +75,11 @@ class InvalidCursor(RunyardError):
     status = 400
 
 
+class InvalidQuery(RunyardError):
+    code = "invalid_query"
+    status = 400
+
+
 class NotFound(RunyardError):
     code = "not_found"
     status = 404
@@ -105,6 +112,10 @@ class Conflict(RunyardError):
 
 class SessionBusy(Conflict):
     code = "session_busy"
+
+
+class SessionExists(Conflict):
+    code = "session_exists"
 
 
 class RunFinished(Conflict):

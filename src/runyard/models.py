@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from runyard.session_ids import public_session_id
+
 
 class RunStatus(StrEnum):
     QUEUED = "queued"
@@ -183,7 +185,7 @@ class Run:
         """The contract's run snapshot."""
         return {
             "run_id": self.run_id,
-            "session_id": self.session_id,
+            "session_id": public_session_id(self.session_id),
             "pipeline": self.pipeline,
             "status": self.status.value,
             "input": self.input,
@@ -352,7 +354,7 @@ class Cron:
             "input": self.input,
             "schedule": self.schedule,
             "timezone": self.timezone,
-            "session_id": self.session_id,
+            "session_id": None if self.session_id is None else public_session_id(self.session_id),
             "metadata": self.metadata,
             "webhook": self.webhook,
             "enabled": self.enabled,

@@ -60,6 +60,8 @@ from runyard.pipeline import Pipeline
 from runyard.ranking import Embed
 from runyard.resources import Resources
 from runyard.servable import NestedTooDeep, check_depth
+from runyard.session_ids import session_key
+from runyard.sessions import IfExists, Sessions
 from runyard.settings import Settings
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, RunQuery, SessionEntry
@@ -107,6 +109,7 @@ class Runtime:
         self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker, self.longterm)
         self.events = self.engine.events
         self.crons = Crons(settings, pipelines, self.store, self.broker)  # issue 13: scheduled runs
+        self.sessions = Sessions(self.store, settings, self._announce)
         self._creation_rate = CreationRate(settings.rate_limit, settings.broker) if settings.rate_limit else None
 
     async def __aenter__(self) -> Runtime:
@@ -163,7 +166,7 @@ class Runtime:
             await self._creation_rate.admit(owner)  # only requests that would create a run count
         run = Run(
             run_id=new_id("run"),
-            session_id=session_id or new_id("ses"),
+            session_id=_session_key(owner, session_id) if session_id else new_id("ses"),
             owner=owner,
             pipeline=pipeline,
             status=RunStatus.QUEUED,
@@ -178,8 +181,6 @@ class Runtime:
             session = Session(run.session_id, owner, created, created)
             stored = await self.store.create_run(run, session, admission)
         else:
-            if not ID_PATTERN.fullmatch(session_id):
-                raise SessionNotFound(f"no session {session_id!r}")
             # the store decides (session live, multitask) in the creation's own
             # transaction: racing requests in any number of processes take turns
             entry = SessionEntry(multitask, expired_before=created - self.settings.session_ttl_s)
@@ -220,6 +221,8 @@ class Runtime:
             if anchor is None or (owner is not None and anchor.owner != owner):
                 raise InvalidCursor(f"no run {before!r} to page from")
         statuses = (status,) if status else ()
+        if owner is not None and session_id is not None:
+            session_id = session_key(owner, session_id) or session_id  # the owner's own session of that id
         return await self.store.list_runs(RunQuery(owner, session_id, statuses, limit, before))
 
     async def cancel_run(self, owner: str, run_id: str) -> Run:
@@ -277,27 +280,24 @@ class Runtime:
 
     # -- sessions --------------------------------------------------------------
 
-    async def create_session(self, owner: str, metadata: dict[str, Any] | None = None) -> Session:
-        created = now()
-        session = Session(new_id("ses"), owner, created, created, metadata or {})
-        await self.store.create_session(session)
-        return session
+    async def create_session(
+        self,
+        owner: str,
+        metadata: dict[str, Any] | None = None,
+        session_id: str | None = None,
+        if_exists: IfExists = IfExists.RAISE,
+    ) -> Session:
+        """A new session (``SessionExists`` when the chosen id is taken: ``runyard.sessions``)."""
+        return (await self.sessions.create(owner, metadata, session_id, if_exists))[0]
 
     async def get_session(self, owner: str, session_id: str) -> tuple[Session, str, list[dict[str, Any]]]:
         """The session, its status (``idle``, ``busy`` or ``expired``) and its history."""
-        session = await self._visible_session(owner, session_id)
-        busy = bool(await self.store.unfinished_runs(session_id))
-        if not busy and session.expired(self.settings.session_ttl_s, now()):
-            return session, "expired", []
-        history = [message.to_dict() for message in await self.store.history(session_id)]
-        return session, "busy" if busy else "idle", history
+        view, history = await self.sessions.get(owner, session_id)
+        return view.session, view.status, history
 
     async def delete_session(self, owner: str, session_id: str) -> None:
-        """Cancel the session's unfinished runs and forget its memory, in one
-        transaction of the store: once this returns, none of its runs is queued
-        or running, and no run can be created in it. Runs stay readable."""
-        await self._visible_session(owner, session_id)
-        await self._announce(await self.store.delete_session(session_id, now()))
+        """Cancel the session's unfinished runs and forget its memory (``Sessions.delete``)."""
+        await self.sessions.delete(owner, session_id)
 
     async def _announce(self, cancelled: list[Cancelled]) -> None:
         """Publish the ends of runs the store cancelled, and tell the workers of
@@ -315,11 +315,12 @@ class Runtime:
             except Exception:  # committed all the same; its worker learns at its next write or renewal
                 log.warning("run %s: cancelled, but its worker could not be told at once", run.run_id, exc_info=True)
 
-    async def _visible_session(self, owner: str, session_id: str) -> Session:
-        session = await self.store.get_session(session_id) if ID_PATTERN.fullmatch(session_id) else None
-        if session is None or session.deleted or session.owner != owner:
-            raise SessionNotFound(f"no session {session_id!r}")
-        return session
+
+def _session_key(owner: str, session_id: str) -> str:
+    key = session_key(owner, session_id)
+    if key is None:
+        raise SessionNotFound(f"no session {session_id!r}")
+    return key
 
 
 def _question_of(run: Run, ask_id: str | None) -> Wait:

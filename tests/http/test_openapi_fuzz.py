@@ -25,8 +25,12 @@ OPERATIONS = {
 
 
 # A `before` cursor that names no run of the caller's is 400 invalid_cursor (the
-# contract's 400 for this route), though any id fits the schema.
-NOT_EVERY_VALID_REQUEST_SUCCEEDS = {"GET /v1/runs": [positive_data_acceptance]}
+# contract's 400 for this route), though any id fits the schema; so is a sessions
+# listing's `before` that is not a cursor the listing gave.
+NOT_EVERY_VALID_REQUEST_SUCCEEDS = {
+    "GET /v1/runs": [positive_data_acceptance],
+    "GET /v1/sessions": [positive_data_acceptance],
+}
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ PROTOCOLS = [
     base.Admissions,
     base.RunRecords,
     base.SessionStore,
+    base.SessionDirectory,
     base.RunQueue,
     base.EventStore,
     base.Journal,

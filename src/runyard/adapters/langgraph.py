@@ -3,7 +3,7 @@
     app.pipeline("assistant")(langgraph_pipeline(graph, input=..., output=...))
 
 The graph runs with ``stream_mode=["updates", "messages", "custom", "values"]``
-and its thread is the run's session (``thread_id = ctx.session_id``), so a graph
+and its thread is the run's session (``thread_id = ctx.session.key``), so a graph
 compiled with a checkpointer carries its state from one run of a session to
 the next, and a run cancelled or timed out stops the graph at once. Its stream
 becomes events:
@@ -107,7 +107,8 @@ def thread_config(ctx: RunContext, config: RunnableConfig | None) -> RunnableCon
     """``config`` in the thread of the run's session."""
     merged: RunnableConfig = {**(config or {})}
     # The session's thread always: a thread_id given in ``config`` would share one thread between sessions.
-    merged["configurable"] = {**merged.get("configurable", {}), "thread_id": ctx.session_id}
+    # Its key, not its id: two owners may choose the same session id (``runyard.session_ids``).
+    merged["configurable"] = {**merged.get("configurable", {}), "thread_id": ctx.session.key}
     return merged
 
 

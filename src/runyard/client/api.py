@@ -84,6 +84,16 @@ def _list_runs_request(session_id: str | None, status: str | None, limit: int | 
     return _Request("GET", _path("runs"), params=params)
 
 
+def _session_request(metadata: dict[str, Any] | None, session_id: str | None, if_exists: str | None) -> _Request:
+    extra = {"metadata": metadata, "session_id": session_id, "if_exists": if_exists}
+    return _Request("POST", _path("sessions"), body={key: value for key, value in extra.items() if value is not None})
+
+
+def _list_sessions_request(limit: int | None, before: str | None, metadata: dict[str, str] | None) -> _Request:
+    filters = {f"metadata.{key}": value for key, value in (metadata or {}).items()}
+    return _Request("GET", _path("sessions"), params={"limit": limit, "before": before, **filters})
+
+
 def _input_request(run_id: str, value: Any, ask_id: str | None) -> _Request:
     body: dict[str, Any] = {"value": value}
     if ask_id is not None:

@@ -20,12 +20,14 @@ from runyard.client.api import (
     _input_request,
     _item_request,
     _list_runs_request,
+    _list_sessions_request,
     _namespaces_request,
     _object,
     _path,
     _put_item_request,
     _Request,
     _search_request,
+    _session_request,
     api_error,
 )
 from runyard.client.clients import _Base
@@ -89,9 +91,21 @@ class Client(_Base):
     ) -> dict[str, Any]:
         return _object(self._call(_list_runs_request(session_id, status, limit, before)))
 
-    def create_session(self, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-        body = {} if metadata is None else {"metadata": metadata}
-        return _object(self._call(_Request("POST", _path("sessions"), body=body)))
+    def create_session(
+        self, metadata: dict[str, Any] | None = None, session_id: str | None = None, if_exists: str | None = None
+    ) -> dict[str, Any]:
+        """A new session (under your own ``session_id``, if given: scoped to you).
+
+        ``if_exists``: ``"raise"`` (default: ``APIError`` 409 ``session_exists``) or
+        ``"do_nothing"`` (your existing session of that id)."""
+        return _object(self._call(_session_request(metadata, session_id, if_exists)))
+
+    def list_sessions(
+        self, limit: int | None = None, before: str | None = None, metadata: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        """Your sessions, newest activity first: ``{"sessions", "next"}`` (``next``: the
+        following page's ``before``); ``metadata``: only those with these values."""
+        return _object(self._call(_list_sessions_request(limit, before, metadata)))
 
     def session(self, session_id: str) -> dict[str, Any]:
         return _object(self._call(_Request("GET", _path("sessions", session_id))))

@@ -72,6 +72,19 @@ class SessionOut(BaseModel):
     history: list[dict[str, Any]]
 
 
+class ListedSessionOut(BaseModel):
+    session_id: str
+    created_at: str
+    last_activity: str
+    status: Literal["idle", "busy", "expired"]
+    metadata: dict[str, Any]
+
+
+class SessionList(BaseModel):
+    sessions: list[ListedSessionOut]
+    next: str | None
+
+
 class PipelineInfo(BaseModel):
     name: str
     description: str
@@ -98,7 +111,7 @@ _DESCRIPTIONS = {
     401: "No valid bearer token (RUNYARD_AUTH=jwt)",
     403: "Not allowed for this caller",
     404: "Not found, or another owner's",
-    409: "Conflict with the run's or session's state",
+    409: "Conflict with the run's or session's state, or a session of yours has that id",
     413: "The body exceeds RUNYARD_MAX_BODY_BYTES",
     422: "A body of the wrong shape, input its pipeline refuses, or an Idempotency-Key reused with another body",
     429: "Over the owner's RUNYARD_QUOTA_RUNS (quota_exceeded) or RUNYARD_RATE_LIMIT (rate_limited, Retry-After)",

@@ -8,9 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runyard.models import ID_PATTERN, MAX_AFTER_S, Multitask, dumps
 from runyard.servable import check_depth
+from runyard.session_ids import SESSION_ID
+from runyard.sessions import IfExists
 
 # anchored: pydantic searches a pattern, it does not full-match it
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=rf"^{ID_PATTERN.pattern}$")]
+# a session's id: generated (``ses_...``) or chosen by the client (``runyard.session_ids``)
+SessionId = Annotated[str, Field(min_length=1, max_length=128, pattern=rf"^{SESSION_ID.pattern}$")]
 METADATA_MAX_KEYS = 64
 METADATA_MAX_BYTES = 16_384
 
@@ -57,7 +61,7 @@ class RunRequest(_Body):
         description="The pipeline's input, validated by the pipeline's own schema (GET /v1/pipelines); "
         "bounded by RUNYARD_MAX_BODY_BYTES"
     )
-    session_id: Id | None = None
+    session_id: SessionId | None = None
     metadata: Metadata | None = None
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     multitask: Multitask = Multitask.ENQUEUE
@@ -94,5 +98,15 @@ class SessionRequest(_Body):
     """``POST /v1/sessions``."""
 
     metadata: Metadata | None = None
+    session_id: SessionId | None = Field(None, description="Your own id for it (scoped to you); else one is made")
+    if_exists: IfExists = Field(
+        IfExists.RAISE, description="When you have a session of that id: 409, or answer 200 with it"
+    )
+
+    @field_validator("if_exists", mode="before")
+    @classmethod
+    def _if_exists_from_string(cls, value: Any) -> Any:
+        # strict mode refuses plain strings for enums; JSON only has strings
+        return IfExists(value) if isinstance(value, str) and value in IfExists._value2member_map_ else value
 
     _metadata = field_validator("metadata")(_check_metadata)

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
+from runyard.session_ids import public_session_id
 from runyard.settings import Settings
 
 # color_message: uvicorn's ANSI-coloured copy of the message, noise in a JSON line
@@ -67,7 +68,7 @@ def log_run(transition: RunTransition, run: RunFacts, **fields: Any) -> None:
         extra={
             "transition": transition,
             "run_id": run.run_id,
-            "session_id": run.session_id,
+            "session_id": public_session_id(run.session_id),
             "owner": run.owner,
             "pipeline": run.pipeline,
             "attempt": run.attempt,

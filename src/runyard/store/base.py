@@ -43,6 +43,7 @@ from runyard.models import (
     StepRecord,
 )
 from runyard.store.crons import CronStore  # issue 13: crons
+from runyard.store.directory import SessionDirectory
 from runyard.store.items import ItemStore
 from runyard.store.journal import Journal
 
@@ -371,7 +372,17 @@ class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, ItemSt
 
 
 class Store(
-    Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, ItemStore, CronStore
+    Lifecycle,
+    Admissions,
+    RunRecords,
+    SessionStore,
+    SessionDirectory,
+    RunQueue,
+    EventStore,
+    Journal,
+    Retention,
+    ItemStore,
+    CronStore,
 ):
-    """Sessions, memory, runs and their event logs, durable and consistent: every
-    protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""
+    """Every protocol above (and those of ``journal.py``, ``items.py``, ``crons.py``,
+    ``directory.py``), which each backend implements (``store_from_url``)."""

@@ -31,10 +31,11 @@ from runyard.store.base import (
 from runyard.store.items import Item
 from runyard.store.journal import Replay
 from runyard.store.memory_crons import MemoryCrons
+from runyard.store.memory_directory import MemorySessionDirectory
 from runyard.store.memory_items import ItemKey, MemoryItems
 
 
-class MemoryStore(MemoryItems, MemoryCrons, Store):
+class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
     def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:

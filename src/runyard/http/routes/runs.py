@@ -12,7 +12,7 @@ from runyard.errors import InvalidCursor, RunFinished
 from runyard.http.answers import EVENT_STREAM, EventsPage, RunList, RunSnapshot, errors
 from runyard.http.auth import Forbidden, owner_of, principal_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
-from runyard.http.schemas import AnswerRequest, Id, RunRequest, StreamRunRequest
+from runyard.http.schemas import AnswerRequest, Id, RunRequest, SessionId, StreamRunRequest
 from runyard.http.streaming import StreamSlot, StreamSlots, sse_response
 from runyard.models import Run, RunStatus
 from runyard.runtime import Idempotency
@@ -114,7 +114,7 @@ async def create_and_wait(request: Request, body: RunRequest, idempotency_key: I
 @router.get("", summary="List the caller's runs, newest first", response_model=RunList, responses=errors(403))
 async def list_runs(
     request: Request,
-    session_id: Id | None = None,
+    session_id: SessionId | None = None,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Id | None = None,

@@ -21,6 +21,7 @@ from runyard.store.postgres.journal import PostgresJournal
 from runyard.store.postgres.retention import PostgresRetention
 from runyard.store.postgres.runs import PostgresRuns
 from runyard.store.postgres.schema import MIGRATIONS
+from runyard.store.postgres.session_ids import PostgresSessionIds
 from runyard.store.postgres.sessions import PostgresSessions
 
 
@@ -28,6 +29,7 @@ class PostgresStore(
     PostgresAdmissions,
     PostgresRuns,
     PostgresSessions,
+    PostgresSessionIds,
     PostgresEvents,
     PostgresJournal,
     PostgresRetention,

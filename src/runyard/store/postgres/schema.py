@@ -160,6 +160,9 @@ MIGRATIONS: list[str] = [
     )""",
     "CREATE INDEX crons_owner ON crons (owner, created_at)",
     "CREATE INDEX crons_due ON crons (next_run_at) WHERE enabled",
+    # issue 13: session ids
+    # an owner's sessions by activity: GET /v1/sessions pages through them newest first
+    "CREATE INDEX sessions_owner_activity ON sessions (owner, last_activity, session_id)",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter

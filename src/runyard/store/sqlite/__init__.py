@@ -3,9 +3,11 @@
 The store is cut by concern, one module per protocol it implements, over one
 connection (``connection.py``: the writer thread with its group commit, the
 readers, the lifecycle): ``admissions.py``, ``runs.py`` (records and the queue),
-``sessions.py``, ``events.py``, ``journal.py`` (steps and waits), ``retention.py``,
-``items.py`` (the long-term store); ``schema.py`` holds the migrations (append-only: the
-position is the version) and the SQL, ``file.py`` the URL and the lock that keeps a file to one process.
+``sessions.py``, ``session_ids.py`` (chosen ids, listings), ``events.py``,
+``journal.py`` (steps and waits), ``retention.py``, ``items.py`` (the long-term
+store), ``crons.py``; ``schema.py`` holds the migrations (append-only: the
+position is the version) and the SQL, ``file.py`` the URL and the lock that
+keeps a file to one process.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from runyard.store.sqlite.journal import SQLiteJournal
 from runyard.store.sqlite.retention import SQLiteRetention
 from runyard.store.sqlite.runs import SQLiteRuns
 from runyard.store.sqlite.schema import MIGRATIONS
+from runyard.store.sqlite.session_ids import SQLiteSessionIds
 from runyard.store.sqlite.sessions import SQLiteSessions
 
 
@@ -32,6 +35,7 @@ class SQLiteStore(
     SQLiteRetention,
     SQLiteItems,
     SQLiteCrons,
+    SQLiteSessionIds,
     Store,
 ):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""

@@ -140,6 +140,9 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID""",
     "CREATE INDEX crons_owner ON crons (owner, created_at)",
     "CREATE INDEX crons_due ON crons (next_run_at) WHERE enabled = 1",
+    # issue 13: session ids
+    # an owner's sessions by activity: GET /v1/sessions pages through them newest first
+    "CREATE INDEX sessions_owner_activity ON sessions (owner, last_activity, session_id)",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
