@@ -281,6 +281,10 @@ class Event:
     type: str
     data: bytes
     ts: float
+    # The run's session stream (``session_key``), set by the append that numbered
+    # it so that publishing reaches the session's followers; stores' reads leave
+    # it None, and it takes no part in equality.
+    session: str | None = field(default=None, compare=False)
 
     def to_json(self) -> bytes:
         """The event exactly as ``/events`` and SSE ``data:`` lines carry it."""
@@ -290,6 +294,12 @@ class Event:
             self.data,
             _rfc3339(self.ts).encode(),
         )
+
+
+def session_key(owner: str, session_id: str) -> str:
+    """A session's stream, as the hub and brokers name it: by owner and id, since
+    session ids are scoped per owner. Never a run id (those hold no ``\\x1f``)."""
+    return f"session\x1f{owner}\x1f{session_id}"
 
 
 class Fence(NamedTuple):

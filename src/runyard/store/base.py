@@ -24,7 +24,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from runyard.errors import IdempotencyKeyReused, RunTooLarge, SessionBusy, SessionNotFound
 from runyard.models import (
@@ -387,12 +387,32 @@ class Retention(Protocol):
         """Forget the idempotency keys of creations before ``before``; return how many."""
 
 
+class SessionEvent(NamedTuple):
+    """An event of a session's stream with its cursor there (``read_session_events``)."""
+
+    cursor: int
+    event: Event
+
+
+class SessionStreams(Protocol):
+    """Every event of every run of a session, in the order they were persisted."""
+
+    @abstractmethod
+    async def read_session_events(self, owner: str, session_id: str, after: int, limit: int) -> list[SessionEvent]:
+        """Up to ``limit`` events of the session's runs with a cursor above
+        ``after`` (0: from the start), by cursor. Cursors are positive and grow in
+        commit order: an event committed after a read has a cursor above every
+        event that read returned, so paging by cursor misses and repeats nothing."""
+
+
 class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, Protocol):
     """What a worker's ``Engine`` needs: the queue, the event log it builds, the
     journal its runs replay, its runs' sessions (a run's end is its session's
     activity, and its context reads their memory) and retention."""
 
 
-class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention):
+class Store(
+    Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, SessionStreams
+):
     """Sessions, memory, runs and their event logs, durable and consistent: every
     protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""

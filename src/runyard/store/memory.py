@@ -6,12 +6,14 @@ gone with the process. It is the reference for the contract's semantics.
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 from collections import Counter
 from collections.abc import Collection, Sequence
 
 from runyard.errors import QuotaExceeded
-from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session, StepRecord
+from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session, StepRecord, session_key
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
@@ -27,6 +29,7 @@ from runyard.store.base import (
     Replay,
     RunQuery,
     SessionEntry,
+    SessionEvent,
     Store,
 )
 
@@ -51,6 +54,8 @@ class MemoryStore(Store):
         self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
         self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}  # (owner, key) -> fingerprint, run id, when
         self._workers: dict[str, tuple[frozenset[str], float]] = {}  # worker id -> pipelines served, last seen
+        self._session_logs: dict[str, list[SessionEvent]] = {}  # session key -> its stream, by cursor
+        self._appended = 0  # events appended ever: the cursor of the latest one in its session's stream
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -318,9 +323,14 @@ class MemoryStore(Store):
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
         }
+        for run_id, state in states.items():
+            state.session = session_key(self._runs[run_id].owner, self._runs[run_id].session_id)
         results, events = number(groups, states, self.max_run_bytes)
         for event in events:
             self._events[event.run_id].append(event)
+            self._appended += 1
+            assert event.session is not None
+            self._session_logs.setdefault(event.session, []).append(SessionEvent(self._appended, event))
         for group, result in zip(groups, results, strict=True):
             marks = [draft.pos for draft in group.drafts if draft.pos is not None]
             if marks and isinstance(result, list):
@@ -359,3 +369,15 @@ class MemoryStore(Store):
         log = self._events.get(run_id, [])
         # seq n sits at index n - 1: the log is gap-free by construction
         return log[max(after, 0) : max(after, 0) + limit]
+
+    async def read_session_events(self, owner: str, session_id: str, after: int, limit: int) -> list[SessionEvent]:
+        log = self._session_logs.get(session_key(owner, session_id), [])
+        start = bisect.bisect_right(log, after, key=lambda entry: entry.cursor)
+        # a swept run's events leave the stream with it
+        kept = (entry for entry in log[start:] if entry.event.run_id in self._runs)
+        return [SessionEvent(cursor, _stored(event)) for cursor, event in itertools.islice(kept, max(limit, 0))]
+
+
+def _stored(event: Event) -> Event:
+    """The event as a store read returns it (``session`` is the append's, for publishing)."""
+    return Event(event.run_id, event.seq, event.type, event.data, event.ts)

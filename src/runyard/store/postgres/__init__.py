@@ -19,11 +19,19 @@ from runyard.store.postgres.journal import PostgresJournal
 from runyard.store.postgres.retention import PostgresRetention
 from runyard.store.postgres.runs import PostgresRuns
 from runyard.store.postgres.schema import MIGRATIONS
+from runyard.store.postgres.session_streams import PostgresSessionStreams
 from runyard.store.postgres.sessions import PostgresSessions
 
 
 class PostgresStore(
-    PostgresAdmissions, PostgresRuns, PostgresSessions, PostgresEvents, PostgresJournal, PostgresRetention, Store
+    PostgresAdmissions,
+    PostgresRuns,
+    PostgresSessions,
+    PostgresEvents,
+    PostgresJournal,
+    PostgresRetention,
+    PostgresSessionStreams,
+    Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""
 

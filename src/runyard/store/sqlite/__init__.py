@@ -18,10 +18,20 @@ from runyard.store.sqlite.journal import SQLiteJournal
 from runyard.store.sqlite.retention import SQLiteRetention
 from runyard.store.sqlite.runs import SQLiteRuns
 from runyard.store.sqlite.schema import MIGRATIONS
+from runyard.store.sqlite.session_streams import SQLiteSessionStreams
 from runyard.store.sqlite.sessions import SQLiteSessions
 
 
-class SQLiteStore(SQLiteAdmissions, SQLiteRuns, SQLiteSessions, SQLiteEvents, SQLiteJournal, SQLiteRetention, Store):
+class SQLiteStore(
+    SQLiteAdmissions,
+    SQLiteRuns,
+    SQLiteSessions,
+    SQLiteEvents,
+    SQLiteJournal,
+    SQLiteRetention,
+    SQLiteSessionStreams,
+    Store,
+):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""
 
 
