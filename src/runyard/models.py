@@ -296,10 +296,13 @@ class Event:
         )
 
 
+SESSION_PREFIX = "session\x1f"
+
+
 def session_key(owner: str, session_id: str) -> str:
     """A session's stream, as the hub and brokers name it: by owner and id, since
     session ids are scoped per owner. Never a run id (those hold no ``\\x1f``)."""
-    return f"session\x1f{owner}\x1f{session_id}"
+    return f"{SESSION_PREFIX}{owner}\x1f{session_id}"
 
 
 class Fence(NamedTuple):

@@ -33,6 +33,7 @@ from runyard.errors import (
     SessionNotFound,
 )
 from runyard.events import Hub, follow
+from runyard.events.session_stream import follow_session
 from runyard.events.sse import Frame
 from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
@@ -51,6 +52,7 @@ from runyard.models import (
     dumps,
     new_id,
     now,
+    session_key,
 )
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
@@ -244,6 +246,22 @@ class Runtime:
         """The run's events after ``after`` as SSE frames: history, then live, until ``end``."""
         return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s)
 
+    async def follow_session(self, owner: str, session_id: str, after: int) -> AsyncGenerator[list[Frame], None]:
+        """Every event of the session's runs after cursor ``after`` as SSE frames:
+        history, then live, until the session is deleted or expires.
+        ``SessionNotFound`` (before any frame) unless the owner's session is live."""
+        await self._visible_session(owner, session_id)
+
+        async def is_open() -> bool:
+            session = await self.store.get_session(session_id)
+            if session is None or session.deleted or session.owner != owner:
+                return False
+            ttl = self.settings.session_ttl_s
+            return not session.expired(ttl, now()) or bool(await self.store.unfinished_runs(session_id))
+
+        heartbeat = self.settings.sse_heartbeat_s
+        return follow_session(self.store, self.hub, owner, session_id, after, heartbeat, is_open)
+
     async def wait(self, run: Run, timeout_s: float) -> Run | None:
         """The finished run, or None if it is still unfinished after ``timeout_s``."""
         if run.status.finished:
@@ -283,6 +301,7 @@ class Runtime:
         or running, and no run can be created in it. Runs stay readable."""
         await self._visible_session(owner, session_id)
         await self._announce(await self.store.delete_session(session_id, now()))
+        self.hub.resync([session_key(owner, session_id)])  # its streams here end now (elsewhere: at a heartbeat)
 
     async def _announce(self, cancelled: list[Cancelled]) -> None:
         """Publish the ends of runs the store cancelled, and tell the workers of

@@ -411,8 +411,6 @@ class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, Protoc
     activity, and its context reads their memory) and retention."""
 
 
-class Store(
-    Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, SessionStreams
-):
+class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, SessionStreams):
     """Sessions, memory, runs and their event logs, durable and consistent: every
     protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""

@@ -21,7 +21,6 @@ from runyard.store._numbering import RunState, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.postgres.connection import Connection, PostgresConnection
-from runyard.store.postgres.session_streams import session_seqs
 from runyard.store.postgres.schema import (
     INSERT_EVENTS,
     INSERT_STEPS,
@@ -30,6 +29,7 @@ from runyard.store.postgres.schema import (
     UPDATE_LAST_SEQS,
     UPDATE_RUNS,
 )
+from runyard.store.postgres.session_streams import session_seqs
 
 
 async def append_batch(

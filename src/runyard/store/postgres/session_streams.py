@@ -54,4 +54,6 @@ class PostgresSessionStreams(PostgresConnection, SessionStreams):
 
     async def read_session_events(self, owner: str, session_id: str, after: int, limit: int) -> list[SessionEvent]:
         rows = await self._db().fetch(READ, owner, session_id, after, max(limit, 0))
-        return [SessionEvent(cursor, Event(run_id, seq, type_, data, ts)) for cursor, run_id, seq, type_, data, ts in rows]
+        return [
+            SessionEvent(cursor, Event(run_id, seq, type_, data, ts)) for cursor, run_id, seq, type_, data, ts in rows
+        ]
