@@ -8,11 +8,24 @@ Runs once per URL in ``tests/conftest.py::STORE_URLS``, as ``test_contract.py``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
 
 from runyard.models import EventDraft, session_key
-from runyard.store import AppendGroup, Store
+from runyard.store import AppendGroup, Store, store_from_url
 from runyard.store.base import SessionEvent
-from tests.store.test_contract import created, events, run, store  # noqa: F401  (the fixture)
+from tests.store.test_contract import created, events, run
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    store = store_from_url(store_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 def draft(run_id: str, type_: str) -> EventDraft:
