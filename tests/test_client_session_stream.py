@@ -84,9 +84,11 @@ def test_stream_session_resumes_through_drops_without_gap_or_repeat(server: str)
 def test_stream_session_after_a_cursor_and_until_the_session_is_deleted(server: str) -> None:
     with Client(server, client_id="deleter") as client:
         session_id, logged = conversation(client, runs=1)
-        with httpx.Client(base_url=server, headers={"X-Client-Id": "deleter"}) as raw:
-            with raw.stream("GET", f"/v1/sessions/{session_id}/stream") as response:
-                first_id = next(line for line in response.iter_lines() if line.startswith("id: "))[4:]
+        with (
+            httpx.Client(base_url=server, headers={"X-Client-Id": "deleter"}) as raw,
+            raw.stream("GET", f"/v1/sessions/{session_id}/stream") as response,
+        ):
+            first_id = next(line for line in response.iter_lines() if line.startswith("id: "))[4:]
         events = client.stream_session(session_id, after=first_id)
         assert list(islice(events, len(logged) - 1)) == logged[1:]
         client.delete_session(session_id)

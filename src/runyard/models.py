@@ -296,6 +296,13 @@ class Event:
         )
 
 
+class SessionEvent(NamedTuple):
+    """An event of a session's stream with its cursor there (``read_session_events``)."""
+
+    cursor: int
+    event: Event
+
+
 SESSION_PREFIX = "session\x1f"
 
 

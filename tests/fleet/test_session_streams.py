@@ -57,11 +57,12 @@ async def _scenario(follower_url: str, creator_url: str) -> None:
     ):
         session_id = (await creator.post("/v1/sessions", json={})).json()["session_id"]
         streamed: list[tuple[str, Any]] = []
-        ended = asyncio.Event()
+        ended, arrived = asyncio.Event(), asyncio.Event()  # arrived: an event came
 
         async def follow() -> None:
             async for frame in frames(follower, session_id):
                 streamed.append(frame)
+                arrived.set()
             ended.set()
 
         following = asyncio.create_task(follow())
@@ -74,7 +75,8 @@ async def _scenario(follower_url: str, creator_url: str) -> None:
             await asyncio.to_thread(wait_until, creator_url, run_ids[-1], {"succeeded"})
         logged = [{"run_id": r, **e} for r in run_ids for e in await asyncio.to_thread(stored_events, creator_url, r)]
         while len(streamed) < len(logged):  # live: no heartbeat poll comes within the test's time
-            await asyncio.sleep(0.05)
+            arrived.clear()
+            await arrived.wait()
         assert [event for _, event in streamed] == logged
 
         # the cursor is the deployment's: another API process resumes from it exactly

@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runyard.models import EventDraft, session_key
+from runyard.models import EventDraft, SessionEvent, session_key
 from runyard.store import AppendGroup, Store, store_from_url
-from runyard.store.base import SessionEvent
 from tests.store.test_contract import created, events, run
 
 

@@ -13,14 +13,17 @@ DEFAULT_PREFIX = "runyard:"
 
 
 def encode_events(origin: str, events: list[Event]) -> bytes:
-    """One run's events as one message: ``[origin, run_id, [[seq, type, ts, data], ...], session]``
-    (``session``: the run's ``session_key``, or null).
+    """One run's events as one message: ``[origin, run_id, [[seq, type, ts, data], ...]]``,
+    then the run's ``session_key`` when the events carry it.
 
     ``data`` is already UTF-8 JSON; it travels as a string so that it arrives
     byte for byte and is never parsed. ``ts`` survives exactly (orjson writes
     the shortest float that reads back the same)."""
     rows = [[event.seq, event.type, event.ts, event.data.decode()] for event in events]
-    return orjson.dumps([origin, events[0].run_id, rows, events[0].session])
+    session = events[0].session
+    return orjson.dumps(
+        [origin, events[0].run_id, rows] if session is None else [origin, events[0].run_id, rows, session]
+    )
 
 
 def decode_events(message: bytes) -> tuple[str, list[Event]]:

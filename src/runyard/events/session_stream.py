@@ -26,7 +26,7 @@ from runyard.events.hub import Hub
 from runyard.events.sse import Frame, session_frame
 from runyard.events.stream import FIRST_PAGE, PAGE_BYTES, _page_bytes, _page_size
 from runyard.models import session_key
-from runyard.store.base import SessionStreams
+from runyard.store.session_streams import SessionStreams
 
 
 async def follow_session(

@@ -24,7 +24,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from runyard.errors import IdempotencyKeyReused, RunTooLarge, SessionBusy, SessionNotFound
 from runyard.models import (
@@ -40,6 +40,7 @@ from runyard.models import (
     StatusConflict,
     StepRecord,
 )
+from runyard.store.session_streams import SessionStreams
 
 
 @dataclass(slots=True)
@@ -385,24 +386,6 @@ class Retention(Protocol):
     @abstractmethod
     async def forget_idempotency_keys(self, before: float) -> int:
         """Forget the idempotency keys of creations before ``before``; return how many."""
-
-
-class SessionEvent(NamedTuple):
-    """An event of a session's stream with its cursor there (``read_session_events``)."""
-
-    cursor: int
-    event: Event
-
-
-class SessionStreams(Protocol):
-    """Every event of every run of a session, in the order they were persisted."""
-
-    @abstractmethod
-    async def read_session_events(self, owner: str, session_id: str, after: int, limit: int) -> list[SessionEvent]:
-        """Up to ``limit`` events of the session's runs with a cursor above
-        ``after`` (0: from the start), by cursor. Cursors are positive and grow in
-        commit order: an event committed after a read has a cursor above every
-        event that read returned, so paging by cursor misses and repeats nothing."""
 
 
 class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, Protocol):

@@ -13,7 +13,18 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 
 from runyard.errors import QuotaExceeded
-from runyard.models import UNFINISHED, Event, Message, Multitask, Run, RunStatus, Session, StepRecord, session_key
+from runyard.models import (
+    UNFINISHED,
+    Event,
+    Message,
+    Multitask,
+    Run,
+    RunStatus,
+    Session,
+    SessionEvent,
+    StepRecord,
+    session_key,
+)
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
@@ -29,7 +40,6 @@ from runyard.store.base import (
     Replay,
     RunQuery,
     SessionEntry,
-    SessionEvent,
     Store,
 )
 

@@ -11,9 +11,9 @@ taken before commit, so a reader could pass one still uncommitted.)
 
 from __future__ import annotations
 
-from runyard.models import Event
-from runyard.store.base import SessionEvent, SessionStreams
+from runyard.models import Event, SessionEvent
 from runyard.store.postgres.connection import Connection, PostgresConnection
+from runyard.store.session_streams import SessionStreams
 
 # one row per session of the batch, locked in key order (the VALUES are sorted)
 TAKE_SEQS = """

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from runyard.models import Event
-from runyard.store.base import SessionEvent, SessionStreams
+from runyard.models import Event, SessionEvent
+from runyard.store.session_streams import SessionStreams
 from runyard.store.sqlite.connection import SQLiteConnection
 
 READ = (
