@@ -164,9 +164,8 @@ def main() -> None:
     print(f"\n| {size} | events | wall s | delivered events/s | tick p50 ms | tick p99 ms |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(
-            f"| {r['mode']} streams | {r['events']} | {r['wall_s']} | {r['events_per_s']} | {r['p50_ms']} | {r['p99_ms']} |"
-        )
+        row = [r["mode"] + " streams", r["events"], r["wall_s"], r["events_per_s"], r["p50_ms"], r["p99_ms"]]
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=2)
