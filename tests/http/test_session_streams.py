@@ -145,3 +145,14 @@ def test_a_new_session_stream_begins_with_its_first_run(client: httpx.Client) ->
     with stream(client, session_id) as response:
         first = read(response, 1)[0][1]
     assert first["run_id"] == run["run_id"] and first["seq"] == 1
+
+
+def test_the_stream_ends_when_the_session_expires(serve: Serve, new_client: NewClient) -> None:
+    client = new_client(serve(session_ttl_s=0.5, sse_heartbeat_s=0.1))
+    session_id = new_session(client)
+    first = conversation(client, session_id, runs=1)
+    with stream(client, session_id) as response:
+        blocks = sse_events(response)
+        assert [event for _, event in read(response, len(first), blocks)] == first
+        assert list(blocks) == []  # ends by itself once the session has been idle past its TTL
+    assert client.get(f"/v1/sessions/{session_id}").json()["status"] == "expired"
