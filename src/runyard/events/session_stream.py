@@ -9,11 +9,12 @@ where it is, so a resumed stream neither skips nor repeats. Pages are sized and
 take turns as a run stream's (``events/stream.py``): memory per follower is
 bounded whatever the history's length.
 
-The stream ends when the session is deleted or expires (``is_open`` says so):
-asked whenever a read finds nothing new, i.e. after every wake-up that brought
-nothing (a local delete wakes the channel) and every heartbeat of silence, so
-a session deleted by another process while idle ends its streams here within
-one heartbeat.
+A read that fills less than its page has caught up: the follower waits for the
+next wake-up without reading again, unless a run ended in it. The stream ends when the session is
+deleted or expires (``is_open`` says so): asked whenever a read finds nothing
+new, i.e. after a wake-up that brought nothing (a local delete wakes the
+channel) and after every heartbeat of silence, so a session deleted by another
+process while idle ends its streams here within one heartbeat.
 """
 
 from __future__ import annotations
@@ -57,10 +58,17 @@ async def follow_session(
                 cursor = read[-1].cursor
                 page = _page_size(batch, _page_bytes(hub))
                 yield batch
-                continue
-            if silent:
-                yield []  # the heartbeat
-            if channel.closed or not await is_open():
+                if catching_up or any(is_end for _, is_end, _ in batch):
+                    # more history; or a run ended, perhaps because the session was
+                    # deleted (its wake-up may have come with the events): read again,
+                    # and if nothing is new, ask whether the session is still open
+                    continue
+            else:
+                if silent:
+                    yield []  # the heartbeat
+                if not await is_open():
+                    return
+            if channel.closed:
                 return
             try:
                 async with asyncio.timeout(heartbeat_s):
