@@ -68,18 +68,23 @@ def ticker(args: argparse.Namespace, session_id: str, i: int) -> dict[str, Any]:
 
 async def session_mode(client: httpx.AsyncClient, args: argparse.Namespace, tally: Tally) -> None:
     session_id = (await client.post("/v1/sessions", json={})).json()["session_id"]
-    ends = 0
     async with client.stream("GET", f"/v1/sessions/{session_id}/stream") as response:
         assert response.status_code == 200
+
+        async def read() -> None:  # at once: events wait for no creation
+            ends = 0
+            async for event in frames(response):
+                tally.take(event, time.time())
+                if event["type"] == "end":
+                    ends += 1
+                    if ends == args.runs:
+                        return
+
+        reading = asyncio.create_task(read())
         for i in range(args.runs):
             created = await client.post("/v1/runs", json={**ticker(args, session_id, i), "multitask": "enqueue"})
             assert created.status_code == 201, created.text
-        async for event in frames(response):
-            tally.take(event, time.time())
-            if event["type"] == "end":
-                ends += 1
-                if ends == args.runs:
-                    return
+        await reading
 
 
 async def run_mode(client: httpx.AsyncClient, args: argparse.Namespace, tally: Tally) -> None:

@@ -6,7 +6,8 @@ in key order. The row lock is held until the batch commits, so of two batches
 writing to one session the second numbers after the first and commits after it:
 a reader that pages by ``session_seq`` never finds a number committed later
 below one it has passed. (A global identity column would not do: its values are
-taken before commit, so a reader could pass one still uncommitted.)
+taken before commit, so a reader could pass one still uncommitted.) Events
+stored before this numbering existed have none and are in no session stream.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ORDER BY 1, 2
 ON CONFLICT (owner, session_id) DO UPDATE SET last_seq = session_streams.last_seq + EXCLUDED.last_seq
 RETURNING owner, session_id, last_seq
 """
+# Within a run, session_seq grows with seq: the run's events past the cursor are
+# those past the last seq at or below it (a backward scan of the run's primary
+# key that stops at the first match), so a read seeks each run of the session
+# rather than going through every event of it (as ``session_seq > $3`` alone did).
 READ = """
 SELECT e.session_seq, e.run_id, e.seq, e.type, e.data, e.ts FROM runs r JOIN events e ON e.run_id = r.run_id
-WHERE r.owner = $1 AND r.session_id = $2 AND e.session_seq > $3::int8 ORDER BY e.session_seq LIMIT $4
+AND e.seq > (SELECT coalesce(max(x.seq), 0) FROM events x WHERE x.run_id = r.run_id AND x.session_seq <= $3::int8)
+WHERE r.owner = $1 AND r.session_id = $2 AND e.session_seq IS NOT NULL ORDER BY e.session_seq LIMIT $4
 """
 
 
