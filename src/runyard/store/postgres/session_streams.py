@@ -25,12 +25,20 @@ RETURNING owner, session_id, last_seq
 """
 # Within a run, session_seq grows with seq: the run's events past the cursor are
 # those past the last seq at or below it (a backward scan of the run's primary
-# key that stops at the first match), so a read seeks each run of the session
-# rather than going through every event of it (as ``session_seq > $3`` alone did).
+# key that stops at the first match), then at most a page of them by seq; so a
+# read seeks each run of the session instead of going through every event of
+# it. LATERAL keeps it per run: as a join filter, the planner scanned all events
+# and ran the subquery for each (0.5 s a read at 100,000 events).
 READ = """
-SELECT e.session_seq, e.run_id, e.seq, e.type, e.data, e.ts FROM runs r JOIN events e ON e.run_id = r.run_id
-AND e.seq > (SELECT coalesce(max(x.seq), 0) FROM events x WHERE x.run_id = r.run_id AND x.session_seq <= $3::int8)
-WHERE r.owner = $1 AND r.session_id = $2 AND e.session_seq IS NOT NULL ORDER BY e.session_seq LIMIT $4
+SELECT e.session_seq, r.run_id, e.seq, e.type, e.data, e.ts FROM runs r
+CROSS JOIN LATERAL (
+    SELECT coalesce(max(x.seq), 0) AS seen FROM events x WHERE x.run_id = r.run_id AND x.session_seq <= $3::int8
+) b
+CROSS JOIN LATERAL (
+    SELECT * FROM events e WHERE e.run_id = r.run_id AND e.seq > b.seen AND e.session_seq IS NOT NULL
+    ORDER BY e.seq LIMIT $4
+) e
+WHERE r.owner = $1 AND r.session_id = $2 ORDER BY e.session_seq LIMIT $4
 """
 
 
