@@ -156,3 +156,21 @@ def test_the_stream_ends_when_the_session_expires(serve: Serve, new_client: NewC
         assert [event for _, event in read(response, len(first), blocks)] == first
         assert list(blocks) == []  # ends by itself once the session has been idle past its TTL
     assert client.get(f"/v1/sessions/{session_id}").json()["status"] == "expired"
+
+
+def test_a_long_history_is_replayed_in_pages_then_followed_live(any_server: str, new_client: NewClient) -> None:
+    client = new_client(any_server)
+    session_id = new_session(client)
+    history = []
+    for count in (2500, 1500):  # more than a page (2,000 events at most) each way
+        run = create_run(client, "ticker", {"marker": "m", "count": count}, session_id=session_id)
+        wait_finished(client, run["run_id"])
+        logged = client.get(f"/v1/runs/{run['run_id']}/events", params={"limit": 10_000}).json()["events"]
+        assert len(logged) == count + 3
+        history += [{"run_id": run["run_id"], **event} for event in logged]
+    with stream(client, session_id) as response:
+        blocks = sse_events(response)
+        assert [event for _, event in read(response, len(history), blocks)] == history
+        live = create_run(client, "ticker", {"marker": "m", "count": 2}, session_id=session_id)
+        (first,) = [event for _, event in read(response, 1, blocks)]
+    assert first["run_id"] == live["run_id"] and first["seq"] == 1
