@@ -174,3 +174,18 @@ def test_a_long_history_is_replayed_in_pages_then_followed_live(any_server: str,
         live = create_run(client, "ticker", {"marker": "m", "count": 2}, session_id=session_id)
         (first,) = [event for _, event in read(response, 1, blocks)]
     assert first["run_id"] == live["run_id"] and first["seq"] == 1
+
+
+def test_a_reader_that_stops_reading_blocks_no_other_follower(any_server: str, new_client: NewClient) -> None:
+    client = new_client(any_server)
+    session_id = new_session(client)
+    with stream(client, session_id, pad="4096") as stalled:  # read once, then never again
+        assert stalled.status_code == 200
+        run = create_run(client, "ticker", {"marker": "m", "count": 3000, "payload_bytes": 1000}, session_id=session_id)
+        with stream(client, session_id) as response:
+            blocks = sse_events(response)
+            events = []
+            while not events or events[-1]["type"] != "end":
+                events += [event for _, event in read(response, 1, blocks)]
+    assert [event["seq"] for event in events] == list(range(1, 3004))
+    assert {event["run_id"] for event in events} == {run["run_id"]}
