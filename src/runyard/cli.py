@@ -5,6 +5,7 @@
     runyard worker APP [--<setting> V ...]
     runyard run PIPELINE --input JSON [--url U] [--session S] [--client-id C]
     runyard tail RUN_ID [--url U] [--after N]
+    runyard tail --session ID [--url U] [--after CURSOR]
     runyard answer RUN_ID --value JSON [--ask-id A] [--url U]
     runyard loadtest [--url U] [--sessions N] [--events M] [--interval-ms MS] [--duration S] [--json]
     runyard migrate [--store URL]
@@ -35,7 +36,8 @@ from pydantic_settings import SettingsError
 
 from runyard.cli_common import FAILED, INTERRUPTED, OK, USAGE, UsageError
 from runyard.cli_cron import add_cron_command
-from runyard.cli_runs import cmd_answer, cmd_loadtest, cmd_run, cmd_tail
+from runyard.cli_runs import cmd_answer, cmd_loadtest, cmd_run
+from runyard.cli_session import cmd_tail_any
 from runyard.client import DEFAULT_URL, APIError
 from runyard.errors import ConfigurationError, RunyardError
 from runyard.settings import Settings, redact_url
@@ -96,9 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--session", metavar="S", help="run in this session (default: a new one)")
     _add_server_flags(run)
 
-    tail = _command(commands, "tail", cmd_tail, "follow a run's stream, resuming after drops")
-    tail.add_argument("run_id", metavar="RUN_ID")
-    tail.add_argument("--after", type=_seq, default=0, metavar="N", help="start after this seq (default 0)")
+    tail = _command(commands, "tail", cmd_tail_any, "follow a run's (or a session's) stream, resuming after drops")
+    tail.add_argument("run_id", metavar="RUN_ID", nargs="?")
+    tail.add_argument("--session", metavar="ID", help="follow every run of this session instead, until it ends")
+    tail.add_argument("--after", metavar="N", help="start after this seq (a session's: after this frame id)")
     _add_server_flags(tail)
 
     answer = _command(commands, "answer", cmd_answer, "answer the question a waiting run asked")

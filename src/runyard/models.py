@@ -181,6 +181,10 @@ class Run:
     executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
     scheduled_for: float | None = None  # ``after_s``: no worker claims the run before this time
 
+    def due(self, at: float) -> bool:
+        """Whether a worker may claim it at ``at`` (one created with ``after_s`` only from its time)."""
+        return self.scheduled_for is None or self.scheduled_for <= at
+
     def snapshot(self) -> dict[str, Any]:
         """The contract's run snapshot."""
         return {
@@ -286,6 +290,10 @@ class Event:
     type: str
     data: bytes
     ts: float
+    # The run's session stream (``session_channel``), set by the append that numbered
+    # it so that publishing reaches the session's followers; stores' reads leave
+    # it None, and it takes no part in equality.
+    session: str | None = field(default=None, compare=False)
 
     def to_json(self) -> bytes:
         """The event exactly as ``/events`` and SSE ``data:`` lines carry it."""
@@ -295,6 +303,22 @@ class Event:
             self.data,
             _rfc3339(self.ts).encode(),
         )
+
+
+class SessionEvent(NamedTuple):
+    """An event of a session's stream with its cursor there (``read_session_events``)."""
+
+    cursor: int
+    event: Event
+
+
+SESSION_PREFIX = "session\x1f"
+
+
+def session_channel(owner: str, session_id: str) -> str:
+    """A session's stream, as the hub and brokers name it: by owner and id, since
+    session ids are scoped per owner. Never a run id (those hold no ``\\x1f``)."""
+    return f"{SESSION_PREFIX}{owner}\x1f{session_id}"
 
 
 class Fence(NamedTuple):

@@ -34,6 +34,7 @@ from runyard.errors import (
     SessionNotFound,
 )
 from runyard.events import Hub, follow
+from runyard.events.session_stream import follow_session
 from runyard.events.sse import Frame
 from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
@@ -53,6 +54,7 @@ from runyard.models import (
     dumps,
     new_id,
     now,
+    session_channel,
 )
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
@@ -262,6 +264,22 @@ class Runtime:
         """The run's events after ``after`` as SSE frames: history, then live, until ``end``."""
         return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s)
 
+    async def follow_session(self, owner: str, session_id: str, after: int) -> AsyncGenerator[list[Frame], None]:
+        """Every event of the session's runs after cursor ``after`` as SSE frames:
+        history, then live, until the session is deleted or expires.
+        ``SessionNotFound`` (before any frame) unless the owner's session is live."""
+        key = (await self.sessions.visible(owner, session_id)).session_id  # the store's key of the owner's session
+
+        async def is_open() -> bool:
+            session = await self.store.get_session(key)
+            if session is None or session.deleted or session.owner != owner:
+                return False
+            ttl = self.settings.session_ttl_s
+            return not session.expired(ttl, now()) or bool(await self.store.unfinished_runs(key))
+
+        heartbeat = self.settings.sse_heartbeat_s
+        return follow_session(self.store, self.hub, owner, key, after, heartbeat, is_open)
+
     async def wait(self, run: Run, timeout_s: float) -> Run | None:
         """The finished run, or None if it is still unfinished after ``timeout_s``."""
         if run.status.finished:
@@ -298,6 +316,8 @@ class Runtime:
     async def delete_session(self, owner: str, session_id: str) -> None:
         """Cancel the session's unfinished runs and forget its memory (``Sessions.delete``)."""
         await self.sessions.delete(owner, session_id)
+        # its streams here end now (elsewhere: at a heartbeat)
+        self.hub.resync([session_channel(owner, _session_key(owner, session_id))])
 
     async def _announce(self, cancelled: list[Cancelled]) -> None:
         """Publish the ends of runs the store cancelled, and tell the workers of

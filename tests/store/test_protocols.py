@@ -12,6 +12,7 @@ from runyard.store import base
 from runyard.store.memory import MemoryStore
 
 PROTOCOLS = [
+    base.SessionStreams,
     base.Lifecycle,
     base.Admissions,
     base.RunRecords,

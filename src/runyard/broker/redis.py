@@ -2,7 +2,9 @@
 
 Each run has a pub/sub channel, ``{prefix}events:{run_id}``, that a process
 subscribes to only while the run has subscribers there (the hub says when, with
-``watch`` and ``unwatch``)::
+``watch`` and ``unwatch``); each session has one too, ``{prefix}events:`` +
+its ``session_channel``, on which every batch of its runs' events is published
+again for the session's followers::
 
     publish(events) ──► this process's hub, at once
                    └──► one PUBLISH per run, one pipeline per batch
@@ -180,9 +182,9 @@ class RedisBroker(Broker):
             async with self._client.pipeline(transaction=False) as pipe:
                 for run_id, event in self._unsent.items():
                     if run_id not in by_run:
-                        pipe.publish(self._channel(run_id), encode_events(self._origin, [event]))
-                for run_id, run_events in by_run.items():
-                    pipe.publish(self._channel(run_id), encode_events(self._origin, run_events))
+                        self._publish(pipe, [event])
+                for run_events in by_run.values():
+                    self._publish(pipe, run_events)
                 async with asyncio.timeout(TIMEOUT_S):
                     await pipe.execute()
         except (RedisError, OSError) as exc:
@@ -196,6 +198,15 @@ class RedisBroker(Broker):
             log.warning("publishing to Redis again (%d runs' newest events re-sent)", len(self._unsent))
             self._publish_failures = 0
         self._unsent.clear()
+
+    def _publish(self, pipe: Any, events: list[Event]) -> None:
+        """One run's events to the run's channel, and to its session's (whose followers
+        elsewhere read the store when they hear of them)."""
+        message = encode_events(self._origin, events)
+        pipe.publish(self._channel(events[0].run_id), message)
+        session = events[0].session
+        if session is not None:
+            pipe.publish(self._channel(session), message)
 
     def _remember(self, by_run: dict[str, list[Event]]) -> None:
         """Keep each run's newest unsent event: sent later, it shows followers

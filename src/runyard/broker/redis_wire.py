@@ -13,20 +13,25 @@ DEFAULT_PREFIX = "runyard:"
 
 
 def encode_events(origin: str, events: list[Event]) -> bytes:
-    """One run's events as one message: ``[origin, run_id, [[seq, type, ts, data], ...]]``.
+    """One run's events as one message: ``[origin, run_id, [[seq, type, ts, data], ...]]``,
+    then the run's ``session_channel`` when the events carry it.
 
     ``data`` is already UTF-8 JSON; it travels as a string so that it arrives
     byte for byte and is never parsed. ``ts`` survives exactly (orjson writes
     the shortest float that reads back the same)."""
+    rows = [[event.seq, event.type, event.ts, event.data.decode()] for event in events]
+    session = events[0].session
     return orjson.dumps(
-        [origin, events[0].run_id, [[event.seq, event.type, event.ts, event.data.decode()] for event in events]]
+        [origin, events[0].run_id, rows] if session is None else [origin, events[0].run_id, rows, session]
     )
 
 
 def decode_events(message: bytes) -> tuple[str, list[Event]]:
-    """The origin and events of a message written by ``encode_events``."""
-    origin, run_id, rows = orjson.loads(message)
-    return origin, [Event(run_id, seq, type, data.encode(), ts) for seq, type, ts, data in rows]
+    """The origin and events of a message written by ``encode_events`` (a
+    message of an older process has no session)."""
+    origin, run_id, rows, *rest = orjson.loads(message)
+    session = rest[0] if rest else None
+    return origin, [Event(run_id, seq, type, data.encode(), ts, session) for seq, type, ts, data in rows]
 
 
 def split_url(url: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ import httpx
 from runyard.client.api import (
     FINISHED,
     UNCHANGED,
+    APIError,
     Event,
     _answer,
     _create_request,
@@ -31,7 +32,7 @@ from runyard.client.api import (
     api_error,
 )
 from runyard.client.clients import _Base
-from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable
+from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable, _SessionCursor
 
 
 class AsyncClient(_Base):
@@ -197,6 +198,38 @@ class AsyncClient(_Base):
     def stream(self, run_id: str, after: int = 0) -> AsyncIterator[Event]:
         """Every event after ``after``, each once and in order, until ``end``; resumes after drops."""
         return self._follow(run_id, after, None)
+
+    async def stream_session(self, session_id: str, after: str | None = None) -> AsyncIterator[Event]:
+        """Every event of every run of the session (each with ``run_id``) after the
+        cursor ``after`` (a frame's ``id``; None: from the start), each once and in
+        order, until the session is deleted or expires; resumes after drops."""
+        cursor = _SessionCursor(after, self._reconnect)
+        while True:
+            try:
+                async with self._http.stream(**self._stream_options(cursor, session_id)) as response:
+                    if response.is_error:
+                        await response.aread()
+                        raise api_error(response)
+                    async for line in response.aiter_lines():
+                        event = cursor.feed(line)
+                        if event is not None:
+                            yield event
+                if await self._session_over(cursor, session_id):
+                    return
+                raise _Closed("the server closed the session stream")
+            except _DROPS as exc:
+                if not _retryable(exc):
+                    raise
+                await asyncio.sleep(cursor.retry_in(exc))
+
+    async def _session_over(self, cursor: _SessionCursor, session_id: str) -> bool:
+        """Whether the session a closed stream followed is gone (deleted or expired)."""
+        try:
+            return cursor.nothing_left(await self.session(session_id))
+        except APIError as exc:
+            if exc.status == 404:
+                return True
+            raise
 
     # `timeout` rather than asyncio.timeout(): the same call as Client.wait, and it bounds reconnects too.
     async def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109

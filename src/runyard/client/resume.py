@@ -102,3 +102,33 @@ class _Cursor:
 
 def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
+
+
+class _SessionCursor(_Cursor):
+    """A session stream's state: the ``id:`` of the last frame seen (opaque: the
+    server resumes exactly after it, so nothing is repeated to drop)."""
+
+    def __init__(self, after: str | None, policy: Reconnect) -> None:
+        super().__init__(0, policy, None)
+        self.position = after
+
+    def request(self, run_id: str) -> _Request:
+        """``run_id`` is the session's id here."""
+        self._parser = SSEParser()
+        headers = {"Accept": "text/event-stream"}
+        if self.position is not None:
+            headers["Last-Event-ID"] = self.position
+        return _Request("GET", _path("sessions", run_id, "stream"), headers=headers)
+
+    def feed(self, line: str) -> Event | None:
+        frame = self._parser.feed(line)
+        event = decode_event(frame) if frame else None
+        if frame is None or event is None or frame.id is None:
+            return None
+        self.position = frame.id
+        self._failures, self._failing_since = 0, None
+        return event
+
+    def nothing_left(self, snapshot: dict[str, Any]) -> bool:
+        """Whether a stream that closed has ended for good (``snapshot``: the session's)."""
+        return snapshot.get("status") == "expired"

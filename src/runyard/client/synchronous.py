@@ -12,6 +12,7 @@ import httpx
 from runyard.client.api import (
     FINISHED,
     UNCHANGED,
+    APIError,
     Event,
     _answer,
     _create_request,
@@ -31,7 +32,7 @@ from runyard.client.api import (
     api_error,
 )
 from runyard.client.clients import _Base
-from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable
+from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable, _SessionCursor
 
 
 class Client(_Base):
@@ -189,6 +190,38 @@ class Client(_Base):
     def stream(self, run_id: str, after: int = 0) -> Iterator[Event]:
         """Every event after ``after``, each once and in order, until ``end``; resumes after drops."""
         return self._follow(run_id, after, None)
+
+    def stream_session(self, session_id: str, after: str | None = None) -> Iterator[Event]:
+        """Every event of every run of the session (each with ``run_id``) after the
+        cursor ``after`` (a frame's ``id``; None: from the start), each once and in
+        order, until the session is deleted or expires; resumes after drops."""
+        cursor = _SessionCursor(after, self._reconnect)
+        while True:
+            try:
+                with self._http.stream(**self._stream_options(cursor, session_id)) as response:
+                    if response.is_error:
+                        response.read()
+                        raise api_error(response)
+                    for line in response.iter_lines():
+                        event = cursor.feed(line)
+                        if event is not None:
+                            yield event
+                if self._session_over(cursor, session_id):
+                    return
+                raise _Closed("the server closed the session stream")
+            except _DROPS as exc:
+                if not _retryable(exc):
+                    raise
+                time.sleep(cursor.retry_in(exc))
+
+    def _session_over(self, cursor: _SessionCursor, session_id: str) -> bool:
+        """Whether the session a closed stream followed is gone (deleted or expired)."""
+        try:
+            return cursor.nothing_left(self.session(session_id))
+        except APIError as exc:
+            if exc.status == 404:
+                return True
+            raise
 
     def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The run's final snapshot, once it has finished; ``TimeoutError`` after ``timeout`` seconds."""

@@ -12,6 +12,12 @@ The hub tells its ``Watcher`` (the broker, given when the hub is built) which
 runs have subscribers here (``watch`` when a run's channel opens, ``unwatch``
 when it closes), so a broker that spans processes carries only those runs'
 events to this one.
+
+A session's followers share a ``SessionChannel`` keyed by its ``session_channel``
+(watched like a run): it keeps no frames, it only wakes them when an event of
+any run of the session arrives (``Event.session``), and they read the store by
+their cursor. A session stream's order is the store's, which a window of
+frames per run could not give without a gap-free session-wide number.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from runyard.events.sse import Frame, encode
-from runyard.models import Event
+from runyard.models import SESSION_PREFIX, Event
 
 log = logging.getLogger("runyard.events")
 
@@ -98,6 +104,15 @@ class RunChannel:
         return kept[start : start + limit]
 
 
+class SessionChannel(RunChannel):
+    """A session's channel: a wake-up for its followers, no frames (see the module)."""
+
+    __slots__ = ()
+
+    def deliver(self, events: Iterable[Event]) -> None:
+        self._wake()
+
+
 class Watcher(Protocol):
     """Who carries a run's events to this process only while it is watched (a broker)."""
 
@@ -131,15 +146,16 @@ class Hub:
         return self._subscribers
 
     async def join(self, run_id: str) -> RunChannel:
-        """Subscribe to the run's channel. Returns once the broker delivers the run's
-        newly published events here, so that a store read after ``join`` and the
-        channel together miss nothing."""
+        """Subscribe to the run's channel (a session's, for a ``session_channel``).
+        Returns once the broker delivers the run's newly published events here, so
+        that a store read after ``join`` and the channel together miss nothing."""
         channel = self._channels.get(run_id)
         if channel is None:
             # A task, not an await: the watch must complete for every joiner
             # even if the joiner that started it is cancelled half-way.
             watch = asyncio.ensure_future(self._watcher.watch(run_id)) if self._watcher is not None else None
-            channel = self._channels[run_id] = RunChannel(run_id, closed=self.closed, watched=watch)
+            kind = SessionChannel if run_id.startswith(SESSION_PREFIX) else RunChannel
+            channel = self._channels[run_id] = kind(run_id, closed=self.closed, watched=watch)
         channel.subscribers += 1
         self._subscribers += 1
         watched = channel.watched
@@ -188,4 +204,7 @@ class Hub:
                 channel = channels.get(events[start].run_id)
                 if channel is not None:
                     channel.deliver(events[start:i])
+                session = events[start].session
+                if session is not None and (followed := channels.get(session)) is not None:
+                    followed.deliver(())
                 start = i

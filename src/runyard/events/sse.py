@@ -33,6 +33,13 @@ def frame(event: Event) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), event.to_json())
 
 
+def session_frame(cursor: int, event: Event) -> Frame:
+    """An event as a session stream sends it: ``id:`` the stream's cursor, and
+    ``run_id`` first in the event object (then ``seq`` and the rest, as a run's)."""
+    body = b'{"run_id":"%s",%s' % (event.run_id.encode(), event.to_json()[1:])
+    return (cursor, event.type == "end", b"id: %d\nevent: %s\ndata: %s\n\n" % (cursor, event.type.encode(), body))
+
+
 def ping(pad_bytes: int = 0) -> bytes:
     return padded(PING, pad_bytes)
 

@@ -158,6 +158,27 @@ async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int) -> Async
         metrics.STREAM_SUBSCRIBERS.dec()
 
 
+def frames_response(
+    frames: AsyncGenerator[list[sse.Frame], None], pad_bytes: int, slot: StreamSlot
+) -> EventStreamResponse:
+    """A stream of ``frames``' batches that does not end at a run's end (a session's)."""
+    return EventStreamResponse(_frames_body(frames, pad_bytes), slot)
+
+
+async def _frames_body(frames: AsyncGenerator[list[sse.Frame], None], pad_bytes: int) -> AsyncGenerator[bytes, None]:
+    metrics.STREAM_SUBSCRIBERS.inc()
+    try:
+        async for batch in frames:
+            if not batch:
+                yield sse.ping(pad_bytes)
+                continue
+            for chunk in _chunks(batch, pad_bytes):
+                yield chunk
+    finally:
+        metrics.STREAM_SUBSCRIBERS.dec()
+        await frames.aclose()
+
+
 def _chunks(batch: list[sse.Frame], pad_bytes: int) -> Iterator[bytes]:
     """Frames joined into chunks of about ``CHUNK_BYTES``, built one chunk at a time."""
     frames: list[bytes] = []

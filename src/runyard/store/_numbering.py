@@ -54,6 +54,7 @@ class RunState:
     waiting: Wait | None = None
     appended: bool = False  # the batch numbered events of it
     updates: list[RunUpdate] = field(default_factory=list)  # the batch's accepted updates, in order
+    session: str | None = None  # the run's ``session_channel``, which its events carry to the session's followers
 
 
 # What an event weighs besides its data and type: its seq, time and keys, so that a
@@ -93,7 +94,10 @@ def number(
             continue
         run.stored_bytes += size
         first = run.last_seq + 1
-        events = [Event(run_id, first + i, draft.type, draft.data, draft.ts) for i, draft in enumerate(group.drafts)]
+        session = run.session
+        events = [
+            Event(run_id, first + i, draft.type, draft.data, draft.ts, session) for i, draft in enumerate(group.drafts)
+        ]
         run.last_seq += len(events)
         run.appended = run.appended or bool(events)
         if update is not None:

@@ -46,6 +46,7 @@ from runyard.store.crons import CronStore  # issue 13: crons
 from runyard.store.directory import SessionDirectory
 from runyard.store.items import ItemStore
 from runyard.store.journal import Journal
+from runyard.store.session_streams import SessionStreams
 
 
 @dataclass(slots=True)
@@ -383,6 +384,7 @@ class Store(
     Retention,
     ItemStore,
     CronStore,
+    SessionStreams,
 ):
     """Every protocol above (and those of ``journal.py``, ``items.py``, ``crons.py``,
-    ``directory.py``), which each backend implements (``store_from_url``)."""
+    ``directory.py``, ``session_streams.py``), which each backend implements (``store_from_url``)."""

@@ -11,12 +11,24 @@ from collections import Counter
 from collections.abc import Collection, Sequence
 
 from runyard.errors import QuotaExceeded
-from runyard.models import UNFINISHED, Cron, Event, Message, Multitask, Run, RunStatus, Session, StepRecord, now
+from runyard.models import (
+    UNFINISHED,
+    Cron,
+    Event,
+    Message,
+    Multitask,
+    Run,
+    RunStatus,
+    Session,
+    SessionEvent,
+    StepRecord,
+    now,
+    session_channel,
+)
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
-    WORKER_FORGOTTEN_S,
     Admission,
     AppendGroup,
     AppendResult,
@@ -33,9 +45,11 @@ from runyard.store.journal import Replay
 from runyard.store.memory_crons import MemoryCrons
 from runyard.store.memory_directory import MemorySessionDirectory
 from runyard.store.memory_items import ItemKey, MemoryItems
+from runyard.store.memory_session_streams import MemorySessionStreams
+from runyard.store.memory_workers import MemoryWorkers
 
 
-class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
+class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, MemorySessionStreams, MemoryWorkers, Store):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
     def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:
@@ -57,6 +71,8 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
         self._workers: dict[str, tuple[frozenset[str], float]] = {}  # worker id -> pipelines served, last seen
         self._items: dict[ItemKey, Item] = {}  # the long-term store (``memory_items``)
         self._crons: dict[str, Cron] = {}  # issue 13: crons
+        self._session_logs: dict[str, list[SessionEvent]] = {}  # session key -> its stream, by cursor
+        self._appended = 0  # events appended ever: the cursor of the latest one in its session's stream
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -213,7 +229,7 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
     async def count_queued(self) -> int:
         at = now()  # a run scheduled for later is not waiting for a worker yet
         return sum(
-            1 for run_id in self._unfinished if (run := self._runs[run_id]).status is RunStatus.QUEUED and _due(run, at)
+            1 for run_id in self._unfinished if (run := self._runs[run_id]).status is RunStatus.QUEUED and run.due(at)
         )
 
     async def unfinished_runs(self, session_id: str) -> list[Run]:
@@ -244,7 +260,7 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
         ready = [
             run
             for run in heads.values()
-            if run.status is RunStatus.QUEUED and run.pipeline in serves and _due(run, at)  # after_s: not before
+            if run.status is RunStatus.QUEUED and run.pipeline in serves and run.due(at)  # after_s: not before
         ]
         waiting: Counter[str] = Counter()
         turns = []
@@ -278,24 +294,6 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
             if run_id in self._cancel_requested:
                 renewal.cancel.add(run_id)
         return renewal
-
-    async def worker_seen(self, worker_id: str, pipelines: Collection[str], at: float) -> None:
-        self._workers[worker_id] = (frozenset(pipelines), at)
-        for gone in [w for w, (_, seen) in self._workers.items() if seen < at - WORKER_FORGOTTEN_S]:
-            del self._workers[gone]
-
-    async def forget_worker(self, worker_id: str) -> None:
-        self._workers.pop(worker_id, None)
-
-    async def unserved_pipelines(self, seen_since: float) -> dict[str, int]:
-        at = now()
-        served = {name for pipelines, seen in self._workers.values() if seen >= seen_since for name in pipelines}
-        waiting = Counter(
-            run.pipeline
-            for run_id in self._unfinished
-            if (run := self._runs[run_id]).status is RunStatus.QUEUED and run.pipeline not in served and _due(run, at)
-        )
-        return dict(waiting)
 
     async def sweep_runs(self, finished_before: float) -> int:
         old = [
@@ -332,9 +330,14 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
         }
+        for run_id, state in states.items():
+            state.session = session_channel(self._runs[run_id].owner, self._runs[run_id].session_id)
         results, events = number(groups, states, self.max_run_bytes)
         for event in events:
             self._events[event.run_id].append(event)
+            self._appended += 1
+            assert event.session is not None
+            self._session_logs.setdefault(event.session, []).append(SessionEvent(self._appended, event))
         for group, result in zip(groups, results, strict=True):
             marks = [draft.pos for draft in group.drafts if draft.pos is not None]
             if marks and isinstance(result, list):
@@ -373,8 +376,3 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, Store):
         log = self._events.get(run_id, [])
         # seq n sits at index n - 1: the log is gap-free by construction
         return log[max(after, 0) : max(after, 0) + limit]
-
-
-def _due(run: Run, at: float) -> bool:
-    """Whether a queued run may be claimed at ``at`` (one created with ``after_s`` only from its time)."""
-    return run.scheduled_for is None or run.scheduled_for <= at

@@ -2,6 +2,7 @@
 
 import { ApiError, api, sessionPath } from "./api.js";
 import { badge, duration, every, h, json, notice, runLink, shortId, time } from "./dom.js";
+import { sessionLive } from "./session_live.js";
 
 const POLL_MS = 2000;
 
@@ -34,6 +35,8 @@ export function sessionView(main, sessionId) {
           h("th", { scope: "col" }, t)))),
         runs))),
   );
+  const live = sessionLive(sessionId, () => refresh());
+  main.append(live.card);
 
   remove.addEventListener("click", async () => {
     if (!confirm(`Delete session ${shortId(sessionId)}? Its unfinished runs are cancelled and its memory forgotten.`)) {
@@ -100,5 +103,8 @@ export function sessionView(main, sessionId) {
   }
 
   stop = every(POLL_MS, refresh);
-  return () => stop?.();
+  return () => {
+    stop?.();
+    live.stop();
+  };
 }

@@ -22,6 +22,7 @@ from runyard.store.postgres.retention import PostgresRetention
 from runyard.store.postgres.runs import PostgresRuns
 from runyard.store.postgres.schema import MIGRATIONS
 from runyard.store.postgres.session_ids import PostgresSessionIds
+from runyard.store.postgres.session_streams import PostgresSessionStreams
 from runyard.store.postgres.sessions import PostgresSessions
 
 
@@ -35,6 +36,7 @@ class PostgresStore(
     PostgresRetention,
     PostgresItems,
     PostgresCrons,
+    PostgresSessionStreams,
     Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""

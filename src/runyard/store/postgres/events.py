@@ -3,9 +3,10 @@
 Many processes may append to one run at once: ``append`` locks the batch's runs
 rows (``SELECT ... FOR UPDATE``, sorted by run id, so overlapping batches never
 deadlock) and numbers events from the ``last_seq`` kept in each row, so the
-row lock is the gap-free counter. A batch is one transaction of five round
-trips however many runs and events it holds: BEGIN, lock, insert every event
-(one ``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
+row lock is the gap-free counter. A batch is one transaction of six round
+trips however many runs and events it holds: BEGIN, lock, number the events in
+their sessions' streams (``session_streams.py``), insert every event (one
+``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
 when the batch carries run updates (status changes and the like), and one when
 it records steps.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from runyard.models import Event
+from runyard.models import Event, session_channel
 from runyard.store._numbering import RunState, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
@@ -28,6 +29,7 @@ from runyard.store.postgres.schema import (
     UPDATE_LAST_SEQS,
     UPDATE_RUNS,
 )
+from runyard.store.postgres.session_streams import session_seqs
 
 
 async def append_batch(
@@ -36,9 +38,20 @@ async def append_batch(
     """Number, insert and apply ``groups`` inside the caller's transaction."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
     runs = {
-        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease, stored, load_wait(waiting))
-        for run_id, status, last_seq, worker, attempt, lease, stored, waiting in rows
+        run_id: RunState(
+            STATUSES[status],
+            last_seq,
+            None,
+            worker,
+            attempt,
+            lease,
+            stored,
+            load_wait(waiting),
+            session=session_channel(owner, session_id),
+        )
+        for run_id, status, last_seq, worker, attempt, lease, stored, waiting, owner, session_id in rows
     }
+    sessions = {row[0]: (row[8], row[9]) for row in rows}
     results, events = number(groups, runs, max_run_bytes)
     if events:
         await conn.execute(
@@ -49,6 +62,7 @@ async def append_batch(
             [e.data for e in events],
             [e.ts for e in events],
             _positions(groups, results),
+            await session_seqs(conn, events, sessions),
         )
     steps = recorded_steps(groups, results)
     if steps:

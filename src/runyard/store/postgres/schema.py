@@ -163,6 +163,18 @@ MIGRATIONS: list[str] = [
     # issue 13: session ids
     # an owner's sessions by activity: GET /v1/sessions pages through them newest first
     "CREATE INDEX sessions_owner_activity ON sessions (owner, last_activity, session_id)",
+    # issue 13: session streams
+    # Each session's events in the order they were committed: append takes the
+    # session's counter row (after its runs' rows, in key order; nothing else locks
+    # these rows, so no deadlock) and numbers the events from it, so a higher
+    # number is always committed later and a reader paging by it never skips one.
+    """CREATE TABLE session_streams (
+        owner text COLLATE "C" NOT NULL,
+        session_id text COLLATE "C" NOT NULL,
+        last_seq bigint NOT NULL,
+        PRIMARY KEY (owner, session_id)
+    )""",
+    "ALTER TABLE events ADD COLUMN session_seq bigint",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter
@@ -187,8 +199,8 @@ IDEMPOTENT_RUN = (
 # The batch's runs, locked in one order every process shares: no deadlock between
 # appends to overlapping runs.
 LOCK_RUNS = (
-    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes, waiting FROM runs"
-    " WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes, waiting, owner, session_id"
+    " FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
 )
 # The ready runs (each the oldest unfinished run of its session, of a pipeline the
 # claiming worker serves: $2), fairest first:
@@ -220,8 +232,8 @@ LOCK_CLAIMABLE = (
     " ORDER BY run_id FOR UPDATE SKIP LOCKED"
 )
 INSERT_EVENTS = (
-    "INSERT INTO events (run_id, seq, type, data, ts, pos)"
-    " SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::bytea[], $5::float8[], $6::int4[])"
+    "INSERT INTO events (run_id, seq, type, data, ts, pos, session_seq)"
+    " SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::bytea[], $5::float8[], $6::int4[], $7::int8[])"
 )
 INSERT_STEPS = (
     f"INSERT INTO steps (run_id, {STEP_COLUMNS})"

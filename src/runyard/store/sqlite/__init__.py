@@ -23,6 +23,7 @@ from runyard.store.sqlite.retention import SQLiteRetention
 from runyard.store.sqlite.runs import SQLiteRuns
 from runyard.store.sqlite.schema import MIGRATIONS
 from runyard.store.sqlite.session_ids import SQLiteSessionIds
+from runyard.store.sqlite.session_streams import SQLiteSessionStreams
 from runyard.store.sqlite.sessions import SQLiteSessions
 
 
@@ -36,6 +37,7 @@ class SQLiteStore(
     SQLiteItems,
     SQLiteCrons,
     SQLiteSessionIds,
+    SQLiteSessionStreams,
     Store,
 ):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from runyard.models import Event, RunStatus
+from runyard.models import Event, RunStatus, session_channel
 from runyard.store._numbering import RunState, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, json_list, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
@@ -31,12 +31,25 @@ def append_batch(
     if missing:
         rows = db.execute(
             f"SELECT run_id, created_seq, status, {LAST_SEQ}, worker_id, attempt, lease_expires_at, {STORED_BYTES},"
-            f" waiting FROM runs WHERE run_id {IN_JSON}",
+            f" waiting, owner, session_id FROM runs WHERE run_id {IN_JSON}",
             (json_list(missing),),
         )
         batch.update(
-            (run_id, RunState(RunStatus(status), seq, pk, worker, attempt, lease, stored, load_wait(waiting)))
-            for run_id, pk, status, seq, worker, attempt, lease, stored, waiting in rows
+            (
+                run_id,
+                RunState(
+                    RunStatus(status),
+                    seq,
+                    pk,
+                    worker,
+                    attempt,
+                    lease,
+                    stored,
+                    load_wait(waiting),
+                    session=session_channel(owner, session_id),
+                ),
+            )
+            for run_id, pk, status, seq, worker, attempt, lease, stored, waiting, owner, session_id in rows
         )
     results, events = number(groups, batch, max_run_bytes)
     if events:
@@ -68,6 +81,7 @@ def _copy(state: RunState) -> RunState:
         state.lease_expires_at,
         state.stored_bytes,
         state.waiting,  # a Wait is frozen: shared, not copied
+        session=state.session,
     )
 
 
