@@ -176,6 +176,7 @@ class Run:
     lease_expires_at: float | None = None
     waiting: Wait | None = None
     executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
+    webhook: str | None = None  # where its final snapshot is POSTed once it finishes (``runyard.webhooks``)
 
     def snapshot(self) -> dict[str, Any]:
         """The contract's run snapshot."""

@@ -44,6 +44,7 @@ RUN_FIELDS: tuple[str, ...] = (
     "lease_expires_at",
     "waiting",
     "executed_s",
+    "webhook",
 )
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 SESSION_FIELDS: tuple[str, ...] = ("session_id", "owner", "created_at", "last_activity", "metadata", "deleted")
@@ -143,6 +144,7 @@ def run_row(run: Run, *, last_seq: bool = True) -> tuple[Any, ...]:
         run.lease_expires_at,
         dump_wait(run.waiting),
         run.executed_s,
+        run.webhook,
     )
     return (*head, run.last_seq, *tail) if last_seq else head + tail
 
@@ -171,6 +173,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
         lease_expires_at=row[17],
         waiting=load_wait(row[18]),
         executed_s=row[19],
+        webhook=row[20],
     )
 
 

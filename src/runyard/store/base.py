@@ -40,6 +40,7 @@ from runyard.models import (
     StatusConflict,
     StepRecord,
 )
+from runyard.store.outbox import WebhookOutbox
 
 
 @dataclass(slots=True)
@@ -387,12 +388,12 @@ class Retention(Protocol):
         """Forget the idempotency keys of creations before ``before``; return how many."""
 
 
-class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, Protocol):
+class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, WebhookOutbox, Protocol):
     """What a worker's ``Engine`` needs: the queue, the event log it builds, the
     journal its runs replay, its runs' sessions (a run's end is its session's
     activity, and its context reads their memory) and retention."""
 
 
-class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention):
+class Store(Lifecycle, Admissions, RunRecords, SessionStore, RunQueue, EventStore, Journal, Retention, WebhookOutbox):
     """Sessions, memory, runs and their event logs, durable and consistent: every
     protocol above, which each backend implements (chosen by URL, ``store_from_url``)."""

@@ -29,9 +29,10 @@ from runyard.store.base import (
     SessionEntry,
     Store,
 )
+from runyard.store.memory_outbox import MemoryOutbox
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryOutbox, Store):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
     def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:
@@ -51,6 +52,7 @@ class MemoryStore(Store):
         self._created: dict[str, int] = {}  # owner -> runs created while a quota was set
         self._keys: dict[tuple[str, str], tuple[str, str, float]] = {}  # (owner, key) -> fingerprint, run id, when
         self._workers: dict[str, tuple[frozenset[str], float]] = {}  # worker id -> pipelines served, last seen
+        self._outbox = {}  # run id -> its webhook delivery owed, when due (``MemoryOutbox``)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -314,6 +316,7 @@ class MemoryStore(Store):
                 run.lease_expires_at,
                 self._stored_bytes.get(run_id, 0),
                 run.waiting,
+                run.webhook,
             )
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
@@ -327,6 +330,7 @@ class MemoryStore(Store):
                 self._marks[group.run_id] = marks[-1]
         for run_id, step in recorded_steps(groups, results):
             self._steps.setdefault(run_id, {}).setdefault((step.name, step.n), step)
+        self._queue_deliveries(states)  # in the same step as the statuses: nothing awaits between
         for run_id, state in states.items():
             run = self._runs[run_id]
             run.last_seq = state.last_seq

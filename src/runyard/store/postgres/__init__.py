@@ -5,7 +5,7 @@ pool (``connection.py``: transactions that finish whole when their caller is
 cancelled, writes never left in doubt, the lifecycle and migrations):
 ``admissions.py``, ``runs.py`` (records and the queue), ``sessions.py``,
 ``events.py`` (gap-free numbering under the runs' row locks), ``journal.py``
-(steps and waits), ``retention.py``;
+(steps and waits), ``retention.py``, ``outbox.py`` (webhook deliveries owed);
 ``schema.py`` holds the migrations (append-only: the position is the version) and the SQL.
 """
 
@@ -16,6 +16,7 @@ from runyard.store.postgres.admissions import PostgresAdmissions
 from runyard.store.postgres.connection import pool_options
 from runyard.store.postgres.events import PostgresEvents
 from runyard.store.postgres.journal import PostgresJournal
+from runyard.store.postgres.outbox import PostgresOutbox
 from runyard.store.postgres.retention import PostgresRetention
 from runyard.store.postgres.runs import PostgresRuns
 from runyard.store.postgres.schema import MIGRATIONS
@@ -23,7 +24,14 @@ from runyard.store.postgres.sessions import PostgresSessions
 
 
 class PostgresStore(
-    PostgresAdmissions, PostgresRuns, PostgresSessions, PostgresEvents, PostgresJournal, PostgresRetention, Store
+    PostgresAdmissions,
+    PostgresRuns,
+    PostgresSessions,
+    PostgresEvents,
+    PostgresJournal,
+    PostgresRetention,
+    PostgresOutbox,
+    Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""
 

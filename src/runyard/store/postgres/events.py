@@ -6,8 +6,8 @@ deadlock) and numbers events from the ``last_seq`` kept in each row, so the
 row lock is the gap-free counter. A batch is one transaction of five round
 trips however many runs and events it holds: BEGIN, lock, insert every event
 (one ``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
-when the batch carries run updates (status changes and the like), and one when
-it records steps.
+when the batch carries run updates (status changes and the like), one when
+it records steps, and one when it finishes runs with a webhook (their outbox rows).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from runyard.models import Event
-from runyard.store._numbering import RunState, number, recorded_steps
+from runyard.models import Event, now
+from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.postgres.connection import Connection, PostgresConnection
+from runyard.store.postgres.outbox import QUEUE_DELIVERIES
 from runyard.store.postgres.schema import (
     INSERT_EVENTS,
     INSERT_STEPS,
@@ -36,8 +37,8 @@ async def append_batch(
     """Number, insert and apply ``groups`` inside the caller's transaction."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
     runs = {
-        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease, stored, load_wait(waiting))
-        for run_id, status, last_seq, worker, attempt, lease, stored, waiting in rows
+        run_id: RunState(STATUSES[status], last_seq, None, worker, attempt, lease, stored, load_wait(waiting), hook)
+        for run_id, status, last_seq, worker, attempt, lease, stored, waiting, hook in rows
     }
     results, events = number(groups, runs, max_run_bytes)
     if events:
@@ -54,6 +55,11 @@ async def append_batch(
     if steps:
         rows = [(run_id, *step_row(step)) for run_id, step in steps]
         await conn.execute(INSERT_STEPS, *(list(column) for column in zip(*rows, strict=True)))
+    owed = finished_webhooks(runs)
+    if owed:
+        await conn.execute(
+            QUEUE_DELIVERIES, [run_id for run_id, _ in owed], [url for _, url in owed], [now()] * len(owed)
+        )
     # a run with updated columns gets its last seq with them, the others by themselves
     counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
     if counted:

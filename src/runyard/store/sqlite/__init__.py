@@ -3,7 +3,8 @@
 The store is cut by concern, one module per protocol it implements, over one
 connection (``connection.py``: the writer thread with its group commit, the
 readers, the lifecycle): ``admissions.py``, ``runs.py`` (records and the queue),
-``sessions.py``, ``events.py``, ``journal.py`` (steps and waits), ``retention.py``; ``schema.py`` holds the
+``sessions.py``, ``events.py``, ``journal.py`` (steps and waits), ``retention.py``,
+``outbox.py`` (webhook deliveries owed); ``schema.py`` holds the
 migrations (append-only: the position is the version) and the SQL, ``file.py``
 the URL and the lock that keeps a file to one process.
 """
@@ -15,13 +16,16 @@ from runyard.store.sqlite.admissions import SQLiteAdmissions
 from runyard.store.sqlite.events import SQLiteEvents
 from runyard.store.sqlite.file import BUSY_TIMEOUT_MS, busy_timeout_ms, database_path, refuse_if_in_use
 from runyard.store.sqlite.journal import SQLiteJournal
+from runyard.store.sqlite.outbox import SQLiteOutbox
 from runyard.store.sqlite.retention import SQLiteRetention
 from runyard.store.sqlite.runs import SQLiteRuns
 from runyard.store.sqlite.schema import MIGRATIONS
 from runyard.store.sqlite.sessions import SQLiteSessions
 
 
-class SQLiteStore(SQLiteAdmissions, SQLiteRuns, SQLiteSessions, SQLiteEvents, SQLiteJournal, SQLiteRetention, Store):
+class SQLiteStore(
+    SQLiteAdmissions, SQLiteRuns, SQLiteSessions, SQLiteEvents, SQLiteJournal, SQLiteRetention, SQLiteOutbox, Store
+):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""
 
 
