@@ -61,6 +61,7 @@ from runyard.settings import Settings
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, RunQuery, SessionEntry
 from runyard.validation import schema_errors
+from runyard.webhooks.outbox import Webhooks
 
 log = logging.getLogger("runyard.runtime")
 
@@ -98,6 +99,7 @@ class Runtime:
         self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker)
         self.events = self.engine.events
         self._creation_rate = CreationRate(settings.rate_limit, settings.broker) if settings.rate_limit else None
+        self.webhooks = Webhooks(settings, self.store)  # delivers the outbox on workers
 
     async def __aenter__(self) -> Runtime:
         await self.store.open()
@@ -105,11 +107,13 @@ class Runtime:
         await self.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
         await self.events.start()
         await self.engine.start()
+        await self.webhooks.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await self.webhooks.stop()
         await self.engine.stop()  # draining runs still reach their resources: they close after this
         await self.limits.close()  # after the drain: no run holds a permit any more
         await self.events.stop()
@@ -129,6 +133,7 @@ class Runtime:
         timeout_s: float | None = None,
         multitask: Multitask = Multitask.ENQUEUE,
         idempotency: Idempotency | None = None,
+        webhook: str | None = None,
     ) -> Run:
         """Validate everything, then create the run (and its session) in one step.
 
@@ -145,6 +150,7 @@ class Runtime:
         if spec is None:
             raise PipelineNotFound(f"no pipeline named {pipeline!r}")
         stored_input = spec.validate_input(input)
+        await self.webhooks.check(webhook)  # before anything is created or counted
         if self._creation_rate is not None:
             await self._creation_rate.admit(owner)  # only requests that would create a run count
         run = Run(
@@ -158,6 +164,7 @@ class Runtime:
             metadata=metadata or {},
             timeout_s=_effective_timeout(timeout_s, spec.timeout_s),
             max_attempts=spec.retries + 1,
+            webhook=webhook,
         )
         if session_id is None:
             session = Session(run.session_id, owner, created, created)

@@ -61,6 +61,11 @@ class RunRequest(_Body):
     metadata: Metadata | None = None
     timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
     multitask: Multitask = Multitask.ENQUEUE
+    webhook: str | None = Field(
+        None,
+        max_length=2048,
+        description="http(s) URL to POST the run's final snapshot to once it finishes, signed (Runyard-Signature)",
+    )
 
     _metadata = field_validator("metadata")(_check_metadata)
     _input = field_validator("input")(_check_input)

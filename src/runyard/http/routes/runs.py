@@ -56,6 +56,7 @@ async def _create(request: Request, body: RunRequest, idempotency_key: str | Non
         timeout_s=body.timeout_s,
         multitask=body.multitask,
         idempotency=None if idempotency_key is None else Idempotency.of(idempotency_key, fields),
+        webhook=body.webhook,
     )
 
 
