@@ -126,6 +126,7 @@ async def test_migrations_are_recorded_and_idempotent(store: PostgresStore, post
         "idempotency_keys",
         "runyard_schema_version",
         "workers",
+        "webhook_outbox",
     }
 
 

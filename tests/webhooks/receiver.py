@@ -25,11 +25,12 @@ class Received:
 
 
 class Receiver:
-    def __init__(self, port: int | None = None, *, failures: int = 0, hold_s: float = 0.0) -> None:
+    def __init__(self, port: int | None = None, *, failures: int = 0, hold_s: float = 0.0, answer: int = 204) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.failures = failures
         self.hold_s = hold_s  # how long each request is held before its answer
+        self.answer = answer  # the status of the answers that are not failures
         self.requests = 0  # every request, failed ones included
         self.delivered: list[Received] = []  # the requests answered 2xx
         self.overlaps: list[str] = []  # run ids delivered twice at the same moment
@@ -48,12 +49,12 @@ class Receiver:
         time.sleep(self.hold_s)
         with self._changed:
             self._in_flight[run_id] -= 1
-            if not fail:
+            if not fail and self.answer < 300:
                 self.delivered.append(
                     Received(run_id, body, handler.headers.get("Runyard-Signature"), handler.headers.get("Host"))
                 )
             self._changed.notify_all()
-        return 503 if fail else 204
+        return 503 if fail else self.answer
 
     def wait_for(self, delivered: int, timeout_s: float = 30) -> list[Received]:
         with self._changed:
@@ -75,6 +76,7 @@ class Receiver:
                 status = receiver.handle(self)
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
+                self.send_header("Location", receiver.url)  # followed, a 3xx would come back here
                 self.end_headers()
 
             def log_message(self, format: str, *args: Any) -> None:
