@@ -20,6 +20,7 @@ PROTOCOLS = [
     base.EventStore,
     base.Journal,
     base.Retention,
+    base.WebhookOutbox,
 ]
 STORE = Path(base.__file__).parent
 

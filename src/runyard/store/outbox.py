@@ -32,9 +32,10 @@ class WebhookOutbox(Protocol):
 
     @abstractmethod
     async def claim_deliveries(self, at: float, lease_until: float, limit: int) -> list[Delivery]:
-        """Up to ``limit`` deliveries due at ``at``, soonest due first, each leased
-        until ``lease_until``: no other claim gets it before then (a crashed
-        claimer's delivery is due again once its lease ends). Each claim counts an attempt."""
+        """Up to ``limit`` deliveries due at ``at``, soonest due first, each leased until ``lease_until``.
+
+        No other claim gets a leased delivery before its lease ends (then a
+        crashed claimer's delivery is due again). Each claim counts an attempt."""
 
     @abstractmethod
     async def finish_delivery(self, delivery: Delivery) -> bool:
