@@ -31,7 +31,8 @@ from runyard.webhooks.signing import RUN_ID_HEADER, SIGNATURE_HEADER, sign
 
 log = logging.getLogger("runyard.webhooks")
 
-BATCH = 64  # deliveries claimed (and tried at once) per round
+CONCURRENCY = 64  # delivery attempts at once in one process
+CLAIM_AT_LEAST = CONCURRENCY // 4  # slots freed before the next claim, while attempts are in flight
 LEASE_S = 3 * sender.TIMEOUT_S  # longer than an attempt (resolution, connection, answer) ever takes
 POLL_S = 1.0  # how often an idle process looks for due deliveries
 RETRY = Backoff(first_s=1.0, max_s=600.0)
@@ -57,7 +58,7 @@ class Webhooks:
 
     async def start(self) -> None:
         if self.settings.executes_runs and self._task is None:
-            self._task = asyncio.create_task(self._deliver_forever(), name="runyard-webhooks")
+            self._task = asyncio.create_task(self.deliver_forever(), name="runyard-webhooks")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -66,30 +67,57 @@ class Webhooks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _deliver_forever(self) -> None:
+    async def deliver_forever(self) -> None:
+        """Deliver what is due, up to ``CONCURRENCY`` attempts at once, until cancelled.
+
+        A window, not rounds: slots freed by attempts take the next due
+        deliveries, so a slow receiver holds up only its own slot."""
         failures = 0
-        async with sender.client() as http:
-            while True:
-                try:
-                    claimed = await self.deliver_due(http)
-                    failures = 0
-                except StoreError as exc:
-                    failures += 1
-                    log.warning("webhook outbox unavailable, retrying: %s", exc)
-                    await asyncio.sleep(STORE_DOWN.delay(failures))
-                    continue
-                if not claimed:
-                    await asyncio.sleep(POLL_S)
+        in_flight: set[asyncio.Task[None]] = set()
+        try:
+            async with sender.Pool() as pool:
+                while True:
+                    free = CONCURRENCY - len(in_flight)
+                    if in_flight and free < CLAIM_AT_LEAST:  # a claim is a write: not one per slot freed
+                        await asyncio.wait(in_flight, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                        continue
+                    try:
+                        claimed = await self._claim(free)
+                        failures = 0
+                    except StoreError as exc:
+                        failures += 1
+                        log.warning("webhook outbox unavailable, retrying: %s", exc)
+                        await asyncio.sleep(STORE_DOWN.delay(failures))
+                        continue
+                    for delivery in claimed:
+                        task = asyncio.create_task(self._attempt_recorded(pool.client(), delivery))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                    if len(claimed) == free:
+                        continue  # more may be due
+                    if in_flight:
+                        await asyncio.wait(in_flight, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+                    else:
+                        await asyncio.sleep(POLL_S)
+        finally:
+            for task in in_flight:
+                task.cancel()  # tried again once its lease ends
 
     async def deliver_due(self, http: httpx.AsyncClient) -> int:
-        """Claim the deliveries due now and try each once, at once; how many were claimed."""
-        at = time.time()
-        claimed = await self.store.claim_deliveries(at, at + LEASE_S, BATCH)
-        results = await asyncio.gather(*(self._attempt(http, d) for d in claimed), return_exceptions=True)
-        for delivery, result in zip(claimed, results, strict=True):
-            if isinstance(result, Exception):  # the store failed to record it: tried again after its lease
-                log.warning("webhook delivery of %s not recorded: %s", delivery.run_id, result)
+        """One round: claim what is due now (up to ``CONCURRENCY``) and try each once; how many were claimed."""
+        claimed = await self._claim(CONCURRENCY)
+        await asyncio.gather(*(self._attempt_recorded(http, delivery) for delivery in claimed))
         return len(claimed)
+
+    async def _claim(self, limit: int) -> list[Delivery]:
+        at = time.time()
+        return await self.store.claim_deliveries(at, at + LEASE_S, limit)
+
+    async def _attempt_recorded(self, http: httpx.AsyncClient, delivery: Delivery) -> None:
+        try:
+            await self._attempt(http, delivery)
+        except StoreError as exc:  # the store failed to record it: tried again once its lease ends
+            log.warning("webhook delivery of %s not recorded: %s", delivery.run_id, exc)
 
     async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery) -> None:
         run = await self.store.get_run(delivery.run_id)
