@@ -4,11 +4,13 @@ receivers listen on 127.0.0.1 only, allowed with RUNYARD_WEBHOOK_ALLOW_HOSTS."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
 
+from runyard.client import APIError, AsyncClient, Client
 from runyard.webhooks import verify_signature
 from tests.http.conftest import NewClient, Serve
 from tests.http.helpers import assert_error, wait_finished
@@ -46,6 +48,24 @@ def test_a_receiver_that_fails_twice_gets_the_final_snapshot_signed_on_the_third
     assert delivered(allowed, "delivered") - before["delivered"] == 1
     assert delivered(allowed, "failed") - before["failed"] == 2
     assert delivery.host == f"127.0.0.1:{receiver.port}"
+
+
+def test_the_python_clients_pass_the_webhook(serve: Serve) -> None:
+    url = serve(webhook_secret=SECRET, webhook_allow_hosts="127.0.0.1")
+    with Receiver().running() as receiver:
+        with Client(url, client_id="hooked") as client:
+            sync_run = client.create("nap", {"seconds": 0}, webhook=receiver.url)
+            with pytest.raises(APIError) as refused:
+                client.create("nap", {"seconds": 0}, webhook="http://10.0.0.1/hook")
+        assert refused.value.code == "invalid_webhook"
+
+        async def create() -> dict[str, object]:
+            async with AsyncClient(url, client_id="hooked") as client:
+                return await client.create("nap", {"seconds": 0}, webhook=receiver.url)
+
+        async_run = asyncio.run(create())
+        deliveries = receiver.wait_for(2)
+    assert sorted(d.run_id for d in deliveries) == sorted([sync_run["run_id"], async_run["run_id"]])
 
 
 @pytest.mark.parametrize("path", ["/v1/runs", "/v1/runs/wait"])

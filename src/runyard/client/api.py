@@ -63,9 +63,16 @@ def _create_request(
     timeout_s: float | None,
     multitask: str | None,
     idempotency_key: str | None,
+    webhook: str | None = None,
 ) -> _Request:
     body: dict[str, Any] = {"pipeline": pipeline, "input": input}
-    extra = {"session_id": session_id, "metadata": metadata, "timeout_s": timeout_s, "multitask": multitask}
+    extra = {
+        "session_id": session_id,
+        "metadata": metadata,
+        "timeout_s": timeout_s,
+        "multitask": multitask,
+        "webhook": webhook,
+    }
     body.update({key: value for key, value in extra.items() if value is not None})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     return _Request("POST", _path("runs"), body=body, headers=headers)

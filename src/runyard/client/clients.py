@@ -90,9 +90,11 @@ class AsyncClient(_Base):
         timeout_s: float | None = None,
         multitask: str | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
     ) -> dict[str, Any]:
-        """Start a run; its snapshot (status ``queued``)."""
-        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key)
+        """Start a run; its snapshot (status ``queued``). With ``webhook``, its
+        final snapshot is POSTed there once it finishes (``runyard.webhooks``)."""
+        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, webhook)
         return _object(await self._call(_create_request(*args)))
 
     async def snapshot(self, run_id: str) -> dict[str, Any]:
@@ -202,9 +204,11 @@ class Client(_Base):
         timeout_s: float | None = None,
         multitask: str | None = None,
         idempotency_key: str | None = None,
+        webhook: str | None = None,
     ) -> dict[str, Any]:
-        """Start a run; its snapshot (status ``queued``)."""
-        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key)
+        """Start a run; its snapshot (status ``queued``). With ``webhook``, its
+        final snapshot is POSTed there once it finishes (``runyard.webhooks``)."""
+        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, webhook)
         return _object(self._call(_create_request(*args)))
 
     def snapshot(self, run_id: str) -> dict[str, Any]:
