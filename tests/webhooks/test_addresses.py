@@ -53,6 +53,9 @@ def test_public_addresses_are_not(address: str) -> None:
         "http://user:pw@127.0.0.1/hook",
         "http://127.0.0.1:99999/hook",
         "https://" + "a" * 2100 + ".com/",
+        "http://bad\x00host/hook",
+        "http://" + "a" * 70 + ".example/hook",  # a label longer than DNS allows
+        "http://[::1/hook",
     ],
 )
 async def test_urls_runyard_does_not_call_are_refused_even_when_allowed(url: str) -> None:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from runyard.errors import InvalidWebhook
 
 MAX_URL_LENGTH = 2048
+RESOLVE_TIMEOUT_S = 10.0
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -83,8 +84,11 @@ async def resolve(url: str, allowed_hosts: Collection[str]) -> Target:
     call; ``InvalidWebhook`` otherwise (nothing is connected to)."""
     scheme, host, port = parse(url)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
+        async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise InvalidWebhook(f"webhook host {host!r} did not resolve within {RESOLVE_TIMEOUT_S:g} s") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the host; UnicodeError: a label IDNA refuses
         raise InvalidWebhook(f"webhook host {host!r} does not resolve: {exc}") from None
     addresses = [ipaddress.ip_address(str(info[4][0]).partition("%")[0]) for info in infos]
     if not addresses:

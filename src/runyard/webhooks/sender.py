@@ -2,12 +2,13 @@
 
 Connects to ``Target.address`` (checked just before) with the URL's own host in
 ``Host`` and in TLS (SNI and certificate check, ``sni_hostname``); follows no
-redirect, reads at most ``MAX_RESPONSE_BYTES`` of the answer, and gives up after
-``TIMEOUT_S``. No proxy from the environment: the address checked is the one
-connected to."""
+redirect, reads at most ``MAX_RESPONSE_BYTES`` of the answer, and gives up
+``TIMEOUT_S`` after it began (connection and answer together). No proxy from
+the environment: the address checked is the one connected to."""
 
 from __future__ import annotations
 
+import asyncio
 from enum import StrEnum
 
 import httpx
@@ -69,12 +70,13 @@ async def post(http: httpx.AsyncClient, target: Target, body: bytes, headers: di
         extensions={"sni_hostname": target.host},
     )
     try:
-        response = await http.send(request, stream=True)
-        try:
-            await _read_some(response)
-        finally:
-            await response.aclose()
-    except httpx.TimeoutException:
+        async with asyncio.timeout(TIMEOUT_S):  # the whole attempt: httpx's timeouts are per operation
+            response = await http.send(request, stream=True)
+            try:
+                await _read_some(response)
+            finally:
+                await response.aclose()
+    except (httpx.TimeoutException, TimeoutError):
         return Result.TIMEOUT, f"no answer within {TIMEOUT_S:g} s"
     except httpx.HTTPError as exc:
         return Result.FAILED, f"{type(exc).__name__}: {exc}"
