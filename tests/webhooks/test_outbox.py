@@ -103,3 +103,17 @@ async def test_a_delivered_run_is_delivered_once(http: httpx.AsyncClient) -> Non
         assert await hooks.deliver_due(http) == 1
         assert await hooks.deliver_due(http) == 0
         assert [d.run_id for d in receiver.delivered] == [run_id]
+
+
+async def test_a_receiver_slower_than_the_timeout_is_a_timeout_tried_again(
+    http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sender, "TIMEOUT_S", 0.2)  # 10 s in production
+    store = MemoryStore()
+    with Receiver(hold_s=1.0).running() as receiver:
+        await finished_with_hook(store, receiver.url)
+        timeouts = counted("timeout")
+        await webhooks(store).deliver_due(http)
+        assert receiver.requests == 1
+    assert counted("timeout") == timeouts + 1
+    assert len(await store.claim_deliveries(LATER, LATER + 60, 10)) == 1
