@@ -88,6 +88,16 @@ def test_a_streamed_run_is_delivered_once_it_is_cancelled(allowed: httpx.Client)
     assert delivery.run_id == run_id and json.loads(delivery.body)["status"] == "cancelled"
 
 
+def test_a_question_that_times_out_delivers_its_run(allowed: httpx.Client) -> None:
+    with Receiver().running() as receiver:
+        created = allowed.post("/v1/runs", json={"pipeline": "impatient", "input": 0.2, "webhook": receiver.url})
+        assert created.status_code == 201, created.text
+        (delivery,) = receiver.wait_for(1)
+    final = json.loads(delivery.body)
+    assert delivery.run_id == created.json()["run_id"]
+    assert final["status"] == "timed_out" and final["error"]["code"] == "timed_out"
+
+
 def test_deleting_a_session_delivers_the_runs_it_cancels(allowed: httpx.Client) -> None:
     with Receiver().running() as receiver:
         first = allowed.post("/v1/runs", json={"pipeline": "nap", "input": {"seconds": 30}, "webhook": receiver.url})
