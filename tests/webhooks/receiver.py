@@ -46,6 +46,7 @@ class Receiver:
             self._in_flight[run_id] += 1
             if self._in_flight[run_id] > 1:
                 self.overlaps.append(run_id)
+            self._changed.notify_all()  # a request arrived (``wait_for_requests``)
         time.sleep(self.hold_s)
         with self._changed:
             self._in_flight[run_id] -= 1

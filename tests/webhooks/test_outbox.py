@@ -4,6 +4,7 @@ changed since the run was created, and when retries run out."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -117,3 +118,15 @@ async def test_a_receiver_slower_than_the_timeout_is_a_timeout_tried_again(
         assert receiver.requests == 1
     assert counted("timeout") == timeouts + 1
     assert len(await store.claim_deliveries(LATER, LATER + 60, 10)) == 1
+
+
+async def test_stopping_lets_an_attempt_under_way_finish() -> None:
+    store = MemoryStore()
+    with Receiver(hold_s=0.5).running() as receiver:
+        run_id = await finished_with_hook(store, receiver.url)
+        hooks = webhooks(store, drain_s=5)
+        await hooks.start()
+        await asyncio.to_thread(receiver.wait_for_requests, 1)
+        await hooks.stop()  # while the receiver still holds the request
+        assert [d.run_id for d in receiver.delivered] == [run_id]
+    assert await store.claim_deliveries(LATER, LATER + 60, 10) == []  # delivered, not owed again

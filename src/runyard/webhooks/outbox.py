@@ -63,7 +63,7 @@ class Webhooks:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()  # an attempt cut short is tried again once its lease ends
+            task.cancel()  # claims no more; attempts under way finish first (``deliver_forever``)
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -74,8 +74,8 @@ class Webhooks:
         deliveries, so a slow receiver holds up only its own slot."""
         failures = 0
         in_flight: set[asyncio.Task[None]] = set()
-        try:
-            async with sender.Pool() as pool:
+        async with sender.Pool() as pool:
+            try:
                 while True:
                     free = CONCURRENCY - len(in_flight)
                     if in_flight and free < CLAIM_AT_LEAST:  # a claim is a write: not one per slot freed
@@ -99,9 +99,13 @@ class Webhooks:
                         await asyncio.wait(in_flight, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
                     else:
                         await asyncio.sleep(POLL_S)
-        finally:
-            for task in in_flight:
-                task.cancel()  # tried again once its lease ends
+            finally:
+                # stopping: attempts under way may finish (up to RUNYARD_DRAIN_S), since
+                # one cut after its POST would be sent again once its lease ends
+                if in_flight:
+                    await asyncio.wait(set(in_flight), timeout=self.settings.drain_s)
+                for task in in_flight:
+                    task.cancel()
 
     async def deliver_due(self, http: httpx.AsyncClient) -> int:
         """One round: claim what is due now (up to ``CONCURRENCY``) and try each once; how many were claimed."""
