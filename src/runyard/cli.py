@@ -3,7 +3,7 @@
     runyard demo [--host H] [--port P] [--<setting> V ...]
     runyard serve APP [--role all|api|worker] [--<setting> V ...]
     runyard worker APP [--<setting> V ...]
-    runyard run PIPELINE --input JSON [--url U] [--session S] [--client-id C]
+    runyard run PIPELINE --input JSON [--url U] [--session S] [--webhook URL] [--client-id C]
     runyard tail RUN_ID [--url U] [--after N]
     runyard tail --session ID [--url U] [--after CURSOR]
     runyard answer RUN_ID --value JSON [--ask-id A] [--url U]
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--input", required=True, metavar="JSON", help="the run's input as JSON, @FILE to read a file, - for stdin"
     )
     run.add_argument("--session", metavar="S", help="run in this session (default: a new one)")
+    run.add_argument("--webhook", metavar="URL", help="POST the run's final snapshot there once it finishes")
     _add_server_flags(run)
 
     tail = _command(commands, "tail", cmd_tail_any, "follow a run's (or a session's) stream, resuming after drops")

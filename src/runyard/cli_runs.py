@@ -45,7 +45,7 @@ async def _run(args: argparse.Namespace, run_input: Any, started: _Started) -> i
     view = RunView(console, live=console.is_terminal)
     asker = Asker(view, sys.stdin, interactive=sys.stdin.isatty())
     async with _client(args) as client:
-        snapshot = await client.create(args.pipeline, run_input, session_id=args.session)
+        snapshot = await client.create(args.pipeline, run_input, session_id=args.session, webhook=args.webhook)
         started.run_id = run_id = snapshot["run_id"]
         view.started(snapshot)
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -84,11 +84,20 @@ class Crons:
     """The owners' crons (ownership enforced here: another owner's cron is a
     missing one) and, on workers, the scheduler that fires them."""
 
-    def __init__(self, settings: Settings, pipelines: Mapping[str, Pipeline], store: Store, broker: Broker) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pipelines: Mapping[str, Pipeline],
+        store: Store,
+        broker: Broker,
+        *,
+        check_webhook: Callable[[str | None], Awaitable[None]],
+    ) -> None:
         self._settings = settings
         self._pipelines = pipelines
         self._store = store
         self._broker = broker
+        self._check_webhook = check_webhook  # run creation's rule (``Webhooks.check``: 422 invalid_webhook)
         self._loop: asyncio.Task[None] | None = None
 
     # -- records ---------------------------------------------------------------
@@ -103,11 +112,12 @@ class Crons:
         timezone: str = "UTC",
         session_id: str | None = None,
         metadata: dict[str, Any] | None = None,
-        webhook: Any = None,
+        webhook: str | None = None,
         enabled: bool = True,
     ) -> Cron:
         """Check everything (the pipeline, the input as a run's, the schedule, the session), then store."""
         spec = self._spec(pipeline)  # what is missing first (404), then what is wrong (422)
+        await self._check_webhook(webhook)
         session_key = await self._visible_session(owner, session_id) if session_id is not None else None
         created = now()
         next_at = next_time(schedule, timezone, created)
@@ -125,9 +135,7 @@ class Crons:
             enabled=enabled,
             session_id=session_key,  # the store's key of the owner's session (``session_ids``)
             metadata=metadata or {},
-            # TODO(lead, webhooks merge): check it as run creation does (``Webhooks.check``: 422
-            # invalid_webhook) before storing, and give it to each run (``_run``: Run.webhook)
-            webhook=webhook,
+            webhook=webhook,  # given to each run it creates
         )
         await self._store.create_cron(cron)
         return cron
@@ -259,7 +267,8 @@ class Crons:
             status=RunStatus.QUEUED,
             input=cron.input,
             created_at=at,
-            metadata={**cron.metadata, "cron_id": cron.cron_id},  # TODO(lead, webhooks): webhook=cron.webhook
+            metadata={**cron.metadata, "cron_id": cron.cron_id},
+            webhook=cron.webhook if isinstance(cron.webhook, str) else None,
             timeout_s=spec.timeout_s,
             max_attempts=spec.retries + 1,
         )

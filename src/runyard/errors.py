@@ -5,6 +5,7 @@
     ├── ConfigurationError            bad store/broker URL, missing extra
     ├── StartupFailed                 a resource or the app's lifespan failed to start (resources.py)
     ├── InvalidRequest (422)          body of the wrong shape, bad pipeline input
+    │   └── InvalidWebhook            a webhook URL runyard will not call (scheme, address, no secret)
     ├── InvalidCursor (400)           ``after`` / ``Last-Event-ID`` not a non-negative integer
     ├── InvalidQuery (400)            a query parameter no listing knows what to do with
     ├── NotFound (404)
@@ -68,6 +69,10 @@ class StartupFailed(RunyardError):
 class InvalidRequest(RunyardError):
     code = "invalid_request"
     status = 422
+
+
+class InvalidWebhook(InvalidRequest):
+    code = "invalid_webhook"
 
 
 class InvalidCursor(RunyardError):

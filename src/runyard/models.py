@@ -180,6 +180,7 @@ class Run:
     waiting: Wait | None = None
     executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
     scheduled_for: float | None = None  # ``after_s``: no worker claims the run before this time
+    webhook: str | None = None  # where its final snapshot is POSTed once it finishes (``runyard.webhooks``)
 
     def due(self, at: float) -> bool:
         """Whether a worker may claim it at ``at`` (one created with ``after_s`` only from its time)."""

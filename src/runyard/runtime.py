@@ -68,6 +68,7 @@ from runyard.settings import Settings
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, RunQuery, SessionEntry
 from runyard.validation import schema_errors
+from runyard.webhooks.outbox import Webhooks
 
 log = logging.getLogger("runyard.runtime")
 
@@ -110,7 +111,8 @@ class Runtime:
         self.longterm = LongTerm(self.store, store_embed)  # /v1/store and ctx.store
         self.engine = Engine(settings, pipelines, limits, resources, self.store, self.broker, self.longterm)
         self.events = self.engine.events
-        self.crons = Crons(settings, pipelines, self.store, self.broker)  # issue 13: scheduled runs
+        self.webhooks = Webhooks(settings, self.store)  # delivers the outbox on workers
+        self.crons = Crons(settings, pipelines, self.store, self.broker, check_webhook=self.webhooks.check)
         self.sessions = Sessions(self.store, settings, self._announce)
         self._creation_rate = CreationRate(settings.rate_limit, settings.broker) if settings.rate_limit else None
 
@@ -121,12 +123,14 @@ class Runtime:
         await self.events.start()
         await self.engine.start()
         await self.crons.start()
+        await self.webhooks.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.crons.stop()  # creates no run once the engine drains
+        await self.webhooks.stop()
         await self.engine.stop()  # draining runs still reach their resources: they close after this
         await self.limits.close()  # after the drain: no run holds a permit any more
         await self.events.stop()
@@ -147,6 +151,7 @@ class Runtime:
         multitask: Multitask = Multitask.ENQUEUE,
         idempotency: Idempotency | None = None,
         after_s: float | None = None,
+        webhook: str | None = None,
     ) -> Run:
         """Validate everything, then create the run (and its session) in one step.
 
@@ -164,6 +169,7 @@ class Runtime:
         if spec is None:
             raise PipelineNotFound(f"no pipeline named {pipeline!r}")
         stored_input = spec.validate_input(input)
+        await self.webhooks.check(webhook)  # before anything is created or counted
         if self._creation_rate is not None:
             await self._creation_rate.admit(owner)  # only requests that would create a run count
         run = Run(
@@ -178,6 +184,7 @@ class Runtime:
             timeout_s=_effective_timeout(timeout_s, spec.timeout_s),
             max_attempts=spec.retries + 1,
             scheduled_for=None if after_s is None else created + after_s,
+            webhook=webhook,
         )
         if session_id is None:
             session = Session(run.session_id, owner, created, created)

@@ -95,6 +95,17 @@ class Settings(BaseSettings):
     quota_runs: int | None = Field(
         None, ge=0, description="Runs each owner may ever create (429 quota_exceeded above), exactly, across processes"
     )
+    webhook_secret: str | None = Field(
+        None,
+        description="Key of the HMAC-SHA256 signature on every webhook delivery; without it, a run with a"
+        " webhook is refused (422 invalid_webhook)",
+    )
+    webhook_retry_s: float = Field(
+        3600, gt=0, description="How long a webhook delivery is retried (with backoff) after its run finished"
+    )
+    webhook_allow_hosts: str = Field(
+        "", description="Comma-separated webhook hosts allowed even though they resolve to a private or local address"
+    )
     log_level: str = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
     llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint for the chat demo")
@@ -156,6 +167,10 @@ class Settings(BaseSettings):
     @property
     def admin_subject_set(self) -> frozenset[str]:
         return frozenset(_items(self.admin_subjects))
+
+    @property
+    def webhook_allowed_hosts(self) -> frozenset[str]:
+        return frozenset(host.lower().strip("[]") for host in _items(self.webhook_allow_hosts))
 
 
 SECRET_PARAMETERS = frozenset({"password", "passwd"})

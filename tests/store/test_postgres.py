@@ -129,6 +129,7 @@ async def test_migrations_are_recorded_and_idempotent(store: PostgresStore, post
         "items",  # issue 13: the long-term store
         "crons",  # issue 13: crons
         "session_streams",
+        "webhook_outbox",
     }
 
 

@@ -24,6 +24,7 @@ PROTOCOLS = [
     base.Retention,
     base.ItemStore,  # issue 13: the long-term store (store/items.py)
     base.CronStore,  # issue 13: crons (store/crons.py)
+    base.WebhookOutbox,
 ]
 STORE = Path(base.__file__).parent
 

@@ -65,6 +65,7 @@ def _create_request(
     multitask: str | None,
     idempotency_key: str | None,
     after_s: float | None = None,
+    webhook: str | None = None,
 ) -> _Request:
     body: dict[str, Any] = {"pipeline": pipeline, "input": input}
     extra = {
@@ -73,6 +74,7 @@ def _create_request(
         "timeout_s": timeout_s,
         "multitask": multitask,
         "after_s": after_s,
+        "webhook": webhook,
     }
     body.update({key: value for key, value in extra.items() if value is not None})
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None

@@ -67,9 +67,11 @@ class AsyncClient(_Base):
         idempotency_key: str | None = None,
         *,
         after_s: float | None = None,
+        webhook: str | None = None,
     ) -> dict[str, Any]:
-        """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much later)."""
-        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s)
+        """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much
+        later). With ``webhook``, its final snapshot is POSTed there once it finishes (``runyard.webhooks``)."""
+        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s, webhook)
         return _object(await self._call(_create_request(*args)))
 
     async def snapshot(self, run_id: str) -> dict[str, Any]:

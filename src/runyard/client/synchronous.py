@@ -64,9 +64,11 @@ class Client(_Base):
         idempotency_key: str | None = None,
         *,
         after_s: float | None = None,
+        webhook: str | None = None,
     ) -> dict[str, Any]:
-        """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much later)."""
-        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s)
+        """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much
+        later). With ``webhook``, its final snapshot is POSTed there once it finishes (``runyard.webhooks``)."""
+        args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s, webhook)
         return _object(self._call(_create_request(*args)))
 
     def snapshot(self, run_id: str) -> dict[str, Any]:

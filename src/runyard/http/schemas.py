@@ -68,6 +68,11 @@ class RunRequest(_Body):
     after_s: float | None = Field(
         None, ge=0, le=MAX_AFTER_S, description="Schedule the run: no worker claims it before this many seconds"
     )
+    webhook: str | None = Field(
+        None,
+        max_length=2048,
+        description="http(s) URL to POST the run's final snapshot to once it finishes, signed (Runyard-Signature)",
+    )
 
     _metadata = field_validator("metadata")(_check_metadata)
     _input = field_validator("input")(_check_input)

@@ -49,6 +49,12 @@ STORE_WRITE_SECONDS = Histogram(
 LIMIT_WAIT_SECONDS = Histogram("runyard_limit_wait_seconds", "Wait for a limit's permit", ["limit"], registry=REGISTRY)
 LIMIT_IN_FLIGHT = Gauge("runyard_limit_in_flight", "Permits held", ["limit"], registry=REGISTRY)
 BREAKER_OPEN = Gauge("runyard_breaker_open", "1 while a limit's breaker is open", ["limit"], registry=REGISTRY)
+WEBHOOK_DELIVERIES_TOTAL = Counter(
+    "runyard_webhook_deliveries_total",
+    "Webhook delivery attempts, by result (delivered, failed, timeout, refused, gone, gave_up)",
+    ["result"],
+    registry=REGISTRY,
+)
 HTTP_REQUESTS_TOTAL = Counter(
     "runyard_http_requests_total", "HTTP requests answered", ["route", "status"], registry=REGISTRY
 )

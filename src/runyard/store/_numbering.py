@@ -52,6 +52,8 @@ class RunState:
     lease_expires_at: float | None = None
     stored_bytes: int = 0  # what its events weigh (``event_size``), every attempt counted
     waiting: Wait | None = None
+    webhook: str | None = None  # the run's webhook URL: its end queues a delivery (``finished_webhooks``)
+    ended: bool = False  # the batch finished it
     appended: bool = False  # the batch numbered events of it
     updates: list[RunUpdate] = field(default_factory=list)  # the batch's accepted updates, in order
     session: str | None = None  # the run's ``session_channel``, which its events carry to the session's followers
@@ -101,8 +103,10 @@ def number(
         run.last_seq += len(events)
         run.appended = run.appended or bool(events)
         if update is not None:
+            was_finished = run.status.finished
             run.updates.append(update)
             apply_update(run, update, only=NUMBERED)  # what later groups of the batch must see
+            run.ended = run.ended or (run.status.finished and not was_finished)
         numbered.extend(events)
         results.append(events)
     return results, numbered
@@ -135,6 +139,15 @@ def recorded_steps(groups: Sequence[AppendGroup], results: Sequence[AppendResult
         for group, result in zip(groups, results, strict=True)
         if group.step is not None and isinstance(result, list)
     ]
+
+
+def finished_webhooks(runs: Mapping[str, RunState]) -> list[tuple[str, str]]:
+    """The ``(run id, webhook URL)`` of the runs with a webhook that this batch
+    finished: a backend inserts their outbox rows (``runyard.webhooks``) in the
+    batch's transaction, so a run is never finished without its delivery queued.
+    Every terminal status passes here (the engine's end, a store cancel, a
+    session's deletion, an ask's timeout), and a run finishes only once."""
+    return [(run_id, run.webhook) for run_id, run in runs.items() if run.ended and run.webhook is not None]
 
 
 def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_until: float) -> AppendGroup:

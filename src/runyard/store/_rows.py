@@ -46,6 +46,7 @@ RUN_FIELDS: tuple[str, ...] = (
     "waiting",
     "executed_s",
     "scheduled_for",
+    "webhook",
 )
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 SESSION_FIELDS: tuple[str, ...] = ("session_id", "owner", "created_at", "last_activity", "metadata", "deleted")
@@ -146,6 +147,7 @@ def run_row(run: Run, *, last_seq: bool = True) -> tuple[Any, ...]:
         dump_wait(run.waiting),
         run.executed_s,
         run.scheduled_for,
+        run.webhook,
     )
     return (*head, run.last_seq, *tail) if last_seq else head + tail
 
@@ -175,6 +177,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
         waiting=load_wait(row[18]),
         executed_s=row[19],
         scheduled_for=row[20],
+        webhook=row[21],
     )
 
 

@@ -46,6 +46,7 @@ from runyard.store.crons import CronStore  # issue 13: crons
 from runyard.store.directory import SessionDirectory
 from runyard.store.items import ItemStore
 from runyard.store.journal import Journal
+from runyard.store.outbox import WebhookOutbox
 from runyard.store.session_streams import SessionStreams
 
 
@@ -366,7 +367,9 @@ class Retention(Protocol):
         """Forget the idempotency keys of creations before ``before``; return how many."""
 
 
-class WorkerStore(RunQueue, EventStore, Journal, SessionStore, Retention, ItemStore, CronStore, Protocol):
+class WorkerStore(
+    RunQueue, EventStore, Journal, SessionStore, Retention, ItemStore, CronStore, WebhookOutbox, Protocol
+):
     """What a worker's ``Engine`` needs: the queue, the event log it builds, the
     journal its runs replay, its runs' sessions (a run's end is its session's
     activity, and its context reads their memory) and retention."""
@@ -385,6 +388,8 @@ class Store(
     ItemStore,
     CronStore,
     SessionStreams,
+    WebhookOutbox,
 ):
     """Every protocol above (and those of ``journal.py``, ``items.py``, ``crons.py``,
-    ``directory.py``, ``session_streams.py``), which each backend implements (``store_from_url``)."""
+    ``directory.py``, ``session_streams.py``, ``outbox.py``), which each backend
+    implements (``store_from_url``)."""

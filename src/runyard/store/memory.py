@@ -45,11 +45,14 @@ from runyard.store.journal import Replay
 from runyard.store.memory_crons import MemoryCrons
 from runyard.store.memory_directory import MemorySessionDirectory
 from runyard.store.memory_items import ItemKey, MemoryItems
+from runyard.store.memory_outbox import MemoryOutbox
 from runyard.store.memory_session_streams import MemorySessionStreams
 from runyard.store.memory_workers import MemoryWorkers
 
 
-class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, MemorySessionStreams, MemoryWorkers, Store):
+class MemoryStore(
+    MemoryItems, MemoryCrons, MemorySessionDirectory, MemorySessionStreams, MemoryWorkers, MemoryOutbox, Store
+):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
     def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:
@@ -73,6 +76,7 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, MemorySessio
         self._crons: dict[str, Cron] = {}  # issue 13: crons
         self._session_logs: dict[str, list[SessionEvent]] = {}  # session key -> its stream, by cursor
         self._appended = 0  # events appended ever: the cursor of the latest one in its session's stream
+        self._outbox = {}  # run id -> its webhook delivery owed, when due (``MemoryOutbox``)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -326,6 +330,7 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, MemorySessio
                 run.lease_expires_at,
                 self._stored_bytes.get(run_id, 0),
                 run.waiting,
+                run.webhook,
             )
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
@@ -344,6 +349,7 @@ class MemoryStore(MemoryItems, MemoryCrons, MemorySessionDirectory, MemorySessio
                 self._marks[group.run_id] = marks[-1]
         for run_id, step in recorded_steps(groups, results):
             self._steps.setdefault(run_id, {}).setdefault((step.name, step.n), step)
+        self._queue_deliveries(states)  # in the same step as the statuses: nothing awaits between
         for run_id, state in states.items():
             run = self._runs[run_id]
             run.last_seq = state.last_seq

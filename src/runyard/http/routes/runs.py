@@ -57,6 +57,7 @@ async def _create(request: Request, body: RunRequest, idempotency_key: str | Non
         multitask=body.multitask,
         after_s=body.after_s,
         idempotency=None if idempotency_key is None else Idempotency.of(idempotency_key, fields),
+        webhook=body.webhook,
     )
 
 

@@ -6,6 +6,7 @@ cancelled, writes never left in doubt, the lifecycle and migrations):
 ``admissions.py``, ``runs.py`` (records and the queue), ``sessions.py``,
 ``events.py`` (gap-free numbering under the runs' row locks), ``journal.py``
 (steps and waits), ``retention.py``, ``items.py`` (the long-term store);
+(steps and waits), ``retention.py``, ``outbox.py`` (webhook deliveries owed);
 ``schema.py`` holds the migrations (append-only: the position is the version) and the SQL.
 """
 
@@ -18,6 +19,7 @@ from runyard.store.postgres.crons import PostgresCrons
 from runyard.store.postgres.events import PostgresEvents
 from runyard.store.postgres.items import PostgresItems
 from runyard.store.postgres.journal import PostgresJournal
+from runyard.store.postgres.outbox import PostgresOutbox
 from runyard.store.postgres.retention import PostgresRetention
 from runyard.store.postgres.runs import PostgresRuns
 from runyard.store.postgres.schema import MIGRATIONS
@@ -37,6 +39,7 @@ class PostgresStore(
     PostgresItems,
     PostgresCrons,
     PostgresSessionStreams,
+    PostgresOutbox,
     Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""

@@ -7,8 +7,8 @@ row lock is the gap-free counter. A batch is one transaction of six round
 trips however many runs and events it holds: BEGIN, lock, number the events in
 their sessions' streams (``session_streams.py``), insert every event (one
 ``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
-when the batch carries run updates (status changes and the like), and one when
-it records steps.
+when the batch carries run updates (status changes and the like), one when
+it records steps, and one when it finishes runs with a webhook (their outbox rows).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from runyard.models import Event, session_channel
-from runyard.store._numbering import RunState, number, recorded_steps
+from runyard.models import Event, now, session_channel
+from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.postgres.connection import Connection, PostgresConnection
+from runyard.store.postgres.outbox import QUEUE_DELIVERIES
 from runyard.store.postgres.schema import (
     INSERT_EVENTS,
     INSERT_STEPS,
@@ -47,9 +48,10 @@ async def append_batch(
             lease,
             stored,
             load_wait(waiting),
+            hook,
             session=session_channel(owner, session_id),
         )
-        for run_id, status, last_seq, worker, attempt, lease, stored, waiting, owner, session_id in rows
+        for run_id, status, last_seq, worker, attempt, lease, stored, waiting, hook, owner, session_id in rows
     }
     sessions = {row[0]: (row[8], row[9]) for row in rows}
     results, events = number(groups, runs, max_run_bytes)
@@ -68,6 +70,11 @@ async def append_batch(
     if steps:
         rows = [(run_id, *step_row(step)) for run_id, step in steps]
         await conn.execute(INSERT_STEPS, *(list(column) for column in zip(*rows, strict=True)))
+    owed = finished_webhooks(runs)
+    if owed:
+        await conn.execute(
+            QUEUE_DELIVERIES, [run_id for run_id, _ in owed], [url for _, url in owed], [now()] * len(owed)
+        )
     # a run with updated columns gets its last seq with them, the others by themselves
     counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
     if counted:

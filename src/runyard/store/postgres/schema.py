@@ -175,6 +175,19 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (owner, session_id)
     )""",
     "ALTER TABLE events ADD COLUMN session_seq bigint",
+    # issue 13: webhooks
+    # a run's webhook URL, and the deliveries owed (one per finished run with a
+    # webhook, inserted by the append that finished it); due_at is when it may be
+    # claimed: a claim moves it to its lease's end, a failure to the next try
+    "ALTER TABLE runs ADD COLUMN webhook text",
+    """CREATE TABLE webhook_outbox (
+        run_id text COLLATE "C" PRIMARY KEY,
+        url text NOT NULL,
+        queued_at float8 NOT NULL,
+        due_at float8 NOT NULL,
+        attempts integer NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at)",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter
@@ -199,8 +212,8 @@ IDEMPOTENT_RUN = (
 # The batch's runs, locked in one order every process shares: no deadlock between
 # appends to overlapping runs.
 LOCK_RUNS = (
-    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes, waiting, owner, session_id"
-    " FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
+    "SELECT run_id, status, last_seq, worker_id, attempt, lease_expires_at, stored_bytes, waiting, webhook,"
+    " owner, session_id FROM runs WHERE run_id = ANY($1::text[]) ORDER BY run_id FOR UPDATE"
 )
 # The ready runs (each the oldest unfinished run of its session, of a pipeline the
 # claiming worker serves: $2), fairest first:

@@ -8,6 +8,10 @@ readers, the lifecycle): ``admissions.py``, ``runs.py`` (records and the queue),
 store), ``crons.py``; ``schema.py`` holds the migrations (append-only: the
 position is the version) and the SQL, ``file.py`` the URL and the lock that
 keeps a file to one process.
+``sessions.py``, ``events.py``, ``journal.py`` (steps and waits), ``retention.py``,
+``outbox.py`` (webhook deliveries owed); ``schema.py`` holds the
+migrations (append-only: the position is the version) and the SQL, ``file.py``
+the URL and the lock that keeps a file to one process.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from runyard.store.sqlite.events import SQLiteEvents
 from runyard.store.sqlite.file import BUSY_TIMEOUT_MS, busy_timeout_ms, database_path, refuse_if_in_use
 from runyard.store.sqlite.items import SQLiteItems
 from runyard.store.sqlite.journal import SQLiteJournal
+from runyard.store.sqlite.outbox import SQLiteOutbox
 from runyard.store.sqlite.retention import SQLiteRetention
 from runyard.store.sqlite.runs import SQLiteRuns
 from runyard.store.sqlite.schema import MIGRATIONS
@@ -38,6 +43,7 @@ class SQLiteStore(
     SQLiteCrons,
     SQLiteSessionIds,
     SQLiteSessionStreams,
+    SQLiteOutbox,
     Store,
 ):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""

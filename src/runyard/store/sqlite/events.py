@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 
 from runyard.models import Event, RunStatus, session_channel
-from runyard.store._numbering import RunState, number, recorded_steps
+from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, json_list, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
+from runyard.store.sqlite.outbox import QUEUE_DELIVERY
 from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, INSERT_STEP, LAST_SEQ, STORED_BYTES, insert_events
 
 
@@ -31,7 +33,7 @@ def append_batch(
     if missing:
         rows = db.execute(
             f"SELECT run_id, created_seq, status, {LAST_SEQ}, worker_id, attempt, lease_expires_at, {STORED_BYTES},"
-            f" waiting, owner, session_id FROM runs WHERE run_id {IN_JSON}",
+            f" waiting, webhook, owner, session_id FROM runs WHERE run_id {IN_JSON}",
             (json_list(missing),),
         )
         batch.update(
@@ -46,10 +48,11 @@ def append_batch(
                     lease,
                     stored,
                     load_wait(waiting),
+                    hook,
                     session=session_channel(owner, session_id),
                 ),
             )
-            for run_id, pk, status, seq, worker, attempt, lease, stored, waiting, owner, session_id in rows
+            for run_id, pk, status, seq, worker, attempt, lease, stored, waiting, hook, owner, session_id in rows
         )
     results, events = number(groups, batch, max_run_bytes)
     if events:
@@ -57,6 +60,10 @@ def append_batch(
     steps = recorded_steps(groups, results)
     if steps:
         db.executemany(INSERT_STEP, [(batch[run_id].key, *step_row(step)) for run_id, step in steps])
+    owed = finished_webhooks(batch)
+    if owed:
+        at = time.time()
+        db.executemany(QUEUE_DELIVERY, [(run_id, url, at, at) for run_id, url in owed])
     for run_id, run in batch.items():
         columns = update_columns(run.updates)
         if columns:
@@ -81,6 +88,7 @@ def _copy(state: RunState) -> RunState:
         state.lease_expires_at,
         state.stored_bytes,
         state.waiting,  # a Wait is frozen: shared, not copied
+        state.webhook,
         session=state.session,
     )
 

@@ -143,6 +143,19 @@ MIGRATIONS: list[str] = [
     # issue 13: session ids
     # an owner's sessions by activity: GET /v1/sessions pages through them newest first
     "CREATE INDEX sessions_owner_activity ON sessions (owner, last_activity, session_id)",
+    # issue 13: webhooks
+    # a run's webhook URL, and the deliveries owed (one per finished run with a
+    # webhook, inserted by the append that finished it); due_at is when it may be
+    # claimed: a claim moves it to its lease's end, a failure to the next try
+    "ALTER TABLE runs ADD COLUMN webhook TEXT",
+    """CREATE TABLE webhook_outbox (
+        run_id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        queued_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    "CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at)",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
