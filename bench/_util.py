@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark driver (``streams.py``) and its load client
 (``_loadgen.py``): percentiles, file-descriptor limits, free ports, starting and
-stopping a server process group, and sampling its memory and CPU with psutil.
+stopping a server process group, sampling its memory and CPU with psutil, and a
+PostgreSQL database of a benchmark's own (``postgres_database``).
 
 Nothing here talks to any host but 127.0.0.1.
 """
@@ -18,7 +19,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -209,3 +211,17 @@ class ServerProcess:
             return "\n".join(lines[-n:])
         except OSError:
             return "(no log)"
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(admin_url: str) -> AsyncIterator[str]:
+    import asyncpg  # only when a benchmark is asked to measure PostgreSQL
+
+    name = f"runyard_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -26,18 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from _util import pct, postgres_database
 
 from runyard import RunContext, RunStatus, Runyard, Settings
 
@@ -78,11 +77,6 @@ def build_app(store: str) -> Runyard:
     return app
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def measure(store: str, steps: int, replay_steps: int) -> dict[str, Any]:
     TIMINGS.clear()
     async with build_app(store).running() as rt:
@@ -104,26 +98,12 @@ async def measure(store: str, steps: int, replay_steps: int) -> dict[str, Any]:
         "store": store.split(":", 1)[0],
         "steps": steps,
         "record_p50_us": round(statistics.median(record_us), 1),
-        "record_p99_us": round(pct(record_us, 0.99), 1),
+        "record_p99_us": round(pct(record_us, 99) or 0.0, 1),
         "floor_p50_us": round(statistics.median(floor_us), 2),
         "replay_steps": len(recorded.steps),
         "replay_read_ms": round(read_s * 1e3, 2),
         "replay_pipeline_ms": round(TIMINGS["replayed"][-1] * 1e3, 2),
     }
-
-
-@contextlib.asynccontextmanager
-async def postgres_database(admin_url: str) -> AsyncIterator[str]:
-    import asyncpg
-
-    name = f"runyard_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def main() -> None:

@@ -28,12 +28,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
+
+from _util import pct, postgres_database
 
 from runyard.models import Run, RunStatus, now
 from runyard.settings import Settings
@@ -84,11 +85,6 @@ async def queue_deliveries(store: Any, runs: int, url: str) -> None:
         await store.append([cancel_group(run_id, now()) for run_id in ids[start : start + 500]])
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def measure(store_url: str, runs: int, timeout_s: float) -> dict[str, Any]:
     global RECEIVED
     RECEIVED = received = Receipts(runs)
@@ -119,23 +115,9 @@ async def measure(store_url: str, runs: int, timeout_s: float) -> dict[str, Any]
         "delivered": len(received.times),
         "seconds": round(took, 3),
         "deliveries_per_s": round(len(received.times) / took, 1) if took else None,
-        "received_p50_ms": round(pct(latencies, 0.5), 1) if latencies else None,
-        "received_p99_ms": round(pct(latencies, 0.99), 1) if latencies else None,
+        "received_p50_ms": round(pct(latencies, 50) or 0.0, 1) if latencies else None,
+        "received_p99_ms": round(pct(latencies, 99) or 0.0, 1) if latencies else None,
     }
-
-
-@contextlib.asynccontextmanager
-async def postgres_database(admin_url: str) -> AsyncIterator[str]:
-    import asyncpg
-
-    name = f"runyard_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield admin_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def main() -> None:

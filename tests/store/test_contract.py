@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -38,16 +37,6 @@ from runyard.store.base import WORKER_FORGOTTEN_S, Admission, Cancelled, LeaseRe
 T0 = 1_700_000_000.0
 SERVED = ["ticker"]  # the pipelines the claiming workers serve
 _ids = itertools.count(1)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = store_from_url(store_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def session(owner: str = "alice", *, at: float = T0, **fields: Any) -> Session:

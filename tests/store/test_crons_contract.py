@@ -10,30 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from runyard.errors import SessionNotFound
 from runyard.models import Cron, now
-from runyard.store import Store, store_from_url
+from runyard.store import Store
 from runyard.store.base import RunQuery
 from runyard.store.crons import CronFiring
 from tests.store.test_contract import SERVED, T0, created, run, session
 
 _ids = itertools.count(1)
 MINUTE = 60.0
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = store_from_url(store_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def cron(owner: str = "alice", *, next_run_at: float | None = T0 + MINUTE, **fields: Any) -> Cron:

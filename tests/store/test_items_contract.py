@@ -5,28 +5,17 @@ Runs once per URL in ``tests/conftest.py::STORE_URLS``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from runyard.store import Store, store_from_url
+from runyard.store import Store
 from runyard.store.items import Item
 from tests.conftest import STORE_URLS
 
 pytestmark = pytest.mark.parametrize("store_url", STORE_URLS, indirect=True)
 
 T0 = 1_700_000_000.0
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = store_from_url(store_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def item(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -57,16 +56,6 @@ from tests.store.test_contract import (
 RUNNING = frozenset({RunStatus.RUNNING})
 WAITING = frozenset({RunStatus.WAITING})
 HELD = Fence("w1", 1)
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = store_from_url(store_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def ask(id: str = "ask_1", *, until: float | None = None, pos: int = 3) -> Wait:

@@ -5,28 +5,17 @@ and an owner's sessions listed, newest activity first."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from runyard.errors import SessionNotFound
 from runyard.models import Message, RunStatus, Session
 from runyard.session_ids import session_key
-from runyard.store import Store, store_from_url
+from runyard.store import Store
 from runyard.store.directory import SessionQuery
 from tests.store.test_contract import ENQUEUE, T0, claimed_ids, created, finish, run
 
 TTL = 100.0
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = store_from_url(store_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def chosen(owner: str, session_id: str, *, at: float = T0, **metadata: object) -> Session:

@@ -8,23 +8,10 @@ Runs once per URL in ``tests/conftest.py::STORE_URLS``, as ``test_contract.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-
-import pytest
 
 from runyard.models import EventDraft, SessionEvent, session_channel
-from runyard.store import AppendGroup, Store, store_from_url
+from runyard.store import AppendGroup, Store
 from tests.store.test_contract import created, events, run
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = store_from_url(store_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def draft(run_id: str, type_: str) -> EventDraft:

@@ -8,13 +8,9 @@ Runs once per URL in ``tests/conftest.py::STORE_URLS``, as ``test_contract.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from runyard.models import RunStatus
 from runyard.outcome import Outcome
-from runyard.store import Store, store_from_url
+from runyard.store import Store
 from runyard.store._numbering import cancel_group, end_group
 from runyard.store.outbox import Delivery
 from tests.store.test_contract import SERVED, T0, created, events, run, session
@@ -22,16 +18,6 @@ from tests.store.test_contract import SERVED, T0, created, events, run, session
 HOOK = "https://hooks.example.com/runyard"
 RUNNING = frozenset({RunStatus.RUNNING})
 FAR = T0 + 10**9  # every delivery queued by the tests is due by then
-
-
-@pytest.fixture
-async def store(store_url: str) -> AsyncIterator[Store]:
-    store = store_from_url(store_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def running_with_hook(store: Store, session_id: str = "ses_0") -> str:
