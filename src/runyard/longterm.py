@@ -29,6 +29,7 @@ MAX_PARTS = 8
 MAX_VALUE_BYTES = 1 << 20
 MAX_KEY_CHARS = 1024
 MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000  # a page further than this is not a search anyone reads: bounded in the schema
 MAX_TTL_S = 100 * 365 * 86400.0
 
 __all__ = ["Embed", "Found", "LongTerm", "OwnerStore", "item_json"]

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from runyard.http.answers import errors
 from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
-from runyard.longterm import MAX_KEY_CHARS, MAX_LIMIT, MAX_PARTS, MAX_TTL_S, item_json
+from runyard.longterm import MAX_KEY_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_PARTS, MAX_TTL_S, item_json
 from runyard.models import ID_PATTERN
 
 router = APIRouter(
@@ -58,7 +58,7 @@ class SearchItems(_Body):
     query: str | None = Field(None, max_length=4096, description="Ranked by meaning with store_embed, else by words")
     # JSON has numbers, not integers: 10.0 is 10 (strict mode would refuse it)
     limit: int = Field(10, ge=1, le=MAX_LIMIT, strict=False)
-    offset: int = Field(0, ge=0, strict=False)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET, strict=False)
 
 
 class ListNamespaces(_Body):
