@@ -90,8 +90,12 @@ def create_http_app(app: Served) -> FastAPI:
                 "Last-Event-ID",
                 "Idempotency-Key",
                 "X-Request-ID",
+                "Mcp-Session-Id",  # MCP's Streamable HTTP transport (issue 14)
+                "MCP-Protocol-Version",
+                "Mcp-Method",
+                "Mcp-Name",
             ],
-            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID", "Mcp-Session-Id"],
         )
     http.add_middleware(JSONBodies)
     http.add_middleware(RequestMetrics)

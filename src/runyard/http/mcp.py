@@ -18,7 +18,7 @@ process that holds the session (behind a load balancer, route ``/mcp`` by the
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -67,6 +67,9 @@ def install(http: FastAPI) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(http: FastAPI, app: Served) -> AsyncIterator[None]:
     """Run a fresh session manager (one may run only once) while ``app`` serves."""
+    if not hasattr(http.state, "mcp"):  # not installed: a worker-only process
+        yield
+        return
     try:
         from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
     except ImportError:  # no extra: /mcp says how to get it
@@ -78,6 +81,9 @@ async def lifespan(http: FastAPI, app: Served) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            # before the manager cancels the calls under way: a stopping server
+            # leaves their runs alone (another process serves them), only a
+            # client's cancel cancels a run
             http.state.mcp = None
 
 
@@ -127,17 +133,25 @@ def _server(http: FastAPI, app: Served) -> Any:
         except RunyardError as exc:
             return _error_result({"code": exc.code, "message": exc.message})
         token = ctx.meta.get("progress_token") if ctx.meta else None
-        finished = await _follow(app, run, ctx, token)
+        finished = await _follow(app, run, ctx, token, serving=lambda: http.state.mcp is not None)
         if finished.status is RunStatus.SUCCEEDED:
             return _output_result(finished.output)
+        if not finished.status.finished:  # the server is stopping: the run goes on elsewhere
+            message = f"this server stopped before the run ended; follow it at /v1/runs/{run.run_id}"
+            return _error_result(
+                {"run_id": run.run_id, "status": finished.status.value, "code": "unfinished", "message": message}
+            )
         error = finished.error.to_dict() if finished.error else {"code": finished.status.value, "message": ""}
         return _error_result({"run_id": run.run_id, "status": finished.status.value, **error})
 
     return Server("runyard", version=app.title, on_list_tools=list_tools, on_call_tool=call_tool)
 
 
-async def _follow(app: Served, run: Run, ctx: ServerRequestContext[Any, Any], token: Any) -> Run:
-    """Relay the run's progress until it ends; cancelled (the client's cancel), cancel the run."""
+async def _follow(
+    app: Served, run: Run, ctx: ServerRequestContext[Any, Any], token: Any, serving: Callable[[], bool]
+) -> Run:
+    """Relay the run's progress until it ends; cancelled by the client while
+    ``serving``, cancel the run (a stopping server cancels its calls too)."""
     runtime = app.runtime
     relay = _Progress(ctx, token)
     try:
@@ -146,6 +160,8 @@ async def _follow(app: Served, run: Run, ctx: ServerRequestContext[Any, Any], to
                 for _, _, frame in batch:
                     await relay.frame(frame)
     except BaseException:
+        if not serving():
+            raise
         with anyio.CancelScope(shield=True), contextlib.suppress(RunFinished):
             await runtime.cancel_run(run.owner, run.run_id)
         raise
