@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from runyard.http import mcp
 from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
@@ -46,8 +47,8 @@ def create_http_app(app: Served) -> FastAPI:
     runtime running then)."""
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with app.running():
+    async def lifespan(http: FastAPI) -> AsyncIterator[None]:
+        async with app.running(), mcp.lifespan(http, app):  # issue 14: MCP's session manager
             yield
 
     settings = app.settings
@@ -73,6 +74,7 @@ def create_http_app(app: Served) -> FastAPI:
         http.include_router(store.router)
         http.include_router(crons.router)  # issue 13: scheduled runs
         http.include_router(session_streams.router)
+        mcp.install(http)  # issue 14: MCP at /mcp
     http.include_router(system.router)  # a worker answers probes and scrapes too
     if settings.serves_api:
         _serve_page(http)
@@ -88,8 +90,12 @@ def create_http_app(app: Served) -> FastAPI:
                 "Last-Event-ID",
                 "Idempotency-Key",
                 "X-Request-ID",
+                "Mcp-Session-Id",  # MCP's Streamable HTTP transport (issue 14)
+                "MCP-Protocol-Version",
+                "Mcp-Method",
+                "Mcp-Name",
             ],
-            expose_headers=["Location", "Retry-After", "X-Request-ID"],
+            expose_headers=["Location", "Retry-After", "X-Request-ID", "Mcp-Session-Id"],
         )
     http.add_middleware(JSONBodies)
     http.add_middleware(RequestMetrics)
