@@ -52,6 +52,11 @@ def build(**settings: Any) -> Runyard:
         await ctx.token("almost ")
         raise RuntimeError("the model is on fire")
 
+    @app.pipeline("asks", input_model=Said)
+    async def asks(ctx: RunContext, input: Said) -> Any:
+        """Waits for a person's answer (ctx.ask): it does not finish on its own."""
+        return await ctx.ask(input.message)
+
     @app.pipeline("ticket", input_model=Ticket)
     async def ticket(ctx: RunContext, input: Ticket) -> str:
         return input.title
@@ -61,7 +66,7 @@ def build(**settings: Any) -> Runyard:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve_in_thread(build()) as url:
+    with serve_in_thread(build(wait_max_s=1)) as url:
         yield url
 
 
@@ -81,7 +86,7 @@ def runs_of(server: str, client: openai.OpenAI, **query: str) -> list[dict[str, 
 def test_models_are_the_pipelines(server: str) -> None:
     client = client_of(server)
     models = client.models.list()
-    assert [model.id for model in models] == ["parrot", "quiet", "boom", "ticket"]
+    assert [model.id for model in models] == ["parrot", "quiet", "boom", "asks", "ticket"]
     assert {model.owned_by for model in models} == {"runyard"}
     assert client.models.retrieve("quiet").id == "quiet"
     with pytest.raises(openai.NotFoundError) as refused:
@@ -251,6 +256,16 @@ def test_a_run_failing_mid_stream_raises_from_the_stream(server: str) -> None:
     assert "on fire" in failed.value.message
 
 
+def test_a_run_unfinished_after_wait_max_s_is_504_and_goes_on(server: str) -> None:
+    client = client_of(server, max_retries=2)
+    with pytest.raises(openai.APIStatusError) as waited:
+        client.chat.completions.create(model="asks", messages=[{"role": "user", "content": "approve?"}])
+    assert (waited.value.status_code, waited.value.code) == (504, "run_unfinished")
+    [run] = runs_of(server, client)  # asked once: the SDK was told not to retry
+    assert run["run_id"] in waited.value.message
+    assert run["status"] == "waiting"
+
+
 # -- auth ------------------------------------------------------------------------
 
 
@@ -276,7 +291,13 @@ def test_the_api_key_is_the_bearer_token(jwt_server: str) -> None:
     assert (refused.value.code, refused.value.type) == ("unauthorized", "authentication_error")
     with pytest.raises(openai.AuthenticationError):
         sdk(jwt_server, "not-a-token").models.list()
-    assert [m.id for m in sdk(jwt_server, token("alice")).models.list()] == ["parrot", "quiet", "boom", "ticket"]
+    assert [m.id for m in sdk(jwt_server, token("alice")).models.list()] == [
+        "parrot",
+        "quiet",
+        "boom",
+        "asks",
+        "ticket",
+    ]
 
 
 def test_owners_choosing_the_same_user_get_sessions_of_their_own(jwt_server: str) -> None:
