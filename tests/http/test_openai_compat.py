@@ -16,7 +16,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from runyard import RunContext, Runyard, Settings
-from tests.support import serve_in_thread
+from tests.support import REPO, make_app, serve_in_thread
 
 SECRET = "s3cret-for-openai-tests-0123456789abcdef"
 
@@ -308,3 +308,18 @@ def test_owners_choosing_the_same_user_get_sessions_of_their_own(jwt_server: str
         headers = {"Authorization": f"Bearer {token(who)}"}
         runs = httpx.get(f"{jwt_server}/v1/runs", params={"session_id": "shared"}, headers=headers, timeout=10)
         assert len(runs.json()["runs"]) == 1
+
+
+# -- the documented snippet ------------------------------------------------------
+
+
+def test_the_python_snippet_in_docs_clients_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    docs = (REPO / "docs" / "clients.md").read_text()
+    section = docs.split("## OpenAI SDK", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with serve_in_thread(make_app(store="memory://")) as url:
+        exec(snippet.replace("http://127.0.0.1:8000", url), {})  # the demo's chat pipeline, as the page says
+    printed = capsys.readouterr().out.splitlines()
+    assert "chat" in printed[0]
+    assert "Ada" in printed[1]
+    assert "Ada" in printed[2]  # the second turn, streamed, remembers the first: one session
