@@ -14,11 +14,12 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from runyard.errors import InvalidRequest, PipelineNotFound, RunyardError
+from runyard.errors import InvalidRequest, PipelineNotFound, SessionNotFound
 from runyard.http.auth import owner_of
 from runyard.http.responses import json_response, runtime_of
 from runyard.http.routes.openai_compat.wire import (
     DONE,
+    AboutParam,
     Answer,
     ChatRequest,
     OpenAIRoute,
@@ -26,6 +27,7 @@ from runyard.http.routes.openai_compat.wire import (
     RunUnfinished,
     chunk,
     completion,
+    content_of,
     data_line,
     error_body,
     errors,
@@ -97,19 +99,13 @@ async def _create(runtime: Runtime, owner: str, body: ChatRequest) -> Run:
         raise PipelineNotFound(f"no pipeline named {body.model!r}")
     message = body.pipeline_input()
     spec.validate_input(message)
-    if body.user is not None:
-        try:
-            await runtime.sessions.create(owner, None, body.user, IfExists.DO_NOTHING)
-        except InvalidRequest as exc:
-            raise _WithParam(exc, "user") from None
-    return await runtime.create_run(owner, body.model, message, session_id=body.user)
-
-
-class _WithParam(InvalidRequest):
-    def __init__(self, exc: RunyardError, param: str) -> None:
-        super().__init__(exc.message)
-        self.code = exc.code
-        self.param = param
+    if body.user is None:
+        return await runtime.create_run(owner, body.model, message)
+    try:
+        await runtime.sessions.create(owner, None, body.user, IfExists.DO_NOTHING)
+        return await runtime.create_run(owner, body.model, message, session_id=body.user)
+    except (InvalidRequest, SessionNotFound) as exc:
+        raise AboutParam(exc, "user") from None
 
 
 async def _complete(runtime: Runtime, run: Run) -> Response:
@@ -124,8 +120,7 @@ async def _complete(runtime: Runtime, run: Run) -> Response:
             f"it goes on: GET /v1/runs/{run.run_id}"
         ) from None
     _raise_unless_succeeded(end)
-    finished = await runtime.get_run(run.owner, run.run_id)
-    return json_response(completion(finished, answer, public_session_id(run.session_id)))
+    return json_response(completion(run, answer, end.get("output"), public_session_id(run.session_id)))
 
 
 async def _gather(runtime: Runtime, run: Run, answer: Answer) -> dict[str, Any]:
@@ -167,8 +162,8 @@ async def _chunks(runtime: Runtime, run: Run, include_usage: bool) -> AsyncGener
         yield DONE
         return
     if not answer.tokens and end.get("output") is not None:
-        output = end["output"]  # a run that streamed nothing still answers: its output
-        yield chunk(run, {"content": output if isinstance(output, str) else orjson.dumps(output).decode()}, **extra)
+        # a run that streamed nothing still answers: with its output
+        yield chunk(run, {"content": content_of(answer, end["output"])}, **extra)
     yield chunk(run, {}, "stop", **extra)
     if include_usage:
         yield usage_chunk(run, answer.usage)

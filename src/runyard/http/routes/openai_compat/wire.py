@@ -129,7 +129,7 @@ def content_of(answer: Answer, output: Any) -> str:
     return "" if output is None else orjson.dumps(output).decode()
 
 
-def completion(run: Run, answer: Answer, session_id: str) -> dict[str, Any]:
+def completion(run: Run, answer: Answer, output: Any, session_id: str) -> dict[str, Any]:
     return {
         "id": run.run_id,
         "object": "chat.completion",
@@ -138,7 +138,7 @@ def completion(run: Run, answer: Answer, session_id: str) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": content_of(answer, run.output), "refusal": None},
+                "message": {"role": "assistant", "content": content_of(answer, output), "refusal": None},
                 "finish_reason": "stop",
                 "logprobs": None,
             }
@@ -219,6 +219,14 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
 
 
+class AboutParam(RunyardError):
+    """``exc`` (same code, status and message), pointing at the request field it is about."""
+
+    def __init__(self, exc: RunyardError, param: str) -> None:
+        super().__init__(exc.message)
+        self.code, self.status, self.param = exc.code, exc.status, param
+
+
 class RunFailed(RunyardError):
     """The pipeline ran and failed: its error, told the way OpenAI tells a server error."""
 
@@ -265,7 +273,7 @@ def error_answer(exc: Exception, request: Request) -> Response:
         status, body = 404, error_body(404, "model_not_found", message, "model")
     elif isinstance(exc, RunyardError):
         status, headers = exc.status, exc.headers
-        body = error_body(status, exc.code, exc.message, getattr(exc, "param", None))
+        body = error_body(status, exc.code, exc.message, exc.param if isinstance(exc, AboutParam) else None)
     else:
         assert isinstance(exc, HTTPException)
         status = exc.status_code
