@@ -91,9 +91,10 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
 
 
 async def _create(runtime: Runtime, owner: str, body: ChatRequest) -> Run:
-    """The run, in the ``user``'s session (created on first use). Everything that
-    could refuse the request is checked before that session is made: a refusal
-    leaves nothing behind."""
+    """The run, in the ``user``'s session (created on first use). The model and
+    the input are checked before that session is made, so an unknown model or a
+    bad input leaves nothing behind (a refusal by quota or rate limit may leave
+    the new session, empty, as ``POST /v1/sessions`` would have)."""
     spec = runtime.pipelines.get(body.model)
     if spec is None:
         raise PipelineNotFound(f"no pipeline named {body.model!r}")
