@@ -150,6 +150,16 @@ def test_a_streamed_completion_sends_each_token_as_a_chunk(server: str) -> None:
     assert {chunk.id for chunk in chunks} == {run["run_id"]}
 
 
+async def test_the_async_client_streams_too(server: str) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="unused")
+    stream = await client.chat.completions.create(
+        model="parrot", messages=[{"role": "user", "content": "async words"}], stream=True
+    )
+    pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices[0].delta.content]
+    assert pieces == ["async ", "words "]
+    await client.close()
+
+
 def test_the_stream_is_openais_sse_ending_with_done(server: str) -> None:
     body = {"model": "parrot", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     with httpx.stream("POST", f"{server}/v1/chat/completions", json=body, timeout=10) as answer:
