@@ -57,6 +57,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
+NO_PARENT_SPAN = "0" * 16  # in a run's stored traceparent: the run started its own trace, no span is its parent
+
+
+def new_trace() -> str:
+    """The stored trace context of a run that starts a trace of its own: a W3C
+    ``traceparent`` with a fresh trace id and no parent span (``observability.tracing``)."""
+    return f"00-{secrets.token_hex(16)}-{NO_PARENT_SPAN}-01"
+
+
 def now() -> float:
     return time.time()
 
@@ -181,6 +190,13 @@ class Run:
     executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
     scheduled_for: float | None = None  # ``after_s``: no worker claims the run before this time
     webhook: str | None = None  # where its final snapshot is POSTed once it finishes (``runyard.webhooks``)
+    # its W3C trace context (``traceparent``, then ``\ntracestate`` if any): every
+    # execution's spans join that trace. None: stored before runs had traces.
+    trace: str | None = field(default_factory=new_trace)
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.trace[3:35] if self.trace else None
 
     def due(self, at: float) -> bool:
         """Whether a worker may claim it at ``at`` (one created with ``after_s`` only from its time)."""
@@ -204,6 +220,7 @@ class Run:
             "metadata": self.metadata,
             "waiting_for": self.waiting.public() if self.waiting is not None else None,
             "scheduled_for": rfc3339(self.scheduled_for),
+            "trace_id": self.trace_id,
         }
 
 
