@@ -53,7 +53,7 @@ async def append_batch(
         )
         for run_id, status, last_seq, worker, attempt, lease, stored, waiting, hook, owner, session_id in rows
     }
-    sessions = {row[0]: (row[8], row[9]) for row in rows}
+    sessions = {run_id: (owner, session_id) for run_id, *_, owner, session_id in rows}
     results, events = number(groups, runs, max_run_bytes)
     if events:
         await conn.execute(
