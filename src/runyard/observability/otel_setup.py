@@ -75,7 +75,9 @@ def provider(processor: Any) -> Any:
     resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):  # neither names it
         resource = resource.merge(Resource({SERVICE_NAME: "runyard"}))
-    made = TracerProvider(resource=resource, id_generator=RunTraceIds())
+    # no shutdown at exit: it waits 30 s on an endpoint that does not answer; the
+    # runtime's stop flushes (``flush``, bounded) and the export thread is a daemon
+    made = TracerProvider(resource=resource, id_generator=RunTraceIds(), shutdown_on_exit=False)
     made.add_span_processor(processor)
     return made
 

@@ -1,0 +1,171 @@
+"""Traces leave a served runyard over a real socket: ``runyard serve`` in a child
+process, configured only by ``OTEL_*`` variables, exports OTLP/HTTP protobuf to
+a small receiver here that decodes each request with the official
+``opentelemetry-proto`` messages. The caller's ``traceparent`` is continued,
+spans not yet exported leave when the process stops on SIGTERM, and an
+endpoint that never answers neither slows nor fails a run."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from tests.support import ServerProcess, free_port
+
+APP = "tests.tracing.app:app"
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+OWNER = {"X-Client-Id": "tracer"}
+
+
+class Receiver:
+    """An OTLP/HTTP trace receiver on loopback: every span it was sent, with its service's name."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, Span]] = []
+        self.content_types: set[str] = set()
+        self.lock = threading.Lock()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                with receiver.lock:
+                    receiver.content_types.add(self.headers["Content-Type"])
+                    for resource_spans in request.resource_spans:
+                        service = attributes_of(resource_spans.resource.attributes)["service.name"]
+                        for scope_spans in resource_spans.scope_spans:
+                            receiver.spans.extend((service, span) for span in scope_spans.spans)
+                answer = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        return Handler
+
+    def named(self, name: str) -> list[tuple[str, Span]]:
+        with self.lock:
+            return [(service, span) for service, span in self.spans if span.name == name]
+
+
+def value_of(value: AnyValue) -> Any:
+    return getattr(value, value.WhichOneof("value") or "string_value")
+
+
+def attributes_of(pairs: Any) -> dict[str, Any]:
+    return {pair.key: value_of(pair.value) for pair in pairs}
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, str]]:
+    found = Receiver()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), found.handler())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield found, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def serving(tmp_path: Path, **otel: str) -> ServerProcess:
+    env = {"RUNYARD_STORE": f"sqlite:///{tmp_path}/runs.db", "RUNYARD_DRAIN_S": "1", **otel}
+    return ServerProcess(env, app=APP, output=tmp_path / "server.log").start()
+
+
+def finished(url: str, run_id: str, timeout_s: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        snapshot: dict[str, Any] = httpx.get(f"{url}/v1/runs/{run_id}", headers=OWNER, timeout=5).json()
+        if snapshot["status"] in ("succeeded", "failed", "cancelled", "timed_out"):
+            return snapshot
+        assert time.monotonic() < deadline, f"run {run_id} did not finish: {snapshot}"
+        time.sleep(0.05)
+
+
+def test_a_served_run_continues_the_callers_trace_and_its_spans_leave_on_sigterm(
+    receiver: tuple[Receiver, str], tmp_path: Path
+) -> None:
+    found, endpoint = receiver
+    # a minute between exports: the spans can only arrive through the flush at SIGTERM
+    server = serving(
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_SERVICE_NAME="runyard-e2e",
+        OTEL_BSP_SCHEDULE_DELAY="60000",
+    )
+    try:
+        headers = {**OWNER, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01", "tracestate": "vendor=opaque"}
+        created = httpx.post(f"{server.url}/v1/runs", json={"pipeline": "traced", "input": {}}, headers=headers)
+        assert created.status_code == 201, created.text
+        assert created.json()["trace_id"] == CALLER_TRACE
+        run_id = created.json()["run_id"]
+        assert finished(server.url, run_id)["status"] == "succeeded"
+        assert found.named("run traced") == [], "nothing is exported before the batch delay or the stop"
+    finally:
+        server.stop()
+
+    ((service, execution),) = found.named("run traced")
+    assert service == "runyard-e2e"
+    assert found.content_types == {"application/x-protobuf"}
+    assert execution.trace_id.hex() == CALLER_TRACE
+    assert execution.parent_span_id.hex() == CALLER_SPAN
+    assert execution.trace_state == "vendor=opaque"
+    ran = attributes_of(execution.attributes)
+    assert ran["runyard.run.id"] == run_id
+    assert ran["runyard.pipeline"] == "traced"
+    assert ran["gen_ai.usage.input_tokens"] == 15 and ran["gen_ai.usage.output_tokens"] == 7
+    ((_, step),) = found.named("step fetch")
+    assert step.parent_span_id == execution.span_id and step.trace_id == execution.trace_id
+    calls = found.named("limit api")
+    assert [attributes_of(s.attributes).get("runyard.call.attempts") for _, s in calls] == [2, None]
+
+
+def test_an_endpoint_that_never_answers_neither_slows_nor_fails_runs(tmp_path: Path) -> None:
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers a byte
+    silent.bind(("127.0.0.1", free_port()))
+    silent.listen(64)
+    try:
+        server = serving(
+            tmp_path,
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            OTEL_BSP_SCHEDULE_DELAY="10",
+        )
+        try:
+            started = time.monotonic()
+            for _ in range(5):
+                response = httpx.post(
+                    f"{server.url}/v1/runs", json={"pipeline": "traced", "input": {}}, headers=OWNER, timeout=5
+                )
+                assert response.status_code == 201, response.text
+                assert finished(server.url, response.json()["run_id"])["status"] == "succeeded"
+            assert time.monotonic() - started < 5, "five runs took longer than their work"
+        finally:
+            stopping = time.monotonic()
+            server.stop()
+        assert time.monotonic() - stopping < 15, "the stop waits a bounded time for the spans (5 s), not the exporter"
+    finally:
+        silent.close()
