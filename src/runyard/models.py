@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from runyard.session_ids import public_session_id
+from runyard.trace_context import new_trace
 
 
 class RunStatus(StrEnum):
@@ -55,15 +56,6 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 def new_id(prefix: str) -> str:
     """A random, URL-safe, time-ordered-enough id such as ``run_3f9c...``."""
     return f"{prefix}_{secrets.token_hex(12)}"
-
-
-NO_PARENT_SPAN = "0" * 16  # in a run's stored traceparent: the run started its own trace, no span is its parent
-
-
-def new_trace() -> str:
-    """The stored trace context of a run that starts a trace of its own: a W3C
-    ``traceparent`` with a fresh trace id and no parent span (``observability.tracing``)."""
-    return f"00-{secrets.token_hex(16)}-{NO_PARENT_SPAN}-01"
 
 
 def now() -> float:
@@ -190,8 +182,7 @@ class Run:
     executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
     scheduled_for: float | None = None  # ``after_s``: no worker claims the run before this time
     webhook: str | None = None  # where its final snapshot is POSTed once it finishes (``runyard.webhooks``)
-    # its W3C trace context (``traceparent``, then ``\ntracestate`` if any): every
-    # execution's spans join that trace. None: stored before runs had traces.
+    # its W3C trace context (``runyard.trace_context``); None: stored before runs had traces
     trace: str | None = field(default_factory=new_trace)
 
     @property

@@ -53,7 +53,6 @@ from runyard.models import (
     Wait,
     dumps,
     new_id,
-    new_trace,
     now,
     session_channel,
 )
@@ -68,6 +67,7 @@ from runyard.sessions import IfExists, Sessions
 from runyard.settings import Settings
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, RunQuery, SessionEntry
+from runyard.trace_context import new_trace
 from runyard.validation import schema_errors
 from runyard.webhooks.outbox import Webhooks
 

@@ -3,7 +3,7 @@
 A run carries its **trace context** from its creation on (``Run.trace``, stored
 with the run on every store): the W3C ``traceparent`` of the request that
 created it (its ``tracestate`` after a newline), or, without one, a trace of its
-own (``models.new_trace``: a fresh trace id with no parent span). Its ``trace_id`` is
+own (``trace_context.new_trace``: a fresh trace id with no parent span). Its ``trace_id`` is
 in its snapshot and on every log line about it, whether or not anything is
 exported. Each execution of the run, on any worker, opens a ``run <pipeline>``
 span in that trace; steps and limits open children of the current span.
@@ -31,9 +31,9 @@ try:
 except ImportError:  # the otel extra is not installed
     trace = None  # type: ignore[assignment]
 
-from runyard.models import NO_PARENT_SPAN as NO_PARENT
-from runyard.models import new_trace
 from runyard.session_ids import public_session_id
+from runyard.trace_context import NO_PARENT_SPAN as NO_PARENT
+from runyard.trace_context import new_trace
 
 if TYPE_CHECKING:
     from runyard.models import Run
