@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
@@ -207,3 +207,18 @@ async def test_without_a_tracer_nothing_is_recorded_and_runs_still_have_a_trace_
             assert (await finished(runtime, run)).status is RunStatus.SUCCEEDED
     trace_id = run.snapshot()["trace_id"]
     assert len(trace_id) == 32 and int(trace_id, 16) and trace_id == trace_id.lower()
+
+
+async def test_under_an_applications_own_provider_a_runs_spans_still_join_its_trace() -> None:
+    exporter = InMemorySpanExporter()
+    theirs = TracerProvider()  # not runyard's: its ids are its own
+    theirs.add_span_processor(SimpleSpanProcessor(exporter))
+    with tracing.using(theirs.get_tracer("runyard")):
+        async with build_traced_app(Settings(store="memory://")).running() as runtime:  # type: ignore[call-arg]
+            run = await runtime.create_run("alice", "traced", {})
+            await finished(runtime, run)
+    (execution,) = named(exporter, "run traced")
+    assert hex_trace(execution) == run.snapshot()["trace_id"]
+    assert execution.parent is not None and execution.parent.is_remote, "under a stand-in parent"
+    (step,) = named(exporter, "step fetch")
+    assert is_child(step, execution)

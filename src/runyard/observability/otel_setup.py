@@ -68,6 +68,8 @@ def provider(processor: Any) -> Any:
     class RunTraceIds(RandomIdGenerator):
         """The trace id decided when the run was created, for a run's root span."""
 
+        keeps_run_traces = True  # what ``tracing`` looks for before relying on it
+
         def generate_trace_id(self) -> int:
             forced = tracing.FORCED_TRACE_ID.get()
             return forced if forced is not None else super().generate_trace_id()

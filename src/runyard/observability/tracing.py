@@ -107,24 +107,16 @@ def _parent_context(stored: str) -> tuple[Any, int | None]:
 
 def _root_span(tracer: Any, name: str, stored: str | None, attributes: dict[str, Any]) -> Any:
     parent, forced = _parent_context(stored or new_trace())
-    if forced is None:
-        return tracer.start_span(name, context=parent, attributes=attributes, record_exception=False)
+    if forced is not None and not getattr(getattr(tracer, "id_generator", None), "keeps_run_traces", False):
+        # the application's own provider cannot be told the trace id: the span
+        # joins the run's trace under a stand-in parent (shown as missing)
+        stand_in = trace.SpanContext(forced, (forced & (1 << 64) - 1) or 1, True, trace.TraceFlags(1))
+        parent, forced = trace.set_span_in_context(trace.NonRecordingSpan(stand_in)), None
     token = FORCED_TRACE_ID.set(forced)
     try:
-        made = tracer.start_span(name, context=parent, attributes=attributes, record_exception=False)
+        return tracer.start_span(name, context=parent, attributes=attributes, record_exception=False)
     finally:
         FORCED_TRACE_ID.reset(token)
-    if made.get_span_context().trace_id != forced:  # a provider not ours: join the trace as a child
-        made.end()
-        remote = trace.SpanContext(forced, int(stored_span_id(forced), 16), True, trace.TraceFlags(1))
-        context = trace.set_span_in_context(trace.NonRecordingSpan(remote))
-        return tracer.start_span(name, context=context, attributes=attributes, record_exception=False)
-    return made
-
-
-def stored_span_id(trace_id: int) -> str:
-    """A stable stand-in parent span id for a run's own trace (under a provider not ours)."""
-    return f"{(trace_id & ((1 << 64) - 1)) or 1:016x}"
 
 
 # -- spans -----------------------------------------------------------------------
