@@ -48,12 +48,13 @@ def build_traced_app(settings: Settings) -> Runyard:
     async def broken(ctx: RunContext, input: Any) -> None:
         raise ValueError("the model said no")
 
-    @app.pipeline("lingering")
+    @app.pipeline("lingering", retries=1)
     async def lingering(ctx: RunContext, input: Any) -> str:
-        """A step, then a long wait a drain cuts short (the run is handed back)."""
+        """A step, then (in its first attempt) a long wait that a drain cuts short
+        (the run is handed back) or a kill -9 ends (the run is retried)."""
         await ctx.step("before", lambda: "done")
         await ctx.emit("lingering", {})
-        await asyncio.sleep(LINGER["s"])
+        await asyncio.sleep(LINGER["s"] if ctx.attempt == 1 else 0)
         return "finished"
 
     return app

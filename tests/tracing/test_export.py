@@ -76,6 +76,37 @@ def test_a_served_run_continues_the_callers_trace_and_its_spans_leave_on_sigterm
     assert [attributes_of(s.attributes).get("runyard.call.attempts") for _, s in calls] == [2, None]
 
 
+def test_a_run_retried_after_its_worker_was_killed_goes_on_in_the_callers_trace(
+    receiver: tuple[Receiver, str], tmp_path: Path
+) -> None:
+    found, endpoint = receiver
+    otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "20", "RUNYARD_LEASE_S": "1"}
+    killed = serving(tmp_path, **otel)
+    headers = {**OWNER, "traceparent": f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"}
+    created = httpx.post(f"{killed.url}/v1/runs", json={"pipeline": "lingering", "input": None}, headers=headers)
+    assert created.status_code == 201, created.text
+    run_id = created.json()["run_id"]
+    deadline = time.monotonic() + 20
+    while not found.named("step before"):  # exported while the run lingers: its worker is mid-execution
+        assert time.monotonic() < deadline, "the first execution's step span never arrived"
+        time.sleep(0.02)
+    killed.kill()
+
+    survivor = serving(tmp_path, **otel)
+    try:
+        final = finished(survivor.url, run_id)
+        assert (final["status"], final["attempt"]) == ("succeeded", 2)
+    finally:
+        survivor.stop()
+    ((_, retried),) = found.named("run lingering")  # the killed execution's span never ended: never sent
+    assert retried.trace_id.hex() == CALLER_TRACE and retried.parent_span_id.hex() == CALLER_SPAN
+    assert attributes_of(retried.attributes)["runyard.run.attempt"] == 2
+    steps = [
+        (s.trace_id.hex(), attributes_of(s.attributes)["runyard.step.replayed"]) for _, s in found.named("step before")
+    ]
+    assert steps == [(CALLER_TRACE, False), (CALLER_TRACE, True)]
+
+
 def test_an_endpoint_that_never_answers_neither_slows_nor_fails_runs(tmp_path: Path) -> None:
     silent = socket.socket()  # accepts connections (the kernel's backlog) and never answers a byte
     silent.bind(("127.0.0.1", free_port()))
