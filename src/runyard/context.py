@@ -117,6 +117,7 @@ class RunContext:
         self.owner = run.owner
         self.pipeline = run.pipeline
         self.attempt = run.attempt
+        self.trace_id = run.trace_id  # its OpenTelemetry trace: on every log line of the run
         self.metadata = run.metadata
         self.memory = Memory(store, run.session_id, history_max)
         self.session = RunSession(store, run.session_id)

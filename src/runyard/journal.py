@@ -47,6 +47,7 @@ from pydantic import BaseModel
 
 from runyard.events.log import EventLog
 from runyard.models import ASK, SLEEP, Fence, Run, RunStatus, RunUpdate, StepRecord, Wait, new_id, now, rfc3339
+from runyard.observability.tracing import TRACED_EVENTS, RunSpan, step_span
 from runyard.servable import check_depth
 from runyard.store.journal import Replay
 from runyard.validation import json_schema_of
@@ -74,8 +75,17 @@ class RunJournal:
     and the position the pipeline has reached. Used by the run's ``RunContext``
     only, from the run's own task."""
 
-    def __init__(self, run: Run, log: EventLog, replay: Replay, fence: Fence | None, started: float) -> None:
+    def __init__(
+        self,
+        run: Run,
+        log: EventLog,
+        replay: Replay,
+        fence: Fence | None,
+        started: float,
+        traced: RunSpan | None = None,
+    ) -> None:
         self._run_id = run.run_id
+        self._traced = traced  # this execution's span (None: tracing is off)
         self._log = log
         self._fence = fence
         self._steps = replay.steps
@@ -102,6 +112,8 @@ class RunJournal:
         self._position = position + 1
         if position < self._mark:
             return
+        if self._traced is not None and type in TRACED_EVENTS:  # new events only: a replay's were counted
+            self._traced.event(type, data)
         await self._log.append(self._run_id, type, data, self._fence, pos=position + 1)
 
     # -- steps -----------------------------------------------------------------
@@ -112,8 +124,15 @@ class RunJournal:
         n = self._next(name)
         recorded = self._steps.get((name, n))
         if recorded is not None:
-            self._position = recorded.pos
-            return recorded.value()
+            with step_span(name, n, replayed=True):  # in the trace all the same, taking no time
+                self._position = recorded.pos
+                return recorded.value()
+        with step_span(name, n, replayed=False):
+            return await self._call_step(name, n, fn, args, kwargs)
+
+    async def _call_step(
+        self, name: str, n: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if self._position < self._mark:
             await self._restart(name, n)
         await self._started(name, n)

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from runyard.session_ids import public_session_id
+from runyard.trace_context import new_trace
 
 
 class RunStatus(StrEnum):
@@ -181,6 +182,12 @@ class Run:
     executed_s: float = 0.0  # time spent executing, over every execution: what ``timeout_s`` counts
     scheduled_for: float | None = None  # ``after_s``: no worker claims the run before this time
     webhook: str | None = None  # where its final snapshot is POSTed once it finishes (``runyard.webhooks``)
+    # its W3C trace context (``runyard.trace_context``); None: stored before runs had traces
+    trace: str | None = field(default_factory=new_trace)
+
+    @property
+    def trace_id(self) -> str | None:
+        return self.trace[3:35] if self.trace else None
 
     def due(self, at: float) -> bool:
         """Whether a worker may claim it at ``at`` (one created with ``after_s`` only from its time)."""
@@ -204,6 +211,7 @@ class Run:
             "metadata": self.metadata,
             "waiting_for": self.waiting.public() if self.waiting is not None else None,
             "scheduled_for": rfc3339(self.scheduled_for),
+            "trace_id": self.trace_id,
         }
 
 

@@ -56,7 +56,7 @@ from runyard.models import (
     now,
     session_channel,
 )
-from runyard.observability import metrics
+from runyard.observability import metrics, otel_setup
 from runyard.observability.logs import log_run
 from runyard.pipeline import Pipeline
 from runyard.ranking import Embed
@@ -67,6 +67,7 @@ from runyard.sessions import IfExists, Sessions
 from runyard.settings import Settings
 from runyard.store import store_from_url
 from runyard.store.base import Admission, Cancelled, RunQuery, SessionEntry
+from runyard.trace_context import new_trace
 from runyard.validation import schema_errors
 from runyard.webhooks.outbox import Webhooks
 
@@ -117,6 +118,7 @@ class Runtime:
         self._creation_rate = CreationRate(settings.rate_limit, settings.broker) if settings.rate_limit else None
 
     async def __aenter__(self) -> Runtime:
+        otel_setup.start()  # exports spans when OTEL_EXPORTER_OTLP_ENDPOINT says where
         await self.store.open()
         await self.broker.open(self.hub, self.engine.on_signal)
         await self.limits.open(self.settings.broker, lease_s=self.settings.limit_lease_s)  # redis://: shared
@@ -136,6 +138,7 @@ class Runtime:
         await self.events.stop()
         await self.broker.close()
         await self.store.close()
+        await otel_setup.flush()  # after the drain: the spans of the runs it stopped leave too
 
     # -- runs ------------------------------------------------------------------
 
@@ -152,13 +155,17 @@ class Runtime:
         idempotency: Idempotency | None = None,
         after_s: float | None = None,
         webhook: str | None = None,
+        trace: str | None = None,
     ) -> Run:
         """Validate everything, then create the run (and its session) in one step.
 
         With ``idempotency``, a repeat of the key by the owner within 24 h returns
         the first request's run and creates nothing (``IdempotencyKeyReused`` if
         the request differs); the store settles two requests racing with one key.
-        With ``after_s``, no worker claims the run before that many seconds."""
+        With ``after_s``, no worker claims the run before that many seconds.
+        ``trace``: the creating request's trace context (``tracing.incoming``),
+        which every execution of the run continues; without it the run starts a
+        trace of its own."""
         created = now()
         admission = self._admission(idempotency, created)
         if idempotency is not None and admission is not None:
@@ -185,6 +192,7 @@ class Runtime:
             max_attempts=spec.retries + 1,
             scheduled_for=None if after_s is None else created + after_s,
             webhook=webhook,
+            trace=trace or new_trace(),
         )
         if session_id is None:
             session = Session(run.session_id, owner, created, created)

@@ -30,6 +30,7 @@ SNAPSHOT_FIELDS = {
     "metadata",
     "waiting_for",
     "scheduled_for",  # issue 13: after_s
+    "trace_id",  # issue 18: its OpenTelemetry trace
 }
 RFC3339_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 

@@ -29,6 +29,7 @@ def full_run() -> Run:
         lease_expires_at=9.5,
         waiting=Wait(ASK, "ask_1", 2, 5, request={"q": "\u0000?"}, schema={"type": "string"}, until=10.5),
         executed_s=1.25,
+        trace="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\nvendor=opaque",
     )
 
 

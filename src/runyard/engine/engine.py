@@ -39,7 +39,6 @@ from runyard.longterm import LongTerm
 from runyard.models import Fence, Run, RunStatus, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
-from runyard.observability.tracing import span
 from runyard.outcome import Outcome
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
@@ -278,10 +277,7 @@ class Engine:
             metrics.RUNS_ACTIVE.labels(run.pipeline).inc()
             started = now()
             try:
-                with span("runyard.run", run_id=run.run_id, pipeline=run.pipeline, attempt=run.attempt) as traced:
-                    outcome = await self._supervisor.supervise(execution)
-                    if traced is not None:
-                        traced.set_attribute("status", outcome.status.value if outcome else "handed_back")
+                outcome = await self._supervisor.supervise(execution)
             finally:
                 metrics.RUNS_ACTIVE.labels(run.pipeline).dec()
                 metrics.RUN_DURATION.labels(run.pipeline).observe(now() - started)

@@ -19,6 +19,7 @@ from runyard.journal import RunJournal, Suspended
 from runyard.longterm import LongTerm
 from runyard.models import Fence, LeaseLost, Run, now
 from runyard.observability.logs import log_run
+from runyard.observability.tracing import RunSpan, run_span
 from runyard.outcome import Outcome
 from runyard.pipeline import Pipeline
 from runyard.resources import Resources
@@ -142,12 +143,21 @@ class Supervisor:
         work.add_done_callback(self.abandoned.discard)
 
     async def _call_pipeline(self, execution: Execution) -> Outcome | None:
+        # the execution's span, current in the pipeline's task: its steps and
+        # limits are its children, and every worker's spans join the run's trace
+        with run_span(execution.run) as traced:
+            outcome = await self._pipeline_outcome(execution, traced)
+            if traced is not None:
+                traced.ended(outcome)
+            return outcome
+
+    async def _pipeline_outcome(self, execution: Execution, traced: RunSpan | None) -> Outcome | None:
         run = execution.run
         pipeline = self._pipelines.get(run.pipeline)
         if pipeline is None:  # defensive: the store claims only the pipelines served here
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
         replay = await self._store.replay(run.run_id)  # in the task: cancel and drain reach a slow read
-        journal = RunJournal(run, self._events, replay, execution.fence, execution.started)
+        journal = RunJournal(run, self._events, replay, execution.fence, execution.started, traced)
         ctx = RunContext(
             run,
             self._events,
@@ -168,24 +178,28 @@ class Supervisor:
         except Suspended as suspended:
             wait = suspended.wait
             log_run("waiting", run, kind=wait.kind, wait_id=wait.id, executed_s=round(execution.executed_s(), 3))
+            if traced is not None:
+                traced.waiting(wait.kind)
             return None
         except TimeoutError as exc:
             if deadline.expired():
                 return Outcome.timed_out(run.timeout_s or 0)
-            return self._failure(run, exc)
+            return self._failure(run, exc, traced)
         except LeaseLost:
             self._lease_lost(run.run_id)
             return Outcome.failed("worker_lost", "this worker lost the run's lease")  # never written: fenced
         except EventsLost as lost:
             return Outcome.failed(lost.code, str(lost))
         except Exception as exc:
-            return self._failure(run, exc)
+            return self._failure(run, exc, traced)
         finally:
             ctx._deactivate(token)
 
-    def _failure(self, run: Run, exc: BaseException) -> Outcome:
+    def _failure(self, run: Run, exc: BaseException, traced: RunSpan | None) -> Outcome:
         # The client gets the exception's type and message, never the traceback;
-        # the log gets everything.
+        # the log and the trace get everything.
+        if traced is not None:
+            traced.failed(exc)
         log.error("run %s of %s failed", run.run_id, run.pipeline, exc_info=exc)
         message = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return Outcome.failed("pipeline_error", message)

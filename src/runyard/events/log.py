@@ -38,7 +38,6 @@ from runyard.models import (
     now,
 )
 from runyard.observability import metrics
-from runyard.observability.tracing import span
 from runyard.retrying import Backoff
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 
@@ -296,8 +295,7 @@ class EventLog:
         runs = len({group.run_id for group, _ in batch})
         started = time.perf_counter()
         try:
-            with span("runyard.store.append", groups=len(batch)):
-                results: Sequence[AppendResult | Exception] = await self._store.append([group for group, _ in batch])
+            results: Sequence[AppendResult | Exception] = await self._store.append([group for group, _ in batch])
         except StoreUnavailable as exc:
             if not exc.in_doubt and self._ride_out(exc):
                 self._pending[:0] = batch  # nothing was written: the same batch, first, once the store is back

@@ -32,7 +32,7 @@ from runyard.governance.local import LocalLimits
 from runyard.governance.semaphore import Permit, PermitLost, Semaphore, guard
 from runyard.governance.windows import Windows
 from runyard.observability import metrics
-from runyard.observability.tracing import span
+from runyard.observability.tracing import LimitSpan, limit_span
 
 
 class Caller(Protocol):
@@ -104,11 +104,17 @@ class Limit:
         """Hold one admission for the block; its outcome feeds the breaker. A
         shared permit lost mid-call (its lease could not be renewed) stops the
         block with ``PermitLost``."""
+        with limit_span(self.name, call=False) as traced:
+            async with self._hold(ctx, tokens, traced):
+                yield
+
+    @asynccontextmanager
+    async def _hold(self, ctx: Caller, tokens: int, traced: LimitSpan | None) -> AsyncIterator[None]:
         parts = self._parts
         breaker = parts.breaker
         ticket = await breaker.admit() if breaker is not None else None
         try:
-            permit = await self._admit(parts, ctx, tokens)
+            permit = await self._admit(parts, ctx, tokens, traced)
         except BaseException:
             if breaker is not None and ticket is not None:
                 breaker.abandoned(ticket)
@@ -138,32 +144,37 @@ class Limit:
             retry=retry_if_exception(retry.retryable),
             reraise=True,
         )
-        async for attempt in attempts:
-            with attempt:
-                async with self.acquire(ctx, tokens):
-                    return await fn(*args, **kwargs)
+        with limit_span(self.name, call=True) as traced:  # one span for the call, however many attempts
+            async for attempt in attempts:
+                with attempt:
+                    if traced is not None:
+                        traced.attempts += 1
+                    async with self._hold(ctx, tokens, traced):
+                        return await fn(*args, **kwargs)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _admit(self, parts: _Parts, ctx: Caller, tokens: int) -> Permit | None:
+    async def _admit(self, parts: _Parts, ctx: Caller, tokens: int, traced: LimitSpan | None) -> Permit | None:
         """Wait for the windows and a permit, saying so after a second."""
         if parts.windows is None and parts.semaphore is None:
             return None
         started = time.perf_counter()
         admission = asyncio.ensure_future(self._wait_for_room(parts, ctx.owner, tokens))
         try:
-            with span("runyard.limit.wait", limit=self.name, owner=ctx.owner):
-                done, _ = await asyncio.wait({admission}, timeout=WAIT_NOTICE_S)
-                if not done:
-                    queued = parts.semaphore.queued if parts.semaphore else 0
-                    await ctx.emit("limit.wait", {"limit": self.name, "queued_behind": max(0, queued - 1)})
-                permit = await admission
+            done, _ = await asyncio.wait({admission}, timeout=WAIT_NOTICE_S)
+            if not done:
+                queued = parts.semaphore.queued if parts.semaphore else 0
+                await ctx.emit("limit.wait", {"limit": self.name, "queued_behind": max(0, queued - 1)})
+            permit = await admission
         except BaseException:
             if admission.done() and not admission.cancelled() and admission.exception() is None:
                 self._release(parts, admission.result())  # admitted just as we were cancelled: give it back
             else:
                 admission.cancel()
             raise
-        metrics.LIMIT_WAIT_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+        waited = time.perf_counter() - started
+        metrics.LIMIT_WAIT_SECONDS.labels(self.name).observe(waited)
+        if traced is not None:
+            traced.wait_ms += waited * 1000
         if parts.semaphore is not None:
             metrics.LIMIT_IN_FLIGHT.labels(self.name).set(parts.semaphore.in_flight)
         return permit

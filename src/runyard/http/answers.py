@@ -43,6 +43,9 @@ class RunSnapshot(BaseModel):
         description="While waiting: {ask_id, request, schema} for a question, {until} for a sleep"
     )
     scheduled_for: str | None = Field(None, description="Created with after_s: no worker claims it before this time")
+    trace_id: str | None = Field(
+        None, description="The run's OpenTelemetry trace (32 lowercase hex digits): its creator's, or its own"
+    )
 
 
 class RunList(BaseModel):

@@ -32,6 +32,7 @@ from runyard.errors import RunFinished, RunyardError
 from runyard.http.auth import Authenticator
 from runyard.http.errors import error_response
 from runyard.models import Run, RunStatus
+from runyard.observability.tracing import incoming
 from runyard.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -129,7 +130,8 @@ def _server(http: FastAPI, app: Served) -> Any:
     async def call_tool(ctx: ServerRequestContext[Any, Any], params: CallToolRequestParams) -> CallToolResult:
         try:
             caller = owner(ctx)
-            run = await app.runtime.create_run(caller, params.name, params.arguments or {})
+            trace = incoming(ctx.request.headers) if isinstance(ctx.request, Request) else None
+            run = await app.runtime.create_run(caller, params.name, params.arguments or {}, trace=trace)
         except RunyardError as exc:
             return _error_result({"code": exc.code, "message": exc.message})
         token = ctx.meta.get("progress_token") if ctx.meta else None

@@ -35,6 +35,8 @@ def run_fields() -> dict[str, str]:
     ctx = _current.get(None)
     if ctx is not None:
         fields.update(run_id=ctx.run_id, session_id=ctx.session_id, owner=ctx.owner, pipeline=ctx.pipeline)
+        if ctx.trace_id is not None:
+            fields["trace_id"] = ctx.trace_id
     return fields
 
 
@@ -60,7 +62,11 @@ class RunFacts(Protocol):
 def log_run(transition: RunTransition, run: RunFacts, **fields: Any) -> None:
     """The one line of a run's life for ``transition``, carrying the run's
     ``run_id``, ``session_id``, ``owner``, ``pipeline`` and ``attempt`` (and
-    ``fields``), so that an operator can grep one run across every process."""
+    ``fields``, and its ``trace_id`` when it is known), so that an operator can
+    grep one run across every process, and go from the line to its trace."""
+    trace_id = getattr(run, "trace_id", None)  # a run the store cancelled is told without it
+    if trace_id is not None:
+        fields["trace_id"] = trace_id
     RUN_LOG.info(
         "run %s %s",
         run.run_id,

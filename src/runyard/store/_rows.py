@@ -47,6 +47,7 @@ RUN_FIELDS: tuple[str, ...] = (
     "executed_s",
     "scheduled_for",
     "webhook",
+    "trace",
 )
 RUN_COLUMNS = ", ".join(RUN_FIELDS)
 SESSION_FIELDS: tuple[str, ...] = ("session_id", "owner", "created_at", "last_activity", "metadata", "deleted")
@@ -148,6 +149,7 @@ def run_row(run: Run, *, last_seq: bool = True) -> tuple[Any, ...]:
         run.executed_s,
         run.scheduled_for,
         run.webhook,
+        run.trace,
     )
     return (*head, run.last_seq, *tail) if last_seq else head + tail
 
@@ -178,6 +180,7 @@ def run_from_row(row: Sequence[Any]) -> Run:
         executed_s=row[19],
         scheduled_for=row[20],
         webhook=row[21],
+        trace=row[22],
     )
 
 

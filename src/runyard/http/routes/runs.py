@@ -15,6 +15,7 @@ from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor,
 from runyard.http.schemas import AnswerRequest, Id, RunRequest, SessionId, StreamRunRequest
 from runyard.http.streaming import StreamSlot, StreamSlots, sse_response
 from runyard.models import Run, RunStatus
+from runyard.observability.tracing import incoming
 from runyard.runtime import Idempotency
 
 router = APIRouter(
@@ -58,6 +59,7 @@ async def _create(request: Request, body: RunRequest, idempotency_key: str | Non
         after_s=body.after_s,
         idempotency=None if idempotency_key is None else Idempotency.of(idempotency_key, fields),
         webhook=body.webhook,
+        trace=incoming(request.headers),  # the caller's W3C traceparent, continued by the run
     )
 
 

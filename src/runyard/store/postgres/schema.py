@@ -188,6 +188,10 @@ MIGRATIONS: list[str] = [
         attempts integer NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at)",
+    # issue 18: traces
+    # a run's W3C trace context (traceparent, then a newline and tracestate if
+    # any): every execution of the run, on any worker, continues that trace
+    "ALTER TABLE runs ADD COLUMN trace text",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter

@@ -156,6 +156,10 @@ MIGRATIONS: list[str] = [
         attempts INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
     "CREATE INDEX webhook_outbox_due ON webhook_outbox (due_at)",
+    # issue 18: traces
+    # a run's W3C trace context (traceparent, then a newline and tracestate if
+    # any): every execution of the run, on any worker, continues that trace
+    "ALTER TABLE runs ADD COLUMN trace TEXT",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).

@@ -36,6 +36,7 @@ from runyard.http.routes.openai_compat.wire import (
 )
 from runyard.http.streaming import EventStreamResponse, StreamSlots
 from runyard.models import Run
+from runyard.observability.tracing import incoming
 from runyard.runtime import Runtime
 from runyard.session_ids import public_session_id
 from runyard.sessions import IfExists
@@ -79,7 +80,7 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     slots: StreamSlots = request.app.state.stream_slots
     slot = slots.take(owner) if body.stream else None  # taken before the run exists: a refusal leaves none
     try:
-        run = await _create(runtime, owner, body)
+        run = await _create(runtime, owner, body, incoming(request.headers))  # the caller's traceparent
     except BaseException:
         if slot is not None:
             slot.release()
@@ -90,7 +91,7 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     return EventStreamResponse(_chunks(runtime, run, include_usage), slot)
 
 
-async def _create(runtime: Runtime, owner: str, body: ChatRequest) -> Run:
+async def _create(runtime: Runtime, owner: str, body: ChatRequest, trace: str | None) -> Run:
     """The run, in the ``user``'s session (created on first use). The model and
     the input are checked before that session is made, so an unknown model or a
     bad input leaves nothing behind (a refusal by quota or rate limit may leave
@@ -101,10 +102,10 @@ async def _create(runtime: Runtime, owner: str, body: ChatRequest) -> Run:
     message = body.pipeline_input()
     spec.validate_input(message)
     if body.user is None:
-        return await runtime.create_run(owner, body.model, message)
+        return await runtime.create_run(owner, body.model, message, trace=trace)
     try:
         await runtime.sessions.create(owner, None, body.user, IfExists.DO_NOTHING)
-        return await runtime.create_run(owner, body.model, message, session_id=body.user)
+        return await runtime.create_run(owner, body.model, message, session_id=body.user, trace=trace)
     except (InvalidRequest, SessionNotFound) as exc:
         raise AboutParam(exc, "user") from None
 
