@@ -64,20 +64,18 @@ class RedisCaps:
 
     async def take(self, key: str) -> str:
         """A lease on one of ``key``'s places (its id), or ``CapReached``; one round trip."""
-        member = f"{self._backend.process}/{next(self._numbers)}"
-        self._held[member] = self._base + key  # first: a reply lost to a timeout is still renewed, then released
+        member, redis_key = f"{self._backend.process}/{next(self._numbers)}", self._base + key
+        if self.confirmed:
+            try:
+                taken, held = await self._ask(redis_key, member)
+            except BaseException:  # cancelled mid-call: the place may be taken in Redis
+                self._backend.spawn(self._remove([(member, redis_key)]))
+                raise
+            if not taken:
+                raise CapReached(held)
+        # renewed from now on, not before: a renewal racing the take would write a refused lease
+        self._held[member] = redis_key
         self._backend.has_work()
-        try:
-            if self.confirmed:
-                taken, held = await self._ask(member)
-                if not taken:
-                    del self._held[member]
-                    raise CapReached(held)
-        except CapReached:
-            raise
-        except BaseException:
-            self.release(member)
-            raise
         return member
 
     def release(self, member: str) -> None:
@@ -107,11 +105,9 @@ class RedisCaps:
         held, self._held = list(self._held.items()), {}
         await self._remove(held)
 
-    async def _ask(self, member: str) -> tuple[int, int]:
+    async def _ask(self, key: str, member: str) -> tuple[int, int]:
         try:
-            taken, held = await run(
-                self._take, [self._held[member]], [self.capacity, self._lease_ms, member], TAKE_TIMEOUT_S
-            )
+            taken, held = await run(self._take, [key], [self.capacity, self._lease_ms, member], TAKE_TIMEOUT_S)
         except REDIS_ERRORS as exc:
             self._failed(exc)
             return 1, 0  # granted unconfirmed: the caller's own cap bounds it
