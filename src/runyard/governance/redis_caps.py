@@ -27,7 +27,7 @@ from runyard.governance.backend import CapReached
 from runyard.governance.redis_common import BACKOFF, REDIS_ERRORS, TIMEOUT_S, Outage, Shared, lua, run, server_ms
 from runyard.retrying import Backoff
 
-TAKE_TIMEOUT_S = 0.25  # a take waits this long for Redis at most, then falls back
+TAKE_TIMEOUT_S = 1.0  # a take waits this long for Redis (and a pooled connection) at most, then falls back
 DOWN_S = 1.0  # after a failed call, takes skip Redis this long (or until a renewal succeeds)
 
 _TAKE = lua("caps_take")
