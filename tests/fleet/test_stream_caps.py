@@ -64,6 +64,9 @@ def test_two_streams_through_one_api_process_fill_the_owners_places_on_the_other
         creating = via_b.post("/v1/runs/stream", json={"pipeline": "nap", "input": {"seconds": 1}})
         assert creating.status_code == 429, creating.text
         assert via_b.get("/v1/runs").json()["runs"] == runs_before, "a refused stream created a run"
+        session_id = via_b.post("/v1/sessions", json={}).json()["session_id"]
+        session_stream = via_b.get(f"/v1/sessions/{session_id}/stream")
+        assert session_stream.status_code == 429, session_stream.text
         someone_else = {"X-Client-Id": "someone-else"}
         theirs = via_b.post("/v1/runs", json={"pipeline": "nap", "input": {"seconds": 60}}, headers=someone_else)
         with via_b.stream("GET", f"/v1/runs/{theirs.json()['run_id']}/stream", headers=someone_else) as response:
