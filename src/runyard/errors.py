@@ -24,7 +24,7 @@
     ├── InvalidSchedule (422)         a cron's schedule or time zone that cannot be read
     ├── IdempotencyKeyReused (422)    an Idempotency-Key repeated with another body
     ├── QuotaExceeded (429)           the owner created RUNYARD_QUOTA_RUNS runs already
-    ├── TooManyStreams (429)          the owner has RUNYARD_MAX_STREAMS_PER_OWNER streams open here
+    ├── TooManyStreams (429)          the owner has RUNYARD_MAX_STREAMS_PER_OWNER streams open
     ├── PayloadTooLarge (413)         a request body, or a store item's value, over its limit
     ├── EmbeddingFailed (502)         the app's ``store_embed`` raised or answered no vectors
     ├── StoreError                    the store could not do what was asked

@@ -75,7 +75,10 @@ class Settings(BaseSettings):
         " server_busy (/healthz and /metrics excepted)",
     )
     max_streams_per_owner: int = Field(
-        100, ge=1, description="Streams one owner may have open at once in this process (429 too_many_streams above)"
+        100,
+        ge=1,
+        description="Streams one owner may have open at once across the deployment (counted in Redis with a"
+        " redis:// broker; each process keeps its own count while Redis does not answer); 429 too_many_streams above",
     )
     cors_origins: str = Field("", description="Comma-separated origins allowed to call the API")
 

@@ -17,6 +17,26 @@ SUPPORTED_BACKENDS: BackendTable = {
 }
 
 
+class CapReached(Exception):
+    """A cap's key holds ``capacity`` leases already (``held`` of them, deployment-wide)."""
+
+    def __init__(self, held: int) -> None:
+        super().__init__(f"{held} held")
+        self.held = held
+
+
+class Caps(Protocol):
+    """At most a number of leases per key, across the deployment; refused rather than waited for."""
+
+    async def take(self, key: str) -> str:
+        """A lease (its id), or ``CapReached``."""
+        ...
+
+    def release(self, lease: str) -> None:
+        """Give ``lease`` back, never waiting."""
+        ...
+
+
 class LimitBackend(Protocol):
     """Makes the parts of each limit, and owns what they share (connections, tasks)."""
 
@@ -30,6 +50,10 @@ class LimitBackend(Protocol):
 
     def breaker(self, name: str, policy: Breaker) -> BreakerState:
         """The circuit breaker of limit ``name``."""
+        ...
+
+    def caps(self, name: str, capacity: int) -> Caps | None:
+        """The deployment-wide cap ``name``, or None where this process's own count is the only one."""
         ...
 
     async def open(self) -> None:

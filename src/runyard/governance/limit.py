@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from runyard.errors import ConfigurationError
 from runyard.governance import retry
-from runyard.governance.backend import LimitBackend, backend_from_url
+from runyard.governance.backend import Caps, LimitBackend, backend_from_url
 from runyard.governance.breaker import Breaker, BreakerState
 from runyard.governance.local import LocalLimits
 from runyard.governance.semaphore import Permit, PermitLost, Semaphore, guard
@@ -221,6 +221,10 @@ class LimitRegistry:
             return self._limits[name]
         except KeyError:
             raise ConfigurationError(f"limit {name!r} is not declared: call app.limit({name!r}, ...)") from None
+
+    def caps(self, name: str, capacity: int) -> Caps | None:
+        """The deployment-wide cap ``name`` while the limits are shared (``open``), else None."""
+        return None if self._shared is None else self._shared.caps(name, capacity)
 
     async def open(self, broker_url: str, *, lease_s: float = 10.0) -> None:
         """Keep the limits' state where the broker ``broker_url`` (``RUNYARD_BROKER``)

@@ -183,6 +183,9 @@ class LocalLimits:
     def breaker(self, name: str, policy: Breaker) -> LocalBreaker:
         return LocalBreaker(name, policy)
 
+    def caps(self, name: str, capacity: int) -> None:
+        return None  # the caller's count in this process is the deployment's
+
     async def open(self) -> None:
         return None
 

@@ -4,11 +4,13 @@ prefix, in ``{prefix}limits:``.
 
 The parts of a limit: ``redis_semaphore.py`` (the concurrency cap, a
 lease-based fair semaphore), ``redis_windows.py`` (``rpm``, ``tpm``) and
-``redis_breaker.py``. This backend owns what they share: one client for their
+``redis_breaker.py``; beside the limits, ``redis_caps.py`` (a cap per key on
+leases, refused rather than waited for: the streams per owner). This backend
+owns what they share: one client for their
 scripts, and two tasks per process::
 
-    keeper        every quarter lease: renews every permit this process holds and
-                  every waiter it has, one script per limit; wakes the waiters that
+    keeper        every quarter lease: renews every permit (and cap lease) this process
+                  holds and every waiter it has, one script per limit; wakes the waiters that
                   were granted a permit or dropped; while any wait, runs again as
                   the earliest lease ends (a dead holder's permit is handed on then)
     inbox reader  BLPOP on {prefix}limits:inbox:{process}, a connection of its own:
@@ -26,11 +28,12 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from runyard.broker.redis_wire import split_url
 from runyard.governance.breaker import Breaker
 from runyard.governance.redis_breaker import RedisBreaker
+from runyard.governance.redis_caps import RedisCaps
 from runyard.governance.redis_common import BACKOFF, REDIS_ERRORS, TIMEOUT_S, Outage, connect, log, server_ms
 from runyard.governance.redis_semaphore import RedisSemaphore
 from runyard.governance.redis_windows import RedisWindows
@@ -39,6 +42,19 @@ from runyard.settings import redact_url
 
 INBOX_BLOCK_S = 1.0  # one BLPOP waits this long at most, then the reader asks again
 CLOSE_TIMEOUT_S = 2.0  # close() waits this long at most for permits to be given back
+
+
+class Leased(Protocol):
+    """A part holding leases the keeper renews: a semaphore's permits, a cap's places."""
+
+    name: str
+
+    @property
+    def busy(self) -> bool: ...
+
+    async def keep(self) -> float: ...
+
+    async def close(self) -> None: ...
 
 
 class RedisLimits:
@@ -58,7 +74,8 @@ class RedisLimits:
         self.client = connect(redis_url)
         self._blocking = connect(redis_url, max_connections=1)  # BLPOP holds its connection: a pool of its own
         self.wakers: dict[str, asyncio.Event] = {}  # waiting member -> its wake-up, for the inbox reader
-        self._semaphores: list[RedisSemaphore] = []
+        self._leased: list[Leased] = []  # what the keeper renews
+        self._caps: dict[str, RedisCaps] = {}
         self._work = asyncio.Event()  # set when a semaphore gets a waiter: the keeper has something to do
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -68,8 +85,16 @@ class RedisLimits:
 
     def semaphore(self, name: str, capacity: int) -> RedisSemaphore:
         semaphore = RedisSemaphore(self, name, capacity)
-        self._semaphores.append(semaphore)
+        self._leased.append(semaphore)
         return semaphore
+
+    def caps(self, name: str, capacity: int) -> RedisCaps:
+        """At most ``capacity`` leases per key under ``name`` (made once per name)."""
+        caps = self._caps.get(name)
+        if caps is None or caps.capacity != capacity:
+            caps = self._caps[name] = RedisCaps(self, name, capacity)
+            self._leased.append(caps)
+        return caps
 
     def windows(self, name: str, rpm: int | None, tpm: int | None) -> RedisWindows:
         return RedisWindows(self, name, rpm, tpm)
@@ -111,7 +136,7 @@ class RedisLimits:
         self._tasks = []
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await asyncio.gather(*(semaphore.close() for semaphore in self._semaphores))
+                await asyncio.gather(*(part.close() for part in self._leased))
                 while self._background:
                     await asyncio.wait(set(self._background))
         self._closed = True
@@ -124,17 +149,17 @@ class RedisLimits:
 
     async def _keep_forever(self) -> None:
         while True:
-            busy = [semaphore for semaphore in self._semaphores if semaphore.busy]
+            busy = [part for part in self._leased if part.busy]
             if not busy:
                 self._work.clear()
                 await self._work.wait()
                 continue
             due = self.lease_s / 4
-            for semaphore in busy:
+            for part in busy:
                 try:
-                    due = min(due, await semaphore.keep())
+                    due = min(due, await part.keep())
                 except Exception:  # a bug must not stop the renewals of every other permit
-                    log.exception("limits: renewing %s's permits failed", semaphore.name)
+                    log.exception("limits: renewing %s's leases failed", part.name)
             await asyncio.sleep(due)
 
     async def _read_inbox(self) -> None:

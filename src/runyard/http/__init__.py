@@ -17,7 +17,7 @@ from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
 from runyard.http.routes import crons, openai_compat, runs, session_streams, sessions, store, system
-from runyard.http.streaming import StreamSlots
+from runyard.http.streaming import STREAM_CAPS, StreamSlots
 from runyard.runtime import Runtime
 from runyard.settings import Settings
 
@@ -66,7 +66,9 @@ def create_http_app(app: Served) -> FastAPI:
     )
     http.state.served = app
     http.state.auth = Authenticator(settings)  # a bad JWT configuration fails here, at start-up
-    http.state.stream_slots = StreamSlots(settings.max_streams_per_owner)
+    per_owner = settings.max_streams_per_owner
+    # across the deployment while the limits are shared through Redis (opened with the runtime)
+    http.state.stream_slots = StreamSlots(per_owner, lambda: app.runtime.limits.caps(STREAM_CAPS, per_owner))
     install_error_handlers(http)
     if settings.serves_api:
         http.include_router(runs.router)

@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from runyard.errors import TooManyStreams
 from runyard.events import sse
+from runyard.governance.backend import CapReached, Caps
 from runyard.models import Run
 from runyard.observability import metrics
 from runyard.runtime import Runtime
@@ -34,25 +35,45 @@ HEADERS = [
 ]
 
 
-class StreamSlots:
-    """The streams each owner has open in this process, at most ``per_owner``.
+STREAM_CAPS = "caps:streams"  # the shared cap's name: its keys are {prefix}limits:caps:streams:{owner}
 
-    Per process on purpose: a count shared through the store or broker would
-    cost a round trip per stream opened and could leak slots when a process
-    dies; in a fleet an owner may hold ``per_owner`` streams on each API process.
+
+class StreamSlots:
+    """The streams each owner has open, at most ``per_owner`` across the deployment.
+
+    ``shared`` gives the deployment-wide cap while the limits are shared
+    (``RUNYARD_BROKER=redis://``: leases in Redis, ``governance/redis_caps.py``;
+    one round trip per stream opened, and a dead process's slots come back as
+    their leases end), or None (``local://``: this process is the deployment).
+    The count in this process is kept either way: it answers first (no round
+    trip for an owner already at the cap here), and it is the cap while Redis
+    does not answer, so an outage bounds an owner at ``per_owner`` per API
+    process rather than failing every stream or letting any number through.
     """
 
-    def __init__(self, per_owner: int) -> None:
+    def __init__(self, per_owner: int, shared: Callable[[], Caps | None] = lambda: None) -> None:
         self.per_owner = per_owner
+        self._shared = shared
         self._open: dict[str, int] = {}
 
-    def take(self, owner: str) -> StreamSlot:
+    async def take(self, owner: str) -> StreamSlot:
         """One of the owner's slots, or ``TooManyStreams`` if they are all taken."""
         held = self._open.get(owner, 0)
         if held >= self.per_owner:
-            raise TooManyStreams(f"{held} streams of this owner are open already (at most {self.per_owner})")
-        self._open[owner] = held + 1
-        return StreamSlot(self, owner)
+            raise _refusal(held, self.per_owner, "here")
+        self._open[owner] = held + 1  # before asking Redis: concurrent takes here count each other
+        slot = StreamSlot(self, owner)
+        caps = self._shared()
+        if caps is not None:
+            try:
+                slot.lease = (caps, await caps.take(owner))
+            except CapReached as full:
+                slot.release()
+                raise _refusal(full.held, self.per_owner, "in the deployment") from None
+            except BaseException:
+                slot.release()
+                raise
+        return slot
 
     def held(self, owner: str) -> int:
         return self._open.get(owner, 0)
@@ -65,19 +86,27 @@ class StreamSlots:
             del self._open[owner]  # owners come and go: keep only those with streams open
 
 
+def _refusal(held: int, per_owner: int, where: str) -> TooManyStreams:
+    return TooManyStreams(f"{held} streams of this owner are open {where} already (at most {per_owner})")
+
+
 class StreamSlot:
     """One open stream's place in its owner's count; ``release`` may be called twice."""
 
-    __slots__ = ("_owner", "_slots")
+    __slots__ = ("_owner", "_slots", "lease")
 
     def __init__(self, slots: StreamSlots, owner: str) -> None:
         self._slots: StreamSlots | None = slots
         self._owner = owner
+        self.lease: tuple[Caps, str] | None = None  # its place in the deployment's count, if shared
 
     def release(self) -> None:
         if self._slots is not None:
             self._slots._give_back(self._owner)
             self._slots = None
+            if self.lease is not None:
+                caps, lease = self.lease
+                caps.release(lease)
 
 
 class EventStreamResponse(Response):

@@ -39,10 +39,10 @@ CREATION_ERRORS = errors(409, 429)
 STREAM_ERRORS = errors(429)  # too_many_streams
 
 
-def _stream_slot(request: Request) -> StreamSlot:
+async def _stream_slot(request: Request) -> StreamSlot:
     """A place among the caller's open streams, or 429 ``too_many_streams``."""
     slots: StreamSlots = request.app.state.stream_slots
-    return slots.take(owner_of(request))
+    return await slots.take(owner_of(request))
 
 
 async def _create(request: Request, body: RunRequest, idempotency_key: str | None) -> Run:
@@ -77,7 +77,7 @@ async def create_and_stream(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     runtime = runtime_of(request)
-    slot = _stream_slot(request)  # before the run exists: a refused stream leaves no run behind
+    slot = await _stream_slot(request)  # before the run exists: a refused stream leaves no run behind
     try:
         run = await _create(request, body, idempotency_key)
     except BaseException:
@@ -185,7 +185,7 @@ async def stream_run(
     if cursor > run.last_seq:
         raise InvalidCursor(f"cursor {cursor} is past the run's last event ({run.last_seq})")
     pad_bytes = pad if pad is not None else runtime.settings.sse_pad_bytes
-    return sse_response(runtime, run, cursor, pad_bytes, _stream_slot(request))
+    return sse_response(runtime, run, cursor, pad_bytes, await _stream_slot(request))
 
 
 @router.post(

@@ -42,4 +42,9 @@ async def stream_session(
     frames = await runtime.follow_session(owner, session_id, cursor)  # 404 before any slot is taken
     slots: StreamSlots = request.app.state.stream_slots
     pad_bytes = pad if pad is not None else runtime.settings.sse_pad_bytes
-    return frames_response(frames, pad_bytes, slots.take(owner))
+    try:
+        slot = await slots.take(owner)
+    except BaseException:
+        await frames.aclose()  # refused: the follower it opened goes now
+        raise
+    return frames_response(frames, pad_bytes, slot)

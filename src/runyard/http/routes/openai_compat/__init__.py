@@ -78,7 +78,7 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
     runtime = runtime_of(request)
     owner = owner_of(request)
     slots: StreamSlots = request.app.state.stream_slots
-    slot = slots.take(owner) if body.stream else None  # taken before the run exists: a refusal leaves none
+    slot = await slots.take(owner) if body.stream else None  # taken before the run exists: a refusal leaves none
     try:
         run = await _create(runtime, owner, body, incoming(request.headers))  # the caller's traceparent
     except BaseException:

@@ -1,0 +1,102 @@
+"""The streams-per-owner cap shared through Redis (``redis_caps.py`` under the
+HTTP layer's ``StreamSlots``): one count over every process, one round trip per
+stream opened, and while Redis does not answer, each process's own cap, answered
+at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio
+
+from runyard.errors import TooManyStreams
+from runyard.governance import LimitRegistry
+from runyard.http.streaming import STREAM_CAPS, StreamSlots
+from tests.governance.conftest import LEASE_S
+from tests.governance.support import wait_until
+from tests.services import redis_url
+from tests.support import free_port
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def processes(prefix: str, admin: redis.asyncio.Redis) -> AsyncIterator[list[StreamSlots]]:
+    """Two processes' stream slots (2 per owner) on the test's Redis prefix."""
+    registries = [LimitRegistry(), LimitRegistry()]
+    for registry in registries:
+        await registry.open(redis_url(prefix), lease_s=LEASE_S)
+    try:
+        yield [slots_of(registry, 2) for registry in registries]
+    finally:
+        for registry in registries:
+            await registry.close()
+
+
+async def held_in_redis(admin: redis.asyncio.Redis, prefix: str, owner: str, leases: int) -> bool:
+    return bool(await admin.zcard(f"{prefix}limits:{STREAM_CAPS}:{owner}") == leases)
+
+
+def slots_of(registry: LimitRegistry, per_owner: int) -> StreamSlots:
+    return StreamSlots(per_owner, lambda: registry.caps(STREAM_CAPS, per_owner))
+
+
+async def test_an_owners_streams_are_counted_over_every_process(
+    processes: list[StreamSlots], admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    a, b = processes
+    first = await a.take("alice")
+    await a.take("alice")
+    with pytest.raises(TooManyStreams, match="in the deployment"):
+        await b.take("alice")
+    assert b.held("alice") == 0, "a refused take kept its place in the process's count"
+    await b.take("bob")  # another owner has places of their own
+
+    first.release()
+    assert a.held("alice") == 1  # at once here; in Redis, in the background
+    await wait_until(lambda: held_in_redis(admin, prefix, "alice", 1))
+    await b.take("alice")
+
+    assert a.held("alice") == 1 and b.held("alice") == 1
+
+
+async def test_opening_a_stream_costs_one_redis_round_trip(prefix: str, admin: redis.asyncio.Redis) -> None:
+    registry = LimitRegistry()
+    await registry.open(redis_url(prefix), lease_s=LEASE_S)
+    try:
+        slots = slots_of(registry, 2)
+        (await slots.take("warm-up")).release()  # loads the script, once per process
+        client = registry._shared.client  # type: ignore[union-attr]  # the backend's, which the caps use
+        sent: list[object] = []
+        execute = client.execute_command
+
+        async def counted(*args: object, **options: object) -> object:
+            sent.append(args[0])
+            return await execute(*args, **options)
+
+        client.execute_command = counted  # type: ignore[method-assign]
+        started = time.perf_counter()
+        await slots.take("carol")
+        elapsed = time.perf_counter() - started
+        assert sent == ["EVALSHA"]
+        assert elapsed < 0.1, f"one take took {elapsed * 1000:.1f} ms"
+    finally:
+        await registry.close()
+
+
+async def test_while_redis_does_not_answer_each_process_keeps_its_own_cap_and_answers_at_once() -> None:
+    registry = LimitRegistry()
+    await registry.open(f"redis://127.0.0.1:{free_port()}/0", lease_s=LEASE_S)  # nothing listens there
+    try:
+        slots = slots_of(registry, 2)
+        started = time.perf_counter()
+        held = [await slots.take("dave"), await slots.take("dave")]
+        with pytest.raises(TooManyStreams, match="here"):
+            await slots.take("dave")
+        assert time.perf_counter() - started < 1.0, "takes waited on the unreachable Redis"
+        held[0].release()
+        await slots.take("dave")
+    finally:
+        await registry.close()
