@@ -218,8 +218,4 @@ def limit_span(name: str, *, call: bool) -> Iterator[LimitSpan | None]:
 
 def step_span(name: str, n: int, *, replayed: bool) -> AbstractContextManager[Any]:
     """A ``step <name>`` span, child of the current one; nothing while tracing is off."""
-    tracer = _tracer
-    if tracer is None:
-        return _NO_SPAN
-    attributes = {"runyard.step.name": name, "runyard.step.n": n, "runyard.step.replayed": replayed}
-    return tracer.start_as_current_span(f"step {name}", attributes=attributes)  # type: ignore[no-any-return]
+    return span(f"step {name}", **{"runyard.step.name": name, "runyard.step.n": n, "runyard.step.replayed": replayed})
