@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo test check clean
+.PHONY: install demo test check clean node-deps
 
 $(BIN)/runyard: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,14 @@ check: install
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy --strict src/runyard examples
 
-test: check
+# The JavaScript clients (@langchain/langgraph-sdk, ai) the protocol tests drive, from the committed lock.
+tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+
+node-deps: tests/node/node_modules/.package-lock.json
+
+test: check node-deps
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache runyard.db runyard.db-wal runyard.db-shm
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache runyard.db runyard.db-wal runyard.db-shm
