@@ -4,18 +4,22 @@ stream nothing, wait for a person, and talk slowly enough to be interrupted."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
 
 from runyard import RunContext, Runyard, Settings
-from tests.support import serve_in_thread
+from tests.support import REPO, serve_in_thread
 
 SECRET = "s3cret-for-ai-sdk-tests-0123456789abcdef"
-SLOW_TOKEN_S = 0.02  # a "slow" answer of 40 words takes ~1 s: long enough to leave it half-way
+SLOW_TOKEN_S = 0.03  # a "slow" answer of 50 words takes ~1.5 s: long enough to leave it half-way
 
 
 class Said(BaseModel):
@@ -84,3 +88,32 @@ def owner() -> str:
 def chat_id() -> str:
     """A chat id as useChat makes them (16 letters and digits), fresh per test."""
     return uuid.uuid4().hex[:16]
+
+
+NODE_DIR = REPO / "tests" / "node"
+NodeClient = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture(scope="package")
+def ai_sdk(server: str) -> NodeClient:
+    """``ai_sdk(command, owner, pipeline, chat_id, *args)``: runs tests/node/ai_sdk.mjs
+    (the real ``ai`` package) against ``server``; its JSON answer. Without Node or
+    ``make node-deps`` the tests skip, except under ``CI=true``, where they fail."""
+    node = shutil.which("node")
+    missing = "node is not installed" if node is None else None
+    if not (NODE_DIR / "node_modules" / "ai" / "package.json").exists():
+        missing = "tests/node/node_modules has no `ai` (make node-deps)"
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the AI SDK client tests are required in CI: {missing}", pytrace=False)
+        pytest.skip(f"{missing}; with CI=true these tests fail instead")
+    assert node is not None
+
+    def run(command: str, owner: str, pipeline: str, chat_id: str, *args: str) -> dict[str, Any]:
+        argv = [node, "ai_sdk.mjs", command, server, owner, pipeline, chat_id, *args]
+        done = subprocess.run(argv, cwd=NODE_DIR, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"node failed:\n{done.stderr}"
+        answer: dict[str, Any] = json.loads(done.stdout)
+        return answer
+
+    return run
