@@ -15,6 +15,7 @@ import orjson
 
 from runyard.errors import PipelineNotFound
 from runyard.models import Run
+from runyard.pipeline import Pipeline
 from runyard.runtime import Runtime
 from runyard.sessions import IfExists
 
@@ -58,21 +59,21 @@ class Ending:
 SERVER_STOPPING = Ending("cancelled", "stream_closed", "the server is stopping; the run goes on")
 
 
-def check_input(runtime: Runtime, pipeline: str, input: Any) -> None:
-    """``PipelineNotFound`` or ``InvalidRequest`` (422) unless ``pipeline`` takes
-    ``input``: checked before anything is created, so a bad request leaves nothing."""
-    spec = runtime.pipelines.get(pipeline)
+def pipeline_of(runtime: Runtime, name: str) -> Pipeline:
+    """The pipeline called ``name``, or ``PipelineNotFound``."""
+    spec = runtime.pipelines.get(name)
     if spec is None:
-        raise PipelineNotFound(f"no pipeline named {pipeline!r}")
-    spec.validate_input(input)
+        raise PipelineNotFound(f"no pipeline named {name!r}")
+    return spec
 
 
 async def create_in_session(
     runtime: Runtime, owner: str, pipeline: str, input: Any, session_id: str | None, trace: str | None
 ) -> Run:
-    """The run of ``pipeline`` on ``input`` (``check_input`` first) in the owner's
-    session ``session_id``, created on first use (None: a new session). A refusal
-    by quota or rate limit may leave the new session, empty, as ``POST
+    """The run of ``pipeline`` on ``input`` in the owner's session ``session_id``,
+    created on first use (None: a new session). Check the input first
+    (``pipeline_of(...).validate_input``) so that a bad request creates nothing;
+    a refusal by quota or rate limit may leave the new session, empty, as ``POST
     /v1/sessions`` would have."""
     if session_id is None:
         return await runtime.create_run(owner, pipeline, input, trace=trace)

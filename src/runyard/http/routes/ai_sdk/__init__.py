@@ -19,7 +19,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from runyard.errors import PipelineNotFound
 from runyard.events.sse import DONE, PING
 from runyard.http.answers import errors
 from runyard.http.auth import owner_of
@@ -29,9 +28,9 @@ from runyard.http.chat_runs import (
     SERVER_STOPPING,
     TOKEN,
     Ending,
-    check_input,
     create_in_session,
     output_text,
+    pipeline_of,
     run_events,
     token_text,
 )
@@ -65,8 +64,9 @@ UI_MESSAGE_STREAM: dict[int | str, dict[str, Any]] = {
 async def chat(request: Request, pipeline: str, body: ChatRequest) -> Response:
     runtime = runtime_of(request)
     owner = owner_of(request)
+    spec = pipeline_of(runtime, pipeline)
     message = body.pipeline_input()
-    check_input(runtime, pipeline, message)  # a bad request creates nothing
+    spec.validate_input(message)  # a bad request creates nothing
     slot = await _slot(request, owner)  # taken before the run exists: a refusal leaves none
     try:
         run = await create_in_session(runtime, owner, pipeline, message, body.id, incoming(request.headers))
@@ -86,8 +86,7 @@ async def resume(request: Request, pipeline: str, chat_id: str) -> Response:
     run either: 204, as the SDK expects of a chat with nothing to resume."""
     runtime = runtime_of(request)
     owner = owner_of(request)
-    if pipeline not in runtime.pipelines:
-        raise PipelineNotFound(f"no pipeline named {pipeline!r}")
+    pipeline_of(runtime, pipeline)  # 404 for a name that is no pipeline
     runs = [run for run in await runtime.sessions.unfinished(owner, chat_id) if run.pipeline == pipeline]
     if not runs:
         return Response(status_code=204)

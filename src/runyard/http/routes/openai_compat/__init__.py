@@ -21,8 +21,8 @@ from runyard.http.chat_runs import (
     SERVER_STOPPING,
     TOKEN,
     Ending,
-    check_input,
     create_in_session,
+    pipeline_of,
     run_events,
     token_text,
 )
@@ -101,8 +101,9 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
 
 async def _create(runtime: Runtime, owner: str, body: ChatRequest, trace: str | None) -> Run:
     """The run, in the ``user``'s session (created on first use)."""
+    spec = pipeline_of(runtime, body.model)
     message = body.pipeline_input()
-    check_input(runtime, body.model, message)
+    spec.validate_input(message)  # before anything is created
     try:
         return await create_in_session(runtime, owner, body.model, message, body.user, trace)
     except (InvalidRequest, SessionNotFound) as exc:
