@@ -59,7 +59,7 @@ UI_MESSAGE_STREAM: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/{pipeline}",
     summary="Run a pipeline on an AI SDK chat's last message, as a UI message stream",
-    responses={**UI_MESSAGE_STREAM, **errors(409)},
+    responses=UI_MESSAGE_STREAM,
 )
 async def chat(request: Request, pipeline: str, body: ChatRequest) -> Response:
     runtime = runtime_of(request)
