@@ -34,3 +34,4 @@ test: check node-deps
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache runyard.db runyard.db-wal runyard.db-shm
+	rm -rf examples/nextjs_chat/node_modules examples/nextjs_chat/dist

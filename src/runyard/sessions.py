@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from runyard.errors import InvalidCursor, InvalidRequest, SessionExists, SessionNotFound
-from runyard.models import Session, new_id, now
+from runyard.models import Run, Session, new_id, now
 from runyard.session_ids import GENERATED, public_session_id, session_key
 from runyard.settings import Settings
 from runyard.store.base import Cancelled, Store
@@ -96,6 +96,15 @@ class Sessions:
         if view.status == "expired":
             return view, []
         return view, [message.to_dict() for message in await self._store.history(session.session_id)]
+
+    async def unfinished(self, owner: str, session_id: str) -> list[Run]:
+        """The unfinished runs of the owner's session, oldest first; none when the
+        session is missing, deleted or another owner's (the same answer)."""
+        try:
+            key = (await self.visible(owner, session_id)).session_id
+        except SessionNotFound:
+            return []
+        return await self._store.unfinished_runs(key)
 
     async def list(
         self, owner: str, limit: int, before: str | None = None, metadata: Mapping[str, str] | None = None

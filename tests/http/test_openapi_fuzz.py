@@ -26,10 +26,13 @@ OPERATIONS = {
 
 # A `before` cursor that names no run of the caller's is 400 invalid_cursor (the
 # contract's 400 for this route), though any id fits the schema; so is a sessions
-# listing's `before` that is not a cursor the listing gave.
+# listing's `before` that is not a cursor the listing gave. A chat (OpenAI's,
+# the AI SDK's) without a user message is 422: its input is that message.
 NOT_EVERY_VALID_REQUEST_SUCCEEDS = {
     "GET /v1/runs": [positive_data_acceptance],
     "GET /v1/sessions": [positive_data_acceptance],
+    "POST /v1/chat/completions": [positive_data_acceptance],
+    "POST /v1/ai-sdk/{pipeline}": [positive_data_acceptance],
 }
 
 

@@ -15,9 +15,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from runyard.models import Event
 
 PING = b": ping\n\n"
+DONE = b"data: [DONE]\n\n"  # how OpenAI's streams and the AI SDK's UI message streams end
 
 Frame = tuple[int, bool, bytes]
 """An event as streams send it: ``(seq, is_end, frame)``. A plain tuple of plain
@@ -38,6 +41,11 @@ def session_frame(cursor: int, event: Event) -> Frame:
     ``run_id`` first in the event object (then ``seq`` and the rest, as a run's)."""
     body = b'{"run_id":"%s",%s' % (event.run_id.encode(), event.to_json()[1:])
     return (cursor, event.type == "end", b"id: %d\nevent: %s\ndata: %s\n\n" % (cursor, event.type.encode(), body))
+
+
+def data_line(body: Any) -> bytes:
+    """``body`` as a frame of ``data:`` alone, the way OpenAI and the AI SDK stream JSON."""
+    return b"data: " + orjson.dumps(body) + b"\n\n"
 
 
 def ping(pad_bytes: int = 0) -> bytes:

@@ -8,17 +8,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
-from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from runyard.errors import InvalidRequest, PipelineNotFound, SessionNotFound
+from runyard.events.sse import DONE, PING, data_line
 from runyard.http.auth import owner_of
+from runyard.http.chat_runs import (
+    END,
+    HEARTBEAT,
+    SERVER_STOPPING,
+    TOKEN,
+    Ending,
+    create_in_session,
+    pipeline_of,
+    run_events,
+    token_text,
+)
 from runyard.http.responses import json_response, runtime_of
 from runyard.http.routes.openai_compat.wire import (
-    DONE,
     AboutParam,
     Answer,
     ChatRequest,
@@ -28,7 +37,6 @@ from runyard.http.routes.openai_compat.wire import (
     chunk,
     completion,
     content_of,
-    data_line,
     error_body,
     errors,
     model_json,
@@ -39,13 +47,13 @@ from runyard.models import Run
 from runyard.observability.tracing import incoming
 from runyard.runtime import Runtime
 from runyard.session_ids import public_session_id
-from runyard.sessions import IfExists
 
 router = APIRouter(
     prefix="/v1", tags=["openai"], route_class=OpenAIRoute, responses=errors(400, 401, 404, 413, 422, 503)
 )
-# the frames of a run that make a reply; the rest of its events are not OpenAI's to show
-TOKEN, USAGE, END = b"token", b"usage", b"end"
+# the events of a run that make a reply; the rest are not OpenAI's to show
+USAGE = "usage"
+REPLY = frozenset({TOKEN, USAGE, END})
 COMPLETION = {
     200: {
         "description": "A chat.completion; with stream: chat.completion.chunk SSE frames, then data: [DONE]",
@@ -92,21 +100,15 @@ async def chat_completions(request: Request, body: ChatRequest) -> Response:
 
 
 async def _create(runtime: Runtime, owner: str, body: ChatRequest, trace: str | None) -> Run:
-    """The run, in the ``user``'s session (created on first use). The model and
-    the input are checked before that session is made, so an unknown model or a
-    bad input leaves nothing behind (a refusal by quota or rate limit may leave
-    the new session, empty, as ``POST /v1/sessions`` would have)."""
-    spec = runtime.pipelines.get(body.model)
-    if spec is None:
-        raise PipelineNotFound(f"no pipeline named {body.model!r}")
+    """The run, in the ``user``'s session (created on first use)."""
+    spec = pipeline_of(runtime, body.model)
     message = body.pipeline_input()
-    spec.validate_input(message)
-    if body.user is None:
-        return await runtime.create_run(owner, body.model, message, trace=trace)
+    spec.validate_input(message)  # before anything is created
     try:
-        await runtime.sessions.create(owner, None, body.user, IfExists.DO_NOTHING)
-        return await runtime.create_run(owner, body.model, message, session_id=body.user, trace=trace)
+        return await create_in_session(runtime, owner, body.model, message, body.user, trace)
     except (InvalidRequest, SessionNotFound) as exc:
+        if body.user is None:
+            raise
         raise AboutParam(exc, "user") from None
 
 
@@ -122,20 +124,20 @@ async def _complete(runtime: Runtime, run: Run) -> Response:
             f"it goes on: GET /v1/runs/{run.run_id}"
         ) from None
     _raise_unless_succeeded(end)
-    return json_response(completion(run, answer, end.get("output"), public_session_id(run.session_id)))
+    return json_response(completion(run, answer, end.output, public_session_id(run.session_id)))
 
 
-async def _gather(runtime: Runtime, run: Run, answer: Answer) -> dict[str, Any]:
-    """Collect the run's tokens and usage into ``answer``; the ``end`` event's data."""
-    async with contextlib.aclosing(_events(runtime, run)) as events:
-        async for kind, data in events:
-            if kind == TOKEN:
-                answer.tokens.append(_text(data))
-            elif kind == USAGE:
-                answer.usage.add(data)
-            elif kind == END:
-                return dict(data) if isinstance(data, dict) else {}
-    return {"status": "cancelled", "error": {"code": "stream_closed", "message": "the server is stopping"}}
+async def _gather(runtime: Runtime, run: Run, answer: Answer) -> Ending:
+    """Collect the run's tokens and usage into ``answer``; how it ended."""
+    async with contextlib.aclosing(run_events(runtime, run, REPLY)) as events:
+        async for event in events:
+            if event.type == TOKEN:
+                answer.tokens.append(token_text(event.data))
+            elif event.type == USAGE:
+                answer.usage.add(event.data)
+            elif event.type == END:
+                return Ending.of(event.data)
+    return SERVER_STOPPING
 
 
 async def _chunks(runtime: Runtime, run: Run, include_usage: bool) -> AsyncGenerator[bytes, None]:
@@ -145,61 +147,36 @@ async def _chunks(runtime: Runtime, run: Run, include_usage: bool) -> AsyncGener
     answer = Answer()
     extra = {"usage": None} if include_usage else {}
     yield chunk(run, {"role": "assistant", "content": ""}, **extra)
-    end: dict[str, Any] = {"status": "cancelled", "error": {"code": "stream_closed", "message": "server stopping"}}
-    async with contextlib.aclosing(_events(runtime, run, pings=True)) as events:
-        async for kind, data in events:
-            if kind == TOKEN:
-                answer.tokens.append(_text(data))
+    end = SERVER_STOPPING
+    async with contextlib.aclosing(run_events(runtime, run, REPLY, heartbeats=True)) as events:
+        async for event in events:
+            if event.type == TOKEN:
+                answer.tokens.append(token_text(event.data))
                 yield chunk(run, {"content": answer.tokens[-1]}, **extra)
-            elif kind == USAGE:
-                answer.usage.add(data)
-            elif kind == END:
-                end = dict(data) if isinstance(data, dict) else {}
-            else:
-                yield b": ping\n\n"
+            elif event.type == USAGE:
+                answer.usage.add(event.data)
+            elif event.type == END:
+                end = Ending.of(event.data)
+            elif event is HEARTBEAT:
+                yield PING
     try:
         _raise_unless_succeeded(end)
     except RunFailed as exc:
         yield data_line(error_body(exc.status, exc.code, exc.message))
         yield DONE
         return
-    if not answer.tokens and end.get("output") is not None:
+    if not answer.tokens and end.output is not None:
         # a run that streamed nothing still answers: with its output
-        yield chunk(run, {"content": content_of(answer, end["output"])}, **extra)
+        yield chunk(run, {"content": content_of(answer, end.output)}, **extra)
     yield chunk(run, {}, "stop", **extra)
     if include_usage:
         yield usage_chunk(run, answer.usage)
     yield DONE
 
 
-async def _events(runtime: Runtime, run: Run, pings: bool = False) -> AsyncGenerator[tuple[bytes, Any], None]:
-    """The run's ``token``, ``usage`` and ``end`` events as (type, data), from its
-    first; with ``pings``, (b"", None) for each heartbeat."""
-    async with contextlib.aclosing(runtime.follow(run, 0)) as batches:
-        async for batch in batches:
-            if not batch and pings:
-                yield b"", None
-            for _, _, frame in batch:
-                # a frame is "id: N\nevent: TYPE\ndata: EVENT\n\n" (runyard.events.sse)
-                _, kind_line, data_line_ = frame.split(b"\n", 2)
-                kind = kind_line.removeprefix(b"event: ")
-                if kind in (TOKEN, USAGE, END):
-                    yield kind, orjson.loads(data_line_.removeprefix(b"data: "))["data"]
-
-
-def _text(data: Any) -> str:
-    text = data.get("text") if isinstance(data, dict) else None
-    return text if isinstance(text, str) else ""
-
-
-def _raise_unless_succeeded(end: dict[str, Any]) -> None:
-    if end.get("status") == "succeeded":
-        return
-    error = end.get("error")
-    if not isinstance(error, dict):
-        error = {}
-    code = str(error.get("code") or end.get("status") or "run_failed")
-    raise RunFailed(code, str(error.get("message") or f"the run ended {end.get('status')}"))
+def _raise_unless_succeeded(end: Ending) -> None:
+    if not end.succeeded:
+        raise RunFailed(end.code, end.message)
 
 
 __all__ = ["router"]

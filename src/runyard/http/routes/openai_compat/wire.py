@@ -17,7 +17,9 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from runyard.errors import InvalidRequest, PipelineNotFound, RunyardError
+from runyard.events.sse import data_line
 from runyard.http.answers import errors as runyard_errors
+from runyard.http.chat_runs import output_text
 from runyard.http.errors import HTTP_CODES
 from runyard.http.responses import StrictJSONRoute
 from runyard.models import Run
@@ -124,9 +126,7 @@ def content_of(answer: Answer, output: Any) -> str:
     none) its output, as is when it is a string, else as JSON text."""
     if answer.tokens:
         return "".join(answer.tokens)
-    if isinstance(output, str):
-        return output
-    return "" if output is None else orjson.dumps(output).decode()
+    return output_text(output)
 
 
 def completion(run: Run, answer: Answer, output: Any, session_id: str) -> dict[str, Any]:
@@ -172,13 +172,6 @@ def usage_chunk(run: Run, usage: Usage) -> bytes:
         "usage": usage.to_json(),
     }
     return data_line(body)
-
-
-def data_line(body: Any) -> bytes:
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
 
 
 def model_json(name: str) -> dict[str, Any]:
