@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import httpx
 
@@ -32,7 +32,8 @@ from runyard.client.api import (
     api_error,
 )
 from runyard.client.clients import _Base
-from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable, _SessionCursor
+from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _SessionCursor
+from runyard.client.types import EventPage, RunPage, RunSnapshot, SessionInfo, SessionPage
 
 
 class Client(_Base):
@@ -51,7 +52,11 @@ class Client(_Base):
         self._http.close()
 
     def _call(self, request: _Request) -> Any:
-        return _answer(self._http.request(request.method, request.path, **request.options()))
+        try:
+            response = self._http.request(request.method, request.path, **request.options())
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return _answer(response)
 
     def create(
         self,
@@ -65,25 +70,25 @@ class Client(_Base):
         *,
         after_s: float | None = None,
         webhook: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSnapshot:
         """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much
         later). With ``webhook``, its final snapshot is POSTed there once it finishes (``runyard.webhooks``)."""
         args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s, webhook)
-        return _object(self._call(_create_request(*args)))
+        return cast(RunSnapshot, _object(self._call(_create_request(*args))))
 
-    def snapshot(self, run_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("GET", _path("runs", run_id))))
+    def snapshot(self, run_id: str) -> RunSnapshot:
+        return cast(RunSnapshot, _object(self._call(_Request("GET", _path("runs", run_id)))))
 
-    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> dict[str, Any]:
+    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> EventPage:
         params = {"after": after, "limit": limit}
-        return _object(self._call(_Request("GET", _path("runs", run_id, "events"), params)))
+        return cast(EventPage, _object(self._call(_Request("GET", _path("runs", run_id, "events"), params))))
 
-    def cancel(self, run_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("POST", _path("runs", run_id, "cancel"))))
+    def cancel(self, run_id: str) -> RunSnapshot:
+        return cast(RunSnapshot, _object(self._call(_Request("POST", _path("runs", run_id, "cancel")))))
 
-    def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> dict[str, Any]:
+    def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> RunSnapshot:
         """Answer the question a waiting run asked (``ctx.ask``); its snapshot (status ``queued``)."""
-        return _object(self._call(_input_request(run_id, value, ask_id)))
+        return cast(RunSnapshot, _object(self._call(_input_request(run_id, value, ask_id))))
 
     def list_runs(
         self,
@@ -91,27 +96,27 @@ class Client(_Base):
         status: str | None = None,
         limit: int | None = None,
         before: str | None = None,
-    ) -> dict[str, Any]:
-        return _object(self._call(_list_runs_request(session_id, status, limit, before)))
+    ) -> RunPage:
+        return cast(RunPage, _object(self._call(_list_runs_request(session_id, status, limit, before))))
 
     def create_session(
         self, metadata: dict[str, Any] | None = None, session_id: str | None = None, if_exists: str | None = None
-    ) -> dict[str, Any]:
+    ) -> SessionInfo:
         """A new session (under your own ``session_id``, if given: scoped to you).
 
         ``if_exists``: ``"raise"`` (default: ``APIError`` 409 ``session_exists``) or
         ``"do_nothing"`` (your existing session of that id)."""
-        return _object(self._call(_session_request(metadata, session_id, if_exists)))
+        return cast(SessionInfo, _object(self._call(_session_request(metadata, session_id, if_exists))))
 
     def list_sessions(
         self, limit: int | None = None, before: str | None = None, metadata: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> SessionPage:
         """Your sessions, newest activity first: ``{"sessions", "next"}`` (``next``: the
         following page's ``before``); ``metadata``: only those with these values."""
-        return _object(self._call(_list_sessions_request(limit, before, metadata)))
+        return cast(SessionPage, _object(self._call(_list_sessions_request(limit, before, metadata))))
 
-    def session(self, session_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("GET", _path("sessions", session_id))))
+    def session(self, session_id: str) -> SessionInfo:
+        return cast(SessionInfo, _object(self._call(_Request("GET", _path("sessions", session_id)))))
 
     def delete_session(self, session_id: str) -> None:
         self._call(_Request("DELETE", _path("sessions", session_id)))
@@ -201,6 +206,7 @@ class Client(_Base):
         while True:
             try:
                 with self._http.stream(**self._stream_options(cursor, session_id)) as response:
+                    cursor.connected = True
                     if response.is_error:
                         response.read()
                         raise api_error(response)
@@ -212,7 +218,9 @@ class Client(_Base):
                     return
                 raise _Closed("the server closed the session stream")
             except _DROPS as exc:
-                if not _retryable(exc):
+                if not cursor.may_retry(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise self._unreachable(exc) from exc
                     raise
                 time.sleep(cursor.retry_in(exc))
 
@@ -225,7 +233,7 @@ class Client(_Base):
                 return True
             raise
 
-    def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+    def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot:
         """The run's final snapshot, once it has finished; ``TimeoutError`` after ``timeout`` seconds."""
         deadline = _deadline(timeout)
         snapshot = self.snapshot(run_id)
@@ -240,6 +248,7 @@ class Client(_Base):
         while True:
             try:
                 with self._http.stream(**self._stream_options(cursor, run_id)) as response:
+                    cursor.connected = True
                     if response.is_error:
                         response.read()
                         raise api_error(response)
@@ -253,6 +262,8 @@ class Client(_Base):
                     return
                 raise _Closed("the server closed the stream before its end event")
             except _DROPS as exc:
-                if not _retryable(exc):
+                if not cursor.may_retry(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise self._unreachable(exc) from exc
                     raise
                 time.sleep(cursor.retry_in(exc))
