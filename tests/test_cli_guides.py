@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import socket
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from rich.console import Console
 
+from runyard import loadtest
 from runyard.cli import main
+from runyard.loadtest.live import LiveProgress
 from tests.support import make_app, serve_in_thread
 
 TICK = {"pipeline": "ticker", "input": {"marker": "m", "count": 1}}
@@ -84,3 +89,31 @@ def test_a_streamed_reply_is_not_printed_twice(server: str, capsys: pytest.Captu
     reply = out.split("\n", 2)[2].split("\n✓ succeeded", 1)[0]  # the streamed text, after the header and status
     assert reply.strip() and out.count(reply.strip()) == 1
     assert "(reply: the text streamed above)" in out and '"turns": 1' in out
+
+
+# -- loadtest: live progress on a terminal, nothing extra in a pipe ---------------------------
+
+
+def test_loadtest_shows_live_progress_on_a_terminal(server: str) -> None:
+    """`runyard loadtest --duration 15` printed nothing until it ended."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=160)
+    config = loadtest.Config(url=server, sessions=3, events=5, interval_ms=20, duration_s=0.6)
+    seen: list[str] = []
+    with LiveProgress(console, config) as live:
+
+        def watch(tally: loadtest.Tally, elapsed_s: float) -> None:
+            live(tally, elapsed_s)
+            seen.append(live.figures(tally, elapsed_s))
+
+        report = asyncio.run(loadtest.run(config, watch=watch))
+    assert report["ok"] is True
+    assert len(seen) >= 3 and seen[0].startswith("runs ") and seen[-1].endswith("[green]0 violations[/green]")
+    runs = report["totals"]["runs"]
+    assert f"runs {runs} started, {runs} finished" in seen[-1]
+    assert "━" in out.getvalue() and "events/s" in out.getvalue()  # drawn while it ran
+
+
+def test_loadtest_in_a_pipe_prints_the_report_alone(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["loadtest", "--url", server, "--sessions", "2", "--events", "3", "--interval-ms", "0"]) == 0
+    assert "started," not in capsys.readouterr().out

@@ -114,11 +114,18 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    report = asyncio.run(loadtest.run(config))
+    console = Console(highlight=False)
+    if console.is_terminal and not args.json:  # a pipe, or --json, gets the report alone
+        from runyard.loadtest.live import LiveProgress
+
+        with LiveProgress(console, config) as live:
+            report = asyncio.run(loadtest.run(config, watch=live))
+    else:
+        report = asyncio.run(loadtest.run(config))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        loadtest.show(report, Console(highlight=False))
+        loadtest.show(report, console)
     return OK if report["ok"] else FAILED
 
 
