@@ -410,7 +410,7 @@ def test_tail_prints_one_line_per_event_and_exits_by_status(
 
 def test_tail_usage_errors(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(fake, "tail", "run_missing") == 2
-    assert capsys.readouterr().err.startswith("runyard: error: no such run (404 run_not_found); asked no --client-id")
+    assert capsys.readouterr().err.startswith("runyard: error: no such run (404 run_not_found); asked as 'anonymous'")
     assert run_cli(fake, "tail", "run_1", "--after", "-1") == 2
     assert "'-1' is not a non-negative integer" in capsys.readouterr().err
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import socket
@@ -13,6 +14,8 @@ from rich.console import Console
 
 from runyard import loadtest
 from runyard.cli import main
+from runyard.cli_common import owner_hint
+from runyard.client import APIError
 from runyard.loadtest.live import LiveProgress
 from tests.support import make_app, serve_in_thread
 
@@ -70,7 +73,8 @@ def test_another_owners_run_is_a_404_that_says_how_owners_work(server: str, caps
     assert main(["tail", created["run_id"], "--url", server]) == 2
     err = capsys.readouterr().err
     assert f"no run '{created['run_id']}' (a run is visible only to its owner: the X-Client-Id" in err
-    assert "asked no --client-id, so as 'anonymous'" in err and "pass the owner's --client-id" in err
+    assert "asked as 'anonymous' (no --client-id): runs and sessions are visible only to their owner" in err
+    assert "pass --client-id OWNER (or set RUNYARD_CLIENT_ID)" in err
     assert main(["tail", created["run_id"], "--url", server, "--client-id", "page"]) == 0
 
 
@@ -110,10 +114,18 @@ def test_loadtest_shows_live_progress_on_a_terminal(server: str) -> None:
     assert report["ok"] is True
     assert len(seen) >= 3 and seen[0].startswith("runs ") and seen[-1].endswith("[green]0 violations[/green]")
     runs = report["totals"]["runs"]
-    assert f"runs {runs} started, {runs} finished" in seen[-1]
+    assert f"runs {runs} started, {runs} done" in seen[-1]
     assert "━" in out.getvalue() and "events/s" in out.getvalue()  # drawn while it ran
 
 
 def test_loadtest_in_a_pipe_prints_the_report_alone(server: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["loadtest", "--url", server, "--sessions", "2", "--events", "3", "--interval-ms", "0"]) == 0
     assert "started," not in capsys.readouterr().out
+
+
+def test_the_owner_hint_names_the_identity_asked_as_and_says_nothing_of_others() -> None:
+    missing = APIError(404, "run_not_found", "no run")
+    assert owner_hint(missing, argparse.Namespace(client_id="cli", token=None)).startswith("; asked as 'cli'")
+    with_token = owner_hint(missing, argparse.Namespace(client_id=None, token="x.y.z"))
+    assert with_token == "; asked as the subject of --token, who sees only their own runs and sessions"
+    assert owner_hint(APIError(404, "pipeline_not_found", "no"), argparse.Namespace(client_id=None, token=None)) == ""

@@ -27,14 +27,12 @@ def owner_hint(error: APIError, args: argparse.Namespace) -> str:
     if error.code not in ("run_not_found", "session_not_found"):
         return ""
     if getattr(args, "token", None):
-        who = "the subject of --token"
-    elif client_id := getattr(args, "client_id", None):
-        who = f"--client-id {client_id}"
-    else:
-        who = "no --client-id, so as 'anonymous'"
+        return "; asked as the subject of --token, who sees only their own runs and sessions"
+    client_id = getattr(args, "client_id", None)
+    who = f"as {client_id!r} (--client-id)" if client_id else "as 'anonymous' (no --client-id)"
     return (
-        f"; asked {who}. Runs and sessions are visible only to their owner: pass the owner's"
-        " --client-id (or set RUNYARD_CLIENT_ID); the dashboard shows each run's owner"
+        f"; asked {who}: runs and sessions are visible only to their owner; to reach another's, pass"
+        " --client-id OWNER (or set RUNYARD_CLIENT_ID); the dashboard shows each run's owner"
     )
 
 

@@ -26,15 +26,11 @@ class LiveProgress:
     def __init__(self, console: Console, config: Config) -> None:
         self._duration = config.duration_s
         self._runs = config.sessions  # without a duration, each session makes one run
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.fields[figures]}"),
-        )
+        # a short bar, so the figures fit on an 80-column terminal
+        columns = (BarColumn(bar_width=14), TimeElapsedColumn(), TextColumn("{task.fields[figures]}"))
         self._progress = Progress(*columns, console=console)
         total = self._duration if self._duration else self._runs
-        self._task = self._progress.add_task("loadtest", total=total, figures="")
+        self._task = self._progress.add_task("", total=total, figures="")
         self._seen: deque[tuple[float, int]] = deque()
 
     def __enter__(self) -> LiveProgress:
@@ -49,11 +45,11 @@ class LiveProgress:
         self._progress.update(self._task, completed=completed, figures=self.figures(tally, elapsed_s))
 
     def figures(self, tally: Tally, elapsed_s: float) -> str:
-        """``runs 12 started, 10 finished · 480 events/s · 0 violations``."""
+        """``runs 12 started, 10 done · 480 events/s · 0 violations``."""
         violations = sum(tally.by_kind.values())
         style, rate = ("red" if violations else "green"), self._rate(tally.events, elapsed_s)
         return (
-            f"runs {tally.runs} started, {tally.finished} finished · {rate:,.0f} events/s"
+            f"runs {tally.runs} started, {tally.finished} done · {rate:,.0f} events/s"
             f" · [{style}]{violations} violation{'' if violations == 1 else 's'}[/{style}]"
         )
 
