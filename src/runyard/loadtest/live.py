@@ -32,15 +32,19 @@ class LiveProgress:
         total = self._duration if self._duration else self._runs
         self._task = self._progress.add_task("", total=total, figures="")
         self._seen: deque[tuple[float, int]] = deque()
+        self._started = False
 
     def __enter__(self) -> LiveProgress:
-        self._progress.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     def __call__(self, tally: Tally, elapsed_s: float) -> None:
+        if not self._started:  # drawn from the first runs on: a server that is not there gets no empty bar
+            self._progress.start()
+            self._started = True
         completed = min(elapsed_s, self._duration) if self._duration else tally.finished
         self._progress.update(self._task, completed=completed, figures=self.figures(tally, elapsed_s))
 
