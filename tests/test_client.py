@@ -33,7 +33,9 @@ from runyard.client import (
     APIError,
     AsyncClient,
     Client,
+    Cron,
     EventPage,
+    Item,
     Reconnect,
     RunPage,
     RunSnapshot,
@@ -743,6 +745,8 @@ def test_results_are_typed_dicts_that_are_still_plain_dicts(fake: FakeServer) ->
     assert typing.get_type_hints(Client.snapshot)["return"] is RunSnapshot
     assert typing.get_type_hints(Client.events)["return"] is EventPage
     assert typing.get_type_hints(AsyncClient.list_runs)["return"] is RunPage
+    assert typing.get_type_hints(Client.crons)["return"] == list[Cron]
+    assert typing.get_type_hints(AsyncClient.get_item)["return"] is Item
 
 
 # -- answering a waiting run ---------------------------------------------------------------

@@ -30,14 +30,16 @@ from runyard.client.api import Event as Event
 from runyard.client.asynchronous import AsyncClient
 from runyard.client.resume import Reconnect
 from runyard.client.synchronous import Client
-from runyard.client.types import EventPage, RunPage, RunSnapshot, SessionInfo, SessionPage
+from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
 
 __all__ = [
     "APIError",
     "AsyncClient",
     "Client",
     "ConnectionFailed",
+    "Cron",
     "EventPage",
+    "Item",
     "Reconnect",
     "RunPage",
     "RunSnapshot",

@@ -33,7 +33,7 @@ from runyard.client.api import (
 )
 from runyard.client.clients import _Base
 from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _SessionCursor
-from runyard.client.types import EventPage, RunPage, RunSnapshot, SessionInfo, SessionPage
+from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
 
 
 class AsyncClient(_Base):
@@ -142,25 +142,25 @@ class AsyncClient(_Base):
         metadata: dict[str, Any] | None = None,
         webhook: str | None = None,
         enabled: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """A cron: a run of ``pipeline`` at each time of the 5-field ``schedule`` (in ``timezone``, UTC by default)."""
         options: dict[str, Any] = {"timezone": timezone, "session_id": session_id, "metadata": metadata}
         options.update(webhook=webhook, enabled=enabled)
-        return _object(await self._call(_cron_request(pipeline, input, schedule, options)))
+        return cast(Cron, _object(await self._call(_cron_request(pipeline, input, schedule, options))))
 
-    async def crons(self) -> list[dict[str, Any]]:
+    async def crons(self) -> list[Cron]:
         """The caller's crons, oldest first."""
-        crons: list[dict[str, Any]] = _object(await self._call(_Request("GET", _path("crons"))))["crons"]
+        crons: list[Cron] = _object(await self._call(_Request("GET", _path("crons"))))["crons"]
         return crons
 
-    async def cron(self, cron_id: str) -> dict[str, Any]:
-        return _object(await self._call(_Request("GET", _path("crons", cron_id))))
+    async def cron(self, cron_id: str) -> Cron:
+        return cast(Cron, _object(await self._call(_Request("GET", _path("crons", cron_id)))))
 
     async def update_cron(
         self, cron_id: str, *, schedule: str | None = None, input: Any = UNCHANGED, enabled: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """Change a cron's schedule, input or whether it is enabled; the cron."""
-        return _object(await self._call(_cron_patch(cron_id, schedule, input, enabled)))
+        return cast(Cron, _object(await self._call(_cron_patch(cron_id, schedule, input, enabled))))
 
     async def delete_cron(self, cron_id: str) -> None:
         await self._call(_Request("DELETE", _path("crons", cron_id)))
@@ -172,13 +172,13 @@ class AsyncClient(_Base):
 
     async def put_item(
         self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None
-    ) -> dict[str, Any]:
+    ) -> Item:
         """Insert or replace one of the caller's items; the item stored."""
-        return _object(await self._call(_put_item_request(namespace, key, value, ttl_s)))
+        return cast(Item, _object(await self._call(_put_item_request(namespace, key, value, ttl_s))))
 
-    async def get_item(self, namespace: Sequence[str], key: str) -> dict[str, Any]:
+    async def get_item(self, namespace: Sequence[str], key: str) -> Item:
         """The item (``APIError`` 404 ``item_not_found`` when there is none)."""
-        return _object(await self._call(_item_request("GET", namespace, key)))
+        return cast(Item, _object(await self._call(_item_request("GET", namespace, key))))
 
     async def delete_item(self, namespace: Sequence[str], key: str) -> None:
         await self._call(_item_request("DELETE", namespace, key))
@@ -191,10 +191,10 @@ class AsyncClient(_Base):
         query: str | None = None,
         limit: int = 10,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Item]:
         """Items under the prefix, filtered; best match first (each with ``score``) given a query."""
         found = _object(await self._call(_search_request(namespace_prefix, filter, query, limit, offset)))
-        items: list[dict[str, Any]] = found["items"]
+        items: list[Item] = found["items"]
         return items
 
     async def list_namespaces(self, prefix: Sequence[str] = (), max_depth: int | None = None) -> list[list[str]]:

@@ -33,7 +33,7 @@ from runyard.client.api import (
 )
 from runyard.client.clients import _Base
 from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _SessionCursor
-from runyard.client.types import EventPage, RunPage, RunSnapshot, SessionInfo, SessionPage
+from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
 
 
 class Client(_Base):
@@ -134,25 +134,25 @@ class Client(_Base):
         metadata: dict[str, Any] | None = None,
         webhook: str | None = None,
         enabled: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """A cron: a run of ``pipeline`` at each time of the 5-field ``schedule`` (in ``timezone``, UTC by default)."""
         options: dict[str, Any] = {"timezone": timezone, "session_id": session_id, "metadata": metadata}
         options.update(webhook=webhook, enabled=enabled)
-        return _object(self._call(_cron_request(pipeline, input, schedule, options)))
+        return cast(Cron, _object(self._call(_cron_request(pipeline, input, schedule, options))))
 
-    def crons(self) -> list[dict[str, Any]]:
+    def crons(self) -> list[Cron]:
         """The caller's crons, oldest first."""
-        crons: list[dict[str, Any]] = _object(self._call(_Request("GET", _path("crons"))))["crons"]
+        crons: list[Cron] = _object(self._call(_Request("GET", _path("crons"))))["crons"]
         return crons
 
-    def cron(self, cron_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("GET", _path("crons", cron_id))))
+    def cron(self, cron_id: str) -> Cron:
+        return cast(Cron, _object(self._call(_Request("GET", _path("crons", cron_id)))))
 
     def update_cron(
         self, cron_id: str, *, schedule: str | None = None, input: Any = UNCHANGED, enabled: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """Change a cron's schedule, input or whether it is enabled; the cron."""
-        return _object(self._call(_cron_patch(cron_id, schedule, input, enabled)))
+        return cast(Cron, _object(self._call(_cron_patch(cron_id, schedule, input, enabled))))
 
     def delete_cron(self, cron_id: str) -> None:
         self._call(_Request("DELETE", _path("crons", cron_id)))
@@ -162,15 +162,13 @@ class Client(_Base):
 
     # -- the long-term store (namespaces as lists of parts) ----------------------
 
-    def put_item(
-        self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None
-    ) -> dict[str, Any]:
+    def put_item(self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None) -> Item:
         """Insert or replace one of the caller's items; the item stored."""
-        return _object(self._call(_put_item_request(namespace, key, value, ttl_s)))
+        return cast(Item, _object(self._call(_put_item_request(namespace, key, value, ttl_s))))
 
-    def get_item(self, namespace: Sequence[str], key: str) -> dict[str, Any]:
+    def get_item(self, namespace: Sequence[str], key: str) -> Item:
         """The item (``APIError`` 404 ``item_not_found`` when there is none)."""
-        return _object(self._call(_item_request("GET", namespace, key)))
+        return cast(Item, _object(self._call(_item_request("GET", namespace, key))))
 
     def delete_item(self, namespace: Sequence[str], key: str) -> None:
         self._call(_item_request("DELETE", namespace, key))
@@ -183,11 +181,11 @@ class Client(_Base):
         query: str | None = None,
         limit: int = 10,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Item]:
         """Items under the prefix, filtered; best match first (each with ``score``) given a query."""
-        items: list[dict[str, Any]] = _object(
-            self._call(_search_request(namespace_prefix, filter, query, limit, offset))
-        )["items"]
+        items: list[Item] = _object(self._call(_search_request(namespace_prefix, filter, query, limit, offset)))[
+            "items"
+        ]
         return items
 
     def list_namespaces(self, prefix: Sequence[str] = (), max_depth: int | None = None) -> list[list[str]]:

@@ -80,3 +80,33 @@ class SessionPage(TypedDict):
 
     sessions: list[SessionInfo]
     next: str | None
+
+
+class Cron(TypedDict):
+    """A cron: a run of ``pipeline`` at each time of ``schedule``, in ``timezone``."""
+
+    cron_id: str
+    pipeline: str
+    input: Any
+    schedule: str
+    timezone: str
+    session_id: str | None
+    metadata: dict[str, Any]
+    webhook: Any
+    enabled: bool
+    next_run_at: str | None
+    last_run_id: str | None
+    last_run_at: str | None
+    created_at: str
+    updated_at: str
+
+
+class Item(TypedDict):
+    """An item of the long-term store; ``score`` in a search's answer given a query."""
+
+    namespace: list[str]
+    key: str
+    value: dict[str, Any]
+    created_at: str
+    updated_at: str
+    score: NotRequired[float]
