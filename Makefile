@@ -1,21 +1,39 @@
 # The two commands: `make demo` serves the demo, `make test` runs every check.
-# Both create the virtualenv and install runyard into it first.
+# Both create the virtualenv first; the demo installs runyard alone into it,
+# the checks the whole dev toolchain (the adapters' frameworks, Playwright, mypy...).
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo test check clean node-deps
+.PHONY: install install-demo demo cli test check clean node-deps
 
-$(BIN)/runyard: pyproject.toml
+# One stamp per set of extras installed, so `make demo` never pulls the dev toolchain
+# and `make test` after it adds only what the demo lacked.
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+
+$(VENV)/.installed-runyard: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-install: $(BIN)/runyard
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-runyard
 
-demo: install
+install-demo: $(VENV)/.installed-runyard
+
+install: $(VENV)/.installed-dev
+
+demo: install-demo
+	@echo "Serving the demo on http://127.0.0.1:8000 (Ctrl-C stops it). In another terminal, in $(CURDIR):"
+	@echo "  $(BIN)/runyard run ticker --input '{\"marker\": \"hello\", \"count\": 5, \"interval_ms\": 200}'"
+	@echo "  (or 'source $(BIN)/activate' once, then plain 'runyard ...'; 'make cli' says the same)"
 	$(BIN)/runyard demo
+
+cli: install-demo
+	@echo "The CLI is $(CURDIR)/$(BIN)/runyard; 'source $(BIN)/activate' puts it on your PATH."
+	@$(BIN)/runyard --help
 
 check: install
 	$(BIN)/ruff check src tests bench examples

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -239,19 +240,27 @@ def run_cli(fake: FakeServer, *argv: str) -> int:
     return main([*argv, "--url", fake.url])
 
 
+DURATION = re.compile(r"\d+(?:\.\d+)?s|\d+m\d\ds")
+
+
+def untimed(line: str) -> str:
+    """The line with its durations (``0.42s``, ``2m05s``) as ``T``: they differ from run to run."""
+    return DURATION.sub("T", line)
+
+
 def test_run_follows_the_run_and_prints_its_output(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(fake, "run", "script", "--input", json.dumps(STORY)) == 0
-    lines = capsys.readouterr().out.splitlines()
+    lines = [untimed(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[0] == "run run_1 · script · session ses_1"
     assert lines[1:9] == [
         "· running",
         "▸ plan started",
-        "✓ plan done",
+        "✓ plan done (T)",
         "progress 50% (1/2) reading",
         "Hello, world",
         'finding {"url":"https://example.org/[bold]"}',
         "progress 100% (2/2) reading",
-        "✓ succeeded",
+        "✓ succeeded in T",
     ]
     assert json.loads("\n".join(lines[9:])) == {"answer": 42}
 
@@ -270,9 +279,9 @@ def test_run_resumes_after_drops_without_repeating_anything(
 @pytest.mark.parametrize(
     ("run_input", "shown"),
     [
-        ({"count": 3, "fail_at": 2}, ["✗ error pipeline_error: failed at tick 2", "✗ failed"]),
-        ({"events": [], "status": "cancelled"}, ["✗ cancelled: cancelled: run cancelled"]),
-        ({"events": [], "status": "timed_out"}, ["✗ timed_out: timed_out: run timed_out"]),
+        ({"count": 3, "fail_at": 2}, ["✗ error pipeline_error: failed at tick 2", "✗ failed in T"]),
+        ({"events": [], "status": "cancelled"}, ["✗ cancelled in T: cancelled: run cancelled"]),
+        ({"events": [], "status": "timed_out"}, ["✗ timed_out in T: timed_out: run timed_out"]),
     ],
     ids=["failed", "cancelled", "timed_out"],
 )
@@ -281,7 +290,7 @@ def test_run_exits_1_when_the_run_does_not_succeed(
 ) -> None:
     pipeline = "ticker" if "count" in run_input else "script"
     assert run_cli(fake, "run", pipeline, "--input", json.dumps(run_input)) == 1
-    lines = capsys.readouterr().out.splitlines()
+    lines = [untimed(line) for line in capsys.readouterr().out.splitlines()]
     assert lines[-len(shown) :] == shown
 
 
@@ -383,7 +392,7 @@ def test_tail_prints_one_line_per_event_and_exits_by_status(
         ok = client.create("ticker", {"count": 2, "interval_ms": 5})["run_id"]
         bad = client.create("ticker", {"count": 3, "fail_at": 1})["run_id"]
     fake.state.faults = [Fault("abort", 2)]
-    assert run_cli(fake, "tail", ok) == 0
+    assert run_cli(fake, "tail", ok, "--raw") == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" ", 2)[:2] for line in lines] == [
         ["1", "status"],
@@ -395,13 +404,13 @@ def test_tail_prints_one_line_per_event_and_exits_by_status(
     assert lines[1] == '2 tick {"i":0}'
     assert lines[4] == '5 end {"status":"succeeded","output":{"count":2}}'
 
-    assert run_cli(fake, "tail", bad, "--after", "2") == 1
+    assert run_cli(fake, "tail", bad, "--after", "2", "--raw") == 1
     assert [line.split(" ")[0] for line in capsys.readouterr().out.splitlines()] == ["3", "4", "5"]
 
 
 def test_tail_usage_errors(fake: FakeServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(fake, "tail", "run_missing") == 2
-    assert capsys.readouterr().err == "runyard: error: no such run (404 run_not_found)\n"
+    assert capsys.readouterr().err.startswith("runyard: error: no such run (404 run_not_found); asked as 'anonymous'")
     assert run_cli(fake, "tail", "run_1", "--after", "-1") == 2
     assert "'-1' is not a non-negative integer" in capsys.readouterr().err
 
@@ -415,11 +424,11 @@ def test_run_and_tail_against_the_runyard_server(capsys: pytest.CaptureFixture[s
         assert main(["run", "boom", "--input", "{}", "--url", url]) == 1
         failed = capsys.readouterr().out
         run_id = out.split()[1]
-        assert main(["tail", run_id, "--url", url]) == 0
+        assert main(["tail", run_id, "--url", url, "--raw"]) == 0
         tailed = capsys.readouterr().out.splitlines()
-    assert "▸ plan started" in out and "✓ write done" in out and "✓ succeeded" in out
+    assert "▸ plan started" in out and "✓ write done (" in out and "✓ succeeded in " in out
     assert '"topic": "tides"' in out
-    assert "✗ error pipeline_error" in failed and failed.rstrip().endswith("✗ failed")
+    assert "✗ error pipeline_error" in failed and untimed(failed.rstrip()).endswith("✗ failed in T")
     assert tailed[0].startswith("1 status ") and tailed[-1].startswith(f"{len(tailed)} end ")
 
 
@@ -519,7 +528,7 @@ def test_answer_to_a_run_that_does_not_wait_exits_2(fake: FakeServer, capsys: py
     assert run_cli(fake, "answer", run_id, "--value", "1") == 2
     assert capsys.readouterr().err == f"runyard: error: run {run_id} is not waiting for input (409 run_not_waiting)\n"
     assert run_cli(fake, "answer", "run_missing", "--value", "1") == 2
-    assert capsys.readouterr().err == "runyard: error: no such run (404 run_not_found)\n"
+    assert capsys.readouterr().err.startswith("runyard: error: no such run (404 run_not_found); asked ")
 
 
 def test_the_view_shows_questions_their_shape_and_sleeps() -> None:
@@ -590,7 +599,7 @@ def test_run_answer_and_tail_a_waiting_run_on_the_runyard_server(
         run_id = left.split()[1]
         assert main(["answer", run_id, "--value", '{"ok": false}', "--url", url]) == 0
         answered = capsys.readouterr().out
-        assert main(["tail", run_id, "--url", url]) == 0
+        assert main(["tail", run_id, "--url", url, "--raw"]) == 0
         tailed = capsys.readouterr().out.splitlines()
     assert '? {"question":"ship it?"}\n  answer with: {"ok": boolean}\nanswer> ✗ ' in prompted
     assert "try again\nanswer> ✓ answer received\n" in prompted

@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 import time
+import typing
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,11 +28,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+import runyard
 from runyard.client import (
     APIError,
     AsyncClient,
     Client,
+    Cron,
+    EventPage,
+    Item,
     Reconnect,
+    RunPage,
+    RunSnapshot,
     StreamLost,
     api_error,
 )
@@ -612,7 +619,10 @@ def test_api_error_from_answers_of_any_shape() -> None:
         "status": 405,
         "code": "method_not_allowed",
         "retry_after": None,
+        "_details": {},
     }
+    suggested = {"error": {"code": "pipeline_not_found", "message": "no pipeline", "suggestions": ["ticker"]}}
+    assert api_error(httpx.Response(404, json=suggested)).details == {"suggestions": ["ticker"]}
     odd = api_error(httpx.Response(503, json={"detail": "down"}, headers={"Retry-After": "soon"}))
     assert (odd.code, odd.message, odd.retry_after) == ("http_503", '{"detail":"down"}', None)
     assert api_error(httpx.Response(500)).message == "Internal Server Error"
@@ -698,9 +708,45 @@ def test_sync_stream_closed_early_releases_its_connection(fake: FakeServer) -> N
         assert client.snapshot(run["run_id"])["run_id"] == run["run_id"]
 
 
-def test_a_transport_error_outside_streams_is_httpx_s() -> None:
-    with Client("http://127.0.0.1:9", timeout=1) as client, pytest.raises(httpx.ConnectError):
+def test_nothing_listening_raises_connection_failed_naming_the_url() -> None:
+    """Issue 16: the client raised httpx's ConnectError; it raises runyard's own error,
+    which is still an httpx.TransportError for code that caught that."""
+    with Client("http://127.0.0.1:9", timeout=1) as client, pytest.raises(runyard.ConnectionFailed) as info:
         client.pipelines()
+    assert isinstance(info.value, RunyardError) and isinstance(info.value, httpx.TransportError)
+    assert str(info.value).startswith("cannot reach the server at http://127.0.0.1:9: ")
+    assert info.value.url == "http://127.0.0.1:9" and info.value.code == "connection_failed"
+
+
+async def test_a_stream_whose_first_connection_is_refused_fails_at_once() -> None:
+    """Issue 16: tail against a server not running retried silently for 28 s."""
+    policy = Reconnect(attempts=1000, max_wait_s=600)  # would retry for minutes
+    async with AsyncClient("127.0.0.1:9", reconnect=policy) as client:
+        with pytest.raises(runyard.ConnectionFailed, match=r"at http://127\.0\.0\.1:9"):
+            await collect(client, "run_1")
+    with Client("127.0.0.1:9", reconnect=policy) as sync, pytest.raises(runyard.ConnectionFailed):
+        next(iter(sync.stream("run_1")))
+
+
+async def test_a_url_without_a_scheme_is_http(fake: FakeServer) -> None:
+    async with AsyncClient(fake.url.removeprefix("http://")) as client:
+        run = await client.create("ticker", {"count": 1})
+        assert client.url == fake.url
+        assert (await client.wait(run["run_id"], timeout=10))["status"] == "succeeded"
+
+
+def test_results_are_typed_dicts_that_are_still_plain_dicts(fake: FakeServer) -> None:
+    with Client(fake.url) as client:
+        run: RunSnapshot = client.create("ticker", {"count": 1})
+        done = client.wait(run["run_id"], timeout=10)
+        page = client.events(run["run_id"])
+    assert type(run) is dict and type(page) is dict
+    assert done["status"] == "succeeded" and page["events"][0]["seq"] == 1
+    assert typing.get_type_hints(Client.snapshot)["return"] is RunSnapshot
+    assert typing.get_type_hints(Client.events)["return"] is EventPage
+    assert typing.get_type_hints(AsyncClient.list_runs)["return"] is RunPage
+    assert typing.get_type_hints(Client.crons)["return"] == list[Cron]
+    assert typing.get_type_hints(AsyncClient.get_item)["return"] is Item
 
 
 # -- answering a waiting run ---------------------------------------------------------------

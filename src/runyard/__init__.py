@@ -5,7 +5,7 @@ code runs as one process on SQLite or as a fleet on PostgreSQL and Redis.
 """
 
 from runyard.app import Runyard
-from runyard.client import APIError, AsyncClient, Client, StreamLost
+from runyard.client import APIError, AsyncClient, Client, ConnectionFailed, StreamLost
 from runyard.context import Memory, RunContext, RunSession, current_run
 from runyard.errors import RunyardError, StartupFailed
 from runyard.governance import Breaker, BreakerOpen, PermitLost
@@ -20,6 +20,7 @@ __all__ = [
     "Breaker",
     "BreakerOpen",
     "Client",
+    "ConnectionFailed",
     "Event",
     "Memory",
     "PermitLost",

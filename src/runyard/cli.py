@@ -4,7 +4,7 @@
     runyard serve APP [--role all|api|worker] [--<setting> V ...]
     runyard worker APP [--<setting> V ...]
     runyard run PIPELINE --input JSON [--url U] [--session S] [--webhook URL] [--client-id C]
-    runyard tail RUN_ID [--url U] [--after N]
+    runyard tail RUN_ID [--url U] [--after N] [--raw]
     runyard tail --session ID [--url U] [--after CURSOR]
     runyard answer RUN_ID --value JSON [--ask-id A] [--url U]
     runyard loadtest [--url U] [--sessions N] [--events M] [--interval-ms MS] [--duration S] [--json]
@@ -34,11 +34,12 @@ import httpx
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from runyard.cli_common import FAILED, INTERRUPTED, OK, USAGE, UsageError
+from runyard.cli_common import FAILED, INTERRUPTED, OK, USAGE, UsageError, owner_hint
 from runyard.cli_cron import add_cron_command
 from runyard.cli_runs import cmd_answer, cmd_loadtest, cmd_run
 from runyard.cli_session import cmd_tail_any
-from runyard.client import DEFAULT_URL, APIError
+from runyard.client import DEFAULT_URL, APIError, ConnectionFailed
+from runyard.client.api import server_url
 from runyard.errors import ConfigurationError, RunyardError
 from runyard.settings import Settings, redact_url
 from runyard.validation import describe
@@ -61,7 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ConfigurationError) as exc:
         return _fail(str(exc), USAGE)
     except APIError as exc:
-        return _fail(f"{exc.message} ({exc.status} {exc.code})", USAGE if exc.status < 500 else FAILED)
+        message = f"{exc.message} ({exc.status} {exc.code}){owner_hint(exc, args)}"
+        return _fail(message, USAGE if exc.status < 500 else FAILED)
+    except ConnectionFailed as exc:
+        return _fail(f"{exc}; is it running? (runyard demo serves one; --url or RUNYARD_URL chooses it)", FAILED)
     except httpx.TransportError as exc:
         return _fail(f"cannot reach the server at {getattr(args, 'url', '?')}: {exc}", FAILED)
     except (RunyardError, httpx.HTTPError) as exc:
@@ -103,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("run_id", metavar="RUN_ID", nargs="?")
     tail.add_argument("--session", metavar="ID", help="follow every run of this session instead, until it ends")
     tail.add_argument("--after", metavar="N", help="start after this seq (a session's: after this frame id)")
+    tail.add_argument("--raw", action="store_true", help="one line per event, SEQ TYPE DATA, instead of the run's view")
     _add_server_flags(tail)
 
     answer = _command(commands, "answer", cmd_answer, "answer the question a waiting run asked")
@@ -138,10 +143,16 @@ def _command(
 def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
     parser.add_argument(
-        "--url", default=env("RUNYARD_URL", DEFAULT_URL), help=f"the server (env RUNYARD_URL; {DEFAULT_URL})"
+        "--url",
+        default=env("RUNYARD_URL", DEFAULT_URL),
+        type=server_url,
+        help=f"the server; host:port is http://host:port (env RUNYARD_URL; {DEFAULT_URL})",
     )
     parser.add_argument(
-        "--client-id", default=env("RUNYARD_CLIENT_ID"), help="sent as X-Client-Id (env RUNYARD_CLIENT_ID)"
+        "--client-id",
+        default=env("RUNYARD_CLIENT_ID"),
+        help="who you are under RUNYARD_AUTH=none, sent as X-Client-Id (env RUNYARD_CLIENT_ID;"
+        " default: none, which the server takes for 'anonymous')",
     )
     parser.add_argument("--token", default=env("RUNYARD_TOKEN"), help="bearer token (env RUNYARD_TOKEN)")
 

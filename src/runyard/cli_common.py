@@ -3,10 +3,13 @@ stderr, and reading a JSON argument."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from runyard.client import APIError
 
 OK, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
@@ -17,6 +20,20 @@ class UsageError(Exception):
 
 def note(message: str) -> None:
     print(f"runyard: {message}", file=sys.stderr)
+
+
+def owner_hint(error: APIError, args: argparse.Namespace) -> str:
+    """What to try after a 404 for a run or session: it may well exist, under another owner."""
+    if error.code not in ("run_not_found", "session_not_found"):
+        return ""
+    if getattr(args, "token", None):
+        return "; asked as the subject of --token, who sees only their own runs and sessions"
+    client_id = getattr(args, "client_id", None)
+    who = f"as {client_id!r} (--client-id)" if client_id else "as 'anonymous' (no --client-id)"
+    return (
+        f"; asked {who}: runs and sessions are visible only to their owner; to reach another's, pass"
+        " --client-id OWNER (or set RUNYARD_CLIENT_ID); the dashboard shows each run's owner"
+    )
 
 
 # -- the parser ----------------------------------------------------------------------

@@ -41,24 +41,37 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, run_input: Any, started: _Started) -> int:
-    console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
-    view = RunView(console, live=console.is_terminal)
+    view = _view()
     asker = Asker(view, sys.stdin, interactive=sys.stdin.isatty())
     async with _client(args) as client:
         snapshot = await client.create(args.pipeline, run_input, session_id=args.session, webhook=args.webhook)
         started.run_id = run_id = snapshot["run_id"]
         view.started(snapshot)
-        try:
-            async for event in client.stream(run_id):
-                view.show(event)
-                if event["type"] == "input.requested" and not await asker.answer(client, run_id, event["data"]):
-                    view.waiting(answer_hint(run_id, args.url))
-                    return OK  # no one here can answer: the run waits for someone who can
-        except StreamLost as exc:
-            raise StreamLost(f"{exc.message}; the run goes on: runyard tail {run_id} --url {args.url}") from exc
-        finally:
-            view.close()
-        status = view.status or (await client.snapshot(run_id))["status"]
+        return await _follow(args, client, view, run_id, 0, asker)
+
+
+def _view() -> RunView:
+    console = Console(soft_wrap=True, markup=False, emoji=False, highlight=False)
+    return RunView(console, live=console.is_terminal)
+
+
+async def _follow(
+    args: argparse.Namespace, client: AsyncClient, view: RunView, run_id: str, after: int, asker: Asker | None
+) -> int:
+    """Show the run's events after ``after`` until its end; exit status 0 if it succeeded.
+    With an ``asker``, a question is answered here (or the command leaves the run waiting)."""
+    try:
+        async for event in client.stream(run_id, after=after):
+            view.show(event)
+            asked = asker is not None and event["type"] == "input.requested"
+            if asked and asker is not None and not await asker.answer(client, run_id, event["data"]):
+                view.waiting(answer_hint(run_id, args.url))
+                return OK  # no one here can answer: the run waits for someone who can
+    except StreamLost as exc:
+        raise StreamLost(f"{exc.message}; the run goes on: runyard tail {run_id} --url {args.url}") from exc
+    finally:
+        view.close()
+    status = view.status or (await client.snapshot(run_id))["status"]
     return OK if status == "succeeded" else FAILED
 
 
@@ -101,11 +114,18 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    report = asyncio.run(loadtest.run(config))
+    console = Console(highlight=False)
+    if console.is_terminal and not args.json:  # a pipe, or --json, gets the report alone
+        from runyard.loadtest.live import LiveProgress
+
+        with LiveProgress(console, config) as live:
+            report = asyncio.run(loadtest.run(config, watch=live))
+    else:
+        report = asyncio.run(loadtest.run(config))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        loadtest.show(report, Console(highlight=False))
+        loadtest.show(report, console)
     return OK if report["ok"] else FAILED
 
 
@@ -114,12 +134,22 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 async def _tail(args: argparse.Namespace) -> int:
-    status = None
     async with _client(args) as client:
-        async for event in client.stream(args.run_id, after=args.after):
-            print(f"{event['seq']} {event['type']} {compact(event.get('data'))}", flush=True)
-            if event["type"] == "end":
-                status = data_field(event.get("data"), "status")
-        if status is None:
-            status = (await client.snapshot(args.run_id))["status"]
+        snapshot = await client.snapshot(args.run_id)  # fails fast: no server, or no such run of yours
+        if args.raw:
+            return await _tail_raw(args, client)
+        view = _view()
+        view.started(snapshot)
+        return await _follow(args, client, view, args.run_id, args.after, None)
+
+
+async def _tail_raw(args: argparse.Namespace, client: AsyncClient) -> int:
+    """One line per event, ``SEQ TYPE DATA``, for scripts."""
+    status = None
+    async for event in client.stream(args.run_id, after=args.after):
+        print(f"{event['seq']} {event['type']} {compact(event.get('data'))}", flush=True)
+        if event["type"] == "end":
+            status = data_field(event.get("data"), "status")
+    if status is None:
+        status = (await client.snapshot(args.run_id))["status"]
     return OK if status == "succeeded" else FAILED

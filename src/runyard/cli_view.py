@@ -5,7 +5,8 @@ in red, and the final output as JSON."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,24 @@ def compact(value: Any) -> str:
 
 def data_field(data: Any, key: str) -> Any:
     return data.get(key) if isinstance(data, dict) else None
+
+
+def timestamp(value: Any) -> float | None:
+    """An RFC 3339 time (an event's ``ts``, a snapshot's ``created_at``) in seconds, if it is one."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp() if value else None
+    except ValueError:
+        return None
+
+
+def duration(seconds: float) -> str:
+    """``0.42s``, ``12.3s``, ``2m05s``: precise while short, readable when long."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s"
 
 
 _PHASE_MARKS = {
@@ -82,6 +101,10 @@ class RunView:
         self.console = console
         self.live = live
         self.status: str | None = None
+        self._created: float | None = None  # the run's created_at: the total time counts from it
+        self._now: float | None = None  # the ts of the event being shown
+        self._phases: dict[Any, float] = {}  # phases started and not yet done: when they started
+        self._streamed: list[str] = []  # every token's text: the output need not show it again
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._mid_line = False  # flowing text printed since the last newline
@@ -99,11 +122,13 @@ class RunView:
             "end": self._on_end,
         }
 
-    def started(self, snapshot: dict[str, Any]) -> None:
+    def started(self, snapshot: Mapping[str, Any]) -> None:
         run, pipeline, session = snapshot["run_id"], snapshot["pipeline"], snapshot["session_id"]
+        self._created = timestamp(snapshot.get("created_at"))
         self._line(f"run {run} · {pipeline} · session {session}", "dim")
 
-    def show(self, event: dict[str, Any]) -> None:
+    def show(self, event: Mapping[str, Any]) -> None:
+        self._now = timestamp(event.get("ts"))
         handler = self._handlers.get(event["type"])
         if handler is not None:
             handler(event.get("data"))
@@ -139,10 +164,16 @@ class RunView:
     def _on_phase(self, data: Any) -> None:
         name, status = data_field(data, "name"), data_field(data, "status")
         mark, style = _PHASE_MARKS.get(str(status), ("·", ""))
-        self._line(f"{mark} {name} {status}", style)
+        took = ""
+        if mark == "▸" and self._now is not None:
+            self._phases[name] = self._now
+        elif (began := self._phases.pop(name, None)) is not None and self._now is not None:
+            took = f" ({duration(self._now - began)})"
+        self._line(f"{mark} {name} {status}{took}", style)
 
     def _on_token(self, data: Any) -> None:
         text = str(data_field(data, "text") or "")
+        self._streamed.append(text)
         if self._progress is None:
             self._flow(text)
             return
@@ -179,15 +210,29 @@ class RunView:
     def _on_end(self, data: Any) -> None:
         self.close()
         self.status = str(data_field(data, "status"))
+        took = f" in {duration(self._now - self._created)}" if self._now and self._created else ""
         if self.status == "succeeded":
-            self._line("✓ succeeded", "bold green")
-            output = data_field(data, "output")
-            self.console.print(JSON.from_data(output) if self.live else json.dumps(output, indent=2))
+            self._line(f"✓ succeeded{took}", "bold green")
+            self._output(data_field(data, "output"))
             return
         error = data_field(data, "error")
         code, message = data_field(error, "code"), data_field(error, "message")
         detail = f": {code}: {message}" if error and (code, message) != self._last_error else ""
-        self._line(f"✗ {self.status}{detail}", "bold red")
+        self._line(f"✗ {self.status}{took}{detail}", "bold red")
+
+    def _output(self, output: Any) -> None:
+        """The output as JSON, but for the text the tokens streamed already (a chat's
+        ``reply``), which is named rather than printed a second time."""
+        streamed = "".join(self._streamed).strip()
+        if streamed and isinstance(output, str) and output.strip() == streamed:
+            self._line("(the output is the text streamed above)", "dim")
+            return
+        if streamed and isinstance(output, dict):
+            repeats = [key for key, value in output.items() if isinstance(value, str) and value.strip() == streamed]
+            if repeats:
+                output = {key: value for key, value in output.items() if key not in repeats}
+                self._line(f"({', '.join(repeats)}: the text streamed above)", "dim")
+        self.console.print(JSON.from_data(output) if self.live else json.dumps(output, indent=2))
 
     def _line(self, text: str, style: str = "") -> None:
         if self._pending:

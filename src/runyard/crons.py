@@ -179,7 +179,7 @@ class Crons:
     def _spec(self, pipeline: str) -> Pipeline:
         spec = self._pipelines.get(pipeline)
         if spec is None:
-            raise PipelineNotFound(f"no pipeline named {pipeline!r}")
+            raise PipelineNotFound.named(pipeline, self._pipelines)
         return spec
 
     async def _visible_session(self, owner: str, session_id: str) -> str:

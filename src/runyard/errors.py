@@ -41,6 +41,14 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+from typing import Any
+
+# How a 404 for a run explains itself: the same words whether the run does not
+# exist or is another owner's, so it tells how owners work and leaks nothing.
+OWNERS = "a run is visible only to its owner: the X-Client-Id it was created with, or the sub of the bearer token"
+
 
 class RunyardError(Exception):
     """Root of every error runyard raises on purpose."""
@@ -55,6 +63,11 @@ class RunyardError(Exception):
     @property
     def headers(self) -> dict[str, str]:
         """Headers an HTTP answer to this error carries (a challenge, a Retry-After)."""
+        return {}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Fields the error envelope carries besides ``code`` and ``message``."""
         return {}
 
 
@@ -93,6 +106,10 @@ class NotFound(RunyardError):
 class RunNotFound(NotFound):
     code = "run_not_found"
 
+    @classmethod
+    def of(cls, run_id: str) -> RunNotFound:
+        return cls(f"no run {run_id!r} ({OWNERS})")
+
 
 class SessionNotFound(NotFound):
     code = "session_not_found"
@@ -100,6 +117,20 @@ class SessionNotFound(NotFound):
 
 class PipelineNotFound(NotFound):
     code = "pipeline_not_found"
+    suggestions: list[str] = []
+
+    @classmethod
+    def named(cls, name: str, known: Iterable[str]) -> PipelineNotFound:
+        """No pipeline ``name``: the message and ``suggestions`` name the closest of ``known`` (a typo's fix)."""
+        close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(repr(other) for other in close)}?" if close else ""
+        error = cls(f"no pipeline named {name!r}{hint}")
+        error.suggestions = close
+        return error
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return {"suggestions": self.suggestions} if self.suggestions else {}
 
 
 class ItemNotFound(NotFound):

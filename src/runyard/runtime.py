@@ -174,7 +174,7 @@ class Runtime:
                 return admission.repeat_of(*seen)
         spec = self.pipelines.get(pipeline)
         if spec is None:
-            raise PipelineNotFound(f"no pipeline named {pipeline!r}")
+            raise PipelineNotFound.named(pipeline, self.pipelines)
         stored_input = spec.validate_input(input)
         await self.webhooks.check(webhook)  # before anything is created or counted
         if self._creation_rate is not None:
@@ -221,7 +221,7 @@ class Runtime:
     async def get_run(self, owner: str, run_id: str) -> Run:
         run = await self.store.get_run(run_id) if ID_PATTERN.fullmatch(run_id) else None
         if run is None or run.owner != owner:
-            raise RunNotFound(f"no run {run_id!r}")
+            raise RunNotFound.of(run_id)
         return run
 
     async def list_runs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import gc
 import logging
 import resource
@@ -16,6 +17,7 @@ from types import FrameType
 import uvicorn
 
 from runyard.app import Runyard
+from runyard.errors import ConfigurationError
 from runyard.http.connections import protected_protocol
 from runyard.observability.logs import configure_logging
 
@@ -29,6 +31,7 @@ RESERVED_FDS = 256
 def serve(app: Runyard) -> None:
     """Serve ``app`` on its settings' host and port until SIGINT/SIGTERM."""
     settings = app.settings
+    refuse_if_port_taken(settings.host, settings.port)
     if settings.store.startswith("sqlite:"):
         from runyard.store.sqlite import refuse_if_in_use
 
@@ -52,6 +55,28 @@ def serve(app: Runyard) -> None:
     )
     tune_garbage_collector()
     _Server(config, app).run()
+
+
+def refuse_if_port_taken(host: str, port: int) -> None:
+    """One clear line when the address is taken (a demo already on 8000, say), where
+    uvicorn would log the bind error after the app had started, and exit. A probe:
+    what binds between it and uvicorn's own bind still gets uvicorn's message."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigurationError(
+                    f"port {port} on {host} is in use (another runyard demo or serve?):"
+                    " choose another with --port P (or RUNYARD_PORT)"
+                ) from None
+            raise ConfigurationError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def connection_cap(wanted: int, *, chosen: bool = True) -> int:

@@ -11,23 +11,40 @@
 the same helpers and resume streams with the same ``_Cursor``; only the I/O differs.
 
     RunyardError
-    ├── APIError       the server answered with the contract's error envelope
-    └── StreamLost     a stream could not be resumed within the ``Reconnect`` policy
+    ├── APIError          the server answered with the contract's error envelope
+    │                     (``status``, ``code``, ``message``, ``details``)
+    ├── ConnectionFailed  no answer at all: nothing listens at the URL, a timeout, a
+    │                     dropped connection (also an ``httpx.TransportError``)
+    └── StreamLost        a stream could not be resumed within the ``Reconnect`` policy
+
+A stream whose first connection is refused raises ``ConnectionFailed`` at once
+(a wrong URL, a server not started); one that was connected and dropped
+reconnects with the ``Reconnect`` policy. Results are the API's JSON, typed
+(``runyard.client.types``: ``TypedDict``s, so still plain dicts).
 """
 
 from runyard.client.api import DEFAULT_URL as DEFAULT_URL
 from runyard.client.api import FINISHED as FINISHED
-from runyard.client.api import APIError, StreamLost, api_error
+from runyard.client.api import APIError, ConnectionFailed, StreamLost, api_error
 from runyard.client.api import Event as Event
 from runyard.client.asynchronous import AsyncClient
 from runyard.client.resume import Reconnect
 from runyard.client.synchronous import Client
+from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
 
 __all__ = [
     "APIError",
     "AsyncClient",
     "Client",
+    "ConnectionFailed",
+    "Cron",
+    "EventPage",
+    "Item",
     "Reconnect",
+    "RunPage",
+    "RunSnapshot",
+    "SessionInfo",
+    "SessionPage",
     "StreamLost",
     "api_error",
 ]

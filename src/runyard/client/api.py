@@ -9,25 +9,56 @@ from urllib.parse import quote
 
 import httpx
 
+from runyard.client.types import Event as Event
 from runyard.errors import RunyardError
 from runyard.models import RunStatus
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 FINISHED = frozenset(status.value for status in RunStatus if status.finished)
-Event = dict[str, Any]
+
+
+def server_url(url: str) -> str:
+    """``url`` with ``http://`` in front when it names no scheme (``localhost:8000``)."""
+    url = url.strip()
+    return url if "://" in url else "http://" + url
 
 
 class APIError(RunyardError):
-    """An error answer: the HTTP ``status`` and the envelope's ``code`` and ``message``."""
+    """An error answer: the HTTP ``status`` and the envelope's ``code`` and ``message``;
+    ``details``: the envelope's other fields (a ``pipeline_not_found``'s ``suggestions``)."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self._details = details or {}
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self._details
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
+
+
+class ConnectionFailed(RunyardError, httpx.TransportError):
+    """No answer from the server at ``url``: nothing listens there, a timeout, a
+    dropped connection. Still an ``httpx.TransportError``, which the client raised before."""
+
+    code = "connection_failed"
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        reason = str(cause) or type(cause).__name__
+        super().__init__(f"cannot reach the server at {url}: {reason}")
+        self.url = url
 
 
 class StreamLost(RunyardError):
@@ -154,14 +185,16 @@ def _cron_patch(cron_id: str, schedule: str | None, input: Any, enabled: bool | 
 def api_error(response: httpx.Response) -> APIError:
     """The ``APIError`` for an error answer, from its envelope when it has one."""
     code, message = f"http_{response.status_code}", response.reason_phrase or "error"
+    details: dict[str, Any] = {}
     try:
         error = response.json()["error"]
         code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        details = {key: value for key, value in error.items() if key not in ("code", "message")}
+    except (ValueError, KeyError, TypeError, AttributeError):
         message = response.text[:200] or message
     retry_after = response.headers.get("Retry-After")
     seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
-    return APIError(response.status_code, code, message, seconds)
+    return APIError(response.status_code, code, message, seconds, details)
 
 
 def _answer(response: httpx.Response) -> Any:

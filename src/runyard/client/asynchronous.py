@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import httpx
 
@@ -32,7 +32,8 @@ from runyard.client.api import (
     api_error,
 )
 from runyard.client.clients import _Base
-from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable, _SessionCursor
+from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _SessionCursor
+from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
 
 
 class AsyncClient(_Base):
@@ -53,7 +54,10 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _call(self, request: _Request) -> Any:
-        response = await self._http.request(request.method, request.path, **request.options())
+        try:
+            response = await self._http.request(request.method, request.path, **request.options())
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
         return _answer(response)
 
     async def create(
@@ -68,30 +72,30 @@ class AsyncClient(_Base):
         *,
         after_s: float | None = None,
         webhook: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSnapshot:
         """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much
         later). With ``webhook``, its final snapshot is POSTed there once it finishes (``runyard.webhooks``)."""
         args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s, webhook)
-        return _object(await self._call(_create_request(*args)))
+        return cast(RunSnapshot, _object(await self._call(_create_request(*args))))
 
-    async def snapshot(self, run_id: str) -> dict[str, Any]:
-        return _object(await self._call(_Request("GET", _path("runs", run_id))))
+    async def snapshot(self, run_id: str) -> RunSnapshot:
+        return cast(RunSnapshot, _object(await self._call(_Request("GET", _path("runs", run_id)))))
 
-    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> dict[str, Any]:
+    async def events(self, run_id: str, after: int = 0, limit: int | None = None) -> EventPage:
         """A page of events: ``{"events", "next_after", "status"}``."""
         params = {"after": after, "limit": limit}
-        return _object(await self._call(_Request("GET", _path("runs", run_id, "events"), params)))
+        return cast(EventPage, _object(await self._call(_Request("GET", _path("runs", run_id, "events"), params))))
 
-    async def cancel(self, run_id: str) -> dict[str, Any]:
-        return _object(await self._call(_Request("POST", _path("runs", run_id, "cancel"))))
+    async def cancel(self, run_id: str) -> RunSnapshot:
+        return cast(RunSnapshot, _object(await self._call(_Request("POST", _path("runs", run_id, "cancel")))))
 
-    async def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> dict[str, Any]:
+    async def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> RunSnapshot:
         """Answer the question a waiting run asked (``ctx.ask``); its snapshot (status ``queued``).
 
         ``ask_id`` makes the answer conditional: it is refused (409 ``ask_mismatch``) when the
         run now waits on another question, so an answer never lands on a question it was not for.
         """
-        return _object(await self._call(_input_request(run_id, value, ask_id)))
+        return cast(RunSnapshot, _object(await self._call(_input_request(run_id, value, ask_id))))
 
     async def list_runs(
         self,
@@ -99,28 +103,28 @@ class AsyncClient(_Base):
         status: str | None = None,
         limit: int | None = None,
         before: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunPage:
         """The caller's runs, newest first: ``{"runs", "next"}``."""
-        return _object(await self._call(_list_runs_request(session_id, status, limit, before)))
+        return cast(RunPage, _object(await self._call(_list_runs_request(session_id, status, limit, before))))
 
     async def create_session(
         self, metadata: dict[str, Any] | None = None, session_id: str | None = None, if_exists: str | None = None
-    ) -> dict[str, Any]:
+    ) -> SessionInfo:
         """A new session (under your own ``session_id``, if given: scoped to you).
 
         ``if_exists``: ``"raise"`` (default: ``APIError`` 409 ``session_exists``) or
         ``"do_nothing"`` (your existing session of that id)."""
-        return _object(await self._call(_session_request(metadata, session_id, if_exists)))
+        return cast(SessionInfo, _object(await self._call(_session_request(metadata, session_id, if_exists))))
 
     async def list_sessions(
         self, limit: int | None = None, before: str | None = None, metadata: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> SessionPage:
         """Your sessions, newest activity first: ``{"sessions", "next"}`` (``next``: the
         following page's ``before``); ``metadata``: only those with these values."""
-        return _object(await self._call(_list_sessions_request(limit, before, metadata)))
+        return cast(SessionPage, _object(await self._call(_list_sessions_request(limit, before, metadata))))
 
-    async def session(self, session_id: str) -> dict[str, Any]:
-        return _object(await self._call(_Request("GET", _path("sessions", session_id))))
+    async def session(self, session_id: str) -> SessionInfo:
+        return cast(SessionInfo, _object(await self._call(_Request("GET", _path("sessions", session_id)))))
 
     async def delete_session(self, session_id: str) -> None:
         await self._call(_Request("DELETE", _path("sessions", session_id)))
@@ -138,25 +142,25 @@ class AsyncClient(_Base):
         metadata: dict[str, Any] | None = None,
         webhook: str | None = None,
         enabled: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """A cron: a run of ``pipeline`` at each time of the 5-field ``schedule`` (in ``timezone``, UTC by default)."""
         options: dict[str, Any] = {"timezone": timezone, "session_id": session_id, "metadata": metadata}
         options.update(webhook=webhook, enabled=enabled)
-        return _object(await self._call(_cron_request(pipeline, input, schedule, options)))
+        return cast(Cron, _object(await self._call(_cron_request(pipeline, input, schedule, options))))
 
-    async def crons(self) -> list[dict[str, Any]]:
+    async def crons(self) -> list[Cron]:
         """The caller's crons, oldest first."""
-        crons: list[dict[str, Any]] = _object(await self._call(_Request("GET", _path("crons"))))["crons"]
+        crons: list[Cron] = _object(await self._call(_Request("GET", _path("crons"))))["crons"]
         return crons
 
-    async def cron(self, cron_id: str) -> dict[str, Any]:
-        return _object(await self._call(_Request("GET", _path("crons", cron_id))))
+    async def cron(self, cron_id: str) -> Cron:
+        return cast(Cron, _object(await self._call(_Request("GET", _path("crons", cron_id)))))
 
     async def update_cron(
         self, cron_id: str, *, schedule: str | None = None, input: Any = UNCHANGED, enabled: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """Change a cron's schedule, input or whether it is enabled; the cron."""
-        return _object(await self._call(_cron_patch(cron_id, schedule, input, enabled)))
+        return cast(Cron, _object(await self._call(_cron_patch(cron_id, schedule, input, enabled))))
 
     async def delete_cron(self, cron_id: str) -> None:
         await self._call(_Request("DELETE", _path("crons", cron_id)))
@@ -168,13 +172,13 @@ class AsyncClient(_Base):
 
     async def put_item(
         self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None
-    ) -> dict[str, Any]:
+    ) -> Item:
         """Insert or replace one of the caller's items; the item stored."""
-        return _object(await self._call(_put_item_request(namespace, key, value, ttl_s)))
+        return cast(Item, _object(await self._call(_put_item_request(namespace, key, value, ttl_s))))
 
-    async def get_item(self, namespace: Sequence[str], key: str) -> dict[str, Any]:
+    async def get_item(self, namespace: Sequence[str], key: str) -> Item:
         """The item (``APIError`` 404 ``item_not_found`` when there is none)."""
-        return _object(await self._call(_item_request("GET", namespace, key)))
+        return cast(Item, _object(await self._call(_item_request("GET", namespace, key))))
 
     async def delete_item(self, namespace: Sequence[str], key: str) -> None:
         await self._call(_item_request("DELETE", namespace, key))
@@ -187,10 +191,10 @@ class AsyncClient(_Base):
         query: str | None = None,
         limit: int = 10,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Item]:
         """Items under the prefix, filtered; best match first (each with ``score``) given a query."""
         found = _object(await self._call(_search_request(namespace_prefix, filter, query, limit, offset)))
-        items: list[dict[str, Any]] = found["items"]
+        items: list[Item] = found["items"]
         return items
 
     async def list_namespaces(self, prefix: Sequence[str] = (), max_depth: int | None = None) -> list[list[str]]:
@@ -209,6 +213,7 @@ class AsyncClient(_Base):
         while True:
             try:
                 async with self._http.stream(**self._stream_options(cursor, session_id)) as response:
+                    cursor.connected = True
                     if response.is_error:
                         await response.aread()
                         raise api_error(response)
@@ -220,7 +225,9 @@ class AsyncClient(_Base):
                     return
                 raise _Closed("the server closed the session stream")
             except _DROPS as exc:
-                if not _retryable(exc):
+                if not cursor.may_retry(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise self._unreachable(exc) from exc
                     raise
                 await asyncio.sleep(cursor.retry_in(exc))
 
@@ -234,7 +241,7 @@ class AsyncClient(_Base):
             raise
 
     # `timeout` rather than asyncio.timeout(): the same call as Client.wait, and it bounds reconnects too.
-    async def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:  # noqa: ASYNC109
+    async def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot:  # noqa: ASYNC109
         """The run's final snapshot, once it has finished; ``TimeoutError`` after ``timeout`` seconds."""
         deadline = _deadline(timeout)
         snapshot = await self.snapshot(run_id)
@@ -249,6 +256,7 @@ class AsyncClient(_Base):
         while True:
             try:
                 async with self._http.stream(**self._stream_options(cursor, run_id)) as response:
+                    cursor.connected = True
                     if response.is_error:
                         await response.aread()
                         raise api_error(response)
@@ -262,6 +270,8 @@ class AsyncClient(_Base):
                     return
                 raise _Closed("the server closed the stream before its end event")
             except _DROPS as exc:
-                if not _retryable(exc):
+                if not cursor.may_retry(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise self._unreachable(exc) from exc
                     raise
                 await asyncio.sleep(cursor.retry_in(exc))

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from runyard.client.api import (
-    DEFAULT_URL,
-)
+import httpx
+
+from runyard.client.api import DEFAULT_URL, ConnectionFailed, server_url
 from runyard.client.resume import Reconnect, _Cursor
 
 
@@ -30,7 +30,8 @@ class _Base:
             headers["X-Client-Id"] = client_id
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http_options: dict[str, Any] = {"base_url": base_url, "headers": headers, "timeout": timeout}
+        self.url = server_url(base_url)  # "localhost:8000" means http://localhost:8000
+        self._http_options: dict[str, Any] = {"base_url": self.url, "headers": headers, "timeout": timeout}
         self._timeout = timeout
         # Longer than the server's heartbeat (15 s by default), so idle streams live on.
         self._stream_read_timeout = stream_read_timeout
@@ -44,3 +45,7 @@ class _Base:
         request = cursor.request(run_id)
         timeout = cursor.timeout(self._timeout, self._stream_read_timeout)
         return {"method": request.method, "url": request.path, **request.options(), "timeout": timeout}
+
+    def _unreachable(self, exc: httpx.TransportError) -> ConnectionFailed:
+        """What a request that got no answer raises: runyard's error, naming the URL tried."""
+        return exc if isinstance(exc, ConnectionFailed) else ConnectionFailed(self.url, exc)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -49,6 +50,7 @@ class _Cursor:
     def __init__(self, after: int, policy: Reconnect, deadline: float | None) -> None:
         self.seq = after
         self.ended = False
+        self.connected = False  # some answer came: a refused connection later is a restart, not a wrong URL
         self._policy = policy
         self._deadline = deadline
         self._failures = 0
@@ -65,14 +67,21 @@ class _Cursor:
         """The new event this line completes, if any; repeats (``seq`` already seen) are dropped."""
         self._check_deadline()
         frame = self._parser.feed(line)
-        event = decode_event(frame) if frame else None
+        event = cast(Event | None, decode_event(frame) if frame else None)
         if event is None or event["seq"] <= self.seq:
             return None
         self.seq, self.ended = event["seq"], event["type"] == "end"
         self._failures, self._failing_since = 0, None
         return event
 
-    def nothing_left(self, snapshot: dict[str, Any]) -> bool:
+    def may_retry(self, exc: Exception) -> bool:
+        """Whether a drop is worth reconnecting after: not an error answer below 500, and
+        not a refused first connection (nothing listens there: waiting would only hide it)."""
+        if isinstance(exc, httpx.ConnectError) and not self.connected:
+            return False
+        return _retryable(exc)
+
+    def nothing_left(self, snapshot: Mapping[str, Any]) -> bool:
         """Whether a stream that closed without ``end`` has nothing more to deliver."""
         return snapshot.get("status") in FINISHED and int(snapshot.get("last_seq", 0)) <= self.seq
 
@@ -122,13 +131,13 @@ class _SessionCursor(_Cursor):
 
     def feed(self, line: str) -> Event | None:
         frame = self._parser.feed(line)
-        event = decode_event(frame) if frame else None
+        event = cast(Event | None, decode_event(frame) if frame else None)
         if frame is None or event is None or frame.id is None:
             return None
         self.position = frame.id
         self._failures, self._failing_since = 0, None
         return event
 
-    def nothing_left(self, snapshot: dict[str, Any]) -> bool:
+    def nothing_left(self, snapshot: Mapping[str, Any]) -> bool:
         """Whether a stream that closed has ended for good (``snapshot``: the session's)."""
         return snapshot.get("status") == "expired"

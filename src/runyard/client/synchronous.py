@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import httpx
 
@@ -32,7 +32,8 @@ from runyard.client.api import (
     api_error,
 )
 from runyard.client.clients import _Base
-from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _retryable, _SessionCursor
+from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _SessionCursor
+from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
 
 
 class Client(_Base):
@@ -51,7 +52,11 @@ class Client(_Base):
         self._http.close()
 
     def _call(self, request: _Request) -> Any:
-        return _answer(self._http.request(request.method, request.path, **request.options()))
+        try:
+            response = self._http.request(request.method, request.path, **request.options())
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+        return _answer(response)
 
     def create(
         self,
@@ -65,25 +70,25 @@ class Client(_Base):
         *,
         after_s: float | None = None,
         webhook: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> RunSnapshot:
         """Start a run; its snapshot (status ``queued``; with ``after_s``, claimed only that much
         later). With ``webhook``, its final snapshot is POSTed there once it finishes (``runyard.webhooks``)."""
         args = (pipeline, input, session_id, metadata, timeout_s, multitask, idempotency_key, after_s, webhook)
-        return _object(self._call(_create_request(*args)))
+        return cast(RunSnapshot, _object(self._call(_create_request(*args))))
 
-    def snapshot(self, run_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("GET", _path("runs", run_id))))
+    def snapshot(self, run_id: str) -> RunSnapshot:
+        return cast(RunSnapshot, _object(self._call(_Request("GET", _path("runs", run_id)))))
 
-    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> dict[str, Any]:
+    def events(self, run_id: str, after: int = 0, limit: int | None = None) -> EventPage:
         params = {"after": after, "limit": limit}
-        return _object(self._call(_Request("GET", _path("runs", run_id, "events"), params)))
+        return cast(EventPage, _object(self._call(_Request("GET", _path("runs", run_id, "events"), params))))
 
-    def cancel(self, run_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("POST", _path("runs", run_id, "cancel"))))
+    def cancel(self, run_id: str) -> RunSnapshot:
+        return cast(RunSnapshot, _object(self._call(_Request("POST", _path("runs", run_id, "cancel")))))
 
-    def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> dict[str, Any]:
+    def answer(self, run_id: str, value: Any, ask_id: str | None = None) -> RunSnapshot:
         """Answer the question a waiting run asked (``ctx.ask``); its snapshot (status ``queued``)."""
-        return _object(self._call(_input_request(run_id, value, ask_id)))
+        return cast(RunSnapshot, _object(self._call(_input_request(run_id, value, ask_id))))
 
     def list_runs(
         self,
@@ -91,27 +96,27 @@ class Client(_Base):
         status: str | None = None,
         limit: int | None = None,
         before: str | None = None,
-    ) -> dict[str, Any]:
-        return _object(self._call(_list_runs_request(session_id, status, limit, before)))
+    ) -> RunPage:
+        return cast(RunPage, _object(self._call(_list_runs_request(session_id, status, limit, before))))
 
     def create_session(
         self, metadata: dict[str, Any] | None = None, session_id: str | None = None, if_exists: str | None = None
-    ) -> dict[str, Any]:
+    ) -> SessionInfo:
         """A new session (under your own ``session_id``, if given: scoped to you).
 
         ``if_exists``: ``"raise"`` (default: ``APIError`` 409 ``session_exists``) or
         ``"do_nothing"`` (your existing session of that id)."""
-        return _object(self._call(_session_request(metadata, session_id, if_exists)))
+        return cast(SessionInfo, _object(self._call(_session_request(metadata, session_id, if_exists))))
 
     def list_sessions(
         self, limit: int | None = None, before: str | None = None, metadata: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> SessionPage:
         """Your sessions, newest activity first: ``{"sessions", "next"}`` (``next``: the
         following page's ``before``); ``metadata``: only those with these values."""
-        return _object(self._call(_list_sessions_request(limit, before, metadata)))
+        return cast(SessionPage, _object(self._call(_list_sessions_request(limit, before, metadata))))
 
-    def session(self, session_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("GET", _path("sessions", session_id))))
+    def session(self, session_id: str) -> SessionInfo:
+        return cast(SessionInfo, _object(self._call(_Request("GET", _path("sessions", session_id)))))
 
     def delete_session(self, session_id: str) -> None:
         self._call(_Request("DELETE", _path("sessions", session_id)))
@@ -129,25 +134,25 @@ class Client(_Base):
         metadata: dict[str, Any] | None = None,
         webhook: str | None = None,
         enabled: bool | None = None,
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """A cron: a run of ``pipeline`` at each time of the 5-field ``schedule`` (in ``timezone``, UTC by default)."""
         options: dict[str, Any] = {"timezone": timezone, "session_id": session_id, "metadata": metadata}
         options.update(webhook=webhook, enabled=enabled)
-        return _object(self._call(_cron_request(pipeline, input, schedule, options)))
+        return cast(Cron, _object(self._call(_cron_request(pipeline, input, schedule, options))))
 
-    def crons(self) -> list[dict[str, Any]]:
+    def crons(self) -> list[Cron]:
         """The caller's crons, oldest first."""
-        crons: list[dict[str, Any]] = _object(self._call(_Request("GET", _path("crons"))))["crons"]
+        crons: list[Cron] = _object(self._call(_Request("GET", _path("crons"))))["crons"]
         return crons
 
-    def cron(self, cron_id: str) -> dict[str, Any]:
-        return _object(self._call(_Request("GET", _path("crons", cron_id))))
+    def cron(self, cron_id: str) -> Cron:
+        return cast(Cron, _object(self._call(_Request("GET", _path("crons", cron_id)))))
 
     def update_cron(
         self, cron_id: str, *, schedule: str | None = None, input: Any = UNCHANGED, enabled: bool | None = None
-    ) -> dict[str, Any]:
+    ) -> Cron:
         """Change a cron's schedule, input or whether it is enabled; the cron."""
-        return _object(self._call(_cron_patch(cron_id, schedule, input, enabled)))
+        return cast(Cron, _object(self._call(_cron_patch(cron_id, schedule, input, enabled))))
 
     def delete_cron(self, cron_id: str) -> None:
         self._call(_Request("DELETE", _path("crons", cron_id)))
@@ -157,15 +162,13 @@ class Client(_Base):
 
     # -- the long-term store (namespaces as lists of parts) ----------------------
 
-    def put_item(
-        self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None
-    ) -> dict[str, Any]:
+    def put_item(self, namespace: Sequence[str], key: str, value: dict[str, Any], ttl_s: float | None = None) -> Item:
         """Insert or replace one of the caller's items; the item stored."""
-        return _object(self._call(_put_item_request(namespace, key, value, ttl_s)))
+        return cast(Item, _object(self._call(_put_item_request(namespace, key, value, ttl_s))))
 
-    def get_item(self, namespace: Sequence[str], key: str) -> dict[str, Any]:
+    def get_item(self, namespace: Sequence[str], key: str) -> Item:
         """The item (``APIError`` 404 ``item_not_found`` when there is none)."""
-        return _object(self._call(_item_request("GET", namespace, key)))
+        return cast(Item, _object(self._call(_item_request("GET", namespace, key))))
 
     def delete_item(self, namespace: Sequence[str], key: str) -> None:
         self._call(_item_request("DELETE", namespace, key))
@@ -178,11 +181,11 @@ class Client(_Base):
         query: str | None = None,
         limit: int = 10,
         offset: int = 0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[Item]:
         """Items under the prefix, filtered; best match first (each with ``score``) given a query."""
-        items: list[dict[str, Any]] = _object(
-            self._call(_search_request(namespace_prefix, filter, query, limit, offset))
-        )["items"]
+        items: list[Item] = _object(self._call(_search_request(namespace_prefix, filter, query, limit, offset)))[
+            "items"
+        ]
         return items
 
     def list_namespaces(self, prefix: Sequence[str] = (), max_depth: int | None = None) -> list[list[str]]:
@@ -201,6 +204,7 @@ class Client(_Base):
         while True:
             try:
                 with self._http.stream(**self._stream_options(cursor, session_id)) as response:
+                    cursor.connected = True
                     if response.is_error:
                         response.read()
                         raise api_error(response)
@@ -212,7 +216,9 @@ class Client(_Base):
                     return
                 raise _Closed("the server closed the session stream")
             except _DROPS as exc:
-                if not _retryable(exc):
+                if not cursor.may_retry(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise self._unreachable(exc) from exc
                     raise
                 time.sleep(cursor.retry_in(exc))
 
@@ -225,7 +231,7 @@ class Client(_Base):
                 return True
             raise
 
-    def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
+    def wait(self, run_id: str, timeout: float | None = None) -> RunSnapshot:
         """The run's final snapshot, once it has finished; ``TimeoutError`` after ``timeout`` seconds."""
         deadline = _deadline(timeout)
         snapshot = self.snapshot(run_id)
@@ -240,6 +246,7 @@ class Client(_Base):
         while True:
             try:
                 with self._http.stream(**self._stream_options(cursor, run_id)) as response:
+                    cursor.connected = True
                     if response.is_error:
                         response.read()
                         raise api_error(response)
@@ -253,6 +260,8 @@ class Client(_Base):
                     return
                 raise _Closed("the server closed the stream before its end event")
             except _DROPS as exc:
-                if not _retryable(exc):
+                if not cursor.may_retry(exc):
+                    if isinstance(exc, httpx.TransportError):
+                        raise self._unreachable(exc) from exc
                     raise
                 time.sleep(cursor.retry_in(exc))

@@ -17,6 +17,7 @@ from runyard.models import RunStatus
 class ErrorBody(BaseModel):
     code: str
     message: str
+    suggestions: list[str] | None = Field(None, description="pipeline_not_found: the closest pipeline names")
 
 
 class ErrorEnvelope(BaseModel):

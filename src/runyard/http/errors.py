@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,15 +31,18 @@ HTTP_CODES = {
 PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    error = {"code": code, "message": message, **(details or {})}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 async def _runyard_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RunyardError)
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None)
+    return error_response(exc.status, exc.code, exc.message, headers=exc.headers or None, details=exc.details)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -43,6 +43,7 @@ class Tally:
     """Everything measured, shared by all sessions (one event loop, so no locks)."""
 
     runs: int = 0
+    finished: int = 0  # runs followed to their end (or given up on): the live progress's count
     succeeded: int = 0
     events: int = 0
     ticks: int = 0

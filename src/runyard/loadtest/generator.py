@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -77,6 +78,8 @@ class _Session:
         except _Abort as exc:
             check.violate(exc.kind, exc.detail)
             return False
+        finally:
+            self.tally.finished += 1
         return True
 
     async def _create(self, check: RunCheck) -> None:
@@ -175,8 +178,12 @@ def _text(snapshot: dict[str, Any], key: str) -> str:
 # -- the whole test ------------------------------------------------------------------
 
 
-async def run(config: Config) -> dict[str, Any]:
-    """Run the load test; its report, the ``--json`` document."""
+WATCH_EVERY_S = 0.25  # how often ``watch`` sees the tally: a live display, not a measurement
+
+
+async def run(config: Config, watch: Callable[[Tally, float], None] | None = None) -> dict[str, Any]:
+    """Run the load test; its report, the ``--json`` document. ``watch(tally, elapsed_s)``
+    is called every ``WATCH_EVERY_S`` while it runs, and once at the end."""
     _allow_open_files(config.sessions)
     tally = Tally()
     # Built once: httpx would load the CA certificates again for every client.
@@ -190,17 +197,27 @@ async def run(config: Config) -> dict[str, Any]:
         began = time.monotonic()
         stop_at = None if config.duration_s is None else began + config.duration_s
         tasks = [asyncio.create_task(session.run(stop_at)) for session in sessions]
+        watcher = asyncio.create_task(_watch(watch, tally, began)) if watch is not None else None
         _, pending = await asyncio.wait(tasks, timeout=config.deadline_s)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         elapsed = time.monotonic() - began
+        if watcher is not None and watch is not None:
+            watcher.cancel()
+            watch(tally, elapsed)
         for session, task in zip(sessions, tasks, strict=True):
             if task in pending:
                 session.timed_out(config.deadline_s)
             else:
                 task.result()  # a bug of this module should show, not hide among the violations
     return report(config, tally, elapsed)
+
+
+async def _watch(watch: Callable[[Tally, float], None], tally: Tally, began: float) -> None:
+    while True:
+        watch(tally, time.monotonic() - began)
+        await asyncio.sleep(WATCH_EVERY_S)
 
 
 def _http_client(config: Config, session: int, tls: ssl.SSLContext) -> httpx.AsyncClient:
