@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import jsonschema
 from pydantic import BaseModel
 
 # Where FastAPI found a value, not part of its name: ``body.count`` is ``count``.
@@ -43,6 +42,8 @@ def json_schema_of(schema: Any) -> dict[str, Any]:
     JSON Schema given as a dict (``ValueError`` if it is not a valid one)."""
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         return schema.model_json_schema()
+    import jsonschema  # here: only answers to ``ctx.ask`` need it (3 MiB a server need not hold)
+
     if not isinstance(schema, dict):
         raise ValueError(f"a schema is a pydantic model or a JSON Schema dict, not {type(schema).__name__}")
     try:
@@ -54,6 +55,8 @@ def json_schema_of(schema: Any) -> dict[str, Any]:
 
 def schema_errors(schema: Mapping[str, Any], value: Any, *, limit: int = 3) -> str | None:
     """``where: why`` for what ``value`` breaks of ``schema`` (a JSON Schema), or None if it fits."""
+    import jsonschema
+
     validator = jsonschema.validators.validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(value), key=lambda error: list(error.absolute_path))
     if not errors:

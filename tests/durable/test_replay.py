@@ -214,10 +214,10 @@ async def test_a_result_that_is_not_json_fails_the_run_naming_the_step(rt: Runti
 
 
 async def test_the_timeout_counts_executing_time_only(rt: Runtime) -> None:
-    run = await rt.create_run("alice", "clock", 1.0)
+    run = await rt.create_run("alice", "clock", 2.0)
     done = await finished(rt, run.run_id)
     assert done.status is RunStatus.SUCCEEDED, done.error
-    assert 1.1 <= done.executed_s <= 1.5
+    assert 1.1 <= done.executed_s < 2.5, "the 2 s wait is not executing time"
 
 
 async def test_a_sync_step_runs_in_a_thread_and_every_execution_sees_the_recorded_json(rt: Runtime) -> None:

@@ -26,6 +26,7 @@ from runyard.resources import Resources
 from runyard.servable import check_depth
 from runyard.settings import Settings
 from runyard.store.base import WorkerStore
+from runyard.store.journal import replay_of
 
 log = logging.getLogger("runyard.engine")
 
@@ -156,7 +157,7 @@ class Supervisor:
         pipeline = self._pipelines.get(run.pipeline)
         if pipeline is None:  # defensive: the store claims only the pipelines served here
             return Outcome.failed("pipeline_not_found", f"pipeline {run.pipeline!r} is not served here")
-        replay = await self._store.replay(run.run_id)  # in the task: cancel and drain reach a slow read
+        replay = await replay_of(self._store, run)  # in the task: cancel and drain reach a slow read
         journal = RunJournal(run, self._events, replay, execution.fence, execution.started, traced)
         ctx = RunContext(
             run,

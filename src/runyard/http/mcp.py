@@ -8,8 +8,10 @@ not succeed, an ``isError`` result carrying the run's error. Cancelling the MCP
 request cancels the run.
 
 Served by the official ``mcp`` SDK (``pip install "runyard[mcp]"``). Its session
-manager owns a task group that must live as long as the server, so it is run
-inside runyard's own lifespan (``lifespan``), once per start. Sessions are
+manager owns a task group that must live as long as the server; it is started
+by the first ``/mcp`` request (``_Sessions``) and stopped by runyard's lifespan.
+Lazily, because the SDK and its protocol models cost a server that never
+speaks MCP 18 MiB of memory and half a second of start-up (measured). Sessions are
 stateful: a ``notifications/cancelled`` reaches the call it names only in the
 process that holds the session (behind a load balancer, route ``/mcp`` by the
 ``Mcp-Session-Id`` header). Without the extra, ``/mcp`` answers 501.
@@ -17,6 +19,7 @@ process that holds the session (behind a load balancer, route ``/mcp`` by the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -60,32 +63,66 @@ class MCPUnavailable(RunyardError):
 
 
 def install(http: FastAPI) -> None:
-    """Route ``/mcp`` (every method) to the MCP endpoint; ``lifespan`` starts it."""
+    """Route ``/mcp`` (every method) to the MCP endpoint; ``lifespan`` serves it."""
     http.state.mcp = None
     http.router.routes.append(Route(PATH, endpoint=_Endpoint(http), include_in_schema=False))
 
 
 @contextlib.asynccontextmanager
 async def lifespan(http: FastAPI, app: Served) -> AsyncIterator[None]:
-    """Run a fresh session manager (one may run only once) while ``app`` serves."""
+    """Serve ``/mcp`` while ``app`` serves: sessions start with the first request."""
     if not hasattr(http.state, "mcp"):  # not installed: a worker-only process
         yield
         return
+    sessions = http.state.mcp = _Sessions(http, app)
     try:
-        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-    except ImportError:  # no extra: /mcp says how to get it
         yield
-        return
-    manager = StreamableHTTPSessionManager(_server(http, app))
-    async with manager.run():
-        http.state.mcp = manager
+    finally:
+        await sessions.stop()
+
+
+class _Sessions:
+    """The SDK's session manager, run by a task of its own from the first request
+    to the server's stop (a manager may run only once, and only in one task)."""
+
+    def __init__(self, http: FastAPI, app: Served) -> None:
+        self._http = http
+        self._app = app
+        self.serving = True
+        self._ready: asyncio.Future[StreamableHTTPSessionManager | None] = asyncio.get_running_loop().create_future()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def manager(self) -> StreamableHTTPSessionManager | None:
+        """The running manager, started now if need be; None without the extra."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="runyard-mcp-sessions")
+        return await asyncio.shield(self._ready)
+
+    async def _run(self) -> None:
         try:
-            yield
-        finally:
-            # before the manager cancels the calls under way: a stopping server
-            # leaves their runs alone (another process serves them), only a
-            # client's cancel cancels a run
-            http.state.mcp = None
+            from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+        except ImportError:  # no extra: /mcp says how to get it
+            self._ready.set_result(None)
+            return
+        try:
+            manager = StreamableHTTPSessionManager(_server(self._http, self._app, lambda: self.serving))
+            async with manager.run():
+                self._ready.set_result(manager)
+                await self._stopping.wait()
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            raise
+
+    async def stop(self) -> None:
+        # before the manager cancels the calls under way: a stopping server
+        # leaves their runs alone (another process serves them), only a
+        # client's cancel cancels a run
+        self.serving = False
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
 
 
 class _Endpoint:
@@ -95,12 +132,13 @@ class _Endpoint:
         self._http = http
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        manager: StreamableHTTPSessionManager | None = self._http.state.mcp
+        sessions: _Sessions | None = self._http.state.mcp
         try:
+            auth: Authenticator = self._http.state.auth
+            auth.check(Request(scope))  # refused here, before any MCP session (or the SDK) exists
+            manager = await sessions.manager() if sessions is not None and sessions.serving else None
             if manager is None:
                 raise MCPUnavailable('MCP needs the mcp extra (pip install "runyard[mcp]") and a started server')
-            auth: Authenticator = self._http.state.auth
-            auth.check(Request(scope))  # refused here, before any MCP session exists
         except RunyardError as exc:
             response = error_response(exc.status, exc.code, exc.message, headers=exc.headers or None)
             await response(scope, receive, send)
@@ -108,7 +146,7 @@ class _Endpoint:
         await manager.handle_request(scope, receive, send)
 
 
-def _server(http: FastAPI, app: Served) -> Any:
+def _server(http: FastAPI, app: Served, serving: Callable[[], bool]) -> Any:
     import mcp_types as types
     from mcp.server.lowlevel import Server
 
@@ -135,7 +173,7 @@ def _server(http: FastAPI, app: Served) -> Any:
         except RunyardError as exc:
             return _error_result({"code": exc.code, "message": exc.message})
         token = ctx.meta.get("progress_token") if ctx.meta else None
-        finished = await _follow(app, run, ctx, token, serving=lambda: http.state.mcp is not None)
+        finished = await _follow(app, run, ctx, token, serving=serving)
         if finished.status is RunStatus.SUCCEEDED:
             return _output_result(finished.output)
         if not finished.status.finished:  # the server is stopping: the run goes on elsewhere

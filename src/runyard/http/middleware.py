@@ -19,6 +19,11 @@ access_log = logging.getLogger("runyard.http")
 CALLERS_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
+# The ``send`` the outermost middleware was given, for a stream's body chunks
+# (``http.streaming``): only the response's start and end need every layer.
+OUTER_SEND = "runyard.outer_send"
+
+
 class RequestIds:
     """Gives every request an id: the caller's ``X-Request-ID`` or a new one. It
     is on every log line written while the request is handled (a contextvar),
@@ -33,6 +38,7 @@ class RequestIds:
             return
         request_id = request_id_of(scope)
         token = REQUEST_ID.set(request_id)
+        scope[OUTER_SEND] = send
         started = time.perf_counter()
         status = 500
 

@@ -36,3 +36,13 @@ class Journal(Protocol):
 
         Due: its ``until`` is at or before ``at`` (a sleep that ended, a question
         that timed out)."""
+
+
+async def replay_of(journal: Journal, run: Run) -> Replay:
+    """What ``run``, just claimed, replays. A run whose log holds nothing but the
+    claim's own ``status`` event (seq 1) has never executed: it has no step and no
+    event to replay, so the read is skipped (one store round trip per run start,
+    a third of the reads a burst of new runs and their streams made)."""
+    if run.last_seq <= 1:
+        return Replay()
+    return await journal.replay(run.run_id)

@@ -44,10 +44,15 @@ class Pool:
     spread over smaller pools several times as many (bench/webhooks.py)."""
 
     def __init__(self, clients: int = CLIENTS) -> None:
-        self._clients = [client() for _ in range(clients)]
+        self._size = clients
+        # made by the first delivery: each holds its own TLS context (certificates
+        # loaded, ~1 MiB), which a worker that never sends a webhook need not hold
+        self._clients: list[httpx.AsyncClient] = []
         self._turn = 0
 
     def client(self) -> httpx.AsyncClient:
+        if not self._clients:
+            self._clients = [client() for _ in range(self._size)]
         self._turn = (self._turn + 1) % len(self._clients)
         return self._clients[self._turn]
 
