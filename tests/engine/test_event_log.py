@@ -14,7 +14,7 @@ from runyard import RunContext
 from runyard.broker.local import LocalBroker
 from runyard.errors import StoreUnavailable
 from runyard.events import EventLog
-from runyard.events.log import EventsLost
+from runyard.events.log import IN_FLIGHT, QUEUED, EventsLost
 from runyard.models import Run, RunError, RunStatus, RunUpdate
 from runyard.store.base import AppendGroup, AppendResult
 from runyard.store.memory import MemoryStore
@@ -167,3 +167,40 @@ async def test_a_pipeline_whose_events_are_lost_for_good_mid_run_ends_failed_eve
     kept = types.count("said")
     assert 0 < kept < 5 and types == ["status"] + ["said"] * kept + ["error", "status", "end"]
     assert f"{5 - kept} events" in done.error.message and f"said x{5 - kept}" in done.error.message
+
+
+class GatedStore(MemoryStore):
+    """A memory store whose appends wait until ``gate`` opens (a slow commit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
+        await self.gate.wait()
+        return await super().append(groups)
+
+
+async def test_appends_wait_for_their_commit_once_all_runs_have_queued_the_process_bound() -> None:
+    """Each run stays under its own bound, but together they may queue only
+    ``QUEUED`` events: past that an append waits, so a crowd of fast runs cannot
+    put seconds of writing ahead of every new event."""
+    store = GatedStore()
+    runs = [f"run_{i}" for i in range(20)]
+    for run_id in runs:
+        await store.create_run(Run(run_id, "ses_1", "o", "ticker", RunStatus.RUNNING, None, 0.0))
+    log = EventLog(store, LocalBroker())
+    await log.start()
+    await log.append(runs[0], "tick", {"i": -1})  # the writer takes it and waits on the store
+    await asyncio.sleep(0.01)
+    for i in range(QUEUED):
+        await asyncio.wait_for(log.append(runs[i % len(runs)], "tick", {"i": i}), 1)  # none waits
+    assert max(QUEUED // len(runs) + 2, 1) < IN_FLIGHT, "no run reached its own bound"
+    over = asyncio.create_task(log.append(runs[-1], "tick", {"i": QUEUED}))
+    await asyncio.sleep(0.05)
+    assert not over.done(), "the append past the process's bound waits for its commit"
+    store.gate.set()
+    await asyncio.wait_for(over, 5)
+    await log.stop()
+    stored = [len(await store.read_events(run_id, 0, 1000)) for run_id in runs]
+    assert sum(stored) == QUEUED + 2
