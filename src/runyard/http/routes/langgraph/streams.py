@@ -53,7 +53,9 @@ def encode(part: Part) -> bytes:
 
 
 async def sse_body(parts: AsyncGenerator[list[Part], None], modes: Collection[str]) -> AsyncGenerator[bytes, None]:
-    """The parts the client's ``stream_mode`` asks for, as SSE; a heartbeat for each empty batch."""
+    """The parts the client's ``stream_mode`` asks for, as SSE; a heartbeat for
+    each empty batch (a silence: the JS SDK measures their cadence to tell a
+    half-open connection)."""
     async with contextlib.aclosing(parts):
         async for batch in parts:
             if not batch:
@@ -92,7 +94,8 @@ async def run_parts(
                 if parts and parts[-1].slot == LAST:
                     yield out
                     return
-            yield out
+            if out or not batch:  # an empty batch is a heartbeat; events already sent are not
+                yield out
 
 
 def _waits(event: dict[str, Any]) -> bool:
@@ -123,7 +126,9 @@ async def thread_parts(
                 if run_id != translator.run_id:
                     out.append(Part(position, META, "metadata", {"run_id": run_id}))
                 out.extend(translator.parts(position, run_id, event))
-            yield [part for part in out if cursor is None or (part.cursor, part.slot) > cursor]
+            out = [part for part in out if cursor is None or (part.cursor, part.slot) > cursor]
+            if out or not batch:  # an empty batch is a heartbeat
+                yield out
 
 
 async def settle(runtime: Runtime, run: Run, timeout_s: float) -> Run:
