@@ -11,16 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
 from runyard.crons import UNCHANGED
-from runyard.errors import InvalidRequest
 from runyard.http.answers import errors
 from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
 from runyard.http.routes.langgraph.shapes import cron_json
+from runyard.http.routes.store import DOTTED, Key, Namespace, Prefix
 from runyard.http.schemas import Metadata, _check_input, _check_metadata
-from runyard.longterm import MAX_KEY_CHARS, item_json
+from runyard.longterm import MAX_KEY_CHARS, MAX_LIMIT, MAX_OFFSET, MAX_PARTS, MAX_TTL_S, item_json
 from runyard.session_ids import public_session_id
 
-router = APIRouter(route_class=StrictJSONRoute, tags=["langgraph"], responses=errors(400, 401, 404, 413, 422, 503))
+router = APIRouter(route_class=StrictJSONRoute, tags=["langgraph"], responses=errors(400, 401, 404, 409, 413, 422, 503))
 Schedule = Annotated[str, Field(min_length=1, max_length=256, description="a 5-field cron expression")]
 
 
@@ -39,7 +39,7 @@ class CronCreate(_Loose):
     timezone: Annotated[str, Field(min_length=1, max_length=64)] = "UTC"
     webhook: Annotated[str | None, Field(max_length=2048)] = None
     enabled: bool = True
-    end_time: Any = None
+    end_time: None = Field(None, description="not supported: delete or disable the cron instead")
 
     _metadata = field_validator("metadata")(_check_metadata)
     _input = field_validator("input")(_check_input)
@@ -62,8 +62,6 @@ class CronSearch(_Loose):
 
 
 async def _create_cron(request: Request, thread_id: str | None, body: CronCreate) -> Response:
-    if body.end_time is not None:
-        raise InvalidRequest("end_time is not supported: delete or disable the cron instead")
     cron = await runtime_of(request).crons.create(
         owner_of(request),
         body.assistant_id,
@@ -132,30 +130,30 @@ async def count_crons(request: Request, body: CronSearch | None = None) -> Respo
 
 
 class PutItem(_Loose):
-    namespace: Any
-    key: Any
-    value: Any
+    namespace: Namespace
+    key: Key
+    value: dict[str, Any] = Field(description="A JSON object of at most 1 MiB")
     index: Any = None  # which fields to embed: runyard embeds with the app's store_embed, if any
-    ttl: Annotated[float | None, Field(gt=0, description="minutes, as LangGraph counts them")] = None
+    ttl: float | None = Field(None, gt=0, le=MAX_TTL_S / 60, description="minutes, as LangGraph counts them")
 
 
 class ItemRef(_Loose):
-    namespace: Any
-    key: Any
+    namespace: Namespace
+    key: Key
 
 
 class SearchItems(_Loose):
-    namespace_prefix: Any = ()
+    namespace_prefix: Prefix = []
     filter: dict[str, Any] | None = None
     query: Annotated[str | None, Field(max_length=4096)] = None
-    limit: int = 10
-    offset: int = 0
+    limit: Annotated[int, Field(ge=1, le=MAX_LIMIT)] = 10
+    offset: Annotated[int, Field(ge=0, le=MAX_OFFSET)] = 0
 
 
 class ListNamespaces(_Loose):
-    prefix: Any = ()
-    suffix: Any = None
-    max_depth: int | None = None
+    prefix: Prefix = []
+    suffix: Prefix | None = None
+    max_depth: Annotated[int | None, Field(ge=1, le=MAX_PARTS)] = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
     offset: Annotated[int, Field(ge=0, le=10_000)] = 0
 
@@ -170,7 +168,7 @@ async def put_item(request: Request, body: PutItem) -> Response:
 @router.get("/store/items", summary="An item")
 async def get_item(
     request: Request,
-    namespace: Annotated[str, Query(max_length=1024, description="its parts joined by dots")],
+    namespace: Annotated[str, Query(pattern=DOTTED, description="its parts joined by dots: a.b")],
     key: Annotated[str, Query(min_length=1, max_length=MAX_KEY_CHARS)],
 ) -> Response:
     item = await runtime_of(request).longterm.get(owner_of(request), namespace.split("."), key)
@@ -200,6 +198,6 @@ async def search_items(request: Request, body: SearchItems) -> Response:
 async def list_namespaces(request: Request, body: ListNamespaces | None = None) -> Response:
     body = body or ListNamespaces()
     found = await runtime_of(request).longterm.namespaces(owner_of(request), body.prefix, body.max_depth)
-    suffix = list(body.suffix) if isinstance(body.suffix, list) else None
-    shown = [list(ns) for ns in found if suffix is None or list(ns[-len(suffix) :]) == suffix]
+    suffix = body.suffix
+    shown = [list(ns) for ns in found if not suffix or list(ns[-len(suffix) :]) == suffix]
     return json_response({"namespaces": shown[body.offset : body.offset + body.limit]})

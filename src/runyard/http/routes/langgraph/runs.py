@@ -29,7 +29,9 @@ from runyard.runtime import Runtime
 from runyard.session_ids import public_session_id
 from runyard.sessions import IfExists
 
-router = APIRouter(route_class=StrictJSONRoute, tags=["langgraph"], responses=errors(400, 401, 404, 413, 422, 503))
+router = APIRouter(
+    route_class=StrictJSONRoute, tags=["langgraph"], responses=errors(400, 401, 404, 409, 413, 422, 429, 503)
+)
 JOIN_MODES = ("values", "updates", "messages-tuple", "custom")  # a join that names no mode
 STREAM: dict[int | str, dict[str, Any]] = {
     200: {"description": "LangGraph stream parts over SSE", "content": {"text/event-stream": {}}}
@@ -90,13 +92,13 @@ class RunCreate(BaseModel):
 async def start(request: Request, thread_id: str | None, body: RunCreate) -> tuple[Run, int]:
     """The run ``body`` asks for and the seq its stream starts after: a new run
     (0), or the thread's waiting run answered by ``command.resume`` (its last)."""
-    body.refuse_unsupported()
     runtime, owner = runtime_of(request), owner_of(request)
-    if body.command is not None:
-        return await _resume(runtime, owner, thread_id, body.command.resume)
-    spec = runtime.pipelines.get(body.assistant_id)
+    spec = runtime.pipelines.get(body.assistant_id)  # what is missing first (404), then what is wrong (422)
     if spec is None:
         raise PipelineNotFound(f"no assistant {body.assistant_id!r} (assistants are the pipelines)")
+    body.refuse_unsupported()
+    if body.command is not None:
+        return await _resume(runtime, owner, thread_id, body.command.resume)
     run_input = {} if body.input is None else body.input
     spec.validate_input(run_input)  # before a thread is made for it
     if thread_id is not None and body.if_not_exists == "create":

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from runyard.errors import InvalidRequest
 from runyard.http.answers import errors
 from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
@@ -27,7 +26,9 @@ from runyard.runtime import Runtime
 from runyard.session_ids import public_session_id
 from runyard.sessions import IfExists
 
-router = APIRouter(route_class=StrictJSONRoute, tags=["langgraph"], responses=errors(400, 401, 404, 413, 422, 503))
+router = APIRouter(
+    route_class=StrictJSONRoute, tags=["langgraph"], responses=errors(400, 401, 404, 409, 413, 422, 429, 503)
+)
 MAX_LISTED = 1000  # limit + offset of a search
 
 
@@ -45,7 +46,7 @@ class ThreadSearch(BaseModel):
     metadata: Annotated[dict[Annotated[str, Field(max_length=128)], Any], Field(max_length=16)] | None = None
     ids: Annotated[list[SessionId], Field(max_length=100)] | None = None
     status: Literal["idle", "busy", "interrupted", "error"] | None = None
-    values: dict[str, Any] | None = None
+    values: dict[str, Any] | None = Field(None, max_length=0, description="not supported: search by metadata")
     limit: Annotated[int, Field(ge=1, le=200)] = 10
     offset: Annotated[int, Field(ge=0, le=MAX_LISTED)] = 0
 
@@ -91,8 +92,6 @@ async def count_threads(request: Request, body: ThreadSearch | None = None) -> R
 
 
 async def _search(request: Request, body: ThreadSearch, bound: int = 200) -> list[dict[str, Any]]:
-    if body.values:
-        raise InvalidRequest("searching threads by values is not supported; search by metadata")
     runtime, owner = runtime_of(request), owner_of(request)
     # a string equal to it, or another JSON value whose compact JSON text is it (``SessionQuery``)
     filters = {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in (body.metadata or {}).items()}
