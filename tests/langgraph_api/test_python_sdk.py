@@ -18,7 +18,7 @@ from langgraph_sdk.errors import AuthenticationError, ConflictError, NotFoundErr
 from langgraph_sdk.schema import StreamPart
 
 from tests.langgraph_api.app import SECRET, build, token
-from tests.support import serve_in_thread
+from tests.support import REPO, make_app, serve_in_thread
 
 pytestmark = pytest.mark.server
 ALL_MODES = ["values", "updates", "messages-tuple", "messages", "custom", "events", "debug"]
@@ -396,3 +396,21 @@ async def _isolated(alice: LangGraphClient, bob: LangGraphClient, nobody: LangGr
     assert [r["run_id"] for r in await alice.runs.list("shared-name")] == [run["run_id"]]
     with pytest.raises(AuthenticationError):
         await nobody.assistants.search()
+
+
+# -- the documented snippet ------------------------------------------------------------
+
+
+def test_the_python_snippet_in_docs_clients_runs(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUNYARD_DEMO_SPEED", "0")  # the approval demo's cool-off, skipped
+    docs = (REPO / "docs" / "clients.md").read_text()
+    section = docs.split("## LangGraph SDK", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    with serve_in_thread(make_app(store="memory://")) as url:
+        exec(snippet.replace("http://127.0.0.1:8000", url), {})  # the demo's pipelines, as the page says
+    printed = capsys.readouterr().out
+    assert "'chat'" in printed and "'approval'" in printed
+    assert "Ada" in printed.split("values:", 1)[0]  # streamed tokens
+    assert "asked:" in printed and "decision: approved" in printed
