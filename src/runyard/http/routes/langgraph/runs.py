@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from runyard.errors import InvalidRequest, PipelineNotFound, RunFinished, RunNotFound, RunNotWaiting
+from runyard.errors import InvalidCursor, InvalidRequest, PipelineNotFound, RunFinished, RunNotFound, RunNotWaiting
 from runyard.http.answers import errors
 from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
@@ -260,6 +260,8 @@ async def join_stream(
     runtime, owner = runtime_of(request), owner_of(request)
     run = await _run_of(request, thread_id, run_id)
     cursor = parse_event_id(last_event_id)
+    if cursor is not None and cursor[0] > run.last_seq:
+        raise InvalidCursor(f"Last-Event-ID {last_event_id!r} is past the run's last event ({run.last_seq})")
     modes = _query_modes(stream_mode)
     slots: StreamSlots = request.app.state.stream_slots
     slot = await slots.take(owner)
