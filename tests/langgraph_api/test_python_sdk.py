@@ -312,6 +312,13 @@ async def test_bad_input_is_a_clear_4xx(client: LangGraphClient) -> None:
         await client.runs.create(None, "nope", input={})
     with pytest.raises(UnprocessableEntityError, match="message"):
         await client.runs.create(None, "parrot", input={"wrong": 1})
+    thread = await client.threads.create()
+    with pytest.raises(UnprocessableEntityError, match="latest state"):
+        await client.runs.create(thread["thread_id"], "parrot", input={"message": "x"}, checkpoint_id="elsewhere")
+    first = await client.runs.wait(thread["thread_id"], "parrot", input={"message": "x"})
+    latest = (await client.threads.get_state(thread["thread_id"]))["checkpoint"]
+    again = await client.runs.wait(thread["thread_id"], "parrot", input={"message": "y"}, checkpoint=latest)
+    assert (first, again) == ({"reply": "x"}, {"reply": "y"})  # from the latest state, as useStream asks
     with pytest.raises(UnprocessableEntityError, match="interrupt_before"):
         await client.runs.create(None, "parrot", input={"message": "x"}, interrupt_before=["a"])
     with pytest.raises(NotFoundError):

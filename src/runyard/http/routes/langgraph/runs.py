@@ -77,8 +77,15 @@ class RunCreate(BaseModel):
         asked = [self.stream_mode] if isinstance(self.stream_mode, str) else self.stream_mode
         return [mode for mode in asked if mode in MODES]
 
+    def checkpoint_named(self) -> str | None:
+        """The checkpoint the run is to start from, if one is named."""
+        named = self.checkpoint_id or (
+            self.checkpoint.get("checkpoint_id") if isinstance(self.checkpoint, dict) else None
+        )
+        return str(named) if named else None
+
     def refuse_unsupported(self) -> None:
-        for name in ("checkpoint", "checkpoint_id", "interrupt_before", "interrupt_after"):
+        for name in ("interrupt_before", "interrupt_after"):
             if getattr(self, name):
                 raise InvalidRequest(f"{name} is not supported by runyard's LangGraph API")
         if self.multitask_strategy == "rollback":
@@ -97,6 +104,7 @@ async def start(request: Request, thread_id: str | None, body: RunCreate) -> tup
     if spec is None:
         raise PipelineNotFound(f"no assistant {body.assistant_id!r} (assistants are the pipelines)")
     body.refuse_unsupported()
+    await _check_checkpoint(runtime, owner, thread_id, body.checkpoint_named())
     if body.command is not None:
         return await _resume(runtime, owner, thread_id, body.command.resume)
     run_input = {} if body.input is None else body.input
@@ -115,6 +123,16 @@ async def start(request: Request, thread_id: str | None, body: RunCreate) -> tup
         trace=incoming(request.headers),  # the caller's W3C traceparent, continued by the run
     )
     return run, 0
+
+
+async def _check_checkpoint(runtime: Runtime, owner: str, thread_id: str | None, named: str | None) -> None:
+    """A thread's only checkpoint is its latest state (its id, its latest run's):
+    a run may start from it (``useStream`` names it), from no other."""
+    if named is None:
+        return
+    latest = await runtime.list_runs(owner, session_id=thread_id, limit=1) if thread_id is not None else []
+    if not latest or latest[0].run_id != named:
+        raise InvalidRequest(f"checkpoint {named!r}: a run starts from its thread's latest state only")
 
 
 async def _resume(runtime: Runtime, owner: str, thread_id: str | None, value: Any) -> tuple[Run, int]:
