@@ -26,10 +26,14 @@ check: install
 tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 
-node-deps: tests/node/node_modules/.package-lock.json
+# The example page on useStream (examples/langgraph_ui), which a browser test drives, from its own lock.
+examples/langgraph_ui/node_modules/.package-lock.json: examples/langgraph_ui/package-lock.json
+	cd examples/langgraph_ui && npm ci --no-audit --no-fund --loglevel=error
+
+node-deps: tests/node/node_modules/.package-lock.json examples/langgraph_ui/node_modules/.package-lock.json
 
 test: check node-deps
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache runyard.db runyard.db-wal runyard.db-shm
+	rm -rf $(VENV) tests/node/node_modules examples/langgraph_ui/node_modules examples/langgraph_ui/dist .pytest_cache .mypy_cache .ruff_cache runyard.db runyard.db-wal runyard.db-shm
