@@ -14,7 +14,7 @@ from runyard.errors import PipelineNotFound
 from runyard.http.answers import errors
 from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
-from runyard.http.routes.langgraph.shapes import assistant_json, schemas_json
+from runyard.http.routes.langgraph.shapes import METADATA, assistant_json, schemas_json
 from runyard.pipeline import Pipeline
 
 router = APIRouter(route_class=StrictJSONRoute, tags=["langgraph"], responses=errors(400, 401, 404, 413, 422, 503))
@@ -31,13 +31,12 @@ class AssistantSearch(BaseModel):
 
 def _found(request: Request, body: AssistantSearch) -> list[Pipeline]:
     owner_of(request)  # the same authentication as every other route
-    shown = assistant_json
     return [
         pipeline
         for pipeline in runtime_of(request).pipelines.values()
         if (body.graph_id is None or pipeline.name == body.graph_id)
         and (body.name is None or body.name.lower() in pipeline.name.lower())
-        and all(shown(pipeline)["metadata"].get(key) == value for key, value in (body.metadata or {}).items())
+        and all(METADATA.get(key) == value for key, value in (body.metadata or {}).items())
     ]
 
 

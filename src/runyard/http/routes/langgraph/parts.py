@@ -91,7 +91,7 @@ class Part:
     @property
     def mode(self) -> str:
         """The stream mode that asks for this part (``metadata``, ``end`` and ``error`` always go)."""
-        return _MODE_OF.get(self.slot, self.event)
+        return _MODE_OF.get(self.slot) or self.event.split("|", 1)[0]  # updates|<ns>: a subgraph's
 
 
 _MODE_OF = {TUPLE: "messages-tuple", MESSAGE_META: "messages", PARTIAL: "messages"}

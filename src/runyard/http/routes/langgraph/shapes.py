@@ -11,6 +11,7 @@ from runyard.pipeline import Pipeline
 from runyard.session_ids import public_session_id
 
 STARTED = time.time()  # an assistant's "created_at": its pipeline was loaded when this process started
+METADATA = {"created_by": "system"}  # every assistant's: the app declares them all
 
 
 def assistant_json(pipeline: Pipeline) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def assistant_json(pipeline: Pipeline) -> dict[str, Any]:
         "description": pipeline.description or None,
         "config": {},
         "context": {},
-        "metadata": {"created_by": "system"},
+        "metadata": dict(METADATA),
         "version": 1,
         "created_at": rfc3339(STARTED),
         "updated_at": rfc3339(STARTED),
@@ -43,19 +44,22 @@ def schemas_json(pipeline: Pipeline) -> dict[str, Any]:
 def thread_json(
     session: Session, status: str, values: dict[str, Any] | None = None, latest: Run | None = None
 ) -> dict[str, Any]:
-    """A session as a thread; ``status``: the session's (``idle``, ``busy``,
-    ``expired``), or from its latest run (``interrupted`` while it asks, ``error``)."""
+    """A session as a thread. Its ``status`` is the session's (``busy``, or
+    ``idle`` for ``idle`` and ``expired``), unless its latest run says more:
+    ``interrupted`` while that run asks, ``error`` once it failed."""
     interrupts = interrupts_of(latest) if latest is not None else []
     if interrupts:
         status = "interrupted"
     elif latest is not None and run_status(latest) in ("error", "timeout"):
         status = "error"
+    elif status != "busy":
+        status = "idle"
     return {
         "thread_id": public_session_id(session.session_id),
         "created_at": rfc3339(session.created_at),
         "updated_at": rfc3339(session.last_activity),
         "metadata": session.metadata,
-        "status": "busy" if status == "busy" else status if status in ("interrupted", "error") else "idle",
+        "status": status,
         "values": values,
         "interrupts": {latest.run_id: interrupts} if latest is not None and interrupts else {},
     }

@@ -88,7 +88,7 @@ async def run_parts(
                 parts = translator.parts(event_seq, run.run_id, event)
                 if event.get("type") == "input.requested":
                     asked = (event.get("data") or {}).get("ask_id")
-                elif asked is not None and _waits(event) and await _still_asks(runtime, run, asked):
+                elif _waits(event) and await _still_asks(runtime, run, asked):
                     parts.append(Part(event_seq, LAST, "end", None))
                 out.extend(part for part in parts if (part.cursor, part.slot) > cursor)
                 if parts and parts[-1].slot == LAST:
@@ -107,9 +107,10 @@ def _waits(event: dict[str, Any]) -> bool:
 
 
 async def _still_asks(runtime: Runtime, run: Run, ask_id: Any) -> bool:
-    """Whether the run still waits for that answer (a replayed log goes on past an answered one)."""
+    """Whether the run still waits for that answer (a replayed log goes on past
+    an answered one); for any, when the stream resumed past the question."""
     now = await runtime.get_run(run.owner, run.run_id)
-    return asks(now) and now.waiting is not None and now.waiting.id == ask_id
+    return asks(now) and now.waiting is not None and ask_id in (None, now.waiting.id)
 
 
 async def thread_parts(
