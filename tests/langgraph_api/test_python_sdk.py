@@ -17,6 +17,7 @@ from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import AuthenticationError, ConflictError, NotFoundError, UnprocessableEntityError
 from langgraph_sdk.schema import StreamPart
 
+from tests.dashboard.proxy import CuttableProxy
 from tests.langgraph_api.app import SECRET, build, token
 from tests.support import REPO, make_app, serve_in_thread
 
@@ -176,6 +177,25 @@ async def test_a_dropped_stream_rejoined_with_last_event_id_has_no_gap_and_no_re
     assert [p.id for p in first + rest] == [p.id for p in whole]
     assert [p.data for p in first + rest] == [p.data for p in whole]
     assert [t["i"] for t in of(first + rest, "custom")] == list(range(30))
+
+
+async def test_a_stream_cut_by_the_network_is_resumed_by_the_sdk_itself(server: str) -> None:
+    """The SDK reconnects to the stream's ``Location`` with the last id it saw."""
+    host, port = server.removeprefix("http://").split(":")
+    relay = CuttableProxy(host, int(port))
+    try:
+        async with client_of(relay.url) as sdk:
+            ticks: list[int] = []
+            async for part in sdk.runs.stream(
+                None, "ticker", input={"count": 40, "interval_ms": 20}, stream_mode="custom"
+            ):
+                if part.event == "custom":
+                    ticks.append(part.data["i"])
+                    if len(ticks) == 10:
+                        assert relay.cut() > 0  # the connection is reset mid-response
+    finally:
+        relay.close()
+    assert ticks == list(range(40))
 
 
 async def test_an_interrupt_is_answered_with_command_resume(client: LangGraphClient) -> None:
