@@ -100,8 +100,10 @@ _MODE_OF = {TUPLE: "messages-tuple", MESSAGE_META: "messages", PARTIAL: "message
 @dataclass(slots=True)
 class Translator:
     """Turns one stream's events into parts, remembering what a part needs from
-    earlier ones (the last state, a message's text so far)."""
+    earlier ones (the last state, a message's text so far). Parts of ``modes``
+    only: the others are never built (a part's slot does not depend on them)."""
 
+    modes: frozenset[str] = MODES
     run_id: str | None = None  # the run the last event was of (a thread's stream follows many)
     state: dict[str, Any] = field(default_factory=dict)
     streamed_state: bool = False  # the graph sent its state: the output is not sent again as values
@@ -132,9 +134,11 @@ class Translator:
         elif isinstance(kind, str) and kind not in RUNTIME_TYPES and not kind.startswith("graph."):
             found.append((CUSTOM, "custom", {"type": kind, **(data if isinstance(data, dict) else {"data": data})}))
         if kind != "end":
-            found.append((EVENTS, "events", self._stream_event(run_id, event)))
-            debug = {"type": kind, "step": event.get("seq"), "timestamp": event.get("ts"), "payload": data}
-            found.append((DEBUG, "debug", debug))
+            if "events" in self.modes:
+                found.append((EVENTS, "events", self._stream_event(run_id, event)))
+            if "debug" in self.modes:
+                debug = {"type": kind, "step": event.get("seq"), "timestamp": event.get("ts"), "payload": data}
+                found.append((DEBUG, "debug", debug))
         else:
             found.extend(self._end(data if isinstance(data, dict) else {}))
         return [Part(cursor, slot, name, chunk) for slot, name, chunk in found]
@@ -143,11 +147,14 @@ class Translator:
         text = data["text"] if isinstance(data.get("text"), str) else ""
         message_id = str(data.get("message_id") or f"run-{run_id}")
         metadata = {"run_id": run_id, "langgraph_node": data.get("node") or "pipeline"}
-        found: list[tuple[int, str, Any]] = [(TUPLE, "messages", [ai_chunk(message_id, text), metadata])]
-        if message_id not in self.texts:
-            found.append((MESSAGE_META, "messages/metadata", {message_id: {"metadata": metadata}}))
-        self.texts[message_id] = self.texts.get(message_id, "") + text
-        found.append((PARTIAL, "messages/partial", [ai_chunk(message_id, self.texts[message_id])]))
+        found: list[tuple[int, str, Any]] = []
+        if "messages-tuple" in self.modes:
+            found.append((TUPLE, "messages", [ai_chunk(message_id, text), metadata]))
+        if "messages" in self.modes:
+            if message_id not in self.texts:
+                found.append((MESSAGE_META, "messages/metadata", {message_id: {"metadata": metadata}}))
+            self.texts[message_id] = self.texts.get(message_id, "") + text
+            found.append((PARTIAL, "messages/partial", [ai_chunk(message_id, self.texts[message_id])]))
         return found
 
     def _stream_event(self, run_id: str, event: dict[str, Any]) -> dict[str, Any]:

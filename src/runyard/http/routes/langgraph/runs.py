@@ -176,7 +176,8 @@ async def _stream(request: Request, thread_id: str | None, body: RunCreate) -> R
                 await runtime.cancel_run(run.owner, run.run_id)
 
     modes = body.modes()
-    response = EventStreamResponse(sse_body(run_parts(runtime, run, None, start_after), modes), slot, cancel_if_asked)
+    parts = run_parts(runtime, run, None, modes, start_after)
+    response = EventStreamResponse(sse_body(parts, modes), slot, cancel_if_asked)
     response.headers.update(_paths(run, modes))
     return response
 
@@ -289,7 +290,7 @@ async def join_stream(
             with contextlib.suppress(RunFinished):
                 await runtime.cancel_run(owner, run.run_id)
 
-    response = EventStreamResponse(sse_body(run_parts(runtime, run, cursor), modes), slot, cancel_if_asked)
+    response = EventStreamResponse(sse_body(run_parts(runtime, run, cursor, modes), modes), slot, cancel_if_asked)
     response.headers.update(_paths(run, modes))
     return response
 

@@ -67,7 +67,7 @@ async def sse_body(parts: AsyncGenerator[list[Part], None], modes: Collection[st
 
 
 async def run_parts(
-    runtime: Runtime, run: Run, cursor: tuple[int, int] | None, start: int = 0
+    runtime: Runtime, run: Run, cursor: tuple[int, int] | None, modes: Collection[str], start: int = 0
 ) -> AsyncGenerator[list[Part], None]:
     """The run's parts: without a cursor, ``metadata`` then those of its events
     after ``start``; with one, those after it. Ends after ``end``/``error``."""
@@ -78,7 +78,7 @@ async def run_parts(
     after = seq if slot >= LAST else seq - 1  # the event the cursor is inside of is read again
     if run.status.finished and after >= run.last_seq:
         return
-    translator = Translator()
+    translator = Translator(frozenset(modes))
     asked: Any = None
     async with contextlib.aclosing(runtime.follow(run, after)) as batches:
         async for batch in batches:
@@ -114,10 +114,10 @@ async def _still_asks(runtime: Runtime, run: Run, ask_id: Any) -> bool:
 
 
 async def thread_parts(
-    frames: AsyncGenerator[list[Frame], None], cursor: tuple[int, int] | None
+    frames: AsyncGenerator[list[Frame], None], cursor: tuple[int, int] | None, modes: Collection[str]
 ) -> AsyncGenerator[list[Part], None]:
     """A session's stream as parts: each run's begin with its ``metadata``."""
-    translator = Translator()
+    translator = Translator(frozenset(modes))
     async with contextlib.aclosing(frames):
         async for batch in frames:
             out: list[Part] = []
@@ -153,7 +153,7 @@ async def values_of(runtime: Runtime, run: Run) -> dict[str, Any]:
     """What a stream of the whole run showed last as ``values`` (its state; with
     ``__interrupt__`` while it asks), or ``{"__error__": ...}`` if it failed:
     LangGraph's answer to ``runs.wait`` and ``runs.join``."""
-    translator = Translator()
+    translator = Translator(frozenset({"values"}))
     values: dict[str, Any] = {}
     after = 0
     while after < run.last_seq:

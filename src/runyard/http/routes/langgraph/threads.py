@@ -159,4 +159,4 @@ async def join_thread_stream(
         await frames.aclose()
         raise
     del stream_mode  # LangGraph's thread modes (run_modes, lifecycle, state_update): the run modes are sent
-    return EventStreamResponse(sse_body(thread_parts(frames, cursor), JOIN_MODES), slot)
+    return EventStreamResponse(sse_body(thread_parts(frames, cursor, JOIN_MODES), JOIN_MODES), slot)
