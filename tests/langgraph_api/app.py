@@ -53,7 +53,7 @@ def review_graph() -> Any:
 
 
 def build(**settings: Any) -> Runyard:
-    app = Runyard(Settings(store="memory://", **settings))
+    app = Runyard(Settings(**{"store": "memory://", **settings}))
 
     @app.pipeline("parrot", input_model=Said)
     async def parrot(ctx: RunContext, input: Said) -> dict[str, Any]:
