@@ -27,7 +27,7 @@ ALL_MODES = ["values", "updates", "messages-tuple", "messages", "custom", "event
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with serve_in_thread(build(wait_max_s=5)) as url:
+    with serve_in_thread(build(wait_max_s=2)) as url:
         yield url
 
 
@@ -141,6 +141,17 @@ async def test_every_stream_mode_with_metadata_first_and_end_last(client: LangGr
 async def test_only_the_modes_asked_for_are_sent(client: LangGraphClient) -> None:
     parts = await collect(client.runs.stream(None, "parrot", input={"message": "a b"}, stream_mode="updates"))
     assert {part.event for part in parts} == {"metadata", "updates", "end"}
+
+
+async def test_a_wait_longer_than_runyard_wait_max_s_answers_202_and_the_run_goes_on(server: str) -> None:
+    async with httpx.AsyncClient(base_url=f"{server}/langgraph", headers={"X-Client-Id": "slow-waiter"}) as http:
+        body = {"assistant_id": "ticker", "input": {"count": 500, "interval_ms": 20}}
+        waited = await http.post("/runs/wait", json=body, timeout=30)
+        assert waited.status_code == 202  # after RUNYARD_WAIT_MAX_S (2 s here)
+        run_path = waited.headers["Content-Location"]
+        assert waited.headers["Location"] == f"{run_path}/join"
+        assert (await http.get(run_path)).json()["status"] == "running"
+        assert (await http.post(f"{run_path}/cancel")).status_code == 202
 
 
 async def test_a_failed_run_ends_its_stream_with_error(client: LangGraphClient) -> None:

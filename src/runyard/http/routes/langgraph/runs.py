@@ -18,7 +18,7 @@ from runyard.errors import InvalidCursor, InvalidRequest, PipelineNotFound, RunF
 from runyard.http.answers import errors
 from runyard.http.auth import owner_of
 from runyard.http.responses import StrictJSONRoute, json_response, runtime_of
-from runyard.http.routes.langgraph.parts import MODES
+from runyard.http.routes.langgraph.parts import MODES, asks
 from runyard.http.routes.langgraph.shapes import run_json
 from runyard.http.routes.langgraph.streams import parse_event_id, run_parts, settle, sse_body, values_of
 from runyard.http.schemas import Metadata, _check_input, _check_metadata
@@ -57,7 +57,10 @@ class RunCreate(BaseModel):
     input: Any = None
     command: Command | None = None
     metadata: Metadata | None = None
-    stream_mode: str | list[str] = "values"
+    stream_mode: (
+        Annotated[str, Field(max_length=64)]
+        | Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=16)]
+    ) = "values"
     stream_subgraphs: bool = False
     stream_resumable: bool = False  # every runyard stream is resumable
     webhook: Annotated[str | None, Field(max_length=2048)] = None
@@ -150,6 +153,8 @@ async def _resume(runtime: Runtime, owner: str, thread_id: str | None, value: An
 
 
 def _paths(run: Run, modes: list[str] | None = None) -> dict[str, str]:
+    """``Content-Location``: the run (the SDKs read its ids there); ``Location``:
+    where to resume, its stream in these modes, or its ``join`` without modes."""
     base = f"/threads/{public_session_id(run.session_id)}/runs/{run.run_id}"
     query = "?" + "&".join(f"stream_mode={mode}" for mode in modes) if modes else ""
     return {"Content-Location": base, "Location": f"{base}/stream{query}" if modes is not None else f"{base}/join"}
@@ -183,10 +188,16 @@ async def _stream(request: Request, thread_id: str | None, body: RunCreate) -> R
 
 
 async def _wait(request: Request, thread_id: str | None, body: RunCreate) -> Response:
-    runtime = runtime_of(request)
     run, _ = await start(request, thread_id, body)
+    return await _values_once_settled(runtime_of(request), run)
+
+
+async def _values_once_settled(runtime: Runtime, run: Run) -> Response:
+    """The run's final values once it has ended or asks; after RUNYARD_WAIT_MAX_S,
+    202 with its values so far (as ``/v1/runs/wait`` answers) and the run goes on."""
     settled = await settle(runtime, run, runtime.settings.wait_max_s)
-    return json_response(await values_of(runtime, settled), headers=_paths(run))
+    status = 200 if settled.status.finished or asks(settled) else 202
+    return json_response(await values_of(runtime, settled), status, headers=_paths(run))
 
 
 @router.post("/threads/{thread_id}/runs", summary="Create a run in a thread")
@@ -253,16 +264,13 @@ async def cancel_run(
     runtime = runtime_of(request)
     run = await runtime.cancel_run(owner_of(request), (await _run_of(request, thread_id, run_id)).run_id)
     if wait.lower() in ("1", "true", "yes"):
-        settled = await settle(runtime, run, runtime.settings.wait_max_s)
-        return json_response(await values_of(runtime, settled), headers=_paths(run))
+        return await _values_once_settled(runtime, run)
     return Response(status_code=202)
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/join", summary="Wait for a run; its final values")
 async def join_run(request: Request, thread_id: str, run_id: str) -> Response:
-    runtime = runtime_of(request)
-    run = await settle(runtime, await _run_of(request, thread_id, run_id), runtime.settings.wait_max_s)
-    return json_response(await values_of(runtime, run), headers=_paths(run))
+    return await _values_once_settled(runtime_of(request), await _run_of(request, thread_id, run_id))
 
 
 @router.get("/threads/{thread_id}/runs/{run_id}/stream", summary="Join a run's stream", responses=STREAM)
