@@ -452,3 +452,15 @@ def test_the_python_snippet_in_docs_clients_runs(
     assert "'chat'" in printed and "'approval'" in printed
     assert "Ada" in printed.split("values:", 1)[0]  # streamed tokens
     assert "asked:" in printed and "decision: approved" in printed
+
+
+def test_a_browser_on_another_origin_reads_the_run_ids_in_content_location() -> None:
+    """``useStream`` learns the run it created from ``Content-Location``: exposed to other origins."""
+    with serve_in_thread(build(cors_origins="http://ui.example")) as url:
+        created = httpx.post(
+            f"{url}/langgraph/runs",
+            json={"assistant_id": "parrot", "input": {"message": "x"}},
+            headers={"Origin": "http://ui.example", "X-Client-Id": "browser"},
+        )
+    assert created.headers["Content-Location"].endswith(f"/runs/{created.json()['run_id']}")
+    assert "content-location" in created.headers["Access-Control-Expose-Headers"].lower()
