@@ -15,6 +15,10 @@ async function collect(stream) {
 }
 const of = (parts, event) => parts.filter((p) => p.event === event).map((p) => p.data);
 
+// the assistants are the pipelines
+const assistants = await client.assistants.search();
+assert.ok(assistants.some((a) => a.assistant_id === "parrot" && a.graph_id === "parrot"));
+
 // a thread, and a run streamed in several modes: metadata first, end last
 const thread = await client.threads.create({ metadata: { from: "node" } });
 assert.equal((await client.threads.get(thread.thread_id)).metadata.from, "node");
@@ -62,5 +66,10 @@ const resumed = await collect(
 );
 assert.deepEqual(of(resumed, "values"), [{ message: "deploy", approved: "yes" }]);
 assert.equal((await client.threads.get(thread.thread_id)).status, "idle");
+
+// a run waited for gives its values; the thread's history (what useStream reads) its latest state
+assert.deepEqual(await client.runs.wait(thread.thread_id, "parrot", { input: { message: "bye" } }), { reply: "bye" });
+const [latest] = await client.threads.getHistory(thread.thread_id, { limit: 10 });
+assert.deepEqual(latest.values, { reply: "bye" });
 
 console.log(JSON.stringify({ ok: true, thread: thread.thread_id, parts: parts.length, ticks: ticks.length }));
