@@ -15,7 +15,7 @@ import pytest
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 from langgraph_sdk.errors import AuthenticationError, ConflictError, NotFoundError, UnprocessableEntityError
-from langgraph_sdk.schema import StreamPart
+from langgraph_sdk.schema import Command, StreamPart
 
 from tests.dashboard.proxy import CuttableProxy
 from tests.langgraph_api.app import SECRET, build, token
@@ -224,7 +224,7 @@ async def test_an_interrupt_is_answered_with_command_resume(client: LangGraphCli
     assert (await client.threads.get(tid))["status"] == "interrupted"
     run = (await client.runs.list(tid))[0]
     assert run["status"] == "interrupted"
-    resumed = await collect(client.runs.stream(tid, "approval", command={"resume": "yes"}, stream_mode="values"))
+    resumed = await collect(client.runs.stream(tid, "approval", command=Command(resume="yes"), stream_mode="values"))
     assert resumed[0].data["run_id"] == run["run_id"]  # the same run goes on
     assert of(resumed, "values") == [{"message": "ship it", "approved": "yes"}]
     assert (await client.threads.get_state(tid))["interrupts"] == []
@@ -256,7 +256,7 @@ async def test_a_langgraph_graph_streams_its_state_updates_and_messages(client: 
     [asked] = values[-1]["__interrupt__"]
     assert asked["value"] == {"question": "publish?"}
     assert (await client.threads.get_state(tid))["values"]["messages"][-1]["id"] == "draft-1"
-    resumed = await collect(client.runs.stream(tid, "review", command={"resume": "yes"}))
+    resumed = await collect(client.runs.stream(tid, "review", command=Command(resume="yes")))
     assert of(resumed, "values")[-1]["approved"] == "yes"
     assert (await client.threads.get(tid))["values"]["approved"] == "yes"
 
