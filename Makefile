@@ -44,7 +44,11 @@ check: install
 tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 
-node-deps: tests/node/node_modules/.package-lock.json
+# The example page on useStream (examples/langgraph_ui), which a browser test drives, from its own lock.
+examples/langgraph_ui/node_modules/.package-lock.json: examples/langgraph_ui/package-lock.json
+	cd examples/langgraph_ui && npm ci --no-audit --no-fund --loglevel=error
+
+node-deps: tests/node/node_modules/.package-lock.json examples/langgraph_ui/node_modules/.package-lock.json
 
 # Four processes (pytest-xdist): most tests wait on servers, not on the CPU (13 min instead of 18 on 2 cores).
 test: check node-deps
@@ -52,4 +56,4 @@ test: check node-deps
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache runyard.db runyard.db-wal runyard.db-shm
-	rm -rf examples/nextjs_chat/node_modules examples/nextjs_chat/dist
+	rm -rf examples/nextjs_chat/node_modules examples/nextjs_chat/dist examples/langgraph_ui/node_modules examples/langgraph_ui/dist

@@ -83,7 +83,17 @@ async def test_updates_messages_and_custom_parts_become_events() -> None:
     assert message["type"] == "ai" and message["content"] == "Turn 1: you asked why?"
     assert done.text() == "Turn 1: you asked why?"
     graph_events = [t for t in done.types() if t.startswith(("graph.", "plan.", "token"))]
-    assert graph_events == ["plan.step", "graph.custom", "graph.update", "token", "graph.update"]
+    assert graph_events == [
+        "graph.values",  # the input state
+        "plan.step",
+        "graph.custom",
+        "graph.update",
+        "graph.values",
+        "token",
+        "graph.update",
+        "graph.values",  # the state after each step: what /langgraph streams as values
+    ]
+    assert done.of_type("graph.values")[-1]["values"]["turns"] == 1
 
 
 async def test_the_session_is_the_graphs_thread() -> None:

@@ -8,10 +8,13 @@ compiled with a checkpointer carries its state from one run of a session to
 the next, and a run cancelled or timed out stops the graph at once. Its stream
 becomes events:
 
+- ``values``: a ``graph.values`` event ``{"values"}``, the graph's state after
+  each step (what the LangGraph API at ``/langgraph`` streams as ``values``);
 - ``updates``: one ``graph.update`` event ``{"node", "update"}`` per node that
   ran (``"ns"`` too, the subgraph's path, when streaming subgraphs); an
   interrupt becomes ``graph.interrupt`` ``{"interrupts": [{"id", "value"}]}``;
-- ``messages``: the text of AI messages and chunks, as ``token`` events;
+- ``messages``: the text of AI messages and chunks, as ``token`` events
+  ``{"text", "message_id", "node"}`` (the message's id and the node it came from);
 - ``custom`` (a node's ``get_stream_writer()``): a dict naming its ``"type"``
   becomes an event of that type carrying the dict's other keys; anything else
   a ``graph.custom`` event carrying the payload.
@@ -92,12 +95,16 @@ async def stream_graph(
             if mode == "values":
                 if not ns:
                     state = chunk
+                    # the state at an interrupt repeats the last one: the interrupt is asked (run_graph)
+                    if not (isinstance(chunk, Mapping) and "__interrupt__" in chunk):
+                        await ctx.emit("graph.values", {"values": jsonable(chunk)})
             elif mode == "updates":
                 await _updates(ctx, chunk, list(ns) if subgraphs else None)
             elif mode == "messages":
-                message, _metadata = chunk
+                message, metadata = chunk
                 if isinstance(message, AIMessage) and (text := message_text(message)):
-                    await ctx.token(text)
+                    node = metadata.get("langgraph_node") if isinstance(metadata, Mapping) else None
+                    await ctx.emit("token", {"text": text, "message_id": message.id, "node": node})
             elif mode == "custom":
                 await _custom(ctx, chunk)
     return state

@@ -16,7 +16,7 @@ from runyard.http import mcp
 from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
-from runyard.http.routes import ai_sdk, crons, openai_compat, runs, session_streams, sessions, store, system
+from runyard.http.routes import ai_sdk, crons, langgraph, openai_compat, runs, session_streams, sessions, store, system
 from runyard.http.streaming import STREAM_CAPS, StreamSlots
 from runyard.runtime import Runtime
 from runyard.settings import Settings
@@ -79,6 +79,7 @@ def create_http_app(app: Served) -> FastAPI:
         mcp.install(http)  # issue 14: MCP at /mcp
         http.include_router(openai_compat.router)  # issue 14: OpenAI-compatible chat completions
         http.include_router(ai_sdk.router)  # issue 14: Vercel AI SDK UI message streams
+        http.include_router(langgraph.router)  # issue 14: the LangGraph API at /langgraph
     http.include_router(system.router)  # a worker answers probes and scrapes too
     if settings.serves_api:
         _serve_page(http)
@@ -99,7 +100,7 @@ def create_http_app(app: Served) -> FastAPI:
                 "Mcp-Method",
                 "Mcp-Name",
             ],
-            expose_headers=["Location", "Retry-After", "X-Request-ID", "Mcp-Session-Id"],
+            expose_headers=["Location", "Content-Location", "Retry-After", "X-Request-ID", "Mcp-Session-Id"],
         )
     http.add_middleware(JSONBodies)
     http.add_middleware(RequestMetrics)
