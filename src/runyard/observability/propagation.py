@@ -26,10 +26,14 @@ except ImportError:  # the otel extra is not installed
     trace = None  # type: ignore[assignment]
 
 
+def _in_a_span() -> bool:
+    return trace is not None and trace.get_current_span().get_span_context().is_valid
+
+
 def outgoing(headers: Mapping[str, str]) -> Mapping[str, str]:
     """``headers`` plus the current span's trace context, or ``headers`` itself
     when no span is current."""
-    if trace is None or not trace.get_current_span().get_span_context().is_valid:
+    if not _in_a_span():
         return headers
     carrier = dict(headers)
     propagate.inject(carrier)
@@ -38,7 +42,7 @@ def outgoing(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 def inject(request: httpx.Request) -> None:
     """An ``httpx.Client`` request hook: the current span's trace context on every request."""
-    if trace is not None and trace.get_current_span().get_span_context().is_valid:
+    if _in_a_span():
         propagate.inject(request.headers)
 
 
