@@ -4,11 +4,13 @@ model gateway or a service that traces joins the run's trace. A loopback
 server records what each request carried: a model call's ``traceparent`` names
 the run's trace and its ``limit`` span, a webhook delivery's names the run's
 trace and its ``webhook`` span, and the runyard client's names the caller's
-span. Without a tracer nothing is added, and ``OTEL_PROPAGATORS=none`` (the
+span. Without a tracer (or without the otel extra) nothing is added, and ``OTEL_PROPAGATORS=none`` (the
 standard switch) turns propagation off in a served runyard that exports."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -74,6 +76,20 @@ async def test_without_a_tracer_calls_carry_no_trace_context() -> None:
             await client.snapshot("run_x")
     assert len(recorder.headers()) == 3
     assert all("traceparent" not in headers for headers in recorder.headers())
+
+
+def test_without_the_otel_extra_headers_go_out_as_they_came() -> None:
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None  # as if runyard[otel] were not installed\n"
+        "import httpx\n"
+        "from runyard.observability.propagation import inject, outgoing\n"
+        "headers = {'Authorization': 'Bearer k'}\n"
+        "assert outgoing(headers) is headers\n"
+        "request = httpx.Request('POST', 'http://127.0.0.1/', headers=headers)\n"
+        "inject(request)\n"
+        "assert 'traceparent' not in request.headers\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 async def test_a_webhook_delivery_is_a_span_of_the_runs_trace_and_carries_it(exported: InMemorySpanExporter) -> None:
