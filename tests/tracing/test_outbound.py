@@ -4,8 +4,9 @@ model gateway or a service that traces joins the run's trace. A loopback
 server records what each request carried: a model call's ``traceparent`` names
 the run's trace and its ``limit`` span, a webhook delivery's names the run's
 trace and its ``webhook`` span, and the runyard client's names the caller's
-span. Without a tracer (or without the otel extra) nothing is added, and ``OTEL_PROPAGATORS=none`` (the
-standard switch) turns propagation off in a served runyard that exports."""
+span. Without a tracer (or without the otel extra) nothing is added, and
+``OTEL_PROPAGATORS=none`` (the standard switch) turns propagation off in a
+served runyard that exports."""
 
 from __future__ import annotations
 
