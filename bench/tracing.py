@@ -2,15 +2,15 @@
 
     .venv/bin/python bench/tracing.py               # 3 pairs (off, on, off, on, off, on), ~4 min
     .venv/bin/python bench/tracing.py --quick       # 1 pair, small sizes, ~1 min
-    .venv/bin/python bench/tracing.py --pairs 3 --json bench/results/tracing.json
+    .venv/bin/python bench/tracing.py --pairs 5 --json bench/results/tracing.json
 
-Each pair measures runyard (``runyard demo``, SQLite, a fresh server each time,
-exactly as ``streams.py`` does) with tracing **off** (no ``OTEL_*`` endpoint),
-then **on**: ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointed at an OTLP/HTTP receiver in
-this script that decodes every export request (the official
-``opentelemetry-proto`` messages) and counts its spans. Off and on alternate,
-so a machine that drifts (other load, a warming disk) drifts both alike.
-Scenarios, each on a fresh server:
+Each pair measures each scenario on runyard (``runyard demo``, SQLite, a fresh
+server each time, exactly as ``streams.py`` does) with tracing **off** (no
+``OTEL_*`` endpoint), then at once **on**: ``OTEL_EXPORTER_OTLP_ENDPOINT``
+pointed at an OTLP/HTTP receiver in this script that decodes every export
+request (the official ``opentelemetry-proto`` messages) and counts its spans.
+Off and on alternate back to back, so a machine that drifts (other load, a
+warming disk) drifts both alike. The scenarios:
 
 - ``burst`` and ``steady``: ``streams.py``'s scenarios (its load client
   ``_loadgen.py``, its figures): events/s, latency p99, first event.
@@ -24,6 +24,8 @@ The table gives the mean over the pairs for each mode, each pair's ratio
 on/off and their median, against the targets (tracing on >= 0.9x off's burst
 events/s, >= 0.85x off's creations/s). With tracing on, every run finished
 should be one span received: the spans counted are printed beside the runs.
+The server's CPU time (per run, for ``create``) is printed too: on a machine
+shared with other work it moves less than the rates do.
 Only 127.0.0.1 is ever used; it asserts nothing.
 """
 
@@ -70,11 +72,14 @@ ROWS: list[tuple[str, str, str, float | None]] = [
     ("burst", "events/s", "events_per_s", 0.9),
     ("burst", "latency p99 (ms)", "lat_p99_ms", None),
     ("burst", "first event p50 (ms)", "ttfe_p50_ms", None),
+    ("burst", "server CPU (s)", "server_cpu_s", None),
     ("steady", "events/s", "events_per_s", None),
     ("steady", "latency p99 (ms)", "lat_p99_ms", None),
     ("steady", "first event p50 (ms)", "ttfe_p50_ms", None),
+    ("steady", "server CPU (s)", "server_cpu_s", None),
     ("create", "run creations/s", "creates_per_s", 0.85),
     ("create", "creation p99 (ms)", "create_p99_ms", None),
+    ("create", "server CPU per run (ms)", "cpu_ms_per_run", None),
 ]
 
 
@@ -155,6 +160,8 @@ def run_create(args: argparse.Namespace) -> dict[str, Any]:
         if client is not None:
             summarize_create(client, res)
             res["runs_finished"] = finished_runs(port, client.get("created", 0))
+            # its CPU once they all ran (and exported): the cost per run, less swayed by other load
+            res["cpu_ms_per_run"] = round((tree_cpu(server.pid) - cpu0) * 1000 / max(1, res["runs_finished"]), 3)
         res["error"] = "; ".join(problems) or None
     except Exception as e:  # reported, not fatal: the other measurements go on
         res["error"] = f"{type(e).__name__}: {e}"
@@ -195,7 +202,7 @@ def one_line(mode: str, res: dict[str, Any], spans: int) -> str:
     if res.get("error") and res.get("events_per_s") is None and res.get("creates_per_s") is None:
         return f"  {mode:3s} FAILED: {res['error']}"
     parts = [f"{streams.fmt(res.get(key))} {label}" for scen, label, key, _ in ROWS if scen == res["scenario"]]
-    parts.append(f"server cpu {res.get('server_cpu_s')} s, violations {res.get('violations_total')}")
+    parts.append(f"violations {res.get('violations_total')}")
     if res["scenario"] == "create":
         parts.append(f"{res.get('runs_finished')} runs finished")
     if mode == "on":
@@ -285,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with counter.serving() as endpoint:
         for pair in range(1, args.pairs + 1):
-            for mode in MODES:
-                args.server_env = [*mode_env(mode, endpoint), *args.base_env]
-                for scen in args.scenarios:
+            for scen in args.scenarios:
+                streams.log(f"pair {pair} {scen}")
+                for mode in MODES:  # back to back: the pair's two measurements seconds apart
+                    args.server_env = [*mode_env(mode, endpoint), *args.base_env]
                     counter.take()
                     res = measure(scen, args)  # the server has stopped: its spans were flushed
                     spans, _ = counter.take()
@@ -295,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
                     results.setdefault((scen, mode), []).append(res)
                     if mode == "on":
                         spans_seen.setdefault(scen, []).append(spans)
-                    streams.log(f"pair {pair} {scen}\n{one_line(mode, res, spans)}")
+                    streams.log(one_line(mode, res, spans))
     text, rows = table(results, args.scenarios)
     streams.log(f"\n{text}\n\nspans received with tracing on: {spans_seen}; {time.monotonic() - started:.0f} s in all")
     if args.json:
