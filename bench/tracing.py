@@ -25,7 +25,10 @@ on/off and their median, against the targets (tracing on >= 0.9x off's burst
 events/s, >= 0.85x off's creations/s). With tracing on, every run finished
 should be one span received: the spans counted are printed beside the runs.
 The server's CPU time (per run, for ``create``) is printed too: on a machine
-shared with other work it moves less than the rates do.
+shared with other work it moves less than the rates do; and, at the end, the
+CPU one ``run`` span costs in this process (recorded, then encoded for OTLP).
+``--server-env OTEL_EXPORTER_OTLP_ENDPOINT=`` turns "on" into a second "off":
+an A/A control that shows how far the machine's noise alone moves the ratios.
 Only 127.0.0.1 is ever used; it asserts nothing.
 """
 
@@ -48,13 +51,20 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))  # the working tree's runyard
 import streams  # noqa: E402
 from _util import HOST, RssSampler, ServerProcess, free_port, raise_nofile, tree_cpu  # noqa: E402
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 from scaleout import summarize_create  # noqa: E402
+
+from runyard.models import Run, RunStatus  # noqa: E402
+from runyard.observability import otel_setup, tracing  # noqa: E402
 
 MODES = ("off", "on")
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -191,6 +201,29 @@ def measure(scenario: str, args: argparse.Namespace) -> dict[str, Any]:
     return streams.run_one("runyard", scenario, args)
 
 
+def span_cost(n: int = 5000, batch: int = 512) -> tuple[float, float]:
+    """CPU microseconds per ``run`` span in this process: recorded (started with its
+    attributes, current, ended, as an execution does) and encoded for OTLP (as the
+    export thread does, in batches): what tracing adds to each execution, free of
+    the noise of a shared machine."""
+    recorded = InMemorySpanExporter()
+    provider = otel_setup.provider(SimpleSpanProcessor(recorded))
+    runs = [Run(f"run_{i}", "ses_bench", "load-1", "ticker", RunStatus.RUNNING, None, 0.0) for i in range(n)]
+    with tracing.using(provider.get_tracer("runyard")):
+        started = time.process_time()
+        for run in runs:
+            with tracing.run_span(run) as traced:
+                assert traced is not None
+                traced.ended(None)
+        record = time.process_time() - started
+    spans = recorded.get_finished_spans()
+    started = time.process_time()
+    for i in range(0, n, batch):
+        encode_spans(spans[i : i + batch]).SerializeToString()
+    encode = time.process_time() - started
+    return record / n * 1e6, encode / n * 1e6
+
+
 def mode_env(mode: str, endpoint: str) -> list[str]:
     """``--server-env`` entries of a mode: on exports to ``endpoint``; off has no endpoint at all."""
     if mode == "on":
@@ -306,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                     streams.log(one_line(mode, res, spans))
     text, rows = table(results, args.scenarios)
     streams.log(f"\n{text}\n\nspans received with tracing on: {spans_seen}; {time.monotonic() - started:.0f} s in all")
+    record_us, encode_us = span_cost()
+    streams.log(f"in this process, CPU per run span: {record_us:.1f} us recorded + {encode_us:.1f} us encoded for OTLP")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": [r for rs in results.values() for r in rs], "table": rows}, f, indent=1)
