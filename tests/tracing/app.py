@@ -1,6 +1,7 @@
 """Pipelines whose runs the trace specs look at: phases, token usage, a durable
 step, a governed call that is refused once, a question, a failure, a run
-long enough to be handed back by a drain, and calls to a model endpoint.
+long enough to be handed back by a drain, calls to a model endpoint, and a run
+created on another runyard.
 
 ``runyard serve tests.tracing.app:app`` serves them, configured by RUNYARD_*
 (and OTEL_*) variables."""
@@ -14,6 +15,7 @@ import httpx
 
 from runyard import RunContext, Runyard, Settings
 from runyard.adapters.openai import ChatClient
+from runyard.client import AsyncClient
 
 LINGER = {"s": 60.0}  # how long ``lingering`` waits after its step (a spec shortens it for the next execution)
 BUSY = httpx.Response(503, headers={"retry-after-ms": "1"}, request=httpx.Request("POST", "http://api.invalid/"))
@@ -66,6 +68,13 @@ def build_traced_app(settings: Settings) -> Runyard:
             reply = await llm.complete(ctx, [{"role": "user", "content": "hi"}])
             streamed = await llm.stream(ctx, [{"role": "user", "content": "again"}])
         return reply.text + streamed.text
+
+    @app.pipeline("delegates")
+    async def delegates(ctx: RunContext, input: Any) -> str:
+        """Creates a ``whoami`` run on the runyard at ``input["url"]``; the id of that run."""
+        async with AsyncClient(input["url"], client_id="delegate") as client:
+            created = await client.create("whoami", None)
+        return str(created["run_id"])
 
     return app
 

@@ -27,6 +27,7 @@ from runyard.store._numbering import cancel_group
 from runyard.store.memory import MemoryStore
 from runyard.webhooks import sender
 from runyard.webhooks.outbox import Webhooks
+from tests.support import make_app, serve_in_thread
 from tests.tracing.app import build_traced_app
 from tests.tracing.receiver import Receiver, attributes_of
 from tests.tracing.recorder import recording
@@ -123,6 +124,23 @@ async def test_the_runyard_client_carries_the_current_span(exported: InMemorySpa
             blocking.snapshot("run_y")
     (caller,) = named(exported, "caller")
     assert [headers["traceparent"] for headers in recorder.headers()] == [traceparent_of(caller)] * 2
+
+
+async def test_a_run_created_from_a_pipeline_on_another_runyard_continues_the_callers_trace(
+    exported: InMemorySpanExporter,
+) -> None:
+    with serve_in_thread(make_app(store="memory://")) as other:
+        async with build_traced_app(Settings(store="memory://")).running() as runtime:  # type: ignore[call-arg]
+            caller = await runtime.create_run("alice", "delegates", {"url": other})
+            done = await runtime.wait(caller, 20)
+            assert done is not None and done.status is RunStatus.SUCCEEDED, done
+        async with AsyncClient(other, client_id="delegate") as client:
+            created = await client.wait(str(done.output), 20)
+    assert created["trace_id"] == caller.trace_id, "the run it created is in the calling run's trace"
+    (delegating,) = named(exported, "run delegates")
+    (delegated,) = named(exported, "run whoami")  # the other runyard records in this process too
+    assert delegated.parent is not None and delegating.context is not None
+    assert delegated.parent.span_id == delegating.context.span_id
 
 
 def test_a_served_runs_model_calls_join_its_exported_trace_unless_propagators_are_none(
