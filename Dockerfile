@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 #
-# runyard with the scale-out backends (asyncpg, redis), as one image for every
+# runyard with the scale-out backends (asyncpg, redis) and OpenTelemetry export
+# (exporting only when OTEL_EXPORTER_OTLP_ENDPOINT is set), as one image for every
 # role: `runyard demo` by default; docker-compose.yml runs the same image as
 # API processes (`runyard serve APP --role api`) and workers (`runyard worker APP`).
 #
@@ -19,7 +20,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 RUN python -m venv /opt/runyard \
- && /opt/runyard/bin/pip install ".[postgres,redis]"
+ && /opt/runyard/bin/pip install ".[postgres,redis,otel]"
 
 # -- runtime: the virtualenv only, run by an unprivileged user ----------------------
 FROM python:3.11-slim

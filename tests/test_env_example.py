@@ -7,7 +7,8 @@ empty string. Adding a setting without documenting it here fails this file.
 
 ``docker-compose.yml`` runs the fleet that docs/fleet.md describes: two API
 processes and two workers of the demo app sharing one PostgreSQL store and one
-Redis broker, behind the nginx of ``deploy/nginx.conf``.
+Redis broker, behind the nginx of ``deploy/nginx.conf``; with
+``deploy/tracing.env``, Jaeger too, every runyard process exporting to it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_EXAMPLE = ROOT / ".env.example"
 COMPOSE = ROOT / "docker-compose.yml"
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+TRACING_ENV = ROOT / "deploy" / "tracing.env"
 
 PREFIX = Settings.model_config["env_prefix"]
 # `RUNYARD_X=value`, or `# RUNYARD_X=value` for a setting left unset
@@ -105,7 +107,7 @@ def seconds(duration: str) -> float:
 
 
 def test_compose_runs_two_api_processes_two_workers_and_their_services(services: dict[str, Any]) -> None:
-    assert set(services) == {"postgres", "redis", "migrate", *API, *WORKERS, "nginx"}
+    assert set(services) == {"postgres", "redis", "migrate", *API, *WORKERS, "nginx", "jaeger"}
     assert services["postgres"]["image"].startswith("postgres:15")
     assert services["redis"]["image"].startswith("redis:7")
     assert services["migrate"]["command"] == ["runyard", "migrate"]
@@ -124,7 +126,7 @@ def test_every_runyard_process_shares_one_store_one_broker_and_the_same_settings
     assert all(environment == environments[0] for environment in environments)
     assert environments[0]["RUNYARD_STORE"] == STORE
     assert environments[0]["RUNYARD_BROKER"] == BROKER
-    unknown = set(environments[0]) - KNOWN.keys()
+    unknown = {name for name in environments[0] if not name.startswith("OTEL_")} - KNOWN.keys()
     assert not unknown, f"not runyard settings (a typo?): {sorted(unknown)}"
 
 
@@ -165,3 +167,19 @@ def test_nginx_balances_exactly_the_api_processes(services: dict[str, Any]) -> N
     assert "8080:80" in nginx["ports"]
     upstream = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", NGINX_CONF.read_text(), re.MULTILINE)
     assert upstream == [(name, "8000") for name in API]
+
+
+def test_the_tracing_profile_adds_jaeger_and_points_every_runyard_process_at_it(services: dict[str, Any]) -> None:
+    jaeger = services["jaeger"]
+    assert jaeger["profiles"] == ["tracing"], "Jaeger runs only with the profile"
+    assert "jaegertracing/jaeger:2." in jaeger["image"]
+    assert "16686:16686" in jaeger["ports"] and "4318" in jaeger["expose"]
+    settings = dict(
+        line.split("=", 1) for line in TRACING_ENV.read_text().splitlines() if line and not line.startswith("#")
+    )
+    assert settings == {"COMPOSE_PROFILES": "tracing", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"}
+    for name in ["migrate", *API, *WORKERS]:
+        environment = services[name]["environment"]
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "${OTEL_EXPORTER_OTLP_ENDPOINT:-}", (
+            "set from the env file, empty (nothing exported) without it"
+        )

@@ -1,6 +1,7 @@
 """Pipelines whose runs the trace specs look at: phases, token usage, a durable
-step, a governed call that is refused once, a question, a failure, and a run
-long enough to be handed back by a drain.
+step, a governed call that is refused once, a question, a failure, a run
+long enough to be handed back by a drain, calls to a model endpoint, and a run
+created on another runyard.
 
 ``runyard serve tests.tracing.app:app`` serves them, configured by RUNYARD_*
 (and OTEL_*) variables."""
@@ -13,6 +14,8 @@ from typing import Any
 import httpx
 
 from runyard import RunContext, Runyard, Settings
+from runyard.adapters.openai import ChatClient
+from runyard.client import AsyncClient
 
 LINGER = {"s": 60.0}  # how long ``lingering`` waits after its step (a spec shortens it for the next execution)
 BUSY = httpx.Response(503, headers={"retry-after-ms": "1"}, request=httpx.Request("POST", "http://api.invalid/"))
@@ -21,6 +24,7 @@ BUSY = httpx.Response(503, headers={"retry-after-ms": "1"}, request=httpx.Reques
 def build_traced_app(settings: Settings) -> Runyard:
     app = Runyard(settings)
     app.limit("api", concurrency=2)
+    app.limit("llm", concurrency=4)
     refused: set[str] = set()  # runs whose first call was refused (so each run's call takes two attempts)
 
     async def answer(run_id: str) -> str:
@@ -56,6 +60,21 @@ def build_traced_app(settings: Settings) -> Runyard:
         await ctx.emit("lingering", {})
         await asyncio.sleep(LINGER["s"] if ctx.attempt == 1 else 0)
         return "finished"
+
+    @app.pipeline("consults")
+    async def consults(ctx: RunContext, input: Any) -> str:
+        """Asks the OpenAI-compatible endpoint at ``input["model_url"]`` twice: a reply, then a stream."""
+        async with ChatClient(input["model_url"], model="m") as llm:
+            reply = await llm.complete(ctx, [{"role": "user", "content": "hi"}])
+            streamed = await llm.stream(ctx, [{"role": "user", "content": "again"}])
+        return reply.text + streamed.text
+
+    @app.pipeline("delegates")
+    async def delegates(ctx: RunContext, input: Any) -> str:
+        """Creates a ``whoami`` run on the runyard at ``input["url"]``; the id of that run."""
+        async with AsyncClient(input["url"], client_id="delegate") as client:
+            created = await client.create("whoami", None)
+        return str(created["run_id"])
 
     return app
 

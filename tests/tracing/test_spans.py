@@ -7,7 +7,7 @@ it sent a ``traceparent``; and nothing recorded without a tracer."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from opentelemetry.trace import StatusCode
 
 from runyard import RunStatus, Settings
 from runyard.models import Run
-from runyard.observability import otel_setup, tracing
+from runyard.observability import tracing
 from runyard.runtime import Runtime
 from tests.governance.support import wait_until
 from tests.tracing.app import LINGER, build_traced_app
@@ -27,14 +27,6 @@ from tests.tracing.app import LINGER, build_traced_app
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
-
-
-@pytest.fixture
-def exported() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = otel_setup.provider(SimpleSpanProcessor(exporter))
-    with tracing.using(provider.get_tracer("runyard")):
-        yield exporter
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ rather than repeat text the run has already streamed.
 
 The endpoint's ``usage`` becomes a ``usage`` event ``{"limit", "model",
 "input_tokens", "output_tokens", "total_tokens", "estimated_tokens"}`` and the
-counter ``runyard_llm_tokens_total{limit,kind}``. Needs no extra: only httpx.
+counter ``runyard_llm_tokens_total{limit,kind}``. Each request carries the
+trace context of its ``limit`` span (``observability.propagation``): a gateway
+that traces joins the run's trace. Needs no extra: only httpx.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from prometheus_client import Counter
 from runyard.context import RunContext
 from runyard.errors import ConfigurationError, RunyardError
 from runyard.observability.metrics import REGISTRY
+from runyard.observability.propagation import outgoing
 from runyard.settings import Settings
 
 __all__ = ["ChatClient", "Completion", "LLMError", "Usage", "estimate_tokens"]
@@ -127,7 +130,7 @@ class ChatClient:
         estimate = tokens if tokens is not None else estimate_tokens(messages, _max_tokens(params))
 
         async def attempt() -> Completion:
-            response = await self._http.post(self.url, json=body, headers=self._headers)
+            response = await self._http.post(self.url, json=body, headers=outgoing(self._headers))
             _raise_for_status(response)
             return _parse_completion(response)
 
@@ -151,7 +154,8 @@ class ChatClient:
             model: str | None = None
             usage: Usage | None = None
             try:
-                async with self._http.stream("POST", self.url, json=body, headers=self._headers) as response:
+                headers = outgoing(self._headers)  # the `limit` span's trace context: a gateway joins the trace
+                async with self._http.stream("POST", self.url, json=body, headers=headers) as response:
                     if response.is_error:
                         await response.aread()
                         _raise_for_status(response)

@@ -34,13 +34,14 @@ from runyard.client.api import (
 from runyard.client.clients import _Base
 from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _SessionCursor
 from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
+from runyard.observability.propagation import inject_async
 
 
 class AsyncClient(_Base):
     """The runyard HTTP API for asyncio code; use it as an async context manager."""
 
     def _connect(self) -> None:
-        self._http = httpx.AsyncClient(**self._http_options)
+        self._http = httpx.AsyncClient(**self._http_options, event_hooks={"request": [inject_async]})
 
     async def __aenter__(self) -> Self:
         return self

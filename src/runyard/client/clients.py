@@ -1,6 +1,8 @@
 """What ``AsyncClient`` and ``Client`` share: options, headers, and how a stream
 request is built; each client is a module of its own (``asynchronous``,
-``synchronous``): the same requests, asyncio or blocking."""
+``synchronous``): the same requests, asyncio or blocking. Called from a run (or
+under any current span), every request carries its trace context
+(``observability.propagation``): a run it creates joins the caller's trace."""
 
 from __future__ import annotations
 

@@ -34,13 +34,14 @@ from runyard.client.api import (
 from runyard.client.clients import _Base
 from runyard.client.resume import _DROPS, _Closed, _Cursor, _deadline, _SessionCursor
 from runyard.client.types import Cron, EventPage, Item, RunPage, RunSnapshot, SessionInfo, SessionPage
+from runyard.observability.propagation import inject
 
 
 class Client(_Base):
     """The runyard HTTP API, blocking; the same methods as ``AsyncClient``."""
 
     def _connect(self) -> None:
-        self._http = httpx.Client(**self._http_options)
+        self._http = httpx.Client(**self._http_options, event_hooks={"request": [inject]})
 
     def __enter__(self) -> Self:
         return self

@@ -105,7 +105,7 @@ def _parent_context(stored: str) -> tuple[Any, int | None]:
     return TraceContextTextMapPropagator().extract(carrier), None
 
 
-def _root_span(tracer: Any, name: str, stored: str | None, attributes: dict[str, Any]) -> Any:
+def _root_span(tracer: Any, name: str, stored: str | None, attributes: dict[str, Any], **options: Any) -> Any:
     parent, forced = _parent_context(stored or new_trace())
     if forced is not None and not getattr(getattr(tracer, "id_generator", None), "keeps_run_traces", False):
         # the application's own provider cannot be told the trace id: the span
@@ -114,7 +114,7 @@ def _root_span(tracer: Any, name: str, stored: str | None, attributes: dict[str,
         parent, forced = trace.set_span_in_context(trace.NonRecordingSpan(stand_in)), None
     token = FORCED_TRACE_ID.set(forced)
     try:
-        return tracer.start_span(name, context=parent, attributes=attributes, record_exception=False)
+        return tracer.start_span(name, context=parent, attributes=attributes, record_exception=False, **options)
     finally:
         FORCED_TRACE_ID.reset(token)
 
@@ -219,3 +219,21 @@ def limit_span(name: str, *, call: bool) -> Iterator[LimitSpan | None]:
 def step_span(name: str, n: int, *, replayed: bool) -> AbstractContextManager[Any]:
     """A ``step <name>`` span, child of the current one; nothing while tracing is off."""
     return span(f"step {name}", **{"runyard.step.name": name, "runyard.step.n": n, "runyard.step.replayed": replayed})
+
+
+@contextlib.contextmanager
+def webhook_span(run: Run, attempt: int) -> Iterator[Any]:
+    """A ``webhook`` span (a client call) in ``run``'s trace, current within the
+    block, for one delivery attempt of its final snapshot: the delivery carries
+    its trace context. None (and nothing) while tracing is off."""
+    tracer = _tracer
+    if tracer is None:
+        yield None
+        return
+    attributes = {"runyard.run.id": run.run_id, "runyard.webhook.attempt": attempt}
+    made = _root_span(tracer, "webhook", run.trace, attributes, kind=trace.SpanKind.CLIENT)
+    try:
+        with trace.use_span(made, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            yield made
+    finally:
+        made.end()

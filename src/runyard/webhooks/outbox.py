@@ -7,7 +7,8 @@ try one delivery at the same moment, and a process that dies mid-attempt only
 delays it until the lease ends. A failed attempt is due again after
 ``retrying.Backoff``; past ``RUNYARD_WEBHOOK_RETRY_S`` after the run finished
 it is dropped. The body is the run's snapshot read at delivery time: the run is
-finished, so it is final."""
+finished, so it is final. While tracing is on, each attempt is a ``webhook``
+span in the run's trace and its POST carries that trace context."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import httpx
 from runyard.errors import InvalidWebhook, StoreError
 from runyard.models import dumps
 from runyard.observability.metrics import WEBHOOK_DELIVERIES_TOTAL
+from runyard.observability.propagation import outgoing
+from runyard.observability.tracing import webhook_span
 from runyard.retrying import Backoff
 from runyard.settings import Settings
 from runyard.store.base import Store
@@ -129,7 +132,10 @@ class Webhooks:
             self._record(delivery, Result.GONE, "the run was swept before its delivery")
             await self.store.finish_delivery(delivery)
             return
-        result, detail = await self._post(http, delivery, dumps(run.snapshot()))
+        with webhook_span(run, delivery.attempts) as traced:  # the POST carries the run's trace context
+            result, detail = await self._post(http, delivery, dumps(run.snapshot()))
+            if traced is not None:
+                traced.set_attribute("runyard.webhook.result", result.value)
         self._record(delivery, result, detail)
         if result is Result.DELIVERED:
             await self.store.finish_delivery(delivery)
@@ -149,7 +155,7 @@ class Webhooks:
             target = await addresses.resolve(delivery.url, self.settings.webhook_allowed_hosts)
         except InvalidWebhook as exc:
             return Result.REFUSED, exc.message
-        headers = {SIGNATURE_HEADER: sign(body, secret), RUN_ID_HEADER: delivery.run_id}
+        headers = outgoing({SIGNATURE_HEADER: sign(body, secret), RUN_ID_HEADER: delivery.run_id})
         return await sender.post(http, target, body, headers)
 
     @staticmethod

@@ -9,6 +9,7 @@ the environment: the address checked is the one connected to."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from enum import StrEnum
 
 import httpx
@@ -64,7 +65,7 @@ class Pool:
             await http.aclose()
 
 
-async def post(http: httpx.AsyncClient, target: Target, body: bytes, headers: dict[str, str]) -> tuple[Result, str]:
+async def post(http: httpx.AsyncClient, target: Target, body: bytes, headers: Mapping[str, str]) -> tuple[Result, str]:
     """One attempt, and what to log of it (the status, or the error)."""
     host = target.host if target.port in (80, 443) else f"{target.host}:{target.port}"
     request = http.build_request(
