@@ -19,11 +19,13 @@ DURATIONS = (
 # a usage event's tokens count when they are an integer >= 0 (``pricing.token_count``)
 _TOKENS = "CASE WHEN json_type(d, '$.{0}') = 'integer' THEN max(json_extract(d, '$.{0}'), 0) ELSE 0 END"
 USAGE = f"""SELECT pipeline, model, sum(input), sum(output) FROM (
-    SELECT r.pipeline, CASE WHEN json_type(d, '$.model') = 'text' THEN json_extract(d, '$.model') ELSE '' END AS model,
+    SELECT pipeline, CASE WHEN json_type(d, '$.model') = 'text' THEN json_extract(d, '$.model') ELSE '' END AS model,
         {_TOKENS.format("input_tokens")} AS input, {_TOKENS.format("output_tokens")} AS output
-    FROM runs r JOIN (SELECT run_pk, CAST(data AS TEXT) AS d FROM events WHERE type = 'usage') e
-        ON e.run_pk = r.created_seq
-    WHERE r.finished_at >= ? AND (? IS NULL OR r.owner = ?) AND json_valid(d) AND json_type(d) = 'object'
+    FROM (
+        SELECT r.pipeline, CAST(e.data AS TEXT) AS d
+        FROM runs r CROSS JOIN events e ON e.run_pk = r.created_seq  -- CROSS: the runs first, then each one's events
+        WHERE r.finished_at >= ? AND (? IS NULL OR r.owner = ?) AND e.type = 'usage'
+    ) WHERE json_valid(d) AND json_type(d) = 'object'
 ) GROUP BY pipeline, model"""
 
 
