@@ -13,6 +13,7 @@ const POLL_MS = 1500;
 const PAGE = 50;
 const MAX_PAGES = 10; // per refresh, when a pipeline filter hides most runs
 const admins = new Map(); // owner -> may list every owner's runs
+const SEARCH_POLL_MS = 6000;
 const SEARCH_DELAY_MS = 300; // typing pauses this long before the list is asked again
 export const RANGES = [["", "any time"], ["15m", "last 15 min"], ["1h", "last hour"], ["24h", "last day"],
   ["7d", "last 7 days"]];
@@ -227,7 +228,11 @@ export function runsView(main, params) {
       : h("span", {}, `No runs match (${whose} runs). `, h("a", { href: "#/new" }, "Start one.")));
   }
 
+  let lastPoll = 0;
   const stop = every(POLL_MS, async () => {
+    // a text search scans the window's rows: while one is set, the list is asked again less often
+    if (filters.q.trim() && performance.now() - lastPoll < SEARCH_POLL_MS) return;
+    lastPoll = performance.now();
     try {
       await refresh();
     } catch (error) {

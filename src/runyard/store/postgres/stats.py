@@ -17,14 +17,17 @@ FROM runs WHERE {WINDOW} GROUP BY GROUPING SETS ((pipeline, status), (pipeline))
 _TOKENS = (
     "CASE WHEN jsonb_typeof(d->'{0}') = 'number' AND d->>'{0}' ~ '^[0-9]{{1,18}}$' THEN (d->>'{0}')::bigint ELSE 0 END"
 )
-USAGE = f"""SELECT pipeline, model, sum(input)::bigint, sum(output)::bigint FROM (
-    SELECT r.pipeline, CASE WHEN jsonb_typeof(d->'model') = 'string' THEN d->>'model' ELSE '' END AS model,
+# MATERIALIZED: each event's JSON is parsed once, not once per use of it below
+USAGE = f"""WITH u AS MATERIALIZED (
+    SELECT r.pipeline, convert_from(e.data, 'UTF8')::jsonb AS d
+    FROM runs r JOIN events e ON e.run_id = r.run_id
+    WHERE r.finished_at >= $1 AND ($2::text IS NULL OR r.owner = $2) AND e.type = 'usage'
+)
+SELECT pipeline, model, sum(input)::bigint, sum(output)::bigint FROM (
+    SELECT pipeline, CASE WHEN jsonb_typeof(d->'model') = 'string' THEN d->>'model' ELSE '' END AS model,
         {_TOKENS.format("input_tokens")} AS input, {_TOKENS.format("output_tokens")} AS output
-    FROM (SELECT run_id, pipeline FROM runs WHERE {WINDOW}) r
-    CROSS JOIN LATERAL (SELECT convert_from(data, 'UTF8')::jsonb AS d FROM events e
-        WHERE e.run_id = r.run_id AND e.type = 'usage') e
-    WHERE jsonb_typeof(d) = 'object'
-) u GROUP BY pipeline, model"""
+    FROM u WHERE jsonb_typeof(d) = 'object'
+) t GROUP BY pipeline, model"""
 
 
 class PostgresStats(PostgresConnection, RunStats):
