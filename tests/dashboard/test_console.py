@@ -182,6 +182,35 @@ def test_the_health_page_counts_pipelines_and_its_charts_follow_a_load(
     screenshot(page, "console-health")
 
 
+def test_the_time_line_shows_durable_steps_and_limit_waits(console: str, owner: str, new_page: NewPage) -> None:
+    staged = start_run(console, owner, "stages", {"stages": 2, "stage_s": 0.3})
+    holder = start_run(console, owner, "limited", {"hold": 1.6})  # holds the single test-api permit
+    waiter = start_run(console, owner, "limited", {"hold": 0.1})  # waits for it: a limit.wait event
+    for run in (staged, holder, waiter):
+        wait_finished(console, owner, run["run_id"])
+    page = new_page()
+    page.goto(f"{console}/#/runs/{staged['run_id']}")
+    page.wait_for_selector("#run-view[data-ended=true]")
+    steps = page.eval_on_selector_all(
+        "#timeline li[data-kind=step]", "lis => lis.map((li) => [li.dataset.key, li.dataset.end - li.dataset.start])"
+    )
+    assert [key for key, _ in steps] == ["step:stage1#1", "step:stage2#1"]
+    assert all(0.3 * 1000 <= took < 1.5 * 1000 for _, took in steps), steps  # each took its stage_s, in ms
+    page.goto(f"{console}/#/runs/{waiter['run_id']}")
+    page.wait_for_selector("#run-view[data-ended=true]")
+    assert "waits for test-api" in page.inner_text("#timeline li[data-kind=wait]")
+
+
+def test_a_running_run_shows_its_progress_in_the_list(console: str, owner: str, new_page: NewPage) -> None:
+    run = start_run(console, owner, "ticker", {"marker": "slow", "count": 400, "interval_ms": 20})
+    page = new_page()
+    page.goto(f"{console}/#/runs?status=running")
+    cell = f"#runs-body tr[data-run-id='{run['run_id']}'] .cell-progress"
+    page.wait_for_function(f"/^\\d+ \\/ 400$/.test(document.querySelector(\"{cell} .muted\")?.textContent ?? '')")
+    assert 0 < float(page.get_attribute(f"{cell} progress", "value") or 0) < 1
+    httpx.post(f"{console}/v1/runs/{run['run_id']}/cancel", headers={"X-Client-Id": owner})
+
+
 def test_an_unknown_run_says_how_owners_work(console: str, new_page: NewPage) -> None:
     page = new_page()
     page.goto(f"{console}/#/runs/run_{'0' * 24}")
