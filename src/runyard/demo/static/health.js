@@ -59,10 +59,9 @@ export function healthView(main, params) {
   const charts = CHARTS.map(([id, title, series]) => chart(id, title, series));
   const onWindow = (event) => {
     window_ = event.target.value;
-    history_.replaceState(null, "", `#/health?window=${encodeURIComponent(window_)}`);
+    window.history.replaceState(null, "", `#/health?window=${encodeURIComponent(window_)}`);
     refresh().catch(show);
   };
-  const history_ = window.history;
   main.replaceChildren(
     h("div", { class: "title-row" }, h("h1", { tabindex: -1 }, "Health")),
     h("form", { class: "filters", onsubmit: (e) => e.preventDefault() },
@@ -85,11 +84,15 @@ export function healthView(main, params) {
     problem.replaceChildren(notice("error", `The health could not be read: ${error.message}`));
   }
 
+  let generation = 0; // the latest refresh: an older one's answer (another window) is dropped
+
   async function refresh() {
+    const mine = ++generation;
     const everyone = await isAdmin();
     const query = new URLSearchParams({ window: window_ });
     if (everyone) query.set("owner", "*");
     const stats = await api(`/v1/stats/pipelines?${query}`);
+    if (mine !== generation) return;
     body.replaceChildren(...stats.pipelines.map((p) => h("tr", { dataset: { pipeline: p.pipeline } },
       h("td", {}, h("a", { href: `#/runs?pipeline=${encodeURIComponent(p.pipeline)}` }, p.pipeline)),
       h("td", { class: "num" }, count(p.runs)),

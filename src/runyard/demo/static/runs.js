@@ -3,7 +3,7 @@
 //
 // GET /v1/runs filters by status, text and time but not by pipeline, so the
 // pipeline filter is applied here, on pages of the listing. An admin (or anyone
-// in a playground: `runyard demo`) sees every owner's runs (owner=*), with an
+// in a playground: RUNYARD_PLAYGROUND) sees every owner's runs (owner=*), with an
 // owner column; anyone else gets 403 for that and sees their own.
 
 import { api, identity, pipelines, runPath } from "./api.js";
@@ -186,7 +186,10 @@ export function runsView(main, params) {
     return tr;
   }
 
+  let generation = 0; // the latest refresh: an older one's answer (other filters) is dropped
+
   async function refresh() {
+    const mine = ++generation;
     admin = await isAdmin();
     if (admin && !scopeSlot.childElementCount) {
       scopeSlot.append(select("filter-scope", "Owners", [["", "all owners"], ["mine", "mine only"]],
@@ -216,6 +219,7 @@ export function runsView(main, params) {
     const shown = found.slice(0, wanted);
     const running = shown.filter((run) => run.status === "running").slice(0, PROGRESS_READS);
     await Promise.all(running.map((run) => readProgress(run).catch(() => null)));
+    if (mine !== generation) return;
     const trs = shown.map(row);
     const current = [...body.children];
     if (current.length !== trs.length || current.some((tr, i) => tr !== trs[i])) body.replaceChildren(...trs);
