@@ -7,6 +7,7 @@ of the list, the run page and the health page land in ``tests/screenshots/``."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import uuid
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from runyard import RunContext
 from tests.dashboard.conftest import NewPage, screenshot
 from tests.dashboard.test_dashboard import start_run, wait_finished
 from tests.support import make_app, serve_in_thread
@@ -37,6 +39,18 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One playground server on SQLite for the whole module."""
     path: Path = tmp_path_factory.mktemp("console") / "runyard.db"
     app = make_app(store=f"sqlite:///{path}", drain_s=0.2, playground=True, prices=PRICES, trace_url=TRACE_URL)
+
+    @app.pipeline("tooled")
+    async def tooled(ctx: RunContext, input: Any) -> str:
+        """Two tool calls as the LangChain adapter reports them (its tool.error names no id); the second fails."""
+        await ctx.emit("tool.start", {"id": "call-1", "name": "lookup", "input": 1})
+        await asyncio.sleep(0.3)
+        await ctx.emit("tool.end", {"id": "call-1", "name": "lookup", "output": 1})
+        await ctx.emit("tool.start", {"id": "call-2", "name": "lookup", "input": 2})
+        await asyncio.sleep(0.1)
+        await ctx.emit("tool.error", {"code": "tool_error", "message": "no", "name": "lookup"})
+        return "done"
+
     with serve_in_thread(app) as url:
         yield url
 
@@ -199,6 +213,20 @@ def test_the_time_line_shows_durable_steps_and_limit_waits(console: str, owner: 
     page.goto(f"{console}/#/runs/{waiter['run_id']}")
     page.wait_for_selector("#run-view[data-ended=true]")
     assert "waits for test-api" in page.inner_text("#timeline li[data-kind=wait]")
+
+
+def test_the_time_line_shows_tool_calls(console: str, owner: str, new_page: NewPage) -> None:
+    run = start_run(console, owner, "tooled", {})
+    wait_finished(console, owner, run["run_id"])
+    page = new_page()
+    page.goto(f"{console}/#/runs/{run['run_id']}")
+    page.wait_for_selector("#run-view[data-ended=true]")
+    tools = page.eval_on_selector_all(
+        "#timeline li[data-kind=tool]",
+        "lis => lis.map((li) => [li.dataset.key, li.matches('.span-failed'), li.dataset.end - li.dataset.start])",
+    )
+    assert [(key, failed) for key, failed, _ in tools] == [("tool:call-1", False), ("tool:call-2", True)]
+    assert tools[0][2] > tools[1][2] >= 100  # 0.3 s and 0.1 s, in ms
 
 
 def test_a_running_run_shows_its_progress_in_the_list(console: str, owner: str, new_page: NewPage) -> None:

@@ -86,7 +86,13 @@ export function timelineBars() {
         }
         const found = spanOf(event);
         if (!found) continue;
-        const [kind, key, label, state] = found;
+        const [kind, foundKey, label, state] = found;
+        let key = foundKey;
+        if (event.type === "tool.error" && !spans.has(key)) {
+          // the LangChain adapter's tool.error names the tool, not the call: the latest open call of that tool
+          key = [...spans.entries()].reverse().find(([, s]) => s.kind === "tool" && s.label === label && !s.end)?.[0]
+            ?? key;
+        }
         let span = spans.get(key);
         if (!span) {
           span = { kind, label, start: ts, end: null, state };
