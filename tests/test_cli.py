@@ -43,9 +43,19 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[Runyard]:
     return apps
 
 
-def sample(name: str) -> str:
+# settings whose values have a form of their own (issue 16: the operations console)
+FORMED_SAMPLES: dict[str, str | bool] = {
+    "prices": '{"m": {"input_per_mtok": 1, "output_per_mtok": 2}}',
+    "trace_url": "http://x-host/trace/{trace_id}",
+    "playground": True,  # a switch: --playground / --no-playground
+}
+
+
+def sample(name: str) -> str | bool:
     """A valid value for setting ``name``, other than its default where that is easy."""
     field = Settings.model_fields[name]
+    if name in FORMED_SAMPLES:
+        return FORMED_SAMPLES[name]
     if name in ("store", "broker"):  # shared ones, which every role accepts
         return {"store": "postgresql://x-host/x-db", "broker": "redis://x-host:6379/0"}[name]
     if get_origin(field.annotation) is Literal:
@@ -64,7 +74,8 @@ def sample(name: str) -> str:
 def test_every_setting_is_a_flag_that_reaches_settings(command: list[str]) -> None:
     argv = [*command]
     for name in Settings.model_fields:
-        argv += ["--" + name.replace("_", "-"), sample(name)]
+        value = sample(name)
+        argv += ["--" + name.replace("_", "-")] + ([] if isinstance(value, bool) else [value])
     args = build_parser().parse_args(argv)
     samples = {name: sample(name) for name in Settings.model_fields}
     assert {name: getattr(args, SETTING + name) for name in samples} == samples

@@ -232,6 +232,9 @@ class Runtime:
         status: RunStatus | None = None,
         limit: int = 50,
         before: str | None = None,
+        text: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[Run]:
         if before is not None:
             anchor = await self.store.get_run(before)
@@ -240,7 +243,7 @@ class Runtime:
         statuses = (status,) if status else ()
         if owner is not None and session_id is not None:
             session_id = session_key(owner, session_id) or session_id  # the owner's own session of that id
-        return await self.store.list_runs(RunQuery(owner, session_id, statuses, limit, before))
+        return await self.store.list_runs(RunQuery(owner, session_id, statuses, limit, before, text, since, until))
 
     async def cancel_run(self, owner: str, run_id: str) -> Run:
         run = await self.get_run(owner, run_id)

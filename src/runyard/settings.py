@@ -13,6 +13,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from runyard.pricing import Price, parse_prices
+
 MIN_LEASE_S = 1.0  # the shortest run or permit lease a renewal keeps safely (see _leases_can_be_renewed)
 
 
@@ -94,6 +96,11 @@ class Settings(BaseSettings):
     admin_subjects: str = Field(
         "", description="Comma-separated owners who may list every owner's runs; needs RUNYARD_AUTH=jwt"
     )
+    playground: bool = Field(
+        False,
+        description="A single-user playground: anyone may list every owner's runs (the dashboard shows them all);"
+        " e.g. `runyard demo --playground`; honoured only under RUNYARD_AUTH=none, never under jwt",
+    )
     rate_limit: str | None = Field(None, description="Run creations allowed per owner, e.g. 30/minute (429 above)")
     quota_runs: int | None = Field(
         None, ge=0, description="Runs each owner may ever create (429 quota_exceeded above), exactly, across processes"
@@ -108,6 +115,16 @@ class Settings(BaseSettings):
     )
     webhook_allow_hosts: str = Field(
         "", description="Comma-separated webhook hosts allowed even though they resolve to a private or local address"
+    )
+    trace_url: str | None = Field(
+        None,
+        description="Where the dashboard links a run's trace, {trace_id} replaced by its id,"
+        " e.g. http://localhost:16686/trace/{trace_id}",
+    )
+    prices: str | None = Field(
+        None,
+        description='Token prices per million for the dashboard\'s costs, JSON: {"<model or *>":'
+        ' {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}',
     )
     log_level: str = Field("INFO", description="Log level")
     log_format: Literal["auto", "json", "console"] = Field("auto", description="Log format")
@@ -134,6 +151,13 @@ class Settings(BaseSettings):
                 " an admin's name with X-Client-Id and list every owner's runs; set RUNYARD_AUTH=jwt or leave"
                 " RUNYARD_ADMIN_SUBJECTS empty"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _console_settings_hold(self) -> Settings:
+        parse_prices(self.prices)  # a bad table fails at start-up, not on the first page view
+        if self.trace_url is not None and "{trace_id}" not in self.trace_url:
+            raise ValueError(f"RUNYARD_TRACE_URL {self.trace_url!r} needs a {{trace_id}} to put the run's trace id in")
         return self
 
     @model_validator(mode="after")
@@ -170,6 +194,16 @@ class Settings(BaseSettings):
     @property
     def admin_subject_set(self) -> frozenset[str]:
         return frozenset(_items(self.admin_subjects))
+
+    @property
+    def lists_every_owner(self) -> bool:
+        """Whether anyone may list every owner's runs: a playground, and only while
+        identities are not proven (under jwt, owners are real people)."""
+        return self.playground and self.auth == "none"
+
+    @property
+    def price_table(self) -> dict[str, Price]:
+        return parse_prices(self.prices)
 
     @property
     def webhook_allowed_hosts(self) -> frozenset[str]:

@@ -25,6 +25,7 @@ PROTOCOLS = [
     base.ItemStore,  # issue 13: the long-term store (store/items.py)
     base.CronStore,  # issue 13: crons (store/crons.py)
     base.WebhookOutbox,
+    base.RunStats,  # issue 16: the operations console (store/stats.py)
 ]
 STORE = Path(base.__file__).parent
 

@@ -23,6 +23,7 @@ from runyard import RunContext, current_run
 SEARCH_LIMIT = "search-api"
 SEARCH_CONCURRENCY = 4
 MAX_SOURCES = 5
+WRITER_MODEL = "sim-writer"  # the model its usage event names (priced by RUNYARD_PRICES like any other)
 
 _ASPECTS = ("history", "economics", "open problems", "recent advances", "criticism", "tooling", "adoption")
 _QUALIFIERS = ("A survey of", "Notes on", "Rethinking", "A practitioner's guide to", "The state of")
@@ -124,7 +125,7 @@ def _write(topic: str, searches: int, findings: list[dict[str, str]]) -> str:
 async def research(ctx: RunContext, input: ResearchInput) -> dict[str, Any]:
     """A simulated research agent: plans queries, searches a rate-limited (simulated)
     search API, reads the best sources and streams a report. Emits `phase`, `search`,
-    `finding`, `progress` and `token` events. Output {topic, report, sources}."""
+    `finding`, `progress`, `token` and `usage` events. Output {topic, report (markdown), sources}."""
     topic = input.topic
 
     await ctx.phase("plan", "started")
@@ -159,6 +160,11 @@ async def research(ctx: RunContext, input: ResearchInput) -> dict[str, Any]:
         await ctx.token(piece)
         await pause(0.012)
     await ctx.progress(steps, steps, "report written")
+    # what a real writer model would have been billed: the sources read in, the report out (4 characters a token)
+    read = sum(len(finding["summary"]) for finding in findings)
+    await ctx.emit(
+        "usage", {"model": WRITER_MODEL, "input_tokens": read // 4 + 1, "output_tokens": len(report) // 4 + 1}
+    )
     await ctx.phase("write", "done")
 
     return {"topic": topic, "report": report, "sources": [finding["url"] for finding in findings]}

@@ -16,7 +16,18 @@ from runyard.http import mcp
 from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
-from runyard.http.routes import ai_sdk, crons, langgraph, openai_compat, runs, session_streams, sessions, store, system
+from runyard.http.routes import (
+    ai_sdk,
+    console,
+    crons,
+    langgraph,
+    openai_compat,
+    runs,
+    session_streams,
+    sessions,
+    store,
+    system,
+)
 from runyard.http.streaming import STREAM_CAPS, StreamSlots
 from runyard.runtime import Runtime
 from runyard.settings import Settings
@@ -80,6 +91,7 @@ def create_http_app(app: Served) -> FastAPI:
         http.include_router(openai_compat.router)  # issue 14: OpenAI-compatible chat completions
         http.include_router(ai_sdk.router)  # issue 14: Vercel AI SDK UI message streams
         http.include_router(langgraph.router)  # issue 14: the LangGraph API at /langgraph
+        http.include_router(console.router)  # issue 16: the operations console's stats and settings
     http.include_router(system.router)  # a worker answers probes and scrapes too
     if settings.serves_api:
         _serve_page(http)

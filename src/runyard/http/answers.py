@@ -49,8 +49,14 @@ class RunSnapshot(BaseModel):
     )
 
 
+class ListedRun(RunSnapshot):
+    owner: str | None = Field(
+        None, description="Whose run it is: only in a listing of another owner's or every owner's runs (owner=)"
+    )
+
+
 class RunList(BaseModel):
-    runs: list[RunSnapshot]
+    runs: list[ListedRun]
     next: str | None
 
 

@@ -55,6 +55,16 @@ class Forbidden(RunyardError):
 class Principal:
     owner: str
     admin: bool = False
+    playground: bool = False  # RUNYARD_PLAYGROUND under auth=none: anyone may list every owner's runs
+
+    def listed_owner(self, asked: str | None) -> str | None:
+        """Whose runs a listing shows: the caller's; an admin, or anyone in a
+        playground, may ask for anyone's (``*``: every owner's, None)."""
+        if asked is None or asked == self.owner:
+            return self.owner
+        if not (self.admin or self.playground):
+            raise Forbidden("only an admin may list another owner's runs")
+        return None if asked == "*" else asked
 
 
 class Authenticator:
@@ -63,6 +73,7 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self._jwt = settings.auth == "jwt"
         self._admins = settings.admin_subject_set
+        self._playground = settings.lists_every_owner
         self._algorithms = settings.jwt_algorithm_list
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
@@ -99,7 +110,7 @@ class Authenticator:
 
     def principal(self, request: Request) -> Principal:
         owner = self._subject(request) if self._jwt else _client_id(request)
-        return Principal(owner, admin=owner in self._admins)
+        return Principal(owner, admin=owner in self._admins, playground=self._playground)
 
     def _subject(self, request: Request) -> str:
         token = _bearer(request)

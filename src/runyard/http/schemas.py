@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from runyard.models import ID_PATTERN, MAX_AFTER_S, Multitask, dumps
@@ -15,6 +16,11 @@ from runyard.sessions import IfExists
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=rf"^{ID_PATTERN.pattern}$")]
 # a session's id: generated (``ses_...``) or chosen by the client (``runyard.session_ids``)
 SessionId = Annotated[str, Field(min_length=1, max_length=128, pattern=rf"^{SESSION_ID.pattern}$")]
+# whose runs a listing or the stats cover: admins (or anyone in a playground) may name another owner, * for all
+OwnerParameter = Annotated[
+    str | None,
+    Query(max_length=128, description="admins only (anyone with RUNYARD_PLAYGROUND): this owner's, or * for all"),
+]
 METADATA_MAX_KEYS = 64
 METADATA_MAX_BYTES = 16_384
 

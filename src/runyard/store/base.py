@@ -48,6 +48,7 @@ from runyard.store.items import ItemStore
 from runyard.store.journal import Journal
 from runyard.store.outbox import WebhookOutbox
 from runyard.store.session_streams import SessionStreams
+from runyard.store.stats import RunStats  # the operations console
 
 
 @dataclass(slots=True)
@@ -217,15 +218,18 @@ class Admissions(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RunQuery:
-    """Which runs a listing wants: ``owner``'s (None: every owner's), of
-    ``session_id`` and in ``statuses`` when given, at most ``limit``, older than
-    the run ``before`` (a page's cursor), newest first."""
+    """Which runs a listing wants, newest first: ``owner``'s (None: every owner's), of
+    ``session_id``, in ``statuses``, created in [``since``, ``until``) and containing
+    ``text`` (``_listing.run_matches``) when given, at most ``limit``, older than the run ``before``."""
 
     owner: str | None
     session_id: str | None = None
     statuses: tuple[RunStatus, ...] = ()
     limit: int = 50
     before: str | None = None
+    text: str | None = None
+    since: float | None = None
+    until: float | None = None
 
 
 class RunRecords(Protocol):
@@ -389,7 +393,8 @@ class Store(
     CronStore,
     SessionStreams,
     WebhookOutbox,
+    RunStats,
 ):
     """Every protocol above (and those of ``journal.py``, ``items.py``, ``crons.py``,
-    ``directory.py``, ``session_streams.py``, ``outbox.py``), which each backend
+    ``directory.py``, ``session_streams.py``, ``outbox.py``, ``stats.py``), which each backend
     implements (``store_from_url``)."""

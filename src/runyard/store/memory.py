@@ -25,6 +25,7 @@ from runyard.models import (
     now,
     session_channel,
 )
+from runyard.store._listing import run_matches
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
@@ -47,11 +48,19 @@ from runyard.store.memory_directory import MemorySessionDirectory
 from runyard.store.memory_items import ItemKey, MemoryItems
 from runyard.store.memory_outbox import MemoryOutbox
 from runyard.store.memory_session_streams import MemorySessionStreams
+from runyard.store.memory_stats import MemoryStats
 from runyard.store.memory_workers import MemoryWorkers
 
 
 class MemoryStore(
-    MemoryItems, MemoryCrons, MemorySessionDirectory, MemorySessionStreams, MemoryWorkers, MemoryOutbox, Store
+    MemoryItems,
+    MemoryCrons,
+    MemorySessionDirectory,
+    MemorySessionStreams,
+    MemoryWorkers,
+    MemoryOutbox,
+    MemoryStats,
+    Store,
 ):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
@@ -219,11 +228,7 @@ class MemoryStore(
                 skipping = run_id != query.before
                 continue
             run = self._runs.get(run_id)
-            if run is None or (query.owner is not None and run.owner != query.owner):
-                continue
-            if query.session_id is not None and run.session_id != query.session_id:
-                continue
-            if query.statuses and run.status not in query.statuses:
+            if run is None or not run_matches(run, query):
                 continue
             found.append(copy.deepcopy(run))
             if len(found) >= query.limit:

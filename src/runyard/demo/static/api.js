@@ -9,6 +9,8 @@ function newClientId() {
   return "web-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+let actingAs = null; // a playground's run page acts as the run's owner (RUNYARD_AUTH=none only)
+
 export const identity = {
   /** The owner under RUNYARD_AUTH=none (the X-Client-Id header). */
   get clientId() {
@@ -41,8 +43,15 @@ export const identity = {
       return "(unreadable token)";
     }
   },
+  /** In a playground, act as `owner` (null: as oneself again); a token always wins. */
+  actAs(owner) {
+    actingAs = owner && CLIENT_ID.test(owner) ? owner : null;
+  },
+  get actingAs() {
+    return this.token ? null : actingAs;
+  },
   headers() {
-    const headers = { "X-Client-Id": this.clientId };
+    const headers = { "X-Client-Id": actingAs ?? this.clientId };
     if (this.token) headers.Authorization = `Bearer ${this.token}`;
     return headers;
   },
@@ -93,4 +102,15 @@ export function pipelines() {
     throw error;
   });
   return pipelinesPromise;
+}
+
+let consolePromise = null;
+
+/** GET /v1/console (auth mode, playground, trace URL, prices), once per page load. */
+export function consoleSettings() {
+  consolePromise ??= api("/v1/console").catch((error) => {
+    consolePromise = null;
+    throw error;
+  });
+  return consolePromise;
 }

@@ -1,7 +1,8 @@
 // The dashboard's entry point: the hash router, the identity dialog, the counters.
 //
-//   #/runs[?status=&pipeline=&scope=]   the live list of runs
-//   #/runs/<run_id>                     one run, live
+//   #/runs[?q=&range=&status=&pipeline=&scope=]   the live list of runs, searchable
+//   #/runs/<run_id>[?as=<owner>]        one run, live (as its owner, in a playground)
+//   #/health[?window=]                  each pipeline's health, and charts of this server over time
 //   #/sessions/<session_id>             a session's history and runs
 //   #/new[?pipeline=&session=]          the form that starts a run
 //   #/store[/<a.b>][?q=]                the owner's long-term store, by namespace
@@ -11,6 +12,7 @@ import { CLIENT_ID, identity } from "./api.js";
 import { cronsView } from "./crons.js";
 import { $, h, notice } from "./dom.js";
 import { formView } from "./form.js";
+import { healthView } from "./health.js";
 import { mountCounters } from "./metrics.js";
 import { runView } from "./run.js";
 import { runsView } from "./runs.js";
@@ -37,7 +39,11 @@ function route() {
   } else if (parts[0] === "runs" && parts.length === 2) {
     section = "runs";
     title = `Run ${parts[1]}`;
-    cleanup = runView(main, parts[1]);
+    cleanup = runView(main, parts[1], params);
+  } else if (parts[0] === "health" && parts.length === 1) {
+    section = "health";
+    title = "Health";
+    cleanup = healthView(main, params);
   } else if (parts[0] === "sessions" && parts.length === 2) {
     title = `Session ${parts[1]}`;
     cleanup = sessionView(main, parts[1]);

@@ -1,8 +1,54 @@
-// The live counters in the header, read from GET /metrics (Prometheus text format).
+// The live counters in the header, read from GET /metrics (Prometheus text format),
+// and the history of those scrapes that the health page charts (`history`).
 
 import { every, h } from "./dom.js";
 
 const SCRAPE_MS = 2000;
+const HISTORY_MAX = 900; // points kept: 30 min of scrapes
+
+/** The scrapes of this page load as points over time; `listen(fn)` calls fn after each. */
+export const history = {
+  points: [],
+  listeners: new Set(),
+  listen(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  },
+  push(point) {
+    this.points.push(point);
+    if (this.points.length > HISTORY_MAX) this.points.shift();
+    for (const fn of this.listeners) fn(this.points);
+  },
+};
+
+const sumWhere = (samples, name, keep) =>
+  samples.filter((s) => s.name === name && keep(s.labels)).reduce((sum, s) => sum + s.value, 0);
+
+/** The counters that charts show as rates, and the gauges they show as they are. */
+function reading(samples) {
+  return {
+    created: sumWhere(samples, "runyard_http_requests_total",
+      (l) => l.status === "201" && (l.route ?? "").startsWith("/v1/runs")),
+    finished: total(samples, "runyard_runs_total"),
+    events: total(samples, "runyard_events_total"),
+    limitWaits: total(samples, "runyard_limit_wait_seconds_count"),
+    active: total(samples, "runyard_runs_active"),
+    queued: total(samples, "runyard_queue_depth"),
+    streams: total(samples, "runyard_stream_subscribers"),
+    breakers: total(samples, "runyard_breaker_open"),
+  };
+}
+
+/** A point of the history: per-second rates between two readings (0 after a restart), gauges as read. */
+function point(now, previous, at) {
+  const seconds = previous ? (at - previous.at) / 1000 : 0;
+  const rate = (key) => (seconds > 0 ? Math.max(0, (now[key] - previous.reading[key]) / seconds) : 0);
+  return {
+    t: Date.now() / 1000,
+    created: rate("created"), finished: rate("finished"), events: rate("events"), limitWaits: rate("limitWaits"),
+    active: now.active, queued: now.queued, streams: now.streams, breakers: now.breakers,
+  };
+}
 
 /** Parses Prometheus text exposition into `[{name, labels, value}]` (comments and bad lines skipped). */
 export function parsePrometheus(text) {
@@ -67,6 +113,8 @@ export function mountCounters(root) {
     const samples = parsePrometheus(text);
     const now = performance.now();
     const events = total(samples, "runyard_events_total");
+    const current = reading(samples);
+    history.push(point(current, previous, now));
     show("active", total(samples, "runyard_runs_active"));
     show("queued", total(samples, "runyard_queue_depth"));
     show("streams", total(samples, "runyard_stream_subscribers"));
@@ -75,6 +123,6 @@ export function mountCounters(root) {
       const rate = Math.max(0, (events - previous.events) / ((now - previous.at) / 1000));
       show("rate", Math.round(rate * 10) / 10, rate >= 100 ? Math.round(rate).toLocaleString() : rate.toFixed(1));
     }
-    previous = { events, at: now };
+    previous = { events, at: now, reading: current };
   });
 }

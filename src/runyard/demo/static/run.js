@@ -5,10 +5,13 @@
 // after the last seq rendered (stream.js resumes it after drops). The last seq
 // rendered is kept in sessionStorage, so a reload can say where it resumed.
 
-import { ApiError, api, runPath } from "./api.js";
+import { ApiError, api, consoleSettings, identity, runPath } from "./api.js";
 import { waitingPanel } from "./ask.js";
 import { BAD, FINISHED, badge, duration, h, json, notice, sessionLink, shortId, time } from "./dom.js";
+import { money } from "./health.js";
+import { renderMarkdown, splitOutput } from "./markdown.js";
 import { followRun } from "./stream.js";
+import { timelineBars } from "./timeline_bars.js";
 import { progressBar, summary, timeline } from "./widgets.js";
 
 const PAGE = 1000; // events per history request
@@ -21,7 +24,46 @@ const FLUSH_MS = 40; // events are drawn in batches, at most this late
 const seqKey = (runId) => `runyard.seq.${runId}`;
 const atEnd = (el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
 
-export function runView(main, runId) {
+/** Tokens by model, summed from `usage` events, and what they cost under the server's prices. */
+function usageMeter() {
+  const byModel = new Map();
+  return {
+    add(data) {
+      const count = (v) => (Number.isInteger(v) && v >= 0 ? v : 0);
+      const model = typeof data?.model === "string" ? data.model : "";
+      const seen = byModel.get(model) ?? { input: 0, output: 0 };
+      byModel.set(model, { input: seen.input + count(data?.input_tokens), output: seen.output + count(data?.output_tokens) });
+    },
+    get seen() {
+      return byModel.size > 0;
+    },
+    totals() {
+      let input = 0;
+      let output = 0;
+      for (const used of byModel.values()) {
+        input += used.input;
+        output += used.output;
+      }
+      return { input, output };
+    },
+    cost(prices) {
+      let total = null;
+      for (const [model, used] of byModel) {
+        const price = prices?.[model] ?? prices?.["*"];
+        if (price) total = (total ?? 0) + (used.input * price.input_per_mtok + used.output * price.output_per_mtok) / 1e6;
+      }
+      return total;
+    },
+  };
+}
+
+const OWNERS_EXPLAINED = "Runs are visible only to their owner, and anyone else gets this same 404, " +
+  "exactly as for an id that does not exist. Under RUNYARD_AUTH=none the owner is the client id the page sends " +
+  "(X-Client-Id; change it with the button at the top right); under RUNYARD_AUTH=jwt it is the token's sub. " +
+  "In a playground (RUNYARD_PLAYGROUND=true, e.g. runyard demo --playground) the runs list shows every owner's runs and opens each as its owner.";
+
+export function runView(main, runId, params = new URLSearchParams()) {
+  const actingAs = params.get("as");
   let stopStream = null;
   let stopped = false;
   let run = null;
@@ -32,6 +74,9 @@ export function runView(main, runId) {
   let clock = null; // redraws the running duration
   let ticks = 0;
   let trimmedLog = 0;
+  let settings = null; // GET /v1/console
+  const usage = usageMeter();
+  const bars = timelineBars();
 
   const view = h("article", { id: "run-view", class: "run", dataset: { runId, lastSeq: "0", connects: "0" } });
   main.replaceChildren(view);
@@ -61,6 +106,8 @@ export function runView(main, runId) {
   const activitySection = h("section", { class: "card", hidden: true }, h("h2", {}, "Activity"), activity);
   const textSection = h("section", { class: "card", hidden: true }, h("h2", {}, "Output text"), text);
   const output = h("pre", { id: "run-output", class: "mono" }, "—");
+  const documentSlot = h("div", { id: "run-document" });
+  const rerun = h("button", { type: "button", id: "rerun", class: "secondary" }, "Re-run");
   const outputTitle = h("h2", {}, "Output");
   const log = h("ol", { id: "event-log", class: "event-log mono" });
   const logCount = h("span", { id: "event-count" }, "0");
@@ -120,7 +167,14 @@ export function runView(main, runId) {
     waiting.clear();
     setStatus(data.status, true);
     view.dataset.ended = "true";
-    output.textContent = data.output !== undefined ? json(data.output) : json(data.error ?? null);
+    const parts = data.output !== undefined ? splitOutput(data.output) : { document: null, rest: data.error ?? null };
+    if (parts.document !== null) {
+      // the document replaces the text streamed while it was written: one copy, rendered
+      documentSlot.replaceChildren(renderMarkdown(parts.document));
+      textSection.hidden = true;
+    }
+    output.hidden = parts.document !== null && parts.rest === undefined;
+    output.textContent = json(parts.rest ?? null);
     output.classList.toggle("bad", data.output === undefined);
     outputTitle.textContent = data.output === undefined ? "Error" : "Output";
     if (data.error) {
@@ -168,6 +222,11 @@ export function runView(main, runId) {
         break;
       case "end":
         end(event);
+        break;
+      case "usage":
+        usage.add(data);
+        drawMeta();
+        addActivity(event, h("span", { class: "mono" }, summary(data)));
         break;
       case "limit.wait":
         addActivity(event, `waiting for the limit “${data.limit}”`,
@@ -226,6 +285,7 @@ export function runView(main, runId) {
       log.firstElementChild.remove();
       trimmedLog += 1;
     }
+    bars.events(fresh);
     for (const el of following) el.scrollTop = el.scrollHeight;
     logNote.hidden = trimmedLog === 0;
     logNote.textContent = `${trimmedLog} earlier events are not shown here.`;
@@ -275,13 +335,30 @@ export function runView(main, runId) {
 
   // -- the snapshot ----------------------------------------------------------------
   function drawMeta() {
+    if (!run) return;
+    const trace = run.trace_id
+      ? settings?.trace_url
+        ? h("a", { id: "trace-link", class: "mono", href: settings.trace_url.replace("{trace_id}", run.trace_id),
+          target: "_blank", rel: "noopener noreferrer", title: "Open the trace (RUNYARD_TRACE_URL)" },
+        shortId(run.trace_id))
+        : h("span", { id: "trace-id", class: "mono", title: "Set RUNYARD_TRACE_URL to link to your tracing UI" },
+          run.trace_id)
+      : null;
+    const used = usage.totals();
+    const cost = usage.cost(settings?.prices);
     const rows = [
+      ...(actingAs ? [["Owner", h("span", { class: "mono", id: "run-owner" }, actingAs)]] : []),
       ["Pipeline", run.pipeline],
       ["Attempt", String(run.attempt)],
       ["Created", time(run.created_at)],
       ["Started", time(run.started_at)],
       ["Finished", time(run.finished_at)],
       ["Duration", run.started_at ? duration(run.started_at, run.finished_at) : "—"],
+      ...(usage.seen ? [["Tokens", h("span", { id: "run-tokens", dataset: { input: used.input, output: used.output } },
+        `${used.input.toLocaleString()} in · ${used.output.toLocaleString()} out`)],
+      ["Cost", h("span", { id: "run-cost", dataset: { cost: cost ?? "" } }, cost === null ? "no price set" : money(cost))]]
+        : []),
+      ...(trace ? [["Trace", trace]] : []),
       ["Session", h("span", {}, sessionLink(run.session_id), " ",
         h("a", { href: `#/new?pipeline=${encodeURIComponent(run.pipeline)}&session=${encodeURIComponent(run.session_id)}`,
           class: "small" }, "continue it"))],
@@ -296,6 +373,7 @@ export function runView(main, runId) {
         run = await api(runPath(runId));
         if (stopped) return;
         drawMeta();
+        bars.run(run);
         // the end event may be seen a moment before the snapshot says finished
         if (view.dataset.ended && !run.finished_at && tries > 1) refreshSnapshot(delay * 2, tries - 1);
       } catch {
@@ -316,15 +394,31 @@ export function runView(main, runId) {
     }
   });
 
+  rerun.addEventListener("click", async () => {
+    rerun.disabled = true;
+    try {
+      const fresh = await api("/v1/runs", { method: "POST", body: { pipeline: run.pipeline, input: run.input } });
+      const as = identity.actingAs ? `?as=${encodeURIComponent(identity.actingAs)}` : "";
+      location.hash = `#/runs/${encodeURIComponent(fresh.run_id)}${as}`;
+    } catch (error) {
+      alerts.append(notice("error", `Re-run failed: ${error.message}`));
+    } finally {
+      rerun.disabled = false;
+    }
+  });
+
   async function load() {
+    settings = await consoleSettings().catch(() => null);
+    if (stopped) return;
+    identity.actAs(actingAs && settings?.playground ? actingAs : null);
     try {
       run = await api(runPath(runId));
     } catch (error) {
       const missing = error instanceof ApiError && error.status === 404;
       view.replaceChildren(h("h1", { tabindex: -1 }, "Run ", h("code", {}, shortId(runId))),
         notice("error", missing
-          ? "No such run for this identity: it does not exist, or it belongs to another owner " +
-            "(an admin can list other owners' runs, not open them)."
+          ? h("span", { id: "run-missing" }, h("strong", {}, `No run ${runId} for ${identity.actingAs ?? identity.owner}. `),
+            OWNERS_EXPLAINED)
           : `The run could not be read: ${error.message}`),
         h("p", {}, h("a", { href: "#/runs" }, "Back to the runs")));
       return;
@@ -332,7 +426,7 @@ export function runView(main, runId) {
     if (stopped) return;
     view.replaceChildren(
       h("div", { class: "title-row" },
-        h("h1", { tabindex: -1 }, "Run ", h("code", { title: runId }, runId)), statusSlot, cancel),
+        h("h1", { tabindex: -1 }, "Run ", h("code", { title: runId }, runId)), statusSlot, rerun, cancel),
       h("p", { class: "muted" }, connection),
       meta,
       alerts,
@@ -340,15 +434,17 @@ export function runView(main, runId) {
       h("details", { class: "input" }, h("summary", {}, "Input"), h("pre", { class: "mono" }, json(run.input))),
       phases.root,
       h("section", { class: "card bars" }, ticksBar.root, progress.root),
+      bars.root,
       textSection,
       ticksSection,
       activitySection,
-      h("section", { class: "card" }, outputTitle, output),
+      h("section", { class: "card" }, outputTitle, documentSlot, output),
       h("details", { class: "card raw", id: "raw-events" },
         h("summary", {}, "Raw events (", logCount, ")"), logNote, log),
     );
     setStatus(run.status);
     drawMeta();
+    bars.run(run);
     waiting.fromSnapshot(run); // the history below updates it, whatever happened since
     const remembered = Number(sessionStorage.getItem(seqKey(runId)) || 0);
     if (remembered > 0 && remembered <= run.last_seq) view.dataset.resumedFrom = String(remembered);
@@ -377,6 +473,7 @@ export function runView(main, runId) {
     }
     clock = setInterval(() => {
       if (run && run.started_at && !run.finished_at && !stopped) drawMeta();
+      bars.tick();
     }, 1000);
     stopStream = followRun(runId, { after: lastSeq, onEvents: receive, onState: drawConnection });
   }
@@ -384,6 +481,7 @@ export function runView(main, runId) {
   load();
   return () => {
     stopped = true;
+    identity.actAs(null);
     stopStream?.();
     clearTimeout(flushTimer);
     clearTimeout(snapshotTimer);

@@ -6,13 +6,14 @@ import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
+from pydantic import AwareDatetime
 from starlette.responses import Response
 
-from runyard.errors import InvalidCursor, RunFinished
+from runyard.errors import InvalidCursor, InvalidQuery, RunFinished
 from runyard.http.answers import EVENT_STREAM, EventsPage, RunList, RunSnapshot, errors
-from runyard.http.auth import Forbidden, owner_of, principal_of
+from runyard.http.auth import owner_of, principal_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
-from runyard.http.schemas import AnswerRequest, Id, RunRequest, SessionId, StreamRunRequest
+from runyard.http.schemas import AnswerRequest, Id, OwnerParameter, RunRequest, SessionId, StreamRunRequest
 from runyard.http.streaming import StreamSlot, StreamSlots, sse_response
 from runyard.models import Run, RunStatus
 from runyard.observability.tracing import incoming
@@ -121,26 +122,35 @@ async def list_runs(
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     before: Id | None = None,
-    owner: Annotated[
-        str | None, Query(max_length=128, description="admins only: this owner's runs, or * for all")
+    owner: OwnerParameter = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="runs whose id, session id, owner, input or error (as JSON text) contain this, any case",
+        ),
     ] = None,
+    since: Annotated[AwareDatetime | None, Query(description="created at or after this time (RFC 3339)")] = None,
+    until: Annotated[AwareDatetime | None, Query(description="created before this time (RFC 3339)")] = None,
 ) -> Response:
+    if since is not None and until is not None and since >= until:
+        raise InvalidQuery("since must be before until")
     runs = await runtime_of(request).list_runs(
-        _listed_owner(request, owner), session_id=session_id, status=status, limit=limit + 1, before=before
+        principal_of(request).listed_owner(owner),
+        session_id=session_id,
+        status=status,
+        limit=limit + 1,
+        before=before,
+        text=q,
+        since=None if since is None else since.timestamp(),
+        until=None if until is None else until.timestamp(),
     )
     page = runs[:limit]
     next_cursor = page[-1].run_id if len(runs) > limit else None
-    return json_response({"runs": [run.snapshot() for run in page], "next": next_cursor})
-
-
-def _listed_owner(request: Request, asked: str | None) -> str | None:
-    """Whose runs a listing shows: the caller's; an admin may ask for anyone's (None: all)."""
-    principal = principal_of(request)
-    if asked is None or asked == principal.owner:
-        return principal.owner
-    if not principal.admin:
-        raise Forbidden("only an admin may list another owner's runs")
-    return None if asked == "*" else asked
+    everyone = owner is not None and owner != principal_of(request).owner  # the page shows whose each run is
+    listed = [{**run.snapshot(), "owner": run.owner} if everyone else run.snapshot() for run in page]
+    return json_response({"runs": listed, "next": next_cursor})
 
 
 @router.get("/{run_id}", summary="A run's snapshot", response_model=RunSnapshot)

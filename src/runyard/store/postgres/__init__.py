@@ -26,6 +26,7 @@ from runyard.store.postgres.schema import MIGRATIONS
 from runyard.store.postgres.session_ids import PostgresSessionIds
 from runyard.store.postgres.session_streams import PostgresSessionStreams
 from runyard.store.postgres.sessions import PostgresSessions
+from runyard.store.postgres.stats import PostgresStats
 
 
 class PostgresStore(
@@ -40,6 +41,7 @@ class PostgresStore(
     PostgresCrons,
     PostgresSessionStreams,
     PostgresOutbox,
+    PostgresStats,
     Store,
 ):
     """PostgreSQL through an asyncpg pool; safe to share between many processes."""

@@ -7,6 +7,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from runyard.models import Run, now
+from runyard.store._listing import folded
 from runyard.store._numbering import claim_group
 from runyard.store._rows import RUN_COLUMNS, apply_update, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
@@ -17,6 +18,11 @@ from runyard.store.postgres.schema import CLAIMABLE, LOCK_CLAIMABLE, UNSERVED
 # Candidates read per claimed run: some may be taken by other workers meanwhile.
 CANDIDATES_PER_CLAIM = 2
 CANDIDATES_EXTRA = 8
+# what a run search looks in (``_listing.searched_text``), ASCII letters lowered as folded() does
+SEARCHED = (
+    "translate(run_id || ' ' || session_id || ' ' || owner || ' ' || coalesce(input::text, 'null') || ' '"
+    " || coalesce(error::text, ''), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+)
 
 
 async def _claim(
@@ -67,6 +73,12 @@ class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
         if query.before is not None:
             # an unknown cursor compares with NULL: nothing is older than it
             condition("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)", query.before)
+        if query.since is not None:
+            condition("created_at >= ?", query.since)
+        if query.until is not None:
+            condition("created_at < ?", query.until)
+        if query.text is not None:
+            condition(f"strpos({SEARCHED}, ?) > 0", folded(query.text))
         arguments.append(query.limit)
         return await self._runs(
             f"SELECT {RUN_COLUMNS} FROM runs {'WHERE ' + ' AND '.join(where) if where else ''}"

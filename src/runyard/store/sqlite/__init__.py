@@ -30,6 +30,7 @@ from runyard.store.sqlite.schema import MIGRATIONS
 from runyard.store.sqlite.session_ids import SQLiteSessionIds
 from runyard.store.sqlite.session_streams import SQLiteSessionStreams
 from runyard.store.sqlite.sessions import SQLiteSessions
+from runyard.store.sqlite.stats import SQLiteStats
 
 
 class SQLiteStore(
@@ -44,6 +45,7 @@ class SQLiteStore(
     SQLiteSessionIds,
     SQLiteSessionStreams,
     SQLiteOutbox,
+    SQLiteStats,
     Store,
 ):
     """A SQLite file in WAL mode: one writer thread committing in groups, a pool of readers."""

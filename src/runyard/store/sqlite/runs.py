@@ -7,12 +7,18 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from runyard.models import Run, now
+from runyard.store._listing import folded
 from runyard.store._numbering import claim_group
 from runyard.store._rows import apply_update, json_list, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
 from runyard.store.sqlite.schema import CLAIMABLE, DUE, IN_JSON, RUN_COLUMNS, UNSERVED
+
+# what a run search looks in (``_listing.searched_text``); SQLite's lower() folds ASCII only, as folded() does
+SEARCHED = (
+    "lower(run_id || ' ' || session_id || ' ' || owner || ' ' || coalesce(input, 'null') || ' ' || coalesce(error, ''))"
+)
 
 
 def _claim(
@@ -54,6 +60,15 @@ class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
             # an unknown cursor compares with NULL: nothing is older than it
             where.append("created_seq < (SELECT created_seq FROM runs WHERE run_id = ?)")
             parameters.append(query.before)
+        if query.since is not None:
+            where.append("created_at >= ?")
+            parameters.append(query.since)
+        if query.until is not None:
+            where.append("created_at < ?")
+            parameters.append(query.until)
+        if query.text is not None:
+            where.append(f"instr({SEARCHED}, ?) > 0")
+            parameters.append(folded(query.text))
         rows = await self._read(
             f"SELECT {RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY created_seq DESC LIMIT ?",
             (*parameters, max(query.limit, 0)),
