@@ -151,3 +151,12 @@ def test_the_20_line_app_serves_beside_the_demo_as_its_comment_says(demo: str, t
         assert "event: end" in streamed.stdout and "result for why SSE?" in streamed.stdout
     finally:
         stop(server)
+
+
+def test_the_demo_is_a_playground_whose_page_lists_the_clis_runs(demo: str) -> None:
+    """``runyard demo`` (no flag) is a single-user playground: the dashboard lists
+    every owner's runs, so a run the CLI started shows there."""
+    assert httpx.get(f"{demo}/v1/console").json()["playground"] is True
+    started = httpx.post(f"{demo}/v1/runs", json={"pipeline": "ticker", "input": {"marker": "q", "count": 1}})
+    listed = httpx.get(f"{demo}/v1/runs", params={"owner": "*"}, headers={"X-Client-Id": "web-page"})
+    assert started.json()["run_id"] in [run["run_id"] for run in listed.json()["runs"]]

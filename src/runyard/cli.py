@@ -209,6 +209,11 @@ def _invalid_setting(exc: ValidationError, overrides: dict[str, Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # The demo is a single-user playground: its page lists every owner's runs
+    # (the CLI's among them) unless --no-playground or RUNYARD_PLAYGROUND says
+    # otherwise. Settings honour it only under RUNYARD_AUTH=none.
+    if getattr(args, SETTING + "playground", None) is None and "RUNYARD_PLAYGROUND" not in os.environ:
+        setattr(args, SETTING + "playground", True)
     settings = settings_from(args)
     from runyard.demo import app
     from runyard.server import serve

@@ -99,7 +99,7 @@ class Settings(BaseSettings):
     playground: bool = Field(
         False,
         description="A single-user playground: anyone may list every owner's runs (the dashboard shows them all);"
-        " e.g. `runyard demo --playground`; honoured only under RUNYARD_AUTH=none, never under jwt",
+        " `runyard demo` is one unless --no-playground; honoured only under RUNYARD_AUTH=none, never under jwt",
     )
     rate_limit: str | None = Field(None, description="Run creations allowed per owner, e.g. 30/minute (429 above)")
     quota_runs: int | None = Field(

@@ -25,7 +25,7 @@ from tests.dashboard.test_dashboard import start_run, wait_finished
 from tests.support import make_app, serve_in_thread
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.browser, pytest.mark.server, pytest.mark.timeout(60)]
 
@@ -285,3 +285,26 @@ def phase_durations(console: str, run_id: str, owner: str) -> dict[str, float]:
             else:
                 took[event["data"]["name"]] = at - started[event["data"]["name"]]
     return took
+
+
+def test_a_first_visit_to_a_playground_is_the_clis_user_and_opens_its_runs(console: str, browser: Browser) -> None:
+    """The CLI sends no client id (it is ``anonymous``); a page that has not been
+    given one becomes the same user in a playground, so each opens the other's runs."""
+    from_cli = httpx.post(f"{console}/v1/runs", json={"pipeline": "ticker", "input": {"marker": "cli", "count": 1}})
+    assert from_cli.status_code == 201
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(console)
+        page.wait_for_function("document.querySelector('#who').textContent === 'anonymous'")
+        page.goto(f"{console}/#/runs/{from_cli.json()['run_id']}")  # no ?as=: the page's own run
+        page.wait_for_selector("#run-view[data-ended=true]")
+        kept = browser.new_context()  # an id someone chose is kept
+        kept.add_init_script("localStorage.setItem('runyard.client_id', 'chosen-one')")
+        other = kept.new_page()
+        other.goto(console)
+        other.wait_for_selector("#runs-body")
+        assert other.inner_text("#who") == "chosen-one"
+        kept.close()
+    finally:
+        context.close()

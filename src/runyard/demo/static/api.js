@@ -2,6 +2,8 @@
 
 const CLIENT_ID_KEY = "runyard.client_id";
 const TOKEN_KEY = "runyard.token";
+const GENERATED_KEY = "runyard.client_id.generated"; // the id this page made up, not one a person chose
+const PLAYGROUND_OWNER = "anonymous"; // the CLI's owner when it sends no X-Client-Id
 export const CLIENT_ID = /^[A-Za-z0-9_.-]{1,128}$/;
 
 function newClientId() {
@@ -18,6 +20,7 @@ export const identity = {
     if (!id || !CLIENT_ID.test(id)) {
       id = newClientId();
       localStorage.setItem(CLIENT_ID_KEY, id);
+      localStorage.setItem(GENERATED_KEY, id);
     }
     return id;
   },
@@ -42,6 +45,15 @@ export const identity = {
     } catch {
       return "(unreadable token)";
     }
+  },
+  /** In a playground the page is the CLI's user, `anonymous`, unless an id was
+   * chosen here: runs started on either side are the other's too. True if it changed. */
+  adoptPlaygroundOwner() {
+    const stored = localStorage.getItem(CLIENT_ID_KEY);
+    const madeUp = !stored || stored === localStorage.getItem(GENERATED_KEY);
+    if (this.token || !madeUp || stored === PLAYGROUND_OWNER) return false;
+    localStorage.setItem(CLIENT_ID_KEY, PLAYGROUND_OWNER);
+    return true;
   },
   /** In a playground, act as `owner` (null: as oneself again); a token always wins. */
   actAs(owner) {

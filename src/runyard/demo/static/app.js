@@ -8,7 +8,7 @@
 //   #/store[/<a.b>][?q=]                the owner's long-term store, by namespace
 //   #/crons                             the caller's crons (scheduled runs)
 
-import { CLIENT_ID, identity } from "./api.js";
+import { CLIENT_ID, consoleSettings, identity } from "./api.js";
 import { cronsView } from "./crons.js";
 import { $, h, notice } from "./dom.js";
 import { formView } from "./form.js";
@@ -118,3 +118,8 @@ showWho();
 mountCounters($("#counters"));
 window.addEventListener("hashchange", route);
 route();
+consoleSettings()
+  .then((settings) => {
+    if (settings.playground && identity.adoptPlaygroundOwner()) window.dispatchEvent(new CustomEvent("runyard:identity"));
+  })
+  .catch(() => {}); // no settings: the page stays who it was

@@ -60,7 +60,7 @@ function usageMeter() {
 const OWNERS_EXPLAINED = "Runs are visible only to their owner, and anyone else gets this same 404, " +
   "exactly as for an id that does not exist. Under RUNYARD_AUTH=none the owner is the client id the page sends " +
   "(X-Client-Id; change it with the button at the top right); under RUNYARD_AUTH=jwt it is the token's sub. " +
-  "In a playground (RUNYARD_PLAYGROUND=true, e.g. runyard demo --playground) the runs list shows every owner's runs and opens each as its owner.";
+  "In a playground (runyard demo, or RUNYARD_PLAYGROUND=true) the runs list shows every owner's runs and opens each as its owner.";
 
 export function runView(main, runId, params = new URLSearchParams()) {
   const actingAs = params.get("as");
