@@ -199,6 +199,10 @@ async def main_async(cfg: dict[str, Any]) -> dict[str, Any]:
     await asyncio.gather(*(guarded(load.prepare(run), run) for run in runs))
     if cfg.get("warmup"):
         await warm_up(load)
+    # The load gets a pool of its own: a connection left idle by the setup could be closed by the
+    # server's keep-alive timeout just as the load reuses it (an httpx ReadError, not the server's fault).
+    await client.http.client.aclose()
+    client = load.client = sdk(cfg["url"], len(runs))
     print(json.dumps({"event": "ready"}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # the driver's GO
     cpu0, t_start = time.process_time(), time.time()
