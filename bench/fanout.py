@@ -11,8 +11,10 @@ clock minus the ``t`` the worker stamped) is the fan-out's.
 
 It prints what the capacity model needs: events published (once per tick,
 whatever the number of streams), events delivered, latency p50/p99/max, each API
-process's CPU per delivered event and its memory per open stream, Redis's and
-PostgreSQL's CPU, and every stream's completeness (gaps, missing ends). Run it
+process's CPU per delivered event and its memory per open stream, Redis's CPU,
+the clients' CPU, and every stream's completeness (gaps, missing ends). The
+first ticks (``--settle``) are quoted apart: each is every stream's first live
+event, delivered to all of them at once. Run it
 from the repository root::
 
     .venv/bin/python bench/fanout.py                                   # 2 x 2,000 streams, ~1 min
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -50,7 +53,8 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
 
     runs: list[str] = args.run_ids.split(",")
     headers = {"X-Client-Id": OWNER}
-    lat: list[float] = []
+    lat: list[float] = []  # ticks from the --settle-th on
+    settling: list[float] = []  # the first ones: every stream's first live event, all at once
     totals = {"ticks": 0, "gaps": 0, "missing_end": 0, "errors": 0, "opened": 0}
     opened = asyncio.Event()
     gate = asyncio.Semaphore(200)
@@ -85,9 +89,9 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
                         last = seq
                         if b"event: tick" in frame:
                             n += 1
-                            if n % args.sample == 0:
-                                data = frame[frame.index(b"data: ") + 6 :]
-                                lat.append(at - json.loads(data)["data"]["t"])
+                            if n <= args.settle or n % args.sample == 0:
+                                tick = json.loads(frame[frame.index(b"data: ") + 6 :])["data"]
+                                (lat if tick["i"] >= args.settle else settling).append(at - tick["t"])
                         elif b"event: end" in frame:
                             ended = True
         except (TimeoutError, aiohttp.ClientError, ValueError):
@@ -105,7 +109,7 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
         except TimeoutError:
             print("OPEN-TIMEOUT", flush=True)
         await asyncio.gather(*tasks)
-    return {**totals, "lat": lat}
+    return {**totals, "lat": lat, "settling": settling}
 
 
 # --------------------------------------------------------------------------- driver
@@ -164,6 +168,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         deadline_s = lead_s + args.ticks * args.interval_ms / 1000 + 30
         client_argv = [
             "--run-ids", ",".join(runs), "--streams", str(args.streams), "--sample", str(args.sample),
+            "--settle", str(args.settle),
             "--deadline-s", str(deadline_s),
         ]  # fmt: skip
         clients = [
@@ -186,21 +191,26 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         svc0 = {name: sum(tree_cpus(pid).values()) for name, pid in services.items()}
         redis0 = redis_stats(args.redis_url)
         t0 = time.monotonic()
+        kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         outs = []
         for c in clients:
             out, _ = c.communicate(timeout=deadline_s + 60)
             outs.append(json.loads(out.strip().splitlines()[-1]))
         live_s = time.monotonic() - t0
+        kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu = kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
         cpu = {name: (proc_cpu(p) or 0.0) - cpu0[name] for name, p in procs.items()}
         svc = {name: sum(tree_cpus(pid).values()) - svc0[name] for name, pid in services.items()}
         redis1 = redis_stats(args.redis_url)
     lat = sorted(x for o in outs for x in o["lat"])
+    first = sorted(x for o in outs for x in o["settling"])
     api_cpu = sum(v for k, v in cpu.items() if k.startswith("api"))
     delivered = sum(o["ticks"] for o in outs)
     streams = args.apis * args.streams
     per_api_delivered = delivered / args.apis
     return {
         "streams": streams,
+        "settle": args.settle,
         "runs": args.runs,
         "apis": args.apis,
         "ticks_published": args.runs * args.ticks,
@@ -212,6 +222,8 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "lat_p50_ms": round(1000 * (pct(lat, 50) or 0), 1),
         "lat_p99_ms": round(1000 * (pct(lat, 99) or 0), 1),
         "lat_max_ms": round(1000 * (lat[-1] if lat else 0), 1),
+        "first_ticks_p50_ms": round(1000 * (pct(first, 50) or 0), 1),
+        "first_ticks_p99_ms": round(1000 * (pct(first, 99) or 0), 1),
         "gaps": sum(o["gaps"] for o in outs),
         "missing_end": sum(o["missing_end"] for o in outs),
         "errors": sum(o["errors"] for o in outs),
@@ -219,7 +231,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "api_us_per_delivered": round(1e6 * api_cpu / max(delivered, 1), 1),
         "worker_cpu_s": round(cpu["worker1"], 2),
         "redis_cpu_s": round(svc.get("redis", 0.0), 2),
-        "postgres_cpu_s": round(svc.get("postgres", 0.0), 2),
+        "client_cpu_s": round(client_cpu, 2),
         "redis_publishes": int(sum(redis1.values()) - sum(redis0.values())),
         "api_rss_mib": {k: round(v / 2**20) for k, v in held.items()},
         "api_kib_per_stream": round(sum(held[k] - baseline[k] for k in held) / 1024 / streams, 1),
@@ -236,10 +248,11 @@ def report(r: dict[str, Any]) -> str:
             f" ({r['redis_publishes']:,} PUBLISH calls on the Redis server meanwhile, any client's),"
             f" {r['ticks_delivered']:,} of {r['ticks_expected']:,} delivered ({r['delivered_per_s']:,}/s;"
             f" {r['per_api_delivered_per_s']:,}/s per API process)",
-            f"latency p50 {r['lat_p50_ms']} ms, p99 {r['lat_p99_ms']} ms, max {r['lat_max_ms']} ms;"
+            f"latency from tick {r['settle']}: p50 {r['lat_p50_ms']} ms, p99 {r['lat_p99_ms']} ms,"
+            f" max {r['lat_max_ms']} ms (before: p50 {r['first_ticks_p50_ms']}, p99 {r['first_ticks_p99_ms']} ms);"
             f" gaps {r['gaps']}, missing ends {r['missing_end']}, errors {r['errors']}",
             f"API CPU {r['api_cpu_s']} s over {r['live_s']} s: {r['api_us_per_delivered']} us per delivered event;"
-            f" worker {r['worker_cpu_s']} s, Redis {r['redis_cpu_s']} s, PostgreSQL {r['postgres_cpu_s']} s",
+            f" worker {r['worker_cpu_s']} s, Redis {r['redis_cpu_s']} s, clients {r['client_cpu_s']} s (whole life)",
             f"API RSS with every stream open {r['api_rss_mib']} MiB: {r['api_kib_per_stream']} KiB per stream",
         ]
     )
@@ -252,6 +265,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=10, help="runs the streams follow")
     ap.add_argument("--ticks", type=int, default=20, help="ticks per run")
     ap.add_argument("--interval-ms", type=int, default=1000, help="between a run's ticks")
+    ap.add_argument("--settle", type=int, default=2, help="latency quoted from the run's tick i = N on")
     ap.add_argument("--sample", type=int, default=5, help="JSON-decode 1 tick in N per stream for latency")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="for every process")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres", help="maintenance database")
