@@ -230,31 +230,38 @@ LOCK_RUNS = (
 # ties go to the owner served least recently, then to the oldest run. Read
 # without locks; LOCK_CLAIMABLE then takes those no other worker is claiming.
 # Its cost follows the owners with queued runs, not the queue's length: the
-# owners are found by skipping through ``runs_queued`` (one index seek each),
-# and of each only its first $1 ready runs are read, in that index's order (a
-# run behind an unfinished one of its session is passed over by one probe of
-# ``runs_session_unfinished``); its running runs and its last start are index
-# lookups too. No owner's ($1 + 1)-th ready run can be among the first $1.
+# owners are found by skipping through ``runs_queued`` (one index seek each);
+# of each, its running runs and its last start are index lookups, and its ready
+# runs are read in that index's order (a run behind an unfinished one of its
+# session is passed over by one probe of ``runs_session_unfinished``). Only as
+# many as can make the cut: when $1 owners have a ready run, the $1-th smallest
+# first turn among them, ``bound``, is at least the turn of the $1-th run
+# claimed, so an owner's n-th run is read only while its turn is at most that.
+_READY_RUNS = f"""SELECT r.run_id, r.created_seq FROM runs r
+        WHERE r.owner = o.owner AND r.status = 'queued' AND r.pipeline = ANY($2::text[])
+            AND (r.scheduled_for IS NULL OR r.scheduled_for <= $3)
+            AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.session_id = r.session_id
+                AND p.created_seq < r.created_seq AND p.{UNFINISHED})
+        ORDER BY r.created_seq"""
 CLAIMABLE = f"""WITH RECURSIVE owners AS (
     (SELECT owner FROM runs WHERE status = 'queued' ORDER BY owner LIMIT 1)
     UNION ALL
     SELECT (SELECT r.owner FROM runs r WHERE r.status = 'queued' AND r.owner > o.owner ORDER BY r.owner LIMIT 1)
     FROM owners o WHERE o.owner IS NOT NULL
-), ready AS (
-    SELECT c.run_id, c.created_seq, s.last,
-        b.running + row_number() OVER (PARTITION BY o.owner ORDER BY c.created_seq) AS turn
+), firsts AS (
+    SELECT o.owner, b.running, s.last
     FROM owners o
     CROSS JOIN LATERAL (SELECT count(*) AS running FROM runs WHERE owner = o.owner AND status = 'running') b
     CROSS JOIN LATERAL (SELECT max(started_at) AS last FROM runs WHERE owner = o.owner) s
-    CROSS JOIN LATERAL (
-        SELECT r.run_id, r.created_seq FROM runs r
-        WHERE r.owner = o.owner AND r.status = 'queued' AND r.pipeline = ANY($2::text[])
-            AND (r.scheduled_for IS NULL OR r.scheduled_for <= $3)
-            AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.session_id = r.session_id
-                AND p.created_seq < r.created_seq AND p.{UNFINISHED})
-        ORDER BY r.created_seq LIMIT $1
-    ) c
+    CROSS JOIN LATERAL ({_READY_RUNS} LIMIT 1) f  -- not EXISTS: that may become a join over the whole queue
     WHERE o.owner IS NOT NULL
+), bound AS (
+    SELECT (SELECT running + 1 FROM firsts ORDER BY running LIMIT 1 OFFSET $1 - 1) AS turn
+), ready AS (
+    SELECT c.run_id, c.created_seq, o.last,
+        o.running + row_number() OVER (PARTITION BY o.owner ORDER BY c.created_seq) AS turn
+    FROM firsts o CROSS JOIN bound
+    CROSS JOIN LATERAL ({_READY_RUNS} LIMIT greatest(0, least($1, bound.turn - o.running))) c
 )
 SELECT run_id FROM ready ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
 # queued runs per pipeline that no worker seen since $1 serves, due by $2 (``after_s``: a
