@@ -4,7 +4,8 @@ fan-out part of docs/scaling.md.
 
 One worker executes ``--runs`` ``ticker`` runs (one tick every ``--interval-ms``
 for ``--ticks`` ticks); ``--apis`` API processes each hold ``--streams`` streams
-of those same runs (spread evenly over them), read by one client process per
+of those same runs (spread evenly over them; with as many runs as streams in
+all, each run has one stream), read by one client process per
 API process. The runs are created with ``after_s`` so that every stream is open
 before the first tick: every tick is then live, and its latency (the client's
 clock minus the ``t`` the worker stamped) is the fan-out's.
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
@@ -61,7 +63,7 @@ async def client(args: argparse.Namespace) -> dict[str, Any]:
     deadline = time.monotonic() + args.deadline_s
 
     async def one(session: aiohttp.ClientSession, i: int) -> None:
-        run_id = runs[i % len(runs)]
+        run_id = runs[(args.offset + i) % len(runs)]
         last, ended, n = 0, False, 0
         try:
             async with gate:
@@ -124,7 +126,7 @@ def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def deployment_args(args: argparse.Namespace) -> argparse.Namespace:
-    """What scaleout's Deployment reads."""
+    """What scaleout's Deployment reads (steady_streams: every run executes at once)."""
     env = [
         f"RUNYARD_MAX_STREAMS_PER_OWNER={args.apis * args.streams + 100}",
         "RUNYARD_SSE_HEARTBEAT_S=15",
@@ -132,7 +134,7 @@ def deployment_args(args: argparse.Namespace) -> argparse.Namespace:
     ]
     return argparse.Namespace(
         app="_scaleapp:app", startup_timeout=60, pg_url=args.pg_url, redis_url=args.redis_url, server_env=env,
-        steady_streams=64, burst_runs=64, busy_owners=64, src=os.path.join(REPO, "src"), keep_failed=False,
+        steady_streams=args.runs, burst_runs=64, busy_owners=64, src=os.path.join(REPO, "src"), keep_failed=False,
     )  # fmt: skip
 
 
@@ -154,15 +156,18 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     with Deployment(cfg, dargs) as dep:
         apis = [m for m in dep.members if m.role == "api"]
         worker = next(m for m in dep.members if m.role == "worker")
-        lead_s = 8 + args.apis * args.streams / 400  # every stream opens before the first tick
+        lead_s = 8 + args.apis * args.streams / 400 + args.runs / 100  # every stream opens before the first tick
         body = {"pipeline": "ticker", "after_s": lead_s}
-        runs = [
-            post_json(
-                f"{apis[0].url}/v1/runs",
-                {**body, "input": {"marker": f"m{i}", "count": args.ticks, "interval_ms": args.interval_ms}},
-            )["run_id"]
-            for i in range(args.runs)
-        ]
+        with ThreadPoolExecutor(16) as pool:
+            runs = list(
+                pool.map(
+                    lambda i: post_json(
+                        f"{apis[i % len(apis)].url}/v1/runs",
+                        {**body, "input": {"marker": f"m{i}", "count": args.ticks, "interval_ms": args.interval_ms}},
+                    )["run_id"],
+                    range(args.runs),
+                )
+            )
         created = time.monotonic()
         baseline = {m.name: tree_rss(m.server.pid) for m in apis}
         deadline_s = lead_s + args.ticks * args.interval_ms / 1000 + 30
@@ -173,9 +178,11 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         ]  # fmt: skip
         clients = [
             subprocess.Popen(
-                [sys.executable, __file__, "--client", "--api", m.url, *client_argv], stdout=subprocess.PIPE, text=True
+                [sys.executable, __file__, "--client", "--api", m.url, "--offset", str(k * args.streams), *client_argv],
+                stdout=subprocess.PIPE,
+                text=True,
             )
-            for m in apis
+            for k, m in enumerate(apis)
         ]
         for c in clients:
             assert c.stdout is not None
@@ -274,6 +281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--api", help=argparse.SUPPRESS)
     ap.add_argument("--run-ids", help=argparse.SUPPRESS)
+    ap.add_argument("--offset", type=int, default=0, help=argparse.SUPPRESS)  # this client's first run
     ap.add_argument("--deadline-s", type=float, default=120, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
