@@ -97,8 +97,8 @@ class PostgresAdmissions(PostgresConnection, Admissions):
         self._creations = GroupCommit(self._transact)
 
     async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
-        if admission is None:  # nothing to decide: written with the creations of the moment
-            await self._creations.create(run, new_session)
+        if admission is None or admission.idempotency_key is None:  # written with the creations of the moment
+            await self._creations.create(run, new_session, None if admission is None else admission.quota)
             return run
 
         async def work(conn: Connection) -> Run:

@@ -4,12 +4,14 @@ are written together next, in one transaction of two pipelined statements,
 as the SQLite store's writer thread groups its writes.
 
 A creation waits for one transaction, not for one per run ahead of it, and
-PostgreSQL flushes its WAL once per group instead of once per run. Only
-creations with nothing to decide are grouped: a new run in a session of its
-own or already created, without quota or idempotency key. Those that decide
-under row locks (``Admission``, ``enter_session``) keep a transaction each,
-so that no group holds another request's locks (and no two groups of two
-processes wait on each other's).
+PostgreSQL flushes its WAL once per group instead of once per run. Grouped
+are the creations of a run in a session of its own (or none), with or without
+an owner's quota; a group takes its owners' quota rows in one order (by
+owner), so two groups never wait on each other, and admits each creation in
+its turn while its owner has runs left, exactly as one transaction each
+would. Those that decide more under row locks (an idempotency key,
+``enter_session``) keep a transaction each: a group must not hold the locks
+of the requests that would have to wait for it.
 
 Each creation still ends on its own: a group that PostgreSQL refuses for a
 reason of one of its rows (a duplicate run id, say) is written again one
@@ -22,8 +24,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from runyard.errors import StoreError, StoreUnavailable
+from runyard.errors import QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import Run, Session
 from runyard.store._rows import run_row, session_row
 from runyard.store.postgres.connection import Connection
@@ -32,15 +35,58 @@ from runyard.store.postgres.schema import INSERT_RUN, INSERT_SESSION
 # At most this many creations per transaction: bounds a group's statement and its WAL record.
 MAX_GROUP = 500
 
-Transact = Callable[[Callable[[Connection], Awaitable[None]]], Awaitable[None]]
-_Member = tuple[Run, Session | None, "asyncio.Future[None]"]
+Refusals = list[QuotaExceeded | None]
+Transact = Callable[[Callable[[Connection], Awaitable[Refusals]]], Awaitable[Refusals]]
 
 
-async def _insert(conn: Connection, members: list[_Member]) -> None:
-    sessions = [session_row(session) for _, session, _ in members if session is not None]
+@dataclass(slots=True)
+class _Member:
+    run: Run
+    session: Session | None
+    quota: int | None  # the owner's, when one is set
+    done: asyncio.Future[None]
+
+
+async def _insert(conn: Connection, members: list[_Member]) -> list[QuotaExceeded | None]:
+    """Write the members the quotas admit; per member, None or why it was refused."""
+    refused = await _count(conn, members)
+    admitted = [m for m, no in zip(members, refused, strict=True) if no is None]
+    sessions = [session_row(m.session) for m in admitted if m.session is not None]
     if sessions:
         await conn.executemany(INSERT_SESSION, sessions)
-    await conn.executemany(INSERT_RUN, [run_row(run) for run, _, _ in members])
+    if admitted:
+        await conn.executemany(INSERT_RUN, [run_row(m.run) for m in admitted])
+    return refused
+
+
+async def _count(conn: Connection, members: list[_Member]) -> list[QuotaExceeded | None]:
+    """Count the members with a quota against their owners' rows, taken in owner order."""
+    owners = sorted({m.run.owner for m in members if m.quota is not None})
+    if not owners:
+        return [None] * len(members)
+    await conn.execute(
+        "INSERT INTO owner_quota (owner, runs_created) SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING", owners
+    )
+    rows = await conn.fetch(
+        "SELECT owner, runs_created FROM owner_quota WHERE owner = ANY($1::text[]) ORDER BY owner FOR UPDATE", owners
+    )
+    created: dict[str, int] = {row[0]: row[1] for row in rows}
+    refused: list[QuotaExceeded | None] = []
+    for m in members:
+        owner = m.run.owner
+        if m.quota is not None and created[owner] >= m.quota:
+            refused.append(QuotaExceeded(f"owner {owner!r} has created all {m.quota} runs of its quota"))
+            continue
+        if m.quota is not None:
+            created[owner] += 1
+        refused.append(None)
+    await conn.execute(
+        "UPDATE owner_quota q SET runs_created = u.n FROM unnest($1::text[], $2::int8[]) AS u(owner, n)"
+        " WHERE q.owner = u.owner",
+        owners,
+        [created[owner] for owner in owners],
+    )
+    return refused
 
 
 class GroupCommit:
@@ -51,12 +97,13 @@ class GroupCommit:
         self._pending: list[_Member] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def create(self, run: Run, session: Session | None) -> None:
+    async def create(self, run: Run, session: Session | None, quota: int | None = None) -> None:
         """Write ``run`` (and ``session``) with the next group; returns once committed.
+        ``QuotaExceeded`` (nothing written) when its owner has created ``quota`` runs.
         A cancelled caller only stops waiting: the group is written whole."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieved)  # a caller that stopped waiting leaves no unread error
-        self._pending.append((run, session, done))
+        self._pending.append(_Member(run, session, quota, done))
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_all(), name="runyard-pg-creations")
         await asyncio.shield(done)
@@ -76,7 +123,7 @@ class GroupCommit:
 
     async def _write(self, group: list[_Member]) -> None:
         try:
-            await self._transact(lambda conn: _insert(conn, group))
+            refused = await self._transact(lambda conn: _insert(conn, group))
         except StoreUnavailable as exc:
             _settle(group, exc)
         except Exception as exc:
@@ -85,17 +132,18 @@ class GroupCommit:
             else:  # nothing was written: each creation alone, for its own answer
                 await asyncio.gather(*(self._write([member]) for member in group))
         else:
-            _settle(group, None)
+            for member, why in zip(group, refused, strict=True):
+                _settle([member], why)
 
 
 def _settle(group: list[_Member], error: BaseException | None) -> None:
-    for _, _, done in group:
-        if done.done():
+    for member in group:
+        if member.done.done():
             continue
         if error is None:
-            done.set_result(None)
+            member.done.set_result(None)
         else:
-            done.set_exception(error)
+            member.done.set_exception(error)
 
 
 def _retrieved(done: asyncio.Future[None]) -> None:
