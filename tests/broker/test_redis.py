@@ -18,6 +18,7 @@ import pytest
 import redis.asyncio
 from redis.exceptions import RedisError
 
+from runyard.broker.base import WAKE
 from runyard.broker.redis import RedisBroker
 from runyard.broker.redis_wire import decode_events, encode_events
 from runyard.events import EventLog, follow
@@ -312,3 +313,34 @@ async def test_publishing_resends_each_runs_newest_event_once_redis_answers(open
     await asyncio.sleep(0.2)  # past the back-off
     await a.publish([event("run_b", 1)])  # the next batch of any run carries run_a's newest event
     assert await received(channel, 4, first=4) == [4]  # a gap: run_a's followers read 2-4 from the store
+
+
+async def test_wake_ups_asked_for_at_once_reach_other_processes_folded_and_none_is_lost(prefix: str) -> None:
+    """A group commit answers dozens of creations at once, each of which asks for
+    a wake-up: the others get a few, not one each, and the last ask is always
+    followed by one they receive (none is folded into a message sent before it)."""
+    require_redis()
+    heard: dict[str, list[str]] = {"sender": [], "other": []}
+    sender, other = RedisBroker(redis_url(prefix)), RedisBroker(redis_url(prefix))
+
+    async def other_heard() -> bool:
+        return bool(heard["other"])
+
+    await sender.open(Hub(sender.watcher), lambda kind, _: heard["sender"].append(kind))
+    await other.open(Hub(other.watcher), lambda kind, _: heard["other"].append(kind))
+    try:
+        await asyncio.sleep(0.05)
+        heard["sender"].clear()  # each woke its own workers on subscribing
+        heard["other"].clear()
+        await asyncio.gather(*(sender.signal(WAKE) for _ in range(50)))
+        assert heard["sender"] == [WAKE] * 50  # this process's own workers: at once, every time
+        await until(other_heard)
+        await asyncio.sleep(0.2)  # anything still on its way arrives
+        assert 1 <= len(heard["other"]) <= 2
+        heard["other"].clear()
+        await sender.signal(WAKE)  # asked for after the others were sent: sent too
+        await until(other_heard)
+        assert heard["other"] == [WAKE]
+    finally:
+        await sender.close()
+        await other.close()

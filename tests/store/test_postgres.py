@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
-from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
-from runyard.models import EventDraft, Run, RunStatus
+from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
+from runyard.models import EventDraft, Run, RunStatus, Session
 from runyard.store import AppendGroup, AppendResult, store_from_url
+from runyard.store.base import Admission
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
 from tests.services import require_service
 
@@ -39,6 +40,10 @@ async def store(postgres_url: str) -> AsyncIterator[PostgresStore]:
 def make_run(run_id: str, session_id: str = "ses_1", **fields: Any) -> Run:
     fields.setdefault("input", {"count": 1})
     return Run(run_id, session_id, "alice", "ticker", RunStatus.QUEUED, created_at=T0, **fields)
+
+
+def new_session(session_id: str) -> Session:
+    return Session(session_id, "alice", T0, T0)
 
 
 def drafts(run_id: str, start: int, n: int) -> list[EventDraft]:
@@ -187,6 +192,71 @@ async def test_processes_appending_to_one_run_at_once_never_share_or_skip_a_seq(
             assert [e.seq for e in await stores[3].read_events(f"run_own{i}", 0, 100)] == list(range(1, 51))
     finally:
         await asyncio.gather(*(store.close() for store in stores))
+
+
+# -- creations ----------------------------------------------------------------
+
+
+@needs_postgres
+async def test_creations_made_at_once_are_written_together_and_each_answered_alone(store: PostgresStore) -> None:
+    """Concurrent creations share a transaction (group commit); one that PostgreSQL
+    refuses (a run id already taken) fails alone, and the others are created."""
+    await store.create_run(make_run("run_taken", "ses_taken"))
+    ids = [f"run_{i}" for i in range(30)]
+    ids[17] = "run_taken"
+    outcomes = await asyncio.gather(
+        *(
+            store.create_run(make_run(run_id, f"ses_new{i}"), new_session(f"ses_new{i}"))
+            for i, run_id in enumerate(ids)
+        ),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[17], asyncpg.UniqueViolationError)
+    assert all(isinstance(outcome, Run) for i, outcome in enumerate(outcomes) if i != 17)
+    for i, run_id in enumerate(ids):
+        stored = await store.get_run(run_id)
+        assert stored is not None
+        assert stored.session_id == ("ses_taken" if i == 17 else f"ses_new{i}")
+        # the refused creation left no session behind: never half-created
+        assert (await store.get_session(f"ses_new{i}") is None) == (i == 17)
+
+
+@needs_postgres
+async def test_groups_of_two_processes_admit_exactly_each_owners_quota(postgres_url: str) -> None:
+    """Two pools (two processes) group creations of three owners under a quota of
+    7, the owners in opposite orders: each owner gets exactly 7 runs, the rest
+    ``QuotaExceeded`` with nothing written, and no group waits on the other's locks."""
+    stores = [PostgresStore(postgres_url) for _ in range(2)]
+    await asyncio.gather(*(store.open() for store in stores))
+    owners = ["alice", "bob", "carol"]
+    try:
+
+        async def create(i: int) -> Run:
+            store = stores[i % 2]
+            owner = owners[i % 3] if i % 2 else owners[-1 - i % 3]
+            r = Run(f"run_q{i}", f"ses_q{i}", owner, "ticker", RunStatus.QUEUED, created_at=T0, input={"count": 1})
+            return await store.create_run(r, Session(r.session_id, owner, T0, T0), Admission(quota=7))
+
+        outcomes = await asyncio.wait_for(asyncio.gather(*(create(i) for i in range(90)), return_exceptions=True), 20)
+        admitted = [outcome for outcome in outcomes if isinstance(outcome, Run)]
+        assert all(isinstance(outcome, Run | QuotaExceeded) for outcome in outcomes)
+        assert sorted(run.owner for run in admitted) == sorted(owners * 7)
+        for i, outcome in enumerate(outcomes):
+            assert (await stores[0].get_session(f"ses_q{i}") is not None) == isinstance(outcome, Run)
+    finally:
+        await asyncio.gather(*(store.close() for store in stores))
+
+
+@needs_postgres
+async def test_a_cancelled_creation_still_commits_whole(store: PostgresStore) -> None:
+    creations = [asyncio.create_task(store.create_run(make_run(f"run_c{i}", f"ses_c{i}"), new_session(f"ses_c{i}")))
+                 for i in range(5)]  # fmt: skip
+    await asyncio.sleep(0)
+    creations[2].cancel()
+    await asyncio.gather(*creations, return_exceptions=True)
+    for i in range(5):
+        assert await store.get_run(f"run_c{i}") is not None
+        assert await store.get_session(f"ses_c{i}") is not None
 
 
 @needs_postgres

@@ -101,6 +101,8 @@ class RedisBroker(Broker):
         self._confirming: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._wake_pending = False  # a wake-up asked for and not yet on its way
+        self._waker: asyncio.Task[None] | None = None  # sends them, one at a time
         # publishing
         self._resume_at = 0.0  # while Redis fails, batches skip it until then
         self._publish_failures = 0  # in a row
@@ -118,12 +120,12 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._reader, self._flusher):
+        for task in (self._reader, self._flusher, self._waker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._reader = self._flusher = None
+        self._reader = self._flusher = self._waker = None
         if self._attempt is not None and not self._attempt.done():
             self._attempt.set_result(None)  # the reader was cancelled before it began
         self._attempt = None
@@ -142,6 +144,29 @@ class RedisBroker(Broker):
         self._deliver_signal(kind, run_id)
         if self._closed:
             return
+        if kind == WAKE and not run_id:
+            self._wake_others()
+            return
+        await self._send(kind, run_id)
+
+    def _wake_others(self) -> None:
+        """A wake-up says only "look at the queue": those asked for while one is on
+        its way to Redis are folded into one more, sent after it. A burst of
+        creations (a group commit answers dozens at once) costs every other
+        process one message, not one each."""
+        self._wake_pending = True
+        if self._waker is None:
+            self._waker = asyncio.create_task(self._send_wakes(), name="runyard-redis-waker")
+
+    async def _send_wakes(self) -> None:
+        try:
+            while self._wake_pending and not self._closed:
+                self._wake_pending = False
+                await self._send(WAKE, "")
+        finally:
+            self._waker = None
+
+    async def _send(self, kind: str, run_id: str) -> None:
         try:
             async with asyncio.timeout(TIMEOUT_S):
                 await self._client.publish(self._control, orjson.dumps([self._origin, kind, run_id]))

@@ -3,11 +3,14 @@ session entry, decided under row locks in the creation's transaction."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from runyard.errors import QuotaExceeded
 from runyard.models import Multitask, Run, Session
 from runyard.store._rows import SESSION_COLUMNS, run_from_row, run_row, session_from_row, session_row
 from runyard.store.base import Admission, Admissions, Entered, SessionEntry
 from runyard.store.postgres.connection import Connection, PostgresConnection
+from runyard.store.postgres.creations import GroupCommit
 from runyard.store.postgres.schema import IDEMPOTENT_RUN, INSERT_RUN, INSERT_SESSION, UNFINISHED
 from runyard.store.postgres.sessions import cancel_unfinished
 
@@ -89,16 +92,19 @@ async def _admit(conn: Connection, run: Run, admission: Admission) -> Run | None
 class PostgresAdmissions(PostgresConnection, Admissions):
     """``Admissions`` on PostgreSQL."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._creations = GroupCommit(self._transact)
+
     async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
-        if new_session is None and admission is None:
-            await self._execute(INSERT_RUN, *run_row(run))
+        if admission is None or admission.idempotency_key is None:  # written with the creations of the moment
+            await self._creations.create(run, new_session, None if admission is None else admission.quota)
             return run
 
         async def work(conn: Connection) -> Run:
-            if admission is not None:
-                first = await _admit(conn, run, admission)
-                if first is not None:
-                    return first
+            first = await _admit(conn, run, admission)
+            if first is not None:
+                return first
             if new_session is not None:
                 await conn.execute(INSERT_SESSION, *session_row(new_session))
             await conn.execute(INSERT_RUN, *run_row(run))

@@ -22,6 +22,11 @@ VERSION_TABLE = """CREATE TABLE IF NOT EXISTS runyard_schema_version (
     applied_at timestamptz NOT NULL DEFAULT now()
 )"""
 
+# The one statement of which statuses are unfinished (``models.UNFINISHED``): a
+# waiting run holds its session as a queued or running one does.
+_UNFINISHED_VALUES = ", ".join(f"'{status.value}'" for status in sorted(UNFINISHED_STATUSES))
+UNFINISHED = f"status IN ({_UNFINISHED_VALUES})"
+
 # Append-only: the position is the version. Never edit an entry; add one.
 MIGRATIONS: list[str] = [
     """CREATE TABLE sessions (
@@ -192,6 +197,10 @@ MIGRATIONS: list[str] = [
     # a run's W3C trace context (traceparent, then a newline and tracestate if
     # any): every execution of the run, on any worker, continues that trace
     "ALTER TABLE runs ADD COLUMN trace text",
+    # issue 15: claims that cost what they claim, not what is queued (CLAIMABLE)
+    "CREATE INDEX runs_queued ON runs (owner, created_seq) WHERE status = 'queued'",
+    "CREATE INDEX runs_running ON runs (owner) WHERE status = 'running'",
+    f"CREATE INDEX runs_session_unfinished ON runs (session_id, created_seq) WHERE {UNFINISHED}",
 ]
 
 # wake_at is the waiting column's ``until``, from the same parameter
@@ -201,10 +210,6 @@ INSERT_RUN = (
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(RUN_FIELDS) + 1))}, (${_WAITING}::json ->> 'until')::float8)"
 )
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-# The one statement of which statuses are unfinished (``models.UNFINISHED``): a
-# waiting run holds its session as a queued or running one does.
-_UNFINISHED_VALUES = ", ".join(f"'{status.value}'" for status in sorted(UNFINISHED_STATUSES))
-UNFINISHED = f"status IN ({_UNFINISHED_VALUES})"
 # the run (``RUN_FIELDS`` first, as ``run_from_row`` reads them) and fingerprint of an
 # owner's idempotency key used since $3
 IDEMPOTENT_RUN = (
@@ -224,20 +229,41 @@ LOCK_RUNS = (
 # an owner's n-th ready run takes turn (its running runs, on every worker, + n);
 # ties go to the owner served least recently, then to the oldest run. Read
 # without locks; LOCK_CLAIMABLE then takes those no other worker is claiming.
-CLAIMABLE = f"""WITH heads AS (
-    SELECT min(created_seq) AS first FROM runs WHERE {UNFINISHED} GROUP BY session_id
-), busy AS (
-    SELECT owner, count(*) AS running FROM runs WHERE status = 'running' GROUP BY owner
+# Its cost follows the owners with queued runs, not the queue's length: the
+# owners are found by skipping through ``runs_queued`` (one index seek each);
+# of each, its running runs and its last start are index lookups, and its ready
+# runs are read in that index's order (a run behind an unfinished one of its
+# session is passed over by one probe of ``runs_session_unfinished``). Only as
+# many as can make the cut: when $1 owners have a ready run, the $1-th smallest
+# first turn among them, ``bound``, is at least the turn of the $1-th run
+# claimed, so an owner's n-th run is read only while its turn is at most that.
+_READY_RUNS = f"""SELECT r.run_id, r.created_seq FROM runs r
+        WHERE r.owner = o.owner AND r.status = 'queued' AND r.pipeline = ANY($2::text[])
+            AND (r.scheduled_for IS NULL OR r.scheduled_for <= $3)
+            AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.session_id = r.session_id
+                AND p.created_seq < r.created_seq AND p.{UNFINISHED})
+        ORDER BY r.created_seq"""
+CLAIMABLE = f"""WITH RECURSIVE owners AS (
+    (SELECT owner FROM runs WHERE status = 'queued' ORDER BY owner LIMIT 1)
+    UNION ALL
+    SELECT (SELECT r.owner FROM runs r WHERE r.status = 'queued' AND r.owner > o.owner ORDER BY r.owner LIMIT 1)
+    FROM owners o WHERE o.owner IS NOT NULL
+), firsts AS (
+    SELECT o.owner, b.running, s.last
+    FROM owners o
+    CROSS JOIN LATERAL (SELECT count(*) AS running FROM runs WHERE owner = o.owner AND status = 'running') b
+    CROSS JOIN LATERAL (SELECT max(started_at) AS last FROM runs WHERE owner = o.owner) s
+    CROSS JOIN LATERAL ({_READY_RUNS} LIMIT 1) f  -- not EXISTS: that may become a join over the whole queue
+    WHERE o.owner IS NOT NULL
+), bound AS (
+    SELECT (SELECT running + 1 FROM firsts ORDER BY running LIMIT 1 OFFSET $1 - 1) AS turn
 ), ready AS (
-    SELECT r.run_id, r.owner, r.created_seq,
-        coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
-    FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
-    WHERE r.status = 'queued' AND r.pipeline = ANY($2::text[]) AND (r.scheduled_for IS NULL OR r.scheduled_for <= $3)
-), served AS (
-    SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
-    FROM (SELECT DISTINCT owner FROM ready) o
+    SELECT c.run_id, c.created_seq, o.last,
+        o.running + row_number() OVER (PARTITION BY o.owner ORDER BY c.created_seq) AS turn
+    FROM firsts o CROSS JOIN bound
+    CROSS JOIN LATERAL ({_READY_RUNS} LIMIT greatest(0, least($1, bound.turn - o.running))) c
 )
-SELECT run_id FROM ready JOIN served USING (owner) ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
+SELECT run_id FROM ready ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
 # queued runs per pipeline that no worker seen since $1 serves, due by $2 (``after_s``: a
 # run scheduled for later waits for no worker yet)
 UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued'

@@ -1,0 +1,202 @@
+"""What a claim and a creation cost on the PostgreSQL store, as the queue grows:
+two builds of runyard measured alternately in one invocation.
+
+For each build (``--base-src``, default /work/main/src, and ``--head-src``,
+default this checkout's src/) and each queue depth (``--depths``, default
+100,1000,10000), a child process with that build's store:
+
+1. creates a fresh database (migrated by the build's own store);
+2. fills it with ``depth`` queued ``ticker`` runs of ``--owners`` owners, each run
+   in a session of its own (what ``POST /v1/runs`` without ``session_id``
+   makes), inserted with one SQL statement;
+3. times ``--claims`` calls of ``store.claim(limit=--limit)``, and after each
+   one inserts as many queued runs as it claimed, so the depth stays put;
+4. times ``--creates`` calls of ``store.create_run`` (a new session each, as the
+   API makes them) with ``--inflight`` in flight: creations/s of one process.
+
+Builds alternate (base, head, base, head, ... ``--repeats`` times) so that the
+load of a shared machine falls on both alike; the table gives the medians and
+head/base. Run it from the repository root::
+
+    .venv/bin/python bench/claims.py                       # ~2 min
+    .venv/bin/python bench/claims.py --depths 100,10000 --repeats 3 --json bench/results/claims.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from _util import median, pct, postgres_database  # noqa: E402
+
+FILL = """INSERT INTO runs (run_id, session_id, owner, pipeline, status, input, metadata, created_at,
+    attempt, max_attempts)
+SELECT 'run_' || $1 || '_' || i, 'ses_' || $1 || '_' || i, 'owner-' || (i % $3), 'ticker', 'queued',
+    '{"count": 1}', '{}', extract(epoch from clock_timestamp()), 1, 1
+FROM generate_series(1, $2) AS i"""
+
+
+# --------------------------------------------------------------------------- child: one build, one depth
+
+
+async def child(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncpg
+
+    from runyard.models import Run, RunStatus, Session, new_id, now
+    from runyard.store.postgres import PostgresStore
+
+    async with postgres_database(args.pg_url) as url:
+        store = PostgresStore(url + "?pool_max=10")
+        await store.open()
+        raw = await asyncpg.connect(url)
+        try:
+            filled = 0
+
+            async def fill(n: int) -> None:
+                nonlocal filled
+                await raw.execute(FILL, str(filled), n, args.owners)
+                filled += 1
+
+            await fill(args.depth)
+            await raw.execute("VACUUM ANALYZE runs")  # as autovacuum would have: index-only scans need it
+            costs = []
+            for _ in range(args.claims):
+                at = now()
+                started = time.perf_counter()
+                claimed = await store.claim("bench-worker", args.limit, at, at + 300, pipelines=["ticker"])
+                costs.append((time.perf_counter() - started) * 1000)
+                if claimed:
+                    await fill(len(claimed))
+            queued = await raw.fetchval("SELECT count(*) FROM runs WHERE status = 'queued'")
+
+            async def create(i: int) -> None:
+                at = now()
+                run = Run(
+                    new_id("run"),
+                    new_id("ses"),
+                    f"creator-{i % args.owners}",
+                    "ticker",
+                    RunStatus.QUEUED,
+                    input={"count": 1},
+                    created_at=at,
+                )
+                await store.create_run(run, Session(run.session_id, run.owner, at, at))
+
+            gate = asyncio.Semaphore(args.inflight)
+
+            async def gated(i: int) -> None:
+                async with gate:
+                    await create(i)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(gated(i) for i in range(args.creates)))
+            create_s = time.perf_counter() - started
+        finally:
+            await raw.close()
+            await store.close()
+    return {
+        "claim_p50_ms": median(costs),
+        "claim_p90_ms": pct(costs, 90),
+        "queued_after": queued,
+        "creates_per_s": args.creates / create_s,
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def measure(src: str, depth: int, args: argparse.Namespace) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((src, HERE)))
+    argv = [
+        sys.executable, __file__, "--child", "--depth", str(depth), "--pg-url", args.pg_url,
+        "--owners", str(args.owners), "--claims", str(args.claims), "--limit", str(args.limit),
+        "--creates", str(args.creates), "--inflight", str(args.inflight),
+    ]  # fmt: skip
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"child for {src} at depth {depth} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def table(results: dict[str, dict[int, list[dict[str, Any]]]], depths: list[int]) -> str:
+    rows = [
+        "| queued runs | claim p50 base (ms) | claim p50 head (ms) | head/base"
+        " | creations/s base | creations/s head | head/base |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for depth in depths:
+        b = results["base"][depth]
+        h = results["head"][depth]
+        cb = median([r["claim_p50_ms"] for r in b])
+        ch = median([r["claim_p50_ms"] for r in h])
+        rb = median([r["creates_per_s"] for r in b])
+        rh = median([r["creates_per_s"] for r in h])
+        rows.append(
+            f"| {depth:,} | {fmt(cb)} | {fmt(ch)} | {fmt(ch / cb if cb and ch else None)}"
+            f" | {fmt(rb, 0)} | {fmt(rh, 0)} | {fmt(rh / rb if rb and rh else None)} |"
+        )
+    return "\n".join(rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base-src", default="/work/main/src", help="the build measured first (default: main)")
+    ap.add_argument("--head-src", default=os.path.join(REPO, "src"), help="the build compared with it")
+    ap.add_argument("--depths", default="100,1000,10000", help="queued runs, comma-separated")
+    ap.add_argument("--owners", type=int, default=20, help="owners the queued runs belong to")
+    ap.add_argument("--claims", type=int, default=40, help="claims timed per depth")
+    ap.add_argument("--limit", type=int, default=8, help="runs each claim takes at most")
+    ap.add_argument("--creates", type=int, default=2000, help="create_run calls timed per depth")
+    ap.add_argument("--inflight", type=int, default=64, help="create_run calls in flight")
+    ap.add_argument("--repeats", type=int, default=2, help="alternations base/head")
+    ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres", help="maintenance database")
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--depth", type=int, default=0, help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(asyncio.run(child(args))))
+        return 0
+    depths = [int(d) for d in args.depths.split(",")]
+    builds = {"base": args.base_src, "head": args.head_src}
+    results: dict[str, dict[int, list[dict[str, Any]]]] = {name: {d: [] for d in depths} for name in builds}
+    for rep in range(args.repeats):
+        for depth in depths:
+            for name, src in builds.items():
+                r = measure(src, depth, args)
+                results[name][depth].append(r)
+                print(
+                    f"[{rep + 1}/{args.repeats}] {name:4} depth {depth:>6,}: claim p50 {fmt(r['claim_p50_ms'])} ms"
+                    f" p90 {fmt(r['claim_p90_ms'])} ms (queued after {r['queued_after']:,});"
+                    f" {r['creates_per_s']:,.0f} creations/s",
+                    flush=True,
+                )
+    print(f"\nbase = {args.base_src}, head = {args.head_src}; {args.owners} owners, claims of {args.limit},")
+    print(f"{args.creates} creations with {args.inflight} in flight, in one process; medians of {args.repeats}\n")
+    print(table(results, depths))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
