@@ -11,6 +11,7 @@ from typing import Any
 import jwt
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import interrupt
 from pydantic import BaseModel
@@ -52,6 +53,26 @@ def review_graph() -> Any:
     return graph.compile(checkpointer=InMemorySaver(), name="review")
 
 
+class Writes(MessagesState):
+    count: int
+
+
+async def write(state: Writes) -> dict[str, Any]:
+    writer = get_stream_writer()
+    for i in range(state["count"]):
+        writer({"type": "tick", "i": i, "text": f'",ts":"{i}'})  # data that looks like the frame around it
+        await asyncio.sleep(0.002)
+    return {}
+
+
+def writer_graph() -> Any:
+    graph = StateGraph(Writes)
+    graph.add_node("write", write)
+    graph.add_edge(START, "write")
+    graph.add_edge("write", END)
+    return graph.compile(name="writer")
+
+
 def build(**settings: Any) -> Runyard:
     app = Runyard(Settings(**{"store": "memory://", **settings}))
 
@@ -84,6 +105,7 @@ def build(**settings: Any) -> Runyard:
         raise RuntimeError("the model is on fire")
 
     app.pipeline("review")(langgraph_pipeline(review_graph()))
+    app.pipeline("writer")(langgraph_pipeline(writer_graph()))
     return app
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from runyard.http.routes.langgraph.parts import LAST, Translator
-from runyard.http.routes.langgraph.streams import parse_event_id
+import orjson
+import pytest
+
+from runyard.events import sse
+from runyard.http.routes.langgraph.parts import CUSTOM, LAST, Part, Translator
+from runyard.http.routes.langgraph.streams import encode, parse_event_id
+from runyard.models import Event
 
 RUN = "run_0123456789abcdef01234567"
 
@@ -64,3 +69,16 @@ def test_event_ids_resume_after_a_part_a_whole_event_or_from_the_start() -> None
     assert parse_event_id("12.3") == (12, 3)
     assert parse_event_id("12") == (12, LAST)
     assert parse_event_id("-1") is None and parse_event_id(None) is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"type": "tick", "i": 1}, "thinking", ["a", {"b": None}], 'tricky ,"ts":"2020" inside', {"ts": "x", "data": 1}],
+)
+def test_a_graphs_custom_event_is_relayed_with_its_data_exactly_as_stored(data: Any) -> None:
+    stored = orjson.dumps(data)
+    frame = sse.frame(Event(RUN, 7, "graph.custom", stored, 1.7e9))
+    assert sse.stored_data(frame, b"graph.custom") == stored
+    assert orjson.loads(encode(Part(7, CUSTOM, "custom", orjson.Fragment(stored))).split(b"data: ")[1]) == data
+    assert sse.stored_data(frame, b"graph.values") is None
+    assert sse.stored_data(sse.frame(Event(RUN, 8, "graph.customs", stored, 1.7e9)), b"graph.custom") is None

@@ -63,7 +63,7 @@ def of(parts: list[StreamPart], event: str) -> list[Any]:
 
 async def test_assistants_are_the_pipelines(client: LangGraphClient) -> None:
     found = await client.assistants.search()
-    assert [a["assistant_id"] for a in found] == ["parrot", "approval", "ticker", "boom", "review"]
+    assert [a["assistant_id"] for a in found] == ["parrot", "approval", "ticker", "boom", "review", "writer"]
     assert all(a["graph_id"] == a["assistant_id"] for a in found)
     parrot = await client.assistants.get("parrot")
     assert parrot["description"] == "Says the message back, a word at a time."
@@ -188,6 +188,29 @@ async def test_a_dropped_stream_rejoined_with_last_event_id_has_no_gap_and_no_re
     assert [p.id for p in first + rest] == [p.id for p in whole]
     assert [p.data for p in first + rest] == [p.data for p in whole]
     assert [t["i"] for t in of(first + rest, "custom")] == list(range(30))
+
+
+async def test_a_graphs_custom_events_rejoined_in_custom_mode_come_each_once_as_written(
+    client: LangGraphClient,
+) -> None:
+    """A graph's ``get_stream_writer()`` data is relayed as stored, without a
+    decode: a rejoin from inside the run still misses and repeats nothing."""
+    thread = await client.threads.create()
+    stream = client.runs.stream(
+        thread["thread_id"], "writer", input={"count": 40, "messages": []}, stream_mode="custom"
+    )
+    first: list[StreamPart] = []
+    async for part in stream:
+        first.append(part)
+        if len(first) == 15:
+            break
+    await stream.aclose()  # type: ignore[attr-defined]
+    run_id = first[0].data["run_id"]
+    rest = await collect(
+        client.runs.join_stream(thread["thread_id"], run_id, stream_mode="custom", last_event_id=first[-1].id)
+    )
+    written = of(first + rest, "custom")
+    assert written == [{"type": "tick", "i": i, "text": f'",ts":"{i}'} for i in range(40)]
 
 
 async def test_a_stream_cut_by_the_network_is_resumed_by_the_sdk_itself(server: str) -> None:

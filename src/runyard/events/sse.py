@@ -36,6 +36,20 @@ def frame(event: Event) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event.seq, event.type.encode(), event.to_json())
 
 
+def stored_data(frame: bytes, type: bytes) -> bytes | None:
+    """The ``data`` of the frame's event as it was stored (encoded JSON), if the
+    event is of ``type``; else None. Read off the layout ``frame`` and
+    ``Event.to_json`` write (``ts`` last), for a relay that forwards an event's
+    data untouched: decoding and encoding it again cost a LangGraph stream a
+    fifth of its CPU per event."""
+    head = b"\nevent: " + type + b"\ndata: {"
+    at = frame.find(head)
+    if at < 0:
+        return None
+    start = frame.index(b'"data":', at + len(head)) + 7
+    return frame[start : frame.rindex(b',"ts":"')]
+
+
 def session_frame(cursor: int, event: Event) -> Frame:
     """An event as a session stream sends it: ``id:`` the stream's cursor, and
     ``run_id`` first in the event object (then ``seq`` and the rest, as a run's)."""

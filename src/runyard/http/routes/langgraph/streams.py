@@ -18,13 +18,15 @@ from typing import Any
 import orjson
 
 from runyard.errors import InvalidCursor
-from runyard.events.sse import Frame
-from runyard.http.routes.langgraph.parts import INTERRUPT, LAST, META, Part, Translator, asks
+from runyard.events.sse import Frame, stored_data
+from runyard.http.routes.langgraph.parts import CUSTOM, INTERRUPT, LAST, META, Part, Translator, asks
 from runyard.models import Run
 from runyard.runtime import Runtime
 
 HEARTBEAT = b": heartbeat\n\n"
 ALWAYS = frozenset({"metadata", "end", "error"})
+EVERY_EVENT = frozenset({"events", "debug"})  # the modes that make a part of every event
+GRAPH_CUSTOM = b"graph.custom"  # what the LangGraph adapter emits for get_stream_writer()
 PAGE = 1000
 
 
@@ -79,11 +81,17 @@ async def run_parts(
     if run.status.finished and after >= run.last_seq:
         return
     translator = Translator(frozenset(modes))
+    relay_custom = not EVERY_EVENT & translator.modes  # a graph's custom events need no decoding
     asked: Any = None
     async with contextlib.aclosing(runtime.follow(run, after)) as batches:
         async for batch in batches:
             out: list[Part] = []
             for event_seq, _, frame in batch:
+                custom = stored_data(frame, GRAPH_CUSTOM) if relay_custom else None
+                if custom is not None:  # its only part: the data the graph wrote, as stored
+                    if (event_seq, CUSTOM) > cursor:
+                        out.append(Part(event_seq, CUSTOM, "custom", orjson.Fragment(custom)))
+                    continue
                 event = frame_event(frame)
                 parts = translator.parts(event_seq, run.run_id, event)
                 if event.get("type") == "input.requested":
