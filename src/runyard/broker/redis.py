@@ -46,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from runyard.broker.base import WAKE, Broker, SignalHandler
+from runyard.broker.folding import Folded
 from runyard.broker.redis_wire import decode_events, encode_events, split_url
 from runyard.models import Event
 from runyard.retrying import Backoff
@@ -57,12 +58,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("runyard.broker")
 
-# Connecting and answering a command: bounds how long a hung Redis holds up the
-# event writer (once; publishing then backs off) or a readiness probe. Commands
-# are bounded with asyncio.timeout, not redis-py's socket_timeout: with it,
-# redis-py sends through asyncio.wait_for, which on Python 3.11 can swallow a
-# cancellation that arrives as the send completes. A URL's own
-# socket_connect_timeout wins over this.
+# Connecting and answering a command: bounds how long a hung Redis holds up the event writer (once;
+# publishing then backs off) or a readiness probe. Commands are bounded with asyncio.timeout, not
+# redis-py's socket_timeout: with it, redis-py sends through asyncio.wait_for, which on Python 3.11
+# can swallow a cancellation that arrives as the send completes. A URL's socket_connect_timeout wins.
 TIMEOUT_S = 1.0
 WATCH_TIMEOUT_S = 1.0  # a join waits this long at most for Redis to confirm a subscription
 # The subscriber reconnects after 50 ms (with jitter), doubling up to 2 s while Redis stays unreachable.
@@ -101,8 +100,9 @@ class RedisBroker(Broker):
         self._confirming: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        self._wake_pending = False  # a wake-up asked for and not yet on its way
-        self._waker: asyncio.Task[None] | None = None  # sends them, one at a time
+        # A wake-up says only "look at the queue": a burst of creations (a group
+        # commit answers dozens at once) costs every other process two messages.
+        self._wakes = Folded(lambda: self._send(WAKE, ""), "runyard-redis-waker")
         # publishing
         self._resume_at = 0.0  # while Redis fails, batches skip it until then
         self._publish_failures = 0  # in a row
@@ -120,12 +120,13 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closed = True
-        for task in (self._reader, self._flusher, self._waker):
+        await self._wakes.close()
+        for task in (self._reader, self._flusher):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._reader = self._flusher = self._waker = None
+        self._reader = self._flusher = None
         if self._attempt is not None and not self._attempt.done():
             self._attempt.set_result(None)  # the reader was cancelled before it began
         self._attempt = None
@@ -145,26 +146,9 @@ class RedisBroker(Broker):
         if self._closed:
             return
         if kind == WAKE and not run_id:
-            self._wake_others()
+            self._wakes.ask()
             return
         await self._send(kind, run_id)
-
-    def _wake_others(self) -> None:
-        """A wake-up says only "look at the queue": those asked for while one is on
-        its way to Redis are folded into one more, sent after it. A burst of
-        creations (a group commit answers dozens at once) costs every other
-        process one message, not one each."""
-        self._wake_pending = True
-        if self._waker is None:
-            self._waker = asyncio.create_task(self._send_wakes(), name="runyard-redis-waker")
-
-    async def _send_wakes(self) -> None:
-        try:
-            while self._wake_pending and not self._closed:
-                self._wake_pending = False
-                await self._send(WAKE, "")
-        finally:
-            self._waker = None
 
     async def _send(self, kind: str, run_id: str) -> None:
         try:
