@@ -146,7 +146,11 @@ class LangGraphLoad:
 
 
 class V1Load:
-    """Runs through runyard's own API (POST /v1/runs, GET /v1/runs/{id}/stream)."""
+    """Runs through runyard's own API: ``POST /v1/runs/stream`` creates a run and
+    streams it in one request, as ``runs.stream`` does (a stream opened after a
+    separate ``POST /v1/runs`` reads history in bulk once it starts late, a
+    cheaper and slower load than the LangGraph one); a rejoin is
+    ``GET /v1/runs/{id}/stream`` with ``Last-Event-ID``."""
 
     def __init__(self, client: LangGraphClient, assistant: str) -> None:
         self.client, self.pipeline = client, assistant
@@ -157,14 +161,20 @@ class V1Load:
     async def drive(self, run: Run) -> None:
         started = time.perf_counter()
         body = {"pipeline": self.pipeline, "input": {"marker": run.marker, "count": run.count}}
-        created = await self.client.http.post("/v1/runs", json=body, headers=owner(run))
-        path = f"/v1/runs/{created['run_id']}/stream"
-        parts = self.client.http.stream(path, "GET", headers=owner(run))
+        located: list[str] = []  # the run's URL, from the response's Location
+        parts = self.client.http.stream(
+            "/v1/runs/stream",
+            "POST",
+            json=body,
+            headers=owner(run),
+            on_response=lambda response: located.append(response.headers.get("location", "")),
+        )
         await read(parts, run, TICK, started, run.count // 2 if run.rejoin else None)
         if run.rejoin:
-            if run.last_id is None:
-                raise RuntimeError("no event id to rejoin from")
+            if run.last_id is None or not located:
+                raise RuntimeError("no run or event id to rejoin from")
             run.rejoined = True
+            path = f"{located[0]}/stream"
             rejoin = self.client.http.stream(path, "GET", headers={**owner(run), "Last-Event-ID": run.last_id})
             await read(rejoin, run, TICK, started, None)
 

@@ -10,7 +10,7 @@ each, every run created and streamed through the real ``langgraph_sdk`` client
   from PyPI into a virtualenv of its own (``bench/.venvs/``, made once; never a
   dependency of runyard);
 - ``langgraph``: runyard's LangGraph API at ``/langgraph``, stream mode ``custom``;
-- ``v1``: runyard's own API, ``POST /v1/runs`` + ``GET /v1/runs/{id}/stream``.
+- ``v1``: runyard's own API, ``POST /v1/runs/stream`` (create and stream in one request, as ``runs.stream``).
 
 Every server runs the same graph (``_lggraph.py``: one node writing the events
 with ``get_stream_writer()``); runyard serves it through its LangGraph adapter

@@ -39,6 +39,25 @@ INTERRUPT = "__interrupt__"
 RUNTIME_TYPES = frozenset(
     {"status", "end", "error", "step", "input.requested", "input.received", "phase", "token", "graph.interrupt"}
 )
+_RUNTIME_BYTES = frozenset(kind.encode() for kind in RUNTIME_TYPES)
+
+
+def custom_json(kind: bytes, data: bytes) -> bytes | None:
+    """The ``custom`` part an event of type ``kind`` makes, as JSON, built from
+    its stored ``data`` without decoding it; None for a type that makes no such
+    part. The same rule as ``Translator.parts``: a graph's ``graph.custom`` data
+    as it is, a pipeline's own event as ``{"type": kind, **data}`` (a ``type``
+    in its data comes later and wins, as it does in the dict)."""
+    if kind == b"graph.custom":
+        return data
+    if kind in _RUNTIME_BYTES or kind.startswith(b"graph."):
+        return None
+    if data[:1] != b"{":
+        return b'{"type":"%s","data":%s}' % (kind, data)
+    rest = data[1:].lstrip()
+    return b'{"type":"%s"%s%s' % (kind, b"" if rest[:1] == b"}" else b",", rest)
+
+
 STATUS = {
     RunStatus.QUEUED: "pending",
     RunStatus.RUNNING: "running",

@@ -18,15 +18,14 @@ from typing import Any
 import orjson
 
 from runyard.errors import InvalidCursor
-from runyard.events.sse import Frame, stored_data
-from runyard.http.routes.langgraph.parts import CUSTOM, INTERRUPT, LAST, META, Part, Translator, asks
+from runyard.events.sse import Frame, frame_type, stored_data
+from runyard.http.routes.langgraph.parts import CUSTOM, INTERRUPT, LAST, META, Part, Translator, asks, custom_json
 from runyard.models import Run
 from runyard.runtime import Runtime
 
 HEARTBEAT = b": heartbeat\n\n"
 ALWAYS = frozenset({"metadata", "end", "error"})
 EVERY_EVENT = frozenset({"events", "debug"})  # the modes that make a part of every event
-GRAPH_CUSTOM = b"graph.custom"  # what the LangGraph adapter emits for get_stream_writer()
 PAGE = 1000
 
 
@@ -81,14 +80,14 @@ async def run_parts(
     if run.status.finished and after >= run.last_seq:
         return
     translator = Translator(frozenset(modes))
-    relay_custom = not EVERY_EVENT & translator.modes  # a graph's custom events need no decoding
+    relay_custom = not EVERY_EVENT & translator.modes  # then a custom event needs no decoding
     asked: Any = None
     async with contextlib.aclosing(runtime.follow(run, after)) as batches:
         async for batch in batches:
             out: list[Part] = []
             for event_seq, _, frame in batch:
-                custom = stored_data(frame, GRAPH_CUSTOM) if relay_custom else None
-                if custom is not None:  # its only part: the data the graph wrote, as stored
+                custom = custom_json(frame_type(frame), stored_data(frame)) if relay_custom else None
+                if custom is not None:  # its only part: built from the data as stored
                     if (event_seq, CUSTOM) > cursor:
                         out.append(Part(event_seq, CUSTOM, "custom", orjson.Fragment(custom)))
                     continue
