@@ -42,7 +42,7 @@ async def replay_of(journal: Journal, run: Run) -> Replay:
     """What ``run``, just claimed, replays. A run whose log holds nothing but the
     claim's own ``status`` event (seq 1) has never executed: it has no step and no
     event to replay, so the read is skipped (one store round trip per run start,
-    a third of the reads a burst of new runs and their streams made)."""
+    beside the reads of the stream that follows it)."""
     if run.last_seq <= 1:
         return Replay()
     return await journal.replay(run.run_id)
