@@ -91,8 +91,8 @@ async def received(channel: RunChannel, seq: int, first: int = 1, timeout_s: flo
     """The seqs in the channel's window (which starts at ``first``) once it reaches ``seq``."""
     async with asyncio.timeout(timeout_s):
         while True:
-            changed = channel.changed
+            version = channel.version
             window = seqs(channel, first)
             if window and window[-1] >= seq:
                 return window
-            await changed.wait()
+            await channel.changed_since(version)

@@ -19,11 +19,10 @@ process while idle ends its streams here within one heartbeat.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from runyard.events.hub import Hub
+from runyard.events.hub import Hub, Listener
 from runyard.events.sse import Frame, session_frame
 from runyard.events.stream import FIRST_PAGE, PAGE_BYTES, _page_bytes, _page_size
 from runyard.models import session_channel
@@ -43,13 +42,14 @@ async def follow_session(
     frames (``id:`` the cursor), in order, each once, until the session is
     deleted or expires or the hub closes; an empty batch after ``heartbeat_s`` of silence."""
     channel = await hub.join(session_channel(owner, session_id))
+    listener = Listener(channel, heartbeat_s)
     try:
         cursor = after
         page = max(1, FIRST_PAGE * _page_bytes(hub) // PAGE_BYTES)
         catching_up = False
         silent = False  # the last wait ended without a wake-up
         while True:
-            changed = channel.changed  # taken before reading, so no wake-up is missed
+            version = channel.version  # taken before reading, so no wake-up is missed
             async with hub.store_reads if catching_up else contextlib.nullcontext():
                 read = await store.read_session_events(owner, session_id, cursor, page)
             catching_up = len(read) >= page
@@ -58,6 +58,7 @@ async def follow_session(
                 cursor = read[-1].cursor
                 page = _page_size(batch, _page_bytes(hub))
                 yield batch
+                listener.spoke()
                 if catching_up or any(is_end for _, is_end, _ in batch):
                     # more history; or a run ended, perhaps because the session was
                     # deleted (its wake-up may have come with the events): read again,
@@ -66,15 +67,12 @@ async def follow_session(
             else:
                 if silent:
                     yield []  # the heartbeat
+                    listener.spoke()
                 if not await is_open():
                     return
             if channel.closed:
                 return
-            try:
-                async with asyncio.timeout(heartbeat_s):
-                    await changed.wait()
-                silent = False
-            except TimeoutError:
-                silent = True
+            silent = not await listener.wait(version)
     finally:
+        listener.close()
         hub.leave(channel)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator
 
-from runyard.events.hub import Hub
+from runyard.events.hub import Hub, Listener
 from runyard.events.sse import Frame, encode
 from runyard.store.base import EventStore
 
@@ -38,13 +37,14 @@ async def follow(
     up on a long history (``Hub.store_reads``), for one page.
     """
     channel = await hub.join(run_id)
+    listener = Listener(channel, heartbeat_s)
     try:
         cursor = after
         page = max(1, FIRST_PAGE * _page_bytes(hub) // PAGE_BYTES)
         poll_store = False
         catching_up = False  # the last store read filled its page: more history follows
         while True:
-            changed = channel.changed  # taken before reading, so no wake-up is missed
+            version = channel.version  # taken before reading, so no wake-up is missed
             batch = None if poll_store else channel.after(cursor, page)
             if batch is None:
                 # Only a follower catching up takes a turn: the turn bounds the
@@ -57,24 +57,25 @@ async def follow(
                 poll_store = False
                 catching_up = len(batch) >= page
             if batch:
-                page = _page_size(batch, _page_bytes(hub))
+                if len(batch) > 1:  # a lone event says little of the next page's size
+                    page = _page_size(batch, _page_bytes(hub))
                 seq, is_end, _ = batch[-1]
                 cursor = seq
                 yield batch
+                listener.spoke()
                 if is_end:
                     return
                 continue
             if channel.closed:
                 return  # shutting down: the client resumes elsewhere from its cursor
-            try:
-                async with asyncio.timeout(heartbeat_s):  # no task per wait, unlike wait_for
-                    await changed.wait()
-            except TimeoutError:
+            if not await listener.wait(version):
                 # Silence: say so, and look at the store again on the next turn in
                 # case a cross-process notification was missed.
                 poll_store = True
                 yield []
+                listener.spoke()
     finally:
+        listener.close()
         hub.leave(channel)
 
 
