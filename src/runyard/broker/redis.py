@@ -47,7 +47,7 @@ from redis.exceptions import RedisError
 
 from runyard.broker.base import WAKE, Broker, SignalHandler
 from runyard.broker.folding import Folded
-from runyard.broker.redis_wire import PUBLISH_ALL, decode_events, run_messages, split_url
+from runyard.broker.redis_wire import decode_events, encode_events, split_url
 from runyard.models import Event
 from runyard.retrying import Backoff
 
@@ -103,7 +103,6 @@ class RedisBroker(Broker):
         # A wake-up says only "look at the queue": a burst of creations (a group
         # commit answers dozens at once) costs every other process two messages.
         self._wakes = Folded(lambda: self._send(WAKE, ""), "runyard-redis-waker")
-        self._publish_all = self._client.register_script(PUBLISH_ALL)  # EVALSHA, loaded again if Redis lost it
         # publishing
         self._resume_at = 0.0  # while Redis fails, batches skip it until then
         self._publish_failures = 0  # in a row
@@ -188,15 +187,15 @@ class RedisBroker(Broker):
         if time.monotonic() < self._resume_at:
             self._remember(by_run)
             return
-        messages: list[bytes] = []
-        for run_id, event in self._unsent.items():
-            if run_id not in by_run:
-                messages += run_messages(self._origin, self._events_prefix, [event])
-        for run_events in by_run.values():
-            messages += run_messages(self._origin, self._events_prefix, run_events)
         try:
-            async with asyncio.timeout(TIMEOUT_S):
-                await self._send_messages(messages)
+            async with self._client.pipeline(transaction=False) as pipe:
+                for run_id, event in self._unsent.items():
+                    if run_id not in by_run:
+                        self._publish(pipe, [event])
+                for run_events in by_run.values():
+                    self._publish(pipe, run_events)
+                async with asyncio.timeout(TIMEOUT_S):
+                    await pipe.execute()
         except (RedisError, OSError) as exc:
             self._remember(by_run)
             if not self._publish_failures:
@@ -209,21 +208,22 @@ class RedisBroker(Broker):
             self._publish_failures = 0
         self._unsent.clear()
 
-    async def _send_messages(self, messages: list[bytes]) -> None:
-        """PUBLISH each (channel, message) pair, in order: one script call, which Redis
-        answers once (a pipeline of PUBLISH had a reply per message to parse: 12 % of a
-        worker's CPU samples in bench/scaleout.py create, runs of 1 tick)."""
-        if len(messages) == 2:
-            await self._client.publish(messages[0], messages[1])
-        elif messages:
-            await self._publish_all(args=messages)
+    def _publish(self, pipe: Any, events: list[Event]) -> None:
+        """One run's events to the run's channel, and to its session's (whose followers
+        elsewhere read the store when they hear of them)."""
+        message = encode_events(self._origin, events)
+        pipe.publish(self._channel(events[0].run_id), message)
+        session = events[0].session
+        if session is not None:
+            pipe.publish(self._channel(session), message)
 
     def _remember(self, by_run: dict[str, list[Event]]) -> None:
         """Keep each run's newest unsent event: sent later, it shows followers
         elsewhere a gap, which they fill from the store, instead of a silence."""
+        unsent = self._unsent
         for run_id, run_events in by_run.items():
-            if run_id in self._unsent or len(self._unsent) < MAX_UNSENT:
-                self._unsent[run_id] = run_events[-1]
+            if run_id in unsent or len(unsent) < MAX_UNSENT:
+                unsent[run_id] = run_events[-1]
 
     # -- subscribing -------------------------------------------------------------
 

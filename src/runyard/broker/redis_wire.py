@@ -1,5 +1,5 @@
-"""What the Redis broker writes and reads: its URL (``?prefix=``), one run's
-events as one pub/sub message, and the script that publishes a batch of them."""
+"""What the Redis broker writes and reads: its URL (``?prefix=``) and one run's
+events as one pub/sub message."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import orjson
 from runyard.models import Event
 
 DEFAULT_PREFIX = "runyard:"
-# PUBLISH of each (channel, message) pair of its arguments, in order: a batch's messages in one call
-PUBLISH_ALL = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end"
 
 
 def encode_events(origin: str, events: list[Event]) -> bytes:
@@ -26,16 +24,6 @@ def encode_events(origin: str, events: list[Event]) -> bytes:
     return orjson.dumps(
         [origin, events[0].run_id, rows] if session is None else [origin, events[0].run_id, rows, session]
     )
-
-
-def run_messages(origin: str, events_prefix: bytes, events: list[Event]) -> list[bytes]:
-    """One run's events for its channel, and its session's (whose followers elsewhere
-    read the store when they hear of them): channel, message[, channel, message]."""
-    message = encode_events(origin, events)
-    session = events[0].session
-    if session is None:
-        return [events_prefix + events[0].run_id.encode(), message]
-    return [events_prefix + events[0].run_id.encode(), message, events_prefix + session.encode(), message]
 
 
 def decode_events(message: bytes) -> tuple[str, list[Event]]:
