@@ -600,10 +600,10 @@ def ramp_split(c: dict[str, Any], res: dict[str, Any]) -> None:
     created = [(b - a) * 1000 for a, b, _, _ in ramp if b]
     opened = [(o - b) * 1000 for _, b, o, _ in ramp if o and b]
     res.update(
-        create_p50_ms=r2(pct(created, 50)),
-        create_p99_ms=r2(pct(created, 99)),
-        open_p50_ms=r2(pct(opened, 50)),
-        open_p99_ms=r2(pct(opened, 99)),
+        ramp_create_p50_ms=r2(pct(created, 50)),
+        ramp_create_p99_ms=r2(pct(created, 99)),
+        ramp_open_p50_ms=r2(pct(opened, 50)),
+        ramp_open_p99_ms=r2(pct(opened, 99)),
     )
 
 
@@ -806,8 +806,8 @@ def print_one(cfg: Config, res: dict[str, Any], rep: str) -> None:
             parts.append(
                 f"p99 of ticks delivered live {res['live_p99_ms']} ms, of the {res['history_samples']} read"
                 f" from history as a stream opened {res['history_p99_ms']} ms; creation p50/p99"
-                f" {res['create_p50_ms']}/{res['create_p99_ms']} ms, then stream open"
-                f" {res['open_p50_ms']}/{res['open_p99_ms']} ms"
+                f" {res['ramp_create_p50_ms']}/{res['ramp_create_p99_ms']} ms, then stream open"
+                f" {res['ramp_open_p50_ms']}/{res['ramp_open_p99_ms']} ms"
             )
     parts.append("cpu " + cpu_text(cpu))
     if len(res.get("workers", {})) > 1:
