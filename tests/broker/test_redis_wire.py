@@ -15,7 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from runyard.broker import redis_wire
 from runyard.broker.redis_wire import read_replies
 
-SILENCE_S = 0.1
+SILENCE_S = 0.25  # a stall of the loop longer than 0.6 of it would PING the connection that speaks
 
 
 class FakeConnection:
