@@ -108,9 +108,11 @@ class Stream:
         "last_seq",
         "lat",
         "lat_at",
+        "lat_pre",
         "leaks",
         "marker",
         "marker_q",
+        "opened",
         "pings",
         "pings_mark",
         "run_id",
@@ -126,6 +128,10 @@ class Stream:
         self.sample = sample
         self.lat = lat  # shared list of latency samples, ms
         self.lat_at = lat_at  # if kept: when each sample was received (scaleout.py)
+        # if kept (with lat_at): per sample, 1 if the tick was emitted before its stream's
+        # response came (it was read from the run's history), else 0
+        self.lat_pre: list[int] | None = None
+        self.opened: float | None = None  # when the stream's response headers came
         self.buf = b""
         self.crlf = False
         self.last_seq = 0
@@ -167,6 +173,8 @@ class Stream:
                 self.lat.append((now - float(inner["t"])) * 1000.0)
                 if self.lat_at is not None:
                     self.lat_at.append(now)
+                if self.lat_pre is not None:
+                    self.lat_pre.append(int(self.opened is None or float(inner["t"]) < self.opened))
             except (ValueError, KeyError, TypeError, AttributeError):
                 self.bad_frames += 1
 
@@ -232,6 +240,9 @@ class Client:
         # receive times of the latency samples, on demand: scaleout.py tells the ramp-up
         # (streams still being opened) from the settled phase
         self.lat_at: list[float] | None = [] if cfg.get("lat_times") else None
+        self.lat_pre: list[int] | None = [] if cfg.get("lat_times") else None
+        # with lat_times: per stream (create sent, create answered, stream opened, first tick), epoch s
+        self.ramp: list[list[float | None]] = []
         self.streams: list[Stream] = []
         self.session: aiohttp.ClientSession | None = None
 
@@ -249,6 +260,7 @@ class Client:
 
     def new_stream(self, idx: int, sample: int) -> Stream:
         st = Stream(idx, f"r{idx}-{uuid.uuid4().hex}", sample, self.lat, self.lat_at)
+        st.lat_pre = self.lat_pre
         self.streams.append(st)
         return st
 
@@ -294,6 +306,7 @@ class Client:
                         if r.status != 200:
                             self.error(f"stream {r.status}: {(await r.read())[:200]!r}")
                             return
+                        st.opened = time.time()
                         content = r.content
                         while True:
                             chunk = await content.readany()
@@ -390,7 +403,10 @@ class Client:
                 if await self.create(st, count, interval_ms) is None:
                     st.closed = True
                     return
+            created = time.time()
             await self.stream(st)
+            if self.lat_pre is not None:
+                self.ramp.append([st.t0, created, st.opened, st.first_tick])
 
         t_start = time.time()
         await self._bounded(asyncio.gather(*(one(i) for i in range(*cfg["indices"]))))
@@ -649,6 +665,8 @@ class Client:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         if self.lat_at is not None:
             out["lat_at"] = [round(x, 4) for x in self.lat_at]
+        if self.lat_pre is not None:
+            out.update(lat_pre=self.lat_pre, ramp=self.ramp)
         out.update(
             event="result",
             mode=mode,

@@ -350,3 +350,29 @@ async def test_a_claim_cut_off_after_its_commit_still_hands_over_its_runs(cut_st
     cut_store.cut = True
     (claimed,) = await cut_store.claim("w1", 5, T0, T0 + 30, pipelines=["ticker"])
     assert (claimed.run.run_id, claimed.run.worker_id) == ("run_1", "w1")
+
+
+# -- sessions touched in groups ------------------------------------------------
+
+
+async def test_touches_at_once_are_written_in_groups_each_session_its_latest(store: PostgresStore) -> None:
+    """Touches handed over together (runs ending in one batch) share statements, and
+    each session keeps the latest of its own, whatever their order."""
+    ids = [f"ses_touch{i}" for i in range(5)]
+    for session_id in ids:
+        await store.create_session(new_session(session_id))
+    calls: list[int] = []
+    write = store._touches._execute
+
+    async def counted(session_ids: list[str], ats: list[float]) -> None:
+        calls.append(len(session_ids))
+        await write(session_ids, ats)
+
+    store._touches._execute = counted
+    touches = [(ids[k % 5], T0 + (k * 7) % 50) for k in range(50)]
+    await asyncio.gather(*(store.touch_session(session_id, at) for session_id, at in touches))
+    assert len(calls) < len(touches)  # grouped: one statement wrote several touches
+    for session_id in ids:
+        latest = max(at for s, at in touches if s == session_id)
+        found = await store.get_session(session_id)
+        assert found is not None and found.last_activity == latest

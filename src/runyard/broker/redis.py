@@ -42,12 +42,11 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from runyard.broker.base import WAKE, Broker, SignalHandler
 from runyard.broker.folding import Folded
-from runyard.broker.redis_wire import decode_events, encode_events, split_url
+from runyard.broker.redis_wire import decode_events, encode_events, read_replies, split_url
 from runyard.models import Event
 from runyard.retrying import Backoff
 
@@ -69,7 +68,6 @@ RECONNECT = Backoff(first_s=0.05, max_s=2.0)
 # After a failed publish, batches skip Redis for 50 ms, doubling up to 1 s (no
 # jitter: it is a pause of this process's writer, not a retry in step with others).
 PUBLISH_PAUSE = Backoff(first_s=0.05, max_s=1.0, spread=(1.0, 1.0))
-SILENCE_S = 5.0  # a silent subscriber connection is PINGed; silent twice as long, it is presumed dead
 MAX_UNSENT = 10_000  # runs whose newest unsent event is remembered while Redis is unreachable
 
 
@@ -311,7 +309,8 @@ class RedisBroker(Broker):
                     attempt.set_result(None)  # watchers waiting for a connection go on, with or without one
             if down_since is None:
                 try:
-                    await self._read()
+                    assert self._conn is not None
+                    await read_replies(self._conn, self._dispatch)
                 except Exception as exc:
                     down_since = time.monotonic()
                     log.warning("lost the Redis subscriber connection (%s); reconnecting", exc)
@@ -336,30 +335,18 @@ class RedisBroker(Broker):
         self._conn = conn
         await conn.send_command("SUBSCRIBE", *channels, check_health=False)
 
-    async def _read(self) -> None:
-        """Hand messages to the hub until the connection fails (it then raises)."""
-        conn = self._conn
-        assert conn is not None
-        pinged = False
-        while True:
-            reply: Any = await conn.read_response(timeout=SILENCE_S, push_request=True)
-            if reply is None:  # silence: a half-open TCP connection would be silent forever
-                if pinged:
-                    raise RedisConnectionError(f"no reply from Redis within {SILENCE_S:g}s")
-                await conn.send_command("PING", check_health=False)
-                pinged = True
-                continue
-            pinged = False
-            if not isinstance(reply, list) or len(reply) != 3:
-                continue  # a PONG
-            kind, channel, payload = reply
-            if kind == b"message":
-                if channel == self._control:
-                    self._on_control(payload)
-                else:
-                    self._on_message(payload)
-            elif kind == b"subscribe":
-                self._on_subscribed(channel)
+    def _dispatch(self, reply: Any) -> None:
+        """One reply read from the subscriber connection."""
+        if not isinstance(reply, list) or len(reply) != 3:
+            return  # a PONG
+        kind, channel, payload = reply
+        if kind == b"message":
+            if channel == self._control:
+                self._on_control(payload)
+            else:
+                self._on_message(payload)
+        elif kind == b"subscribe":
+            self._on_subscribed(channel)
 
     def _on_message(self, message: bytes) -> None:
         try:

@@ -47,8 +47,6 @@ async def _stream_slot(request: Request) -> StreamSlot:
 
 
 async def _create(request: Request, body: RunRequest, idempotency_key: str | None) -> Run:
-    # the fingerprint covers the run's fields, not how the caller follows it
-    fields = body.model_dump(mode="json", include=set(RunRequest.model_fields))
     return await runtime_of(request).create_run(
         owner_of(request),
         body.pipeline,
@@ -58,10 +56,16 @@ async def _create(request: Request, body: RunRequest, idempotency_key: str | Non
         timeout_s=body.timeout_s,
         multitask=body.multitask,
         after_s=body.after_s,
-        idempotency=None if idempotency_key is None else Idempotency.of(idempotency_key, fields),
+        idempotency=None if idempotency_key is None else Idempotency.of(idempotency_key, _fields(body)),
         webhook=body.webhook,
         trace=incoming(request.headers),  # the caller's W3C traceparent, continued by the run
     )
+
+
+def _fields(body: RunRequest) -> dict[str, object]:
+    """What an idempotency key's fingerprint covers: the run's fields, not how the
+    caller follows it (dumped only for a request with a key)."""
+    return body.model_dump(mode="json", include=set(RunRequest.model_fields))
 
 
 @router.post("", status_code=201, summary="Create a run", response_model=RunSnapshot, responses=CREATION_ERRORS)

@@ -3,10 +3,11 @@
 The store is cut by concern, one module per protocol it implements, over one
 pool (``connection.py``: transactions that finish whole when their caller is
 cancelled, writes never left in doubt, the lifecycle and migrations):
-``admissions.py``, ``runs.py`` (records and the queue), ``sessions.py``,
+``admissions.py`` (with ``creations.py``: group commit), ``runs.py`` (records
+and the queue), ``sessions.py`` (with ``touches.py``: last activity in groups),
 ``events.py`` (gap-free numbering under the runs' row locks), ``journal.py``
-(steps and waits), ``retention.py``, ``items.py`` (the long-term store);
-(steps and waits), ``retention.py``, ``outbox.py`` (webhook deliveries owed);
+(steps and waits), ``retention.py``, ``items.py`` (the long-term store),
+``outbox.py`` (webhook deliveries owed);
 ``schema.py`` holds the migrations (append-only: the position is the version) and the SQL.
 """
 

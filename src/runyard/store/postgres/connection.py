@@ -197,6 +197,15 @@ async def _transaction(pool: Any, work: Callable[[Connection], Awaitable[T]], pr
             raise
 
 
+async def _keep_session(conn: Connection) -> None:
+    """What a connection released to the pool is reset with: nothing more than what
+    asyncpg always does (roll back a transaction left open). Its default reset
+    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more
+    round trip and statement per use of the pool, for session state runyard never
+    leaves: no ``SET``, ``LISTEN``, cursor or session-level lock (the migration's
+    lock is its transaction's)."""
+
+
 class _Statements:
     """One-statement calls on the pool, "busy or down" reported as ``StoreUnavailable``
     (in doubt if the connection was lost after the statement was sent)."""
@@ -252,6 +261,7 @@ class PostgresConnection(Lifecycle):
                 min_size=self._pool_min,
                 max_size=self._pool_max,
                 server_settings=self._server_settings,
+                reset=_keep_session,
             )
         except CONNECT_ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {_where(self.url)}: {exc}") from exc

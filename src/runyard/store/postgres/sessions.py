@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from runyard.models import Message, Run, Session
 from runyard.store._numbering import cancel_group, cancellations
 from runyard.store._rows import (
@@ -18,6 +20,7 @@ from runyard.store.base import Cancelled, SessionStore
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.events import append_batch
 from runyard.store.postgres.schema import INSERT_SESSION, UNFINISHED
+from runyard.store.postgres.touches import TOUCH, SessionTouches
 
 
 async def cancel_unfinished(conn: Connection, session_id: str, at: float, sparing: str = "") -> list[Cancelled]:
@@ -45,6 +48,10 @@ async def cancel_unfinished(conn: Connection, session_id: str, at: float, sparin
 class PostgresSessions(PostgresConnection, SessionStore):
     """``SessionStore`` on PostgreSQL."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._touches = SessionTouches(lambda ids, ats: self._execute(TOUCH, ids, ats))
+
     async def create_session(self, session: Session) -> None:
         await self._execute(INSERT_SESSION, *session_row(session))
 
@@ -53,9 +60,7 @@ class PostgresSessions(PostgresConnection, SessionStore):
         return None if row is None else session_from_row(row)
 
     async def touch_session(self, session_id: str, at: float) -> None:
-        await self._execute(
-            "UPDATE sessions SET last_activity = $2 WHERE session_id = $1 AND last_activity < $2", session_id, at
-        )
+        await self._touches.touch(session_id, at)
 
     async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
         async def work(conn: Connection) -> list[Cancelled]:
