@@ -308,15 +308,10 @@ class Event:
         """The event exactly as ``/events`` and SSE ``data:`` lines carry it."""
         # _rfc3339's format, written straight into the bytes: half the cost of
         # formatting a str and encoding it (1.98 against 3.75 µs an event, timeit)
-        ts = self.ts
-        second = int(ts)
-        return b'{"seq":%d,"type":"%s","data":%s,"ts":"%s.%06dZ"}' % (
-            self.seq,
-            self.type.encode(),
-            self.data,
-            _whole_second(second),
-            int((ts - second) * 1e6),
-        )
+        ts, second = self.ts, int(self.ts)
+        micros = int((ts - second) * 1e6)
+        data = (self.seq, self.type.encode(), self.data, _whole_second(second), micros)
+        return b'{"seq":%d,"type":"%s","data":%s,"ts":"%s.%06dZ"}' % data
 
 
 class SessionEvent(NamedTuple):
