@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 
 CHROMIUM = os.environ.get("RUNYARD_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "screenshots"
-# A page waits at most this long for anything; every scenario is a few seconds long.
-WAIT_MS = 15_000
+# A page waits at most this long for anything; every scenario is a few seconds
+# long alone, but 4 test processes share 2 cores in CI, and 15 s was once not enough.
+WAIT_MS = 45_000
 
 NewPage = Callable[..., "Page"]
 
