@@ -51,9 +51,9 @@ examples/langgraph_ui/node_modules/.package-lock.json: examples/langgraph_ui/pac
 node-deps: tests/node/node_modules/.package-lock.json examples/langgraph_ui/node_modules/.package-lock.json
 
 # Four processes (pytest-xdist): most tests wait on servers, not on the CPU (13 min instead of 18 on 2 cores).
-# Whole files to the next free worker, the longest first (tests/conftest.py: LONGEST_FIRST).
+# The test that waits for real minutes starts first (tests/conftest.py: FIRST).
 test: check node-deps
-	$(BIN)/pytest -n 4 --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -n 4
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache runyard.db runyard.db-wal runyard.db-shm

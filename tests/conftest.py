@@ -11,34 +11,20 @@ from tests.services import postgres_database
 
 TESTS = Path(__file__).resolve().parent
 
-# ``make test`` runs ``pytest -n 4 --dist loadfile --no-loadscope-reorder``: each
-# file goes whole to the next free worker, in collection order. These files
-# took the longest in a 4-worker run on the 2-core CI machine (``pytest
-# --durations``, 2026-12-03: 70-280 s each, the cron file mostly waiting for
-# real minutes), so they come first: started last, one of them alone kept the
-# run going for minutes after the other workers had finished.
-LONGEST_FIRST = (
-    "fleet/test_crons.py",
-    "fleet/test_fleet.py",
-    "test_process.py",
-    "http/test_openapi_fuzz.py",
-    "durable/test_survival.py",
-    "fleet/test_durable.py",
-    "examples/test_market_chat.py",
-    "examples/test_nextjs_chat.py",
-    "test_readme_quickstart.py",
-    "tracing/test_export.py",
-    "adapters/test_graph_survival.py",
-    "examples/test_resume_optimizer.py",
-    "examples/test_interviewer.py",
-)
+# Collected first, so that ``make test`` (``pytest -n 4``) starts them at once:
+# they wait for real minutes, mostly idle, and started last (as collection
+# order had them) they kept a run going after every other test had finished.
+# Sending whole files to free workers, the longest first (``--dist loadfile``),
+# was tried instead: four multi-process fleet files at once overloaded the
+# 2 cores and timed tests out.
+FIRST = ("fleet/test_crons.py",)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    gone = [path for path in LONGEST_FIRST if not (TESTS / path).is_file()]
+    gone = [path for path in FIRST if not (TESTS / path).is_file()]
     if gone:
-        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names files that are gone: {gone}")
-    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+        raise pytest.UsageError(f"tests/conftest.py FIRST names files that are gone: {gone}")
+    rank = {path: i for i, path in enumerate(FIRST)}
     items.sort(key=lambda item: rank.get(item.path.relative_to(TESTS).as_posix(), len(rank)))  # stable
 
 
