@@ -202,7 +202,8 @@ def test_an_answer_to_a_question_answered_meanwhile_shows_the_409(server: str, o
 
 
 def test_a_sleeping_run_says_until_when(server: str, owner: str, new_page: NewPage) -> None:
-    run = start_run(server, owner, "drowsy", {"seconds": 2})
+    # long enough that the page is up before it wakes, with 4 test processes on 2 cores
+    run = start_run(server, owner, "drowsy", {"seconds": 15})
     page = new_page()
     page.goto(f"{server}/#/runs/{run['run_id']}")
     page.wait_for_selector("#waiting[data-kind=sleep]")
