@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from runyard import Runyard, Settings
 
 REPO = Path(__file__).resolve().parent.parent
+STOP_S = 10  # how long a thread's server may wait for its open connections when it stops
 
 
 def free_port() -> int:
@@ -46,7 +47,20 @@ def serve_in_thread(app: Runyard) -> contextlib.AbstractContextManager[str]:
 def serve_asgi(asgi: ASGIApp) -> Iterator[str]:
     """Serve any ASGI app (a fake external API, say) like ``serve_in_thread``."""
     port = free_port()
-    config = uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    # uvicorn's 5 s keep-alive equals httpx's own expiry: a request reusing a
+    # connection as the server closes it was reset under load (a ReadError in the
+    # chat example's 100 users). Real providers keep idle connections longer than
+    # their clients do, so here the client ends them; runyard's own protocol
+    # answers such a request instead (tests/http/test_keep_alive.py).
+    config = uvicorn.Config(
+        asgi,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=STOP_S,  # a connection left open must not hold the stop past the join
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -60,7 +74,9 @@ def serve_asgi(asgi: ASGIApp) -> Iterator[str]:
         yield url
     finally:
         server.should_exit = True
-        thread.join(timeout=30)
+        thread.join(timeout=STOP_S * 3)
+        if thread.is_alive():  # else its loop closes later, and its warnings fail some other test
+            raise RuntimeError(f"the test server at {url} did not stop within {STOP_S * 3} s")
 
 
 class ServerProcess:

@@ -42,6 +42,7 @@ from runyard.client import (
     StreamLost,
     api_error,
 )
+from runyard.client.clients import IDLE_EXPIRY_S
 from runyard.errors import RunyardError
 from runyard.events.sse import SSEFrame, SSEParser, decode_event
 
@@ -483,6 +484,14 @@ def test_reconnect_backoff_grows_with_small_jitter_and_is_capped() -> None:
     assert 0.08 <= policy.delay(1) <= 0.12
     assert 0.32 <= policy.delay(3) <= 0.48
     assert 0.8 <= policy.delay(30) <= 1.2
+
+
+def test_the_client_ends_an_idle_connection_before_the_servers_keep_alive_would() -> None:
+    """Else a request sent on a connection as the server closes it is reset."""
+    assert runyard.Settings().keep_alive_s > IDLE_EXPIRY_S
+    for client in (Client(), AsyncClient()):
+        pool = client._http._transport._pool  # type: ignore[union-attr]  # httpx keeps it private
+        assert pool._keepalive_expiry == IDLE_EXPIRY_S
 
 
 # -- streams -------------------------------------------------------------------------

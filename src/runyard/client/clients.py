@@ -13,6 +13,12 @@ import httpx
 from runyard.client.api import DEFAULT_URL, ConnectionFailed, server_url
 from runyard.client.resume import Reconnect, _Cursor
 
+# Below the server's keep-alive (``RUNYARD_KEEP_ALIVE_S``, 5 s by default; httpx's
+# own expiry is the same 5 s), so this client, not the server, ends an idle
+# connection, and never sends a request on one the server is closing (the
+# connection counts are httpx's own defaults).
+IDLE_EXPIRY_S = 4.0
+
 
 class _Base:
     """What both clients share: options, headers, and how a stream request is built."""
@@ -33,7 +39,12 @@ class _Base:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.url = server_url(base_url)  # "localhost:8000" means http://localhost:8000
-        self._http_options: dict[str, Any] = {"base_url": self.url, "headers": headers, "timeout": timeout}
+        self._http_options: dict[str, Any] = {
+            "base_url": self.url,
+            "headers": headers,
+            "timeout": timeout,
+            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=IDLE_EXPIRY_S),
+        }
         self._timeout = timeout
         # Longer than the server's heartbeat (15 s by default), so idle streams live on.
         self._stream_read_timeout = stream_read_timeout
