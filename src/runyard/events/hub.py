@@ -231,6 +231,12 @@ class Hub:
         self._watcher = watcher
 
     @property
+    def sees_every_event(self) -> bool:
+        """Whether every persisted event reaches this hub (``local://``): then a
+        silent follower has missed nothing and need not read the store to be sure."""
+        return self._watcher is None
+
+    @property
     def subscribers(self) -> int:
         """Followers of any run in this process (streams share their page budget by it)."""
         return self._subscribers
