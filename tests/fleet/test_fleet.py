@@ -63,14 +63,17 @@ def test_api_processes_never_execute_runs_and_workers_serve_no_api(
     fleet: Fleet, two_by_two: tuple[list[ServerProcess], list[ServerProcess]]
 ) -> None:
     (a, _), workers = two_by_two
-    runs = [create(a.url, "nap", {"seconds": 1}) for _ in range(4)]
+    # long enough to be seen running on a loaded machine (a 1 s nap ended between two polls in CI)
+    runs = [create(a.url, "nap", {"seconds": 30}) for _ in range(4)]
     holders = set()
     for run_id in runs:
-        wait_until(a.url, run_id, {"running", *FINISHED})  # a loaded machine's poll may miss the running second
-        holders.add(fleet.worker_of(run_id))  # the lease's holder stays recorded once the run ends
+        wait_until(a.url, run_id, {"running"})
+        holders.add(fleet.worker_of(run_id))
     assert holders <= set(workers)
     assert httpx.get(f"{workers[0].url}/v1/runs/{runs[0]}", headers=OWNER).status_code == 404
     assert httpx.get(f"{workers[0].url}/readyz").json()["checks"] == {"store": "ok", "broker": "ok"}
+    for run_id in runs:
+        httpx.post(f"{a.url}/v1/runs/{run_id}/cancel", headers=OWNER)
 
 
 def test_100_concurrent_runs_over_every_process_have_no_gaps_and_no_crosstalk(
