@@ -112,7 +112,7 @@ class ProtectedHttpProtocol(HttpToolsProtocol):
         # idle connection just before keep-alive ran out (httpx's own expiry is the
         # same 5 s) has its request in the socket when the timer fires on a busy
         # loop, and uvicorn's close resets it: the client gets a ReadError for a
-        # request it cannot know was never read (1 chat turn in 200, under load).
+        # request it cannot know was never read (the chat example's 100 users, in CI).
         # Bytes waiting crossed the close: this turn reads them, and they cancel
         # the re-armed timer as any request does.
         if self.transport.is_closing():
