@@ -48,7 +48,13 @@ tests/node/node_modules/.package-lock.json: tests/node/package-lock.json
 examples/langgraph_ui/node_modules/.package-lock.json: examples/langgraph_ui/package-lock.json
 	cd examples/langgraph_ui && npm ci --no-audit --no-fund --loglevel=error
 
-node-deps: tests/node/node_modules/.package-lock.json examples/langgraph_ui/node_modules/.package-lock.json
+# The example chat on useChat (examples/nextjs_chat) likewise: installed inside its test, npm ci
+# once ran past the test's 3-minute timeout on a loaded machine.
+examples/nextjs_chat/node_modules/.package-lock.json: examples/nextjs_chat/package-lock.json
+	cd examples/nextjs_chat && npm ci --no-audit --no-fund --loglevel=error
+
+node-deps: tests/node/node_modules/.package-lock.json examples/langgraph_ui/node_modules/.package-lock.json \
+	examples/nextjs_chat/node_modules/.package-lock.json
 
 # Four processes (pytest-xdist): most tests wait on servers, not on the CPU (13 min instead of 18 on 2 cores).
 # The test that waits for real minutes starts first (tests/conftest.py: FIRST).

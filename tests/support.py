@@ -94,12 +94,21 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ServerProcess:
+        return self.spawn().ready()
+
+    def spawn(self) -> ServerProcess:
+        """Start the process without waiting for it (``ready`` waits)."""
         if self.output is None:
             self.proc = subprocess.Popen(self.command, cwd=REPO, env=self.env)
         else:
             with self.output.open("ab") as out:
                 self.proc = subprocess.Popen(self.command, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        return self
+
+    def ready(self, within_s: float = 30) -> ServerProcess:
+        """Once the spawned process answers ``/readyz``."""
+        assert self.proc is not None
+        deadline = time.monotonic() + within_s
         while True:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")

@@ -38,9 +38,8 @@ def assert_one_clean_log(events: list[dict[str, Any]]) -> None:
 @pytest.fixture
 def two_by_two(fleet: Fleet) -> Iterator[tuple[list[ServerProcess], list[ServerProcess]]]:
     """Two API processes and two workers."""
-    apis = [fleet.start("api"), fleet.start("api")]
-    workers = [fleet.start("worker"), fleet.start("worker")]
-    yield apis, workers
+    first_api, second_api, first_worker, second_worker = fleet.start_all("api", "api", "worker", "worker")
+    yield [first_api, second_api], [first_worker, second_worker]
 
 
 # -- one deployment, many processes --------------------------------------------------
