@@ -283,8 +283,7 @@ def test_quota_and_idempotency_hold_when_creations_race_over_two_api_processes(f
 
 def test_a_limits_cap_holds_across_worker_processes(fleet: Fleet) -> None:
     api = fleet.start("api")
-    fleet.start("worker", RUNYARD_MAX_CONCURRENT_RUNS="2")
-    fleet.start("worker", RUNYARD_MAX_CONCURRENT_RUNS="2")
+    fleet.start_all("worker", "worker", RUNYARD_MAX_CONCURRENT_RUNS="2")
     # test-api: concurrency=1. The first run holds the permit 3 s: the worker that
     # claimed it is full (it and a run waiting for the permit), so the other worker
     # claims the next ones, however fast the first would have taken them all.
