@@ -566,6 +566,21 @@ async def test_claim_runs_a_sessions_runs_one_at_a_time_in_order(store: Store) -
     assert await claimed_ids(store, 10) == [second.run_id]
 
 
+async def test_claim_passes_over_more_blocked_runs_than_its_limit_to_a_ready_one(store: Store) -> None:
+    head, *behind = await created(store, *(run("ses_a") for _ in range(4)))
+    assert await claimed_ids(store, 1) == [head.run_id]
+    other_pipeline, later, ready = await created(
+        store, run("ses_p", pipeline="elsewhere"), run("ses_l", scheduled_for=T0 + 60), run("ses_r")
+    )
+    # an owner's queued runs are read in order: three wait for their session's head,
+    # one for a pipeline this worker does not serve, one for its time
+    assert await claimed_ids(store, 1) == [ready.run_id]
+    assert await claimed_ids(store, 5, at=T0 + 61) == [later.run_id]
+    await finish(store, head.run_id)
+    assert await claimed_ids(store, 5, at=T0 + 61) == [behind[0].run_id]
+    assert await store.get_run(other_pipeline.run_id) == other_pipeline
+
+
 async def test_claim_serves_owners_fairly(store: Store) -> None:
     greedy = await created(store, *(run(f"ses_g{i}", "greedy") for i in range(4)))
     (modest,) = await created(store, run("ses_m", "modest"))

@@ -12,6 +12,12 @@ from runyard.models import UNFINISHED
 from runyard.store._numbering import EVENT_OVERHEAD
 from runyard.store._rows import RUN_FIELDS, SESSION_COLUMNS, STEP_COLUMNS
 
+# The one statement of which statuses are unfinished (``models.UNFINISHED``): a
+# waiting run holds its session as a queued or running one does.
+_UNFINISHED_VALUES = ", ".join(f"'{status.value}'" for status in sorted(UNFINISHED))
+UNFINISHED_SQL = f"status IN ({_UNFINISHED_VALUES})"
+FINISHED = f"status NOT IN ({_UNFINISHED_VALUES})"
+
 # Append-only: the position is the version. Never edit an entry; add one.
 MIGRATIONS: list[str] = [
     """CREATE TABLE sessions (
@@ -160,6 +166,12 @@ MIGRATIONS: list[str] = [
     # a run's W3C trace context (traceparent, then a newline and tracestate if
     # any): every execution of the run, on any worker, continues that trace
     "ALTER TABLE runs ADD COLUMN trace TEXT",
+    # issue 15: a claim that reads the queue, not every unfinished run (CLAIMABLE):
+    # the queued runs by owner; a run's unfinished elders in its session, and an
+    # owner's running runs, each one index seek, however long the history
+    "CREATE INDEX runs_queued ON runs (owner, created_seq) WHERE status = 'queued'",
+    f"CREATE INDEX runs_session_unfinished ON runs (session_id, created_seq) WHERE {UNFINISHED_SQL}",
+    "CREATE INDEX runs_running ON runs (owner) WHERE status = 'running'",
 ]
 
 # Every run field but last_seq is stored in the row (``STORED_RUN_FIELDS``).
@@ -187,33 +199,54 @@ INSERT_RUN = (
 )
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 EVENT_CHUNK = 256  # rows per multi-row INSERT
-# The one statement of which statuses are unfinished (``models.UNFINISHED``): a
-# waiting run holds its session as a queued or running one does.
-_UNFINISHED_VALUES = ", ".join(f"'{status.value}'" for status in sorted(UNFINISHED))
-UNFINISHED_SQL = f"status IN ({_UNFINISHED_VALUES})"
-FINISHED = f"status NOT IN ({_UNFINISHED_VALUES})"
+
+
 # The ready runs (each the oldest unfinished run of its session, of a pipeline the
-# claiming worker serves: the JSON list parameter), fairest first:
+# claiming worker serves: ?1, a JSON list; due by ?2), fairest first, ?3 at most:
 # an owner's n-th ready run takes turn (its running runs + n); ties go to the
 # owner served least recently, then to the oldest run.
-CLAIMABLE = f"""WITH heads AS (
-    SELECT min(created_seq) AS first FROM runs WHERE {UNFINISHED_SQL} GROUP BY session_id
-), busy AS (
-    SELECT owner, count(*) AS running FROM runs WHERE status = 'running' GROUP BY owner
-), ready AS (
-    SELECT r.created_seq, r.owner,
-        coalesce(b.running, 0) + row_number() OVER (PARTITION BY r.owner ORDER BY r.created_seq) AS turn
-    FROM heads h JOIN runs r ON r.created_seq = h.first LEFT JOIN busy b ON b.owner = r.owner
-    WHERE r.status = 'queued' AND r.pipeline IN (SELECT value FROM json_each(?))
-        AND (r.scheduled_for IS NULL OR r.scheduled_for <= ?)
-), served AS (
-    SELECT o.owner, (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last
-    FROM (SELECT DISTINCT owner FROM ready) o
-), chosen AS (
-    SELECT created_seq, turn, last FROM ready JOIN served USING (owner) ORDER BY turn, last NULLS FIRST, created_seq
-    LIMIT ?
+# Its cost follows the owners with queued runs and what is claimed, not the
+# queue's length nor every unfinished run. The owners are found by skipping
+# through ``runs_queued`` (one seek each), with their running runs (counted in
+# ``runs_running``), their last start (one seek of ``runs_owner_started``) and
+# their first ready run. Then a merge: ``walk`` is a recursive CTE whose ORDER BY
+# makes its queue a priority queue, so it takes the fairest run of all, puts that
+# owner's next ready run (turn + 1) in the queue, and stops after ?3 runs. A run
+# behind an unfinished one of its session (one probe of ``runs_session_unfinished``),
+# of another pipeline or not yet due is passed over. One statement, not a loop in
+# Python: the writer thread waits once for the GIL, not once a query.
+# (Before, the claim grouped every unfinished run by session and every running run
+# by owner: 2 ms with 1,000 runs running, 30-40 ms with 10,000 queued, and 4-8 ms
+# a claim while runs were created as fast as a process can take them.)
+def _next_ready(owner: str, after: str) -> str:
+    return f"""SELECT q.created_seq FROM runs q INDEXED BY runs_queued
+        WHERE q.status = 'queued' AND q.owner = {owner} AND q.created_seq > {after}
+            AND q.pipeline IN (SELECT value FROM json_each(?1)) AND (q.scheduled_for IS NULL OR q.scheduled_for <= ?2)
+            AND NOT EXISTS (SELECT 1 FROM runs p INDEXED BY runs_session_unfinished
+                WHERE p.session_id = q.session_id AND p.created_seq < q.created_seq AND p.{UNFINISHED_SQL})
+        ORDER BY q.created_seq LIMIT 1"""
+
+
+CLAIMABLE = f"""WITH RECURSIVE owners(owner) AS (
+    SELECT (SELECT min(owner) FROM runs INDEXED BY runs_queued WHERE status = 'queued')
+    UNION ALL
+    SELECT (SELECT min(q.owner) FROM runs q INDEXED BY runs_queued WHERE q.status = 'queued' AND q.owner > o.owner)
+    FROM owners o WHERE o.owner IS NOT NULL
+), firsts AS (
+    SELECT o.owner,
+        (SELECT count(*) FROM runs b INDEXED BY runs_running WHERE b.owner = o.owner AND b.status = 'running')
+            AS running,
+        (SELECT max(started_at) FROM runs s WHERE s.owner = o.owner) AS last,
+        ({_next_ready("o.owner", "0")}) AS created_seq
+    FROM owners o WHERE o.owner IS NOT NULL
+), walk(of_owner, last, created_seq, turn) AS (
+    SELECT owner, last, created_seq, running + 1 FROM firsts WHERE created_seq IS NOT NULL
+    UNION ALL
+    SELECT w.of_owner, w.last, n.created_seq, w.turn + 1
+    FROM walk w JOIN runs n ON n.created_seq = ({_next_ready("w.of_owner", "w.created_seq")})
+    ORDER BY 4, 2 NULLS FIRST, 3 LIMIT ?3
 )
-SELECT {RUN_COLUMNS}, cancel_requested FROM chosen JOIN runs USING (created_seq)
+SELECT {RUN_COLUMNS}, cancel_requested FROM walk JOIN runs USING (created_seq)
 ORDER BY turn, last NULLS FIRST, created_seq"""
 # a queued run scheduled for after the parameter (``after_s``) waits for no worker yet
 DUE = "(scheduled_for IS NULL OR scheduled_for <= ?)"
