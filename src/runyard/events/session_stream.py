@@ -14,7 +14,10 @@ next wake-up without reading again, unless a run ended in it. The stream ends wh
 deleted or expires (``is_open`` says so): asked whenever a read finds nothing
 new, i.e. after a wake-up that brought nothing (a local delete wakes the
 channel) and after every heartbeat of silence, so a session deleted by another
-process while idle ends its streams here within one heartbeat.
+process while idle ends its streams here within one heartbeat. A deletion
+cancels the session's runs in its own commit, so once ``is_open`` says no, the
+follower reads until nothing is new and only then ends: every run's ``end``
+is sent, however the deletion fell between the last read and the question.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ async def follow_session(
         page = max(1, FIRST_PAGE * _page_bytes(hub) // PAGE_BYTES)
         catching_up = False
         silent = False  # the last wait ended without a wake-up
+        closing = False  # the session is deleted or expired: what is left is read, then the stream ends
         while True:
             version = channel.version  # taken before reading, so no wake-up is missed
             async with hub.store_reads if catching_up else contextlib.nullcontext():
@@ -59,17 +63,24 @@ async def follow_session(
                 page = _page_size(batch, _page_bytes(hub))
                 yield batch
                 listener.spoke()
-                if catching_up or any(is_end for _, is_end, _ in batch):
+                if catching_up or closing or any(is_end for _, is_end, _ in batch):
                     # more history; or a run ended, perhaps because the session was
                     # deleted (its wake-up may have come with the events): read again,
                     # and if nothing is new, ask whether the session is still open
                     continue
             else:
+                if closing:
+                    return  # everything committed with the deletion has been sent
                 if silent:
                     yield []  # the heartbeat
                     listener.spoke()
                 if not await is_open():
-                    return
+                    # The deletion cancelled the session's runs in its own commit,
+                    # which may have come between the read above and this answer
+                    # (seen in CI: a stream ended without its run's end): read on
+                    # until nothing is new, then end.
+                    closing = True
+                    continue
             if channel.closed:
                 return
             silent = not await listener.wait(version)
