@@ -64,11 +64,16 @@ class Settings(BaseSettings):
         description="A request's headers and body must arrive within this long of its first byte (or of the"
         " connection opening); slower connections are closed (408 if headers were cut short)",
     )
+    # Longer than the clients' own idle expiry (httpx 5 s, aiohttp 15 s, Node's 4 s)
+    # and common proxies' (an AWS ALB's 60 s): a client that reuses a connection the
+    # server is closing at that moment gets an error for a request it cannot retry
+    # (httpx: "Server disconnected without sending a response", seen in CI with
+    # uvicorn's 5 s, the same as httpx's). nginx keeps 75 s too.
     keep_alive_s: int = Field(
-        5,
+        75,
         ge=1,
-        description="An idle keep-alive connection is closed after this long; behind a proxy, set it above"
-        " the proxy's own idle timeout",
+        description="An idle keep-alive connection is closed after this long; keep it above the idle timeout"
+        " of the clients and proxies that reuse connections",
     )
     max_connections: int = Field(
         20_000,
