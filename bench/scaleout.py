@@ -554,32 +554,13 @@ def finish(kind: str, client: dict[str, Any] | None, problems: list[str], extras
             res["events_per_s"] = round(client["window_ticks"] / w) if w else None
             res["runs"] = client.get("runs")
         if kind == "steady":
-            settled(client, res)
+            ramp_split(client, res)  # summarize gave the settled latency
     if stuck := extras.get("stuck"):
         res.setdefault("violations", {})["stuck_runs"] = stuck
         res["violations_total"] = res.get("violations_total", 0) + stuck
     if problems:
         res["error"] = "; ".join(problems)
     return res
-
-
-def settled(c: dict[str, Any], res: dict[str, Any]) -> None:
-    """Latency once every stream is live (its first tick received): the ramp-up before,
-    while runs are created and streams opened, is queueing behind creations, and the
-    ticks a stream reads from history when it opens late count as late."""
-    lat, at, live = c.get("lat_ms", []), c.get("lat_at", []), c.get("live_at", [])
-    if not live or len(lat) != len(at):
-        return
-    live_at = max(live)
-    after = [x for x, t in zip(lat, at, strict=True) if t >= live_at]
-    res.update(
-        ramp_s=round(live_at - c["t_start"], 2),
-        settled_samples=len(after),
-        settled_p50_ms=r2(pct(after, 50)),
-        settled_p99_ms=r2(pct(after, 99)),
-        settled_max_ms=r2(max(after, default=None)),
-    )
-    ramp_split(c, res)
 
 
 def ramp_split(c: dict[str, Any], res: dict[str, Any]) -> None:
