@@ -232,8 +232,8 @@ async def test_concurrent_writes_share_transactions(store: SQLiteStore) -> None:
 
 
 async def test_a_failing_write_does_not_fail_the_others_of_its_batch(store: SQLiteStore) -> None:
-    """Writes share a transaction, each in its own savepoint: a duplicate key fails
-    alone, and rolls back only its own writes."""
+    """Writes share a transaction: a duplicate key fails alone, and rolls back only
+    its own writes (the batch runs again, each write in its own savepoint)."""
     first = Session("ses_dup", "alice", T0, T0)
     await store.create_session(first)
     commits_before = store.commits
@@ -246,6 +246,24 @@ async def test_a_failing_write_does_not_fail_the_others_of_its_batch(store: SQLi
     assert await store.get_session("ses_dup") == first
     for s in sessions[:25] + sessions[26:]:
         assert await store.get_session(s.session_id) == s
+
+
+async def test_a_batch_run_again_after_a_failing_write_numbers_events_from_what_was_committed(
+    store: SQLiteStore,
+) -> None:
+    """The first attempt's append was rolled back with it: what the writer's cache
+    learned from it is forgotten, so the events are numbered once, without a gap."""
+    await store.create_session(Session("ses_dup", "alice", T0, T0))
+    await store.create_run(make_run("run_a"))
+    commits_before = store.commits
+    outcomes = await asyncio.gather(
+        store.append([AppendGroup("run_a", drafts("run_a", 0, 3))]),
+        store.create_session(Session("ses_dup", "mallory", T0, T0)),
+        return_exceptions=True,
+    )
+    assert store.commits - commits_before == 1 and isinstance(outcomes[1], sqlite3.IntegrityError)
+    await store.append([AppendGroup("run_a", drafts("run_a", 3, 2))])
+    assert [event.seq for event in await store.read_events("run_a", 0, 100)] == [1, 2, 3, 4, 5]
 
 
 async def test_a_cancelled_writer_still_commits_its_work(store: SQLiteStore) -> None:

@@ -2,8 +2,9 @@
 
 Every write is a synchronous function of the writer connection, queued by
 ``_write``. One flusher task takes everything queued and runs it in the writer
-thread as ONE transaction (group commit), each write in its own savepoint: a
-write that raises is rolled back alone and fails alone, the others commit. A
+thread as ONE transaction (group commit): a write that raises is rolled back
+alone and fails alone, the others commit (the batch is run again with a
+savepoint per write when one raises; ``_commit`` says why not always). A
 batch costs one thread hop and one commit however many writes it holds; writes
 that arrive while it is in the thread share the next one. There is no timer:
 under light load a write waits for nothing but its own commit. Being the only
@@ -93,12 +94,54 @@ def _connect(path: str, pragmas: str) -> sqlite3.Connection:
     return db
 
 
-def _commit(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
-    """Run ``works`` in one transaction, each in its own savepoint (in the writer thread).
+class _WorkFailed(Exception):
+    """A work of a batch run without savepoints raised: the transaction was rolled back."""
+
+
+def _commit(db: sqlite3.Connection, works: list[Work[Any]], forget: Callable[[], None]) -> list[Any]:
+    """Run ``works`` in one transaction (in the writer thread).
 
     Returns each work's result, or the exception it raised (then none of its
     writes stay). Raises, with nothing written, if the transaction as a whole fails.
+
+    The batch runs first without a savepoint per work: every statement hands the
+    GIL back and waits for it again, and while the loop is busy those waits are
+    most of a batch's time (100 creations, 400-500 statements, took 100-190 ms of
+    wall time for 12-40 ms of the thread's CPU; without the savepoints the wall
+    time per work fell from 0.69 to 0.36-0.55 ms). Works rarely raise; when one
+    does, that attempt is rolled back whole, ``forget`` drops what the writer's
+    cache learned from it, and the batch runs again, each work in its savepoint,
+    so that only the one that raised fails.
     """
+    try:
+        return _commit_together(db, works)
+    except _WorkFailed:
+        forget()
+        return _commit_each(db, works)
+
+
+def _commit_together(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        try:
+            outcomes = [work(db) for work in works]
+        except Exception as exc:
+            if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
+                raise
+            db.execute("ROLLBACK")
+            if len(works) == 1:
+                return [exc]  # as a savepoint would have: nothing else was in the transaction
+            raise _WorkFailed from exc
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes
+
+
+def _commit_each(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
+    """``works`` in one transaction, each in its own savepoint: one that raises fails alone."""
     outcomes: list[Any] = []
     db.execute("BEGIN IMMEDIATE")
     try:
@@ -263,7 +306,7 @@ class SQLiteConnection(Lifecycle):
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 works = [work for work, _ in batch]
                 try:
-                    outcomes = await loop.run_in_executor(self._writer_pool, _commit, db, works)
+                    outcomes = await loop.run_in_executor(self._writer_pool, _commit, db, works, self._run_states.clear)
                 except Exception as exc:
                     outcomes = [_unavailable(exc, self.path)] * len(batch)
                     # the batch rolled back, appends included: what the cache learned
