@@ -26,6 +26,13 @@ from typing import Any
 HOST = "127.0.0.1"
 
 
+def output_path(path: str) -> str:
+    """An ``argparse`` type for a file written when a run ends: its directory is made
+    now, so a run of minutes does not fail at its last step for want of it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
 def pct(xs: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile of ``xs`` (``p`` in 0..100); None when empty."""
     if not xs:

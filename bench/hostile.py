@@ -42,7 +42,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from _util import HOST, RssSampler, ServerProcess, free_port, pct, raise_nofile, tree_cpu, tree_rss  # noqa: E402
+from _util import HOST, RssSampler, ServerProcess, free_port, output_path, pct, raise_nofile, tree_cpu, tree_rss  # noqa: E402
 
 MIB = 1 << 20
 SCENARIOS = ("readers", "burst", "slowloris")
@@ -354,7 +354,7 @@ def main() -> None:
     p.add_argument("--server-env", action="append", default=[], help="KEY=VALUE for the server (repeatable)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (server log, database)")
     p.add_argument("--server-wrapper", help="a script run instead of `-m runyard.cli` (a profiler, say)")
-    p.add_argument("--json", help="write every figure to this file")
+    p.add_argument("--json", type=output_path, help="write every figure to this file")
     args = p.parse_args()
     raise_nofile()
     results = {}

@@ -48,7 +48,7 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from _util import HOST, RssSampler, ServerProcess, free_port, median, pct, raise_nofile, tree_cpu  # noqa: E402
+from _util import HOST, RssSampler, ServerProcess, free_port, median, output_path, pct, raise_nofile, tree_cpu  # noqa: E402
 from cpu_profile import Profiler, report  # noqa: E402
 
 SCENARIOS = ("burst", "steady", "idle", "replay")
@@ -829,7 +829,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     s.add_argument("--startup-timeout", type=float, default=60, help="seconds to wait for /healthz")
     s.add_argument("--keep-failed", action="store_true", help="keep the tmp dir (logs, db) of failed runs")
-    ap.add_argument("--json", help="also write every figure to this JSON file")
+    ap.add_argument("--json", type=output_path, help="also write every figure to this JSON file")
     ap.add_argument(
         "--profile",
         metavar="DIR",

@@ -53,7 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))  # the working tree's runyard
 import streams  # noqa: E402
-from _util import HOST, RssSampler, ServerProcess, free_port, raise_nofile, tree_cpu  # noqa: E402
+from _util import HOST, RssSampler, ServerProcess, free_port, output_path, raise_nofile, tree_cpu  # noqa: E402
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
@@ -286,7 +286,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--create-s", type=float, help="create: seconds of creations [6; quick 3]")
     ap.add_argument("--create-inflight", type=int, default=64, help="create: requests in flight")
     ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE", help="more runyard settings")
-    ap.add_argument("--json", help="also write every figure to this JSON file")
+    ap.add_argument("--json", type=output_path, help="also write every figure to this JSON file")
     ours = ap.parse_args(argv)
     for key, (full, quick) in SIZES.items():
         if getattr(ours, key) is None:
