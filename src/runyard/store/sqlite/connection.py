@@ -20,11 +20,12 @@ run in that thread too, between batches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -95,7 +96,7 @@ def _connect(path: str, pragmas: str) -> sqlite3.Connection:
 
 
 class _WorkFailed(Exception):
-    """A work of a batch run without savepoints raised: the transaction was rolled back."""
+    """A work of a batch run without savepoints raised (its exception is the cause)."""
 
 
 def _commit(db: sqlite3.Connection, works: list[Work[Any]], forget: Callable[[], None]) -> list[Any]:
@@ -114,53 +115,53 @@ def _commit(db: sqlite3.Connection, works: list[Work[Any]], forget: Callable[[],
     so that only the one that raised fails.
     """
     try:
-        return _commit_together(db, works)
-    except _WorkFailed:
+        with _transaction(db):
+            return _together(db, works)
+    except _WorkFailed as failed:
         forget()
-        return _commit_each(db, works)
+        if len(works) == 1:
+            return [failed.__cause__]  # the transaction held nothing else
+        with _transaction(db):
+            return [_alone(db, work) for work in works]
 
 
-def _commit_together(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("BEGIN IMMEDIATE")
     try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _together(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
+    outcomes = []
+    for work in works:
         try:
-            outcomes = [work(db) for work in works]
+            outcomes.append(work(db))
         except Exception as exc:
             if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
                 raise
-            db.execute("ROLLBACK")
-            if len(works) == 1:
-                return [exc]  # as a savepoint would have: nothing else was in the transaction
             raise _WorkFailed from exc
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
     return outcomes
 
 
-def _commit_each(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
-    """``works`` in one transaction, each in its own savepoint: one that raises fails alone."""
-    outcomes: list[Any] = []
-    db.execute("BEGIN IMMEDIATE")
+def _alone(db: sqlite3.Connection, work: Work[Any]) -> Any:
+    """``work``'s result, or the exception it raised, its writes rolled back."""
+    db.execute("SAVEPOINT w")
     try:
-        for work in works:
-            db.execute("SAVEPOINT w")
-            try:
-                outcomes.append(work(db))
-            except Exception as exc:
-                if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
-                    raise
-                db.execute("ROLLBACK TO w")
-                outcomes.append(exc)
-            db.execute("RELEASE w")
-        db.execute("COMMIT")
-    except BaseException:
+        return work(db)
+    except Exception as exc:
+        if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
+            raise
+        db.execute("ROLLBACK TO w")
+        return exc
+    finally:
         if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-    return outcomes
+            db.execute("RELEASE w")
 
 
 def _switch_to_incremental_vacuum(db: sqlite3.Connection) -> None:
