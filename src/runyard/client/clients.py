@@ -13,8 +13,9 @@ import httpx
 from runyard.client.api import DEFAULT_URL, ConnectionFailed, server_url
 from runyard.client.resume import Reconnect, _Cursor
 
-# Below the server's keep-alive (``RUNYARD_KEEP_ALIVE_S``, 5 s by default; httpx's
-# own expiry is the same 5 s), so this client, not the server, ends an idle
+# Below the keep-alive of the servers it talks to (``RUNYARD_KEEP_ALIVE_S`` is 75 s
+# by default, but may be set lower, and a proxy in front may keep 5 s, uvicorn's
+# default and httpx's own expiry), so this client, not the server, ends an idle
 # connection, and never sends a request on one the server is closing (the
 # connection counts are httpx's own defaults).
 IDLE_EXPIRY_S = 4.0

@@ -109,9 +109,9 @@ class ProtectedHttpProtocol(HttpToolsProtocol):
 
     def timeout_keep_alive_handler(self) -> None:
         # uvloop runs due timers before it reads sockets. A client that reused the
-        # idle connection just before keep-alive ran out (httpx's own expiry is the
-        # same 5 s) has its request in the socket when the timer fires on a busy
-        # loop, and uvicorn's close resets it: the client gets a ReadError for a
+        # idle connection just before keep-alive ran out (httpx's own expiry is 5 s,
+        # as uvicorn's keep-alive is) has its request in the socket when the timer
+        # fires on a busy loop, and uvicorn's close resets it: the client gets a ReadError for a
         # request it cannot know was never read (the chat example's 100 users, in CI).
         # Bytes waiting crossed the close: this turn reads them, and they cancel
         # the re-armed timer as any request does.
