@@ -33,13 +33,17 @@ import os
 import subprocess
 import sys
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from _util import median, pct, postgres_database  # noqa: E402
+
+if TYPE_CHECKING:
+    from runyard.store import Store
 
 FILL = """INSERT INTO runs (run_id, session_id, owner, pipeline, status, input, metadata, created_at,
     attempt, max_attempts)
@@ -125,8 +129,10 @@ async def sqlite_child(args: argparse.Namespace) -> dict[str, Any]:
             await store.close()
 
 
-async def measure_store(store: Any, fill: Any, queued: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Times the claims (refilling what each took) and then the creations."""
+async def measure_store(
+    store: Store, fill: Callable[[int], Awaitable[None]], queued: Callable[[], Awaitable[int]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Times the claims (``fill`` puts back as many queued runs as each took) and then the creations."""
     from runyard.models import Run, RunStatus, Session, new_id, now
 
     costs = []
