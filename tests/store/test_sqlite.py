@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +24,7 @@ from runyard.store.sqlite import (
     database_path,
     refuse_if_in_use,
 )
+from runyard.store.sqlite.events import append_batch
 
 T0 = 1_700_000_000.0
 
@@ -231,16 +234,35 @@ async def test_concurrent_writes_share_transactions(store: SQLiteStore) -> None:
         assert await store.get_session(s.session_id) == s
 
 
+async def in_one_batch(store: SQLiteStore, *writes: Coroutine[Any, Any, Any]) -> list[Any]:
+    """The writes' outcomes (results or exceptions), once they were queued while
+    the writer thread was held busy, and committed together in the next batch."""
+    started, gate = threading.Event(), threading.Event()
+
+    def hold(db: sqlite3.Connection) -> None:
+        started.set()
+        gate.wait(10)
+
+    held = asyncio.ensure_future(store._write(hold))
+    assert await asyncio.to_thread(started.wait, 10)
+    queued = asyncio.gather(*writes, return_exceptions=True)
+    await asyncio.sleep(0)  # each write is queued in its first step
+    commits_before = store.commits
+    gate.set()
+    await held
+    outcomes = await queued
+    assert store.commits - commits_before == 2  # the held batch, then all of the writes in one
+    return outcomes
+
+
 async def test_a_failing_write_does_not_fail_the_others_of_its_batch(store: SQLiteStore) -> None:
     """Writes share a transaction: a duplicate key fails alone, and rolls back only
     its own writes (the batch runs again, each write in its own savepoint)."""
     first = Session("ses_dup", "alice", T0, T0)
     await store.create_session(first)
-    commits_before = store.commits
     sessions = [Session(f"ses_{i}", "alice", T0, T0) for i in range(50)]
     sessions.insert(25, Session("ses_dup", "mallory", T0, T0))
-    outcomes = await asyncio.gather(*(store.create_session(s) for s in sessions), return_exceptions=True)
-    assert store.commits - commits_before == 1  # all of them in one batch
+    outcomes = await in_one_batch(store, *(store.create_session(s) for s in sessions))
     assert isinstance(outcomes[25], sqlite3.IntegrityError)
     assert all(outcome is None for i, outcome in enumerate(outcomes) if i != 25)
     assert await store.get_session("ses_dup") == first
@@ -255,15 +277,34 @@ async def test_a_batch_run_again_after_a_failing_write_numbers_events_from_what_
     learned from it is forgotten, so the events are numbered once, without a gap."""
     await store.create_session(Session("ses_dup", "alice", T0, T0))
     await store.create_run(make_run("run_a"))
-    commits_before = store.commits
-    outcomes = await asyncio.gather(
+    outcomes = await in_one_batch(
+        store,
         store.append([AppendGroup("run_a", drafts("run_a", 0, 3))]),
         store.create_session(Session("ses_dup", "mallory", T0, T0)),
-        return_exceptions=True,
     )
-    assert store.commits - commits_before == 1 and isinstance(outcomes[1], sqlite3.IntegrityError)
+    assert isinstance(outcomes[1], sqlite3.IntegrityError)
     await store.append([AppendGroup("run_a", drafts("run_a", 3, 2))])
     assert [event.seq for event in await store.read_events("run_a", 0, 100)] == [1, 2, 3, 4, 5]
+
+
+async def test_a_write_that_fails_after_numbering_events_leaves_no_trace_in_the_numbering(
+    store: SQLiteStore,
+) -> None:
+    """A write rolled back in its savepoint (its batch held other writes) after it
+    numbered events: the writer forgets what its cache learned, so the events
+    written next are numbered from what was committed."""
+    await store.create_run(make_run("run_a"))
+
+    def numbers_then_fails(db: sqlite3.Connection) -> None:
+        append_batch(db, [AppendGroup("run_a", drafts("run_a", 0, 3))], store._run_states)
+        raise RuntimeError("fails after numbering")
+
+    outcomes = await in_one_batch(
+        store, store._write(numbers_then_fails), store.create_session(Session("ses_1", "alice", T0, T0))
+    )
+    assert isinstance(outcomes[0], RuntimeError) and outcomes[1] is None
+    await store.append([AppendGroup("run_a", drafts("run_a", 0, 2))])
+    assert [event.seq for event in await store.read_events("run_a", 0, 100)] == [1, 2]
 
 
 async def test_a_cancelled_writer_still_commits_its_work(store: SQLiteStore) -> None:

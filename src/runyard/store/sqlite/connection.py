@@ -112,7 +112,9 @@ def _commit(db: sqlite3.Connection, works: list[Work[Any]], forget: Callable[[],
     time per work fell from 0.69 to 0.36-0.55 ms). Works rarely raise; when one
     does, that attempt is rolled back whole, ``forget`` drops what the writer's
     cache learned from it, and the batch runs again, each work in its savepoint,
-    so that only the one that raised fails.
+    so that only the one that raised fails (the cache is forgotten again).
+    Whatever is rolled back, the cache is forgotten, so works may update it as
+    they go (``append_batch`` does).
     """
     try:
         with _transaction(db):
@@ -122,7 +124,7 @@ def _commit(db: sqlite3.Connection, works: list[Work[Any]], forget: Callable[[],
         if len(works) == 1:
             return [failed.__cause__]  # the transaction held nothing else
         with _transaction(db):
-            return [_alone(db, work) for work in works]
+            return [_alone(db, work, forget) for work in works]
 
 
 @contextlib.contextmanager
@@ -149,8 +151,9 @@ def _together(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
     return outcomes
 
 
-def _alone(db: sqlite3.Connection, work: Work[Any]) -> Any:
-    """``work``'s result, or the exception it raised, its writes rolled back."""
+def _alone(db: sqlite3.Connection, work: Work[Any], forget: Callable[[], None]) -> Any:
+    """``work``'s result, or the exception it raised, its writes rolled back
+    and what the cache learned from them forgotten."""
     db.execute("SAVEPOINT w")
     try:
         return work(db)
@@ -158,6 +161,7 @@ def _alone(db: sqlite3.Connection, work: Work[Any]) -> Any:
         if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
             raise
         db.execute("ROLLBACK TO w")
+        forget()
         return exc
     finally:
         if db.in_transaction:

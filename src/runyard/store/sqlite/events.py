@@ -19,17 +19,20 @@ def append_batch(
     db: sqlite3.Connection, groups: Sequence[AppendGroup], known: RunStates, max_run_bytes: int | None = None
 ) -> list[AppendResult]:
     """Number and insert the groups' events. ``known`` caches unfinished runs'
-    states across batches (``key``: the run's key in the events table): exact,
-    because the writer thread, which alone calls this, is the only writer and
-    every status change passes through here. It learns this batch's states only
-    once all of the batch's SQL has succeeded."""
+    states across batches (its keys: run ids): exact, because the writer
+    thread, which alone calls this, is the only writer and every status change
+    passes through here. Numbering updates the cached states in place: if any
+    write of the transaction is then rolled back, the writer forgets the whole
+    cache (``connection._commit``'s ``forget``), and the next batch loads its
+    runs again."""
     batch: RunStates = {}
     missing = []
     for run_id in dict.fromkeys(group.run_id for group in groups):
-        if run_id in known:
-            batch[run_id] = _copy(known[run_id])
-        else:
+        state = known.get(run_id)
+        if state is None:
             missing.append(run_id)
+        else:
+            batch[run_id] = state
     if missing:
         rows = db.execute(
             f"SELECT run_id, created_seq, status, {LAST_SEQ}, worker_id, attempt, lease_expires_at, {STORED_BYTES},"
@@ -76,21 +79,6 @@ def append_batch(
             run.appended, run.updates = False, []
             known[run_id] = run
     return results
-
-
-def _copy(state: RunState) -> RunState:
-    return RunState(
-        state.status,
-        state.last_seq,
-        state.key,
-        state.worker_id,
-        state.attempt,
-        state.lease_expires_at,
-        state.stored_bytes,
-        state.waiting,  # a Wait is frozen: shared, not copied
-        state.webhook,
-        session=state.session,
-    )
 
 
 EventRow = tuple[int, int, str, bytes, float, int | None]

@@ -1,0 +1,151 @@
+"""What an event costs the SQLite store when each batch holds one event of each
+of many runs (the shape of ``streams.py --scenarios steady``): two builds of
+runyard measured alternately in one invocation.
+
+For each build (``--base-src``, default /work/main/src, and ``--head-src``,
+default this checkout's src/), a child process with that build's store:
+
+1. creates a fresh database and ``--runs`` running ``ticker`` runs, all held by
+   one worker (inserted with one SQL statement);
+2. appends ``--batches`` batches through ``store.append``, each of
+   ``--batch`` groups of one ``tick`` event (fenced by the worker, as a
+   pipeline's are), the runs taken in turn, so that consecutive events are of
+   different runs, one batch awaited after the other;
+3. reports the process's CPU time and the wall time per event, and the median
+   batch's wall time.
+
+The store's writer thread does most of the work, so the CPU figure is mostly
+its: numbering, the row building, SQLite's inserts and commits. Run it from the
+repository root::
+
+    .venv/bin/python bench/appends.py                        # ~1 min
+    .venv/bin/python bench/appends.py --batch 600 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from statistics import median
+from typing import Any
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+WORKER = "bench-worker"
+FILL = """WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < :count)
+INSERT INTO runs (run_id, session_id, owner, pipeline, status, input, metadata, created_at, started_at,
+    attempt, max_attempts, worker_id)
+SELECT 'run_' || n, 'ses_' || n, 'owner-' || (n % 20), 'ticker', 'running', '{}', '{}', t.now, t.now, 1, 1, :worker
+FROM i, (SELECT (julianday('now') - 2440587.5) * 86400.0 AS now) t"""
+
+
+async def child(args: argparse.Namespace) -> dict[str, Any]:
+    import sqlite3
+    import tempfile
+
+    from runyard.models import EventDraft, Fence, dumps
+    from runyard.store import AppendGroup
+    from runyard.store.sqlite import SQLiteStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(f"sqlite:///{tmp}/appends.db")
+        await store.open()
+        raw = sqlite3.connect(f"{tmp}/appends.db", isolation_level=None)
+        raw.execute(FILL, {"count": args.runs, "worker": WORKER})
+        raw.close()
+        fence = Fence(WORKER, 1)
+        n = 0
+
+        def batch() -> list[AppendGroup]:
+            nonlocal n
+            groups = []
+            for _ in range(args.batch):
+                run_id = f"run_{n % args.runs + 1}"
+                n += 1
+                data = dumps({"i": n // args.runs, "t": time.time(), "marker": run_id})
+                groups.append(AppendGroup(run_id, [EventDraft(run_id, "tick", data, time.time())], None, fence))
+            return groups
+
+        try:
+            for _ in range(args.runs // args.batch + 1):  # every run's state is known to the writer
+                await store.append(batch())
+            walls = []
+            cpu, wall = time.process_time(), time.perf_counter()
+            for _ in range(args.batches):
+                groups = batch()
+                started = time.perf_counter()
+                results = await store.append(groups)
+                walls.append(time.perf_counter() - started)
+                assert all(isinstance(result, list) for result in results), results[:3]
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        finally:
+            await store.close()
+    events = args.batches * args.batch
+    return {
+        "cpu_us_per_event": cpu / events * 1e6,
+        "wall_us_per_event": wall / events * 1e6,
+        "batch_ms": median(walls) * 1e3,
+    }
+
+
+def measure(src: str, args: argparse.Namespace) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((src, HERE)))
+    argv = [
+        sys.executable, __file__, "--child", "--runs", str(args.runs),
+        "--batch", str(args.batch), "--batches", str(args.batches),
+    ]  # fmt: skip
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"child for {src} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base-src", default="/work/main/src", help="the build measured first (default: main)")
+    ap.add_argument("--head-src", default=os.path.join(REPO, "src"), help="the build compared with it")
+    ap.add_argument("--runs", type=int, default=1000, help="running runs the events are spread over")
+    ap.add_argument("--batch", type=int, default=120, help="events per batch, one per run")
+    ap.add_argument("--batches", type=int, default=1000, help="batches timed")
+    ap.add_argument("--repeats", type=int, default=3, help="alternations base/head")
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(asyncio.run(child(args))))
+        return 0
+    builds = {"base": args.base_src, "head": args.head_src}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
+    for rep in range(args.repeats):
+        for name, src in builds.items():
+            r = measure(src, args)
+            results[name].append(r)
+            print(
+                f"[{rep + 1}/{args.repeats}] {name:4}: {r['cpu_us_per_event']:.2f} µs CPU and"
+                f" {r['wall_us_per_event']:.2f} µs wall an event; batch p50 {r['batch_ms']:.2f} ms",
+                flush=True,
+            )
+    print(f"\nbase = {args.base_src}, head = {args.head_src}")
+    print(f"{args.batches} batches of {args.batch} events of {args.runs} runs; medians of {args.repeats}\n")
+    print("| measure | base | head | head/base |\n| --- | ---: | ---: | ---: |")
+    for key, label in (("cpu_us_per_event", "CPU µs an event"), ("wall_us_per_event", "wall µs an event")):
+        base, head = median([r[key] for r in results["base"]]), median([r[key] for r in results["head"]])
+        print(f"| {label} | {base:.2f} | {head:.2f} | {head / base:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "results": results}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
