@@ -168,11 +168,15 @@ def test_a_reload_mid_run_continues_the_stream_without_duplicates(server: str, o
 def test_a_dropped_connection_resumes_with_last_event_id(
     proxy: CuttableProxy, server: str, owner: str, new_page: NewPage
 ) -> None:
-    run = start_run(server, owner, "ticker", {"marker": "drop", "count": 40, "interval_ms": 100})
+    # The run must still be going when the network goes: the page is opened
+    # before it starts, and it lasts 10 s (at 4 s, a loaded CI machine once opened
+    # the page after the run had ended, and there was no stream left to cut).
     page = new_page()
+    run = start_run(server, owner, "ticker", {"marker": "drop", "count": 40, "interval_ms": 250})
     page.goto(f"{proxy.url}/#/runs/{run['run_id']}")
     ticks_at_least(page, 5)
     cursors = record_streams(page)
+    assert page.get_attribute("#run-view", "data-ended") != "true", "the run ended before the cut: nothing to resume"
 
     # the network goes away: the stream is cut and reconnecting fails until it is back
     page.context.set_offline(True)
