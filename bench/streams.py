@@ -279,7 +279,7 @@ def run_one(target: str, scenario: str, args: argparse.Namespace) -> dict[str, A
         sampler = RssSampler(server.pid, 0.1)
         res["rss_base_mib"] = round(sampler.sample() / MIB, 1)
         sampler.start()
-        profiling = contextlib.nullcontext()
+        profiling: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
             res["profile"] = os.path.join(args.profile, f"{target}-{scenario}.txt")
@@ -512,6 +512,23 @@ def summarize(scenario: str, c: dict[str, Any], res: dict[str, Any]) -> None:
     res["violations_total"] = sum(violations.values())
 
 
+# what the JSON keeps of each repeat
+REPEAT_FIGURES = (
+    "events_per_s",
+    "lat_p50_ms",
+    "lat_p99_ms",
+    "settled_p50_ms",
+    "settled_p99_ms",
+    "ttfe_p50_ms",
+    "rss_peak_mib",
+    "server_cpu_s",
+    "cpu_us_per_event",
+    "client_cpu_s",
+    "violations_total",
+    "error",
+)
+
+
 def pick_median(reps: list[dict[str, Any]]) -> dict[str, Any]:
     """Of repeated runs, the one with the median events/s; violations and peak RSS over all of them."""
     if len(reps) == 1:
@@ -521,23 +538,7 @@ def pick_median(reps: list[dict[str, Any]]) -> dict[str, Any]:
         return reps[0]
     good.sort(key=lambda r: r["events_per_s"])
     res = dict(good[(len(good) - 1) // 2])  # the lower median: never flatters
-    res["repeats"] = [
-        {
-            k: r.get(k)
-            for k in (
-                "events_per_s",
-                "lat_p50_ms",
-                "lat_p99_ms",
-                "ttfe_p50_ms",
-                "rss_peak_mib",
-                "server_cpu_s",
-                "client_cpu_s",
-                "violations_total",
-                "error",
-            )
-        }
-        for r in reps
-    ]
+    res["repeats"] = [{k: r.get(k) for k in REPEAT_FIGURES} for r in reps]
     res["rss_peak_mib"] = max((r.get("rss_peak_mib") or 0) for r in reps)
     res["violations_total"] = sum((r.get("violations_total") or 0) for r in reps)
     res["violations"] = {k: sum(r.get("violations", {}).get(k, 0) for r in reps) for k in res.get("violations", {})}
@@ -546,6 +547,40 @@ def pick_median(reps: list[dict[str, Any]]) -> dict[str, Any]:
     if len(good) < len(reps):  # a repeat that failed outright counts against the scenario
         res["violations_total"] += len(reps) - len(good)
         res["violations"]["failed_repeats"] = len(reps) - len(good)
+    return res
+
+
+def steady_alternated(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
+    """``--steady-repeats`` runs of steady, the targets taking turns (ceiling, runyard,
+    ceiling, ...), so that the machine's slow and fast minutes fall on both alike."""
+    n = args.steady_repeats
+    reps: dict[str, list[dict[str, Any]]] = {target: [] for target in args.targets}
+    for k in range(n):
+        for target in args.targets:
+            log(f"  {target:8s} running ({k + 1}/{n})...")
+            reps[target].append(run_one(target, "steady", args))
+            print_one(reps[target][-1])
+    results = {}
+    for target, runs in reps.items():
+        results[("steady", target)] = median_per_figure(runs)
+        log(f"  {target:8s} medians of {n}: every figure below is its own median")
+    return results
+
+
+def median_per_figure(reps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Of repeated runs, each numeric figure's median (so the figures of one line
+    may come from different runs); violations summed, peak RSS the highest."""
+    res = dict(reps[0])
+    for key in reps[0]:
+        values = [r.get(key) for r in reps]
+        numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+        if len(numbers) == len(values):
+            res[key] = median(numbers)
+    res["repeats"] = [{k: r.get(k) for k in REPEAT_FIGURES} for r in reps]
+    res["rss_peak_mib"] = max((r.get("rss_peak_mib") or 0) for r in reps)
+    res["violations"] = {k: sum(r.get("violations", {}).get(k, 0) for r in reps) for k in reps[0].get("violations", {})}
+    res["violations_total"] = sum((r.get("violations_total") or 0) for r in reps)
+    res["error"] = "; ".join(r["error"] for r in reps if r.get("error")) or None
     return res
 
 
@@ -775,6 +810,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="burst: runs of the scenario (fresh server each); the median by events/s is reported [3; quick 1]",
     )
     g.add_argument("--steady-streams", type=int, help="steady: concurrent streams [1000; quick 100]")
+    g.add_argument(
+        "--steady-repeats",
+        type=int,
+        default=1,
+        help="steady: runs of the scenario, the targets alternated (a fresh server each); each figure is the"
+        " median of its runs",
+    )
     g.add_argument("--steady-count", type=int, help="steady: ticks per run [300; quick 50]")
     g.add_argument("--steady-interval-ms", type=int, default=100, help="steady: ms between ticks")
     g.add_argument("--idle-streams", type=int, help="idle: subscribers [10000; quick 1000]")
@@ -871,6 +913,9 @@ def main(argv: list[str] | None = None) -> int:
         log(f"\n== {scen}: {sizes[scen]}")
         if scen == "burst":
             log("  " + BURST_NOTE.format(cores=cores, sample=args.sample))
+        if scen == "steady" and args.steady_repeats > 1:
+            results.update(steady_alternated(args))
+            continue
         for target in args.targets:
             n = args.burst_repeats if scen == "burst" else 1
             reps = []
