@@ -550,26 +550,36 @@ def pick_median(reps: list[dict[str, Any]]) -> dict[str, Any]:
     return res
 
 
-def steady_alternated(args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
-    """``--steady-repeats`` runs of steady, the targets taking turns (ceiling, runyard,
-    ceiling, ...), so that the machine's slow and fast minutes fall on both alike."""
-    n = args.steady_repeats
+def alternated(scenario: str, args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
+    """The scenario's runs (``--burst-repeats``, ``--steady-repeats``; 1 for the
+    others), the targets taking turns (ceiling, runyard, ceiling, ...), so that
+    the machine's slow and fast minutes fall on both alike. Burst reports the
+    run with the median events/s; steady, each figure's median."""
+    n = {"burst": args.burst_repeats, "steady": args.steady_repeats}.get(scenario, 1)
     reps: dict[str, list[dict[str, Any]]] = {target: [] for target in args.targets}
     for k in range(n):
         for target in args.targets:
-            log(f"  {target:8s} running ({k + 1}/{n})...")
-            reps[target].append(run_one(target, "steady", args))
+            log(f"  {target:8s} running{f' ({k + 1}/{n})' if n > 1 else ''}...")
+            reps[target].append(run_one(target, scenario, args))
             print_one(reps[target][-1])
     results = {}
     for target, runs in reps.items():
-        results[("steady", target)] = median_per_figure(runs)
-        log(f"  {target:8s} medians of {n}: every figure below is its own median")
+        if scenario == "steady":
+            results[(scenario, target)] = median_per_figure(runs)
+            if n > 1:
+                log(f"  {target:8s} medians of {n}: every figure in the table is its own median")
+        else:
+            results[(scenario, target)] = res = pick_median(runs)
+            if n > 1:
+                log(f"  {target:8s} median of {n}: {fmt(res.get('events_per_s'))} ev/s")
     return results
 
 
 def median_per_figure(reps: list[dict[str, Any]]) -> dict[str, Any]:
     """Of repeated runs, each numeric figure's median (so the figures of one line
     may come from different runs); violations summed, peak RSS the highest."""
+    if len(reps) == 1:
+        return reps[0]
     res = dict(reps[0])
     for key in reps[0]:
         values = [r.get(key) for r in reps]
@@ -913,23 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"\n== {scen}: {sizes[scen]}")
         if scen == "burst":
             log("  " + BURST_NOTE.format(cores=cores, sample=args.sample))
-        if scen == "steady" and args.steady_repeats > 1:
-            results.update(steady_alternated(args))
-            continue
-        for target in args.targets:
-            n = args.burst_repeats if scen == "burst" else 1
-            reps = []
-            for k in range(n):
-                log(f"  {target:8s} running{f' ({k + 1}/{n})' if n > 1 else ''}...")
-                reps.append(run_one(target, scen, args))
-                if n > 1:
-                    print_one(reps[-1])
-            res = pick_median(reps)
-            results[(scen, target)] = res
-            if n > 1:
-                log(f"  {target:8s} median of {n}: {fmt(res.get('events_per_s'))} ev/s")
-            else:
-                print_one(res)
+        results.update(alternated(scen, args))
     text, rows = table(results, args)
     log("\n" + text)
     if args.json:
