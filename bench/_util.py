@@ -1,20 +1,25 @@
 """Helpers shared by the benchmark driver (``streams.py``) and its load client
 (``_loadgen.py``): percentiles, file-descriptor limits, free ports, starting and
-stopping a server process group, sampling its memory and CPU with psutil, and a
-PostgreSQL database of a benchmark's own (``postgres_database``).
+stopping a server process group, sampling its memory and CPU with psutil, a
+PostgreSQL database of a benchmark's own (``postgres_database``), and the
+plumbing of the benchmarks that measure two builds alternately in child
+processes (``add_build_arguments``, ``run_child``).
 
 Nothing here talks to any host but 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import math
 import os
 import resource
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -232,3 +237,29 @@ async def postgres_database(admin_url: str) -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+
+
+def add_build_arguments(ap: argparse.ArgumentParser, repeats: int) -> None:
+    """The options of a benchmark that measures two builds of runyard alternately."""
+    ap.add_argument("--base-src", default="/work/main/src", help="the build measured first (default: main)")
+    ap.add_argument(
+        "--head-src", default=os.path.join(os.path.dirname(BENCH), "src"), help="the build compared with it"
+    )
+    ap.add_argument("--repeats", type=int, default=repeats, help="alternations base/head")
+    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+
+def run_child(script: str, src: str, options: Sequence[str]) -> dict[str, Any]:
+    """Run ``script --child options`` with build ``src`` first on the path; the JSON
+    object it printed last."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((src, BENCH)))
+    out = subprocess.run(
+        [sys.executable, script, "--child", *options], env=env, capture_output=True, text=True, timeout=600
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"{os.path.basename(script)} with {src} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -28,14 +28,14 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from statistics import median
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _util import add_build_arguments, run_child
 
 WORKER = "bench-worker"
 FILL = """WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < :count)
@@ -95,27 +95,16 @@ async def child(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def measure(src: str, args: argparse.Namespace) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join((src, HERE)))
-    argv = [
-        sys.executable, __file__, "--child", "--runs", str(args.runs),
-        "--batch", str(args.batch), "--batches", str(args.batches),
-    ]  # fmt: skip
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise SystemExit(f"child for {src} failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    options = ["--runs", str(args.runs), "--batch", str(args.batch), "--batches", str(args.batches)]
+    return run_child(__file__, src, options)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base-src", default="/work/main/src", help="the build measured first (default: main)")
-    ap.add_argument("--head-src", default=os.path.join(REPO, "src"), help="the build compared with it")
+    add_build_arguments(ap, repeats=3)
     ap.add_argument("--runs", type=int, default=1000, help="running runs the events are spread over")
     ap.add_argument("--batch", type=int, default=120, help="events per batch, one per run")
     ap.add_argument("--batches", type=int, default=1000, help="batches timed")
-    ap.add_argument("--repeats", type=int, default=3, help="alternations base/head")
-    ap.add_argument("--json", help="write every figure here")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
 

@@ -30,17 +30,14 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import median, pct, postgres_database  # noqa: E402
+from _util import add_build_arguments, median, pct, postgres_database, run_child
 
 if TYPE_CHECKING:
     from runyard.store import Store
@@ -179,17 +176,15 @@ async def measure_store(
 
 
 def measure(src: str, depth: int, args: argparse.Namespace) -> dict[str, Any]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join((src, HERE)))
-    argv = [
-        sys.executable, __file__, "--child", "--depth", str(depth), "--pg-url", args.pg_url,
-        "--owners", str(args.owners), "--claims", str(args.claims), "--limit", str(args.limit),
-        "--creates", str(args.creates), "--inflight", str(args.inflight),
-        "--store", args.store, "--running", str(args.running),
-    ]  # fmt: skip
-    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
-    if out.returncode != 0:
-        raise SystemExit(f"child for {src} at depth {depth} failed:\n{out.stderr[-3000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_child(
+        __file__,
+        src,
+        [
+            "--depth", str(depth), "--pg-url", args.pg_url, "--owners", str(args.owners),
+            "--claims", str(args.claims), "--limit", str(args.limit), "--creates", str(args.creates),
+            "--inflight", str(args.inflight), "--store", args.store, "--running", str(args.running),
+        ],
+    )  # fmt: skip
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -218,8 +213,7 @@ def table(results: dict[str, dict[int, list[dict[str, Any]]]], depths: list[int]
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base-src", default="/work/main/src", help="the build measured first (default: main)")
-    ap.add_argument("--head-src", default=os.path.join(REPO, "src"), help="the build compared with it")
+    add_build_arguments(ap, repeats=2)
     ap.add_argument("--depths", default="100,1000,10000", help="queued runs, comma-separated")
     ap.add_argument("--store", choices=("postgres", "sqlite"), default="postgres", help="the store measured")
     ap.add_argument("--running", type=int, default=0, help="runs already running when the claims start")
@@ -228,10 +222,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--limit", type=int, default=8, help="runs each claim takes at most")
     ap.add_argument("--creates", type=int, default=2000, help="create_run calls timed per depth")
     ap.add_argument("--inflight", type=int, default=64, help="create_run calls in flight")
-    ap.add_argument("--repeats", type=int, default=2, help="alternations base/head")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres", help="maintenance database")
-    ap.add_argument("--json", help="write every figure here")
-    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--depth", type=int, default=0, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
