@@ -537,13 +537,7 @@ def pick_median(reps: list[dict[str, Any]]) -> dict[str, Any]:
     if not good:
         return reps[0]
     good.sort(key=lambda r: r["events_per_s"])
-    res = dict(good[(len(good) - 1) // 2])  # the lower median: never flatters
-    res["repeats"] = [{k: r.get(k) for k in REPEAT_FIGURES} for r in reps]
-    res["rss_peak_mib"] = max((r.get("rss_peak_mib") or 0) for r in reps)
-    res["violations_total"] = sum((r.get("violations_total") or 0) for r in reps)
-    res["violations"] = {k: sum(r.get("violations", {}).get(k, 0) for r in reps) for k in res.get("violations", {})}
-    errors = [r["error"] for r in reps if r.get("error")]
-    res["error"] = "; ".join(errors) or None
+    res = over_all_repeats(dict(good[(len(good) - 1) // 2]), reps)  # the lower median: never flatters
     if len(good) < len(reps):  # a repeat that failed outright counts against the scenario
         res["violations_total"] += len(reps) - len(good)
         res["violations"]["failed_repeats"] = len(reps) - len(good)
@@ -586,9 +580,15 @@ def median_per_figure(reps: list[dict[str, Any]]) -> dict[str, Any]:
         numbers = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
         if len(numbers) == len(values):
             res[key] = median(numbers)
+    return over_all_repeats(res, reps)
+
+
+def over_all_repeats(res: dict[str, Any], reps: list[dict[str, Any]]) -> dict[str, Any]:
+    """``res`` with what counts over every repeat: each one's main figures, the
+    highest peak RSS, the violations and errors of all of them."""
     res["repeats"] = [{k: r.get(k) for k in REPEAT_FIGURES} for r in reps]
     res["rss_peak_mib"] = max((r.get("rss_peak_mib") or 0) for r in reps)
-    res["violations"] = {k: sum(r.get("violations", {}).get(k, 0) for r in reps) for k in reps[0].get("violations", {})}
+    res["violations"] = {k: sum(r.get("violations", {}).get(k, 0) for r in reps) for k in res.get("violations", {})}
     res["violations_total"] = sum((r.get("violations_total") or 0) for r in reps)
     res["error"] = "; ".join(r["error"] for r in reps if r.get("error")) or None
     return res
