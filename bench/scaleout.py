@@ -553,39 +553,12 @@ def finish(kind: str, client: dict[str, Any] | None, problems: list[str], extras
             w = client.get("window_s") or 0
             res["events_per_s"] = round(client["window_ticks"] / w) if w else None
             res["runs"] = client.get("runs")
-        if kind == "steady":
-            ramp_split(client, res)  # summarize gave the settled latency
     if stuck := extras.get("stuck"):
         res.setdefault("violations", {})["stuck_runs"] = stuck
         res["violations_total"] = res.get("violations_total", 0) + stuck
     if problems:
         res["error"] = "; ".join(problems)
     return res
-
-
-def ramp_split(c: dict[str, Any], res: dict[str, Any]) -> None:
-    """Where the late ticks come from: those emitted before their stream's response
-    came (read from the run's history when it opened) against those emitted while it
-    was open (delivered live); and, per stream, how long its creation and its
-    stream's opening took."""
-    lat, pre, ramp = c.get("lat_ms", []), c.get("lat_pre", []), c.get("ramp", [])
-    if not pre or len(pre) != len(lat):
-        return
-    live = [x for x, p in zip(lat, pre, strict=True) if not p]
-    history = [x for x, p in zip(lat, pre, strict=True) if p]
-    res.update(
-        live_p99_ms=r2(pct(live, 99)),
-        history_samples=len(history),
-        history_p99_ms=r2(pct(history, 99)),
-    )
-    created = [(b - a) * 1000 for a, b, _, _ in ramp if b]
-    opened = [(o - b) * 1000 for _, b, o, _ in ramp if o and b]
-    res.update(
-        ramp_create_p50_ms=r2(pct(created, 50)),
-        ramp_create_p99_ms=r2(pct(created, 99)),
-        ramp_open_p50_ms=r2(pct(opened, 50)),
-        ramp_open_p99_ms=r2(pct(opened, 99)),
-    )
 
 
 def summarize_create(c: dict[str, Any], res: dict[str, Any]) -> None:
@@ -788,7 +761,8 @@ def print_one(cfg: Config, res: dict[str, Any], rep: str) -> None:
                 f"p99 of ticks delivered live {res['live_p99_ms']} ms, of the {res['history_samples']} read"
                 f" from history as a stream opened {res['history_p99_ms']} ms; creation p50/p99"
                 f" {res['ramp_create_p50_ms']}/{res['ramp_create_p99_ms']} ms, then stream open"
-                f" {res['ramp_open_p50_ms']}/{res['ramp_open_p99_ms']} ms"
+                f" {res['ramp_open_p50_ms']}/{res['ramp_open_p99_ms']} ms, then its first tick"
+                f" {res['ramp_first_tick_p50_ms']}/{res['ramp_first_tick_p99_ms']} ms"
             )
     parts.append("cpu " + cpu_text(cpu))
     if len(res.get("workers", {})) > 1:

@@ -439,6 +439,34 @@ def settled(c: dict[str, Any], res: dict[str, Any]) -> None:
     )
 
 
+def ramp_split(c: dict[str, Any], res: dict[str, Any]) -> None:
+    """Where the late ticks come from: those emitted before their stream's response
+    came (read from the run's history when it opened) against those emitted while it
+    was open (delivered live); and, per stream, what its first event waited for: its
+    creation, then its stream's opening, then the first tick on the open stream."""
+    lat, pre, ramp = c.get("lat_ms", []), c.get("lat_pre", []), c.get("ramp", [])
+    if not pre or len(pre) != len(lat):
+        return
+    live = [x for x, p in zip(lat, pre, strict=True) if not p]
+    history = [x for x, p in zip(lat, pre, strict=True) if p]
+    res.update(
+        live_p99_ms=r2(pct(live, 99)),
+        history_samples=len(history),
+        history_p99_ms=r2(pct(history, 99)),
+    )
+    created = [(b - a) * 1000 for a, b, _, _ in ramp if b]
+    opened = [(o - b) * 1000 for _, b, o, _ in ramp if o and b]
+    first_tick = [(f - o) * 1000 for _, _, o, f in ramp if f and o]
+    res.update(
+        ramp_create_p50_ms=r2(pct(created, 50)),
+        ramp_create_p99_ms=r2(pct(created, 99)),
+        ramp_open_p50_ms=r2(pct(opened, 50)),
+        ramp_open_p99_ms=r2(pct(opened, 99)),
+        ramp_first_tick_p50_ms=r2(pct(first_tick, 50)),
+        ramp_first_tick_p99_ms=r2(pct(first_tick, 99)),
+    )
+
+
 def r2(x: float | None, nd: int = 2) -> float | None:
     return None if x is None else round(x, nd)
 
@@ -478,6 +506,7 @@ def summarize(scenario: str, c: dict[str, Any], res: dict[str, Any]) -> None:
         )
         if scenario == "steady":
             settled(c, res)
+            ramp_split(c, res)
     elif scenario == "idle":
         n = res["streams"] or 0
         violations["not_open"] = n - c.get("held_open", 0)
@@ -623,6 +652,11 @@ def print_one(res: dict[str, Any]) -> None:
         f"first event p50 {res['ttfe_p50_ms']} ms"
         + (f" / p99 {res['ttfe_p99_ms']} ms" if res.get("ttfe_p99_ms") is not None else "")
     )
+    if res.get("ramp_create_p50_ms") is not None:
+        parts.append(
+            f"of which creation p50 {res['ramp_create_p50_ms']} ms, stream open {res['ramp_open_p50_ms']} ms,"
+            f" first tick on the open stream {res['ramp_first_tick_p50_ms']} ms"
+        )
     parts.append(f"server rss {res['rss_base_mib']} -> peak {res['rss_peak_mib']} MiB")
     parts.append(
         f"cpu server {res['server_cpu_s']} s / client {res['client_cpu_s']} s "
@@ -691,6 +725,9 @@ ROWS: list[tuple[str, str, str, str, Any]] = [
     ("steady", "latency once all are live, p99 (ms)", "settled_p99_ms", "", None),
     ("steady", "first event p50 (ms)", "ttfe_p50_ms", "<= 2x (issue 15)", _within(2.0)),
     ("steady", "first event p99 (ms)", "ttfe_p99_ms", "", None),
+    ("steady", "first event: its creation p50 (ms)", "ramp_create_p50_ms", "", None),
+    ("steady", "first event: then its stream's opening p50 (ms)", "ramp_open_p50_ms", "", None),
+    ("steady", "first event: then its first tick p50 (ms)", "ramp_first_tick_p50_ms", "", None),
     ("steady", "server peak RSS (MiB)", "rss_peak_mib", "", None),
     ("steady", "server / client CPU (s)", "cpu", "", None),
     ("steady", "server CPU per delivered event (µs)", "cpu_us_per_event", "<= 1.3x", _within(1.3)),
