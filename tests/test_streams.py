@@ -160,6 +160,22 @@ async def test_a_subscriber_that_never_reads_does_not_delay_others(server: str, 
         writer.close()
 
 
+async def test_a_live_stream_whose_reader_pauses_gets_every_event_once_in_order(client: httpx.AsyncClient) -> None:
+    # ~13 MB while the reader reads nothing for a second: the socket's buffers
+    # fill, so the live writes done at delivery have to wait for the socket
+    # (flow control) and the stream's own task finishes them
+    run_id = await start_ticker(client, "paused", 400, interval_ms=2, payload_bytes=32_768)
+    events = []
+    async with client.stream("GET", f"/v1/runs/{run_id}/stream", headers=OWNER) as response:
+        await asyncio.sleep(1.0)
+        async for frame in frames(response):
+            if "id" in frame:
+                events.append(frame["data"])
+    assert [tick["i"] for tick in ticks(events)] == list(range(400))
+    assert events[-1]["type"] == "end"
+    assert_gap_free(events)
+
+
 async def test_a_silent_stream_sends_heartbeats(tmp_path: Path) -> None:
     app = make_app(store=f"sqlite:///{tmp_path}/hb.db", sse_heartbeat_s=0.2)
     with serve_in_thread(app) as url:

@@ -36,6 +36,7 @@ from runyard.errors import (
 from runyard.events import Hub, follow
 from runyard.events.session_stream import follow_session
 from runyard.events.sse import Frame
+from runyard.events.stream import Write
 from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
 from runyard.longterm import LongTerm
@@ -278,9 +279,10 @@ class Runtime:
         await self.broker.signal(WAKE)
         return await self.get_run(owner, run_id)
 
-    def follow(self, run: Run, after: int) -> AsyncGenerator[list[Frame], None]:
-        """The run's events after ``after`` as SSE frames: history, then live, until ``end``."""
-        return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s)
+    def follow(self, run: Run, after: int, write: Write | None = None) -> AsyncGenerator[list[Frame], None]:
+        """The run's events after ``after`` as SSE frames: history, then live, until
+        ``end``; with ``write``, live frames are written with it (``events.stream.follow``)."""
+        return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s, write)
 
     async def follow_session(self, owner: str, session_id: str, after: int) -> AsyncGenerator[list[Frame], None]:
         """Every event of the session's runs after cursor ``after`` as SSE frames:

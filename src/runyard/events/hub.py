@@ -21,7 +21,10 @@ frames per run could not give without a gap-free session-wide number.
 
 A follower waits with a ``Listener``: woken by its channel's next delivery, or
 by a heartbeat timer that it arms once per heartbeat period rather than once
-per wait (see ``Listener``).
+per wait (see ``Listener``). A follower that is caught up may wait *fed*: the
+delivery then hands its new frames to the follower's ``Fed`` (which writes
+them to its connection at once) instead of waking it, and wakes it only when
+the frames cannot be taken that way (see ``RunChannel._wake``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ WINDOW_BYTES = 4 << 20  # ...within about this much data
 STORE_READS = 4
 
 
+class Fed(Protocol):
+    """A waiting follower that takes live frames without being woken."""
+
+    def take(self, frames: list[Frame]) -> bool:
+        """Take ``frames`` (newly delivered, in order); False if the follower
+        must be woken instead (it then finds them in the window or the store)."""
+
+
 class RunChannel:
     __slots__ = ("_bytes", "_frames", "_waiters", "closed", "run_id", "subscribers", "version", "watched")
 
@@ -51,7 +62,7 @@ class RunChannel:
         # Bumped on every wake-up: a follower reads it before it looks at the
         # window or the store, and waits only if it has not moved since.
         self.version = 0
-        self._waiters: dict[asyncio.Future[bool], None] = {}
+        self._waiters: dict[asyncio.Future[bool], Fed | None] = {}
         self.watched = watched  # the broker's watch of this run, shared by joiners
         self._frames: list[Frame] = []
         self._bytes = 0
@@ -59,7 +70,7 @@ class RunChannel:
     def deliver(self, events: Iterable[Event]) -> None:
         """Add newly persisted events and wake the subscribers."""
         kept = self._frames
-        added = False
+        added: list[Frame] = []
         for event in events:
             if kept and event.seq <= kept[-1][0]:
                 continue  # a duplicate delivery
@@ -69,12 +80,12 @@ class RunChannel:
             frame = encode(event)
             kept.append(frame)
             self._bytes += len(frame[2])
-            added = True
+            added.append(frame)
         if not added:
             return  # only duplicates: waking the subscribers would find nothing new
         if len(kept) > 2 * WINDOW or self._bytes > WINDOW_BYTES:
             self._trim()
-        self._wake()
+        self._wake(added)
 
     def resync(self) -> None:
         """Events may have been published without reaching this channel: forget the
@@ -97,23 +108,33 @@ class RunChannel:
             finally:
                 self.discard(waiter)
 
-    def waiter(self) -> asyncio.Future[bool]:
-        """A future the next wake-up resolves with True (``discard`` it if you stop waiting)."""
+    def waiter(self, fed: Fed | None = None) -> asyncio.Future[bool]:
+        """A future the next wake-up resolves with True (``discard`` it if you stop
+        waiting); with ``fed``, deliveries it takes do not resolve it."""
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters[waiter] = None
+        self._waiters[waiter] = fed
         return waiter
 
     def discard(self, waiter: asyncio.Future[bool]) -> None:
         self._waiters.pop(waiter, None)
 
-    def _wake(self) -> None:
+    def _wake(self, added: list[Frame] | None = None) -> None:
         # Futures of our own rather than an asyncio.Event replaced on every
         # delivery: one object less per event, and a follower's heartbeat
         # can resolve its own future (Listener).
+        #
+        # A fed follower that takes the ``added`` frames stays asleep: a live
+        # event then costs no task step, no generator step and no new future
+        # per stream, and a commit's 100 streams are written in this one call
+        # rather than in 100 task steps one after the other.
         self.version += 1
         waiters, self._waiters = self._waiters, {}
-        for waiter in waiters:
-            if not waiter.done():
+        for waiter, fed in waiters.items():
+            if waiter.done():
+                continue
+            if fed is not None and added and fed.take(added):
+                self._waiters[waiter] = fed
+            else:
                 waiter.set_result(True)
 
     def _trim(self) -> None:
@@ -162,13 +183,14 @@ class Listener:
         """The follower sent something: silence counts from now."""
         self._spoke_at = self._loop.time()
 
-    async def wait(self, version: int) -> bool:
+    async def wait(self, version: int, fed: Fed | None = None) -> bool:
         """True once the channel changed since ``version`` (at once if it has);
-        False after ``quiet_s`` of the follower's silence."""
+        False after ``quiet_s`` of the follower's silence. With ``fed``,
+        deliveries it takes do not end the wait."""
         channel = self._channel
         if channel.version != version:
             return True
-        waiter = self._waiter = channel.waiter()
+        waiter = self._waiter = channel.waiter(fed)
         if self._timer is None:
             self._timer = self._loop.call_at(self._spoke_at + self._quiet_s, self._on_timer)
         try:

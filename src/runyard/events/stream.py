@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from runyard.events.hub import Hub, Listener
 from runyard.events.sse import Frame, encode
@@ -23,12 +23,66 @@ PAGES_BUDGET = 32 << 20
 MIN_PAGE_BYTES = 64 << 10
 
 
+# Writes frames on a follower's connection, as its consumer would: None once
+# they are handed over, or an awaitable that finishes a write that had to wait.
+Write = Callable[[list[Frame]], Awaitable[None] | None]
+
+
+class Writer:
+    """A caught-up follower's own writes of live frames, done by its channel at
+    delivery (``Fed``), from ``cursor`` on. What the follower must learn when
+    it wakes: where the writes got to, whether they wrote the ``end``, and the
+    write that had to wait (or the error one raised), to finish (or raise)
+    before anything else is written."""
+
+    __slots__ = ("_listener", "_write", "cursor", "ended", "failure", "unfinished")
+
+    def __init__(self, write: Write, listener: Listener) -> None:
+        self._write = write
+        self._listener = listener
+        self.cursor = 0
+        self.ended = False
+        self.unfinished: Awaitable[None] | None = None
+        self.failure: Exception | None = None
+
+    def take(self, frames: list[Frame]) -> bool:
+        fresh = frames
+        if frames[0][0] <= self.cursor:  # some came from the store first
+            fresh = [frame for frame in frames if frame[0] > self.cursor]
+        if not fresh:
+            return True
+        if fresh[0][0] != self.cursor + 1:
+            return False  # a gap: the follower reads the store
+        try:
+            self.unfinished = self._write(fresh)
+        except Exception as exc:  # the connection's: raised where the follower's own write would raise it
+            self.failure = exc
+            return False
+        self.cursor = fresh[-1][0]
+        self._listener.spoke()
+        self.ended = fresh[-1][1]
+        return self.unfinished is None and not self.ended
+
+    async def settle(self) -> int:
+        """The cursor the writes reached, once the last one is finished."""
+        unfinished, self.unfinished = self.unfinished, None
+        if unfinished is not None:
+            await unfinished
+        if self.failure is not None:
+            raise self.failure
+        return self.cursor
+
+
 async def follow(
-    store: EventStore, hub: Hub, run_id: str, after: int, heartbeat_s: float
+    store: EventStore, hub: Hub, run_id: str, after: int, heartbeat_s: float, write: Write | None = None
 ) -> AsyncGenerator[list[Frame], None]:
     """Yield batches of the run's events with ``seq > after`` as SSE frames, in
     order, each once, until the ``end`` event; an empty batch after
     ``heartbeat_s`` of silence.
+
+    With ``write``, live events reach the connection without this generator:
+    while it waits caught up, its channel writes each delivery with ``write``
+    (see ``Writer``); it yields what ``write`` could not take.
 
     The channel is joined (and the broker delivers the run's events to it) before
     the first store read, so an event persisted before the join is in the store
@@ -38,6 +92,7 @@ async def follow(
     """
     channel = await hub.join(run_id)
     listener = Listener(channel, heartbeat_s)
+    writer = Writer(write, listener) if write is not None else None
     try:
         cursor = after
         page = max(1, FIRST_PAGE * _page_bytes(hub) // PAGE_BYTES)
@@ -69,7 +124,16 @@ async def follow(
                 continue
             if channel.closed:
                 return  # shutting down: the client resumes elsewhere from its cursor
-            while not await listener.wait(version):
+            while True:
+                if writer is not None:
+                    writer.cursor = cursor
+                woken = await listener.wait(version, writer)
+                if writer is not None:
+                    cursor = await writer.settle()
+                    if writer.ended:
+                        return
+                if woken:
+                    break
                 # Silence: say so, and look at the store in case a cross-process
                 # notification was missed. Not where none can be: there, nothing
                 # changed (10,000 idle streams with a 2 s heartbeat read the store

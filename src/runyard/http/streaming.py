@@ -14,13 +14,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from runyard.errors import TooManyStreams
 from runyard.events import sse
+from runyard.events.stream import Write
 from runyard.governance.backend import CapReached, Caps
 from runyard.http.middleware import OUTER_SEND
 from runyard.models import Run
@@ -110,18 +112,24 @@ class StreamSlot:
                 caps.release(lease)
 
 
+Chunks = AsyncGenerator[bytes, None]
+
+
 class EventStreamResponse(Response):
     """Streams ``body``'s chunks until it ends or the client goes away; the
-    stream's ``slot`` is given back then, whichever way it ends."""
+    stream's ``slot`` is given back then, whichever way it ends. ``body`` may
+    be made of the send that writes a chunk, for a body that writes some
+    itself (a run's live events: ``sse_response``)."""
 
     def __init__(
         self,
-        body: AsyncGenerator[bytes, None],
+        body: Chunks | Callable[[Send], Chunks],
         slot: StreamSlot,
         on_disconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(status_code=200)
-        self._body_chunks = body
+        self._body = body
+        self._chunks: Chunks | None = None if callable(body) else body
         self._slot = slot
         self._on_disconnect = on_disconnect
         self.raw_headers[:] = [*(h for h in self.raw_headers if h[0] != b"content-length"), *HEADERS]
@@ -139,7 +147,8 @@ class EventStreamResponse(Response):
                 # those layers held 7-9 % of a steady stream's samples
                 # (bench/streams.py --profile); this cut was within that A/B's noise.
                 send_chunk = scope.get(OUTER_SEND, send)
-                async for chunk in self._body_chunks:
+                chunks = self._chunks = self._body(send_chunk) if callable(self._body) else self._body
+                async for chunk in chunks:
                     await send_chunk({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (asyncio.CancelledError, OSError):
@@ -149,7 +158,8 @@ class EventStreamResponse(Response):
         finally:
             self._slot.release()
             watcher.cancel()
-            await self._body_chunks.aclose()
+            if self._chunks is not None:
+                await self._chunks.aclose()
         if gone.is_set() and self._on_disconnect is not None:
             await self._on_disconnect()
 
@@ -170,17 +180,20 @@ def sse_response(
     slot: StreamSlot,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> EventStreamResponse:
-    return EventStreamResponse(_body(runtime, run, after, pad_bytes), slot, on_disconnect)
+    def body(send: Send) -> Chunks:
+        return _body(runtime, run, after, pad_bytes, _live_writer(send, pad_bytes))
+
+    return EventStreamResponse(body, slot, on_disconnect)
 
 
-async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int) -> AsyncGenerator[bytes, None]:
+async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int, write: Write) -> Chunks:
     if run.status.finished and after >= run.last_seq:
         return  # resumed after the end: nothing more will ever come
     metrics.STREAM_SUBSCRIBERS.inc()
     history_end = run.last_seq
     replay_started = time.perf_counter() if history_end > after else None
     try:
-        async for batch in runtime.follow(run, after):
+        async for batch in runtime.follow(run, after, write):
             if not batch:
                 yield sse.ping(pad_bytes)
                 continue
@@ -191,6 +204,51 @@ async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int) -> Async
                 replay_started = None
     finally:
         metrics.STREAM_SUBSCRIBERS.dec()
+
+
+def _live_writer(send: Send, pad_bytes: int) -> Write:
+    """``follow``'s ``write`` for a stream whose chunks ``send`` sends: the live
+    frames a delivery brings, sent in the delivery's own call when the
+    connection takes them at once (no flow control holding it back)."""
+
+    def write(frames: list[sse.Frame]) -> Awaitable[None] | None:
+        return _started(_send_chunks(send, frames, pad_bytes))
+
+    return write
+
+
+async def _send_chunks(send: Send, frames: list[sse.Frame], pad_bytes: int) -> None:
+    for chunk in _chunks(frames, pad_bytes):
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+def _started(write: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
+    """Run ``write`` until it first waits: None if it never did (the server's
+    send did not need to wait for the socket to drain), else an awaitable that
+    finishes it, for the stream's own task to await."""
+    try:
+        waiting_on = write.send(None)
+    except StopIteration:
+        return None
+    return _finish(write, waiting_on)
+
+
+async def _finish(write: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """Drive ``write`` on from where ``_started`` left it, from this task: wait
+    for what it waits on (a future, or a bare yield), then resume it."""
+    try:
+        while True:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            else:
+                # Not ``await waiting_on``: the write's own await of it is under
+                # way. The write sees its outcome when it resumes.
+                await asyncio.wait([waiting_on])
+            waiting_on = write.send(None)
+    except StopIteration:
+        return
+    finally:
+        write.close()  # cancelled half-way (the client left): the write goes no further
 
 
 def frames_response(
