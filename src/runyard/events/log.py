@@ -4,8 +4,8 @@ Appends from every run of the process go to one writer task. The writer takes
 everything pending, writes it in one store transaction, then publishes it and
 wakes the appenders. Under light load a batch is a single event and waits for
 nothing but its own commit; under heavy load, appends that arrive during a
-commit (or within GATHER_S of the last one) share the next, so throughput grows
-with concurrency.
+commit (or in the loop turn after the last one) share the next, so throughput
+grows with concurrency.
 
 A group carrying a run's update (its end, or its hand-back) is written in a
 later transaction than the run's earlier events, so that their fate is known
@@ -45,13 +45,15 @@ log = logging.getLogger("runyard.events")
 
 MAX_BATCH = 4096  # groups per transaction: bounds a single commit's latency
 # Under sustained load (the previous batch ended less than BUSY_S ago) the writer
-# lets appends gather for GATHER_S before it writes, so that fewer, larger
-# batches pay the per-batch costs (measured with 1,000 streams at 10 events/s:
-# server CPU -13 %, median latency +1.5 ms). An event after a quiet spell is
-# written at once, and so is one when the last batches held fewer than
-# GATHER_RUNS runs: a lone run awaiting each write in turn (a pipeline's
-# durable steps) would wait GATHER_S for nobody at every step (2.3 ms a step).
-GATHER_S = 0.002
+# lets the appends of one more loop turn join the batch before it writes. It
+# used to wait 2 ms (server CPU -13 % when each live event woke its stream's
+# task); since live events are written at their delivery (events/stream.py,
+# Writer) the wait saved no CPU and held every run's first events back during
+# a ramp (bench/streams.py steady, 6 rounds alternated: first event p50 791 ->
+# 648 ms, p99 over all ticks 256 -> 194 ms, CPU per event 70.4 -> 71.1 µs). An
+# event after a quiet spell is written at once, and so is one when the last
+# batches held fewer than GATHER_RUNS runs: a lone run awaiting each write in
+# turn (a pipeline's durable steps) gains nothing from waiting.
 BUSY_S = 0.010
 GATHER_RUNS = 4
 
@@ -234,7 +236,7 @@ class EventLog:
             self._wakeup.clear()
             busy = time.monotonic() - last_batch_end < BUSY_S and runs_written >= GATHER_RUNS
             if busy and not self._closing:
-                await asyncio.sleep(GATHER_S)
+                await asyncio.sleep(0)
             runs_written = 0
             while self._pending:
                 runs_written = max(runs_written, await self._write_batch())
