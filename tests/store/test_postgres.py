@@ -290,6 +290,13 @@ async def test_cancelled_append_still_commits_whole(store: PostgresStore) -> Non
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # The transaction goes on without its caller; it may not even hold the run's
+    # row yet (a loaded machine), so wait for it to commit, whole, before the next append.
+    deadline = asyncio.get_running_loop().time() + 30
+    while (seen := len(await store.read_events("run_1", 0, 30_000))) == 0:
+        assert asyncio.get_running_loop().time() < deadline, "the cancelled append never committed"
+        await asyncio.sleep(0.02)
+    assert seen == 20_000  # never a part of it
     (after,) = await store.append([AppendGroup("run_1", drafts("run_1", 0, 1))])
     assert isinstance(after, list)
     assert after[0].seq == 20_001
