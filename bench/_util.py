@@ -11,6 +11,7 @@ Nothing here talks to any host but 127.0.0.1.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import math
@@ -25,7 +26,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -251,6 +252,22 @@ def add_build_arguments(ap: argparse.ArgumentParser, repeats: int) -> None:
     ap.add_argument("--repeats", type=int, default=repeats, help="alternations base/head")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+
+def builds(args: argparse.Namespace) -> dict[str, str]:
+    """The two builds ``add_build_arguments`` names, in the order they are measured."""
+    return {"base": args.base_src, "head": args.head_src}
+
+
+Child = Callable[[argparse.Namespace], Coroutine[Any, Any, Any]]
+
+
+def answered_as_child(args: argparse.Namespace, child: Child) -> bool:
+    """In the child process (``--child``): print what ``child`` measured, as JSON."""
+    if not args.child:
+        return False
+    print(json.dumps(asyncio.run(child(args))))
+    return True
 
 
 def run_child(script: str, src: str, options: Sequence[str]) -> dict[str, Any]:

@@ -25,7 +25,6 @@ repository root::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -35,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import add_build_arguments, run_child
+from _util import add_build_arguments, answered_as_child, builds, run_child
 
 WORKER = "bench-worker"
 FILL = """WITH RECURSIVE i(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM i WHERE n < :count)
@@ -110,13 +109,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(asyncio.run(child(args))))
+    if answered_as_child(args, child):
         return 0
-    builds = {"base": args.base_src, "head": args.head_src}
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in builds}
+    both = builds(args)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in both}
     for rep in range(args.repeats):
-        for name, src in builds.items():
+        for name, src in both.items():
             r = measure(src, args)
             results[name].append(r)
             print(

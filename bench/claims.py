@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _util import add_build_arguments, median, pct, postgres_database, run_child
+from _util import add_build_arguments, answered_as_child, builds, median, pct, postgres_database, run_child
 
 if TYPE_CHECKING:
     from runyard.store import Store
@@ -229,15 +229,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.child:
-        print(json.dumps(asyncio.run(child(args))))
+    if answered_as_child(args, child):
         return 0
+    both = builds(args)
     depths = [int(d) for d in args.depths.split(",")]
-    builds = {"base": args.base_src, "head": args.head_src}
-    results: dict[str, dict[int, list[dict[str, Any]]]] = {name: {d: [] for d in depths} for name in builds}
+    results: dict[str, dict[int, list[dict[str, Any]]]] = {name: {d: [] for d in depths} for name in both}
     for rep in range(args.repeats):
         for depth in depths:
-            for name, src in builds.items():
+            for name, src in both.items():
                 r = measure(src, depth, args)
                 results[name][depth].append(r)
                 print(
