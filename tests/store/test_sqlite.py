@@ -255,6 +255,24 @@ async def in_one_batch(store: SQLiteStore, *writes: Coroutine[Any, Any, Any]) ->
     return outcomes
 
 
+async def test_writes_the_writer_thread_cannot_take_fail_instead_of_waiting(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread answers a batch's writes; a batch it never got (its pool
+    refused it) is answered with the error, and the next batch is written."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(store._writer_pool, "submit", refuse)
+        with pytest.raises(RuntimeError, match="cannot schedule"):
+            await asyncio.wait_for(store.create_session(Session("ses_refused", "alice", T0, T0)), 5)
+    await store.create_session(Session("ses_next", "alice", T0, T0))
+    assert await store.get_session("ses_refused") is None
+    assert await store.get_session("ses_next") is not None
+
+
 async def test_a_failing_write_does_not_fail_the_others_of_its_batch(store: SQLiteStore) -> None:
     """Writes share a transaction: a duplicate key fails alone, and rolls back only
     its own writes (the batch runs again, each write in its own savepoint)."""

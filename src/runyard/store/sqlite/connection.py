@@ -2,7 +2,8 @@
 
 Every write is a synchronous function of the writer connection, queued by
 ``_write``. One flusher task takes everything queued and runs it in the writer
-thread as ONE transaction (group commit): a write that raises is rolled back
+thread as ONE transaction (group commit), which then answers every write of
+the batch in one loop callback: a write that raises is rolled back
 alone and fails alone, the others commit (the batch is run again with a
 savepoint per write when one raises; ``_commit`` says why not always). A
 batch costs one thread hop and one commit however many writes it holds; writes
@@ -37,6 +38,7 @@ from runyard.store.sqlite.schema import migrate
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
+Batch = list[tuple[Work[Any], "asyncio.Future[Any]"]]  # writes, each with its caller's future
 RunStates = dict[str, RunState]
 
 log = logging.getLogger("runyard.store")
@@ -97,6 +99,17 @@ def _connect(path: str, pragmas: str) -> sqlite3.Connection:
 
 class _WorkFailed(Exception):
     """A work of a batch run without savepoints raised (its exception is the cause)."""
+
+
+def _answer(batch: Batch, outcomes: list[Any]) -> None:
+    """Each write's outcome to its caller (in the loop)."""
+    for (_, done), outcome in zip(batch, outcomes, strict=True):
+        if done.done():  # its caller was cancelled
+            continue
+        if isinstance(outcome, BaseException):  # no work returns an exception
+            done.set_exception(outcome)
+        else:
+            done.set_result(outcome)
 
 
 def _commit(db: sqlite3.Connection, works: list[Work[Any]], forget: Callable[[], None]) -> list[Any]:
@@ -197,7 +210,7 @@ class SQLiteConnection(Lifecycle):
         self._db: sqlite3.Connection | None = None  # the writer's; None when not open
         self._reader_dbs: list[sqlite3.Connection] = []
         self._local = threading.local()  # .db: the reader thread's own connection
-        self._pending: list[tuple[Work[Any], asyncio.Future[Any]]] = []
+        self._pending: Batch = []
         self._flusher: asyncio.Task[None] | None = None
         self._lock: int | None = None  # the descriptor holding <path>.lock, while open
         self._run_states: RunStates = {}  # unfinished runs; touched by the writer thread only
@@ -309,25 +322,27 @@ class SQLiteConnection(Lifecycle):
         try:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                works = [work for work, _ in batch]
                 try:
-                    outcomes = await loop.run_in_executor(self._writer_pool, _commit, db, works, self._run_states.clear)
-                except Exception as exc:
-                    outcomes = [_unavailable(exc, self.path)] * len(batch)
-                    # the batch rolled back, appends included: what the cache learned
-                    # from it is void (the writer thread is idle until the next batch)
-                    self._run_states.clear()
-                else:
-                    self.commits += 1
-                for (_, done), outcome in zip(batch, outcomes, strict=True):
-                    if done.done():  # its caller was cancelled
-                        continue
-                    if isinstance(outcome, BaseException):  # no work returns an exception
-                        done.set_exception(outcome)
-                    else:
-                        done.set_result(outcome)
+                    await loop.run_in_executor(self._writer_pool, self._commit_and_answer, loop, db, batch)
+                except Exception as exc:  # the thread never took the batch: no caller is left waiting
+                    _answer(batch, [_unavailable(exc, self.path)] * len(batch))
         finally:
             self._flusher = None
+
+    def _commit_and_answer(self, loop: asyncio.AbstractEventLoop, db: sqlite3.Connection, batch: Batch) -> None:
+        """In the writer thread: commit ``batch``, then answer each of its writes in
+        one loop callback. Answered from here, a write's caller resumes one loop
+        iteration sooner than when the flusher answered after being woken itself
+        (``bench/streams.py`` steady, 10 runs alternated: latency p50 5.5 -> 4.1 ms)."""
+        try:
+            outcomes = _commit(db, [work for work, _ in batch], self._run_states.clear)
+        except Exception as exc:
+            outcomes = [_unavailable(exc, self.path)] * len(batch)
+            # the batch rolled back, appends included: what the cache learned from it is void
+            self._run_states.clear()
+        else:
+            self.commits += 1  # before any caller resumes
+        loop.call_soon_threadsafe(_answer, batch, outcomes)
 
     async def _outside_transaction(self, work: Work[T]) -> T:
         """Run ``work`` in the writer thread between two batches, in no transaction
