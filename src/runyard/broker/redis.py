@@ -69,6 +69,11 @@ RECONNECT = Backoff(first_s=0.05, max_s=2.0)
 # jitter: it is a pause of this process's writer, not a retry in step with others).
 PUBLISH_PAUSE = Backoff(first_s=0.05, max_s=1.0, spread=(1.0, 1.0))
 MAX_UNSENT = 10_000  # runs whose newest unsent event is remembered while Redis is unreachable
+# A batch's messages go out as one script call: one command to pack and one reply
+# to read. A pipeline of one PUBLISH per run and per session packed each command
+# and read each reply under a timeout of its own, and py-spy put a quarter of a
+# PostgreSQL + Redis process's CPU there under the steady load (bench/README.md).
+PUBLISH_ALL = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end"
 
 
 class RedisBroker(Broker):
@@ -85,6 +90,7 @@ class RedisBroker(Broker):
         # One immediate retry: a pooled connection that Redis closed (a restart)
         # fails once, then reconnects. Anything longer would hold up the writer.
         self._client = Redis.from_url(redis_url, socket_connect_timeout=TIMEOUT_S, retry=Retry(NoBackoff(), 1))
+        self._publish_all = self._client.register_script(PUBLISH_ALL)
         self._hub: Hub | None = None
         self._closed = False
         # subscribing: only the reader task reads the subscriber connection; watch,
@@ -185,15 +191,15 @@ class RedisBroker(Broker):
         if time.monotonic() < self._resume_at:
             self._remember(by_run)
             return
+        messages: list[bytes] = []  # channel, message, channel, message...
+        for run_id, event in self._unsent.items():
+            if run_id not in by_run:
+                self._add_messages(messages, [event])
+        for run_events in by_run.values():
+            self._add_messages(messages, run_events)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for run_id, event in self._unsent.items():
-                    if run_id not in by_run:
-                        self._publish(pipe, [event])
-                for run_events in by_run.values():
-                    self._publish(pipe, run_events)
-                async with asyncio.timeout(TIMEOUT_S):
-                    await pipe.execute()
+            async with asyncio.timeout(TIMEOUT_S):
+                await self._publish_all(args=messages)
         except (RedisError, OSError) as exc:
             self._remember(by_run)
             if not self._publish_failures:
@@ -206,14 +212,14 @@ class RedisBroker(Broker):
             self._publish_failures = 0
         self._unsent.clear()
 
-    def _publish(self, pipe: Any, events: list[Event]) -> None:
-        """One run's events to the run's channel, and to its session's (whose followers
-        elsewhere read the store when they hear of them)."""
+    def _add_messages(self, messages: list[bytes], events: list[Event]) -> None:
+        """One run's events for the run's channel, and for its session's (whose
+        followers elsewhere read the store when they hear of them)."""
         message = encode_events(self._origin, events)
-        pipe.publish(self._channel(events[0].run_id), message)
+        messages += (self._channel(events[0].run_id), message)
         session = events[0].session
         if session is not None:
-            pipe.publish(self._channel(session), message)
+            messages += (self._channel(session), message)
 
     def _remember(self, by_run: dict[str, list[Event]]) -> None:
         """Keep each run's newest unsent event: sent later, it shows followers
