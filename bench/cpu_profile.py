@@ -30,6 +30,9 @@ CONCERNS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("socket writes (uvicorn's send: the kernel's copy)", ("RequestResponseCycle.send (uvicorn",)),
     ("HTTP server (uvicorn: parsing, connections)", ("uvicorn/", "httptools", "runyard/http/listener.py")),
     ("SQLite store (writer and reader threads)", ("runyard/store/sqlite/", "sqlite3")),
+    ("PostgreSQL store (asyncpg)", ("runyard/store/postgres/", "asyncpg/")),
+    # before the event loop's: redis-py's frames are in redis/asyncio/
+    ("Redis broker (redis-py: publish, subscribe)", ("runyard/broker/redis", "redis/", "hiredis")),
     ("event writer and group commit (EventLog, numbering)", ("runyard/events/log.py", "runyard/store/_numbering.py")),
     ("hub (fan-out, wake-ups)", ("runyard/events/hub.py", "runyard/broker/")),
     ("stream follow and SSE framing", ("runyard/events/stream.py", "runyard/events/sse.py", "http/streaming.py")),
