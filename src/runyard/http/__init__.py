@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from runyard.http import mcp
 from runyard.http.auth import Authenticator
 from runyard.http.errors import install_error_handlers
+from runyard.http.express import ExpressLane
 from runyard.http.middleware import BodyLimit, JSONBodies, RequestIds, RequestMetrics
 from runyard.http.routes import (
     ai_sdk,
@@ -95,6 +96,8 @@ def create_http_app(app: Served) -> FastAPI:
     http.include_router(system.router)  # a worker answers probes and scrapes too
     if settings.serves_api:
         _serve_page(http)
+    if settings.serves_api:
+        http.add_middleware(ExpressLane)  # innermost: CORS and the others still apply
     if settings.cors_origin_list:
         http.add_middleware(
             CORSMiddleware,

@@ -38,7 +38,7 @@ def error_response(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
-async def _runyard_error(request: Request, exc: Exception) -> JSONResponse:
+async def runyard_error_response(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RunyardError)
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
@@ -95,7 +95,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(RunyardError, _runyard_error)
+    app.add_exception_handler(RunyardError, runyard_error_response)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected_error)
