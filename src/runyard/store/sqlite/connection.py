@@ -11,7 +11,8 @@ that arrive while it is in the thread share the next one. There is no timer:
 under light load a write waits for nothing but its own commit. Being the only
 writer, ``append`` numbers events from ``last_seq`` without races.
 
-Reads run on a small pool of reader threads, each with its own connection; WAL
+The WAL's pages are copied into the file by a checkpoint thread
+(``checkpoints.py``), not by the writer. Reads run on a small pool of reader threads, each with its own connection; WAL
 lets them proceed while a batch is in flight, so a long replay never queues
 behind the writers. ``sqlite:///:memory:`` has a single connection (a second one
 would open another, empty database), owned by the writer thread, so there reads
@@ -33,6 +34,7 @@ from typing import Any, TypeVar
 from runyard.errors import StoreError, StoreUnavailable
 from runyard.store._numbering import RunState
 from runyard.store.base import DEFAULT_MAX_RUN_BYTES, Lifecycle
+from runyard.store.sqlite.checkpoints import Checkpointer
 from runyard.store.sqlite.file import BUSY_TIMEOUT_MS, busy_timeout_ms, database_path, lock_file
 from runyard.store.sqlite.schema import migrate
 
@@ -50,7 +52,9 @@ MAX_BATCH = 2_000  # writes per transaction: bounds a single commit's latency
 # created) lets a sweep give pages back to the file system in short steps
 # (``incremental_vacuum``); an older file keeps NONE until ``runyard migrate``.
 # wal_autocheckpoint: checkpoint every ~40 MiB of WAL rather than 4 MiB, so that
-# busy batches are not each followed by a checkpoint (measured: 3.0 vs 3.8 ms a batch).
+# busy batches are not each followed by a checkpoint (measured: 3.0 vs 3.8 ms a batch);
+# the pages are copied meanwhile by a thread of their own (``checkpoints.py``), so the
+# writer's checkpoint finds little left to copy and starts the WAL over.
 # secure_delete = FAST: Debian's SQLite (and others) are built with SECURE_DELETE on,
 # which zeroes every freed page: a sweep then wrote every byte it deleted to the WAL
 # again (measured: sweeping a 255 MiB run grew the WAL to 280 MiB, and in chunks each
@@ -209,6 +213,7 @@ class SQLiteConnection(Lifecycle):
         self._reader_pool: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None  # the writer's; None when not open
         self._reader_dbs: list[sqlite3.Connection] = []
+        self._checkpointer: Checkpointer | None = None  # a file's, while open
         self._local = threading.local()  # .db: the reader thread's own connection
         self._pending: Batch = []
         self._flusher: asyncio.Task[None] | None = None
@@ -238,6 +243,9 @@ class SQLiteConnection(Lifecycle):
                 )
             await self._migrate_schema()
             self._incremental = self._memory or await self._auto_vacuum() == INCREMENTAL
+            if not self._memory:
+                self._checkpointer = Checkpointer(self.path, busy_timeout_ms(self.url))
+                self._checkpointer.start()
         except BaseException:
             await self.close()
             raise
@@ -267,6 +275,9 @@ class SQLiteConnection(Lifecycle):
             os.close(lock)  # after the connections: the next process finds the file at rest
 
     def _close_connections(self, db: sqlite3.Connection | None, readers: ThreadPoolExecutor | None) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         if readers is not None:
             readers.shutdown(wait=True)  # reads in flight finish first
         connections, self._reader_dbs = self._reader_dbs, []
