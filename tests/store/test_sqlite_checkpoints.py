@@ -43,7 +43,7 @@ def test_committed_pages_reach_the_database_file_while_the_writer_goes_on(tmp_pa
     writer.executemany("INSERT INTO t VALUES (?)", [(n,) for n in range(1_000)])
     assert _rows_in_the_file_alone(path, tmp_path) == 0  # all of it is in the WAL
 
-    checkpointer = Checkpointer(str(path), busy_timeout_ms=1_000, every_s=0.01)
+    checkpointer = Checkpointer(str(path), every_s=0.01)
     checkpointer.start()
     try:
         writer.execute("BEGIN IMMEDIATE")  # a write transaction stays open: a PASSIVE copy does not wait for it
@@ -62,7 +62,7 @@ def test_committed_pages_reach_the_database_file_while_the_writer_goes_on(tmp_pa
 
 def test_stop_ends_the_thread_at_once(tmp_path: Path) -> None:
     _writer_that_never_checkpoints(tmp_path / "w.db").close()
-    checkpointer = Checkpointer(str(tmp_path / "w.db"), busy_timeout_ms=1_000, every_s=60)
+    checkpointer = Checkpointer(str(tmp_path / "w.db"), every_s=60)
     checkpointer.start()
 
     started = time.monotonic()

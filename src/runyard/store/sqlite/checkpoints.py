@@ -35,10 +35,9 @@ class Checkpointer:
     """Copies the WAL of the database at ``path`` into it every ``every_s`` seconds,
     from ``start`` to ``stop``, in a daemon thread with its own connection."""
 
-    def __init__(self, path: str, busy_timeout_ms: int, every_s: float = EVERY_S) -> None:
+    def __init__(self, path: str, every_s: float = EVERY_S) -> None:
         self.path = path
         self.every_s = every_s
-        self._busy_timeout_ms = busy_timeout_ms
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="runyard-sqlite-checkpoints", daemon=True)
         self.copies = 0  # checkpoints run, for tests
@@ -54,12 +53,12 @@ class Checkpointer:
 
     def _run(self) -> None:
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # no busy timeout: a PASSIVE checkpoint never waits for a lock
+            db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             log.warning("no background checkpoints of %s (the writer checkpoints alone): %s", self.path, exc)
             return
         try:
-            db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             while not self._stopping.wait(self.every_s):
                 self._copy(db)
         finally:

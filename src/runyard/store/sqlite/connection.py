@@ -244,7 +244,7 @@ class SQLiteConnection(Lifecycle):
             await self._migrate_schema()
             self._incremental = self._memory or await self._auto_vacuum() == INCREMENTAL
             if not self._memory:
-                self._checkpointer = Checkpointer(self.path, busy_timeout_ms(self.url))
+                self._checkpointer = Checkpointer(self.path)
                 self._checkpointer.start()
         except BaseException:
             await self.close()
