@@ -3,13 +3,13 @@
 shape without FastAPI's per-request routing and parameter resolution.
 
 Why a lane of our own: in-process, FastAPI's router, its dependency solver and
-its route wrapper took about half of the event loop's CPU for a run creation
-and for opening a stream (``bench/README.md``, "A seventh round"); at 1,000
-streams opening at once that CPU is the first event's wait, and in a fleet it
-is what bounds creations per second.
+its route wrapper took a quarter of the event loop's CPU for a run creation (its
+run included: 545 -> 410 us) and half of it for opening a stream (373 -> 200 us;
+``bench/README.md``, "A seventh round"). At 1,000 streams opening at once that
+CPU is the first event's wait, and in a fleet it bounds creations per second.
 
-Only the plain shape takes the lane: no root path, no query string, a
-``Content-Length`` body that is a valid ``RunRequest``, no ``Idempotency-Key``.
+Only the plain shape takes the lane: no query string, a ``Content-Length`` body
+that is a valid ``RunRequest``, no ``Idempotency-Key``.
 Anything else goes on to FastAPI unchanged (the body read here is handed on),
 so every parameter rule and every validation error has its one place there.
 Once the parameters are known, the lane calls the route's own function, and a
