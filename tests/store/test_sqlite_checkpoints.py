@@ -16,8 +16,9 @@ from runyard.store.sqlite.checkpoints import Checkpointer
 THREAD = "runyard-sqlite-checkpoints"
 
 
-def _checkpointer_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == THREAD]
+def _checkpointer_threads() -> set[threading.Thread]:
+    """The checkpoint threads alive in this process (other tests' stores may be open)."""
+    return {thread for thread in threading.enumerate() if thread.name == THREAD}
 
 
 def _writer_that_never_checkpoints(path: Path) -> sqlite3.Connection:
@@ -62,32 +63,36 @@ def test_committed_pages_reach_the_database_file_while_the_writer_goes_on(tmp_pa
 
 def test_stop_ends_the_thread_at_once(tmp_path: Path) -> None:
     _writer_that_never_checkpoints(tmp_path / "w.db").close()
+    others = _checkpointer_threads()
     checkpointer = Checkpointer(str(tmp_path / "w.db"), every_s=60)
     checkpointer.start()
+    assert len(_checkpointer_threads() - others) == 1
 
     started = time.monotonic()
     checkpointer.stop()
 
     assert time.monotonic() - started < 1
-    assert _checkpointer_threads() == []
+    assert _checkpointer_threads() - others == set()
 
 
 async def test_a_file_store_checkpoints_in_the_background_while_open(tmp_path: Path) -> None:
+    others = _checkpointer_threads()
     store = SQLiteStore(f"sqlite:///{tmp_path / 'r.db'}")
     await store.open()
     try:
-        assert len(_checkpointer_threads()) == 1
+        assert len(_checkpointer_threads() - others) == 1
     finally:
         await store.close()
 
-    assert _checkpointer_threads() == []
+    assert _checkpointer_threads() - others == set()
 
 
 async def test_an_in_memory_store_has_no_checkpoints() -> None:
+    others = _checkpointer_threads()
     store = SQLiteStore("sqlite:///:memory:")
     await store.open()
     try:
         await asyncio.sleep(0)
-        assert _checkpointer_threads() == []
+        assert _checkpointer_threads() - others == set()
     finally:
         await store.close()

@@ -96,7 +96,6 @@ def create_http_app(app: Served) -> FastAPI:
     http.include_router(system.router)  # a worker answers probes and scrapes too
     if settings.serves_api:
         _serve_page(http)
-    if settings.serves_api:
         http.add_middleware(ExpressLane)  # innermost: CORS and the others still apply
     if settings.cors_origin_list:
         http.add_middleware(

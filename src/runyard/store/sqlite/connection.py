@@ -12,11 +12,12 @@ under light load a write waits for nothing but its own commit. Being the only
 writer, ``append`` numbers events from ``last_seq`` without races.
 
 The WAL's pages are copied into the file by a checkpoint thread
-(``checkpoints.py``), not by the writer. Reads run on a small pool of reader threads, each with its own connection; WAL
-lets them proceed while a batch is in flight, so a long replay never queues
-behind the writers. ``sqlite:///:memory:`` has a single connection (a second one
-would open another, empty database), owned by the writer thread, so there reads
-run in that thread too, between batches.
+(``checkpoints.py``), not by the writer. Reads run on a small pool of reader
+threads, each with its own connection; WAL lets them proceed while a batch is
+in flight, so a long replay never queues behind the writers.
+``sqlite:///:memory:`` has a single connection (a second one would open
+another, empty database), owned by the writer thread, so there reads run in
+that thread too, between batches.
 """
 
 from __future__ import annotations
