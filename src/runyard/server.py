@@ -160,13 +160,16 @@ async def _cancel_leftover_tasks(grace_s: float) -> None:
         log.error("exiting without %d tasks that ignore their cancellation: %s", len(stuck), names)
 
 
-# Collect the young generation after 10,000 allocations instead of 700. A
+# Collect the young generation after 50,000 allocations instead of 700. A
 # streaming server keeps ~300 tracked objects per open stream and run alive
 # (coroutines, tasks, scopes of the ASGI stack), and the default thresholds
 # promoted them into full collections that paused the loop for up to 230 ms.
 # Measured with 1,000 streams x 10 events/s: GC time 5 s -> 0.5 s per 30 s,
-# server CPU -25 %, p99 latency 271 -> 119 ms.
-GC_THRESHOLDS = (10_000, 20, 20)
+# server CPU -25 %, p99 latency 271 -> 119 ms (at 10,000). At 50,000, the
+# 0.8 s in which those 1,000 streams open hold 4 collections (33 ms) instead of
+# 53 (111 ms): first event p50 329 -> 279 and 266 -> 242 ms, the same peak RSS
+# (bench/README.md, "A seventh round").
+GC_THRESHOLDS = (50_000, 20, 20)
 
 
 def tune_garbage_collector() -> None:
