@@ -227,7 +227,8 @@ def test_the_time_line_shows_tool_calls(console: str, owner: str, new_page: NewP
         "lis => lis.map((li) => [li.dataset.key, li.matches('.span-failed'), li.dataset.end - li.dataset.start])",
     )
     assert [(key, failed) for key, failed, _ in tools] == [("tool:call-1", False), ("tool:call-2", True)]
-    assert tools[0][2] > tools[1][2] >= 100 - 2  # 0.3 s and 0.1 s, in ms, each end rounded to the ms
+    # 0.3 s and 0.1 s, in ms: an event's time has ms precision, so 0.1 s may show as 99
+    assert tools[0][2] > tools[1][2] >= 100 - 2
 
 
 def test_a_running_run_shows_its_progress_in_the_list(console: str, owner: str, new_page: NewPage) -> None:

@@ -5,7 +5,7 @@ reaches FastAPI as it came, and both ways answer alike."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from runyard.http import create_http_app
 from runyard.http.express import ExpressLane
 from tests.http.conftest import NewClient
-from tests.http.helpers import Block, assert_error, sse_events
+from tests.http.helpers import Block, assert_error, sse_events, wait_finished
 from tests.support import make_app
 
 TICKER = {"pipeline": "ticker", "input": {"marker": "m", "count": 2}}
@@ -55,14 +55,15 @@ def stand_in() -> FastAPIStandIn:
 
 
 @pytest.fixture
-def lane(http: FastAPI, stand_in: FastAPIStandIn) -> Iterator[httpx.AsyncClient]:
+async def lane(http: FastAPI, stand_in: FastAPIStandIn) -> AsyncIterator[httpx.AsyncClient]:
     express = ExpressLane(stand_in)
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = http  # as Starlette's application sets it before any middleware
         await express(scope, receive, send)
 
-    yield httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://runyard")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://runyard") as client:
+        yield client
 
 
 async def test_a_plain_creation_is_answered_by_the_lane(lane: httpx.AsyncClient, stand_in: FastAPIStandIn) -> None:
@@ -178,6 +179,7 @@ def test_the_lane_and_fastapi_create_alike(server: str, new_client: NewClient, b
 def test_the_lane_and_fastapi_stream_alike(server: str, new_client: NewClient, last_event_id: str | None) -> None:
     client = new_client(server)
     run_id = client.post("/v1/runs", json=TICKER).json()["run_id"]
+    wait_finished(client, run_id)  # both read the same run: a running one's last seq moves between them
     headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
 
     through_lane = client.get(f"/v1/runs/{run_id}/stream", headers=headers)

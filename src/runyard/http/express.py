@@ -57,7 +57,9 @@ class ExpressLane:
             await self.app(scope, receive, send)
 
     async def _create(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _has_length(scope) or _header(scope, b"idempotency-key") is not None:
+        # a body of known length (BodyLimit checked it); a chunked one is read, and
+        # limited while read, by FastAPI
+        if _header(scope, b"content-length") is None or _header(scope, b"idempotency-key") is not None:
             await self.app(scope, receive, send)
             return
         body, messages = await _read_body(receive)
@@ -98,12 +100,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return bytes(value).decode("latin-1")  # as Starlette's Headers decode them
     return None
-
-
-def _has_length(scope: Scope) -> bool:
-    # a body of known length (checked by BodyLimit before it gets here); a chunked
-    # one is read, and limited while read, by FastAPI
-    return any(key == b"content-length" for key, _ in scope["headers"])
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
