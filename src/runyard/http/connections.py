@@ -29,6 +29,11 @@ stay uvicorn's:
   of the loop; the rest start in the next turns. A burst's requests all arrive
   in one or two turns, and the next turn ran every one's first steps (routing,
   middleware, auth, the store's read submitted) before the loop read a socket again.
+- **one send per answer**: uvicorn writes a response's status line and headers
+  when the app starts the response, and its body when the app sends it: two
+  ``send`` system calls (and two packets) for every JSON answer, though the
+  app sends both in one step. ``HeldHeaders`` holds the first write until the
+  next one or the end of the step, whichever comes first.
 
 With these two and the listener's batched accepts (``listener.py``), the
 slowest ``/healthz`` while 2,000 stream requests arrive at once went from
@@ -89,6 +94,10 @@ class ProtectedHttpProtocol(HttpToolsProtocol):
         else:
             self.app = self._served_app
         super().on_headers_complete()
+        # uvicorn builds the request's cycle above with the connection's transport; the
+        # cycle alone writes the answer, so it alone gets the view that holds the headers
+        if self.cycle is not None:
+            self.cycle.transport = HeldHeaders(self.transport, self.loop)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         # uvicorn's (private) hook that starts a request's task. answer_alive never
@@ -148,6 +157,58 @@ class ProtectedHttpProtocol(HttpToolsProtocol):
                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
             )
         self.transport.close()
+
+
+class HeldHeaders(asyncio.Transport):
+    """A request cycle's view of its connection: the cycle's first write (the
+    answer's status line and headers) is held until its next write, which then
+    carries both in one ``send``, or until the loop's next turn (a stream whose
+    first chunk is not ready yet still sees its headers go out). Every later
+    write goes straight through."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._held = b""
+        self._flush: asyncio.Handle | None = None
+        self._first = True
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._first:
+            self._first = False
+            self._held = bytes(data)
+            self._flush = self._loop.call_soon(self._send_held)
+            return
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+            data, self._held = self._held + data, b""
+        self._transport.write(data)
+
+    def _send_held(self) -> None:
+        self._flush = None
+        held, self._held = self._held, b""
+        if not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        if self._flush is not None:  # the held bytes go first: close sends what it buffered
+            self._flush.cancel()
+            self._send_held()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return len(self._held) + self._transport.get_write_buffer_size()
 
 
 def _bytes_waiting(transport: asyncio.BaseTransport) -> bool:
