@@ -27,12 +27,19 @@ OPERATIONS = {
 # A `before` cursor that names no run of the caller's is 400 invalid_cursor (the
 # contract's 400 for this route), though any id fits the schema; so is a sessions
 # listing's `before` that is not a cursor the listing gave. A chat (OpenAI's,
-# the AI SDK's) without a user message is 422: its input is that message.
+# the AI SDK's) without a user message is 422: its input is that message. A
+# LangGraph run takes the fields of LangGraph's own schema, as its SDK sends them,
+# and those runyard does not support are 422 with why (`multitask_strategy`
+# rollback, `interrupt_before`/`after`, `command.goto`/`update`: README).
 NOT_EVERY_VALID_REQUEST_SUCCEEDS = {
     "GET /v1/runs": [positive_data_acceptance],
     "GET /v1/sessions": [positive_data_acceptance],
     "POST /v1/chat/completions": [positive_data_acceptance],
     "POST /v1/ai-sdk/{pipeline}": [positive_data_acceptance],
+    "POST /langgraph/runs": [positive_data_acceptance],
+    "POST /langgraph/runs/wait": [positive_data_acceptance],
+    "POST /langgraph/threads/{thread_id}/runs": [positive_data_acceptance],
+    "POST /langgraph/threads/{thread_id}/runs/wait": [positive_data_acceptance],
 }
 
 
