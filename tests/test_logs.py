@@ -100,6 +100,23 @@ def test_the_format_and_level_come_from_the_settings(chosen: str, formatter: typ
         root.setLevel(saved[1])
 
 
+def test_a_json_line_has_its_time_in_utc_to_the_millisecond_and_its_extras_in_order() -> None:
+    formatter = JSONFormatter()
+    lines = []
+    for created in (1_764_000_000.0, 1_764_000_000.999, 1_764_000_061.5):  # two in one second, one later
+        extra = {"b": 1, "a": 2}
+        record = logging.getLogger("t").makeRecord("t", logging.INFO, "", 0, "%s!", ("hi",), None, extra=extra)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        lines.append(json.loads(formatter.format(record)))
+    assert [line["ts"] for line in lines] == [
+        "2025-11-24T16:00:00.000Z",
+        "2025-11-24T16:00:00.999Z",
+        "2025-11-24T16:01:01.500Z",
+    ]
+    assert list(lines[0]) == ["ts", "level", "logger", "message", "b", "a"]
+    assert lines[0]["message"] == "hi!"
+
+
 def test_auto_is_readable_lines_on_a_terminal_and_json_elsewhere(monkeypatch: pytest.MonkeyPatch) -> None:
     root = logging.getLogger()
     saved = root.handlers[:], root.level
