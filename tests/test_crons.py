@@ -33,6 +33,11 @@ async def rt(store_url: str) -> AsyncIterator[Runtime]:
 async def overdue(rt: Runtime, periods: int, **fields: object) -> Cron:
     """An hourly cron whose next due time passed ``periods`` periods ago (nothing ran meanwhile)."""
     cron = await rt.crons.create("alice", "nap", {"seconds": 0.01}, SCHEDULE, **fields)  # type: ignore[arg-type]
+    return await made_overdue(rt, cron, periods)
+
+
+async def made_overdue(rt: Runtime, cron: Cron, periods: int) -> Cron:
+    """``cron``, its next due time moved ``periods`` periods into the past."""
     created_next = cron.next_run_at
     cron.next_run_at = (created_next or 0.0) - periods * PERIOD_S
     assert await rt.store.update_cron(cron, created_next)
@@ -76,8 +81,11 @@ async def test_a_cron_s_runs_enter_its_session(rt: Runtime) -> None:
 
 async def test_a_cron_whose_session_is_gone_skips_its_time_and_makes_nothing(rt: Runtime) -> None:
     session = await rt.create_session("alice")
-    cron = await overdue(rt, periods=1, session_id=session.session_id)
+    cron = await rt.crons.create("alice", "nap", {"seconds": 0.01}, SCHEDULE, session_id=session.session_id)
     await rt.delete_session("alice", session.session_id)
+    # due only now that its session is gone: the runtime's own scheduler loop, which
+    # may fire it before the call below, must not find it due with its session alive
+    cron = await made_overdue(rt, cron, periods=1)
     at = now()
     await rt.crons.fire_due(at)
     assert await runs_of(rt, cron) == []
