@@ -5,6 +5,8 @@ at once."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 
@@ -13,6 +15,8 @@ import redis.asyncio
 
 from runyard.errors import TooManyStreams
 from runyard.governance import LimitRegistry
+from runyard.governance.backend import CapReached
+from runyard.governance.redis_caps import _TAKE as TAKE_SCRIPT
 from runyard.http.streaming import STREAM_CAPS, StreamSlots
 from tests.governance.conftest import LEASE_S
 from tests.governance.support import wait_until
@@ -68,20 +72,61 @@ async def test_opening_a_stream_costs_one_redis_round_trip(prefix: str, admin: r
     try:
         slots = slots_of(registry, 2)
         (await slots.take("warm-up")).release()  # loads the script, once per process
-        client = registry._shared.client  # type: ignore[union-attr]  # the backend's, which the caps use
-        sent: list[object] = []
-        execute = client.execute_command
-
-        async def counted(*args: object, **options: object) -> object:
-            sent.append(args[0])
-            return await execute(*args, **options)
-
-        client.execute_command = counted  # type: ignore[method-assign]
+        sent = counting_calls(registry)
         started = time.perf_counter()
         await slots.take("carol")
         elapsed = time.perf_counter() - started
-        assert sent == ["EVALSHA"]
+        assert sent == ["take"]
         assert elapsed < 0.1, f"one take took {elapsed * 1000:.1f} ms"
+    finally:
+        await registry.close()
+
+
+def counting_calls(registry: LimitRegistry) -> list[object]:
+    """The commands the caps send from now on, by name; the take script's calls as "take"
+    (the keeper renews the leases taken meanwhile with a script of its own)."""
+    client = registry._shared.client  # type: ignore[union-attr]  # the backend's, which the caps use
+    sent: list[object] = []
+    execute = client.execute_command
+    take = hashlib.sha1(TAKE_SCRIPT.encode()).hexdigest()
+
+    async def counted(*args: object, **options: object) -> object:
+        if args[0] != "EVALSHA" or args[1] == take:
+            sent.append("take" if args[0] == "EVALSHA" else args[0])
+        return await execute(*args, **options)
+
+    client.execute_command = counted  # type: ignore[method-assign]
+    return sent
+
+
+async def test_streams_opening_together_share_round_trips(prefix: str) -> None:
+    registry = LimitRegistry()
+    await registry.open(redis_url(prefix), lease_s=LEASE_S)
+    try:
+        slots = slots_of(registry, 2)
+        (await slots.take("warm-up")).release()
+        sent = counting_calls(registry)
+        held = await asyncio.gather(*(slots.take(f"owner-{n}") for n in range(50)))
+        assert len(held) == 50
+        # the first take goes at once; the 49 asked for while it was on its way, in one more
+        assert sent == ["take", "take"]
+    finally:
+        await registry.close()
+
+
+async def test_takes_of_one_key_in_one_call_count_each_other(prefix: str, admin: redis.asyncio.Redis) -> None:
+    registry = LimitRegistry()
+    await registry.open(redis_url(prefix), lease_s=LEASE_S)
+    try:
+        caps = registry.caps("places", 2)
+        assert caps is not None
+        await caps.take("someone-else")  # the next call takes the seven below together
+        sent = counting_calls(registry)
+        answers = await asyncio.gather(*(caps.take("erin") for _ in range(7)), return_exceptions=True)
+        assert sent in (["take"], ["take", "take"])
+        assert sum(isinstance(answer, str) for answer in answers) == 2
+        assert all(isinstance(answer, CapReached) for answer in answers if not isinstance(answer, str))
+        assert await admin.zcard(f"{prefix}limits:places:erin") == 2
     finally:
         await registry.close()
 

@@ -5,7 +5,10 @@ Keys, under ``{prefix}limits:{name}:{key}``: a sorted set, a member per lease
 (``{process}/{n}``) scored by its lease's end (ms, Redis's clock) — the
 permits' pattern of ``redis_semaphore.py`` without the waiters. Taking one is
 one script (``lua/caps_take.lua``): drop the ended leases, count, add if
-under the cap. The backend's keeper renews this process's leases every quarter
+under the cap. The takes asked for while one call is on its way go together
+in the next call, one script for all: 1,000 streams opening at once cost a few
+round trips, not 1,000 (each call cost an API process ~9 % of its CPU while a
+fleet opened 1,000 streams). The backend's keeper renews this process's leases every quarter
 lease, so a dead process's leases end and its places come back.
 
 Failure: a take Redis does not answer within ``TAKE_TIMEOUT_S`` is granted
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from dataclasses import dataclass, field
 
 from runyard.governance.backend import CapReached
 from runyard.governance.redis_common import BACKOFF, REDIS_ERRORS, TIMEOUT_S, Outage, Shared, lua, run, server_ms
@@ -32,6 +36,14 @@ DOWN_S = 1.0  # after a failed call, takes skip Redis this long (or until a rene
 
 _TAKE = lua("caps_take")
 _KEEP = lua("caps_keep")
+MAX_TAKES = 500  # per call: bounds the script's run, during which Redis answers nothing else
+
+
+@dataclass(slots=True)
+class _Ask:
+    key: str
+    member: str
+    answer: asyncio.Future[tuple[int, int]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class RedisCaps:
@@ -46,6 +58,9 @@ class RedisCaps:
         self._take = backend.client.register_script(_TAKE)
         self._keep = backend.client.register_script(_KEEP)
         self._held: dict[str, str] = {}  # member -> its key
+        self._asks: list[_Ask] = []  # takes waiting for the next call
+        self._asker: asyncio.Task[None] | None = None  # makes the calls asked for during a call
+        self._calling = False  # a call is on its way: takes wait for the next one
         self._numbers = itertools.count(1)
         self._outage = Outage(f"caps {name!r}")
         self._down_until = 0.0  # loop time before which takes do not ask Redis
@@ -63,7 +78,8 @@ class RedisCaps:
         return asyncio.get_running_loop().time() >= self._down_until
 
     async def take(self, key: str) -> str:
-        """A lease on one of ``key``'s places (its id), or ``CapReached``; one round trip."""
+        """A lease on one of ``key``'s places (its id), or ``CapReached``; one round trip,
+        shared with the takes asked for meanwhile."""
         member, redis_key = f"{self._backend.process}/{next(self._numbers)}", self._base + key
         if self.confirmed:
             try:
@@ -102,17 +118,66 @@ class RedisCaps:
 
     async def close(self) -> None:
         """Give back every lease this process holds (nothing renews them from now on)."""
+        asker, self._asker = self._asker, None
+        if asker is not None:  # its takes raise CancelledError
+            asker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asker
         held, self._held = list(self._held.items()), {}
         await self._remove(held)
 
     async def _ask(self, key: str, member: str) -> tuple[int, int]:
+        ask = _Ask(key, member)
+        self._asks.append(ask)
+        if not self._calling and self._asker is None:
+            try:
+                await self._call_for(self._next_asks())  # at once, from this caller's step
+            finally:
+                if self._asks and self._asker is None:  # asked for meanwhile: the next call, from a task
+                    self._asker = asyncio.create_task(self._ask_all(), name=f"runyard-caps-{self.name}")
+        return await asyncio.shield(ask.answer)  # a cancelled caller only stops waiting
+
+    def _next_asks(self) -> list[_Ask]:
+        asks, self._asks = self._asks[:MAX_TAKES], self._asks[MAX_TAKES:]
+        return asks
+
+    async def _ask_all(self) -> None:
         try:
-            taken, held = await run(self._take, [key], [self.capacity, self._lease_ms, member], TAKE_TIMEOUT_S)
+            while self._asks:
+                await self._call_for(self._next_asks())
+        except BaseException as exc:  # the loop is shutting down: no take waits forever
+            _fail(self._asks, exc)
+            self._asks = []
+            raise
+        finally:
+            self._asker = None
+
+    async def _call_for(self, asks: list[_Ask]) -> None:
+        """Answer ``asks`` with one call; if it raises, each of them raises that."""
+        self._calling = True
+        try:
+            answers = await self._call(asks)
+        except BaseException as exc:
+            _fail(asks, exc)
+            raise
+        finally:
+            self._calling = False
+        for ask, answer in zip(asks, answers, strict=True):
+            if not ask.answer.done():
+                ask.answer.set_result(answer)
+
+    async def _call(self, asks: list[_Ask]) -> list[tuple[int, int]]:
+        """Each take's (taken, held); (1, 0), granted unconfirmed, while Redis does not answer."""
+        if not self.confirmed:  # the call before this one failed
+            return [(1, 0)] * len(asks)
+        keys, members = [ask.key for ask in asks], [ask.member for ask in asks]
+        try:
+            flat = await run(self._take, keys, [self.capacity, self._lease_ms, *members], TAKE_TIMEOUT_S)
         except REDIS_ERRORS as exc:
             self._failed(exc)
-            return 1, 0  # granted unconfirmed: the caller's own cap bounds it
+            return [(1, 0)] * len(asks)  # the callers' own caps bound them
         self._recovered()
-        return int(taken), int(held)
+        return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def _remove(self, leases: list[tuple[str, str]]) -> None:
         if not leases:
@@ -131,3 +196,10 @@ class RedisCaps:
     def _recovered(self) -> None:
         self._outage.recovered()
         self._down_until = 0.0
+
+
+def _fail(asks: list[_Ask], exc: BaseException) -> None:
+    for ask in asks:
+        if not ask.answer.done():
+            ask.answer.set_exception(exc)
+            ask.answer.exception()  # retrieved: its caller may have stopped waiting
