@@ -5,11 +5,12 @@ Keys, under ``{prefix}limits:{name}:{key}``: a sorted set, a member per lease
 (``{process}/{n}``) scored by its lease's end (ms, Redis's clock) — the
 permits' pattern of ``redis_semaphore.py`` without the waiters. Taking one is
 one script (``lua/caps_take.lua``): drop the ended leases, count, add if
-under the cap. The takes asked for while one call is on its way go together
-in the next call, one script for all: 1,000 streams opening at once cost a few
-round trips, not 1,000 (each call cost an API process ~9 % of its CPU while a
-fleet opened 1,000 streams). The backend's keeper renews this process's leases every quarter
-lease, so a dead process's leases end and its places come back.
+under the cap. The first take goes at once; those asked for while a call is
+on its way go together in the next one, one script for all, so a burst of
+streams opening costs a few round trips, not one each (redis-py's path for
+the takes was ~9 % of a fleet API's CPU while 1,000 streams opened). The
+backend's keeper renews this process's leases every quarter lease, so a dead
+process's leases end and its places come back.
 
 Failure: a take Redis does not answer within ``TAKE_TIMEOUT_S`` is granted
 unconfirmed (the caller's own per-process cap still bounds it) and, for

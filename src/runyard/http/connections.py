@@ -33,7 +33,7 @@ stay uvicorn's:
   when the app starts the response, and its body when the app sends it: two
   ``send`` system calls (and two packets) for every JSON answer, though the
   app sends both in one step. ``HeldHeaders`` holds the first write until the
-  next one or the end of the step, whichever comes first.
+  next one or the loop's next turn, whichever comes first.
 
 With these two and the listener's batched accepts (``listener.py``), the
 slowest ``/healthz`` while 2,000 stream requests arrive at once went from

@@ -46,7 +46,8 @@ async def append_batch(
     """Number, insert and apply ``groups`` inside the caller's transaction. The
     sessions of the runs it finishes are marked active, but for those whose row
     another transaction holds: they go to ``untouched``, for the caller to touch
-    once committed (a caller without it finishes no runs in sessions still in use)."""
+    once committed (the callers without it end runs only in a session whose row
+    their own transaction holds: a deletion, an entry with multitask=interrupt)."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
     runs = {
         run_id: RunState(
