@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
-from runyard.models import EventDraft, Run, RunStatus, RunUpdate, Session
+from runyard.models import EventDraft, Run, RunStatus, Session
 from runyard.store import AppendGroup, AppendResult, store_from_url
 from runyard.store.base import Admission
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
@@ -360,38 +360,6 @@ async def test_a_claim_cut_off_after_its_commit_still_hands_over_its_runs(cut_st
 
 
 # -- sessions touched in groups ------------------------------------------------
-
-
-async def test_a_run_ending_while_its_session_row_is_held_is_not_held_up(
-    store: PostgresStore, postgres_url: str
-) -> None:
-    """The append that ends a run marks its session active, but never waits for the
-    session's row: a session's deletion holds that row, then waits for the runs'
-    rows the append holds. Held, the session is touched once the append commits."""
-    await store.create_session(new_session("ses_held"))
-    await store.create_run(make_run("run_held", "ses_held"))
-    holder = await asyncpg.connect(postgres_url)
-    try:
-        holding = holder.transaction()
-        await holding.start()
-        await holder.execute("SELECT 1 FROM sessions WHERE session_id = 'ses_held' FOR UPDATE")
-        done = RunUpdate(status=RunStatus.SUCCEEDED, finished_at=T0)
-        ending = asyncio.create_task(store.append([AppendGroup("run_held", [], done)]))
-        # the end committed at once; the touch waits for the row
-        for _ in range(100):
-            found = await store.get_run("run_held")
-            if found is not None and found.status is RunStatus.SUCCEEDED:
-                break
-            await asyncio.sleep(0.02)
-        assert found is not None and found.status is RunStatus.SUCCEEDED
-        assert not ending.done()
-        await holding.rollback()
-        (result,) = await asyncio.wait_for(ending, 5)
-        assert isinstance(result, list)
-    finally:
-        await holder.close()
-    session = await store.get_session("ses_held")
-    assert session is not None and session.last_activity > T0
 
 
 async def test_touches_at_once_are_written_in_groups_each_session_its_latest(store: PostgresStore) -> None:

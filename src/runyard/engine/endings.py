@@ -11,10 +11,11 @@ import logging
 from runyard.broker.base import WAKE, Broker
 from runyard.engine.execution import Execution
 from runyard.events.log import EventLog, EventsLost
-from runyard.models import Fence, Run, RunStatus, RunUpdate, StatusConflict
+from runyard.models import Fence, Run, RunStatus, RunUpdate, StatusConflict, now
 from runyard.observability import metrics
 from runyard.observability.logs import log_run
 from runyard.outcome import Outcome
+from runyard.store.base import SessionStore
 
 log = logging.getLogger("runyard.engine")
 
@@ -24,7 +25,8 @@ RUNNING = frozenset({RunStatus.RUNNING})
 class Endings:
     """Writes a run's end, hand-back or recovery through the engine's event log."""
 
-    def __init__(self, events: EventLog, broker: Broker) -> None:
+    def __init__(self, store: SessionStore, events: EventLog, broker: Broker) -> None:
+        self._store = store
         self._events = events
         self._broker = broker
 
@@ -61,6 +63,7 @@ class Endings:
         metrics.RUNS_TOTAL.labels(run.pipeline, outcome.status.value).inc()
         code = outcome.error.code if outcome.error is not None else None
         log_run("ended", run, status=outcome.status.value, code=code)
+        await self._store.touch_session(run.session_id, now())  # a run's end is its session's activity
 
     async def hand_back(self, execution: Execution) -> None:
         """A run this draining worker stopped: queued again, in the same attempt

@@ -91,7 +91,7 @@ class Engine:
         self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
         self._timer: asyncio.Task[None] | None = None  # ends due sleeps and unanswered questions
-        self._endings = Endings(self._events, broker)
+        self._endings = Endings(store, self._events, broker)
         self._supervisor = Supervisor(
             settings,
             pipelines,

@@ -57,7 +57,6 @@ class RunState:
     appended: bool = False  # the batch numbered events of it
     updates: list[RunUpdate] = field(default_factory=list)  # the batch's accepted updates, in order
     session: str | None = None  # the run's ``session_channel``, which its events carry to the session's followers
-    session_id: str | None = None  # the run's session (the store's key): the batch that ends the run marks it active
 
 
 # What an event weighs besides its data and type: its seq, time and keys, so that a
@@ -156,13 +155,6 @@ def finished_webhooks(runs: Mapping[str, RunState]) -> list[tuple[str, str]]:
     Every terminal status passes here (the engine's end, a store cancel, a
     session's deletion, an ask's timeout), and a run finishes only once."""
     return [(run_id, run.webhook) for run_id, run in runs.items() if run.ended and run.webhook is not None]
-
-
-def ended_sessions(runs: Mapping[str, RunState]) -> list[str]:
-    """The sessions of the runs this batch finished, in key order: a backend marks
-    them active (``last_activity``) in the batch's transaction, since a run's end
-    is its session's activity, whatever ended it."""
-    return sorted({run.session_id for run in runs.values() if run.ended and run.session_id is not None})
 
 
 def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_until: float) -> AppendGroup:

@@ -26,15 +26,7 @@ from runyard.models import (
     session_channel,
 )
 from runyard.store._listing import run_matches
-from runyard.store._numbering import (
-    RunState,
-    cancel_group,
-    cancellations,
-    claim_group,
-    ended_sessions,
-    number,
-    recorded_steps,
-)
+from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
 from runyard.store._rows import apply_update
 from runyard.store.base import (
     DEFAULT_MAX_RUN_BYTES,
@@ -350,10 +342,7 @@ class MemoryStore(
         }
         for run_id, state in states.items():
             state.session = session_channel(self._runs[run_id].owner, self._runs[run_id].session_id)
-            state.session_id = self._runs[run_id].session_id
         results, events = number(groups, states, self.max_run_bytes)
-        for session_id in ended_sessions(states):
-            await self.touch_session(session_id, now())
         for event in events:
             self._events[event.run_id].append(event)
             self._appended += 1

@@ -8,8 +8,7 @@ trips however many runs and events it holds: BEGIN, lock, number the events in
 their sessions' streams (``session_streams.py``), insert every event (one
 ``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
 when the batch carries run updates (status changes and the like), one when
-it records steps, one when it finishes runs with a webhook (their outbox rows)
-and one when it finishes runs (their sessions' last activity).
+it records steps, and one when it finishes runs with a webhook (their outbox rows).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from runyard.models import Event, now, session_channel
-from runyard.store._numbering import RunState, ended_sessions, finished_webhooks, number, recorded_steps
+from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.postgres.connection import Connection, PostgresConnection
@@ -27,27 +26,17 @@ from runyard.store.postgres.schema import (
     INSERT_EVENTS,
     INSERT_STEPS,
     LOCK_RUNS,
-    TOUCH_ENDED,
     UPDATABLE,
     UPDATE_LAST_SEQS,
     UPDATE_RUNS,
 )
 from runyard.store.postgres.session_streams import session_seqs
-from runyard.store.postgres.touches import TOUCH
 
 
 async def append_batch(
-    conn: Connection,
-    groups: Sequence[AppendGroup],
-    max_run_bytes: int | None = None,
-    *,
-    untouched: list[str] | None = None,
+    conn: Connection, groups: Sequence[AppendGroup], max_run_bytes: int | None = None
 ) -> list[AppendResult]:
-    """Number, insert and apply ``groups`` inside the caller's transaction. The
-    sessions of the runs it finishes are marked active, but for those whose row
-    another transaction holds: they go to ``untouched``, for the caller to touch
-    once committed (the callers without it end runs only in a session whose row
-    their own transaction holds: a deletion, an entry with multitask=interrupt)."""
+    """Number, insert and apply ``groups`` inside the caller's transaction."""
     rows = await conn.fetch(LOCK_RUNS, sorted({group.run_id for group in groups}))
     runs = {
         run_id: RunState(
@@ -61,7 +50,6 @@ async def append_batch(
             load_wait(waiting),
             hook,
             session=session_channel(owner, session_id),
-            session_id=session_id,
         )
         for run_id, status, last_seq, worker, attempt, lease, stored, waiting, hook, owner, session_id in rows
     }
@@ -87,11 +75,6 @@ async def append_batch(
         await conn.execute(
             QUEUE_DELIVERIES, [run_id for run_id, _ in owed], [url for _, url in owed], [now()] * len(owed)
         )
-    ended = ended_sessions(runs)
-    if ended:
-        touched = {row[0] for row in await conn.fetch(TOUCH_ENDED, ended, now())}
-        if untouched is not None:
-            untouched.extend(session_id for session_id in ended if session_id not in touched)
     # a run with updated columns gets its last seq with them, the others by themselves
     counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
     if counted:
@@ -132,14 +115,10 @@ class PostgresEvents(PostgresConnection, EventStore):
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         if not groups:
             return []
-        untouched: list[str] = []
-        results = await self._transact_once(
-            lambda conn: append_batch(conn, groups, self.max_run_bytes, untouched=untouched),
+        return await self._transact_once(
+            lambda conn: append_batch(conn, groups, self.max_run_bytes),
             lambda results: next((result[0] for result in results if isinstance(result, list) and result), None),
         )
-        if untouched:  # their rows were held: now that nothing of ours is, wait for them
-            await self._execute(TOUCH, untouched, [now()] * len(untouched))
-        return results
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         rows = await self._db().fetch(

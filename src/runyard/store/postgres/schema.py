@@ -210,15 +210,6 @@ INSERT_RUN = (
     f" VALUES ({', '.join(f'${i}' for i in range(1, len(RUN_FIELDS) + 1))}, (${_WAITING}::json ->> 'until')::float8)"
 )
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
-# The sessions of the runs an append finished ($1, in key order), active at $2; the
-# ones it touched. SKIP LOCKED: the append holds its runs' rows, and a session's
-# deletion (or a run entering it with multitask=interrupt) locks the session, then
-# its runs: waiting here could close that circle. The caller touches the sessions
-# skipped once it has committed (``touches.TOUCH``, which may wait).
-TOUCH_ENDED = """UPDATE sessions SET last_activity = greatest(last_activity, $2)
-WHERE session_id IN (SELECT session_id FROM sessions WHERE session_id = ANY($1::text[])
-    ORDER BY session_id FOR UPDATE SKIP LOCKED)
-RETURNING session_id"""
 # the run (``RUN_FIELDS`` first, as ``run_from_row`` reads them) and fingerprint of an
 # owner's idempotency key used since $3
 IDEMPOTENT_RUN = (

@@ -1,12 +1,11 @@
-"""Sessions' last activity on PostgreSQL, written in groups (``touch_session``).
+"""Sessions' last activity on PostgreSQL, written in groups.
 
-A run's end marks its session active in the append that ends it
-(``schema.TOUCH_ENDED``). The touches written apart (``touch_session``, and the
-sessions whose row that append found held) may come many at once: one
-statement per touch was a transaction (and a WAL flush) each; here the touches
-handed over while one group is written are written next, in one statement, and
-each caller returns once its group has committed (or gets its error), as with
-one statement each.
+A worker touches a run's session when the run ends (``Endings.finish``); the
+event writer ends the runs of a batch together, so their touches come at once.
+One statement per touch was a transaction (and a WAL flush) per run ending;
+here the touches handed over while one group is written are written next, in
+one statement, and each caller returns once its group has committed (or gets
+its error), as with one statement each.
 """
 
 from __future__ import annotations

@@ -7,20 +7,12 @@ import time
 from collections.abc import Sequence
 
 from runyard.models import Event, RunStatus, session_channel
-from runyard.store._numbering import RunState, ended_sessions, finished_webhooks, number, recorded_steps
+from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, json_list, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.outbox import QUEUE_DELIVERY
-from runyard.store.sqlite.schema import (
-    EVENT_CHUNK,
-    IN_JSON,
-    INSERT_STEP,
-    LAST_SEQ,
-    STORED_BYTES,
-    TOUCH_SESSION,
-    insert_events,
-)
+from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, INSERT_STEP, LAST_SEQ, STORED_BYTES, insert_events
 
 
 def append_batch(
@@ -61,7 +53,6 @@ def append_batch(
                     load_wait(waiting),
                     hook,
                     session=session_channel(owner, session_id),
-                    session_id=session_id,
                 ),
             )
             for run_id, pk, status, seq, worker, attempt, lease, stored, waiting, hook, owner, session_id in rows
@@ -76,10 +67,6 @@ def append_batch(
     if owed:
         at = time.time()
         db.executemany(QUEUE_DELIVERY, [(run_id, url, at, at) for run_id, url in owed])
-    ended = ended_sessions(batch)
-    if ended:
-        at = time.time()
-        db.executemany(TOUCH_SESSION, [(at, session_id) for session_id in ended])
     for run_id, run in batch.items():
         columns = update_columns(run.updates)
         if columns:

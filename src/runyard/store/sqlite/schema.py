@@ -198,7 +198,6 @@ INSERT_RUN = (
     f" VALUES ({', '.join('?' * len(STORED_RUN_FIELDS))}, json_extract(?{_WAITING}, '$.until'))"
 )
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-TOUCH_SESSION = "UPDATE sessions SET last_activity = max(last_activity, ?) WHERE session_id = ?"
 EVENT_CHUNK = 256  # rows per multi-row INSERT
 
 

@@ -18,7 +18,7 @@ from runyard.store._rows import (
 from runyard.store.base import Cancelled, SessionStore
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
-from runyard.store.sqlite.schema import INSERT_SESSION, RUN_COLUMNS, TOUCH_SESSION, UNFINISHED_SQL
+from runyard.store.sqlite.schema import INSERT_SESSION, RUN_COLUMNS, UNFINISHED_SQL
 
 
 def cancel_unfinished(
@@ -51,7 +51,9 @@ class SQLiteSessions(SQLiteConnection, SessionStore):
         return session_from_row(rows[0]) if rows else None
 
     async def touch_session(self, session_id: str, at: float) -> None:
-        await self._execute(TOUCH_SESSION, (at, session_id))
+        await self._execute(
+            "UPDATE sessions SET last_activity = max(last_activity, ?) WHERE session_id = ?", (at, session_id)
+        )
 
     async def delete_session(self, session_id: str, at: float) -> list[Cancelled]:
         def work(db: sqlite3.Connection) -> list[Cancelled]:
