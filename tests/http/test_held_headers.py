@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -62,34 +63,41 @@ def next_turn(loop: asyncio.AbstractEventLoop) -> None:
     loop.run_until_complete(asyncio.sleep(0))
 
 
-def test_the_first_write_goes_out_with_the_second(loop: asyncio.AbstractEventLoop) -> None:
+def held(loop: asyncio.AbstractEventLoop) -> tuple[Any, RecordingTransport]:
+    """A request cycle (what of it the view uses) with the view in its connection's place."""
     transport = RecordingTransport()
-    view = HeldHeaders(transport, loop)
-    view.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    cycle = SimpleNamespace(transport=transport)
+    HeldHeaders(cycle, loop)  # type: ignore[arg-type]
+    return cycle, transport
+
+
+def test_the_first_write_goes_out_with_the_second(loop: asyncio.AbstractEventLoop) -> None:
+    cycle, transport = held(loop)
+    cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     assert transport.writes == []
-    view.write(b"body")
+    cycle.transport.write(b"body")
     assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody"]
+    assert cycle.transport is transport  # later writes go straight to the connection
     next_turn(loop)
-    view.write(b"more")
+    cycle.transport.write(b"more")
     assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\nbody", b"more"]
 
 
 def test_a_first_write_alone_goes_out_at_the_next_turn(loop: asyncio.AbstractEventLoop) -> None:
-    transport = RecordingTransport()
-    view = HeldHeaders(transport, loop)
-    view.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    assert view.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\n")
+    cycle, transport = held(loop)
+    cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert cycle.transport.get_write_buffer_size() == len(b"HTTP/1.1 200 OK\r\n\r\n")
     next_turn(loop)
     assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n"]
-    view.write(b"data: 1\n\n")
+    assert cycle.transport is transport
+    cycle.transport.write(b"data: 1\n\n")
     assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n", b"data: 1\n\n"]
 
 
 def test_closing_sends_what_is_held_first(loop: asyncio.AbstractEventLoop) -> None:
-    transport = RecordingTransport()
-    view = HeldHeaders(transport, loop)
-    view.write(b"HTTP/1.1 200 OK\r\n\r\n")
-    view.close()
+    cycle, transport = held(loop)
+    cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    cycle.transport.close()
     assert transport.writes == [b"HTTP/1.1 200 OK\r\n\r\n"]
     assert transport.closed
     next_turn(loop)
@@ -97,9 +105,8 @@ def test_closing_sends_what_is_held_first(loop: asyncio.AbstractEventLoop) -> No
 
 
 def test_what_is_held_is_dropped_when_the_connection_went_meanwhile(loop: asyncio.AbstractEventLoop) -> None:
-    transport = RecordingTransport()
-    view = HeldHeaders(transport, loop)
-    view.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    cycle, transport = held(loop)
+    cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     transport.close()  # the client left: nothing more may be written
     next_turn(loop)
     assert transport.writes == []

@@ -97,7 +97,7 @@ class ProtectedHttpProtocol(HttpToolsProtocol):
         # uvicorn builds the request's cycle above with the connection's transport; the
         # cycle alone writes the answer, so it alone gets the view that holds the headers
         if self.cycle is not None:
-            self.cycle.transport = HeldHeaders(self.transport, self.loop)
+            HeldHeaders(self.cycle, self.loop)
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         # uvicorn's (private) hook that starts a request's task. answer_alive never
@@ -160,42 +160,47 @@ class ProtectedHttpProtocol(HttpToolsProtocol):
 
 
 class HeldHeaders(asyncio.Transport):
-    """A request cycle's view of its connection: the cycle's first write (the
-    answer's status line and headers) is held until its next write, which then
-    carries both in one ``send``, or until the loop's next turn (a stream whose
-    first chunk is not ready yet still sees its headers go out). Every later
-    write goes straight through."""
+    """A request cycle's view of its connection, put in the cycle's place: the
+    cycle's first write (the answer's status line and headers) is held until its
+    next write, which then carries both in one ``send``, or until the loop's next
+    turn (a stream whose first chunk is not ready yet still sees its headers go
+    out). Then the cycle gets its connection back: later writes (a stream's
+    events) do not pass through here."""
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, cycle: RequestResponseCycle, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
-        self._transport = transport
+        self._cycle = cycle
+        self._transport = cycle.transport
         self._loop = loop
-        self._held = b""
+        self._held: bytes | None = None
         self._flush: asyncio.Handle | None = None
-        self._first = True
+        self._sent = False
+        cycle.transport = self
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._first:
-            self._first = False
+        if self._sent:  # a caller that kept this view: straight through
+            self._transport.write(data)
+        elif self._held is None:
             self._held = bytes(data)
             self._flush = self._loop.call_soon(self._send_held)
-            return
-        if self._flush is not None:
-            self._flush.cancel()
-            self._flush = None
-            data, self._held = self._held + data, b""
-        self._transport.write(data)
+        else:
+            if self._flush is not None:
+                self._flush.cancel()
+            self._send(self._held + data)
 
     def _send_held(self) -> None:
-        self._flush = None
-        held, self._held = self._held, b""
-        if not self._transport.is_closing():
-            self._transport.write(held)
+        if not self._sent and self._held is not None and not self._transport.is_closing():
+            self._send(self._held)
+
+    def _send(self, data: bytes) -> None:
+        self._sent, self._held = True, None
+        self._cycle.transport = self._transport
+        self._transport.write(data)
 
     def close(self) -> None:
         if self._flush is not None:  # the held bytes go first: close sends what it buffered
             self._flush.cancel()
-            self._send_held()
+        self._send_held()
         self._transport.close()
 
     def is_closing(self) -> bool:
@@ -208,7 +213,7 @@ class HeldHeaders(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
     def get_write_buffer_size(self) -> int:
-        return len(self._held) + self._transport.get_write_buffer_size()
+        return len(self._held or b"") + self._transport.get_write_buffer_size()
 
 
 def _bytes_waiting(transport: asyncio.BaseTransport) -> bool:
