@@ -9,7 +9,9 @@ what a single in-process backend cannot show. Each gets a database of its own.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -18,8 +20,10 @@ import pytest
 from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import EventDraft, Run, RunStatus, Session
 from runyard.store import AppendGroup, AppendResult, store_from_url
+from runyard.store import postgres as postgres_package
 from runyard.store.base import Admission
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
+from runyard.store.postgres.connection import ARRAY_TYPES
 from tests.services import require_service
 
 T0 = 1_700_000_000.0
@@ -383,3 +387,32 @@ async def test_touches_at_once_are_written_in_groups_each_session_its_latest(sto
         latest = max(at for s, at in touches if s == session_id)
         found = await store.get_session(session_id)
         assert found is not None and found.last_activity == latest
+
+
+@needs_postgres
+async def test_a_connection_learns_every_array_type_when_it_opens_not_inside_a_write(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[set[int]] = []
+    ask = asyncpg.Connection._introspect_types
+
+    async def counted(conn: asyncpg.Connection, typeoids: set[int], *rest: Any) -> Any:
+        asked.append(set(typeoids))
+        return await ask(conn, typeoids, *rest)
+
+    monkeypatch.setattr(asyncpg.Connection, "_introspect_types", counted)
+    store = PostgresStore(postgres_url + "?pool_min=1&pool_max=1")
+    await store.open()
+    try:
+        await store.create_run(make_run("run_1"), new_session("ses_1"))
+        await store.append([AppendGroup("run_1", drafts("run_1", 0, 2))])
+        assert [c.run_id for c in await store.delete_session("ses_1", T0 + 1)] == ["run_1"]
+    finally:
+        await store.close()
+    assert len(asked) == 1  # the pool's one connection, as it opened
+
+
+def test_every_array_type_a_statement_casts_to_is_learned_when_a_connection_opens() -> None:
+    sources = Path(postgres_package.__file__).parent.glob("*.py")
+    cast_to = {cast for source in sources for cast in re.findall(r"::(\w+\[\])", source.read_text())}
+    assert cast_to - {"text[]"} <= set(ARRAY_TYPES)  # text[] has a codec built in

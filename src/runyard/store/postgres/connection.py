@@ -197,6 +197,21 @@ async def _transaction(pool: Any, work: Callable[[Connection], Awaitable[T]], pr
             raise
 
 
+# The array types the store's statements take or give (``$1::int4[]``). asyncpg
+# asks the server about any type it has no built-in codec for (every array but
+# text[]) once per connection, one round trip each time a statement brings a new
+# one: on a fresh connection, the first append made three, each a query on the
+# catalog of a few ms, inside the write's transaction and its statement timeout.
+# A new connection asks for all of them at once instead.
+ARRAY_TYPES = ("int4[]", "int8[]", "float8[]", "bool[]", "bytea[]", "json[]")
+_LEARN_ARRAY_TYPES = "SELECT " + ", ".join(f"NULL::{name}" for name in ARRAY_TYPES)
+
+
+async def _learn_array_types(conn: Connection) -> None:
+    """Run on each new connection of the pool (asyncpg's ``init``)."""
+    await conn.prepare(_LEARN_ARRAY_TYPES)
+
+
 async def _keep_session(conn: Connection) -> None:
     """What a connection released to the pool is reset with: nothing more than what
     asyncpg always does (roll back a transaction left open). Its default reset
@@ -261,6 +276,7 @@ class PostgresConnection(Lifecycle):
                 min_size=self._pool_min,
                 max_size=self._pool_max,
                 server_settings=self._server_settings,
+                init=_learn_array_types,
                 reset=_keep_session,
             )
         except CONNECT_ERRORS as exc:
