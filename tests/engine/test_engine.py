@@ -15,11 +15,13 @@ import pytest
 
 from runyard import RunContext, RunStatus
 from runyard.context import RESERVED_TYPES
+from runyard.engine.engine import CLAIM_AT_MOST
 from runyard.errors import RunNotFound, SessionBusy
-from runyard.models import LeaseLost, Multitask
+from runyard.models import LeaseLost, Multitask, Run, Session
 from runyard.observability.metrics import REGISTRY
 from runyard.runtime import Runtime
 from runyard.store import store_from_url
+from runyard.store.sqlite import SQLiteStore
 from tests.governance.support import wait_until
 from tests.sse_reader import read_events
 from tests.support import make_app, serve_in_thread
@@ -187,6 +189,35 @@ async def test_runs_left_queued_are_queued_again_on_start(tmp_path: Any) -> None
         assert (await finished(rt, "bob", waiting.run_id)).status is RunStatus.SUCCEEDED
         handed_back = await rt.get_run("alice", blocker.run_id)
         assert handed_back.attempt == 1 and not handed_back.status.finished, "a drain never fails a run"
+
+
+async def test_a_worker_with_more_free_slots_than_one_claim_takes_claims_again_at_once(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/c.db"
+    tick = {"marker": "m", "count": 1}
+    queued = [
+        Run(f"run_{i}", f"ses_{i}", f"owner_{i % 3}", "ticker", RunStatus.QUEUED, created_at=1.0, input=tick)
+        for i in range(2 * CLAIM_AT_MOST + 5)
+    ]
+    store = store_from_url(url)
+    await store.open()
+    for run in queued:
+        await store.create_run(run, Session(run.session_id, run.owner, 1.0, 1.0))
+    await store.close()
+    asked: list[int] = []
+    claim = SQLiteStore.claim
+
+    async def counted(self: SQLiteStore, worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
+        asked.append(limit)
+        return await claim(self, worker_id, limit, *args, **kwargs)
+
+    monkeypatch.setattr(SQLiteStore, "claim", counted)
+    async with make_app(store=url, max_concurrent_runs=500).running() as rt:
+        for run in queued:
+            assert (await finished(rt, run.owner, run.run_id)).status is RunStatus.SUCCEEDED
+    # on start: two full claims, then one that found fewer than it asked for
+    assert asked[:3] == [CLAIM_AT_MOST] * 3
 
 
 async def test_shutdown_hands_back_a_run_queued_in_the_same_attempt(tmp_path: Any) -> None:
