@@ -15,7 +15,6 @@ import pytest
 
 from runyard import RunContext, RunStatus
 from runyard.context import RESERVED_TYPES
-from runyard.engine.engine import CLAIM_AT_MOST
 from runyard.errors import RunNotFound, SessionBusy
 from runyard.models import LeaseLost, Multitask, Run, Session
 from runyard.observability.metrics import REGISTRY
@@ -191,14 +190,14 @@ async def test_runs_left_queued_are_queued_again_on_start(tmp_path: Any) -> None
         assert handed_back.attempt == 1 and not handed_back.status.finished, "a drain never fails a run"
 
 
-async def test_a_worker_with_more_free_slots_than_one_claim_takes_claims_again_at_once(
+async def test_a_worker_with_more_free_slots_than_its_store_claims_at_once_claims_again_at_once(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = f"sqlite:///{tmp_path}/c.db"
     tick = {"marker": "m", "count": 1}
     queued = [
         Run(f"run_{i}", f"ses_{i}", f"owner_{i % 3}", "ticker", RunStatus.QUEUED, created_at=1.0, input=tick)
-        for i in range(2 * CLAIM_AT_MOST + 5)
+        for i in range(2 * SQLiteStore.claim_at_most + 5)
     ]
     store = store_from_url(url)
     await store.open()
@@ -217,7 +216,7 @@ async def test_a_worker_with_more_free_slots_than_one_claim_takes_claims_again_a
         for run in queued:
             assert (await finished(rt, run.owner, run.run_id)).status is RunStatus.SUCCEEDED
     # on start: two full claims, then one that found fewer than it asked for
-    assert asked[:3] == [CLAIM_AT_MOST] * 3
+    assert asked[:3] == [SQLiteStore.claim_at_most] * 3
 
 
 async def test_shutdown_hands_back_a_run_queued_in_the_same_attempt(tmp_path: Any) -> None:

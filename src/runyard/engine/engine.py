@@ -49,10 +49,6 @@ log = logging.getLogger("runyard.engine")
 
 NOT_STARTED = frozenset({RunStatus.QUEUED, RunStatus.WAITING})  # cancelled in the store, no worker to tell
 POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
-# Runs one claim takes at most; a worker with more free slots claims again at
-# once. A claim is one write of the store's batch, and the events appended by
-# running runs wait for that batch: a claim of 200 runs held them 50-120 ms.
-CLAIM_AT_MOST = 32
 CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
 # A worker counts as live (serving its pipelines, for /readyz) while seen within
@@ -243,7 +239,8 @@ class Engine:
             free = self._settings.max_concurrent_runs - len(self._running)
             if free <= 0:
                 return
-            at, asked = now(), min(free, CLAIM_AT_MOST)
+            # a store may want claims short (``claim_at_most``): then more free slots take more claims
+            at, asked = now(), min(free, self._store.claim_at_most or free)
             claimed = await self._store.claim(
                 self.worker_id, asked, at, at + self._settings.lease_s, pipelines=self.pipelines
             )

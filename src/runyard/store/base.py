@@ -282,7 +282,10 @@ class SessionStore(Protocol):
 
 class RunQueue(Protocol):
     """The store as the queue: claims, leases, recovery, cancel flags and the
-    registry of the workers that claim."""
+    registry of the workers that claim. ``claim_at_most``: the runs one claim
+    should take (None: all it may), for a store whose appends wait for a claim."""
+
+    claim_at_most: int | None = None
 
     @abstractmethod
     async def claim(
@@ -343,9 +346,8 @@ class EventStore(Protocol):
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         """Persist groups in one transaction; one result per group, in order.
 
-        Each run's events are numbered gap-free from its ``last_seq``. A group without an
-        update that would take the run past the store's ``max_run_bytes`` is
-        refused with ``RunTooLarge`` (counted over every attempt of the run)."""
+        Each run's events are numbered gap-free from its ``last_seq``. A group without an update that would take
+        the run past the store's ``max_run_bytes`` is refused with ``RunTooLarge`` (counted over every attempt)."""
 
     @abstractmethod
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
@@ -359,8 +361,7 @@ class Retention(Protocol):
     async def sweep_runs(self, finished_before: float) -> int:
         """Delete runs (and their events and steps) that finished before ``finished_before``; how many.
 
-        In short writes (a run's events in bounded chunks), so that other writes
-        never wait long behind a sweep."""
+        In short writes (a run's events in bounded chunks), so that other writes never wait long behind a sweep."""
 
     @abstractmethod
     async def forget_idle_sessions(self, idle_before: float) -> int:
@@ -374,9 +375,8 @@ class Retention(Protocol):
 class WorkerStore(
     RunQueue, EventStore, Journal, SessionStore, Retention, ItemStore, CronStore, WebhookOutbox, Protocol
 ):
-    """What a worker's ``Engine`` needs: the queue, the event log it builds, the
-    journal its runs replay, its runs' sessions (a run's end is its session's
-    activity, and its context reads their memory) and retention."""
+    """What a worker's ``Engine`` needs: the queue, the event log it builds, the journal its runs replay, its
+    runs' sessions (a run's end is its session's activity, and its context reads their memory) and retention."""
 
 
 class Store(
