@@ -239,8 +239,11 @@ class Engine:
             free = self._settings.max_concurrent_runs - len(self._running)
             if free <= 0:
                 return
-            # a store may want claims short (``claim_at_most``): then more free slots take more claims
-            at, asked = now(), min(free, self._store.claim_at_most or free)
+            # A store may want claims short while runs run here (``claim_at_most``:
+            # their appends wait for a claim's write): more free slots take more
+            # claims. With nothing running, one claim takes all it may: a burst of
+            # runs started in claims of 32 ran with twice the latency (p50 7 -> 16 ms).
+            at, asked = now(), min(free, (self._store.claim_at_most if self._running else None) or free)
             claimed = await self._store.claim(
                 self.worker_id, asked, at, at + self._settings.lease_s, pipelines=self.pipelines
             )

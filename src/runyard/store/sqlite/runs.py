@@ -41,9 +41,9 @@ class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
     """``RunRecords`` and ``RunQueue`` on SQLite."""
 
     # A claim is one write of the writer's batch, and the events running runs
-    # append wait for that batch: claims of 200 runs held them 50-120 ms in a
-    # ramp of 1,000 streams (``bench/streams.py`` steady, p99 over all ticks
-    # 62-95 ms; 29-31 ms with claims of 32, 62-67 with claims of 64).
+    # append wait for that batch: large claims held them 50-120 ms in a ramp of
+    # 1,000 streams (``bench/streams.py`` steady, p99 over all ticks 62-95 ms;
+    # 29-31 ms with claims of 32, 62-67 with claims of 64).
     claim_at_most = 32
 
     async def get_run(self, run_id: str) -> Run | None:
