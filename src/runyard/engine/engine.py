@@ -239,11 +239,7 @@ class Engine:
             free = self._settings.max_concurrent_runs - len(self._running)
             if free <= 0:
                 return
-            # A store may want claims short while runs run here (``claim_at_most``:
-            # their appends wait for a claim's write): more free slots take more
-            # claims. With nothing running, one claim takes all it may: a burst of
-            # runs started in claims of 32 ran with twice the latency (p50 7 -> 16 ms).
-            at, asked = now(), min(free, (self._store.claim_at_most if self._running else None) or free)
+            at, asked = now(), self._claim_size(free)
             claimed = await self._store.claim(
                 self.worker_id, asked, at, at + self._settings.lease_s, pipelines=self.pipelines
             )
@@ -253,6 +249,15 @@ class Engine:
                 await self._events.publish([item.event for item in claimed])
             if len(claimed) < asked:
                 return
+
+    def _claim_size(self, free: int) -> int:
+        """How many runs the next claim asks for: every free slot, or, while runs
+        run here, at most the store's ``claim_at_most`` (their appends wait for a
+        claim's write), more claims following while they come back full. With
+        nothing running one claim takes all: a burst of runs started in claims of
+        32 ran with twice the latency (``bench/README.md``, "A ninth round")."""
+        most = self._store.claim_at_most
+        return free if most is None or not self._running else min(free, most)
 
     def _start(self, claimed: Claimed) -> None:
         run = claimed.run
