@@ -196,7 +196,7 @@ async def test_a_worker_running_runs_claims_at_most_its_stores_claim_at_most_at_
     url = f"sqlite:///{tmp_path}/c.db"
     at, most = time.time(), SQLiteStore.claim_at_most
     busy = Run("run_busy", "ses_busy", "alice", "nap", RunStatus.QUEUED, created_at=at, input={"seconds": 5})
-    due = {"created_at": at, "input": {"marker": "m", "count": 1}, "scheduled_for": at + 0.3}
+    due = {"created_at": at, "input": {"marker": "m", "count": 1}, "scheduled_for": at + 1.5}
     queued = [Run(f"run_{i}", f"ses_{i}", f"o{i % 3}", "ticker", RunStatus.QUEUED, **due) for i in range(2 * most + 5)]
     store = store_from_url(url)
     await store.open()
@@ -204,18 +204,22 @@ async def test_a_worker_running_runs_claims_at_most_its_stores_claim_at_most_at_
         await store.create_run(run, Session(run.session_id, run.owner, at, at))
     await store.close()
     asked: list[int] = []
+    got: list[int] = []
     claim = SQLiteStore.claim
 
     async def counted(self: SQLiteStore, worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
         asked.append(limit)
-        return await claim(self, worker_id, limit, *args, **kwargs)
+        claimed = await claim(self, worker_id, limit, *args, **kwargs)
+        got.append(len(claimed))
+        return claimed
 
     monkeypatch.setattr(SQLiteStore, "claim", counted)
     async with make_app(store=url, max_concurrent_runs=500, drain_s=0).running() as rt:
         for run in queued:  # due while the busy run runs
             assert (await finished(rt, run.owner, run.run_id)).status is RunStatus.SUCCEEDED
-    assert asked[0] == 500, "with nothing running, a claim takes all it may"
-    assert len(asked) >= 4 and set(asked[1:]) == {most}  # two full claims, then one that found fewer
+    assert (asked[0], got[0]) == (500, 1), "with nothing running, a claim takes all it may"
+    assert set(asked[1:]) == {most}
+    assert [n for n in got if n] == [1, most, most, 5]  # the busy run; then two full claims and the rest
 
 
 async def test_shutdown_hands_back_a_run_queued_in_the_same_attempt(tmp_path: Any) -> None:
