@@ -302,7 +302,7 @@ async def test_an_api_cancel_of_a_pipeline_that_swallows_cancellation_ends_cance
     app.pipeline("deaf_here")(deaf.run)
     async with app.running() as rt:
         run = await rt.create_run("alice", "deaf_here", None)
-        await wait_until(lambda: rt.engine.active == 1)
+        await wait_until(lambda: deaf.alive == 1)  # its code runs, not only its execution
         asked = time.monotonic()
         await rt.cancel_run("alice", run.run_id)
         done = await finished(rt, "alice", run.run_id)
