@@ -24,6 +24,7 @@ from runyard.store.sqlite import (
     database_path,
     refuse_if_in_use,
 )
+from runyard.store.sqlite.connection import READERS
 from runyard.store.sqlite.events import append_batch
 
 T0 = 1_700_000_000.0
@@ -342,3 +343,58 @@ async def test_a_cancelled_writer_still_commits_its_work(store: SQLiteStore) -> 
     found = await store.get_session("ses_1")
     assert found is not None
     assert found.last_activity == T0 + 5
+
+
+async def test_a_run_and_a_stream_s_first_page_are_read_while_every_reader_thread_is_busy(
+    store: SQLiteStore,
+) -> None:
+    """Such small reads run in the loop, on a connection of its own (a trip to a
+    reader thread cost more than the read): they never queue behind replays."""
+    await store.create_run(make_run("run_1"))
+    await store.append([AppendGroup("run_1", drafts("run_1", 0, 100))])
+    release = threading.Event()
+    busy = [asyncio.ensure_future(store._query(lambda db: release.wait(10))) for _ in range(READERS)]
+    try:
+        run = await asyncio.wait_for(store.get_run("run_1"), 2)
+        first_page = await asyncio.wait_for(store.read_events("run_1", 0, 16), 2)
+        long_read = asyncio.ensure_future(store.read_events("run_1", 0, 1_000))
+        await asyncio.sleep(0.05)
+        assert not long_read.done(), "a long read goes to a reader thread"
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+    assert run is not None and run.last_seq == 100
+    assert [e.seq for e in first_page] == list(range(1, 17))
+    assert len(await long_read) == 100
+
+
+class _Failing:
+    """A connection every statement of which fails with SQLite's ``code``."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def execute(self, *_: Any) -> Any:
+        exc = sqlite3.OperationalError("as SQLite would say it")
+        exc.sqlite_errorcode = self.code
+        raise exc
+
+
+async def test_a_small_read_that_finds_the_database_locked_is_read_by_a_reader_thread(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop never waits for a lock: such a read goes where waiting is harmless."""
+    await store.create_run(make_run("run_1"))
+    await store.append([AppendGroup("run_1", drafts("run_1", 0, 3))])
+    monkeypatch.setattr(store, "_loop_reader", _Failing(sqlite3.SQLITE_BUSY))
+    run = await store.get_run("run_1")
+    assert run is not None and run.last_seq == 3
+    assert [e.seq for e in await store.read_events("run_1", 0, 16)] == [1, 2, 3]
+
+
+async def test_a_small_read_that_fails_otherwise_is_store_unavailable(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store, "_loop_reader", _Failing(sqlite3.SQLITE_IOERR))
+    with pytest.raises(StoreUnavailable):
+        await store.get_run("run_1")

@@ -5,7 +5,7 @@ Every write is a synchronous function of the writer connection, queued by
 thread as ONE transaction (group commit), which then answers every write of
 the batch in one loop callback: a write that raises is rolled back
 alone and fails alone, the others commit (the batch is run again with a
-savepoint per write when one raises; ``_commit`` says why not always). A
+savepoint per write when one raises; ``group_commit.commit`` says why not always). A
 batch costs one thread hop and one commit however many writes it holds; writes
 that arrive while it is in the thread share the next one. There is no timer:
 under light load a write waits for nothing but its own commit. Being the only
@@ -14,7 +14,9 @@ writer, ``append`` numbers events from ``last_seq`` without races.
 The WAL's pages are copied into the file by a checkpoint thread
 (``checkpoints.py``), not by the writer. Reads run on a small pool of reader
 threads, each with its own connection; WAL lets them proceed while a batch is
-in flight, so a long replay never queues behind the writers.
+in flight, so a long replay never queues behind the writers. A read of a few
+rows by index (a run, a stream's first page) runs in the loop instead, on a
+connection of its own that never waits for a lock (``_glance``).
 ``sqlite:///:memory:`` has a single connection (a second one would open
 another, empty database), owned by the writer thread, so there reads run in
 that thread too, between batches.
@@ -23,25 +25,22 @@ that thread too, between batches.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from runyard.errors import StoreError, StoreUnavailable
 from runyard.store._numbering import RunState
 from runyard.store.base import DEFAULT_MAX_RUN_BYTES, Lifecycle
 from runyard.store.sqlite.checkpoints import Checkpointer
 from runyard.store.sqlite.file import BUSY_TIMEOUT_MS, busy_timeout_ms, database_path, lock_file
+from runyard.store.sqlite.group_commit import Batch, T, Work, answer, commit
 from runyard.store.sqlite.schema import migrate
 
-T = TypeVar("T")
-Work = Callable[[sqlite3.Connection], T]
-Batch = list[tuple[Work[Any], "asyncio.Future[Any]"]]  # writes, each with its caller's future
 RunStates = dict[str, RunState]
 
 log = logging.getLogger("runyard.store")
@@ -71,6 +70,9 @@ WRITER_PRAGMAS = (
 )
 INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
 READER_PRAGMAS = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = ON;"
+# The loop's own reader never waits for a lock: a read that would is sent to a reader thread
+LOOP_READER_PRAGMAS = "PRAGMA query_only = ON; PRAGMA busy_timeout = 0;"
+GLANCE_ROWS = 64  # a read of at most this many rows may be a glance (``_glance``)
 
 
 # SQLite's primary result codes that mean "busy or unreachable now", not "this
@@ -102,90 +104,6 @@ def _connect(path: str, pragmas: str) -> sqlite3.Connection:
     return db
 
 
-class _WorkFailed(Exception):
-    """A work of a batch run without savepoints raised (its exception is the cause)."""
-
-
-def _answer(batch: Batch, outcomes: list[Any]) -> None:
-    """Each write's outcome to its caller (in the loop)."""
-    for (_, done), outcome in zip(batch, outcomes, strict=True):
-        if done.done():  # its caller was cancelled
-            continue
-        if isinstance(outcome, BaseException):  # no work returns an exception
-            done.set_exception(outcome)
-        else:
-            done.set_result(outcome)
-
-
-def _commit(db: sqlite3.Connection, works: list[Work[Any]], forget: Callable[[], None]) -> list[Any]:
-    """Run ``works`` in one transaction (in the writer thread).
-
-    Returns each work's result, or the exception it raised (then none of its
-    writes stay). Raises, with nothing written, if the transaction as a whole fails.
-
-    The batch runs first without a savepoint per work: every statement hands the
-    GIL back and waits for it again, and while the loop is busy those waits are
-    most of a batch's time (100 creations, 400-500 statements, took 100-190 ms of
-    wall time for 12-40 ms of the thread's CPU; without the savepoints the wall
-    time per work fell from 0.69 to 0.36-0.55 ms). Works rarely raise; when one
-    does, that attempt is rolled back whole, ``forget`` drops what the writer's
-    cache learned from it, and the batch runs again, each work in its savepoint,
-    so that only the one that raised fails (the cache is forgotten again).
-    Whatever is rolled back, the cache is forgotten, so works may update it as
-    they go (``append_batch`` does).
-    """
-    try:
-        with _transaction(db):
-            return _together(db, works)
-    except _WorkFailed as failed:
-        forget()
-        if len(works) == 1:
-            return [failed.__cause__]  # the transaction held nothing else
-        with _transaction(db):
-            return [_alone(db, work, forget) for work in works]
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
-
-
-def _together(db: sqlite3.Connection, works: list[Work[Any]]) -> list[Any]:
-    outcomes = []
-    for work in works:
-        try:
-            outcomes.append(work(db))
-        except Exception as exc:
-            if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
-                raise
-            raise _WorkFailed from exc
-    return outcomes
-
-
-def _alone(db: sqlite3.Connection, work: Work[Any], forget: Callable[[], None]) -> Any:
-    """``work``'s result, or the exception it raised, its writes rolled back
-    and what the cache learned from them forgotten."""
-    db.execute("SAVEPOINT w")
-    try:
-        return work(db)
-    except Exception as exc:
-        if not db.in_transaction:  # SQLite rolled everything back (a full disk, an I/O error)
-            raise
-        db.execute("ROLLBACK TO w")
-        forget()
-        return exc
-    finally:
-        if db.in_transaction:
-            db.execute("RELEASE w")
-
-
 def _switch_to_incremental_vacuum(db: sqlite3.Connection) -> None:
     """Rewrite the whole file with auto_vacuum = INCREMENTAL (outside any transaction)."""
     db.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -214,6 +132,7 @@ class SQLiteConnection(Lifecycle):
         self._reader_pool: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None  # the writer's; None when not open
         self._reader_dbs: list[sqlite3.Connection] = []
+        self._loop_reader: sqlite3.Connection | None = None  # a file's, while open (``_glance``)
         self._checkpointer: Checkpointer | None = None  # a file's, while open
         self._local = threading.local()  # .db: the reader thread's own connection
         self._pending: Batch = []
@@ -243,6 +162,8 @@ class SQLiteConnection(Lifecycle):
                     initializer=self._open_reader,
                 )
             await self._migrate_schema()
+            if not self._memory:
+                self._loop_reader = _connect(self.path, LOOP_READER_PRAGMAS)
             self._incremental = self._memory or await self._auto_vacuum() == INCREMENTAL
             if not self._memory:
                 self._checkpointer = Checkpointer(self.path)
@@ -282,6 +203,9 @@ class SQLiteConnection(Lifecycle):
         if readers is not None:
             readers.shutdown(wait=True)  # reads in flight finish first
         connections, self._reader_dbs = self._reader_dbs, []
+        if self._loop_reader is not None:
+            connections.append(self._loop_reader)
+            self._loop_reader = None
         for reader in connections:
             reader.close()
         if db is not None:
@@ -337,7 +261,7 @@ class SQLiteConnection(Lifecycle):
                 try:
                     await loop.run_in_executor(self._writer_pool, self._commit_and_answer, loop, db, batch)
                 except Exception as exc:  # the thread never took the batch: no caller is left waiting
-                    _answer(batch, [_unavailable(exc, self.path)] * len(batch))
+                    answer(batch, [_unavailable(exc, self.path)] * len(batch))
         finally:
             self._flusher = None
 
@@ -347,14 +271,14 @@ class SQLiteConnection(Lifecycle):
         iteration sooner than when the flusher answered after being woken itself
         (``bench/streams.py`` steady, 10 runs alternated: latency p50 5.5 -> 4.1 ms)."""
         try:
-            outcomes = _commit(db, [work for work, _ in batch], self._run_states.clear)
+            outcomes = commit(db, [work for work, _ in batch], self._run_states.clear)
         except Exception as exc:
             outcomes = [_unavailable(exc, self.path)] * len(batch)
             # the batch rolled back, appends included: what the cache learned from it is void
             self._run_states.clear()
         else:
             self.commits += 1  # before any caller resumes
-        loop.call_soon_threadsafe(_answer, batch, outcomes)
+        loop.call_soon_threadsafe(answer, batch, outcomes)
 
     async def _outside_transaction(self, work: Work[T]) -> T:
         """Run ``work`` in the writer thread between two batches, in no transaction
@@ -377,6 +301,24 @@ class SQLiteConnection(Lifecycle):
         except BrokenExecutor as exc:  # a reader connection could not be opened
             raise StoreError(f"cannot open SQLite database {self.path!r} for reading") from exc
         except sqlite3.OperationalError as exc:
+            raise _unavailable(exc, self.path) from exc
+
+    async def _glance(self, query: Work[T]) -> T:
+        """Run ``query``, a read of a few rows by index (a run, a stream's first
+        page), on the loop's own connection, in the loop: such a read costs
+        SQLite a few microseconds, where its trip to a reader thread and back
+        cost the process ~160 us of CPU (opening a stream reads twice: 660-780
+        -> 330-390 us, ``bench/README.md``, "A tenth round"); nor does it queue
+        behind long replays. A read that would wait for a lock (another process
+        holding the file, a recovery) goes to a reader thread: the loop never waits."""
+        db = self._loop_reader
+        if db is None or self._db is None:  # :memory:, or closed
+            return await self._query(query)
+        try:
+            return query(db)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return await self._query(query)
             raise _unavailable(exc, self.path) from exc
 
     def _on_reader(self, query: Work[T]) -> T:

@@ -10,7 +10,7 @@ from runyard.models import Event, RunStatus, session_channel
 from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, json_list, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
-from runyard.store.sqlite.connection import RunStates, SQLiteConnection
+from runyard.store.sqlite.connection import GLANCE_ROWS, RunStates, SQLiteConnection
 from runyard.store.sqlite.outbox import QUEUE_DELIVERY
 from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, INSERT_STEP, LAST_SEQ, STORED_BYTES, insert_events
 
@@ -124,7 +124,6 @@ class SQLiteEvents(SQLiteConnection, EventStore):
                 " WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq LIMIT ?",
                 (run_id, after, max(limit, 0)),  # a negative LIMIT would mean "no limit"
             )
-            # built in the reader thread: the loop gets ready events
             return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]
 
-        return await self._query(query)
+        return await (self._glance(query) if limit <= GLANCE_ROWS else self._query(query))

@@ -47,7 +47,8 @@ class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
     claim_at_most = 32
 
     async def get_run(self, run_id: str) -> Run | None:
-        rows = await self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?"
+        rows = await self._glance(lambda db: db.execute(sql, (run_id,)).fetchall())
         return run_from_row(rows[0]) if rows else None
 
     async def list_runs(self, query: RunQuery) -> list[Run]:
