@@ -23,7 +23,7 @@ def append_batch(
     thread, which alone calls this, is the only writer and every status change
     passes through here. Numbering updates the cached states in place: if any
     write of the transaction is then rolled back, the writer forgets the whole
-    cache (``connection._commit``'s ``forget``), and the next batch loads its
+    cache (``group_commit.commit``'s ``forget``), and the next batch loads its
     runs again."""
     batch: RunStates = {}
     missing = []
