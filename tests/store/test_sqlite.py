@@ -349,23 +349,30 @@ async def test_a_run_and_a_stream_s_first_page_are_read_while_every_reader_threa
     store: SQLiteStore,
 ) -> None:
     """Such small reads run in the loop, on a connection of its own (a trip to a
-    reader thread cost more than the read): they never queue behind replays."""
+    reader thread cost more than the read): they never queue behind replays.
+    Long or heavy reads (a replay's pages) stay in the reader threads."""
     await store.create_run(make_run("run_1"))
     await store.append([AppendGroup("run_1", drafts("run_1", 0, 100))])
+    await store.create_run(make_run("run_big", "ses_2"))
+    big = [EventDraft("run_big", "tick", b"x" * 4096, T0) for _ in range(16)]
+    await store.append([AppendGroup("run_big", big)])
     release = threading.Event()
     busy = [asyncio.ensure_future(store._query(lambda db: release.wait(10))) for _ in range(READERS)]
     try:
         run = await asyncio.wait_for(store.get_run("run_1"), 2)
         first_page = await asyncio.wait_for(store.read_events("run_1", 0, 16), 2)
         long_read = asyncio.ensure_future(store.read_events("run_1", 0, 1_000))
+        heavy_read = asyncio.ensure_future(store.read_events("run_big", 0, 16))
         await asyncio.sleep(0.05)
         assert not long_read.done(), "a long read goes to a reader thread"
+        assert not heavy_read.done(), "so do a few rows that weigh 64 KiB"
     finally:
         release.set()
         await asyncio.gather(*busy)
     assert run is not None and run.last_seq == 100
     assert [e.seq for e in first_page] == list(range(1, 17))
     assert len(await long_read) == 100
+    assert [e.seq for e in await heavy_read] == list(range(1, 17))
 
 
 class _Failing:

@@ -72,7 +72,8 @@ INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
 READER_PRAGMAS = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = ON;"
 # The loop's own reader never waits for a lock: a read that would is sent to a reader thread
 LOOP_READER_PRAGMAS = "PRAGMA query_only = ON; PRAGMA busy_timeout = 0;"
-GLANCE_ROWS = 64  # a read of at most this many rows may be a glance (``_glance``)
+GLANCE_ROWS = 64  # a read of at most this many rows...
+GLANCE_BYTES = 16 * 1024  # ...and this many bytes of events may be a glance (``_glance``)
 
 
 # SQLite's primary result codes that mean "busy or unreachable now", not "this
@@ -304,8 +305,8 @@ class SQLiteConnection(Lifecycle):
             raise _unavailable(exc, self.path) from exc
 
     async def _glance(self, query: Work[T]) -> T:
-        """Run ``query``, a read of a few rows by index (a run, a stream's first
-        page), on the loop's own connection, in the loop: such a read costs
+        """Run ``query``, a read of a few small rows by index (a run, a stream's
+        first page), on the loop's own connection, in the loop: such a read costs
         SQLite a few microseconds, where its trip to a reader thread and back
         cost the process ~160 us of CPU (opening a stream reads twice: 660-780
         -> 330-390 us, ``bench/README.md``, "A tenth round"); nor does it queue
