@@ -15,8 +15,8 @@ The WAL's pages are copied into the file by a checkpoint thread
 (``checkpoints.py``), not by the writer. Reads run on a small pool of reader
 threads, each with its own connection; WAL lets them proceed while a batch is
 in flight, so a long replay never queues behind the writers. A read of a few
-rows by index (a run, a stream's first page) runs in the loop instead, on a
-connection of its own that never waits for a lock (``_glance``).
+small rows by index (a run, a stream's first page) runs in the loop instead,
+on a connection of its own that never waits for a lock (``_glance``).
 ``sqlite:///:memory:`` has a single connection (a second one would open
 another, empty database), owned by the writer thread, so there reads run in
 that thread too, between batches.
