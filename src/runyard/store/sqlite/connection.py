@@ -72,8 +72,6 @@ INCREMENTAL = 2  # PRAGMA auto_vacuum's answer for INCREMENTAL
 READER_PRAGMAS = f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}; PRAGMA query_only = ON;"
 # The loop's own reader never waits for a lock: a read that would is sent to a reader thread
 LOOP_READER_PRAGMAS = "PRAGMA query_only = ON; PRAGMA busy_timeout = 0;"
-GLANCE_ROWS = 64  # a read of at most this many rows...
-GLANCE_BYTES = 16 * 1024  # ...and this many bytes of events may be a glance (``_glance``)
 
 
 # SQLite's primary result codes that mean "busy or unreachable now", not "this

@@ -10,7 +10,7 @@ from runyard.models import Event, RunStatus, session_channel
 from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, json_list, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
-from runyard.store.sqlite.connection import GLANCE_BYTES, GLANCE_ROWS, RunStates, SQLiteConnection
+from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.outbox import QUEUE_DELIVERY
 from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, INSERT_STEP, LAST_SEQ, STORED_BYTES, insert_events
 
@@ -18,6 +18,8 @@ from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, INSERT_STEP, LAST_
 # weighs at most the first parameter (length() of a BLOB reads no overflow page)
 PAGE = "events WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq LIMIT ?"
 SMALL_PAGE = f"SELECT coalesce(sum(length(data)), 0) <= ? FROM (SELECT data FROM {PAGE})"
+GLANCE_ROWS = 64  # a page of at most this many events...
+GLANCE_BYTES = 16 * 1024  # ...weighing at most this much is read in the loop (``_glance``)
 
 
 def append_batch(
