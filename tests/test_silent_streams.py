@@ -69,4 +69,24 @@ async def test_a_silent_stream_fed_by_a_broker_reads_the_store_after_each_heartb
     await store.append([AppendGroup("run_a", [EventDraft("run_a", "tick", b"{}", time.time())])])  # never published
     stream = follow(store, Hub(DeliversNothing()), "run_a", 0, HEARTBEAT_S)
     assert await until_heartbeats(stream, 4) == [1]
-    assert store.reads == 1 + 4
+    assert store.reads == 1 + 3  # the history, then after each heartbeat but the last (the stream closed there)
+
+
+async def test_a_stream_that_has_read_its_history_to_the_end_waits_without_reading_it_again() -> None:
+    store = await running_run()
+    await store.append([AppendGroup("run_a", [EventDraft("run_a", "tick", b"{}", time.time())])])
+    stream = follow(store, Hub(), "run_a", 0, HEARTBEAT_S)
+    assert await until_heartbeats(stream, 2) == [1]
+    assert store.reads == 1
+
+
+async def test_a_channel_that_lost_notifications_sends_its_follower_back_to_the_store() -> None:
+    store = await running_run()
+    hub = Hub()
+    stream = follow(store, hub, "run_a", 0, HEARTBEAT_S)
+    assert await anext(stream) == []  # read the (empty) history, then heard nothing
+    await store.append([AppendGroup("run_a", [EventDraft("run_a", "tick", b"{}", time.time())])])  # never published
+    hub.resync(["run_a"])  # as a broker does when it reconnects
+    assert [seq for seq, _, _ in await anext(stream)] == [1]
+    await stream.aclose()
+    assert store.reads == 2
