@@ -283,7 +283,7 @@ def run_one(target: str, scenario: str, args: argparse.Namespace) -> dict[str, A
         if args.profile:
             os.makedirs(args.profile, exist_ok=True)
             res["profile"] = os.path.join(args.profile, f"{target}-{scenario}.txt")
-            profiling = Profiler(server.pid, res["profile"])
+            profiling = Profiler(server.pid, res["profile"], rate=args.profile_rate)
         cpu0 = tree_cpu(server.pid)
         t0 = time.time()
         with profiling:
@@ -923,6 +923,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile",
         metavar="DIR",
         help="sample each server with py-spy during the load; print where its CPU went (bench/profile.py)",
+    )
+    ap.add_argument(
+        "--profile-rate",
+        type=int,
+        default=100,
+        help="--profile's samples a second (a short load wants more, say 1000; default: 100)",
     )
     args = ap.parse_args(argv)
     for key, (full, quick) in SIZES.items():
