@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -44,8 +45,9 @@ def serve_in_thread(app: Runyard) -> contextlib.AbstractContextManager[str]:
 
 
 @contextlib.contextmanager
-def serve_asgi(asgi: ASGIApp) -> Iterator[str]:
-    """Serve any ASGI app (a fake external API, say) like ``serve_in_thread``."""
+def serve_asgi(asgi: ASGIApp, *, http: type[asyncio.Protocol] | str = "auto") -> Iterator[str]:
+    """Serve any ASGI app (a fake external API, say) like ``serve_in_thread``;
+    ``http``: uvicorn's HTTP protocol (runyard's own, ``protected_protocol``, say)."""
     port = free_port()
     # uvicorn's 5 s keep-alive equals httpx's own expiry: a request reusing a
     # connection as the server closes it was reset under load (a ReadError in the
@@ -56,6 +58,7 @@ def serve_asgi(asgi: ASGIApp) -> Iterator[str]:
         asgi,
         host="127.0.0.1",
         port=port,
+        http=http,
         log_level="warning",
         lifespan="on",
         timeout_keep_alive=75,

@@ -9,6 +9,8 @@ the next one or the loop's next turn.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -110,6 +112,22 @@ def test_what_is_held_is_dropped_when_the_connection_went_meanwhile(loop: asynci
     transport.close()  # the client left: nothing more may be written
     next_turn(loop)
     assert transport.writes == []
+
+
+def test_a_view_that_has_sent_what_it_held_is_freed_without_the_garbage_collector(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """(``tests/http/test_request_garbage.py`` says why that matters.)"""
+    gc.disable()
+    try:
+        cycle, _ = held(loop)
+        view = weakref.ref(cycle.transport)
+        cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        next_turn(loop)  # sent by the flush the view had scheduled
+        del cycle  # the request is over
+        assert view() is None
+    finally:
+        gc.enable()
 
 
 async def json_app(scope: Scope, receive: Receive, send: Send) -> None:

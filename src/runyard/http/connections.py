@@ -189,11 +189,14 @@ class HeldHeaders(asyncio.Transport):
             self._send(self._held + data)
 
     def _send_held(self) -> None:
+        self._flush = None
         if not self._sent and self._held is not None and not self._transport.is_closing():
             self._send(self._held)
 
     def _send(self, data: bytes) -> None:
-        self._sent, self._held = True, None
+        # the flush's handle holds this view and this view the handle (and the
+        # request's cycle): a reference cycle for the garbage collector, unless cut
+        self._sent, self._held, self._flush = True, None, None
         self._cycle.transport = self._transport
         self._transport.write(data)
 

@@ -60,6 +60,10 @@ class RequestIds:
                 extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
             )
             REQUEST_ID.reset(token)
+            # the scope holds ``send``, which holds the server's request cycle, which
+            # holds the scope: a cycle left for the garbage collector (whose passes
+            # stopped the process 15-40 ms while 1,000 streams opened), unless cut here
+            del scope[OUTER_SEND]
 
 
 def request_id_of(scope: Scope) -> str:
