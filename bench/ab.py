@@ -35,6 +35,7 @@ FIGURES = (
     ("events_per_s", "events/s"),
     ("lat_p50_ms", "latency p50 (ms)"),
     ("lat_p99_ms", "latency p99 (ms)"),
+    ("settled_p99_ms", "p99 once all are live (ms)"),
     ("ttfe_p50_ms", "first event p50 (ms)"),
     ("ramp_open_p50_ms", "stream opening p50 (ms)"),
     ("cpu_us_per_event", "server CPU per event (µs)"),
