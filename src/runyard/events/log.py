@@ -63,7 +63,10 @@ IN_FLIGHT = 64  # events one run may have queued but not yet committed...
 # writing) ahead of every new one; with it, in bench/streams.py's burst, median
 # latency 204-253 -> 34-91 ms and peak RSS 150 -> 106 MiB at the same events/s
 # and CPU per event (3 rounds alternated). A lone run still fills 64-event batches.
-QUEUED = 1024
+# Under saturation an event waits behind about this many (Little's law): 1,024
+# held the burst's p99 at 3.5-3.8x the ceiling's; 768 at 1.7-2.8x in five pairs,
+# for 2 % fewer events/s (still 1.12-1.33x the ceiling's); 512 cost 15 % of them.
+QUEUED = 768
 # A store that loses its connection (a PostgreSQL restart) is waited for this
 # long, retrying after 50 ms, doubling up to 1 s, before batches fail.
 RIDE_OUT_S = 60.0
