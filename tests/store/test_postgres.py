@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreUnavailable
-from runyard.models import EventDraft, Run, RunStatus, Session
+from runyard.models import EventDraft, Run, RunStatus, RunUpdate, Session
 from runyard.store import AppendGroup, AppendResult, store_from_url
 from runyard.store import postgres as postgres_package
 from runyard.store.base import Admission
@@ -305,6 +305,56 @@ async def test_cancelled_append_still_commits_whole(store: PostgresStore) -> Non
     assert isinstance(after, list)
     assert after[0].seq == 20_001
     assert [e.seq for e in await store.read_events("run_1", 0, 30_000)] == list(range(1, 20_002))
+
+
+@needs_postgres
+async def test_an_append_batch_is_four_round_trips_however_many_runs_it_writes(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN, the runs' lock, one statement for every write, COMMIT: events of
+    several runs in several sessions, a run's status change and another's events
+    alone all go in the one write, each still numbered as if alone."""
+    for i in range(4):
+        await store.create_run(make_run(f"run_{i}", f"ses_{i % 2}"))
+    sent: list[str] = []
+    for method in ("execute", "fetch", "fetchval", "fetchrow", "executemany"):
+        monkeypatch.setattr(asyncpg.Connection, method, _recording(getattr(asyncpg.Connection, method), sent))
+    start = RunUpdate(status=RunStatus.RUNNING, expect=frozenset({RunStatus.QUEUED}), started_at=T0)
+    results = await store.append(
+        [
+            AppendGroup("run_0", drafts("run_0", 0, 3)),
+            AppendGroup("run_1", drafts("run_1", 0, 2), update=start),
+            AppendGroup("run_2", drafts("run_2", 0, 1)),
+            AppendGroup("run_3", [], update=start),
+        ]
+    )
+    monkeypatch.undo()
+    assert [sql.split()[0].rstrip(";") for sql in sent] == ["BEGIN", "SELECT", "WITH", "COMMIT"]
+    assert [[e.seq for e in result] for result in results if isinstance(result, list)] == [[1, 2, 3], [1, 2], [1], []]
+    assert [(r.status, r.last_seq) for r in [await store.get_run(f"run_{i}") for i in range(4)] if r] == [
+        (RunStatus.QUEUED, 3),
+        (RunStatus.RUNNING, 2),
+        (RunStatus.QUEUED, 1),
+        (RunStatus.RUNNING, 0),
+    ]
+    # each session's stream numbers its events in the batch's order: ses_0 has run_0's and run_2's
+    ses_0 = await store.read_session_events("alice", "ses_0", 0, 10)
+    assert [(e.cursor, e.event.run_id, e.event.seq) for e in ses_0] == [
+        (1, "run_0", 1),
+        (2, "run_0", 2),
+        (3, "run_0", 3),
+        (4, "run_2", 1),
+    ]
+    ses_1 = await store.read_session_events("alice", "ses_1", 0, 10)
+    assert [(e.cursor, e.event.run_id, e.event.seq) for e in ses_1] == [(1, "run_1", 1), (2, "run_1", 2)]
+
+
+def _recording(method: Callable[..., Awaitable[Any]], sent: list[str]) -> Callable[..., Awaitable[Any]]:
+    async def recorded(conn: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query.strip())
+        return await method(conn, query, *args, **kwargs)
+
+    return recorded
 
 
 class CutOffAtCommit(PostgresStore):

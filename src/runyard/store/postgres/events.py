@@ -3,12 +3,12 @@
 Many processes may append to one run at once: ``append`` locks the batch's runs
 rows (``SELECT ... FOR UPDATE``, sorted by run id, so overlapping batches never
 deadlock) and numbers events from the ``last_seq`` kept in each row, so the
-row lock is the gap-free counter. A batch is one transaction of six round
-trips however many runs and events it holds: BEGIN, lock, number the events in
-their sessions' streams (``session_streams.py``), insert every event (one
-``unnest``), set every run's last seq (one ``unnest``), COMMIT; one more
-when the batch carries run updates (status changes and the like), one when
-it records steps, and one when it finishes runs with a webhook (their outbox rows).
+row lock is the gap-free counter. A batch is one transaction of four round
+trips however many runs and events it holds: BEGIN, lock, write, COMMIT. The
+write is one statement (``schema.WRITE_BATCH``): it numbers the events in their
+sessions' streams (``session_streams.py``), inserts them and sets every run's
+last seq and updates; one round trip more when the batch records steps, and one
+when it finishes runs with a webhook (their outbox rows).
 """
 
 from __future__ import annotations
@@ -16,21 +16,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from runyard.errors import StoreError
 from runyard.models import Event, now, session_channel
 from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.outbox import QUEUE_DELIVERIES
-from runyard.store.postgres.schema import (
-    INSERT_EVENTS,
-    INSERT_STEPS,
-    LOCK_RUNS,
-    UPDATABLE,
-    UPDATE_LAST_SEQS,
-    UPDATE_RUNS,
-)
-from runyard.store.postgres.session_streams import session_seqs
+from runyard.store.postgres.schema import INSERT_STEPS, LOCK_RUNS, UPDATABLE, WRITE_BATCH
+from runyard.store.postgres.session_streams import session_places
 
 
 async def append_batch(
@@ -55,17 +49,6 @@ async def append_batch(
     }
     sessions = {run_id: (owner, session_id) for run_id, *_, owner, session_id in rows}
     results, events = number(groups, runs, max_run_bytes)
-    if events:
-        await conn.execute(
-            INSERT_EVENTS,
-            [e.run_id for e in events],
-            [e.seq for e in events],
-            [e.type for e in events],
-            [e.data for e in events],
-            [e.ts for e in events],
-            _positions(groups, results),
-            await session_seqs(conn, events, sessions),
-        )
     steps = recorded_steps(groups, results)
     if steps:
         rows = [(run_id, *step_row(step)) for run_id, step in steps]
@@ -75,27 +58,46 @@ async def append_batch(
         await conn.execute(
             QUEUE_DELIVERIES, [run_id for run_id, _ in owed], [url for _, url in owed], [now()] * len(owed)
         )
+    if events or any(run.updates for run in runs.values()):
+        inserted = await conn.fetchval(WRITE_BATCH, *_written(groups, results, events, runs, sessions))
+        if inserted != len(events):  # a bug, never a client's doing: the transaction is rolled back
+            raise StoreError(f"a batch of {len(events)} events inserted {inserted}")
+    return results
+
+
+def _written(
+    groups: Sequence[AppendGroup],
+    results: Sequence[AppendResult],
+    events: list[Event],
+    runs: dict[str, RunState],
+    sessions: dict[str, tuple[str, str]],
+) -> list[list[Any]]:
+    """``WRITE_BATCH``'s parameters, in its order."""
+    places = session_places(events, sessions)
     # a run with updated columns gets its last seq with them, the others by themselves
     counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
-    if counted:
-        await conn.execute(
-            UPDATE_LAST_SEQS,
-            [run_id for run_id, _ in counted],
-            [run.last_seq for _, run in counted],
-            [run.stored_bytes for _, run in counted],
-        )
     updated = [(run_id, update_columns(run.updates)) for run_id, run in runs.items() if run.updates]
-    if updated:
-        arguments: list[list[Any]] = [
-            [run_id for run_id, _ in updated],
-            [runs[run_id].last_seq for run_id, _ in updated],
-            [runs[run_id].stored_bytes for run_id, _ in updated],
-        ]
-        for column in UPDATABLE:
-            arguments.append([column in columns for _, columns in updated])
-            arguments.append([columns.get(column) for _, columns in updated])
-        await conn.execute(UPDATE_RUNS, *arguments)
-    return results
+    arguments: list[list[Any]] = [
+        *places[:3],
+        [e.run_id for e in events],
+        [e.seq for e in events],
+        [e.type for e in events],
+        [e.data for e in events],
+        [e.ts for e in events],
+        _positions(groups, results),
+        places.sessions,
+        places.places,
+        [run_id for run_id, _ in counted],
+        [run.last_seq for _, run in counted],
+        [run.stored_bytes for _, run in counted],
+        [run_id for run_id, _ in updated],
+        [runs[run_id].last_seq for run_id, _ in updated],
+        [runs[run_id].stored_bytes for run_id, _ in updated],
+    ]
+    for column in UPDATABLE:
+        arguments.append([column in columns for _, columns in updated])
+        arguments.append([columns.get(column) for _, columns in updated])
+    return arguments
 
 
 def _positions(groups: Sequence[AppendGroup], results: Sequence[AppendResult]) -> list[int | None]:

@@ -274,10 +274,6 @@ LOCK_CLAIMABLE = (
     f"SELECT {RUN_COLUMNS}, cancel_requested FROM runs WHERE run_id = ANY($1::text[]) AND status = 'queued'"
     " ORDER BY run_id FOR UPDATE SKIP LOCKED"
 )
-INSERT_EVENTS = (
-    "INSERT INTO events (run_id, seq, type, data, ts, pos, session_seq)"
-    " SELECT * FROM unnest($1::text[], $2::int4[], $3::text[], $4::bytea[], $5::float8[], $6::int4[], $7::int8[])"
-)
 INSERT_STEPS = (
     f"INSERT INTO steps (run_id, {STEP_COLUMNS})"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::json[], $5::int4[], $6::float8[])"
@@ -291,12 +287,6 @@ REPLAY = f"""SELECT m.mark, s.{", s.".join(STEP_COLUMNS.split(", "))} FROM (
 ) m LEFT JOIN steps s ON s.run_id = $1"""
 DUE_WAITS = (
     f"SELECT {RUN_COLUMNS} FROM runs WHERE status = 'waiting' AND wake_at <= $1 ORDER BY wake_at, created_seq LIMIT $2"
-)
-# the runs of a batch that got events and no RunUpdate (the common case)
-UPDATE_LAST_SEQS = (
-    "UPDATE runs AS r SET last_seq = u.last_seq, stored_bytes = u.stored_bytes"
-    " FROM unnest($1::text[], $2::int4[], $3::int8[]) AS u(run_id, last_seq, stored_bytes)"
-    " WHERE r.run_id = u.run_id"
 )
 
 # Retention (``_sweep``): expired runs, a chunk of a run's oldest events (up to $2
@@ -350,18 +340,50 @@ _TYPES = {
 UPDATABLE: dict[str, str] = {name: _TYPES[name] for name in (*UPDATE_FIELDS, "wake_at")}
 
 
-def _update_runs() -> str:
-    assignments = ["last_seq = u.last_seq", "stored_bytes = u.stored_bytes"]
-    arrays = ["$1::text[]", "$2::int4[]", "$3::int8[]"]
+# An append batch's writes once its runs are locked, in one statement (one round
+# trip instead of four: ``events.append_batch``). Its parameters, in order:
+# - $1-$3: the batch's sessions (owner, id, how many events each gets), sorted;
+#   their counters move on by that many, rows locked in key order (session_streams.py);
+# - $4-$11: the events, each with the (1-based) index of its session in $1-$3 and its
+#   place among that session's events of the batch: its session_seq is the counter's
+#   value before the batch plus that place;
+# - $12-$14: the runs that got events and no RunUpdate (the common case): last seq, bytes;
+# - $15 on: the runs with a RunUpdate (``UPDATABLE``).
+# The two sets of runs never overlap: a row is updated once. It answers how many
+# events it inserted, which the caller checks against what it sent.
+def _write_batch() -> str:
+    arrays = ["$15::text[]", "$16::int4[]", "$17::int8[]"]
     names = ["run_id", "last_seq", "stored_bytes"]
+    assignments = ["last_seq = u.last_seq", "stored_bytes = u.stored_bytes"]
     for column, type_ in UPDATABLE.items():
         assignments.append(f"{column} = CASE WHEN u.set_{column} THEN u.{column} ELSE r.{column} END")
-        arrays += [f"${len(arrays) + 1}::bool[]", f"${len(arrays) + 2}::{type_}[]"]
+        arrays += [f"${len(arrays) + 15}::bool[]", f"${len(arrays) + 16}::{type_}[]"]
         names += [f"set_{column}", column]
-    return (
-        f"UPDATE runs AS r SET {', '.join(assignments)}"
-        f" FROM unnest({', '.join(arrays)}) AS u({', '.join(names)}) WHERE r.run_id = u.run_id"
-    )
+    return f"""WITH taken AS (
+    INSERT INTO session_streams (owner, session_id, last_seq)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ORDER BY 1, 2
+    ON CONFLICT (owner, session_id) DO UPDATE SET last_seq = session_streams.last_seq + EXCLUDED.last_seq
+    RETURNING owner, session_id, last_seq
+), counters AS (
+    SELECT s.i, t.last_seq - s.n AS last_seq
+    FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS s(owner, session_id, n, i)
+    JOIN taken t ON t.owner = s.owner AND t.session_id = s.session_id
+), inserted AS (
+    INSERT INTO events (run_id, seq, type, data, ts, pos, session_seq)
+    SELECT e.run_id, e.seq, e.type, e.data, e.ts, e.pos, c.last_seq + e.place
+    FROM unnest($4::text[], $5::int4[], $6::text[], $7::bytea[], $8::float8[], $9::int4[], $10::int8[], $11::int8[])
+        AS e(run_id, seq, type, data, ts, pos, session, place)
+    JOIN counters c ON c.i = e.session
+    RETURNING 1
+), counted AS (
+    UPDATE runs AS r SET last_seq = u.last_seq, stored_bytes = u.stored_bytes
+    FROM unnest($12::text[], $13::int4[], $14::int8[]) AS u(run_id, last_seq, stored_bytes)
+    WHERE r.run_id = u.run_id
+), updated AS (
+    UPDATE runs AS r SET {", ".join(assignments)}
+    FROM unnest({", ".join(arrays)}) AS u({", ".join(names)}) WHERE r.run_id = u.run_id
+)
+SELECT count(*) FROM inserted"""
 
 
-UPDATE_RUNS = _update_runs()
+WRITE_BATCH = _write_batch()

@@ -1,28 +1,33 @@
 """The PostgreSQL store's session streams: each session's events numbered in commit order.
 
-``append`` numbers a batch's events per session (``session_seqs``) from the
-session's row of ``session_streams``, taken with an upsert after the runs' rows,
-in key order. The row lock is held until the batch commits, so of two batches
-writing to one session the second numbers after the first and commits after it:
-a reader that pages by ``session_seq`` never finds a number committed later
-below one it has passed. (A global identity column would not do: its values are
-taken before commit, so a reader could pass one still uncommitted.) Events
-stored before this numbering existed have none and are in no session stream.
+``append`` numbers a batch's events per session from the session's row of
+``session_streams``, taken with an upsert after the runs' rows, in key order
+(``schema.WRITE_BATCH``, with the places ``session_places`` gives each event).
+The row lock is held until the batch commits, so of two batches writing to one
+session the second numbers after the first and commits after it: a reader that
+pages by ``session_seq`` never finds a number committed later below one it has
+passed. (A global identity column would not do: its values are taken before
+commit, so a reader could pass one still uncommitted.) Events stored before
+this numbering existed have none and are in no session stream.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from runyard.models import Event, SessionEvent
-from runyard.store.postgres.connection import Connection, PostgresConnection
+from runyard.store.postgres.connection import PostgresConnection
 from runyard.store.session_streams import SessionStreams
 
-# one row per session of the batch, locked in key order (the VALUES are sorted)
-TAKE_SEQS = """
-INSERT INTO session_streams (owner, session_id, last_seq)
-SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ORDER BY 1, 2
-ON CONFLICT (owner, session_id) DO UPDATE SET last_seq = session_streams.last_seq + EXCLUDED.last_seq
-RETURNING owner, session_id, last_seq
-"""
+
+class SessionPlaces(NamedTuple):
+    owners: list[str]
+    session_ids: list[str]
+    counts: list[int]  # events per session
+    sessions: list[int]  # per event: its session's 1-based index in the lists above
+    places: list[int]  # per event: its place among its session's events of the batch
+
+
 # Within a run, session_seq grows with seq: the run's events past the cursor are
 # those past the last seq at or below it (a backward scan of the run's primary
 # key that stops at the first match), then at most a page of them by seq; so a
@@ -42,25 +47,26 @@ WHERE r.owner = $1 AND r.session_id = $2 ORDER BY e.session_seq LIMIT $4
 """
 
 
-async def session_seqs(conn: Connection, events: list[Event], sessions: dict[str, tuple[str, str]]) -> list[int]:
-    """Each event's number in its session's stream, in the caller's transaction.
+def session_places(events: list[Event], sessions: dict[str, tuple[str, str]]) -> SessionPlaces:
+    """The batch's sessions and each event's place in them, as ``WRITE_BATCH``
+    takes them (its $1-$3, and each event's session and place).
     ``sessions``: each run's (owner, session id)."""
     counts: dict[tuple[str, str], int] = {}
     for event in events:
         key = sessions[event.run_id]
         counts[key] = counts.get(key, 0) + 1
     ordered = sorted(counts)
-    rows = await conn.fetch(
-        TAKE_SEQS, [key[0] for key in ordered], [key[1] for key in ordered], [counts[key] for key in ordered]
-    )
-    # the first number each session's events take in this batch
-    following = {(owner, session_id): last - counts[(owner, session_id)] for owner, session_id, last in rows}
-    numbers = []
+    index = {key: i for i, key in enumerate(ordered, start=1)}
+    placed = dict.fromkeys(ordered, 0)
+    indices, places = [], []
     for event in events:
         key = sessions[event.run_id]
-        following[key] += 1
-        numbers.append(following[key])
-    return numbers
+        placed[key] += 1
+        indices.append(index[key])
+        places.append(placed[key])
+    return SessionPlaces(
+        [key[0] for key in ordered], [key[1] for key in ordered], [counts[key] for key in ordered], indices, places
+    )
 
 
 class PostgresSessionStreams(PostgresConnection, SessionStreams):
