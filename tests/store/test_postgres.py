@@ -349,6 +349,29 @@ async def test_an_append_batch_is_four_round_trips_however_many_runs_it_writes(
     assert [(e.cursor, e.event.run_id, e.event.seq) for e in ses_1] == [(1, "run_1", 1), (2, "run_1", 2)]
 
 
+@needs_postgres
+async def test_a_claim_writes_its_runs_without_locking_them_twice(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's lock (which chose the runs) is the one its numbering writes under:
+    BEGIN, its plan setting, the candidates, their lock, the write, COMMIT."""
+    for i in range(3):
+        await store.create_run(make_run(f"run_{i}", f"ses_{i}"))
+    sent: list[str] = []
+    for method in ("execute", "fetch", "fetchval", "fetchrow", "executemany"):
+        monkeypatch.setattr(asyncpg.Connection, method, _recording(getattr(asyncpg.Connection, method), sent))
+    claimed = await store.claim("w1", 2, T0, T0 + 30, pipelines=["ticker"])
+    monkeypatch.undo()
+    assert [sql.split()[0].rstrip(";") for sql in sent] == ["BEGIN", "SET", "WITH", "SELECT", "WITH", "COMMIT"]
+    assert [(c.run.run_id, c.run.status, c.event.seq) for c in claimed] == [
+        ("run_0", RunStatus.RUNNING, 1),
+        ("run_1", RunStatus.RUNNING, 1),
+    ]
+    stored = await store.get_run("run_1")
+    assert stored is not None and (stored.status, stored.worker_id, stored.last_seq) == (RunStatus.RUNNING, "w1", 1)
+    assert [e.seq for e in await store.read_events("run_1", 0, 10)] == [1]
+
+
 def _recording(method: Callable[..., Awaitable[Any]], sent: list[str]) -> Callable[..., Awaitable[Any]]:
     async def recorded(conn: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
         sent.append(query.strip())

@@ -48,6 +48,19 @@ async def append_batch(
         for run_id, status, last_seq, worker, attempt, lease, stored, waiting, hook, owner, session_id in rows
     }
     sessions = {run_id: (owner, session_id) for run_id, *_, owner, session_id in rows}
+    return await append_locked(conn, groups, runs, sessions, max_run_bytes)
+
+
+async def append_locked(
+    conn: Connection,
+    groups: Sequence[AppendGroup],
+    runs: dict[str, RunState],
+    sessions: dict[str, tuple[str, str]],
+    max_run_bytes: int | None = None,
+) -> list[AppendResult]:
+    """``append_batch`` for runs whose rows the caller's transaction has locked
+    already, with their states (``runs``) and each one's (owner, session id):
+    a claim, which locked them choosing them."""
     results, events = number(groups, runs, max_run_bytes)
     steps = recorded_steps(groups, results)
     if steps:

@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from runyard.models import Run, now
+from runyard.models import Run, now, session_channel
 from runyard.store._listing import folded
-from runyard.store._numbering import claim_group
+from runyard.store._numbering import RunState, claim_group
 from runyard.store._rows import RUN_COLUMNS, apply_update, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.postgres.connection import Connection, PostgresConnection
-from runyard.store.postgres.events import append_batch
+from runyard.store.postgres.events import append_locked
 from runyard.store.postgres.schema import CLAIMABLE, LOCK_CLAIMABLE, UNSERVED
 
 # Candidates read per claimed run: some may be taken by other workers meanwhile.
@@ -45,14 +45,33 @@ async def _claim(
     rows = [locked[run_id] for run_id in candidates if run_id in locked][:limit]
     runs = [run_from_row(row) for row in rows]
     groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
+    # their rows are locked: numbered from what the lock read, without locking them again
+    states = {run.run_id: _state(run, row["stored_bytes"]) for run, row in zip(runs, rows, strict=True)}
+    sessions = {run.run_id: (run.owner, run.session_id) for run in runs}
+    results = await append_locked(conn, groups, states, sessions)
     claimed = []
-    for run, row, group, result in zip(runs, rows, groups, await append_batch(conn, groups), strict=True):
+    for run, row, group, result in zip(runs, rows, groups, results, strict=True):
         if isinstance(result, list) and group.update is not None:
             apply_update(run, group.update)
             run.last_seq = result[0].seq
             claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
     # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
     return claimed
+
+
+def _state(run: Run, stored_bytes: int) -> RunState:
+    return RunState(
+        run.status,
+        run.last_seq,
+        None,
+        run.worker_id,
+        run.attempt,
+        run.lease_expires_at,
+        stored_bytes,
+        run.waiting,
+        run.webhook,
+        session=session_channel(run.owner, run.session_id),
+    )
 
 
 class PostgresRuns(PostgresConnection, RunRecords, RunQueue):

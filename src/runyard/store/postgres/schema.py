@@ -269,9 +269,11 @@ SELECT run_id FROM ready ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1""
 UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued'
     AND (scheduled_for IS NULL OR scheduled_for <= $2) AND NOT EXISTS
     (SELECT 1 FROM workers w WHERE w.last_seen >= $1 AND r.pipeline = ANY(w.pipelines)) GROUP BY pipeline"""
-# SKIP LOCKED: a run another worker is claiming right now is left to it, never waited for
+# SKIP LOCKED: a run another worker is claiming right now is left to it, never waited for;
+# with what numbering needs of a run besides the run (``events.append_locked``)
 LOCK_CLAIMABLE = (
-    f"SELECT {RUN_COLUMNS}, cancel_requested FROM runs WHERE run_id = ANY($1::text[]) AND status = 'queued'"
+    f"SELECT {RUN_COLUMNS}, cancel_requested, stored_bytes FROM runs"
+    " WHERE run_id = ANY($1::text[]) AND status = 'queued'"
     " ORDER BY run_id FOR UPDATE SKIP LOCKED"
 )
 INSERT_STEPS = (
