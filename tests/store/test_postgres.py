@@ -21,7 +21,7 @@ from runyard.errors import ConfigurationError, QuotaExceeded, StoreError, StoreU
 from runyard.models import EventDraft, Run, RunStatus, RunUpdate, Session
 from runyard.store import AppendGroup, AppendResult, store_from_url
 from runyard.store import postgres as postgres_package
-from runyard.store.base import Admission
+from runyard.store.base import Admission, RunQuery
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
 from runyard.store.postgres.connection import ARRAY_TYPES
 from tests.services import require_service
@@ -223,6 +223,26 @@ async def test_creations_made_at_once_are_written_together_and_each_answered_alo
         assert stored.session_id == ("ses_taken" if i == 17 else f"ses_new{i}")
         # the refused creation left no session behind: never half-created
         assert (await store.get_session(f"ses_new{i}") is None) == (i == 17)
+
+
+@needs_postgres
+async def test_creations_made_at_once_without_quotas_are_one_statement(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No quota to count: the group's sessions and runs go in one statement, a
+    transaction by itself (no BEGIN, no COMMIT), in the order they were asked for."""
+    sent: list[str] = []
+    for method in ("execute", "fetch", "fetchval", "fetchrow", "executemany"):
+        monkeypatch.setattr(asyncpg.Connection, method, _recording(getattr(asyncpg.Connection, method), sent))
+    runs = [make_run(f"run_{i}", f"ses_{i}", metadata={"i": i}) for i in range(19)]
+    await asyncio.gather(*(store.create_run(run, new_session(run.session_id)) for run in runs))
+    monkeypatch.undo()
+    assert [sql.split()[0] for sql in sent] == ["WITH"]
+    await store.create_run(make_run("run_19", "ses_1"))  # a group with no new session
+    listed = await store.list_runs(RunQuery(owner="alice", limit=50))
+    assert [run.run_id for run in listed] == [f"run_{i}" for i in reversed(range(20))]  # newest first
+    assert (listed[5].metadata, listed[5].input, listed[5].status) == ({"i": 14}, {"count": 1}, RunStatus.QUEUED)
+    assert [await store.get_session(f"ses_{i}") is not None for i in range(19)] == [True] * 19
 
 
 @needs_postgres

@@ -8,7 +8,9 @@ and the queue), ``sessions.py`` (with ``touches.py``: last activity in groups),
 ``events.py`` (gap-free numbering under the runs' row locks), ``journal.py``
 (steps and waits), ``retention.py``, ``items.py`` (the long-term store),
 ``outbox.py`` (webhook deliveries owed);
-``schema.py`` holds the migrations (append-only: the position is the version) and the SQL.
+``schema.py`` holds the migrations (append-only: the position is the version) and the SQL,
+but for ``batches.py``: the statements that write a whole batch at once (a group
+of creations, an append), each a single round trip.
 """
 
 from __future__ import annotations

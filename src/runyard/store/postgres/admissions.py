@@ -94,7 +94,7 @@ class PostgresAdmissions(PostgresConnection, Admissions):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._creations = GroupCommit(self._transact)
+        self._creations = GroupCommit(self._transact, self._execute)
 
     async def create_run(self, run: Run, new_session: Session | None = None, admission: Admission | None = None) -> Run:
         if admission is None or admission.idempotency_key is None:  # written with the creations of the moment

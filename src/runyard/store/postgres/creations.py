@@ -1,23 +1,25 @@
 """Group commit of run creations on PostgreSQL: the runs (and new sessions) that
 ``create_run`` calls of one process hand over while a group is being written
-are written together next, in one transaction of two pipelined statements,
-as the SQLite store's writer thread groups its writes.
+are written together next, in one statement (``batches.INSERT_GROUP``, a
+transaction by itself: one round trip), as the SQLite store's writer thread
+groups its writes.
 
-A creation waits for one transaction, not for one per run ahead of it, and
+A creation waits for one statement, not for one per run ahead of it, and
 PostgreSQL flushes its WAL once per group instead of once per run. Grouped
 are the creations of a run in a session of its own (or none), with or without
-an owner's quota; a group takes its owners' quota rows in one order (by
-owner), so two groups never wait on each other, and admits each creation in
-its turn while its owner has runs left, exactly as one transaction each
-would. Those that decide more under row locks (an idempotency key,
+an owner's quota. A group with quotas is a transaction of its own: it takes its
+owners' quota rows in one order (by owner), so two groups never wait on each
+other, and admits each creation in its turn while its owner has runs left,
+exactly as one transaction each would, before the same statement writes those
+admitted. Those that decide more under row locks (an idempotency key,
 ``enter_session``) keep a transaction each: a group must not hold the locks
 of the requests that would have to wait for it.
 
 Each creation still ends on its own: a group that PostgreSQL refuses for a
 reason of one of its rows (a duplicate run id, say) is written again one
-creation per transaction, so each caller gets its own answer; "busy or down"
+creation per statement, so each caller gets its own answer; "busy or down"
 (``StoreUnavailable``) is every member's answer, as it would have been for each
-alone. A group commits whole or not at all: never a half-created run.
+alone. A group is written whole or not at all: never a half-created run.
 """
 
 from __future__ import annotations
@@ -25,18 +27,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from runyard.errors import QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import Run, Session
-from runyard.store._rows import run_row, session_row
+from runyard.store._rows import RUN_FIELDS, SESSION_FIELDS, run_row, session_row
+from runyard.store.postgres.batches import INSERT_GROUP
 from runyard.store.postgres.connection import Connection
-from runyard.store.postgres.schema import INSERT_RUN, INSERT_SESSION
 
 # At most this many creations per transaction: bounds a group's statement and its WAL record.
 MAX_GROUP = 500
 
 Refusals = list[QuotaExceeded | None]
 Transact = Callable[[Callable[[Connection], Awaitable[Refusals]]], Awaitable[Refusals]]
+Execute = Callable[..., Awaitable[None]]  # one statement (its SQL, then its parameters), a transaction by itself
 
 
 @dataclass(slots=True)
@@ -51,12 +55,19 @@ async def _insert(conn: Connection, members: list[_Member]) -> list[QuotaExceede
     """Write the members the quotas admit; per member, None or why it was refused."""
     refused = await _count(conn, members)
     admitted = [m for m, no in zip(members, refused, strict=True) if no is None]
-    sessions = [session_row(m.session) for m in admitted if m.session is not None]
-    if sessions:
-        await conn.executemany(INSERT_SESSION, sessions)
     if admitted:
-        await conn.executemany(INSERT_RUN, [run_row(m.run) for m in admitted])
+        await conn.execute(INSERT_GROUP, *_arrays(admitted))
     return refused
+
+
+def _arrays(members: list[_Member]) -> list[list[Any]]:
+    """``INSERT_GROUP``'s parameters: the new sessions' columns, then the runs'."""
+    sessions = [session_row(m.session) for m in members if m.session is not None]
+    return [*_columns(sessions, len(SESSION_FIELDS)), *_columns([run_row(m.run) for m in members], len(RUN_FIELDS))]
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 async def _count(conn: Connection, members: list[_Member]) -> list[QuotaExceeded | None]:
@@ -92,8 +103,9 @@ async def _count(conn: Connection, members: list[_Member]) -> list[QuotaExceeded
 class GroupCommit:
     """Writes the creations handed to ``create`` in groups, one group at a time."""
 
-    def __init__(self, transact: Transact) -> None:
+    def __init__(self, transact: Transact, execute: Execute) -> None:
         self._transact = transact
+        self._execute = execute
         self._pending: list[_Member] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -123,7 +135,11 @@ class GroupCommit:
 
     async def _write(self, group: list[_Member]) -> None:
         try:
-            refused = await self._transact(lambda conn: _insert(conn, group))
+            if any(member.quota is not None for member in group):
+                refused = await self._transact(lambda conn: _insert(conn, group))
+            else:  # nothing to count first: the one statement alone
+                await self._execute(INSERT_GROUP, *_arrays(group))
+                refused = [None] * len(group)
         except StoreUnavailable as exc:
             _settle(group, exc)
         except Exception as exc:

@@ -5,7 +5,7 @@ rows (``SELECT ... FOR UPDATE``, sorted by run id, so overlapping batches never
 deadlock) and numbers events from the ``last_seq`` kept in each row, so the
 row lock is the gap-free counter. A batch is one transaction of four round
 trips however many runs and events it holds: BEGIN, lock, write, COMMIT. The
-write is one statement (``schema.WRITE_BATCH``): it numbers the events in their
+write is one statement (``batches.WRITE_BATCH``): it numbers the events in their
 sessions' streams (``session_streams.py``), inserts them and sets every run's
 last seq and updates; one round trip more when the batch records steps, and one
 when it finishes runs with a webhook (their outbox rows).
@@ -21,9 +21,10 @@ from runyard.models import Event, now, session_channel
 from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
 from runyard.store._rows import EVENT_COLUMNS, STATUSES, load_wait, step_row, update_columns
 from runyard.store.base import AppendGroup, AppendResult, EventStore
+from runyard.store.postgres.batches import UPDATABLE, WRITE_BATCH
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.outbox import QUEUE_DELIVERIES
-from runyard.store.postgres.schema import INSERT_STEPS, LOCK_RUNS, UPDATABLE, WRITE_BATCH
+from runyard.store.postgres.schema import INSERT_STEPS, LOCK_RUNS
 from runyard.store.postgres.session_streams import session_places
 
 

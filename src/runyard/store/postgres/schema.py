@@ -12,7 +12,7 @@ is faster in every index and gives every process the same lock order.
 from __future__ import annotations
 
 from runyard.models import UNFINISHED as UNFINISHED_STATUSES
-from runyard.store._rows import RUN_COLUMNS, RUN_FIELDS, SESSION_COLUMNS, STEP_COLUMNS, UPDATE_FIELDS
+from runyard.store._rows import RUN_COLUMNS, RUN_FIELDS, SESSION_COLUMNS, STEP_COLUMNS
 
 # pg_advisory_xact_lock key serialising migrations across processes: b"runyard:" as an int64
 MIGRATION_LOCK = 0x72756E796172643A
@@ -323,69 +323,3 @@ DELETE_RUNS = f"""WITH gone_events AS (DELETE FROM events WHERE run_id = ANY($1:
 gone_steps AS (DELETE FROM steps WHERE run_id = ANY($1::text[])),
 gone AS (DELETE FROM runs WHERE run_id = ANY($1::text[]) AND NOT {UNFINISHED} RETURNING 1)
 SELECT count(*) FROM gone"""
-
-# The columns a RunUpdate sets (``_rows.UPDATE_FIELDS``) and their types. One statement
-# updates every run of a batch: per column a "set" flag and a value; unset keeps.
-_TYPES = {
-    "status": "text",
-    "output": "json",
-    "error": "json",
-    "started_at": "float8",
-    "finished_at": "float8",
-    "attempt": "int4",
-    "worker_id": "text",
-    "lease_expires_at": "float8",
-    "waiting": "json",
-    "wake_at": "float8",  # not a run field: ``update_columns`` sets it beside ``waiting``
-    "executed_s": "float8",
-}
-UPDATABLE: dict[str, str] = {name: _TYPES[name] for name in (*UPDATE_FIELDS, "wake_at")}
-
-
-# An append batch's writes once its runs are locked, in one statement (one round
-# trip instead of four: ``events.append_batch``). Its parameters, in order:
-# - $1-$3: the batch's sessions (owner, id, how many events each gets), sorted;
-#   their counters move on by that many, rows locked in key order (session_streams.py);
-# - $4-$11: the events, each with the (1-based) index of its session in $1-$3 and its
-#   place among that session's events of the batch: its session_seq is the counter's
-#   value before the batch plus that place;
-# - $12-$14: the runs that got events and no RunUpdate (the common case): last seq, bytes;
-# - $15 on: the runs with a RunUpdate (``UPDATABLE``).
-# The two sets of runs never overlap: a row is updated once. It answers how many
-# events it inserted, which the caller checks against what it sent.
-def _write_batch() -> str:
-    arrays = ["$15::text[]", "$16::int4[]", "$17::int8[]"]
-    names = ["run_id", "last_seq", "stored_bytes"]
-    assignments = ["last_seq = u.last_seq", "stored_bytes = u.stored_bytes"]
-    for column, type_ in UPDATABLE.items():
-        assignments.append(f"{column} = CASE WHEN u.set_{column} THEN u.{column} ELSE r.{column} END")
-        arrays += [f"${len(arrays) + 15}::bool[]", f"${len(arrays) + 16}::{type_}[]"]
-        names += [f"set_{column}", column]
-    return f"""WITH taken AS (
-    INSERT INTO session_streams (owner, session_id, last_seq)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::int8[]) ORDER BY 1, 2
-    ON CONFLICT (owner, session_id) DO UPDATE SET last_seq = session_streams.last_seq + EXCLUDED.last_seq
-    RETURNING owner, session_id, last_seq
-), counters AS (
-    SELECT s.i, t.last_seq - s.n AS last_seq
-    FROM unnest($1::text[], $2::text[], $3::int8[]) WITH ORDINALITY AS s(owner, session_id, n, i)
-    JOIN taken t ON t.owner = s.owner AND t.session_id = s.session_id
-), inserted AS (
-    INSERT INTO events (run_id, seq, type, data, ts, pos, session_seq)
-    SELECT e.run_id, e.seq, e.type, e.data, e.ts, e.pos, c.last_seq + e.place
-    FROM unnest($4::text[], $5::int4[], $6::text[], $7::bytea[], $8::float8[], $9::int4[], $10::int8[], $11::int8[])
-        AS e(run_id, seq, type, data, ts, pos, session, place)
-    JOIN counters c ON c.i = e.session
-    RETURNING 1
-), counted AS (
-    UPDATE runs AS r SET last_seq = u.last_seq, stored_bytes = u.stored_bytes
-    FROM unnest($12::text[], $13::int4[], $14::int8[]) AS u(run_id, last_seq, stored_bytes)
-    WHERE r.run_id = u.run_id
-), updated AS (
-    UPDATE runs AS r SET {", ".join(assignments)}
-    FROM unnest({", ".join(arrays)}) AS u({", ".join(names)}) WHERE r.run_id = u.run_id
-)
-SELECT count(*) FROM inserted"""
-
-
-WRITE_BATCH = _write_batch()

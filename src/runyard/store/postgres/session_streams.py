@@ -2,7 +2,7 @@
 
 ``append`` numbers a batch's events per session from the session's row of
 ``session_streams``, taken with an upsert after the runs' rows, in key order
-(``schema.WRITE_BATCH``, with the places ``session_places`` gives each event).
+(``batches.WRITE_BATCH``, with the places ``session_places`` gives each event).
 The row lock is held until the batch commits, so of two batches writing to one
 session the second numbers after the first and commits after it: a reader that
 pages by ``session_seq`` never finds a number committed later below one it has
