@@ -8,12 +8,10 @@ connections to this machine's Redis.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import orjson
 import pytest
@@ -25,7 +23,7 @@ from runyard.broker.redis import RedisBroker
 from runyard.broker.redis_wire import decode_events, encode_events
 from runyard.events import EventLog, follow
 from runyard.events.hub import Hub
-from runyard.models import Event, Run, RunStatus, session_channel
+from runyard.models import Event, Run, RunStatus
 from runyard.store.memory import MemoryStore
 from tests.broker.conftest import REDIS_URL, RecordingHub, event, received, redis_url, require_redis, seqs
 from tests.support import free_port
@@ -159,34 +157,6 @@ async def test_one_message_per_run_per_batch_and_no_echo(open_broker: Open) -> N
     await received(sentinel, 1)
     assert hub_a.batches == [batch, [event("run_sentinel", 1)]]
     assert seqs(a_channel) == [1, 2, 3]
-
-
-async def test_a_runs_message_reaches_its_sessions_channel_too(
-    open_broker: Open, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A run's events go to its channel and, when the run is in a session, to the
-    session's: the same message, sent to Redis once for both."""
-    a, _ = await open_broker()
-    _, hub_b = await open_broker()
-    session = session_channel("alice", "ses_1")
-    followed = await hub_b.join(session)  # a follower of the session only, not of its runs
-    version = followed.version
-    sent: list[list[bytes]] = []
-    publish_all = a._publish_all
-
-    async def recorded(**call: Any) -> Any:
-        sent.append(call["args"])
-        return await publish_all(**call)
-
-    monkeypatch.setattr(a, "_publish_all", recorded)
-    in_session = [dataclasses.replace(event("run_a", seq), session=session) for seq in (1, 2)]
-    await a.publish([*in_session, event("run_b", 1)])  # run_b: in no session
-    await asyncio.wait_for(followed.changed_since(version), 2)
-    assert hub_b.batches == [in_session]
-    [args] = sent  # one call: per run its channel, its session's (or nothing), its message
-    assert [arg.split(b":")[-1] for arg in args[0::3]] == [b"run_a", b"run_b"]
-    assert args[1].endswith(session.encode()) and args[4] == b""
-    assert decode_events(args[2])[1] == in_session and decode_events(args[5])[1] == [event("run_b", 1)]
 
 
 async def test_subscribed_only_while_a_run_has_subscribers(

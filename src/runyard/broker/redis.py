@@ -73,12 +73,7 @@ MAX_UNSENT = 10_000  # runs whose newest unsent event is remembered while Redis 
 # to read. A pipeline of one PUBLISH per run and per session packed each command
 # and read each reply under a timeout of its own, and py-spy put a quarter of a
 # PostgreSQL + Redis process's CPU there under the steady load (bench/README.md).
-# Its arguments come in threes: a run's channel, its session's channel (empty:
-# none), the message both get; so a message crosses the wire once, not twice.
-PUBLISH_ALL = """for i = 1, #ARGV, 3 do
-    redis.call('PUBLISH', ARGV[i], ARGV[i + 2])
-    if ARGV[i + 1] ~= '' then redis.call('PUBLISH', ARGV[i + 1], ARGV[i + 2]) end
-end"""
+PUBLISH_ALL = "for i = 1, #ARGV, 2 do redis.call('PUBLISH', ARGV[i], ARGV[i + 1]) end"
 
 
 class RedisBroker(Broker):
@@ -196,7 +191,7 @@ class RedisBroker(Broker):
         if time.monotonic() < self._resume_at:
             self._remember(by_run)
             return
-        messages: list[bytes] = []  # run channel, session channel, message; again...
+        messages: list[bytes] = []  # channel, message, channel, message...
         for run_id, event in self._unsent.items():
             if run_id not in by_run:
                 self._add_messages(messages, [event])
@@ -220,12 +215,11 @@ class RedisBroker(Broker):
     def _add_messages(self, messages: list[bytes], events: list[Event]) -> None:
         """One run's events for the run's channel, and for its session's (whose
         followers elsewhere read the store when they hear of them)."""
+        message = encode_events(self._origin, events)
+        messages += (self._channel(events[0].run_id), message)
         session = events[0].session
-        messages += (
-            self._channel(events[0].run_id),
-            b"" if session is None else self._channel(session),
-            encode_events(self._origin, events),
-        )
+        if session is not None:
+            messages += (self._channel(session), message)
 
     def _remember(self, by_run: dict[str, list[Event]]) -> None:
         """Keep each run's newest unsent event: sent later, it shows followers
