@@ -28,12 +28,14 @@ from runyard.models import (
     EventDraft,
     Fence,
     LeaseLost,
+    Run,
     RunStatus,
     RunUpdate,
     StatusConflict,
     StepRecord,
     Wait,
     dumps,
+    session_channel,
 )
 from runyard.outcome import Outcome
 from runyard.store._rows import apply_update
@@ -57,6 +59,22 @@ class RunState:
     appended: bool = False  # the batch numbered events of it
     updates: list[RunUpdate] = field(default_factory=list)  # the batch's accepted updates, in order
     session: str | None = None  # the run's ``session_channel``, which its events carry to the session's followers
+
+    @classmethod
+    def of(cls, run: Run, stored_bytes: int) -> RunState:
+        """The state of ``run`` as read (a store that holds whole runs: memory, a claim)."""
+        return cls(
+            run.status,
+            run.last_seq,
+            None,
+            run.worker_id,
+            run.attempt,
+            run.lease_expires_at,
+            stored_bytes,
+            run.waiting,
+            run.webhook,
+            session=session_channel(run.owner, run.session_id),
+        )
 
 
 # What an event weighs besides its data and type: its seq, time and keys, so that a

@@ -23,7 +23,6 @@ from runyard.models import (
     SessionEvent,
     StepRecord,
     now,
-    session_channel,
 )
 from runyard.store._listing import run_matches
 from runyard.store._numbering import RunState, cancel_group, cancellations, claim_group, number, recorded_steps
@@ -326,22 +325,10 @@ class MemoryStore(
 
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         states = {
-            run_id: RunState(
-                run.status,
-                run.last_seq,
-                None,
-                run.worker_id,
-                run.attempt,
-                run.lease_expires_at,
-                self._stored_bytes.get(run_id, 0),
-                run.waiting,
-                run.webhook,
-            )
+            run_id: RunState.of(run, self._stored_bytes.get(run_id, 0))
             for run_id in {group.run_id for group in groups}
             if (run := self._runs.get(run_id)) is not None
         }
-        for run_id, state in states.items():
-            state.session = session_channel(self._runs[run_id].owner, self._runs[run_id].session_id)
         results, events = number(groups, states, self.max_run_bytes)
         for event in events:
             self._events[event.run_id].append(event)

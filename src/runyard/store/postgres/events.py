@@ -92,7 +92,9 @@ def _written(
     counted = [(run_id, run) for run_id, run in runs.items() if run.appended and not run.updates]
     updated = [(run_id, update_columns(run.updates)) for run_id, run in runs.items() if run.updates]
     arguments: list[list[Any]] = [
-        *places[:3],
+        places.owners,
+        places.session_ids,
+        places.counts,
         [e.run_id for e in events],
         [e.seq for e in events],
         [e.type for e in events],

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from runyard.models import Run, now, session_channel
+from runyard.models import Run, now
 from runyard.store._listing import folded
 from runyard.store._numbering import RunState, claim_group
 from runyard.store._rows import RUN_COLUMNS, apply_update, run_from_row
@@ -46,7 +46,7 @@ async def _claim(
     runs = [run_from_row(row) for row in rows]
     groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
     # their rows are locked: numbered from what the lock read, without locking them again
-    states = {run.run_id: _state(run, row["stored_bytes"]) for run, row in zip(runs, rows, strict=True)}
+    states = {run.run_id: RunState.of(run, row["stored_bytes"]) for run, row in zip(runs, rows, strict=True)}
     sessions = {run.run_id: (run.owner, run.session_id) for run in runs}
     results = await append_locked(conn, groups, states, sessions)
     claimed = []
@@ -57,21 +57,6 @@ async def _claim(
             claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
     # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
     return claimed
-
-
-def _state(run: Run, stored_bytes: int) -> RunState:
-    return RunState(
-        run.status,
-        run.last_seq,
-        None,
-        run.worker_id,
-        run.attempt,
-        run.lease_expires_at,
-        stored_bytes,
-        run.waiting,
-        run.webhook,
-        session=session_channel(run.owner, run.session_id),
-    )
 
 
 class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
