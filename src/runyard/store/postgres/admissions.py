@@ -7,11 +7,12 @@ from typing import Any
 
 from runyard.errors import QuotaExceeded
 from runyard.models import Multitask, Run, Session
-from runyard.store._rows import SESSION_COLUMNS, run_from_row, run_row, session_from_row, session_row
+from runyard.store._rows import SESSION_COLUMNS, run_from_row, session_from_row
 from runyard.store.base import Admission, Admissions, Entered, SessionEntry
+from runyard.store.postgres.batches import INSERT_GROUP, creation
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.creations import GroupCommit
-from runyard.store.postgres.schema import IDEMPOTENT_RUN, INSERT_RUN, INSERT_SESSION, UNFINISHED
+from runyard.store.postgres.schema import IDEMPOTENT_RUN, UNFINISHED
 from runyard.store.postgres.sessions import cancel_unfinished
 
 
@@ -36,7 +37,7 @@ async def enter(conn: Connection, run: Run, entry: SessionEntry, admission: Admi
     cancelled = []
     if busy is not None and entry.multitask is Multitask.INTERRUPT:
         cancelled = await cancel_unfinished(conn, run.session_id, run.created_at)
-    await conn.execute(INSERT_RUN, *run_row(run))
+    await conn.execute(INSERT_GROUP, *creation([], [run]))
     await conn.execute(
         "UPDATE sessions SET last_activity = greatest(last_activity, $2) WHERE session_id = $1",
         run.session_id,
@@ -105,9 +106,7 @@ class PostgresAdmissions(PostgresConnection, Admissions):
             first = await _admit(conn, run, admission)
             if first is not None:
                 return first
-            if new_session is not None:
-                await conn.execute(INSERT_SESSION, *session_row(new_session))
-            await conn.execute(INSERT_RUN, *run_row(run))
+            await conn.execute(INSERT_GROUP, *creation([] if new_session is None else [new_session], [run]))
             return run
 
         return await self._transact(work)

@@ -9,7 +9,19 @@ trip costs ~0.1 ms of CPU between the client and the server
 
 from __future__ import annotations
 
-from runyard.store._rows import RUN_COLUMNS, RUN_FIELDS, SESSION_COLUMNS, SESSION_FIELDS, UPDATE_FIELDS
+from collections.abc import Sequence
+from typing import Any
+
+from runyard.models import Run, Session
+from runyard.store._rows import (
+    RUN_COLUMNS,
+    RUN_FIELDS,
+    SESSION_COLUMNS,
+    SESSION_FIELDS,
+    UPDATE_FIELDS,
+    run_row,
+    session_row,
+)
 
 # The types of the runs' columns (``RUN_FIELDS``, then ``wake_at``) and the sessions'
 # (``SESSION_FIELDS``), for the statements that take them as arrays
@@ -53,6 +65,7 @@ def _insert_group() -> str:
     sessions = ", ".join(f"${i}::{SESSION_TYPES[name]}[]" for i, name in enumerate(SESSION_FIELDS, start=1))
     first = len(SESSION_FIELDS) + 1
     runs = ", ".join(f"${i}::{RUN_TYPES[name]}[]" for i, name in enumerate(RUN_FIELDS, start=first))
+    # wake_at is the waiting column's ``until``
     return f"""WITH made AS (
     INSERT INTO sessions ({SESSION_COLUMNS}) SELECT * FROM unnest({sessions})
 )
@@ -61,10 +74,25 @@ SELECT {RUN_COLUMNS}, (waiting ->> 'until')::float8
 FROM unnest({runs}) WITH ORDINALITY AS r({RUN_COLUMNS}, n) ORDER BY n"""
 
 
-# A group of creations (``creations.py``) in one statement, a transaction by itself
-# when no quota is counted: its sessions (the columns of ``session_row``, as arrays),
-# then its runs (of ``run_row``), inserted in order
+# Runs and their new sessions in one statement (``creation``'s arguments): a group of
+# creations (``creations.py``; a transaction by itself when no quota is counted), or
+# one run created under row locks (an idempotency key, ``enter_session``, a cron's
+# firing). The runs are inserted in order, so their ``created_seq`` is their order.
 INSERT_GROUP = _insert_group()
+
+
+def creation(sessions: Sequence[Session], runs: Sequence[Run]) -> list[list[Any]]:
+    """``INSERT_GROUP``'s parameters: the sessions' columns, then the runs'."""
+    return [*_columns(map(session_row, sessions), len(SESSION_FIELDS)), *_columns(map(run_row, runs), len(RUN_FIELDS))]
+
+
+def _columns(rows: Any, width: int) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for row in rows:
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    return columns
+
 
 # The columns a RunUpdate sets (``_rows.UPDATE_FIELDS``) and their types. One statement
 # updates every run of a batch: per column a "set" flag and a value; unset keeps.

@@ -31,8 +31,7 @@ from typing import Any
 
 from runyard.errors import QuotaExceeded, StoreError, StoreUnavailable
 from runyard.models import Run, Session
-from runyard.store._rows import RUN_FIELDS, SESSION_FIELDS, run_row, session_row
-from runyard.store.postgres.batches import INSERT_GROUP
+from runyard.store.postgres.batches import INSERT_GROUP, creation
 from runyard.store.postgres.connection import Connection
 
 # At most this many creations per transaction: bounds a group's statement and its WAL record.
@@ -61,13 +60,7 @@ async def _insert(conn: Connection, members: list[_Member]) -> list[QuotaExceede
 
 
 def _arrays(members: list[_Member]) -> list[list[Any]]:
-    """``INSERT_GROUP``'s parameters: the new sessions' columns, then the runs'."""
-    sessions = [session_row(m.session) for m in members if m.session is not None]
-    return [*_columns(sessions, len(SESSION_FIELDS)), *_columns([run_row(m.run) for m in members], len(RUN_FIELDS))]
-
-
-def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+    return creation([m.session for m in members if m.session is not None], [m.run for m in members])
 
 
 async def _count(conn: Connection, members: list[_Member]) -> list[QuotaExceeded | None]:

@@ -6,12 +6,12 @@ on (READ COMMITTED re-reads it once the first commits) and write nothing."""
 from __future__ import annotations
 
 from runyard.models import Cron, Multitask
-from runyard.store._rows import CRON_COLUMNS, CRON_FIELDS, cron_from_row, cron_row, run_row, session_row
+from runyard.store._rows import CRON_COLUMNS, CRON_FIELDS, cron_from_row, cron_row
 from runyard.store.base import SessionEntry
 from runyard.store.crons import CronFiring, CronStore
 from runyard.store.postgres.admissions import enter
+from runyard.store.postgres.batches import INSERT_GROUP, creation
 from runyard.store.postgres.connection import Connection, PostgresConnection
-from runyard.store.postgres.schema import INSERT_RUN, INSERT_SESSION
 
 INSERT_CRON = (
     f"INSERT INTO crons ({CRON_COLUMNS}) VALUES ({', '.join(f'${i}' for i in range(1, len(CRON_FIELDS) + 1))})"
@@ -39,8 +39,7 @@ async def _fire(conn: Connection, firing: CronFiring) -> bool:
     if claimed is None or run is None:
         return claimed is not None
     if firing.new_session is not None:
-        await conn.execute(INSERT_SESSION, *session_row(firing.new_session))
-        await conn.execute(INSERT_RUN, *run_row(run))
+        await conn.execute(INSERT_GROUP, *creation([firing.new_session], [run]))
     else:  # raises SessionNotFound: the transaction rolls the claim back too
         await enter(conn, run, SessionEntry(Multitask.ENQUEUE, firing.expired_before), None)
     return True

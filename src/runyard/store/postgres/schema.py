@@ -203,12 +203,6 @@ MIGRATIONS: list[str] = [
     f"CREATE INDEX runs_session_unfinished ON runs (session_id, created_seq) WHERE {UNFINISHED}",
 ]
 
-# wake_at is the waiting column's ``until``, from the same parameter
-_WAITING = RUN_FIELDS.index("waiting") + 1
-INSERT_RUN = (
-    f"INSERT INTO runs ({RUN_COLUMNS}, wake_at)"
-    f" VALUES ({', '.join(f'${i}' for i in range(1, len(RUN_FIELDS) + 1))}, (${_WAITING}::json ->> 'until')::float8)"
-)
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
 # the run (``RUN_FIELDS`` first, as ``run_from_row`` reads them) and fingerprint of an
 # owner's idempotency key used since $3
