@@ -9,7 +9,7 @@ trip costs ~0.1 ms of CPU between the client and the server
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runyard.models import Run, Session
@@ -86,7 +86,8 @@ def creation(sessions: Sequence[Session], runs: Sequence[Run]) -> list[list[Any]
     return [*_columns(map(session_row, sessions), len(SESSION_FIELDS)), *_columns(map(run_row, runs), len(RUN_FIELDS))]
 
 
-def _columns(rows: Any, width: int) -> list[list[Any]]:
+def _columns(rows: Iterable[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows of ``width`` values as ``width`` lists, one per column (each empty if no row)."""
     columns: list[list[Any]] = [[] for _ in range(width)]
     for row in rows:
         for column, value in zip(columns, row, strict=True):
