@@ -107,7 +107,7 @@ class Runtime:
         self.pipelines = pipelines
         self.limits = limits
         self.resources = resources
-        self.store = store_from_url(settings.store, max_run_bytes=settings.max_run_bytes)
+        self.store = store_from_url(settings.store, max_run_bytes=settings.max_run_bytes, lease_s=settings.lease_s)
         self.broker = broker_from_url(settings.broker)
         self.hub = Hub(self.broker.watcher)
         self.longterm = LongTerm(self.store, store_embed)  # /v1/store and ctx.store

@@ -23,7 +23,7 @@ from runyard.store import AppendGroup, AppendResult, store_from_url
 from runyard.store import postgres as postgres_package
 from runyard.store.base import Admission, RunQuery
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
-from runyard.store.postgres.connection import ARRAY_TYPES
+from runyard.store.postgres.pool import ARRAY_TYPES, server_settings
 from tests.services import require_service
 
 T0 = 1_700_000_000.0
@@ -80,6 +80,16 @@ def test_pool_bounds_come_from_the_url_and_the_rest_goes_to_asyncpg() -> None:
     for bad in ("pool_max=many", "pool_min=5&pool_max=2", "pool_max=0"):
         with pytest.raises(ConfigurationError, match="pool_m"):
             pool_options(f"postgresql://u@h/db?{bad}")
+
+
+def test_sessions_end_a_transaction_idle_for_a_lease_unless_the_url_says_otherwise() -> None:
+    assert server_settings("postgresql://u@h/db", 2.5) == {
+        "application_name": "runyard",
+        "idle_in_transaction_session_timeout": "2500",
+    }
+    assert server_settings("postgresql://u@h/db", None) == {"application_name": "runyard"}
+    own = "postgresql://u@h/db?application_name=mine&idle_in_transaction_session_timeout=0"
+    assert server_settings(own, 2.5) == {}
 
 
 async def test_unreachable_server_is_a_store_error_without_the_password() -> None:

@@ -22,7 +22,8 @@ import asyncpg
 import pytest
 
 from runyard.errors import StoreUnavailable
-from runyard.models import Run, RunStatus, Session
+from runyard.models import EventDraft, Run, RunStatus, RunUpdate, Session
+from runyard.store import AppendGroup
 from runyard.store.postgres import PostgresStore
 from runyard.store.postgres import connection as pg_connection
 from runyard.store.postgres.connection import _Progress, _unavailable
@@ -32,6 +33,7 @@ pytestmark = pytest.mark.postgres
 
 T0 = 1_700_000_000.0
 SESSION = Session("ses_busy", "alice", created_at=T0, last_activity=T0)
+RUNNING = frozenset({RunStatus.RUNNING})
 RUN = Run("run_busy", "ses_busy", "alice", "ticker", RunStatus.QUEUED, created_at=T0, input={"count": 1})
 
 
@@ -169,6 +171,42 @@ async def test_a_connection_terminated_before_commit_wrote_nothing(postgres_url:
                 await deletion
         assert caught.value.in_doubt is False  # no COMMIT was sent: PostgreSQL rolled it back
         assert [r.run_id for r in await store.unfinished_runs(SESSION.session_id)] == [RUN.run_id]
+
+
+async def test_a_transaction_left_idle_for_a_lease_ends_so_that_its_locks_stop_no_recovery(postgres_url: str) -> None:
+    """A worker stalled (paused, swapped out) between two statements of a
+    transaction holds its run's row lock. PostgreSQL ends that transaction after
+    a lease of idleness, so another worker's recovery of the run goes through,
+    and the stalled worker, once awake, finds that it wrote nothing."""
+    async with opened(postgres_url) as recovering:
+        stalled = PostgresStore(postgres_url, lease_s=0.5)
+        await stalled.open()
+        wake = asyncio.Event()
+        try:
+            [_claimed] = await stalled.claim("w-stalled", 1, T0, T0 + 0.5, pipelines={"ticker"})
+
+            async def lock_the_run_then_stall(conn: Any) -> None:
+                await lock(conn, "runs", "run_id", RUN.run_id)
+                await wake.wait()
+                await conn.execute("UPDATE runs SET status = 'succeeded' WHERE run_id = $1", RUN.run_id)
+
+            stalled_write = asyncio.create_task(stalled._transact(lock_the_run_then_stall))
+            recovery = AppendGroup(
+                RUN.run_id,
+                [EventDraft(RUN.run_id, "status", b'{"status":"queued","attempt":2}', T0 + 1)],
+                RunUpdate(RunStatus.QUEUED, expect=RUNNING, attempt=2, clear_lease=True, lease_expired_by=T0 + 1),
+            )
+            [recovered] = await asyncio.wait_for(recovering.append([recovery]), 10)
+            assert isinstance(recovered, list), recovered  # its events: the update held
+            wake.set()
+            with pytest.raises(StoreUnavailable) as caught:
+                await stalled_write
+            assert caught.value.in_doubt is False
+        finally:
+            wake.set()  # without the limit, the recovery timed out: let the stalled write end
+            await stalled.close()
+        run = await recovering.get_run(RUN.run_id)
+        assert run is not None and (run.status, run.attempt) == (RunStatus.QUEUED, 2)
 
 
 async def test_no_connection_free_within_the_acquire_timeout_is_unavailable(

@@ -29,7 +29,8 @@ SUPPORTED_STORES: BackendTable = {
 
 def store_from_url(url: str, **options: Any) -> Store:
     """The store named by ``url``, not yet opened; ``options`` go to its constructor
-    (``max_run_bytes``)."""
+    (``max_run_bytes``; ``lease_s``, the runs' lease, which bounds how long
+    PostgreSQL lets a stalled process hold a transaction open)."""
     store: Store = load_backend("store", url, SUPPORTED_STORES, **options)
     return store
 

@@ -63,7 +63,12 @@ class MemoryStore(
 ):
     """Everything in dictionaries; every method is atomic because none awaits."""
 
-    def __init__(self, url: str = "memory://", max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES) -> None:
+    def __init__(
+        self,
+        url: str = "memory://",
+        max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES,
+        lease_s: float | None = None,  # unused: no lock outlives a call here
+    ) -> None:
         self.url = url
         self.max_run_bytes = max_run_bytes
         self._sessions: dict[str, Session] = {}

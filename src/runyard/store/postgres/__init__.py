@@ -1,7 +1,7 @@
 """``postgresql://user@host:port/db``: the shared store of a fleet of processes (asyncpg).
 
 The store is cut by concern, one module per protocol it implements, over one
-pool (``connection.py``: transactions that finish whole when their caller is
+pool (``pool.py`` makes it; ``connection.py``: transactions that finish whole when their caller is
 cancelled, writes never left in doubt, the lifecycle and migrations):
 ``admissions.py`` (with ``creations.py``: group commit), ``runs.py`` (records
 and the queue), ``sessions.py`` (with ``touches.py``: last activity in groups),
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from runyard.store.base import Store
 from runyard.store.postgres.admissions import PostgresAdmissions
-from runyard.store.postgres.connection import pool_options
 from runyard.store.postgres.crons import PostgresCrons
 from runyard.store.postgres.events import PostgresEvents
 from runyard.store.postgres.items import PostgresItems
 from runyard.store.postgres.journal import PostgresJournal
 from runyard.store.postgres.outbox import PostgresOutbox
+from runyard.store.postgres.pool import pool_options
 from runyard.store.postgres.retention import PostgresRetention
 from runyard.store.postgres.runs import PostgresRuns
 from runyard.store.postgres.schema import MIGRATIONS

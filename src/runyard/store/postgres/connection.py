@@ -21,16 +21,16 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from runyard.errors import ConfigurationError, StoreError, StoreUnavailable
+from runyard.errors import StoreError, StoreUnavailable
 from runyard.models import Event, Run
 from runyard.retrying import Backoff
 from runyard.settings import redact_url
 from runyard.store._rows import run_from_row
 from runyard.store.base import DEFAULT_MAX_RUN_BYTES, Lifecycle
+from runyard.store.postgres.pool import keep_session, learn_array_types, pool_options, server_settings
 from runyard.store.postgres.schema import MIGRATION_LOCK, MIGRATIONS, VERSION_TABLE
 
 T = TypeVar("T")
@@ -38,8 +38,6 @@ Connection = Any  # asyncpg.Connection (untyped)
 
 log = logging.getLogger("runyard.store")
 
-POOL_MIN = 1
-POOL_MAX = 10
 # How long a call waits for one of the pool's connections (all busy, or a new one
 # being made) before it answers 503: a store that slow is down for its callers,
 # and a request held longer only piles up behind the others.
@@ -70,6 +68,7 @@ CONNECTION_LOST = (
     asyncpg.exceptions.OperatorInterventionError,  # 57P01 admin shutdown, 57P02 crash shutdown
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,  # a connection left mid-operation by a lost server
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,  # 25P03: this process stalled mid-transaction
 )
 UNAVAILABLE = (*REFUSED, *CONNECTION_LOST)
 # A deadlocked or serialization-failed transaction was rolled back, so it is run
@@ -125,25 +124,6 @@ async def _retrying_conflicts(attempt: Callable[[], Awaitable[T]]) -> T:
             await asyncio.sleep(CONFLICT_BACKOFF.delay(failures))
 
 
-def pool_options(url: str) -> tuple[str, int, int]:
-    """The DSN for asyncpg (runyard's own ``pool_min``/``pool_max`` taken out) and the pool bounds."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    own = {key: value for key, value in query if key in ("pool_min", "pool_max")}
-    if not own:
-        return url, POOL_MIN, POOL_MAX
-    try:
-        low, high = int(own.get("pool_min", POOL_MIN)), int(own.get("pool_max", POOL_MAX))
-    except ValueError as exc:
-        raise ConfigurationError(f"bad PostgreSQL URL: pool_min and pool_max are integers ({exc})") from exc
-    if not 0 <= low <= high or high < 1:
-        raise ConfigurationError(
-            f"bad PostgreSQL URL: need 0 <= pool_min <= pool_max and pool_max >= 1, not {low}, {high}"
-        )
-    rest = urlencode([(key, value) for key, value in query if key not in own])
-    return urlunsplit(parts._replace(query=rest)), low, high
-
-
 def _where(url: str) -> str:
     """``url`` without its password, for messages."""
     return redact_url(url)
@@ -197,30 +177,6 @@ async def _transaction(pool: Any, work: Callable[[Connection], Awaitable[T]], pr
             raise
 
 
-# The array types the store's statements take or give (``$1::int4[]``). asyncpg
-# asks the server about any type it has no built-in codec for (every array but
-# text[]) once per connection, one round trip each time a statement brings a new
-# one: on a fresh connection, the first append made three, each a query on the
-# catalog of a few ms, inside the write's transaction and its statement timeout.
-# A new connection asks for all of them at once instead.
-ARRAY_TYPES = ("int4[]", "int8[]", "float8[]", "bool[]", "bytea[]", "json[]")
-_LEARN_ARRAY_TYPES = "SELECT " + ", ".join(f"NULL::{name}" for name in ARRAY_TYPES)
-
-
-async def _learn_array_types(conn: Connection) -> None:
-    """Run on each new connection of the pool (asyncpg's ``init``)."""
-    await conn.prepare(_LEARN_ARRAY_TYPES)
-
-
-async def _keep_session(conn: Connection) -> None:
-    """What a connection released to the pool is reset with: nothing more than what
-    asyncpg always does (roll back a transaction left open). Its default reset
-    (``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``) is one more
-    round trip and statement per use of the pool, for session state runyard never
-    leaves: no ``SET``, ``LISTEN``, cursor or session-level lock (the migration's
-    lock is its transaction's)."""
-
-
 class _Statements:
     """One-statement calls on the pool, "busy or down" reported as ``StoreUnavailable``
     (in doubt if the connection was lost after the statement was sent)."""
@@ -256,13 +212,12 @@ class PostgresConnection(Lifecycle):
         self,
         url: str = "postgresql://postgres@localhost:5432/runyard",
         max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES,
+        lease_s: float | None = None,
     ) -> None:
         self.url = url
         self.max_run_bytes = max_run_bytes
         self._dsn, self._pool_min, self._pool_max = pool_options(url)
-        named = any(key == "application_name" for key, _ in parse_qsl(urlsplit(self._dsn).query))
-        # shows in pg_stat_activity; a URL's own ?application_name= wins
-        self._server_settings = {} if named else {"application_name": "runyard"}
+        self._server_settings = server_settings(self._dsn, lease_s)
         self._pool: Any = None  # asyncpg.Pool; None when not open
 
     # -- lifecycle -------------------------------------------------------------
@@ -276,8 +231,8 @@ class PostgresConnection(Lifecycle):
                 min_size=self._pool_min,
                 max_size=self._pool_max,
                 server_settings=self._server_settings,
-                init=_learn_array_types,
-                reset=_keep_session,
+                init=learn_array_types,
+                reset=keep_session,
             )
         except CONNECT_ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL at {_where(self.url)}: {exc}") from exc

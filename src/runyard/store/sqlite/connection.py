@@ -117,6 +117,7 @@ class SQLiteConnection(Lifecycle):
         url: str = "sqlite:///./runyard.db",
         readers: int = READERS,
         max_run_bytes: int | None = DEFAULT_MAX_RUN_BYTES,
+        lease_s: float | None = None,  # unused: one process owns the file, and its transactions
     ) -> None:
         self.url = url
         self.max_run_bytes = max_run_bytes
