@@ -101,6 +101,7 @@ class Stream:
         "end_status",
         "end_time",
         "ended",
+        "first_emit",
         "first_tick",
         "frames",
         "gaps",
@@ -142,6 +143,7 @@ class Stream:
         self.end_status: str | None = None
         self.end_time: float | None = None
         self.first_tick: float | None = None
+        self.first_emit: float | None = None  # when the server emitted the first tick (its ``t``)
         self.run_id: str | None = None
         self.t0 = 0.0
 
@@ -159,10 +161,11 @@ class Stream:
         self.ticks += 1
         if self.marker_q not in frame:
             self.leaks += 1
-        if self.first_tick is None:
+        first = self.first_tick is None
+        if first:
             self.first_tick = now
         s = self.sample
-        if s and (self.ticks - 1) % s == 0:
+        if first or (s and (self.ticks - 1) % s == 0):
             if data is None:
                 d = frame.find(b"\ndata:")
                 e = frame.find(b"\n", d + 6)
@@ -170,6 +173,10 @@ class Stream:
             try:
                 obj = loads(data)
                 inner = obj.get("data") if "seq" in obj else obj
+                if first:
+                    self.first_emit = float(inner["t"])
+                if not (s and (self.ticks - 1) % s == 0):
+                    return
                 self.lat.append((now - float(inner["t"])) * 1000.0)
                 if self.lat_at is not None:
                     self.lat_at.append(now)
@@ -406,7 +413,7 @@ class Client:
             created = time.time()
             await self.stream(st)
             if self.lat_pre is not None:
-                self.ramp.append([st.t0, created, st.opened, st.first_tick])
+                self.ramp.append([st.t0, created, st.opened, st.first_tick, st.first_emit])
 
         t_start = time.time()
         await self._bounded(asyncio.gather(*(one(i) for i in range(*cfg["indices"]))))

@@ -454,9 +454,12 @@ def ramp_split(c: dict[str, Any], res: dict[str, Any]) -> None:
         history_samples=len(history),
         history_p99_ms=r2(pct(history, 99)),
     )
-    created = [(b - a) * 1000 for a, b, _, _ in ramp if b]
-    opened = [(o - b) * 1000 for _, b, o, _ in ramp if o and b]
-    first_tick = [(f - o) * 1000 for _, _, o, f in ramp if f and o]
+    created = [(b - a) * 1000 for a, b, *_ in ramp if b]
+    opened = [(o - b) * 1000 for _, b, o, *_ in ramp if o and b]
+    first_tick = [(f - o) * 1000 for _, _, o, f, *_ in ramp if f and o]
+    # the first tick's emission (its ``t``), from its run's creation: the queue and the start
+    emitted = [(e - b) * 1000 for _, b, _, _, e in ramp if e and b]
+    delivered = [(f - e) * 1000 for _, _, _, f, e in ramp if f and e]
     res.update(
         ramp_create_p50_ms=r2(pct(created, 50)),
         ramp_create_p99_ms=r2(pct(created, 99)),
@@ -464,6 +467,8 @@ def ramp_split(c: dict[str, Any], res: dict[str, Any]) -> None:
         ramp_open_p99_ms=r2(pct(opened, 99)),
         ramp_first_tick_p50_ms=r2(pct(first_tick, 50)),
         ramp_first_tick_p99_ms=r2(pct(first_tick, 99)),
+        ramp_first_emit_p50_ms=r2(pct(emitted, 50)),
+        ramp_first_delivery_p50_ms=r2(pct(delivered, 50)),
     )
 
 
@@ -656,6 +661,8 @@ def print_one(res: dict[str, Any]) -> None:
         parts.append(
             f"of which creation p50 {res['ramp_create_p50_ms']} ms, stream open {res['ramp_open_p50_ms']} ms,"
             f" first tick on the open stream {res['ramp_first_tick_p50_ms']} ms"
+            f" (emitted {res['ramp_first_emit_p50_ms']} ms after the creation's answer,"
+            f" delivered {res['ramp_first_delivery_p50_ms']} ms after its emission)"
         )
     parts.append(f"server rss {res['rss_base_mib']} -> peak {res['rss_peak_mib']} MiB")
     parts.append(
@@ -728,6 +735,8 @@ ROWS: list[tuple[str, str, str, str, Any]] = [
     ("steady", "first event: its creation p50 (ms)", "ramp_create_p50_ms", "", None),
     ("steady", "first event: then its stream's opening p50 (ms)", "ramp_open_p50_ms", "", None),
     ("steady", "first event: then its first tick p50 (ms)", "ramp_first_tick_p50_ms", "", None),
+    ("steady", "first tick emitted, after the creation's answer, p50 (ms)", "ramp_first_emit_p50_ms", "", None),
+    ("steady", "first tick delivered, after its emission, p50 (ms)", "ramp_first_delivery_p50_ms", "", None),
     ("steady", "server peak RSS (MiB)", "rss_peak_mib", "", None),
     ("steady", "server / client CPU (s)", "cpu", "", None),
     ("steady", "server CPU per delivered event (µs)", "cpu_us_per_event", "<= 1.3x", _within(1.3)),
