@@ -181,16 +181,18 @@ async def test_a_transaction_left_idle_for_a_lease_ends_so_that_its_locks_stop_n
     async with opened(postgres_url) as recovering:
         stalled = PostgresStore(postgres_url, lease_s=0.5)
         await stalled.open()
-        wake = asyncio.Event()
+        locked, wake = asyncio.Event(), asyncio.Event()
         try:
             [_claimed] = await stalled.claim("w-stalled", 1, T0, T0 + 0.5, pipelines={"ticker"})
 
             async def lock_the_run_then_stall(conn: Any) -> None:
                 await lock(conn, "runs", "run_id", RUN.run_id)
+                locked.set()
                 await wake.wait()
                 await conn.execute("UPDATE runs SET status = 'succeeded' WHERE run_id = $1", RUN.run_id)
 
             stalled_write = asyncio.create_task(stalled._transact(lock_the_run_then_stall))
+            await asyncio.wait_for(locked.wait(), 10)
             recovery = AppendGroup(
                 RUN.run_id,
                 [EventDraft(RUN.run_id, "status", b'{"status":"queued","attempt":2}', T0 + 1)],
