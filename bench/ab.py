@@ -37,7 +37,9 @@ FIGURES = (
     ("lat_p99_ms", "latency p99 (ms)"),
     ("settled_p99_ms", "p99 once all are live (ms)"),
     ("ttfe_p50_ms", "first event p50 (ms)"),
+    ("ramp_create_p50_ms", "creation p50 (ms)"),
     ("ramp_open_p50_ms", "stream opening p50 (ms)"),
+    ("ramp_first_emit_p50_ms", "first tick emitted after the creation p50 (ms)"),
     ("cpu_us_per_event", "server CPU per event (µs)"),
 )
 

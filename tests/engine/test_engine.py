@@ -15,6 +15,7 @@ import pytest
 
 from runyard import RunContext, RunStatus
 from runyard.context import RESERVED_TYPES
+from runyard.engine.engine import CLAIMS_IN_FLIGHT
 from runyard.errors import RunNotFound, SessionBusy
 from runyard.models import LeaseLost, Multitask, Run, Session
 from runyard.observability.metrics import REGISTRY
@@ -205,11 +206,15 @@ async def test_a_worker_running_runs_claims_at_most_its_stores_claim_at_most_at_
     await store.close()
     asked: list[int] = []
     got: list[int] = []
+    under_way = [0, 0]  # claims under way, the most at once
     claim = SQLiteStore.claim
 
     async def counted(self: SQLiteStore, worker_id: str, limit: int, *args: Any, **kwargs: Any) -> Any:
         asked.append(limit)
+        under_way[0] += 1
+        under_way[1] = max(under_way)
         claimed = await claim(self, worker_id, limit, *args, **kwargs)
+        under_way[0] -= 1
         got.append(len(claimed))
         return claimed
 
@@ -220,6 +225,7 @@ async def test_a_worker_running_runs_claims_at_most_its_stores_claim_at_most_at_
     assert (asked[0], got[0]) == (500, 1), "with nothing running, a claim takes all it may"
     assert set(asked[1:]) == {most}
     assert [n for n in got if n] == [1, most, most, 5]  # the busy run; then two full claims and the rest
+    assert under_way[1] == CLAIMS_IN_FLIGHT, "the next claim waits in the writer's queue, not for the last's answer"
 
 
 async def test_shutdown_hands_back_a_run_queued_in_the_same_attempt(tmp_path: Any) -> None:

@@ -50,6 +50,9 @@ log = logging.getLogger("runyard.engine")
 NOT_STARTED = frozenset({RunStatus.QUEUED, RunStatus.WAITING})  # cancelled in the store, no worker to tell
 POLL_S = 1.0  # a worker looks for queued runs at least this often, wake-ups or not
 CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
+# Capped claims under way at once (bench/README.md, "A thirteenth round"): one
+# claim of 32 per writer batch, not one every other batch while runs queue up.
+CLAIMS_IN_FLIGHT = 2
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
 # A worker counts as live (serving its pipelines, for /readyz) while seen within
 # this many leases: it refreshes its record every maintenance tick (lease / 3 at most)
@@ -235,20 +238,42 @@ class Engine:
                 await asyncio.sleep(CLAIM_RETRY_S)
 
     async def _claim_ready(self) -> None:
-        while not self._draining:
-            free = self._settings.max_concurrent_runs - len(self._running)
-            if free <= 0:
-                return
-            at, asked = now(), self._claim_size(free)
-            claimed = await self._store.claim(
-                self.worker_id, asked, at, at + self._settings.lease_s, pipelines=self.pipelines
-            )
-            for item in claimed:
-                self._start(item)
-            if claimed:
-                await self._events.publish([item.event for item in claimed])
-            if len(claimed) < asked:
-                return
+        """Claim until a claim comes back short of what it asked (nothing more is
+        ready) or no slot is free. Claims capped by the store (``claim_at_most``)
+        go ``CLAIMS_IN_FLIGHT`` at a time, so that the next one waits in the
+        writer's queue while the last is written, not for its answer."""
+        asking: dict[asyncio.Future[list[Claimed]], int] = {}  # claims under way, what each asked for
+        short = False
+        try:
+            while True:
+                while not (short or self._draining) and len(asking) < CLAIMS_IN_FLIGHT:
+                    free = self._settings.max_concurrent_runs - len(self._running) - sum(asking.values())
+                    if free <= 0:
+                        break
+                    at, asked = now(), self._claim_size(free)
+                    claim = self._store.claim(
+                        self.worker_id, asked, at, at + self._settings.lease_s, pipelines=self.pipelines
+                    )
+                    asking[asyncio.ensure_future(claim)] = asked
+                if not asking:
+                    return
+                done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
+                for answered in done:
+                    asked = asking.pop(answered)
+                    claimed = answered.result()
+                    short = short or len(claimed) < asked
+                    await self._started(claimed)
+        finally:
+            # a failed claim (or a cancelled loop) leaves none it made unstarted
+            for answered in asyncio.as_completed(asking):
+                with contextlib.suppress(Exception):
+                    await self._started(await answered)
+
+    async def _started(self, claimed: list[Claimed]) -> None:
+        for item in claimed:
+            self._start(item)
+        if claimed:
+            await self._events.publish([item.event for item in claimed])
 
     def _claim_size(self, free: int) -> int:
         """How many runs the next claim asks for: every free slot, or, while runs

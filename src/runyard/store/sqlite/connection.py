@@ -136,6 +136,7 @@ class SQLiteConnection(Lifecycle):
         self._checkpointer: Checkpointer | None = None  # a file's, while open
         self._local = threading.local()  # .db: the reader thread's own connection
         self._pending: Batch = []
+        self._pending_claims: Batch = []  # one at the end of each batch (``_write_claim``)
         self._flusher: asyncio.Task[None] | None = None
         self._lock: int | None = None  # the descriptor holding <path>.lock, while open
         self._run_states: RunStates = {}  # unfinished runs; touched by the writer thread only
@@ -241,11 +242,21 @@ class SQLiteConnection(Lifecycle):
 
     async def _write(self, work: Work[T]) -> T:
         """Run ``work`` in the writer thread, in the next group transaction, in its own savepoint."""
+        return await self._queue(work, self._pending)
+
+    async def _write_claim(self, work: Work[T]) -> T:
+        """Run ``work``, a claim, at the end of a group transaction that holds no
+        other claim. A claim is a batch's costliest write and every append of its
+        batch waits for it: claims made one after the other (``Engine``) go one
+        per batch, each behind the creations it may take."""
+        return await self._queue(work, self._pending_claims)
+
+    async def _queue(self, work: Work[T], queue: Batch) -> T:
         db = self._db
         if db is None:
             raise self._closed()
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((work, done))
+        queue.append((work, done))
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush(db), name="runyard-sqlite-flusher")
         # A cancelled caller cancels only ``done``: its work stays queued and commits
@@ -256,8 +267,10 @@ class SQLiteConnection(Lifecycle):
         """Commit what is queued, batch after batch, until nothing is."""
         loop = asyncio.get_running_loop()
         try:
-            while self._pending:
+            while self._pending or self._pending_claims:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                if self._pending_claims:
+                    batch.append(self._pending_claims.pop(0))
                 try:
                     await loop.run_in_executor(self._writer_pool, self._commit_and_answer, loop, db, batch)
                 except Exception as exc:  # the thread never took the batch: no caller is left waiting

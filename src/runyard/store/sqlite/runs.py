@@ -97,7 +97,9 @@ class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
         self, worker_id: str, limit: int, at: float, lease_until: float, *, pipelines: Collection[str]
     ) -> list[Claimed]:
         served = json_list(pipelines)
-        return await self._write(lambda db: _claim(db, worker_id, limit, at, lease_until, served, self._run_states))
+        return await self._write_claim(
+            lambda db: _claim(db, worker_id, limit, at, lease_until, served, self._run_states)
+        )
 
     async def request_cancel(self, run_id: str) -> None:
         await self._execute("UPDATE runs SET cancel_requested = 1 WHERE run_id = ? AND status = 'running'", (run_id,))
