@@ -36,14 +36,19 @@ class FakeAPI:
     calls: list[float] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)  # who called, in the order the calls began
     called: threading.Event = field(default_factory=threading.Event)  # the fake runs on another thread
+    held: str | None = None  # the first call for this owner is answered only once ``released`` is set
+    released: threading.Event = field(default_factory=threading.Event)
 
     async def handle(self, request: Request) -> JSONResponse:
+        owner = request.headers.get("x-owner", "")
         self.calls.append(time.monotonic())
-        self.owners.append(request.headers.get("x-owner", ""))
+        self.owners.append(owner)
         self.called.set()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
+            if owner == self.held and self.owners.count(owner) == 1:
+                await asyncio.to_thread(self.released.wait, 60)  # set by the test's thread
             await asyncio.sleep(float(request.query_params.get("delay", self.delay_s)))
         finally:
             self.in_flight -= 1

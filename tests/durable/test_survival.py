@@ -124,9 +124,11 @@ def test_a_drain_hands_the_run_back_without_a_retry_and_it_resumes_past_its_step
     server: ServerProcess, api: tuple[FakeAPI, str]
 ) -> None:
     fake, url = api
+    fake.held = "stage3"  # its first call outlasts the drain however slowly the machine goes
     run_id = start_stages(server, url)
     until(lambda: calls(fake)["stage3"] == 1, what="stage 3 to be called")
     server.stop()  # SIGTERM: drains for 0.5 s, then hands the run back
+    fake.released.set()
     server.start()
     done = until_status(server, run_id, {"succeeded", "failed"}, timeout_s=60)
     assert done["status"] == "succeeded", done
