@@ -235,9 +235,10 @@ async def test_concurrent_writes_share_transactions(store: SQLiteStore) -> None:
         assert await store.get_session(s.session_id) == s
 
 
-async def in_one_batch(store: SQLiteStore, *writes: Coroutine[Any, Any, Any]) -> list[Any]:
-    """The writes' outcomes (results or exceptions), once they were queued while
-    the writer thread was held busy, and committed together in the next batch."""
+async def queued_while_held(store: SQLiteStore, *writes: Coroutine[Any, Any, Any]) -> tuple[list[Any], int]:
+    """The writes' outcomes (results or exceptions), once they were queued, in
+    order, while the writer thread was held busy; and how many commits there
+    were from the held batch's on."""
     started, gate = threading.Event(), threading.Event()
 
     def hold(db: sqlite3.Connection) -> None:
@@ -252,7 +253,14 @@ async def in_one_batch(store: SQLiteStore, *writes: Coroutine[Any, Any, Any]) ->
     gate.set()
     await held
     outcomes = await queued
-    assert store.commits - commits_before == 2  # the held batch, then all of the writes in one
+    return outcomes, store.commits - commits_before
+
+
+async def in_one_batch(store: SQLiteStore, *writes: Coroutine[Any, Any, Any]) -> list[Any]:
+    """The writes' outcomes, queued while the writer thread was held busy and
+    committed together in the next batch."""
+    outcomes, commits = await queued_while_held(store, *writes)
+    assert commits == 2  # the held batch, then all of the writes in one
     return outcomes
 
 
@@ -262,29 +270,14 @@ async def test_claims_queued_together_go_one_per_batch_each_after_the_creations_
     """A claim is a batch's costliest write, and the batch's appends wait for it:
     two claims queued at once are written in two batches, the first of them
     behind the creations queued with it, which it may take."""
-    started, gate = threading.Event(), threading.Event()
-
-    def hold(db: sqlite3.Connection) -> None:
-        started.set()
-        gate.wait(10)
-
-    held = asyncio.ensure_future(store._write(hold))
-    assert await asyncio.to_thread(started.wait, 10)
-    first = asyncio.ensure_future(store.claim("w", 1, T0, T0 + 30, pipelines={"ticker"}))
-    second = asyncio.ensure_future(store.claim("w", 1, T0, T0 + 30, pipelines={"ticker"}))
+    claims = [store.claim("w", 1, T0, T0 + 30, pipelines={"ticker"}) for _ in range(2)]
     creations = [
         store.create_run(make_run(f"run_{i}", f"ses_{i}"), Session(f"ses_{i}", "alice", T0, T0)) for i in (1, 2)
     ]
-    created = asyncio.gather(*creations)
-    await asyncio.sleep(0)  # each write is queued in its first step
-    commits_before = store.commits
-    gate.set()
-    await held
-    await created
-    assert [c.run.run_id for c in await first] == ["run_1"]  # queued after it, created before it
-    assert [c.run.run_id for c in await second] == ["run_2"]
-    # the held batch, the creations with the first claim, the second claim alone
-    assert store.commits - commits_before == 3
+    (first, second, *_), commits = await queued_while_held(store, *claims, *creations)
+    assert [c.run.run_id for c in first] == ["run_1"]  # queued after it, created before it
+    assert [c.run.run_id for c in second] == ["run_2"]
+    assert commits == 3  # the held batch, the creations with the first claim, the second claim alone
 
 
 async def test_writes_the_writer_thread_cannot_take_fail_instead_of_waiting(
