@@ -240,6 +240,11 @@ class SQLiteConnection(Lifecycle):
     def _closed(self) -> StoreError:
         return StoreError(f"store {self.url} is not open")
 
+    @property
+    def _writes_waiting(self) -> bool:
+        """Whether writes are queued for the writer thread (claims included)."""
+        return bool(self._pending or self._pending_claims)
+
     async def _write(self, work: Work[T]) -> T:
         """Run ``work`` in the writer thread, in the next group transaction, in its own savepoint."""
         return await self._queue(work, self._pending)
@@ -267,7 +272,7 @@ class SQLiteConnection(Lifecycle):
         """Commit what is queued, batch after batch, until nothing is."""
         loop = asyncio.get_running_loop()
         try:
-            while self._pending or self._pending_claims:
+            while self._writes_waiting:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 if self._pending_claims:
                     batch.append(self._pending_claims.pop(0))

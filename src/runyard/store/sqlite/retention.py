@@ -163,7 +163,7 @@ class SQLiteRetention(SQLiteConnection, Retention):
             while await self._outside_transaction(_vacuum_step):
                 await self._query(_backfill)
         for attempt in range(CHECKPOINT_TRIES):
-            quiet = not (self._pending or self._pending_claims) or attempt >= QUIET_TRIES
+            quiet = not self._writes_waiting or attempt >= QUIET_TRIES
             if quiet and await self._outside_transaction(_checkpoint):
                 return
             await asyncio.sleep(CHECKPOINT_RETRY_S)  # writes are waiting, or a reader holds the WAL
