@@ -39,7 +39,7 @@ from runyard.models import (
 )
 from runyard.outcome import Outcome
 from runyard.store._rows import apply_update
-from runyard.store.base import AppendGroup, AppendResult, Cancelled
+from runyard.store.base import AppendGroup, AppendResult, Cancelled, Claimed
 
 
 @dataclass(slots=True)
@@ -186,6 +186,16 @@ def claim_group(run_id: str, attempt: int, worker_id: str, at: float, lease_unti
         lease_expires_at=lease_until,
     )
     return AppendGroup(run_id, [EventDraft(run_id, "status", status, at)], update)
+
+
+def claimed_by(run: Run, group: AppendGroup, result: AppendResult, cancel_requested: bool = False) -> Claimed | None:
+    """``run`` (changed in place) as ``group``, its ``claim_group``, claimed it,
+    or None when the claim's append was refused."""
+    if not isinstance(result, list) or group.update is None:
+        return None
+    apply_update(run, group.update)
+    run.last_seq = result[0].seq
+    return Claimed(run, result[0], cancel_requested)
 
 
 def end_group(run_id: str, outcome: Outcome, expect: frozenset[RunStatus], at: float) -> AppendGroup:

@@ -8,8 +8,8 @@ from typing import Any
 
 from runyard.models import Run, now
 from runyard.store._listing import folded
-from runyard.store._numbering import RunState, claim_group
-from runyard.store._rows import RUN_COLUMNS, apply_update, run_from_row
+from runyard.store._numbering import RunState, claim_group, claimed_by
+from runyard.store._rows import RUN_COLUMNS, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.events import append_locked
@@ -49,12 +49,11 @@ async def _claim(
     states = {run.run_id: RunState.of(run, row["stored_bytes"]) for run, row in zip(runs, rows, strict=True)}
     sessions = {run.run_id: (run.owner, run.session_id) for run in runs}
     results = await append_locked(conn, groups, states, sessions)
-    claimed = []
-    for run, row, group, result in zip(runs, rows, groups, results, strict=True):
-        if isinstance(result, list) and group.update is not None:
-            apply_update(run, group.update)
-            run.last_seq = result[0].seq
-            claimed.append(Claimed(run, result[0], cancel_requested=row["cancel_requested"]))
+    claims = [
+        claimed_by(run, group, result, cancel_requested=row["cancel_requested"])
+        for run, group, result, row in zip(runs, groups, results, rows, strict=True)
+    ]
+    claimed = [claim for claim in claims if claim is not None]
     # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
     return claimed
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from runyard.models import Run, now
 from runyard.store._listing import folded
-from runyard.store._numbering import claim_group
-from runyard.store._rows import apply_update, json_list, run_from_row
+from runyard.store._numbering import claim_group, claimed_by
+from runyard.store._rows import json_list, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
@@ -28,13 +28,11 @@ def _claim(
     rows = db.execute(CLAIMABLE, (served, at, max(limit, 0))).fetchall()
     runs = [run_from_row(row) for row in rows]
     groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
-    claimed = []
-    for run, row, group, result in zip(runs, rows, groups, append_batch(db, groups, known), strict=True):
-        if isinstance(result, list) and group.update is not None:
-            apply_update(run, group.update)
-            run.last_seq = result[0].seq
-            claimed.append(Claimed(run, result[0], cancel_requested=bool(row[-1])))
-    return claimed
+    claims = [
+        claimed_by(run, group, result, cancel_requested=bool(row[-1]))
+        for run, group, result, row in zip(runs, groups, append_batch(db, groups, known), rows, strict=True)
+    ]
+    return [claim for claim in claims if claim is not None]
 
 
 class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
