@@ -25,7 +25,7 @@ from runyard.store.sqlite import (
     refuse_if_in_use,
 )
 from runyard.store.sqlite.connection import READERS
-from runyard.store.sqlite.events import append_batch
+from runyard.store.sqlite.events import GLANCE_ROWS, append_batch
 
 T0 = 1_700_000_000.0
 
@@ -374,7 +374,9 @@ async def test_a_run_and_a_stream_s_first_page_are_read_while_every_reader_threa
 ) -> None:
     """Such small reads run in the loop, on a connection of its own (a trip to a
     reader thread cost more than the read): they never queue behind replays.
-    Long or heavy reads (a replay's pages) stay in the reader threads."""
+    So does the short rest of a history, however large the page asked for (a
+    follower opening on a few missed events asks for hundreds after its first
+    page of one). Long or heavy reads (a replay's pages) stay in the reader threads."""
     await store.create_run(make_run("run_1"))
     await store.append([AppendGroup("run_1", drafts("run_1", 0, 100))])
     await store.create_run(make_run("run_big", "ses_2"))
@@ -385,6 +387,7 @@ async def test_a_run_and_a_stream_s_first_page_are_read_while_every_reader_threa
     try:
         run = await asyncio.wait_for(store.get_run("run_1"), 2)
         first_page = await asyncio.wait_for(store.read_events("run_1", 0, 16), 2)
+        rest = await asyncio.wait_for(store.read_events("run_1", 100 - GLANCE_ROWS, 1_000), 2)
         long_read = asyncio.ensure_future(store.read_events("run_1", 0, 1_000))
         heavy_read = asyncio.ensure_future(store.read_events("run_big", 0, 16))
         await asyncio.sleep(0.05)
@@ -395,6 +398,7 @@ async def test_a_run_and_a_stream_s_first_page_are_read_while_every_reader_threa
         await asyncio.gather(*busy)
     assert run is not None and run.last_seq == 100
     assert [e.seq for e in first_page] == list(range(1, 17))
+    assert [e.seq for e in rest] == list(range(101 - GLANCE_ROWS, 101))
     assert len(await long_read) == 100
     assert [e.seq for e in await heavy_read] == list(range(1, 17))
 

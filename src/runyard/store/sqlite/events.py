@@ -18,6 +18,8 @@ from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, INSERT_STEP, LAST_
 # weighs at most the first parameter (length() of a BLOB reads no overflow page)
 PAGE = "events WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq LIMIT ?"
 SMALL_PAGE = f"SELECT coalesce(sum(length(data)), 0) <= ? FROM (SELECT data FROM {PAGE})"
+# whether a run has an event past the parameter's seq: one index seek
+BEYOND = "SELECT 1 FROM events WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? LIMIT 1"
 GLANCE_ROWS = 64  # a page of at most this many events...
 GLANCE_BYTES = 16 * 1024  # ...weighing at most this much is read in the loop (``_glance``)
 
@@ -132,15 +134,16 @@ class SQLiteEvents(SQLiteConnection, EventStore):
             return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]
 
         def glance(db: sqlite3.Connection) -> list[Event] | None:
-            """The page, if it is small (a stream's first page, mostly); else None.
-            A replay's pages are sized in bytes, 64 KiB and more: read in the loop,
+            """The page, if it is small: a stream's first page, or what is left of
+            a short history however large a page was asked for; else None. A
+            replay's pages are sized in bytes, 64 KiB and more: read in the loop,
             2,000 followers of one history held its turns long (``/healthz`` p99 12
-            -> 84 ms in ``bench/hostile.py``'s readers)."""
-            small = db.execute(SMALL_PAGE, (GLANCE_BYTES, *page)).fetchone()[0]
+            -> 84 ms in ``bench/hostile.py``'s readers). Seqs are unique: with no
+            event past ``after + GLANCE_ROWS``, at most that many are left."""
+            if limit > GLANCE_ROWS and db.execute(BEYOND, (run_id, after + GLANCE_ROWS)).fetchone():
+                return None
+            small = db.execute(SMALL_PAGE, (GLANCE_BYTES, run_id, after, min(page[2], GLANCE_ROWS))).fetchone()[0]
             return query(db) if small else None
 
-        if limit <= GLANCE_ROWS:
-            events = await self._glance(glance)
-            if events is not None:
-                return events
-        return await self._query(query)
+        events = await self._glance(glance)
+        return events if events is not None else await self._query(query)
