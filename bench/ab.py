@@ -36,6 +36,8 @@ FIGURES = (
     ("lat_p50_ms", "latency p50 (ms)"),
     ("lat_p99_ms", "latency p99 (ms)"),
     ("settled_p99_ms", "p99 once all are live (ms)"),
+    ("live_p99_ms", "p99 of ticks emitted on an open stream (ms)"),
+    ("history_p99_ms", "p99 of ticks emitted before it opened (ms)"),
     ("ttfe_p50_ms", "first event p50 (ms)"),
     ("ramp_create_p50_ms", "creation p50 (ms)"),
     ("ramp_open_p50_ms", "stream opening p50 (ms)"),
