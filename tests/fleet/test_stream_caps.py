@@ -93,3 +93,22 @@ def test_a_killed_processs_places_come_back_once_their_lease_ends(fleet: Fleet) 
         assert waited < 2 + 1, f"came back after {waited:.1f}s, with a lease of 2 s"
         with contextlib.suppress(httpx.HTTPError):
             held.close()  # the killed process's connections
+
+
+def test_a_refused_stream_gives_its_place_back_and_the_runs_own_error_comes_first(fleet: Fleet) -> None:
+    """The run is read while the place is taken (two round trips side by side):
+    a missing run or a cursor past its end is still answered 404 / 400, also
+    when the owner is at the cap, and leaves no place taken behind it."""
+    a, _ = api_pair(fleet)
+    run_id = create(a.url, "nap", {"seconds": 60})
+    with httpx.Client(base_url=a.url, headers=OWNER, timeout=10) as client, contextlib.ExitStack() as held:
+        for _ in range(5):  # more refusals than the owner has places
+            assert client.get("/v1/runs/run_missing/stream").status_code == 404
+            past_end = client.get(f"/v1/runs/{run_id}/stream", headers={"Last-Event-ID": "9"})
+            assert past_end.status_code == 400, past_end.text
+        open_stream(held, client, run_id)
+        open_stream(held, client, run_id)  # both places were free
+        assert stream_status(client, run_id) == 429
+        assert client.get("/v1/runs/run_missing/stream").status_code == 404, "the cap hid a missing run"
+        past_end = client.get(f"/v1/runs/{run_id}/stream", headers={"Last-Event-ID": "9"})
+        assert past_end.status_code == 400, past_end.text
