@@ -96,9 +96,9 @@ def test_a_killed_processs_places_come_back_once_their_lease_ends(fleet: Fleet) 
 
 
 def test_a_refused_stream_gives_its_place_back_and_the_runs_own_error_comes_first(fleet: Fleet) -> None:
-    """The run is read while the place is taken (two round trips side by side):
-    a missing run or a cursor past its end is still answered 404 / 400, also
-    when the owner is at the cap, and leaves no place taken behind it."""
+    """A stream of a missing run, or from a cursor past the run's end, is
+    answered 404 / 400 even while the owner is at the cap (the run's own error
+    first), and leaves none of the owner's places taken behind it."""
     a, _ = api_pair(fleet)
     run_id = create(a.url, "nap", {"seconds": 60})
     with httpx.Client(base_url=a.url, headers=OWNER, timeout=10) as client, contextlib.ExitStack() as held:
