@@ -183,8 +183,9 @@ def test_heartbeat_comes_after_silence(serve: Serve, new_client: NewClient) -> N
 
 def test_heartbeat_is_padded_too(serve: Serve, new_client: NewClient) -> None:
     client = new_client(serve(sse_heartbeat_s=0.1))
-    run = nap(client, 0.4)
-    with client.stream("GET", f"/v1/runs/{run['run_id']}/stream", params={"pad": 300}) as response:
+    # Streamed from its creation, so the nap is silence on a live stream however late the machine is.
+    body = {"pipeline": "nap", "input": {"seconds": 0.4}}
+    with client.stream("POST", "/v1/runs/stream", params={"pad": 300}, json=body) as response:
         blocks = _assert_padded(response.read(), 300)
     assert any(b": ping\n" in block for block in blocks)
 
