@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ import httpx
 import pytest
 
 from runyard import Settings
+from runyard.http.middleware import new_request_id
 from runyard.models import Run, RunStatus
 from runyard.observability.logs import ConsoleFormatter, JSONFormatter, configure_logging, log_run
 from tests.governance.support import wait_until
@@ -84,6 +87,22 @@ def test_a_callers_request_id_is_kept_and_a_strange_one_replaced(server: str) ->
     assert httpx.get(f"{server}/healthz", headers={"X-Request-ID": "edge-42.a"}).headers["x-request-id"] == "edge-42.a"
     replaced = httpx.get(f"{server}/healthz", headers={"X-Request-ID": "x" * 500}).headers["x-request-id"]
     assert len(replaced) == 16
+
+
+def test_new_request_ids_are_unique_here_and_in_a_forked_child() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch("[0-9a-f]{16}", request_id) for request_id in ids)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: its next id, then out at once (no test teardown in a fork)
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    from_child = os.read(read, 64).decode()
+    os.close(read)
+    assert len(from_child) == 16 and from_child[:8] != new_request_id()[:8]  # its own prefix
 
 
 @pytest.mark.parametrize(("chosen", "formatter"), [("json", JSONFormatter), ("console", ConsoleFormatter)])

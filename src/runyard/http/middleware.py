@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
 
+from prometheus_client import Counter
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -71,7 +74,31 @@ def request_id_of(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id" and CALLERS_REQUEST_ID.fullmatch(value):
             return bytes(value).decode()
-    return secrets.token_hex(8)
+    return new_request_id()
+
+
+class _RequestIds:
+    """New request ids: this process's random prefix and a counter, 16 hex digits.
+    An id only has to be unique, not secret: ``secrets.token_hex`` read the
+    kernel's random source once per request, and that call hands the GIL to the
+    store's writer thread (2.8 % of the event loop's samples while 1,000 streams
+    opened, ``bench/README.md``, "A fifteenth round")."""
+
+    def __init__(self) -> None:
+        self._prefix = ""
+        self._counter = itertools.count()
+        self.reseed()
+
+    def reseed(self) -> None:
+        """A new prefix: a forked child must not repeat its parent's ids."""
+        self._prefix = secrets.token_hex(4)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFF:08x}"
+
+
+new_request_id = _RequestIds()
+os.register_at_fork(after_in_child=new_request_id.reseed)
 
 
 class RequestMetrics:
@@ -79,6 +106,9 @@ class RequestMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # each (route, status)'s counter, looked up once: ``labels`` takes a lock
+        # and builds its key on every call (2.7 -> 0.8 µs a request)
+        self._counters: dict[tuple[str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,10 +130,12 @@ class RequestMetrics:
             if not started:
                 self._count(scope, 500)
 
-    @staticmethod
-    def _count(scope: Scope, status: int) -> None:
-        path = getattr(scope.get("route"), "path", "unmatched")
-        metrics.HTTP_REQUESTS_TOTAL.labels(path, str(status)).inc()
+    def _count(self, scope: Scope, status: int) -> None:
+        key = (getattr(scope.get("route"), "path", "unmatched"), status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = metrics.HTTP_REQUESTS_TOTAL.labels(key[0], str(status))
+        counter.inc()
 
 
 class JSONBodies:
