@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
     print(f"\nbase = {args.base_src}, head = {args.head_src}")
-    print(f"{args.store}: {args.batches} batches of {args.batch} events of {args.runs} runs; medians of {args.repeats}\n")
+    sizes = f"{args.batches} batches of {args.batch} events of {args.runs} runs"
+    print(f"{args.store}: {sizes}; medians of {args.repeats}\n")
     print("| measure | base | head | head/base |\n| --- | ---: | ---: | ---: |")
     for key, label in (("cpu_us_per_event", "CPU µs an event"), ("wall_us_per_event", "wall µs an event")):
         base, head = median([r[key] for r in results["base"]]), median([r[key] for r in results["head"]])
