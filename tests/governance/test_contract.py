@@ -94,7 +94,7 @@ async def test_a_waiter_cancelled_leaves_the_line_and_a_permit_is_never_stranded
     cancelled_at = time.monotonic()
     waiting.cancel()
     await asyncio.gather(waiting, return_exceptions=True)
-    assert waiting.cancelled() and time.monotonic() - cancelled_at < 0.5
+    assert waiting.cancelled() and time.monotonic() - cancelled_at < 2  # at once, not when a permit came
     await deployment.until_in_line(0)
     await held.__aexit__(None, None, None)
     async with asyncio.timeout(2):  # the permit went to nobody: the next caller gets it

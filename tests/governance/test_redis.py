@@ -202,7 +202,7 @@ async def test_cancelling_a_waiter_while_redis_is_away_stops_it_at_once(
             cancelled_at = time.monotonic()
             waiting.cancel()
             await asyncio.gather(waiting, return_exceptions=True)
-            assert waiting.cancelled() and time.monotonic() - cancelled_at < 0.5
+            assert waiting.cancelled() and time.monotonic() - cancelled_at < 2  # at once, not when Redis came back
         finally:
             await proxy.restore()
             await limits.close()

@@ -73,11 +73,8 @@ async def test_opening_a_stream_costs_one_redis_round_trip(prefix: str, admin: r
         slots = slots_of(registry, 2)
         (await slots.take("warm-up")).release()  # loads the script, once per process
         sent = counting_calls(registry)
-        started = time.perf_counter()
         await slots.take("carol")
-        elapsed = time.perf_counter() - started
-        assert sent == ["take"]
-        assert elapsed < 0.1, f"one take took {elapsed * 1000:.1f} ms"
+        assert sent == ["take"]  # what it costs is bench/ material, not a test's
     finally:
         await registry.close()
 
