@@ -24,6 +24,8 @@ batch. Run it from the repository root::
     .venv/bin/python bench/appends.py                        # ~1 min
     .venv/bin/python bench/appends.py --batch 600 --repeats 5
     .venv/bin/python bench/appends.py --store postgres --batch 25 --batches 600
+    # how an append's cost moves as the events table grows (here to 1.5 M events)
+    .venv/bin/python bench/appends.py --batch 50 --batches 30000 --segments 10 --repeats 1
 """
 
 from __future__ import annotations
@@ -120,13 +122,19 @@ async def measure(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(args.runs // args.batch + 1):  # every run's state is known to the writer
             await store.append(batch())
         walls = []
+        by_segment = []  # CPU µs an event of each of ``args.segments`` equal parts, in order
         cpu, wall = time.process_time(), time.perf_counter()
-        for _ in range(args.batches):
+        segment_cpu, per_segment = cpu, max(1, args.batches // args.segments)
+        for i in range(args.batches):
             groups = batch()
             started = time.perf_counter()
             results = await store.append(groups)
             walls.append(time.perf_counter() - started)
             assert all(isinstance(result, list) for result in results), results[:3]
+            if (i + 1) % per_segment == 0:
+                now = time.process_time()
+                by_segment.append((now - segment_cpu) / (per_segment * args.batch) * 1e6)
+                segment_cpu = now
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
         await store.close()
@@ -135,12 +143,14 @@ async def measure(store: Store, args: argparse.Namespace) -> dict[str, Any]:
         "cpu_us_per_event": cpu / events * 1e6,
         "wall_us_per_event": wall / events * 1e6,
         "batch_ms": median(walls) * 1e3,
+        "cpu_us_per_event_by_segment": by_segment,
     }
 
 
 def measure_build(src: str, args: argparse.Namespace) -> dict[str, Any]:
     options = ["--runs", str(args.runs), "--batch", str(args.batch), "--batches", str(args.batches)]
-    return run_child(__file__, src, [*options, "--store", args.store, "--pg-url", args.pg_url])
+    options += ["--segments", str(args.segments), "--store", args.store, "--pg-url", args.pg_url]
+    return run_child(__file__, src, options)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -149,6 +159,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--runs", type=int, default=1000, help="running runs the events are spread over")
     ap.add_argument("--batch", type=int, default=120, help="events per batch, one per run")
     ap.add_argument("--batches", type=int, default=1000, help="batches timed")
+    ap.add_argument(
+        "--segments", type=int, default=1, help="also print the CPU an event of this many parts of the run, in order"
+    )
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite", help="the store measured")
     ap.add_argument(
         "--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres", help="maintenance database (postgres)"
@@ -171,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
                 f" {r['wall_us_per_event']:.2f} µs wall an event; batch p50 {r['batch_ms']:.2f} ms",
                 flush=True,
             )
+            if args.segments > 1:
+                parts = ", ".join(f"{cpu:.1f}" for cpu in r["cpu_us_per_event_by_segment"])
+                print(f"      CPU µs an event, part by part as the table grew: {parts}", flush=True)
     print(f"\nbase = {args.base_src}, head = {args.head_src}")
     sizes = f"{args.batches} batches of {args.batch} events of {args.runs} runs"
     print(f"{args.store}: {sizes}; medians of {args.repeats}\n")
