@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from runyard.events.hub import WINDOW, RunChannel
+from runyard.events.hub import WINDOW, WINDOW_BYTES, RunChannel
 from runyard.models import Event
 
 
@@ -59,6 +59,16 @@ def test_past_twice_its_size_the_window_keeps_its_newest_events() -> None:
     assert channel.after(newest - WINDOW - 1, 1) is None
     assert seqs(channel.after(newest - WINDOW, 1)) == [newest - WINDOW + 1]
     assert seqs(channel.after(newest - 1, 10)) == [newest]
+
+
+def test_past_its_bytes_the_window_keeps_only_the_newest_frames_that_fit() -> None:
+    channel = RunChannel("run_a")
+    mib = b'"' + b"x" * (1 << 20) + b'"'
+    channel.deliver([Event("run_a", seq, "tick", mib, 1_700_000_000.0) for seq in range(1, 6)])
+    assert channel.after(1, 10) is None  # 5 MiB of frames: the oldest two went
+    assert seqs(channel.after(2, 10)) == [3, 4, 5]
+    channel.deliver([Event("run_a", 6, "tick", b'"' + b"x" * WINDOW_BYTES + b'"', 1_700_000_000.0)])
+    assert channel.after(5, 10) is None  # a frame larger than the window: nothing is kept
 
 
 def test_the_window_holds_nothing_the_garbage_collector_tracks_per_event() -> None:
