@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from runyard.models import Event, RunStatus, session_channel
 from runyard.store._numbering import RunState, finished_webhooks, number, recorded_steps
@@ -12,14 +13,33 @@ from runyard.store._rows import EVENT_COLUMNS, json_list, load_wait, step_row, u
 from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.outbox import QUEUE_DELIVERY
-from runyard.store.sqlite.schema import EVENT_CHUNK, IN_JSON, INSERT_STEP, LAST_SEQ, STORED_BYTES, insert_events
+from runyard.store.sqlite.schema import (
+    BUCKET_BITS,
+    EVENT_CHUNK,
+    IN_JSON,
+    INSERT_STEP,
+    LAST_SEQ,
+    STORED_BYTES,
+    bucket_of,
+    insert_events,
+    run_buckets,
+)
 
-# A page of a run's events (its parameters: run id, after, limit), and whether it
-# weighs at most the first parameter (length() of a BLOB reads no overflow page)
-PAGE = "events WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? ORDER BY seq LIMIT ?"
-SMALL_PAGE = f"SELECT coalesce(sum(length(data)), 0) <= ? FROM (SELECT data FROM {PAGE})"
-# whether a run has an event past the parameter's seq: one index seek
-BEYOND = "SELECT 1 FROM events WHERE run_pk = (SELECT created_seq FROM runs WHERE run_id = ?) AND seq > ? LIMIT 1"
+# A page of a run's events (its parameters: run_id, after, limit), and whether it
+# weighs at most :bytes (length() of a BLOB reads no overflow page). A run's seqs
+# have no gaps, so the page is seqs after + 1 to after + limit at most: the buckets
+# of those, up to the run's last.
+_LAST_BUCKET = "(SELECT last_bucket FROM runs WHERE run_id = :run_id)"
+_PAGE_BUCKETS = run_buckets(bucket_of(":after + 1"), f"min({bucket_of(':after + :limit')}, {_LAST_BUCKET})")
+PAGE = (
+    f"events WHERE {bucket_of('seq')} IN {_PAGE_BUCKETS}"
+    " AND run_pk = (SELECT created_seq FROM runs WHERE run_id = :run_id) AND seq > :after ORDER BY seq LIMIT :limit"
+)
+SMALL_PAGE = f"SELECT coalesce(sum(length(data)), 0) <= :bytes FROM (SELECT data FROM {PAGE})"
+# whether a run has an event past :after: two seeks (its row, its last bucket)
+BEYOND = f"SELECT 1 FROM runs WHERE run_id = :run_id AND {LAST_SEQ} > :after"
+# a run's last bucket, when a batch numbered events into a new one (``_moved_on``)
+SET_LAST_BUCKET = "UPDATE runs SET last_bucket = ? WHERE created_seq = ?"
 GLANCE_ROWS = 64  # a page of at most this many events...
 GLANCE_BYTES = 16 * 1024  # ...weighing at most this much is read in the loop (``_glance``)
 
@@ -66,9 +86,13 @@ def append_batch(
             )
             for run_id, pk, status, seq, worker, attempt, lease, stored, waiting, hook, owner, session_id in rows
         )
+    last_seqs = [(state, state.last_seq) for state in batch.values()]
     results, events = number(groups, batch, max_run_bytes)
     if events:
         _insert_events(db, _event_rows(groups, results, events, batch))
+        moved = _moved_on(last_seqs)
+        if moved:
+            db.executemany(SET_LAST_BUCKET, moved)
     steps = recorded_steps(groups, results)
     if steps:
         db.executemany(INSERT_STEP, [(batch[run_id].key, *step_row(step)) for run_id, step in steps])
@@ -88,6 +112,16 @@ def append_batch(
             run.appended, run.updates = False, []
             known[run_id] = run
     return results
+
+
+def _moved_on(last_seqs: list[tuple[RunState, int]]) -> list[tuple[int, Any]]:
+    """(last bucket, run key) of each run whose last event is in a later bucket than
+    before the batch (``last_seqs``: each run's state and its last seq then)."""
+    return [
+        (state.last_seq >> BUCKET_BITS, state.key)
+        for state, before in last_seqs
+        if state.last_seq != before and (before == 0 or state.last_seq >> BUCKET_BITS != before >> BUCKET_BITS)
+    ]
 
 
 EventRow = tuple[int, int, str, bytes, float, int | None]
@@ -127,7 +161,8 @@ class SQLiteEvents(SQLiteConnection, EventStore):
         return await self._write(lambda db: append_batch(db, groups, self._run_states, self.max_run_bytes))
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
-        page = (run_id, after, max(limit, 0))  # a negative LIMIT would mean "no limit"
+        at_most = max(limit, 0)  # a negative LIMIT would mean "no limit"
+        page = {"run_id": run_id, "after": after, "limit": at_most}
 
         def query(db: sqlite3.Connection) -> list[Event]:
             rows = db.execute(f"SELECT {EVENT_COLUMNS} FROM {PAGE}", page)
@@ -140,9 +175,10 @@ class SQLiteEvents(SQLiteConnection, EventStore):
             2,000 followers of one history held its turns long (``/healthz`` p99 12
             -> 84 ms in ``bench/hostile.py``'s readers). Seqs are unique: with no
             event past ``after + GLANCE_ROWS``, at most that many are left."""
-            if limit > GLANCE_ROWS and db.execute(BEYOND, (run_id, after + GLANCE_ROWS)).fetchone():
+            if limit > GLANCE_ROWS and db.execute(BEYOND, {"run_id": run_id, "after": after + GLANCE_ROWS}).fetchone():
                 return None
-            small = db.execute(SMALL_PAGE, (GLANCE_BYTES, run_id, after, min(page[2], GLANCE_ROWS))).fetchone()[0]
+            first = {**page, "limit": min(at_most, GLANCE_ROWS), "bytes": GLANCE_BYTES}
+            small = db.execute(SMALL_PAGE, first).fetchone()[0]
             return query(db) if small else None
 
         events = await self._glance(glance)

@@ -15,7 +15,18 @@ import orjson
 from runyard.store._sweep import CHUNK_BYTES, CHUNK_EVENTS, SWEEP_RUNS, chunk_end, pack
 from runyard.store.base import Retention
 from runyard.store.sqlite.connection import SQLiteConnection, log
-from runyard.store.sqlite.schema import EVENT_WEIGHTS, FINISHED, IN_JSON, STEP_BYTES, STEP_WEIGHTS, UNFINISHED_SQL
+from runyard.store.sqlite.schema import (
+    BUCKET_BITS,
+    EVENT_WEIGHTS,
+    FINISHED,
+    IN_JSON,
+    RUN_EVENTS,
+    STEP_BYTES,
+    STEP_WEIGHTS,
+    UNFINISHED_SQL,
+    bucket_of,
+    run_buckets,
+)
 
 # Pages (4 KiB) given back per incremental_vacuum step, a transaction of the writer
 # thread: a writer waits for one step at most. Measured after a 256 MiB sweep on 2
@@ -33,17 +44,51 @@ CHECKPOINT_TRIES = 20
 CHECKPOINT_RETRY_S = 0.2
 
 
+# The events of run :pk in buckets :first to :last, by seq; and those up to seq :upto
+_CHUNK_BUCKETS = f"{bucket_of('seq')} IN {run_buckets(':first', ':last')} AND run_pk = :pk"
+CHUNK_SIZES = f"SELECT seq, length(data) FROM events WHERE {_CHUNK_BUCKETS} ORDER BY seq LIMIT :limit"
+DELETE_CHUNK = f"DELETE FROM events WHERE {_CHUNK_BUCKETS} AND seq <= :upto"
+HAS_BUCKET = f"SELECT 1 FROM events WHERE {bucket_of('seq')} = ? AND run_pk = ? LIMIT 1"
+# every event of the runs in the JSON list
+DELETE_EVENTS = (
+    "DELETE FROM events WHERE rowid IN"
+    f" (SELECT events.rowid FROM runs CROSS JOIN events ON {RUN_EVENTS} WHERE created_seq {IN_JSON})"
+)
+
+
 def _delete_event_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
     """Delete the run's oldest events, one chunk (``_sweep``); whether any may be left
     (a small run takes one write, not two)."""
-    sizes = db.execute(
-        "SELECT seq, length(data) FROM events WHERE run_pk = ? ORDER BY seq LIMIT ?", (run_pk, CHUNK_EVENTS)
-    ).fetchall()
+    first = _oldest_bucket(db, run_pk)
+    if first is None:
+        return False
+    # the chunk's buckets: enough for CHUNK_EVENTS, the first perhaps part-swept
+    last = first + (CHUNK_EVENTS >> BUCKET_BITS) + 1
+    where = {"pk": run_pk, "first": first, "last": last}
+    sizes = db.execute(CHUNK_SIZES, {**where, "limit": CHUNK_EVENTS}).fetchall()
     if not sizes:
         return False
-    last = chunk_end(sizes, CHUNK_BYTES)
-    db.execute("DELETE FROM events WHERE run_pk = ? AND seq <= ?", (run_pk, last))
-    return last < sizes[-1][0] or len(sizes) == CHUNK_EVENTS
+    upto = chunk_end(sizes, CHUNK_BYTES)
+    db.execute(DELETE_CHUNK, {**where, "upto": upto})
+    return upto < sizes[-1][0] or len(sizes) == CHUNK_EVENTS
+
+
+def _oldest_bucket(db: sqlite3.Connection, run_pk: int) -> int | None:
+    """The first bucket holding an event of the run (None: no event). A sweep
+    deletes a run's events oldest first, so what is left of them is a run of seqs
+    up to the last: the buckets holding any are those from one on, found by
+    halving (a walk from bucket 0 would grow with what was swept)."""
+    row = db.execute("SELECT last_bucket FROM runs WHERE created_seq = ?", (run_pk,)).fetchone()
+    if row is None or row[0] is None:
+        return None
+    low, high = 0, row[0]
+    while low < high:
+        middle = (low + high) // 2
+        if db.execute(HAS_BUCKET, (middle, run_pk)).fetchone():
+            high = middle
+        else:
+            low = middle + 1
+    return low if db.execute(HAS_BUCKET, (low, run_pk)).fetchone() else None
 
 
 def _delete_step_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
@@ -67,7 +112,7 @@ def _delete_step_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
 def _delete_runs(db: sqlite3.Connection, run_pks: list[int]) -> int:
     """Delete runs whose events are gone (and any event or step written meanwhile)."""
     keys = orjson.dumps(run_pks).decode()
-    db.execute(f"DELETE FROM events WHERE run_pk {IN_JSON}", (keys,))
+    db.execute(DELETE_EVENTS, (keys,))
     db.execute(f"DELETE FROM steps WHERE run_pk {IN_JSON}", (keys,))
     deleted: int = db.execute(f"DELETE FROM runs WHERE created_seq {IN_JSON} AND {FINISHED}", (keys,)).rowcount
     return deleted
