@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sqlite3
 import tempfile
 import time
@@ -47,6 +48,7 @@ EVENTS = """CREATE TABLE events (id INTEGER PRIMARY KEY, run_pk INTEGER NOT NULL
 SCHEMAS = {
     "index": [EVENTS, "CREATE UNIQUE INDEX events_run_seq ON events (run_pk, seq)"],
     "none": [EVENTS],
+    "bucketed": [EVENTS, "CREATE UNIQUE INDEX events_bucket_run_seq ON events (seq >> 4, run_pk, seq)"],
     "deferred": [
         EVENTS,
         "CREATE TABLE event_index (run_pk INTEGER NOT NULL, seq INTEGER NOT NULL, id INTEGER NOT NULL,"
@@ -71,12 +73,15 @@ def measure(layout: str, path: str, args: argparse.Namespace) -> None:
     for statement in SCHEMAS[layout]:
         db.execute(statement)
     seqs = [0] * args.runs
+    chooser = random.Random(1)
     run, indexed, pending, fill_cpu, longest_fill = 0, 0, 0, 0.0, 0.0
     part = max(1, args.batches // 10)
     cpu, wrote = time.process_time(), written()
     for i in range(args.batches):
         rows = []
         for _ in range(args.batch):
+            if args.order == "random":
+                run = chooser.randrange(args.runs)
             seqs[run] += 1
             rows.append((run + 1, seqs[run], "tick", DATA, time.time(), None))
             run = (run + 1) % args.runs
@@ -111,6 +116,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1000, help="runs the events are spread over")
     ap.add_argument("--batch", type=int, default=50, help="events a transaction, one of each of consecutive runs")
     ap.add_argument("--batches", type=int, default=20000, help="transactions")
+    ap.add_argument(
+        "--order", choices=("turn", "random"), default="turn", help="the runs of a batch: in turn, or drawn at random"
+    )
     ap.add_argument("--flush", type=int, default=16000, help="deferred: events between two fills of the index")
     ap.add_argument("--page-size", type=int, default=4096, help="the file's page size")
     args = ap.parse_args()
