@@ -10,10 +10,12 @@ of each of many runs a batch). Every tenth of the way it prints the process's
 CPU per event and the bytes it wrote per event (``/proc/self/io``'s wchar: the
 WAL's frames and the checkpoints' copies). The layouts:
 
-- ``index``: the store's own: events in arrival order (rowid) and a unique
-  index on (run key, seq). Once a run's entries fill an index page of their
-  own, every event dirties its run's leaf, so a batch of 50 events writes ~50
-  index pages to the WAL.
+- ``index``: the store's layout until de2abf7: events in arrival order (rowid)
+  and a unique index on (run key, seq). Once a run's entries fill an index
+  page of their own, every event dirties its run's leaf, so a batch of 50
+  events writes ~50 index pages to the WAL.
+- ``bucketed``: the store's layout since: the index on (seq >> 4, run key,
+  seq). The newest entries of runs written together sit together.
 - ``none``: the same table without the index: the floor (no run can be read).
 - ``deferred``: no index on the events; a WITHOUT ROWID table of (run key, seq,
   rowid) filled every ``--flush`` events by one sorted ``INSERT ... SELECT``
@@ -26,6 +28,7 @@ WAL's frames and the checkpoints' copies). The layouts:
 Run it from the repository root::
 
     .venv/bin/python bench/sqlite_layouts.py                        # ~2 min, 1 M events each
+    .venv/bin/python bench/sqlite_layouts.py --layouts index,bucketed --order random
     .venv/bin/python bench/sqlite_layouts.py --layouts index --page-size 16384
 """
 
