@@ -6,7 +6,6 @@ after a rollback, after a sweep cut short, and in a file written before buckets.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,13 +28,9 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(f"sqlite:///{db_path}")
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+def store_url(db_path: Path) -> str:
+    """A file of this test's own, opened by the store suites' ``store`` fixture (conftest.py)."""
+    return f"sqlite:///{db_path}"
 
 
 def make_run(run_id: str, session_id: str = "ses_1") -> Run:
