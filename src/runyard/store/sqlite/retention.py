@@ -62,7 +62,8 @@ def _delete_event_chunk(db: sqlite3.Connection, run_pk: int) -> bool:
     first = _oldest_bucket(db, run_pk)
     if first is None:
         return False
-    # the chunk's buckets: enough for CHUNK_EVENTS, the first perhaps part-swept
+    # the chunk's buckets: two more than CHUNK_EVENTS fill, so that they hold that
+    # many whenever so many are left, though the last chunk swept part of the first
     last = first + (CHUNK_EVENTS >> BUCKET_BITS) + 1
     where = {"pk": run_pk, "first": first, "last": last}
     sizes = db.execute(CHUNK_SIZES, {**where, "limit": CHUNK_EVENTS}).fetchall()

@@ -173,8 +173,8 @@ MIGRATIONS: list[str] = [
     f"CREATE INDEX runs_session_unfinished ON runs (session_id, created_seq) WHERE {UNFINISHED_SQL}",
     "CREATE INDEX runs_running ON runs (owner) WHERE status = 'running'",
     # issue 15: events found by (seq bucket, run key, seq) instead of (run key, seq)
-    # (``BUCKET``): with each run's entries together, once a run's filled a page every
-    # event dirtied its run's own page, which the commit wrote to the WAL (an append
+    # (``bucket_of``): with each run's entries together, once a run had filled a page
+    # every event dirtied its run's own page, which the commit wrote to the WAL (an append
     # 4 -> 10 us of CPU and 1.8 -> 6.6 KiB written as the table grew to 1 M events,
     # ``bench/sqlite_layouts.py``). A run's last bucket is kept in its row (one seek
     # then finds its last seq); written when it changes, once every 16 events.

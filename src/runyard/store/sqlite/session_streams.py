@@ -17,14 +17,15 @@ from runyard.store.session_streams import SessionStreams
 from runyard.store.sqlite.connection import SQLiteConnection
 from runyard.store.sqlite.schema import bucket_of, newest_buckets
 
-# Within a run (CROSS JOIN: the session's runs first, each one's events then; else
-# the planner may read every event past the cursor), rowids grow with seq: the run's events past the cursor are in the
-# buckets from its last one back to the first that holds an event at or before the
-# cursor (its oldest entry's rowid tells: at most 16 entries of the index, which
-# holds the rowid), so a read costs a few seeks per run of the session plus the
-# events it returns, not every event of the session (filtering on e.id alone went
-# through all of them: 12 ms a read at 100,000 events, 0.1 ms by index). Only the
-# page's sort grows with the history after the cursor.
+# The session's runs first, then each one's events (CROSS JOIN; else the planner
+# may read every event past the cursor). Within a run, rowids grow with seq: the
+# run's events past the cursor are in the buckets from its last one back to the
+# first that holds an event at or before the cursor (its oldest entry's rowid
+# tells: at most 16 entries of the index, which holds the rowid), so a read costs
+# a few seeks per run of the session plus the events it returns, not every event
+# of the session (filtering on e.id alone went through all of them: 12 ms a read
+# at 100,000 events, 0.1 ms by index). Only the page's sort grows with the
+# history after the cursor.
 _AFTER_CURSOR = "(SELECT min(x.id) FROM events x WHERE " + bucket_of("x.seq") + " = {n} AND x.run_pk = {run_pk}) > ?1"
 READ = (
     "SELECT e.id, r.run_id, e.seq, e.type, e.data, e.ts FROM runs r INDEXED BY runs_session"
