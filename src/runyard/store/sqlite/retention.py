@@ -20,7 +20,7 @@ from runyard.store.sqlite.schema import (
     EVENT_WEIGHTS,
     FINISHED,
     IN_JSON,
-    RUN_EVENTS,
+    LISTED_RUNS_EVENTS,
     STEP_BYTES,
     STEP_WEIGHTS,
     UNFINISHED_SQL,
@@ -50,10 +50,7 @@ CHUNK_SIZES = f"SELECT seq, length(data) FROM events WHERE {_CHUNK_BUCKETS} ORDE
 DELETE_CHUNK = f"DELETE FROM events WHERE {_CHUNK_BUCKETS} AND seq <= :upto"
 HAS_BUCKET = f"SELECT 1 FROM events WHERE {bucket_of('seq')} = ? AND run_pk = ? LIMIT 1"
 # every event of the runs in the JSON list
-DELETE_EVENTS = (
-    "DELETE FROM events WHERE rowid IN"
-    f" (SELECT events.rowid FROM runs CROSS JOIN events ON {RUN_EVENTS} WHERE created_seq {IN_JSON})"
-)
+DELETE_EVENTS = f"DELETE FROM events WHERE rowid IN (SELECT events.rowid FROM {LISTED_RUNS_EVENTS})"
 
 
 def _delete_event_chunk(db: sqlite3.Connection, run_pk: int) -> bool:

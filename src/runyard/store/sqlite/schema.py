@@ -232,8 +232,18 @@ LAST_SEQ = (
     f"(SELECT coalesce(max(seq), 0) FROM events WHERE {bucket_of('seq')} = +runs.last_bucket"
     " AND events.run_pk = runs.created_seq)"
 )
-# a run's events (in a statement on runs): a seek per bucket
-RUN_EVENTS = f"{bucket_of('seq')} IN {run_buckets('0', 'runs.last_bucket')} AND events.run_pk = runs.created_seq"
+
+
+def events_of(runs: str = "runs", events: str = "events") -> str:
+    """The condition that an event (``events``, a table or its alias) is one of a run's
+    (``runs``), in a statement on runs: a seek per bucket of the run's."""
+    return (
+        f"{bucket_of(events + '.seq')} IN {run_buckets('0', runs + '.last_bucket')}"
+        f" AND {events}.run_pk = {runs}.created_seq"
+    )
+
+
+RUN_EVENTS = events_of()
 # Likewise a run's stored bytes (``event_size`` summed), read only when a run is not
 # in the writer's cache (its claim, or after a restart): length() of a BLOB reads
 # the row's header, never its overflow pages, so this costs one row per event.
@@ -310,10 +320,9 @@ UNSERVED = f"""SELECT pipeline, count(*) FROM runs WHERE status = 'queued' AND {
 # a list travels as one JSON parameter: one cached statement whatever its length, no variable limit
 IN_JSON = "IN (SELECT value FROM json_each(?))"
 # each expired run's events: how many, and their bytes (length() of a BLOB reads no overflow page)
-EVENT_WEIGHTS = (
-    f"SELECT created_seq, count(*), sum(length(data)) FROM runs CROSS JOIN events ON {RUN_EVENTS}"
-    f" WHERE created_seq {IN_JSON} GROUP BY created_seq"
-)
+# the events of the runs whose keys the JSON list parameter holds, each beside its run
+LISTED_RUNS_EVENTS = f"runs CROSS JOIN events ON {RUN_EVENTS} WHERE created_seq {IN_JSON}"
+EVENT_WEIGHTS = f"SELECT created_seq, count(*), sum(length(data)) FROM {LISTED_RUNS_EVENTS} GROUP BY created_seq"
 # likewise their recorded steps (a step's result counts toward its run's bytes)
 STEP_WEIGHTS = f"SELECT run_pk, count(*), sum({STEP_BYTES}) FROM steps WHERE run_pk {IN_JSON} GROUP BY run_pk"
 INSERT_STEP = "INSERT OR IGNORE INTO steps (run_pk, name, n, result, pos, at) VALUES (?, ?, ?, ?, ?, ?)"

@@ -8,7 +8,7 @@ from typing import Any
 
 from runyard.pricing import Tokens
 from runyard.store.sqlite.connection import SQLiteConnection
-from runyard.store.sqlite.schema import bucket_of, run_buckets
+from runyard.store.sqlite.schema import events_of
 from runyard.store.stats import PipelineStats, RunStats, with_durations
 
 # the runs finished since the first parameter (through runs_finished_at), of the owner if one is given
@@ -25,7 +25,7 @@ USAGE = f"""SELECT pipeline, model, sum(input), sum(output) FROM (
     FROM (
         SELECT r.pipeline, CAST(e.data AS TEXT) AS d
         FROM runs r CROSS JOIN events e  -- CROSS: the runs first, then each one's events, bucket by bucket
-            ON {bucket_of("e.seq")} IN {run_buckets("0", "r.last_bucket")} AND e.run_pk = r.created_seq
+            ON {events_of("r", "e")}
         WHERE r.finished_at >= ? AND (? IS NULL OR r.owner = ?) AND e.type = 'usage'
     ) WHERE json_valid(d) AND json_type(d) = 'object'
 ) GROUP BY pipeline, model"""
