@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from runyard.http import create_http_app
 from runyard.http.express import ExpressLane
+from runyard.runtime import Runtime
 from tests.http.conftest import NewClient
 from tests.http.helpers import Block, assert_error, sse_events, wait_finished
 from tests.support import make_app
@@ -212,3 +213,23 @@ def test_requests_through_the_lane_are_counted_by_route(server: str, new_client:
 
     assert counted("/v1/runs", 201) == creations + 1
     assert counted("/v1/runs/{run_id}/stream", 200) == streams + 1
+
+
+async def test_an_unexpected_error_is_a_500_in_the_envelope_with_its_request_id_both_ways(
+    http: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lane answers above FastAPI's error handler, FastAPI beneath runyard's
+    own layers: an exception no handler takes is 500 ``internal_error`` either
+    way, echoing its request's id and counted like any answer."""
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Runtime, "create_run", broken)
+    transport = httpx.ASGITransport(app=http, raise_app_exceptions=False)  # FastAPI's handler re-raises
+    async with httpx.AsyncClient(transport=transport, base_url="http://runyard") as client:
+        for params in ({}, {"via": "fastapi"}):
+            response = await client.post("/v1/runs", params=params, json=TICKER, headers={"X-Request-ID": "req-1"})
+
+            assert_error(response, 500, "internal_error")
+            assert response.headers["x-request-id"] == "req-1"

@@ -89,7 +89,8 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(methods)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error_response(request: Request, exc: Exception) -> JSONResponse:
+    """500 ``internal_error`` for an exception no other handler took; logged with its traceback."""
     log.exception("%s %s raised", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "the server failed to answer this request")
 
@@ -98,4 +99,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RunyardError, runyard_error_response)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(Exception, unexpected_error_response)
