@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from runyard.http import create_http_app
 from runyard.http.express import ExpressLane
+from runyard.observability.metrics import REGISTRY
 from runyard.runtime import Runtime
 from tests.http.conftest import NewClient
 from tests.http.helpers import Block, assert_error, sse_events, wait_finished
@@ -225,11 +226,16 @@ async def test_an_unexpected_error_is_a_500_in_the_envelope_with_its_request_id_
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("a bug")
 
+    def failed_creations() -> float:
+        return REGISTRY.get_sample_value("runyard_http_requests_total", {"route": "/v1/runs", "status": "500"}) or 0.0
+
     monkeypatch.setattr(Runtime, "create_run", broken)
     transport = httpx.ASGITransport(app=http, raise_app_exceptions=False)  # FastAPI's handler re-raises
     async with httpx.AsyncClient(transport=transport, base_url="http://runyard") as client:
         for params in ({}, {"via": "fastapi"}):
+            counted = failed_creations()
             response = await client.post("/v1/runs", params=params, json=TICKER, headers={"X-Request-ID": "req-1"})
 
             assert_error(response, 500, "internal_error")
             assert response.headers["x-request-id"] == "req-1"
+            assert failed_creations() == counted + 1
