@@ -36,8 +36,8 @@ PAGE = (
     " AND run_pk = (SELECT created_seq FROM runs WHERE run_id = :run_id) AND seq > :after ORDER BY seq LIMIT :limit"
 )
 SMALL_PAGE = f"SELECT coalesce(sum(length(data)), 0) <= :bytes FROM (SELECT data FROM {PAGE})"
-# whether a run has an event past :after: two seeks (its row, its last bucket)
-BEYOND = f"SELECT 1 FROM runs WHERE run_id = :run_id AND {LAST_SEQ} > :after"
+# a run's last seq: two seeks (its row, its last bucket)
+LAST_OF_RUN = f"SELECT {LAST_SEQ} FROM runs WHERE run_id = :run_id"
 # a run's last bucket, when a batch numbered events into a new one (``_moved_on``)
 SET_LAST_BUCKET = "UPDATE runs SET last_bucket = ? WHERE created_seq = ?"
 GLANCE_ROWS = 64  # a page of at most this many events...
@@ -173,9 +173,16 @@ class SQLiteEvents(SQLiteConnection, EventStore):
             a short history however large a page was asked for; else None. A
             replay's pages are sized in bytes, 64 KiB and more: read in the loop,
             2,000 followers of one history held its turns long (``/healthz`` p99 12
-            -> 84 ms in ``bench/hostile.py``'s readers). Seqs are unique: with no
-            event past ``after + GLANCE_ROWS``, at most that many are left."""
-            if limit > GLANCE_ROWS and db.execute(BEYOND, {"run_id": run_id, "after": after + GLANCE_ROWS}).fetchone():
+            -> 84 ms in ``bench/hostile.py``'s readers). The run's last seq comes
+            first: most streams open before their run's first event, and with
+            nothing past ``after`` the page's two statements are not run (3.7
+            against 22 µs a stream, 20,000 runs' first pages in a loop). Seqs are
+            unique: with no event past ``after + GLANCE_ROWS``, at most that many
+            are left."""
+            row = db.execute(LAST_OF_RUN, page).fetchone()
+            if row is None or row[0] <= after or at_most == 0:
+                return []
+            if limit > GLANCE_ROWS and row[0] > after + GLANCE_ROWS:
                 return None
             first = {**page, "limit": min(at_most, GLANCE_ROWS), "bytes": GLANCE_BYTES}
             small = db.execute(SMALL_PAGE, first).fetchone()[0]
