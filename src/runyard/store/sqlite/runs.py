@@ -13,7 +13,15 @@ from runyard.store._rows import json_list, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
-from runyard.store.sqlite.schema import CLAIMABLE, DUE, IN_JSON, RUN_COLUMNS, UNSERVED
+from runyard.store.sqlite.schema import (
+    CLAIMABLE,
+    DUE,
+    FRESH_CLAIMABLE,
+    FRESH_SCAN,
+    IN_JSON,
+    RUN_COLUMNS,
+    UNSERVED,
+)
 
 # what a run search looks in (``_listing.searched_text``); SQLite's lower() folds ASCII only, as folded() does
 SEARCHED = (
@@ -25,7 +33,7 @@ def _claim(
     db: sqlite3.Connection, worker_id: str, limit: int, at: float, until: float, served: str, known: RunStates
 ) -> list[Claimed]:
     """Claim in the writer thread: being the only writer, select-then-update cannot race."""
-    rows = db.execute(CLAIMABLE, (served, at, max(limit, 0))).fetchall()
+    rows = _claimable(db, served, at, max(limit, 0))
     runs = [run_from_row(row) for row in rows]
     groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
     claims = [
@@ -33,6 +41,15 @@ def _claim(
         for run, group, result, row in zip(runs, groups, append_batch(db, groups, known), rows, strict=True)
     ]
     return [claim for claim in claims if claim is not None]
+
+
+def _claimable(db: sqlite3.Connection, served: str, at: float, limit: int) -> list[Any]:
+    """The rows of the runs a claim of ``limit`` takes, fairest first: new owners'
+    first runs when they fill the claim (``FRESH_CLAIMABLE``), else the walk."""
+    if limit == 0:
+        return []
+    rows = db.execute(FRESH_CLAIMABLE, (served, at, limit, limit * FRESH_SCAN)).fetchall()
+    return rows if len(rows) == limit else db.execute(CLAIMABLE, (served, at, limit)).fetchall()
 
 
 class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
