@@ -36,7 +36,7 @@ from runyard.errors import (
 from runyard.events import Hub, follow
 from runyard.events.session_stream import follow_session
 from runyard.events.sse import Frame
-from runyard.events.stream import Write
+from runyard.events.stream import Joined, Write
 from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
 from runyard.longterm import LongTerm
@@ -225,6 +225,19 @@ class Runtime:
             raise RunNotFound.of(run_id)
         return run
 
+    async def join_run(self, owner: str, run_id: str) -> tuple[Run, Joined]:
+        """The run, read after joining its channel, and the channel (see
+        ``Joined``): ``follow`` from it reads no history the run did not have.
+        ``RunNotFound`` as ``get_run`` (the channel left)."""
+        channel = await self.hub.join(run_id)
+        version = channel.version
+        try:
+            run = await self.get_run(owner, run_id)
+        except BaseException:
+            self.hub.leave(channel)
+            raise
+        return run, Joined(self.hub, channel, version, run.last_seq)
+
     async def list_runs(
         self,
         owner: str | None,
@@ -279,10 +292,13 @@ class Runtime:
         await self.broker.signal(WAKE)
         return await self.get_run(owner, run_id)
 
-    def follow(self, run: Run, after: int, write: Write | None = None) -> AsyncGenerator[list[Frame], None]:
+    def follow(
+        self, run: Run, after: int, write: Write | None = None, joined: Joined | None = None
+    ) -> AsyncGenerator[list[Frame], None]:
         """The run's events after ``after`` as SSE frames: history, then live, until
-        ``end``; with ``write``, live frames are written with it (``events.stream.follow``)."""
-        return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s, write)
+        ``end``; with ``write``, live frames are written with it; from the channel
+        ``joined`` when ``join_run`` read the run (``events.stream.follow``)."""
+        return follow(self.store, self.hub, run.run_id, after, self.settings.sse_heartbeat_s, write, joined)
 
     async def follow_session(self, owner: str, session_id: str, after: int) -> AsyncGenerator[list[Frame], None]:
         """Every event of the session's runs after cursor ``after`` as SSE frames:

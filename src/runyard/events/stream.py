@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from runyard.events.hub import Hub, Listener
+from runyard.events.hub import Hub, Listener, RunChannel
 from runyard.events.sse import Frame, encode
 from runyard.store.base import EventStore
 
@@ -26,6 +26,35 @@ MIN_PAGE_BYTES = 64 << 10
 # Writes frames on a follower's connection, as its consumer would: None once
 # they are handed over, or an awaitable that finishes a write that had to wait.
 Write = Callable[[list[Frame]], Awaitable[None] | None]
+
+
+class Joined:
+    """A run's channel, joined for a follower. Joined before the run was read
+    (``Runtime.join_run``), it also holds the channel's ``version`` at the join
+    and the run's ``last_seq`` as read after it: every event past ``last_seq``
+    was published after the join, so it reaches the channel, and a follower
+    from a cursor at ``last_seq`` or past it reads nothing from the store until
+    the channel moves (a stream opening before its run's first event, as most
+    do, reads its run and nothing else). Whoever holds it ``leave``s it once the
+    follower is done or never starts; ``leave`` may be called twice."""
+
+    __slots__ = ("_hub", "channel", "last_seq", "version")
+
+    def __init__(self, hub: Hub, channel: RunChannel, version: int = -1, last_seq: int | None = None) -> None:
+        self._hub: Hub | None = hub
+        self.channel = channel
+        self.version = version
+        self.last_seq = last_seq
+
+    def read_to_end_at(self, after: int) -> int:
+        """The channel's version at which a follower from ``after`` has read
+        the whole history, or -1 if it must read the store to know."""
+        return self.version if self.last_seq is not None and self.last_seq <= after else -1
+
+    def leave(self) -> None:
+        if self._hub is not None:
+            self._hub.leave(self.channel)
+            self._hub = None
 
 
 class Writer:
@@ -74,7 +103,13 @@ class Writer:
 
 
 async def follow(
-    store: EventStore, hub: Hub, run_id: str, after: int, heartbeat_s: float, write: Write | None = None
+    store: EventStore,
+    hub: Hub,
+    run_id: str,
+    after: int,
+    heartbeat_s: float,
+    write: Write | None = None,
+    joined: Joined | None = None,
 ) -> AsyncGenerator[list[Frame], None]:
     """Yield batches of the run's events with ``seq > after`` as SSE frames, in
     order, each once, until the ``end`` event; an empty batch after
@@ -87,10 +122,14 @@ async def follow(
     The channel is joined (and the broker delivers the run's events to it) before
     the first store read, so an event persisted before the join is in the store
     and one published after it is in the channel: nothing falls between the two.
+    With ``joined`` (the channel joined before the run was read), that first read
+    is skipped when the run had nothing past ``after``.
     The only lock held across an await is a turn among the followers catching
     up on a long history (``Hub.store_reads``), for one page.
     """
-    channel = await hub.join(run_id)
+    if joined is None:
+        joined = Joined(hub, await hub.join(run_id))
+    channel = joined.channel
     listener = Listener(channel, heartbeat_s)
     writer = Writer(write, listener) if write is not None else None
     try:
@@ -103,7 +142,7 @@ async def follow(
         # lost) since, and the follower is caught up without another read. Opening
         # a stream read its store twice, the second time in a reader thread for
         # nothing (~5 % of the server's CPU while 1,000 streams opened).
-        read_to_end_at = -1
+        read_to_end_at = joined.read_to_end_at(after)
         while True:
             version = channel.version  # taken before reading, so no wake-up is missed
             batch: list[Frame] | None
@@ -159,7 +198,7 @@ async def follow(
                     break
     finally:
         listener.close()
-        hub.leave(channel)
+        joined.leave()
 
 
 def _page_bytes(hub: Hub) -> int:

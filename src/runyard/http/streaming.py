@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 
 from runyard.errors import TooManyStreams
 from runyard.events import sse
-from runyard.events.stream import Write
+from runyard.events.stream import Joined, Write
 from runyard.governance.backend import CapReached, Caps
 from runyard.http.middleware import OUTER_SEND
 from runyard.models import Run
@@ -117,21 +117,24 @@ Chunks = AsyncGenerator[bytes, None]
 
 class EventStreamResponse(Response):
     """Streams ``body``'s chunks until it ends or the client goes away; the
-    stream's ``slot`` is given back then, whichever way it ends. ``body`` may
-    be made of the send that writes a chunk, for a body that writes some
-    itself (a run's live events: ``sse_response``)."""
+    stream's ``slot`` is given back then, whichever way it ends, and the run's
+    channel ``joined`` left (a body that never starts cannot leave it).
+    ``body`` may be made of the send that writes a chunk, for a body that
+    writes some itself (a run's live events: ``sse_response``)."""
 
     def __init__(
         self,
         body: Chunks | Callable[[Send], Chunks],
         slot: StreamSlot,
         on_disconnect: Callable[[], Awaitable[None]] | None = None,
+        joined: Joined | None = None,
     ) -> None:
         super().__init__(status_code=200)
         self._body = body
         self._chunks: Chunks | None = None if callable(body) else body
         self._slot = slot
         self._on_disconnect = on_disconnect
+        self._joined = joined
         self.raw_headers[:] = [*(h for h in self.raw_headers if h[0] != b"content-length"), *HEADERS]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,6 +163,8 @@ class EventStreamResponse(Response):
             watcher.cancel()
             if self._chunks is not None:
                 await self._chunks.aclose()
+            if self._joined is not None:
+                self._joined.leave()
         if gone.is_set() and self._on_disconnect is not None:
             await self._on_disconnect()
 
@@ -179,21 +184,25 @@ def sse_response(
     pad_bytes: int,
     slot: StreamSlot,
     on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    joined: Joined | None = None,
 ) -> EventStreamResponse:
+    """The run's stream from ``after``; from its channel ``joined`` when the run
+    was read after joining it (``Runtime.join_run``), which the response leaves."""
+
     def body(send: Send) -> Chunks:
-        return _body(runtime, run, after, pad_bytes, _live_writer(send, pad_bytes))
+        return _body(runtime, run, after, pad_bytes, _live_writer(send, pad_bytes), joined)
 
-    return EventStreamResponse(body, slot, on_disconnect)
+    return EventStreamResponse(body, slot, on_disconnect, joined)
 
 
-async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int, write: Write) -> Chunks:
+async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int, write: Write, joined: Joined | None) -> Chunks:
     if run.status.finished and after >= run.last_seq:
         return  # resumed after the end: nothing more will ever come
     metrics.STREAM_SUBSCRIBERS.inc()
     history_end = run.last_seq
     replay_started = time.perf_counter() if history_end > after else None
     try:
-        async for batch in runtime.follow(run, after, write):
+        async for batch in runtime.follow(run, after, write, joined):
             if not batch:
                 yield sse.ping(pad_bytes)
                 continue

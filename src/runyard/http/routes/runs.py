@@ -194,12 +194,17 @@ async def stream_run(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     runtime = runtime_of(request)
-    run = await runtime.get_run(owner_of(request), run_id)
-    cursor = parse_cursor(last_event_id if last_event_id is not None else after)
-    if cursor > run.last_seq:
-        raise InvalidCursor(f"cursor {cursor} is past the run's last event ({run.last_seq})")
+    run, joined = await runtime.join_run(owner_of(request), run_id)  # its history not read for nothing: Joined
+    try:
+        cursor = parse_cursor(last_event_id if last_event_id is not None else after)
+        if cursor > run.last_seq:
+            raise InvalidCursor(f"cursor {cursor} is past the run's last event ({run.last_seq})")
+        slot = await _stream_slot(request)
+    except BaseException:
+        joined.leave()
+        raise
     pad_bytes = pad if pad is not None else runtime.settings.sse_pad_bytes
-    return sse_response(runtime, run, cursor, pad_bytes, await _stream_slot(request))
+    return sse_response(runtime, run, cursor, pad_bytes, slot, joined=joined)
 
 
 @router.post(
