@@ -36,7 +36,7 @@ from runyard.errors import (
 from runyard.events import Hub, follow
 from runyard.events.session_stream import follow_session
 from runyard.events.sse import Frame
-from runyard.events.stream import Joined, Write
+from runyard.events.stream import Joined, Write, join_first
 from runyard.governance import LimitRegistry
 from runyard.governance.admission import CreationRate
 from runyard.longterm import LongTerm
@@ -226,17 +226,8 @@ class Runtime:
         return run
 
     async def join_run(self, owner: str, run_id: str) -> tuple[Run, Joined]:
-        """The run, read after joining its channel, and the channel (see
-        ``Joined``): ``follow`` from it reads no history the run did not have.
-        ``RunNotFound`` as ``get_run`` (the channel left)."""
-        channel = await self.hub.join(run_id)
-        version = channel.version
-        try:
-            run = await self.get_run(owner, run_id)
-        except BaseException:
-            self.hub.leave(channel)
-            raise
-        return run, Joined(self.hub, channel, version, run.last_seq)
+        """``get_run``, read once the run's channel is joined (``events.stream.join_first``)."""
+        return await join_first(self.hub, run_id, lambda: self.get_run(owner, run_id))
 
     async def list_runs(
         self,

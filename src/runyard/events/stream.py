@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from runyard.events.hub import Hub, Listener, RunChannel
 from runyard.events.sse import Frame, encode
+from runyard.models import Run
 from runyard.store.base import EventStore
 
 MAX_PAGE = 2000  # events per store read and per yielded batch...
@@ -30,7 +31,7 @@ Write = Callable[[list[Frame]], Awaitable[None] | None]
 
 class Joined:
     """A run's channel, joined for a follower. Joined before the run was read
-    (``Runtime.join_run``), it also holds the channel's ``version`` at the join
+    (``join_first``), it also holds the channel's ``version`` at the join
     and the run's ``last_seq`` as read after it: every event past ``last_seq``
     was published after the join, so it reaches the channel, and a follower
     from a cursor at ``last_seq`` or past it reads nothing from the store until
@@ -55,6 +56,19 @@ class Joined:
         if self._hub is not None:
             self._hub.leave(self.channel)
             self._hub = None
+
+
+async def join_first(hub: Hub, run_id: str, read_run: Callable[[], Awaitable[Run]]) -> tuple[Run, Joined]:
+    """The run as ``read_run`` reads it once its channel is joined, and the
+    channel (see ``Joined``); the channel is left if the read raises."""
+    channel = await hub.join(run_id)
+    version = channel.version
+    try:
+        run = await read_run()
+    except BaseException:
+        hub.leave(channel)
+        raise
+    return run, Joined(hub, channel, version, run.last_seq)
 
 
 class Writer:
