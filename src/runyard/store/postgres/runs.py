@@ -10,10 +10,18 @@ from runyard.models import Run, now
 from runyard.store._listing import folded
 from runyard.store._numbering import RunState, claim_group, claimed_by
 from runyard.store._rows import RUN_COLUMNS, run_from_row
-from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
+from runyard.store.base import (
+    FRESH_CLAIMS_UP_TO,
+    WORKER_FORGOTTEN_S,
+    Claimed,
+    LeaseRenewal,
+    RunQuery,
+    RunQueue,
+    RunRecords,
+)
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.events import append_locked
-from runyard.store.postgres.schema import CLAIMABLE, LOCK_CLAIMABLE, UNSERVED
+from runyard.store.postgres.schema import CLAIMABLE, LOCK_CLAIMABLE, UNSERVED, WALK
 
 # Candidates read per claimed run: some may be taken by other workers meanwhile.
 CANDIDATES_PER_CLAIM = 2
@@ -38,7 +46,8 @@ async def _claim(
     # seconds a worker behind a deep queue sat in, in bench/scaleout.py's create
     # workload, while the queue grew (README, "A fleet"). Planning costs ~2 ms.
     await conn.execute(CUSTOM_PLANS)
-    candidates = [row[0] for row in await conn.fetch(CLAIMABLE, wanted, served, at)]
+    statement = CLAIMABLE if wanted <= FRESH_CLAIMS_UP_TO else WALK  # CLAIMABLE: FRESH, else WALK
+    candidates = [row[0] for row in await conn.fetch(statement, wanted, served, at)]
     if not candidates:
         return []
     locked = {row["run_id"]: row for row in await conn.fetch(LOCK_CLAIMABLE, candidates)}

@@ -10,7 +10,15 @@ from runyard.models import Run, now
 from runyard.store._listing import folded
 from runyard.store._numbering import claim_group, claimed_by
 from runyard.store._rows import json_list, run_from_row
-from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
+from runyard.store.base import (
+    FRESH_CLAIMS_UP_TO,
+    WORKER_FORGOTTEN_S,
+    Claimed,
+    LeaseRenewal,
+    RunQuery,
+    RunQueue,
+    RunRecords,
+)
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
 from runyard.store.sqlite.schema import (
@@ -48,8 +56,11 @@ def _claimable(db: sqlite3.Connection, served: str, at: float, limit: int) -> li
     first runs when they fill the claim (``FRESH_CLAIMABLE``), else the walk."""
     if limit == 0:
         return []
-    rows = db.execute(FRESH_CLAIMABLE, (served, at, limit, limit * FRESH_SCAN)).fetchall()
-    return rows if len(rows) == limit else db.execute(CLAIMABLE, (served, at, limit)).fetchall()
+    if limit <= FRESH_CLAIMS_UP_TO:
+        rows = db.execute(FRESH_CLAIMABLE, (served, at, limit, limit * FRESH_SCAN)).fetchall()
+        if len(rows) == limit:
+            return rows
+    return db.execute(CLAIMABLE, (served, at, limit)).fetchall()
 
 
 class SQLiteRuns(SQLiteConnection, RunRecords, RunQueue):
