@@ -23,8 +23,8 @@ from runyard.store.sqlite import schema as sqlite_schema
 
 T0 = 1_700_000_000.0
 
-# (limit, pipelines served, at) -> (the shortcut's run ids, the walk's, the claim's statement's)
-Ask = Callable[[int, list[str], float], Awaitable[tuple[list[str], list[str], list[str]]]]
+# (limit, pipelines served, at) -> (the shortcut's run ids, the walk's)
+Ask = Callable[[int, list[str], float], Awaitable[tuple[list[str], list[str]]]]
 
 
 async def test_sqlite_claims_take_the_walk_s_runs_and_the_shortcut_agrees_whenever_it_settles(
@@ -34,7 +34,7 @@ async def test_sqlite_claims_take_the_walk_s_runs_and_the_shortcut_agrees_whenev
     await store.open()
     reader = sqlite3.connect(tmp_path / "runyard.db", isolation_level=None)
 
-    async def ask(limit: int, served: list[str], at: float) -> tuple[list[str], list[str], list[str]]:
+    async def ask(limit: int, served: list[str], at: float) -> tuple[list[str], list[str]]:
         shortcut = [
             row[0]
             for row in reader.execute(
@@ -42,8 +42,7 @@ async def test_sqlite_claims_take_the_walk_s_runs_and_the_shortcut_agrees_whenev
             )
         ]
         walk = [row[0] for row in reader.execute(sqlite_schema.CLAIMABLE, (json.dumps(served), at, limit))]
-        # the claim's choice: the shortcut's rows if they fill it, else the walk's
-        return shortcut, walk, shortcut if len(shortcut) == limit else walk
+        return shortcut, walk
 
     try:
         await _claim_waves(store, ask, wanted=lambda limit: limit)
@@ -63,11 +62,10 @@ async def test_postgres_claims_take_the_walk_s_runs_and_the_shortcut_agrees_when
     def wanted(limit: int) -> int:
         return limit * postgres_runs.CANDIDATES_PER_CLAIM + postgres_runs.CANDIDATES_EXTRA
 
-    async def ask(limit: int, served: list[str], at: float) -> tuple[list[str], list[str], list[str]]:
+    async def ask(limit: int, served: list[str], at: float) -> tuple[list[str], list[str]]:
         args = (wanted(limit), served, at)
         shortcut = [row[0] for row in await reader.fetch(postgres_schema.FRESH, *args)]
-        walk = [row[0] for row in await reader.fetch(postgres_schema.WALK, *args)]
-        return shortcut, walk, [row[0] for row in await reader.fetch(postgres_schema.CLAIMABLE, *args)]
+        return shortcut, [row[0] for row in await reader.fetch(postgres_schema.CLAIMABLE, *args)]
 
     try:
         await _claim_waves(store, ask, wanted)
@@ -80,10 +78,9 @@ async def _claim_waves(store: Store, ask: Ask, wanted: Callable[[int], int]) -> 
     """Waves of runs of owners old and new, some behind their session's head,
     some of a pipeline not always served, some not yet due, claimed by claims
     of random sizes while running runs finish at random. Before every claim
-    the statements are asked: the claim's statement gives the walk's
-    candidates, the shortcut's equal them whenever it finds as many as the
-    claim wants, and the claim takes the first of them. Both outcomes occur, so
-    neither path goes untested."""
+    both statements are asked: whenever the shortcut finds as many runs as the
+    claim wants, they are the walk's, in its order; and the claim takes the
+    walk's first runs. Both outcomes occur, so neither path goes untested."""
     rng = random.Random(15)
     owners: list[str] = []
     sessions: set[str] = set()
@@ -112,8 +109,7 @@ async def _claim_waves(store: Store, ask: Ask, wanted: Callable[[int], int]) -> 
             at += 1
             limit = rng.randrange(1, 9)
             served = ["ticker", "elsewhere"] if rng.random() < 0.3 else ["ticker"]
-            shortcut, walk, chosen = await ask(limit, served, at)
-            assert chosen == walk
+            shortcut, walk = await ask(limit, served, at)
             if len(shortcut) == wanted(limit):
                 settled += 1
                 assert shortcut == walk

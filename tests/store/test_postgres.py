@@ -384,7 +384,8 @@ async def test_a_claim_writes_its_runs_without_locking_them_twice(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The claim's lock (which chose the runs) is the one its numbering writes under:
-    BEGIN, its plan setting, the candidates, their lock, the write, COMMIT."""
+    BEGIN, a look for new owners' first runs (one owner here: they cannot fill a
+    claim of 2), the walk's plan setting, the candidates, their lock, the write, COMMIT."""
     for i in range(3):
         await store.create_run(make_run(f"run_{i}", f"ses_{i}"))
     sent: list[str] = []
@@ -392,7 +393,15 @@ async def test_a_claim_writes_its_runs_without_locking_them_twice(
         monkeypatch.setattr(asyncpg.Connection, method, _recording(getattr(asyncpg.Connection, method), sent))
     claimed = await store.claim("w1", 2, T0, T0 + 30, pipelines=["ticker"])
     monkeypatch.undo()
-    assert [sql.split()[0].rstrip(";") for sql in sent] == ["BEGIN", "SET", "WITH", "SELECT", "WITH", "COMMIT"]
+    assert [sql.split()[0].rstrip(";") for sql in sent] == [
+        "BEGIN",
+        "SELECT",
+        "SET",
+        "WITH",
+        "SELECT",
+        "WITH",
+        "COMMIT",
+    ]
     assert [(c.run.run_id, c.run.status, c.event.seq) for c in claimed] == [
         ("run_0", RunStatus.RUNNING, 1),
         ("run_1", RunStatus.RUNNING, 1),

@@ -231,7 +231,7 @@ LOCK_RUNS = (
 # many as can make the cut: when $1 owners have a ready run, the $1-th smallest
 # first turn among them, ``bound``, is at least the turn of the $1-th run
 # claimed, so an owner's n-th run is read only while its turn is at most that.
-# That walk (``WALK``) is not read when ``FRESH`` settles the claim: the first
+# That walk is not read when ``FRESH`` settles the claim: the first
 # ready runs of owners never served, found among the $1 * FRESH_SCAN oldest
 # queued runs. Such an owner (no run of theirs ever started, so none running: a
 # claim, the only way into ``running``, sets ``started_at``) has its first ready
@@ -247,7 +247,7 @@ _READY_RUNS = f"""SELECT r.run_id, r.created_seq FROM runs r
             AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.session_id = r.session_id
                 AND p.created_seq < r.created_seq AND p.{UNFINISHED})
         ORDER BY r.created_seq"""
-_WALK = f"""owners AS (
+CLAIMABLE = f"""WITH RECURSIVE owners AS (
     (SELECT owner FROM runs WHERE status = 'queued' ORDER BY owner LIMIT 1)
     UNION ALL
     SELECT (SELECT r.owner FROM runs r WHERE r.status = 'queued' AND r.owner > o.owner ORDER BY r.owner LIMIT 1)
@@ -266,9 +266,7 @@ _WALK = f"""owners AS (
         o.running + row_number() OVER (PARTITION BY o.owner ORDER BY c.created_seq) AS turn
     FROM firsts o CROSS JOIN bound
     CROSS JOIN LATERAL ({_READY_RUNS} LIMIT greatest(0, least($1, bound.turn - o.running))) c
-)"""
-# the walk alone: what a claim read before FRESH (the tests' reference)
-WALK = f"""WITH RECURSIVE {_WALK}
+)
 SELECT run_id FROM ready ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
 FRESH = f"""SELECT run_id, created_seq FROM (
     SELECT DISTINCT ON (q.owner) q.run_id, q.created_seq
@@ -281,16 +279,6 @@ FRESH = f"""SELECT run_id, created_seq FROM (
             AND p.created_seq < q.created_seq AND p.{UNFINISHED} LIMIT 1) IS NULL
     ORDER BY q.owner, q.created_seq
 ) firsts_of_new_owners ORDER BY created_seq LIMIT $1"""
-# FRESH when it settles the claim, else the walk: one statement, one round trip
-# (a false one-time filter leaves the walk unread)
-CLAIMABLE = f"""WITH RECURSIVE {_WALK}, fresh AS MATERIALIZED ({FRESH}), settled AS (
-    SELECT count(*) = $1 AS yes FROM fresh
-)
-SELECT run_id FROM (
-    SELECT run_id, 1 AS turn, NULL::float8 AS last, created_seq FROM fresh WHERE (SELECT yes FROM settled)
-    UNION ALL
-    SELECT run_id, turn, last, created_seq FROM ready WHERE NOT (SELECT yes FROM settled)
-) c ORDER BY turn, last NULLS FIRST, created_seq LIMIT $1"""
 # queued runs per pipeline that no worker seen since $1 serves, due by $2 (``after_s``: a
 # run scheduled for later waits for no worker yet)
 UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued'
