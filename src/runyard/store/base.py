@@ -170,15 +170,6 @@ DEFAULT_MAX_RUN_BYTES = 256 * 1024 * 1024
 # A worker record unseen this long is dropped: a killed worker leaves one behind
 WORKER_FORGOTTEN_S = 24 * 3600.0
 
-# A claim of this many runs (candidates, on PostgreSQL) at most looks among the
-# oldest queued runs for new owners' first runs before walking every owner with
-# queued runs (SQLite's FRESH_CLAIMABLE, PostgreSQL's FRESH). A larger one, as a
-# worker's claim of all its free slots in a ramp, is rarely filled by them and
-# then pays both reads: on the fleet's ramp (scaleout.py pg-2a2w steady, 3
-# pairs) p99 over all ticks 112-203 ms against 119-135, PostgreSQL's CPU up to
-# 22 % more.
-FRESH_CLAIMS_UP_TO = 100
-
 
 class Lifecycle(Protocol):
     """Connecting, migrating and closing a store."""

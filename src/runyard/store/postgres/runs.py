@@ -8,10 +8,9 @@ from typing import Any
 
 from runyard.models import Run, now
 from runyard.store._listing import folded
-from runyard.store._numbering import RunState, claim_group, claimed_by
+from runyard.store._numbering import FRESH_CLAIMS_UP_TO, RunState, claim_group, claimed_by
 from runyard.store._rows import RUN_COLUMNS, run_from_row
 from runyard.store.base import (
-    FRESH_CLAIMS_UP_TO,
     WORKER_FORGOTTEN_S,
     Claimed,
     LeaseRenewal,
