@@ -194,7 +194,7 @@ async def stream_run(
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     runtime = runtime_of(request)
-    run, joined = await runtime.join_run(owner_of(request), run_id)  # its history not read for nothing: Joined
+    run, joined = await runtime.join_run(owner_of(request), run_id)  # the channel first: events.stream.Joined
     try:
         cursor = parse_cursor(last_event_id if last_event_id is not None else after)
         if cursor > run.last_seq:

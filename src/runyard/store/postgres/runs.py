@@ -10,14 +10,7 @@ from runyard.models import Run, now
 from runyard.store._listing import folded
 from runyard.store._numbering import FRESH_CLAIMS_UP_TO, RunState, claim_group, claimed_by
 from runyard.store._rows import RUN_COLUMNS, run_from_row
-from runyard.store.base import (
-    WORKER_FORGOTTEN_S,
-    Claimed,
-    LeaseRenewal,
-    RunQuery,
-    RunQueue,
-    RunRecords,
-)
+from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.events import append_locked
 from runyard.store.postgres.schema import CLAIMABLE, FRESH, LOCK_CLAIMABLE, UNSERVED

@@ -237,9 +237,10 @@ LOCK_RUNS = (
 # claim, the only way into ``running``, sets ``started_at``) has its first ready
 # run at turn 1 and first among the ties (``last`` NULL): $1 of them, oldest
 # first, are what the walk would take. In a ramp of new users the walk seeks
-# every owner with queued runs: 12.2-13.0 ms a claim statement of 72 at 1,000
-# owners with 10,000 runs queued, 1.7 ms with FRESH; with every owner served
-# before, both are read: 12.3-12.5 -> 12.9-13.6 ms (20 owners: 7.8-8.4 -> 8.4-9.1).
+# every owner with queued runs: a claim of 32 with 1,000 new owners waiting took
+# 8.2 ms at 1,000 queued runs and 75.6 at 10,000, 3.8 and 3.4 with FRESH; with 20
+# owners, all served before, it never settles and a claim costs 2-10 % more
+# (``bench/claims.py --store postgres --owners 1000``, ``--owners 20``).
 FRESH_SCAN = 2
 _READY_RUNS = f"""SELECT r.run_id, r.created_seq FROM runs r
         WHERE r.owner = o.owner AND r.status = 'queued' AND r.pipeline = ANY($2::text[])

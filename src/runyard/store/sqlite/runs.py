@@ -10,14 +10,7 @@ from runyard.models import Run, now
 from runyard.store._listing import folded
 from runyard.store._numbering import FRESH_CLAIMS_UP_TO, claim_group, claimed_by
 from runyard.store._rows import json_list, run_from_row
-from runyard.store.base import (
-    WORKER_FORGOTTEN_S,
-    Claimed,
-    LeaseRenewal,
-    RunQuery,
-    RunQueue,
-    RunRecords,
-)
+from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.sqlite.connection import RunStates, SQLiteConnection
 from runyard.store.sqlite.events import append_batch
 from runyard.store.sqlite.schema import (
