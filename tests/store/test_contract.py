@@ -604,6 +604,17 @@ async def test_concurrent_claims_never_take_one_run_twice(store: Store) -> None:
     assert sorted(taken) == sorted(r.run_id for r in queued)
 
 
+async def test_concurrent_claims_of_new_owners_runs_never_take_one_run_twice(store: Store) -> None:
+    """The same when every run is a new owner's: claims that look for new owners'
+    first runs among the oldest queued (``FRESH_CLAIMS_UP_TO``) read the same few."""
+    queued = await created(store, *(run(f"ses_{i}", f"newcomer{i}") for i in range(200)))
+    batches = await asyncio.gather(*(claimed_ids(store, 7, worker=f"w{i}") for i in range(8)))
+    taken = [run_id for batch in batches for run_id in batch]
+    assert taken and len(taken) == len(set(taken))
+    taken += await claimed_ids(store, 200, worker="w9")
+    assert sorted(taken) == sorted(r.run_id for r in queued)
+
+
 async def test_fenced_writes_need_the_worker_and_attempt_holding_the_run(store: Store) -> None:
     (queued,) = await created(store, run(max_attempts=2))
     (claim,) = await store.claim("w1", 1, T0, T0 + 30, pipelines=SERVED)
