@@ -256,6 +256,34 @@ async def test_creations_made_at_once_without_quotas_are_one_statement(
 
 
 @needs_postgres
+async def test_runs_read_at_once_are_one_statement_and_each_reader_gets_its_own(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Concurrent reads of runs (streams opening) are one statement, not one each
+    (``reads.py``); a run not there reads as None, and a read asked after a write
+    sees it."""
+    for i in range(5):
+        await store.create_run(make_run(f"run_{i}", f"ses_{i}", metadata={"i": i}), new_session(f"ses_{i}"))
+    sent: list[str] = []
+    monkeypatch.setattr(asyncpg.Connection, "fetch", _recording(asyncpg.Connection.fetch, sent))
+    asked = ["run_3", "run_0", "run_gone", "run_4", "run_3"]
+    read = await asyncio.gather(*(store.get_run(run_id) for run_id in asked))
+    monkeypatch.undo()
+    assert len(sent) == 1
+    assert [None if run is None else (run.run_id, run.metadata) for run in read] == [
+        ("run_3", {"i": 3}),
+        ("run_0", {"i": 0}),
+        None,
+        ("run_4", {"i": 4}),
+        ("run_3", {"i": 3}),
+    ]
+    start = RunUpdate(status=RunStatus.RUNNING, expect=frozenset({RunStatus.QUEUED}), started_at=T0)
+    await store.append([AppendGroup("run_1", drafts("run_1", 0, 2), update=start)])
+    run_1 = await store.get_run("run_1")
+    assert run_1 is not None and (run_1.status, run_1.last_seq) == (RunStatus.RUNNING, 2)
+
+
+@needs_postgres
 async def test_groups_of_two_processes_admit_exactly_each_owners_quota(postgres_url: str) -> None:
     """Two pools (two processes) group creations of three owners under a quota of
     7, the owners in opposite orders: each owner gets exactly 7 runs, the rest

@@ -13,6 +13,7 @@ from runyard.store._rows import RUN_COLUMNS, run_from_row
 from runyard.store.base import WORKER_FORGOTTEN_S, Claimed, LeaseRenewal, RunQuery, RunQueue, RunRecords
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.events import append_locked
+from runyard.store.postgres.reads import GroupRead
 from runyard.store.postgres.schema import CLAIMABLE, FRESH, LOCK_CLAIMABLE, UNSERVED
 
 # Candidates read per claimed run: some may be taken by other workers meanwhile.
@@ -73,9 +74,16 @@ async def _new_owners_first(conn: Connection, wanted: int, served: list[str], at
 class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
     """``RunRecords`` and ``RunQueue`` on PostgreSQL."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._run_reads: GroupRead[str, Run] = GroupRead(self._read_runs)
+
     async def get_run(self, run_id: str) -> Run | None:
-        row = await self._db().fetchrow(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
-        return None if row is None else run_from_row(row)
+        return await self._run_reads.read(run_id)
+
+    async def _read_runs(self, run_ids: list[str]) -> dict[str, Run]:
+        rows = await self._db().fetch(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ANY($1::text[])", run_ids)
+        return {row["run_id"]: run_from_row(row) for row in rows}
 
     async def list_runs(self, query: RunQuery) -> list[Run]:
         if query.limit <= 0:
