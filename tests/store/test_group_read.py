@@ -90,3 +90,10 @@ async def test_a_call_reads_at_most_max_group_keys() -> None:
     reads = GroupRead(table.read_many)
     assert await asyncio.gather(*(reads.read(key) for key in keys)) == list(range(len(keys)))
     assert [len(call) for call in table.calls] == [MAX_GROUP, 3]
+
+
+async def test_a_smaller_bound_cuts_the_calls_smaller() -> None:
+    table = Table({key: i for i, key in enumerate("abcde")})
+    reads = GroupRead(table.read_many, most=2)
+    assert await asyncio.gather(*(reads.read(key) for key in "abcde")) == [0, 1, 2, 3, 4]
+    assert table.calls == [["a", "b"], ["c", "d"], ["e"]]

@@ -284,6 +284,32 @@ async def test_runs_read_at_once_are_one_statement_and_each_reader_gets_its_own(
 
 
 @needs_postgres
+async def test_pages_of_events_read_at_once_are_one_statement_and_each_is_its_own_page(
+    store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Streams reading their runs' history at once are one statement; each page
+    keeps its own run, cursor and limit."""
+    for i in range(3):
+        await store.create_run(make_run(f"run_{i}", f"ses_{i}"), new_session(f"ses_{i}"))
+        await store.append([AppendGroup(f"run_{i}", drafts(f"run_{i}", 0, 5 + i))])
+    sent: list[str] = []
+    monkeypatch.setattr(asyncpg.Connection, "fetch", _recording(asyncpg.Connection.fetch, sent))
+    asked = [("run_0", 0, 2), ("run_1", 3, 10), ("run_gone", 0, 10), ("run_2", 7, 10), ("run_0", 4, 0), ("run_2", 0, 3)]
+    pages = await asyncio.gather(*(store.read_events(*page) for page in asked))
+    monkeypatch.undo()
+    assert len(sent) == 1
+    assert [[(event.run_id, event.seq) for event in page] for page in pages] == [
+        [("run_0", 1), ("run_0", 2)],
+        [("run_1", 4), ("run_1", 5), ("run_1", 6)],
+        [],
+        [],
+        [],
+        [("run_2", 1), ("run_2", 2), ("run_2", 3)],
+    ]
+    assert pages[1][0].data == b'{"i":3}'
+
+
+@needs_postgres
 async def test_groups_of_two_processes_admit_exactly_each_owners_quota(postgres_url: str) -> None:
     """Two pools (two processes) group creations of three owners under a quota of
     7, the owners in opposite orders: each owner gets exactly 7 runs, the rest

@@ -24,8 +24,21 @@ from runyard.store.base import AppendGroup, AppendResult, EventStore
 from runyard.store.postgres.batches import UPDATABLE, WRITE_BATCH
 from runyard.store.postgres.connection import Connection, PostgresConnection
 from runyard.store.postgres.outbox import QUEUE_DELIVERIES
+from runyard.store.postgres.reads import GroupRead
 from runyard.store.postgres.schema import INSERT_STEPS, LOCK_RUNS
 from runyard.store.postgres.session_streams import session_places
+
+Page = tuple[str, int, int]  # a read of a run's events: run id, after, limit
+# Pages of different streams read at once are one statement (``reads.py``), of at
+# most 32: a catch-up page holds up to 1,000 events, and the group's every reader
+# waits for the whole answer.
+PAGES_PER_READ = 32
+READ_PAGES = f"""SELECT p.n, e.seq, e.type, e.data, e.ts
+FROM unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS p(run_id, after, most, n)
+CROSS JOIN LATERAL (
+    SELECT {EVENT_COLUMNS} FROM events WHERE events.run_id = p.run_id AND seq > p.after ORDER BY seq LIMIT p.most
+) e
+ORDER BY p.n, e.seq"""
 
 
 async def append_batch(
@@ -138,11 +151,18 @@ class PostgresEvents(PostgresConnection, EventStore):
             lambda results: next((result[0] for result in results if isinstance(result, list) and result), None),
         )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pages: GroupRead[Page, list[Event]] = GroupRead(self._read_pages, most=PAGES_PER_READ)
+
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
-        rows = await self._db().fetch(
-            f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = $1 AND seq > $2::int8 ORDER BY seq LIMIT $3",
-            run_id,
-            after,
-            max(limit, 0),
-        )
-        return [Event(run_id, seq, type_, data, ts) for seq, type_, data, ts in rows]
+        return await self._pages.read((run_id, after, max(limit, 0))) or []
+
+    async def _read_pages(self, pages: list[Page]) -> dict[Page, list[Event]]:
+        run_ids, afters, limits = zip(*pages, strict=True)
+        rows = await self._db().fetch(READ_PAGES, run_ids, afters, limits)
+        read: dict[Page, list[Event]] = {}
+        for n, seq, type_, data, ts in rows:
+            page = pages[n - 1]
+            read.setdefault(page, []).append(Event(page[0], seq, type_, data, ts))
+        return read

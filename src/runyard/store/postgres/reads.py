@@ -27,11 +27,12 @@ MAX_GROUP = 500  # keys per statement: a bounded statement, however deep the que
 
 
 class GroupRead(Generic[K, V]):
-    """``read(key)`` by ``read_many(keys)``, one statement at a time; a key not in
-    its mapping reads as None."""
+    """``read(key)`` by ``read_many(keys)``, one statement at a time, of at most
+    ``most`` keys; a key not in its mapping reads as None."""
 
-    def __init__(self, read_many: Callable[[list[K]], Awaitable[Mapping[K, V]]]) -> None:
+    def __init__(self, read_many: Callable[[list[K]], Awaitable[Mapping[K, V]]], most: int = MAX_GROUP) -> None:
         self._read_many = read_many
+        self._most = most
         self._asked: dict[K, asyncio.Future[V | None]] = {}  # not yet sent: the next statement's keys
         self._reader: asyncio.Task[None] | None = None
 
@@ -50,7 +51,7 @@ class GroupRead(Generic[K, V]):
         group: dict[K, asyncio.Future[V | None]] = {}
         try:
             while self._asked:
-                keys = list(self._asked)[:MAX_GROUP]
+                keys = list(self._asked)[: self._most]
                 group = {key: self._asked.pop(key) for key in keys}
                 await self._read(group)
         except BaseException as exc:  # the loop is shutting down: no caller waits forever
