@@ -129,3 +129,43 @@ async def test_every_way_a_stream_request_ends_leaves_the_run_s_channel() -> Non
         # resumed after the run's end: answered at once, nothing followed
         assert events_of(await client.get(f"/v1/runs/{run_id}/stream?after={last['seq']}")) == []
         assert hub.subscribers == 0
+
+
+class HeldCaps:
+    """A deployment-wide cap whose every take is answered only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+        self.answer = asyncio.Event()
+        self.released: list[str] = []
+
+    async def take(self, key: str) -> str:
+        self.asked.set()
+        await self.answer.wait()
+        return f"lease-{key}"
+
+    def release(self, lease: str) -> None:
+        self.released.append(lease)
+
+
+async def test_the_deployment_s_count_is_asked_while_the_run_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a fleet a stream's place is a round trip to Redis: it is made beside the
+    run's read, not after it, and given back when the run turns out missing."""
+    async with served() as (app, client):
+        run_id = await created(client)
+        caps = HeldCaps()
+        monkeypatch.setattr(app.runtime.limits, "caps", lambda name, capacity: caps)
+        get_run = app.runtime.store.get_run
+
+        async def read_once_the_place_is_asked(wanted: str) -> Run | None:
+            await asyncio.wait_for(caps.asked.wait(), 5)  # after the run's read, it would never come
+            caps.answer.set()
+            return await get_run(wanted)
+
+        monkeypatch.setattr(app.runtime.store, "get_run", read_once_the_place_is_asked)
+        missing = await client.get("/v1/runs/run_0123456789abcdef0123456789abcdef/stream")
+        assert missing.status_code == 404, missing.text
+        await wait_until(lambda: caps.released == [f"lease-{OWNER['X-Client-Id']}"])
+        events = events_of(await stream_until_cancelled(app, client, run_id))
+        assert events[-1]["type"] == "end"
+        assert caps.released == [f"lease-{OWNER['X-Client-Id']}"] * 2

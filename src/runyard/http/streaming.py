@@ -61,21 +61,44 @@ class StreamSlots:
 
     async def take(self, owner: str) -> StreamSlot:
         """One of the owner's slots, or ``TooManyStreams`` if they are all taken."""
+        slot = self._take_here(owner)
+        caps = self._shared()
+        if caps is not None:
+            await self._lease(slot, caps)
+        return slot
+
+    def taking(self, owner: str) -> asyncio.Future[StreamSlot]:
+        """``take`` under way, for a caller with a round trip of its own to make
+        meanwhile: a task while the deployment's count is asked (Redis), else
+        already done (no task: this process's count is answered at once)."""
+        taken: asyncio.Future[StreamSlot] = asyncio.get_running_loop().create_future()
+        try:
+            slot = self._take_here(owner)
+        except TooManyStreams as refused:
+            taken.set_exception(refused)
+            return taken
+        caps = self._shared()
+        if caps is not None:
+            return asyncio.ensure_future(self._lease(slot, caps))
+        taken.set_result(slot)
+        return taken
+
+    def _take_here(self, owner: str) -> StreamSlot:
         held = self._open.get(owner, 0)
         if held >= self.per_owner:
             raise _refusal(held, self.per_owner, "here")
         self._open[owner] = held + 1  # before asking Redis: concurrent takes here count each other
-        slot = StreamSlot(self, owner)
-        caps = self._shared()
-        if caps is not None:
-            try:
-                slot.lease = (caps, await caps.take(owner))
-            except CapReached as full:
-                slot.release()
-                raise _refusal(full.held, self.per_owner, "in the deployment") from None
-            except BaseException:
-                slot.release()
-                raise
+        return StreamSlot(self, owner)
+
+    async def _lease(self, slot: StreamSlot, caps: Caps) -> StreamSlot:
+        try:
+            slot.lease = (caps, await caps.take(slot.owner))
+        except CapReached as full:
+            slot.release()
+            raise _refusal(full.held, self.per_owner, "in the deployment") from None
+        except BaseException:
+            slot.release()
+            raise
         return slot
 
     def held(self, owner: str) -> int:
@@ -96,20 +119,31 @@ def _refusal(held: int, per_owner: int, where: str) -> TooManyStreams:
 class StreamSlot:
     """One open stream's place in its owner's count; ``release`` may be called twice."""
 
-    __slots__ = ("_owner", "_slots", "lease")
+    __slots__ = ("_slots", "lease", "owner")
 
     def __init__(self, slots: StreamSlots, owner: str) -> None:
         self._slots: StreamSlots | None = slots
-        self._owner = owner
+        self.owner = owner
         self.lease: tuple[Caps, str] | None = None  # its place in the deployment's count, if shared
 
     def release(self) -> None:
         if self._slots is not None:
-            self._slots._give_back(self._owner)
+            self._slots._give_back(self.owner)
             self._slots = None
             if self.lease is not None:
                 caps, lease = self.lease
                 caps.release(lease)
+
+
+def give_back_when_taken(taking: asyncio.Future[StreamSlot]) -> None:
+    """The slot of a stream refused for another reason goes back once taken (at
+    once if it was); a take that failed or was cancelled holds nothing."""
+
+    def settle(done: asyncio.Future[StreamSlot]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            done.result().release()
+
+    taking.add_done_callback(settle)
 
 
 Chunks = AsyncGenerator[bytes, None]

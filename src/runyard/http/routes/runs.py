@@ -14,7 +14,7 @@ from runyard.http.answers import EVENT_STREAM, EventsPage, RunList, RunSnapshot,
 from runyard.http.auth import owner_of, principal_of
 from runyard.http.responses import StrictJSONRoute, json_response, parse_cursor, runtime_of
 from runyard.http.schemas import AnswerRequest, Id, OwnerParameter, RunRequest, SessionId, StreamRunRequest
-from runyard.http.streaming import StreamSlot, StreamSlots, sse_response
+from runyard.http.streaming import StreamSlot, StreamSlots, give_back_when_taken, sse_response
 from runyard.models import Run, RunStatus
 from runyard.observability.tracing import incoming
 from runyard.runtime import Idempotency
@@ -193,15 +193,25 @@ async def stream_run(
     pad: Annotated[int | None, Query(ge=0, le=65536)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
-    runtime = runtime_of(request)
-    run, joined = await runtime.join_run(owner_of(request), run_id)  # the channel first: events.stream.Joined
+    runtime, owner = runtime_of(request), owner_of(request)
+    # The slot is taken beside the run's read: in a fleet, its round trip to Redis
+    # no longer waits for the channel's and the store's. A stream refused for its
+    # run or its cursor still answers that (404, 400) and gives the slot back.
+    slots: StreamSlots = request.app.state.stream_slots
+    taking = slots.taking(owner)
+    try:
+        run, joined = await runtime.join_run(owner, run_id)  # the channel first: events.stream.Joined
+    except BaseException:
+        give_back_when_taken(taking)
+        raise
     try:
         cursor = parse_cursor(last_event_id if last_event_id is not None else after)
         if cursor > run.last_seq:
             raise InvalidCursor(f"cursor {cursor} is past the run's last event ({run.last_seq})")
-        slot = await _stream_slot(request)
+        slot = await taking
     except BaseException:
         joined.leave()
+        give_back_when_taken(taking)
         raise
     pad_bytes = pad if pad is not None else runtime.settings.sse_pad_bytes
     return sse_response(runtime, run, cursor, pad_bytes, slot, joined=joined)
