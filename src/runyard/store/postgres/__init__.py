@@ -5,7 +5,8 @@ pool (``pool.py`` makes it; ``connection.py``: transactions that finish whole wh
 cancelled, writes never left in doubt, the lifecycle and migrations):
 ``admissions.py`` (with ``creations.py``: group commit), ``runs.py`` (records
 and the queue), ``sessions.py`` (with ``touches.py``: last activity in groups),
-``events.py`` (gap-free numbering under the runs' row locks), ``journal.py``
+``events.py`` (gap-free numbering under the runs' row locks; with ``runs.py``,
+reads by key grouped by ``reads.py``), ``journal.py``
 (steps and waits), ``retention.py``, ``items.py`` (the long-term store),
 ``outbox.py`` (webhook deliveries owed);
 ``schema.py`` holds the migrations (append-only: the position is the version) and the SQL,
