@@ -9,6 +9,7 @@ what a single in-process backend cannot show. Each gets a database of its own.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,9 +25,12 @@ from runyard.store import postgres as postgres_package
 from runyard.store.base import Admission, RunQuery
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
 from runyard.store.postgres.pool import ARRAY_TYPES, server_settings
+from runyard.store.postgres.schema import CLAIMABLE, VERSION_TABLE
 from tests.services import require_service
 
 T0 = 1_700_000_000.0
+# the migrations before the one that drops the statistics on runs.status
+STATUS_STATISTICS_DROPPED = MIGRATIONS.index("ALTER TABLE runs ALTER COLUMN status SET STATISTICS 0")
 T = TypeVar("T")
 needs_postgres = pytest.mark.postgres
 
@@ -164,6 +168,73 @@ async def test_schema_newer_than_this_code_is_refused(store: PostgresStore, post
         await newer.open()
     with pytest.raises(StoreError, match="not open"):  # it did not stay half-open
         await newer.ping()
+
+
+# -- the queue's statistics ------------------------------------------------------
+
+FILL_RUNS = """INSERT INTO runs (run_id, session_id, owner, pipeline, status, input, metadata, created_at,
+    attempt, max_attempts, started_at, finished_at)
+SELECT $1 || i, $1 || i, 'owner-' || (i % $3), 'ticker', $4, '{"count": 1}', '{}', $5 + i, 1, 1,
+    CASE WHEN $4 = 'succeeded' THEN $5 END, CASE WHEN $4 = 'succeeded' THEN $5 + 1 END
+FROM generate_series(1, $2) AS i"""
+
+
+def rows_filtered_out(plan: Any) -> int:
+    """The rows an executed plan read and threw away, over all its nodes."""
+    own = int(plan.get("Rows Removed by Filter", 0)) * int(plan.get("Actual Loops", 1))
+    return own + sum(rows_filtered_out(child) for child in plan.get("Plans", []))
+
+
+@needs_postgres
+async def test_a_claim_after_an_analyze_of_a_quiet_queue_reads_each_owner_s_runs_not_the_queue(
+    store: PostgresStore, postgres_url: str
+) -> None:
+    """ANALYZE (autovacuum's) of a table with no queued run, then a burst of
+    creations: the claim's plan must not trust the picture of an empty queue, which
+    made it read the whole queue once per owner (8 s claims; ``schema.py``)."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(FILL_RUNS, "old_", 200, 32, "succeeded", T0)
+        await conn.execute("VACUUM ANALYZE runs")
+        await conn.execute(FILL_RUNS, "new_", 4000, 32, "queued", T0 + 1000)
+        assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = 'runs' AND attname = 'status'") == 0
+        await conn.execute("SET plan_cache_mode = force_custom_plan")
+        explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {CLAIMABLE}", 72, ["ticker"], T0 + 9999)
+    finally:
+        await conn.close()
+    plan = json.loads(explained)[0]["Plan"]
+    assert rows_filtered_out(plan) < 4000, "the claim read the whole queue for each owner"
+    claimed = await store.claim("w1", 32, T0 + 9999, T0 + 10_030, pipelines=["ticker"])
+    assert len(claimed) == 32 and len({claim.run.owner for claim in claimed}) == 32  # one per owner: fair
+
+
+@needs_postgres
+async def test_statistics_on_run_status_taken_before_the_migration_are_dropped(postgres_url: str) -> None:
+    """A deployment migrated from an earlier schema has status statistics ANALYZE
+    took then: the migration drops them, and no later ANALYZE takes them again."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(VERSION_TABLE)
+        async with conn.transaction():
+            for statement in MIGRATIONS[:STATUS_STATISTICS_DROPPED]:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO runyard_schema_version (version) SELECT generate_series(1, $1::int)",
+                STATUS_STATISTICS_DROPPED,
+            )
+        await conn.execute(FILL_RUNS, "old_", 200, 4, "succeeded", T0)
+        await conn.execute("ANALYZE runs")
+        status_stats = "SELECT count(*) FROM pg_stats WHERE tablename = 'runs' AND attname = 'status'"
+        assert await conn.fetchval(status_stats) == 1
+        store = PostgresStore(postgres_url)
+        await store.open()  # migrates the rest
+        await store.close()
+        assert await conn.fetchval(status_stats) == 0
+        await conn.execute("ANALYZE runs")
+        assert await conn.fetchval(status_stats) == 0
+        assert await conn.fetchval("SELECT count(*) FROM runs WHERE status = 'succeeded'") == 200
+    finally:
+        await conn.close()
 
 
 # -- appends -------------------------------------------------------------------
