@@ -25,6 +25,7 @@ from runyard.store import postgres as postgres_package
 from runyard.store.base import Admission, RunQuery
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
 from runyard.store.postgres.pool import ARRAY_TYPES, server_settings
+from runyard.store.postgres.runs import CUSTOM_PLANS
 from runyard.store.postgres.schema import CLAIMABLE, VERSION_TABLE
 from tests.services import require_service
 
@@ -198,8 +199,9 @@ async def test_a_claim_after_an_analyze_of_a_quiet_queue_reads_each_owner_s_runs
         await conn.execute("VACUUM ANALYZE runs")
         await conn.execute(FILL_RUNS, "new_", 4000, 32, "queued", T0 + 1000)
         assert await conn.fetchval("SELECT count(*) FROM pg_stats WHERE tablename = 'runs' AND attname = 'status'") == 0
-        await conn.execute("SET plan_cache_mode = force_custom_plan")
-        explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {CLAIMABLE}", 72, ["ticker"], T0 + 9999)
+        async with conn.transaction():  # as the claim plans it
+            await conn.execute(CUSTOM_PLANS)
+            explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {CLAIMABLE}", 72, ["ticker"], T0 + 9999)
     finally:
         await conn.close()
     plan = json.loads(explained)[0]["Plan"]
@@ -510,7 +512,7 @@ async def test_a_claim_writes_its_runs_without_locking_them_twice(
 ) -> None:
     """The claim's lock (which chose the runs) is the one its numbering writes under:
     BEGIN, a look for new owners' first runs (one owner here: they cannot fill a
-    claim of 2), the walk's plan setting, the candidates, their lock, the write, COMMIT."""
+    claim of 2), the walk's plan settings, the candidates, their lock, the write, COMMIT."""
     for i in range(3):
         await store.create_run(make_run(f"run_{i}", f"ses_{i}"))
     sent: list[str] = []
@@ -521,12 +523,13 @@ async def test_a_claim_writes_its_runs_without_locking_them_twice(
     assert [sql.split()[0].rstrip(";") for sql in sent] == [
         "BEGIN",
         "SELECT",
-        "SET",
+        "SELECT",
         "WITH",
         "SELECT",
         "WITH",
         "COMMIT",
     ]
+    assert sent[2] == CUSTOM_PLANS
     assert [(c.run.run_id, c.run.status, c.event.seq) for c in claimed] == [
         ("run_0", RunStatus.RUNNING, 1),
         ("run_1", RunStatus.RUNNING, 1),

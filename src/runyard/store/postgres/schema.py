@@ -255,8 +255,10 @@ FRESH_SCAN = 2
 _READY_RUNS = f"""SELECT r.run_id, r.created_seq FROM runs r
         WHERE r.owner = o.owner AND r.status = 'queued' AND r.pipeline = ANY($2::text[])
             AND (r.scheduled_for IS NULL OR r.scheduled_for <= $3)
-            AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.session_id = r.session_id
-                AND p.created_seq < r.created_seq AND p.{UNFINISHED})
+            -- a subquery, not NOT EXISTS: as an anti join it read every unfinished run
+            -- once per owner when the planner thought them few
+            AND (SELECT 1 FROM runs p WHERE p.session_id = r.session_id
+                AND p.created_seq < r.created_seq AND p.{UNFINISHED} LIMIT 1) IS NULL
         ORDER BY r.created_seq"""
 CLAIMABLE = f"""WITH RECURSIVE owners AS (
     (SELECT owner FROM runs WHERE status = 'queued' ORDER BY owner LIMIT 1)
