@@ -28,7 +28,8 @@ MAX_GROUP = 500  # keys per statement: a bounded statement, however deep the que
 
 class GroupRead(Generic[K, V]):
     """``read(key)`` by ``read_many(keys)``, one statement at a time, of at most
-    ``most`` keys; a key not in its mapping reads as None."""
+    ``most`` keys; a key not in its mapping reads as None. Readers of one key in
+    one statement share its value: callers never change what they read."""
 
     def __init__(self, read_many: Callable[[list[K]], Awaitable[Mapping[K, V]]], most: int = MAX_GROUP) -> None:
         self._read_many = read_many
