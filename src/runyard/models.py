@@ -54,9 +54,7 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def new_id(prefix: str) -> str:
-    """A random, URL-safe id such as ``run_3f9c...`` (96 random bits; not ordered
-    by time: ids made in a row from a time prefix wrote no faster on PostgreSQL,
-    ``bench/README.md``, "A nineteenth round")."""
+    """A random, URL-safe id such as ``run_3f9c...`` (96 random bits, not ordered by time)."""
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
