@@ -30,8 +30,8 @@ from runyard.store.postgres.session_streams import session_places
 
 Page = tuple[str, int, int]  # a read of a run's events: run id, after, limit
 # Pages of different streams read at once are one statement (``reads.py``), of at
-# most 32: a catch-up page holds up to 1,000 events, and the group's every reader
-# waits for the whole answer.
+# most 32: a catch-up page weighs up to 1 MiB (``events.stream``), and the group's
+# every reader waits for the whole answer.
 PAGES_PER_READ = 32
 READ_PAGES = f"""SELECT p.n, e.seq, e.type, e.data, e.ts
 FROM unnest($1::text[], $2::int8[], $3::int8[]) WITH ORDINALITY AS p(run_id, after, most, n)
@@ -143,6 +143,10 @@ def _positions(groups: Sequence[AppendGroup], results: Sequence[AppendResult]) -
 class PostgresEvents(PostgresConnection, EventStore):
     """``EventStore`` on PostgreSQL."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pages: GroupRead[Page, list[Event]] = GroupRead(self._read_pages, most=PAGES_PER_READ)
+
     async def append(self, groups: Sequence[AppendGroup]) -> list[AppendResult]:
         if not groups:
             return []
@@ -150,10 +154,6 @@ class PostgresEvents(PostgresConnection, EventStore):
             lambda conn: append_batch(conn, groups, self.max_run_bytes),
             lambda results: next((result[0] for result in results if isinstance(result, list) and result), None),
         )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._pages: GroupRead[Page, list[Event]] = GroupRead(self._read_pages, most=PAGES_PER_READ)
 
     async def read_events(self, run_id: str, after: int, limit: int) -> list[Event]:
         return await self._pages.read((run_id, after, max(limit, 0))) or []
