@@ -73,15 +73,12 @@ class StreamSlots:
         already done (no task: this process's count is answered at once)."""
         taken: asyncio.Future[StreamSlot] = asyncio.get_running_loop().create_future()
         try:
-            slot = self._take_here(owner)
+            taken.set_result(self._take_here(owner))
         except TooManyStreams as refused:
             taken.set_exception(refused)
             return taken
         caps = self._shared()
-        if caps is not None:
-            return asyncio.ensure_future(self._lease(slot, caps))
-        taken.set_result(slot)
-        return taken
+        return taken if caps is None else asyncio.ensure_future(self._lease(taken.result(), caps))
 
     def _take_here(self, owner: str) -> StreamSlot:
         held = self._open.get(owner, 0)
