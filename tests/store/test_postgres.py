@@ -24,6 +24,8 @@ from runyard.store import AppendGroup, AppendResult, store_from_url
 from runyard.store import postgres as postgres_package
 from runyard.store.base import Admission, RunQuery
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
+from runyard.store.postgres import runs as postgres_runs
+from runyard.store.postgres.events import append_locked
 from runyard.store.postgres.pool import ARRAY_TYPES, server_settings
 from runyard.store.postgres.runs import CUSTOM_PLANS
 from runyard.store.postgres.schema import CLAIMABLE, VERSION_TABLE
@@ -504,6 +506,39 @@ async def test_an_append_batch_is_four_round_trips_however_many_runs_it_writes(
     ]
     ses_1 = await store.read_session_events("alice", "ses_1", 0, 10)
     assert [(e.cursor, e.event.run_id, e.event.seq) for e in ses_1] == [(1, "run_1", 1), (2, "run_1", 2)]
+
+
+@needs_postgres
+async def test_a_claim_locks_only_the_runs_it_takes(
+    store: PostgresStore, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's claim, made while the first is still under way, takes
+    the runs the first leaves: it used to find every candidate the first had
+    read (twice what it claims) locked until its commit, take none, and wait for
+    the next wake-up while the first worker took them all (a flaky fleet spec)."""
+    for i in range(5):
+        await store.create_run(make_run(f"run_{i}", f"ses_{i}"))
+    locked, go_on = asyncio.Event(), asyncio.Event()
+
+    async def paused_after_the_lock(*args: Any) -> list[AppendResult]:
+        locked.set()
+        await go_on.wait()
+        return await append_locked(*args)
+
+    monkeypatch.setattr(postgres_runs, "append_locked", paused_after_the_lock)
+    first = asyncio.create_task(store.claim("w1", 2, T0, T0 + 30, pipelines=["ticker"]))
+    await asyncio.wait_for(locked.wait(), 10)
+    monkeypatch.undo()
+    other = PostgresStore(postgres_url)  # another worker process: a pool of its own
+    await other.open()
+    try:
+        second = await asyncio.wait_for(other.claim("w2", 5, T0, T0 + 30, pipelines=["ticker"]), 10)
+    finally:
+        go_on.set()
+        await other.close()
+    taken_first = {claim.run.run_id for claim in await first}
+    assert taken_first == {"run_0", "run_1"}  # the oldest, in turn order
+    assert {claim.run.run_id for claim in second} == {"run_2", "run_3", "run_4"}
 
 
 @needs_postgres

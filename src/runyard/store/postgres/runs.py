@@ -51,8 +51,7 @@ async def _claim(
         candidates = [row[0] for row in await conn.fetch(CLAIMABLE, wanted, served, at)]
     if not candidates:
         return []
-    locked = {row["run_id"]: row for row in await conn.fetch(LOCK_CLAIMABLE, candidates)}
-    rows = [locked[run_id] for run_id in candidates if run_id in locked][:limit]
+    rows = await conn.fetch(LOCK_CLAIMABLE, candidates, limit)
     runs = [run_from_row(row) for row in rows]
     groups = [claim_group(run.run_id, run.attempt, worker_id, at, until) for run in runs]
     # their rows are locked: numbered from what the lock read, without locking them again
@@ -63,9 +62,7 @@ async def _claim(
         claimed_by(run, group, result, cancel_requested=row["cancel_requested"])
         for run, group, result, row in zip(runs, groups, results, rows, strict=True)
     ]
-    claimed = [claim for claim in claims if claim is not None]
-    # the unclaimed candidates stay locked until COMMIT: harmless, it is immediate
-    return claimed
+    return [claim for claim in claims if claim is not None]
 
 
 async def _new_owners_first(conn: Connection, wanted: int, served: list[str], at: float) -> list[str] | None:

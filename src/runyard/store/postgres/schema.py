@@ -297,12 +297,15 @@ FRESH = f"""SELECT run_id, created_seq FROM (
 UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued'
     AND (scheduled_for IS NULL OR scheduled_for <= $2) AND NOT EXISTS
     (SELECT 1 FROM workers w WHERE w.last_seen >= $1 AND r.pipeline = ANY(w.pipelines)) GROUP BY pipeline"""
-# SKIP LOCKED: a run another worker is claiming right now is left to it, never waited for;
-# with what numbering needs of a run besides the run (``events.append_locked``)
+# SKIP LOCKED: a run another worker is claiming right now is left to it, never waited for
+# (so the candidates' order, the walk's, cannot deadlock); only the $2 runs the claim
+# takes are locked, not every candidate until its commit, which left another worker's
+# claim meanwhile with none of them. With what numbering needs of a run besides the
+# run (``events.append_locked``).
 LOCK_CLAIMABLE = (
     f"SELECT {RUN_COLUMNS}, cancel_requested, stored_bytes FROM runs"
-    " WHERE run_id = ANY($1::text[]) AND status = 'queued'"
-    " ORDER BY run_id FOR UPDATE SKIP LOCKED"
+    " JOIN unnest($1::text[]) WITH ORDINALITY AS c(run_id, n) USING (run_id)"
+    " WHERE status = 'queued' ORDER BY c.n LIMIT $2 FOR UPDATE OF runs SKIP LOCKED"
 )
 INSERT_STEPS = (
     f"INSERT INTO steps (run_id, {STEP_COLUMNS})"
