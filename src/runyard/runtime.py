@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from runyard.broker import broker_from_url
-from runyard.broker.base import CANCEL, WAKE
+from runyard.broker.base import CANCEL
 from runyard.crons import Crons
 from runyard.engine import Engine
 from runyard.engine.engine import WORKER_LIVE_LEASES
@@ -208,7 +208,7 @@ class Runtime:
         if stored.run_id != run.run_id:
             return stored  # a request with the same idempotency key created it first
         log_run("created", run)
-        await self.broker.signal(WAKE)  # a worker, here or elsewhere, claims it
+        await self.broker.queued(run.pipeline)  # a worker, here or elsewhere, claims it
         return run
 
     def _admission(self, idempotency: Idempotency | None, at: float) -> Admission | None:
@@ -280,7 +280,7 @@ class Runtime:
             _question_of(await self.get_run(owner, run_id), wait.id)  # says why: answered, cancelled, ended
             raise RunNotWaiting(f"run {run_id} no longer waits for {wait.id}") from None
         log_run("resumed", run, by="answer", wait_id=wait.id)
-        await self.broker.signal(WAKE)
+        await self.broker.queued(run.pipeline)
         return await self.get_run(owner, run_id)
 
     def follow(

@@ -12,13 +12,16 @@ store after it misses nothing in between.
 It also carries signals between processes: ``wake`` (a run was queued: workers
 claim) and ``cancel`` (a run's worker stops it). Signals are lossy too: workers
 poll the store for queued runs and read cancel requests when they renew leases.
+A broker may carry the wake-up of a newly queued run (``queued``) to one worker
+only, through its ``wakes``: a fleet's creations then cost one claim each, not
+one per worker.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from runyard.events.hub import Hub, Watcher
@@ -30,8 +33,25 @@ CANCEL = "cancel"
 SignalHandler = Callable[[str, str], None]  # (kind, run id or "")
 
 
+class WakeQueue(Protocol):
+    """Wake-ups that each wake one worker: taken by one of the workers waiting
+    for the pipeline they were given for."""
+
+    async def take(self, pipelines: Sequence[str], timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for a wake-up given for one of ``pipelines``
+        and take it (no other worker gets it): False if none came (or the broker
+        cannot be reached: then after waiting the time out)."""
+
+    async def put(self, pipelines: Sequence[str]) -> None:
+        """One wake-up for each of ``pipelines``, now; never raises."""
+
+
 class Broker(ABC):
     """Live fan-out of persisted events, and signals, to every process."""
+
+    # Where a worker with a free slot waits for the wake-ups ``queued`` gives one
+    # worker; None where every wake-up reaches every worker (a ``wake`` signal).
+    wakes: WakeQueue | None = None
 
     @property
     def watcher(self) -> Watcher | None:
@@ -68,3 +88,8 @@ class Broker(ABC):
     @abstractmethod
     async def signal(self, kind: str, run_id: str = "") -> None:
         """Send a signal to every process (this one first); never raises for a lost one."""
+
+    async def queued(self, pipeline: str) -> None:
+        """A run of ``pipeline`` was queued (or is ready again): wake a worker that
+        serves it. This one: every process, with a ``wake`` signal."""
+        await self.signal(WAKE)

@@ -25,7 +25,8 @@ Signals (worker wake-ups, cancel requests) travel on one more channel,
 ``{prefix}control``, subscribed for the connection's whole life. A process
 handles its own signals at once, not when they come back. After the subscriber
 connection comes back, the process wakes its own workers: whatever was queued
-meanwhile is claimed now rather than at the next poll.
+meanwhile is claimed now rather than at the next poll. A queued run's wake-up
+goes to one worker instead, through a list (``redis_wakes.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from redis.exceptions import RedisError
 
 from runyard.broker.base import WAKE, Broker, SignalHandler
 from runyard.broker.folding import Folded
+from runyard.broker.redis_wakes import RedisWakeQueue
 from runyard.broker.redis_wire import decode_events, encode_events, read_replies, split_url
 from runyard.models import Event
 from runyard.retrying import Backoff
@@ -104,9 +106,9 @@ class RedisBroker(Broker):
         self._confirming: dict[bytes, deque[asyncio.Future[None] | None]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-        # A wake-up says only "look at the queue": a burst of creations (a group
-        # commit answers dozens at once) costs every other process two messages.
-        self._wakes = Folded(lambda: self._send(WAKE, ""), "runyard-redis-waker")
+        # A wake-up for every worker says only "look at the queue": a burst costs two messages.
+        self._wake_all = Folded(lambda: self._send(WAKE, ""), "runyard-redis-waker")
+        self.wakes = self._wake_queue = RedisWakeQueue(self._client, prefix, TIMEOUT_S)  # a queued run's: one's
         # publishing
         self._resume_at = 0.0  # while Redis fails, batches skip it until then
         self._publish_failures = 0  # in a row
@@ -124,7 +126,8 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closed = True
-        await self._wakes.close()
+        await self._wake_all.close()
+        await self._wake_queue.close()
         for task in (self._reader, self._flusher):
             if task is not None:
                 task.cancel()
@@ -136,8 +139,7 @@ class RedisBroker(Broker):
         self._attempt = None
         await self._disconnect()
         await self._client.aclose()
-        self._hub = None
-        self._on_signal = None
+        self._hub = self._on_signal = None
 
     async def ping(self) -> None:
         async with asyncio.timeout(TIMEOUT_S):
@@ -150,9 +152,13 @@ class RedisBroker(Broker):
         if self._closed:
             return
         if kind == WAKE and not run_id:
-            self._wakes.ask()
+            self._wake_all.ask()
             return
         await self._send(kind, run_id)
+
+    async def queued(self, pipeline: str) -> None:
+        self._deliver_signal(WAKE, "")  # this process's worker, if any, looks at once
+        self._wake_queue.ask(pipeline)
 
     async def _send(self, kind: str, run_id: str) -> None:
         try:
@@ -268,9 +274,7 @@ class RedisBroker(Broker):
             return  # no live subscription: the next connection leaves the run out
         self._unwatched.add(run_id)
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(
-                self._unsubscribe(), name="runyard-redis-unsubscribe"
-            )
+            self._flusher = asyncio.create_task(self._unsubscribe(), name="runyard-redis-unsubscribe")
 
     async def _unsubscribe(self) -> None:
         """UNSUBSCRIBE in batches: every run unwatched since the last batch, in one command."""

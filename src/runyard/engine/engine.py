@@ -28,7 +28,7 @@ import secrets
 import socket
 from collections.abc import Mapping
 
-from runyard.broker.base import CANCEL, WAKE, Broker
+from runyard.broker.base import CANCEL, WAKE, Broker, WakeQueue
 from runyard.engine.endings import Endings
 from runyard.engine.execution import Execution, Supervisor
 from runyard.engine.housekeeping import Housekeeper
@@ -53,6 +53,9 @@ CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 # Capped claims under way at once (bench/README.md, "A thirteenth round"): one
 # claim of 32 per writer batch, not one every other batch while runs queue up.
 CLAIMS_IN_FLIGHT = 2
+# A worker with a free slot waits this long at most for a wake-up given to one
+# worker (``Broker.wakes``) before it waits again; the poll above goes on meanwhile.
+TAKE_WAKE_S = 5.0
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
 # A worker counts as live (serving its pipelines, for /readyz) while seen within
 # this many leases: it refreshes its record every maintenance tick (lease / 3 at most)
@@ -89,8 +92,10 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()  # every execution's bookkeeping task
         self._cancel_memo: dict[str, float] = {}  # run id -> when a cancel signal came for it
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()  # set when a run here ends: a slot is free
         self._draining = False
         self._claimer: asyncio.Task[None] | None = None
+        self._taker: asyncio.Task[None] | None = None  # takes wake-ups given to one worker, while a slot is free
         self._renewer: asyncio.Task[None] | None = None  # runs until the last run here is finished or handed back
         self._housekeeper: asyncio.Task[None] | None = None  # recovery of others' runs and sweeps: stops first
         self._timer: asyncio.Task[None] | None = None  # ends due sleeps and unanswered questions
@@ -123,6 +128,8 @@ class Engine:
             return
         await self._store.worker_seen(self.worker_id, self.pipelines, now())
         self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
+        if self._broker.wakes is not None:
+            self._taker = asyncio.create_task(self._take_wakes_forever(self._broker.wakes), name="runyard-wake-taker")
         self._renewer = asyncio.create_task(self._renew_forever(), name="runyard-lease-renewer")
         self._housekeeper = asyncio.create_task(self._housekeeping.run(), name="runyard-housekeeper")
         self._timer = asyncio.create_task(self._timers.run(), name="runyard-timers")
@@ -137,6 +144,7 @@ class Engine:
         another worker execute a run this one still executes."""
         self._draining = True
         self.wake()
+        await _cancel(self._taker)
         if self._claimer is not None:
             await self._claimer  # ends after its current claim: a claimed run is never dropped
             await self._leave()  # a draining worker claims nothing: its pipelines may have no worker now
@@ -176,6 +184,16 @@ class Engine:
     def wake(self) -> None:
         """Look for ready runs now."""
         self._wakeup.set()
+
+    async def _take_wakes_forever(self, wakes: WakeQueue) -> None:
+        """While a slot is free, wait for a wake-up given to one worker for a
+        pipeline served here; taken, it is this worker's to claim for."""
+        while not self._draining:
+            if len(self._running) >= self._settings.max_concurrent_runs:
+                self._room.clear()
+                await self._room.wait()
+            elif await wakes.take(self.pipelines, TAKE_WAKE_S):
+                self.wake()
 
     def on_signal(self, kind: str, run_id: str) -> None:
         """A broker signal, from this process or another."""
@@ -244,6 +262,7 @@ class Engine:
         writer's queue while the last is written, not for its answer."""
         asking: dict[asyncio.Future[list[Claimed]], int] = {}  # claims under way, what each asked for
         short = False
+        full = False  # the last claim answered took all it asked for: more may be ready
         try:
             while True:
                 while not (short or self._draining) and len(asking) < CLAIMS_IN_FLIGHT:
@@ -256,12 +275,16 @@ class Engine:
                     )
                     asking[asyncio.ensure_future(claim)] = asked
                 if not asking:
+                    if full and not (short or self._draining) and self._broker.wakes is not None:
+                        # out of slots with runs still ready: another worker's turn
+                        await self._broker.wakes.put(self.pipelines)
                     return
                 done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
                 for answered in done:
                     asked = asking.pop(answered)
                     claimed = answered.result()
-                    short = short or len(claimed) < asked
+                    full = len(claimed) == asked
+                    short = short or not full
                     await self._started(claimed)
         finally:
             # a failed claim (or a cancelled loop) leaves none it made unstarted
@@ -323,6 +346,7 @@ class Engine:
             if self._running.get(run.run_id) is execution:
                 del self._running[run.run_id]
             self.wake()  # a slot is free, and the session's next run may be ready
+            self._room.set()
 
     async def _renew_leases(self) -> None:
         if not self._running:

@@ -1,0 +1,100 @@
+"""Wake-ups that wake one worker: a run queued in a fleet is claimed by a worker
+that was waiting for it, not looked for by every worker at once.
+
+Each pipeline has a list, ``{prefix}wake:{pipeline}``, of tokens that say only
+"a run of this pipeline is ready". A worker with a free slot waits on the lists
+of the pipelines it serves (``BLPOP``): Redis gives each token to one waiter,
+the longest waiting first. The worker claims until nothing more is ready or
+its slots are full; full with runs still ready, it puts a token back for
+another worker (``Engine._claim_ready``). With a ``wake`` signal on the control
+channel instead, every worker claimed on every wake-up, and all but one
+usually found nothing: a claim transaction per worker per creation.
+
+A process whose own worker is waiting for the pipeline is told at once, as by a
+signal, and puts no token: the broker knows its own takes under way. Tokens are
+lossy, as signals are: a worker that takes one and stops, or a token pushed out
+of a full list, costs a worker's next poll of the store (``engine.POLL_S``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from runyard.broker.folding import Folded
+
+log = logging.getLogger("runyard.broker")
+
+# A list keeps this many tokens: enough to wake as many workers for what was
+# queued before any of them took one; more would only wake them again for runs
+# already claimed.
+TOKENS_KEPT = 8
+# A list nobody takes from (a pipeline no worker serves now) is gone after this.
+TOKENS_TTL_MS = 60_000
+PUSH = """
+for _, key in ipairs(KEYS) do
+    redis.call('LPUSH', key, 1)
+    redis.call('LTRIM', key, 0, tonumber(ARGV[1]) - 1)
+    redis.call('PEXPIRE', key, ARGV[2])
+end
+"""
+
+
+class RedisWakeQueue:
+    """The broker's ``WakeQueue`` on Redis lists, and the folded pushes of ``ask``."""
+
+    def __init__(self, client: Redis, prefix: str, timeout_s: float) -> None:
+        self._client = client
+        self._prefix = f"{prefix}wake:"
+        self._timeout_s = timeout_s  # a push, or a take's reply once its wait is over
+        self._push = client.register_script(PUSH)
+        self._asks: dict[str, Folded] = {}  # pipeline -> its pushes, folded
+        self._waiting: Counter[str] = Counter()  # pipeline -> this process's takes waiting for it
+        self._closed = False
+
+    def ask(self, pipeline: str) -> None:
+        """Wake a worker for ``pipeline``, soon, unless one of this process is
+        waiting for it (then this process's own wake-up is enough). The asks made
+        while a push is on its way are folded into one more."""
+        if self._waiting[pipeline] or self._closed:
+            return
+        asks = self._asks.get(pipeline)
+        if asks is None:
+            asks = self._asks[pipeline] = Folded(lambda: self.put([pipeline]), f"runyard-redis-wake-{pipeline}")
+        asks.ask()
+
+    async def put(self, pipelines: Sequence[str]) -> None:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await self._push(keys=self._keys(pipelines), args=[TOKENS_KEPT, TOKENS_TTL_MS])
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            log.debug("wake-up for %s not sent (%s); workers find the runs in the store", pipelines, exc)
+
+    async def take(self, pipelines: Sequence[str], timeout_s: float) -> bool:
+        if not pipelines:
+            await asyncio.sleep(timeout_s)
+            return False
+        self._waiting.update(pipelines)
+        try:
+            async with asyncio.timeout(timeout_s + self._timeout_s):
+                reply = await self._client.blpop(self._keys(pipelines), timeout=timeout_s)
+        except (RedisError, OSError) as exc:
+            log.debug("waiting for wake-ups failed (%s); polling the store meanwhile", exc)
+            await asyncio.sleep(timeout_s)
+            return False
+        finally:
+            self._waiting.subtract(pipelines)
+        return reply is not None
+
+    async def close(self) -> None:
+        self._closed = True
+        for asks in self._asks.values():
+            await asks.close()
+
+    def _keys(self, pipelines: Sequence[str]) -> list[str]:
+        return [self._prefix + pipeline for pipeline in pipelines]

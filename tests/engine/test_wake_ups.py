@@ -1,0 +1,106 @@
+"""A run queued in a fleet (PostgreSQL + Redis) wakes one worker: the one that
+claims it. Issue 15, item 3: every worker claimed on every wake-up, and all but
+one found nothing.
+
+The workers' poll of the store (``POLL_S``) is set beyond every test's length
+here, so only wake-ups can explain a claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from runyard import RunStatus, Runyard
+from runyard.engine import engine
+from runyard.models import Run
+from runyard.runtime import Runtime
+from tests.services import redis_url, require_redis
+from tests.support import make_app
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def deployment(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Settings of processes sharing one PostgreSQL database and one Redis prefix."""
+    require_redis()
+    monkeypatch.setattr(engine, "POLL_S", 60.0)
+    return {"store": postgres_url, "broker": redis_url(f"wakes-{secrets.token_hex(4)}")}
+
+
+class Claims:
+    """Counts the claims a worker's store answers, and the empty ones."""
+
+    def __init__(self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.made = self.empty = 0
+        claim = rt.store.claim
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            claimed = await claim(*args, **kwargs)
+            self.made += 1
+            self.empty += not claimed
+            return claimed
+
+        monkeypatch.setattr(rt.store, "claim", counted)
+
+
+@contextlib.asynccontextmanager
+async def fleet(deployment: dict[str, Any], workers: int, **worker_settings: Any) -> AsyncIterator[list[Runtime]]:
+    """An API process and ``workers`` workers, started; the API's runtime first."""
+    apps: list[Runyard] = [make_app(role="api", **deployment)]
+    apps += [make_app(role="worker", **deployment, **worker_settings) for _ in range(workers)]
+    async with contextlib.AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(app.running()) for app in apps]
+
+
+async def settled(rt: Runtime, run: Run) -> Run:
+    done = await rt.wait(run, 30)
+    assert done is not None, f"run {run.run_id} did not finish"
+    return done
+
+
+async def test_each_run_queued_one_at_a_time_is_looked_for_by_one_worker(
+    deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with fleet(deployment, workers=4) as (api, *workers):
+        await asyncio.sleep(0.3)  # each worker's first claim, at its start, is over
+        claims = [Claims(worker, monkeypatch) for worker in workers]
+        for i in range(12):
+            run = await api.create_run(f"owner{i}", "ticker", {"marker": "m", "count": 1})
+            assert (await settled(api, run)).status is RunStatus.SUCCEEDED
+        await asyncio.sleep(0.2)  # the claim after each run's end, for the session's next run
+
+    made, empty = sum(c.made for c in claims), sum(c.empty for c in claims)
+    # one claim takes the run, one after its end finds nothing; every worker on
+    # every wake-up made 4 claims per run and another after its end
+    assert made <= 12 * 2 + 2, (made, empty)
+    assert empty <= 12 + 2, (made, empty)
+    assert sum(1 for c in claims if c.made) >= 2, "the runs were spread over the workers"
+
+
+async def test_a_worker_out_of_slots_with_runs_still_ready_wakes_another(
+    deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with fleet(deployment, workers=2, max_concurrent_runs=1) as (api, *workers):
+        await asyncio.sleep(0.3)
+        wakes = api.broker.wakes
+        assert wakes is not None
+        with monkeypatch.context() as creating:
+            creating.setattr(api.broker, "queued", lambda pipeline: asyncio.sleep(0))
+            runs = [await api.create_run(f"owner{i}", "nap", {"seconds": 1.0}) for i in range(2)]
+        await wakes.put(["nap"])  # one wake-up for both: one worker takes it, with one slot
+        async with asyncio.timeout(0.9):  # before either nap ends: both run at once
+            for _ in itertools.count():
+                if [(await api.get_run(run.owner, run.run_id)).status for run in runs] == [RunStatus.RUNNING] * 2:
+                    break
+                await asyncio.sleep(0.02)
+        assert {worker.engine.active for worker in workers} == {1}
+        for run in runs:
+            assert (await settled(api, run)).status is RunStatus.SUCCEEDED
