@@ -117,6 +117,16 @@ async def test_a_worker_waits_only_for_the_pipelines_it_serves(start: Start) -> 
     assert await chat_worker.wakes.take(["research", "chat"], 1.0) is True, "the token waits for a chat worker"
 
 
+async def test_a_wake_up_for_any_worker_is_taken_by_a_worker_of_any_pipeline(start: Start) -> None:
+    api, worker = await start(), await start()
+    take = worker.waiting("research")
+    await asyncio.sleep(0.1)
+
+    api.wakes.ask(None)
+
+    assert await take is True
+
+
 async def test_a_wake_up_given_while_no_worker_waits_is_taken_by_the_next_to_wait(start: Start) -> None:
     api, worker = await start(), await start()
     await api.broker.queued("chat")

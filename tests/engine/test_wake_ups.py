@@ -36,16 +36,18 @@ def deployment(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
 
 class Claims:
-    """Counts the claims a worker's store answers, and the empty ones."""
+    """Counts the claims a worker's store answers, and the empty ones; keeps the runs taken."""
 
     def __init__(self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
         self.made = self.empty = 0
+        self.taken: list[str] = []
         claim = rt.store.claim
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
             claimed = await claim(*args, **kwargs)
             self.made += 1
             self.empty += not claimed
+            self.taken += [item.run.run_id for item in claimed]
             return claimed
 
         monkeypatch.setattr(rt.store, "claim", counted)
@@ -104,3 +106,21 @@ async def test_a_worker_out_of_slots_with_runs_still_ready_wakes_another(
         assert {worker.engine.active for worker in workers} == {1}
         for run in runs:
             assert (await settled(api, run)).status is RunStatus.SUCCEEDED
+
+
+async def test_a_run_s_end_wakes_the_worker_waiting_longest_for_its_session_s_next_run(
+    deployment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the worker whose run ended claimed at once, so a worker with
+    more runs ending got more new runs: two workers of the same CPU-bound runs
+    split them 1 : 2 (bench/README.md, "A twentieth round")."""
+    async with fleet(deployment, workers=2) as (api, *workers):
+        await asyncio.sleep(0.3)
+        claims = [Claims(worker, monkeypatch) for worker in workers]
+        first = await api.create_run("alice", "nap", {"seconds": 0.2})
+        with monkeypatch.context() as creating:  # not ready: its own wake-up would only be an empty claim
+            creating.setattr(api.broker, "queued", lambda pipeline: asyncio.sleep(0))
+            second = await api.create_run("alice", "nap", {"seconds": 0.01}, session_id=first.session_id)
+        first, second = await settled(api, first), await settled(api, second)
+
+    assert sorted(c.taken for c in claims) == sorted([[first.run_id], [second.run_id]])

@@ -39,11 +39,15 @@ class WakeQueue(Protocol):
 
     async def take(self, pipelines: Sequence[str], timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for a wake-up given for one of ``pipelines``
-        and take it (no other worker gets it): False if none came (or the broker
+        (or for any worker) and take it (no other worker gets it): False if none came (or the broker
         cannot be reached: then after waiting the time out)."""
 
-    async def put(self, pipelines: Sequence[str]) -> None:
-        """One wake-up for each of ``pipelines``, now; never raises."""
+    async def put(self, pipelines: Sequence[str] | None) -> None:
+        """One wake-up for each of ``pipelines`` (None: one any worker takes), now; never raises."""
+
+    def ask(self, pipeline: str | None) -> None:
+        """One wake-up for ``pipeline`` (None: any worker), soon: those asked for
+        while one is on its way are folded into one more."""
 
 
 class Broker(ABC):

@@ -158,7 +158,8 @@ class RedisBroker(Broker):
 
     async def queued(self, pipeline: str) -> None:
         self._deliver_signal(WAKE, "")  # this process's worker, if any, looks at once
-        self._wake_queue.ask(pipeline)
+        if not self._wake_queue.waiting_here(pipeline):  # and if it waits for the pipeline, no other need
+            self._wake_queue.ask(pipeline)
 
     async def _send(self, kind: str, run_id: str) -> None:
         try:

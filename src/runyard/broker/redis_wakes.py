@@ -2,18 +2,21 @@
 that was waiting for it, not looked for by every worker at once.
 
 Each pipeline has a list, ``{prefix}wake:{pipeline}``, of tokens that say only
-"a run of this pipeline is ready". A worker with a free slot waits on the lists
-of the pipelines it serves (``BLPOP``): Redis gives each token to one waiter,
-the longest waiting first. The worker claims until nothing more is ready or
-its slots are full; full with runs still ready, it puts a token back for
-another worker (``Engine._claim_ready``). With a ``wake`` signal on the control
-channel instead, every worker claimed on every wake-up, and all but one
-usually found nothing: a claim transaction per worker per creation.
+"a run of this pipeline is ready"; one more, ``{prefix}wake``, is for any
+worker (a run ended: its session's next run may be ready, of any pipeline). A
+worker with a free slot waits on the lists of the pipelines it serves and on
+that one (``BLPOP``): Redis gives each token to one waiter, the longest waiting
+first. The worker claims until nothing more is ready or its slots are full;
+full with runs still ready, it puts a token back for another worker
+(``Engine._claim_ready``). With a ``wake`` signal on the control channel
+instead, every worker claimed on every wake-up, and all but one usually found
+nothing: a claim transaction per worker per creation.
 
-A process whose own worker is waiting for the pipeline is told at once, as by a
-signal, and puts no token: the broker knows its own takes under way. Tokens are
-lossy, as signals are: a worker that takes one and stops, or a token pushed out
-of a full list, costs a worker's next poll of the store (``engine.POLL_S``).
+A process whose own worker is waiting for a queued run's pipeline is told at
+once, as by a signal, and puts no token (``RedisBroker.queued``). Tokens are
+lossy, as signals are: a worker that takes one and stops, or a token pushed
+out of a full list, costs a worker's next poll of the store (``engine.POLL_S``);
+so does a token for any worker taken by one that serves none of the ready runs.
 """
 
 from __future__ import annotations
@@ -46,32 +49,36 @@ end
 
 
 class RedisWakeQueue:
-    """The broker's ``WakeQueue`` on Redis lists, and the folded pushes of ``ask``."""
+    """The broker's ``WakeQueue`` on Redis lists."""
 
     def __init__(self, client: Redis, prefix: str, timeout_s: float) -> None:
         self._client = client
-        self._prefix = f"{prefix}wake:"
+        self._prefix = f"{prefix}wake:"  # + a pipeline
+        self._any = f"{prefix}wake"  # for whichever worker takes it
         self._timeout_s = timeout_s  # a push, or a take's reply once its wait is over
         self._push = client.register_script(PUSH)
-        self._asks: dict[str, Folded] = {}  # pipeline -> its pushes, folded
+        self._asks: dict[str | None, Folded] = {}  # pipeline (None: any) -> its pushes, folded
         self._waiting: Counter[str] = Counter()  # pipeline -> this process's takes waiting for it
         self._closed = False
 
-    def ask(self, pipeline: str) -> None:
-        """Wake a worker for ``pipeline``, soon, unless one of this process is
-        waiting for it (then this process's own wake-up is enough). The asks made
-        while a push is on its way are folded into one more."""
-        if self._waiting[pipeline] or self._closed:
+    def waiting_here(self, pipeline: str) -> bool:
+        """Whether a worker of this process is waiting for ``pipeline``'s wake-ups."""
+        return self._waiting[pipeline] > 0
+
+    def ask(self, pipeline: str | None) -> None:
+        if self._closed:
             return
         asks = self._asks.get(pipeline)
         if asks is None:
-            asks = self._asks[pipeline] = Folded(lambda: self.put([pipeline]), f"runyard-redis-wake-{pipeline}")
+            pipelines = None if pipeline is None else [pipeline]
+            asks = self._asks[pipeline] = Folded(lambda: self.put(pipelines), f"runyard-redis-wake-{pipeline}")
         asks.ask()
 
-    async def put(self, pipelines: Sequence[str]) -> None:
+    async def put(self, pipelines: Sequence[str] | None) -> None:
+        keys = [self._any] if pipelines is None else self._keys(pipelines)
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._push(keys=self._keys(pipelines), args=[TOKENS_KEPT, TOKENS_TTL_MS])
+                await self._push(keys=keys, args=[TOKENS_KEPT, TOKENS_TTL_MS])
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             log.debug("wake-up for %s not sent (%s); workers find the runs in the store", pipelines, exc)
 
@@ -82,7 +89,7 @@ class RedisWakeQueue:
         self._waiting.update(pipelines)
         try:
             async with asyncio.timeout(timeout_s + self._timeout_s):
-                reply = await self._client.blpop(self._keys(pipelines), timeout=timeout_s)
+                reply = await self._client.blpop([*self._keys(pipelines), self._any], timeout=timeout_s)
         except (RedisError, OSError) as exc:
             log.debug("waiting for wake-ups failed (%s); polling the store meanwhile", exc)
             await asyncio.sleep(timeout_s)
