@@ -53,7 +53,9 @@ CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 # Capped claims under way at once (bench/README.md, "A thirteenth round"): one
 # claim of 32 per writer batch, not one every other batch while runs queue up.
 CLAIMS_IN_FLIGHT = 2
-TAKE_WAKE_S = 5.0  # a wait for a wake-up given to one worker (``Broker.wakes``) is renewed this often
+# A worker with a free slot waits this long at most for a wake-up given to one
+# worker (``Broker.wakes``) before it waits again; the poll above goes on meanwhile.
+TAKE_WAKE_S = 5.0
 CANCEL_MEMO_S = 10.0  # a cancel signal for a run not (yet) here is remembered this long
 # A worker counts as live (serving its pipelines, for /readyz) while seen within
 # this many leases: it refreshes its record every maintenance tick (lease / 3 at most)
@@ -91,7 +93,6 @@ class Engine:
         self._cancel_memo: dict[str, float] = {}  # run id -> when a cancel signal came for it
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()  # set when a run here ends: a slot is free
-        self._looked: asyncio.Future[None] | None = None  # settled when the next claim round is over
         self._draining = False
         self._claimer: asyncio.Task[None] | None = None
         self._taker: asyncio.Task[None] | None = None  # takes wake-ups given to one worker, while a slot is free
@@ -192,12 +193,7 @@ class Engine:
                 self._room.clear()
                 await self._room.wait()
             elif await wakes.take(self.pipelines, TAKE_WAKE_S):
-                # The claim asked for is over before this worker waits again: one whose
-                # loop is busy claims late, and the wake-ups meanwhile go to a readier one
-                # (taken as they came, two workers took turns whatever their load).
-                looked = self._looked = self._looked or asyncio.get_running_loop().create_future()
                 self.wake()
-                await looked
 
     def on_signal(self, kind: str, run_id: str) -> None:
         """A broker signal, from this process or another."""
@@ -253,15 +249,11 @@ class Engine:
                 async with asyncio.timeout(POLL_S):
                     await self._wakeup.wait()
             self._wakeup.clear()
-            looked, self._looked = self._looked, None  # asked for before this claim began
             try:
                 await self._claim_ready()
             except Exception:
                 log.exception("claiming runs failed; retrying")
                 await asyncio.sleep(CLAIM_RETRY_S)
-            finally:
-                if looked is not None and not looked.done():
-                    looked.set_result(None)
 
     async def _claim_ready(self) -> None:
         """Claim until a claim comes back short of what it asked (nothing more is
