@@ -12,9 +12,9 @@ store after it misses nothing in between.
 It also carries signals between processes: ``wake`` (a run was queued: workers
 claim) and ``cancel`` (a run's worker stops it). Signals are lossy too: workers
 poll the store for queued runs and read cancel requests when they renew leases.
-A broker may carry the wake-up of a newly queued run (``queued``) to one worker
-only, through its ``wakes``: a fleet's creations then cost one claim each, not
-one per worker.
+A broker may carry the wake-up of a newly queued run (``queued``) to two
+workers only, through its ``wakes``: a fleet's creations then cost two claims
+each, not one per worker.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ SignalHandler = Callable[[str, str], None]  # (kind, run id or "")
 
 class WakeQueue(Protocol):
     """Wake-ups that each wake one worker: taken by one of the workers waiting
-    for the pipeline they were given for."""
+    for the pipeline they were given for (a queued run gives more than one)."""
 
     async def take(self, pipelines: Sequence[str], timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for a wake-up given for one of ``pipelines``
@@ -46,8 +46,8 @@ class WakeQueue(Protocol):
         """One wake-up for each of ``pipelines`` (None: one any worker takes), now; never raises."""
 
     def ask(self, pipeline: str | None) -> None:
-        """One wake-up for ``pipeline`` (None: any worker), soon: those asked for
-        while one is on its way are folded into one more."""
+        """Wake-ups for a run of ``pipeline`` queued (None: for any worker, once),
+        soon: those asked for while some are on their way are folded into one more."""
 
 
 class Broker(ABC):

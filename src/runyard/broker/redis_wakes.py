@@ -1,5 +1,5 @@
-"""Wake-ups that wake one worker: a run queued in a fleet is claimed by a worker
-that was waiting for it, not looked for by every worker at once.
+"""Wake-ups that wake two workers, not every one: a run queued in a fleet
+costs two claims (the first takes it), whatever the number of workers.
 
 Each pipeline has a list, ``{prefix}wake:{pipeline}``, of tokens that say only
 "a run of this pipeline is ready"; one more, ``{prefix}wake``, is for any
@@ -11,6 +11,12 @@ full with runs still ready, it puts a token back for another worker
 (``Engine._claim_ready``). With a ``wake`` signal on the control channel
 instead, every worker claimed on every wake-up, and all but one usually found
 nothing: a claim transaction per worker per creation.
+
+A queued run gives ``CHOICES`` tokens, so two workers race for it and the one
+whose loop is the least busy claims it first (the "power of two choices"). With
+one token, the workers took the runs in turn whatever their load, and two
+workers of CPU-bound runs did 4-6 % less work (``bench/README.md``, "A
+twentieth round").
 
 A process whose own worker is waiting for a queued run's pipeline is told at
 once, as by a signal, and puts no token (``RedisBroker.queued``). Tokens are
@@ -39,9 +45,10 @@ log = logging.getLogger("runyard.broker")
 TOKENS_KEPT = 8
 # A list nobody takes from (a pipeline no worker serves now) is gone after this.
 TOKENS_TTL_MS = 60_000
+CHOICES = 2  # tokens a queued run gives: the workers that race to claim it
 PUSH = """
 for _, key in ipairs(KEYS) do
-    redis.call('LPUSH', key, 1)
+    for _ = 1, tonumber(ARGV[3]) do redis.call('LPUSH', key, 1) end
     redis.call('LTRIM', key, 0, tonumber(ARGV[1]) - 1)
     redis.call('PEXPIRE', key, ARGV[2])
 end
@@ -70,15 +77,20 @@ class RedisWakeQueue:
             return
         asks = self._asks.get(pipeline)
         if asks is None:
-            pipelines = None if pipeline is None else [pipeline]
-            asks = self._asks[pipeline] = Folded(lambda: self.put(pipelines), f"runyard-redis-wake-{pipeline}")
+            pipelines, tokens = (None, 1) if pipeline is None else ([pipeline], CHOICES)  # a run's end: a look
+            asks = self._asks[pipeline] = Folded(
+                lambda: self._give(pipelines, tokens), f"runyard-redis-wake-{pipeline}"
+            )
         asks.ask()
 
     async def put(self, pipelines: Sequence[str] | None) -> None:
+        await self._give(pipelines, 1)
+
+    async def _give(self, pipelines: Sequence[str] | None, tokens: int) -> None:
         keys = [self._any] if pipelines is None else self._keys(pipelines)
         try:
             async with asyncio.timeout(self._timeout_s):
-                await self._push(keys=keys, args=[TOKENS_KEPT, TOKENS_TTL_MS])
+                await self._push(keys=keys, args=[TOKENS_KEPT, TOKENS_TTL_MS, tokens])
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             log.debug("wake-up for %s not sent (%s); workers find the runs in the store", pipelines, exc)
 
