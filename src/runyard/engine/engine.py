@@ -343,12 +343,11 @@ class Engine:
         except Exception:
             log.exception("run %s could not be driven to its end", run.run_id)
         finally:
-            was_full = len(self._running) >= self._settings.max_concurrent_runs
             if self._running.get(run.run_id) is execution:
                 del self._running[run.run_id]
             self._room.set()
-            if self._broker.wakes is None or was_full:
-                self.wake()  # a slot is free (all were taken: runs may wait); the session's next run may be ready
+            if self._broker.wakes is None:
+                self.wake()  # a slot is free, and the session's next run may be ready
             else:
                 # The session's next run may be ready: a wake-up for the worker
                 # waiting longest. This one claiming it at once gave a worker
