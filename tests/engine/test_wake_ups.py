@@ -20,6 +20,7 @@ import pytest
 from runyard import RunStatus, Runyard
 from runyard.engine import engine
 from runyard.models import Run
+from runyard.observability.metrics import REGISTRY
 from runyard.runtime import Runtime
 from tests.services import redis_url, require_redis
 from tests.support import make_app
@@ -62,6 +63,14 @@ async def fleet(deployment: dict[str, Any], workers: int, **worker_settings: Any
         yield [await stack.enter_async_context(app.running()) for app in apps]
 
 
+def claims_counted() -> dict[str, float]:
+    """``runyard_claims_total`` (of every worker here: they share the process's registry)."""
+    return {
+        result: REGISTRY.get_sample_value("runyard_claims_total", {"result": result}) or 0.0
+        for result in ("took", "empty")
+    }
+
+
 async def settled(rt: Runtime, run: Run) -> Run:
     done = await rt.wait(run, 30)
     assert done is not None, f"run {run.run_id} did not finish"
@@ -74,12 +83,15 @@ async def test_each_run_queued_one_at_a_time_is_looked_for_by_two_workers(
     async with fleet(deployment, workers=4) as (api, *workers):
         await asyncio.sleep(0.3)  # each worker's first claim, at its start, is over
         claims = [Claims(worker, monkeypatch) for worker in workers]
+        counted_before = claims_counted()
         for i in range(12):
             run = await api.create_run(f"owner{i}", "ticker", {"marker": "m", "count": 1})
             assert (await settled(api, run)).status is RunStatus.SUCCEEDED
         await asyncio.sleep(0.2)  # the claim after each run's end, for the session's next run
 
-    made, empty = sum(c.made for c in claims), sum(c.empty for c in claims)
+        made, empty = sum(c.made for c in claims), sum(c.empty for c in claims)
+        counted = {result: claims_counted()[result] - counted_before[result] for result in counted_before}
+    assert counted == {"took": made - empty, "empty": empty}, "runyard_claims_total tells the same"
     # one claim takes the run, the other of the two finds nothing, as does one
     # after the run's end; every worker on every wake-up made 4 claims per run
     # and one more after its end (60, 48 of them empty)

@@ -283,6 +283,7 @@ class Engine:
                 for answered in done:
                     asked = asking.pop(answered)
                     claimed = answered.result()
+                    metrics.CLAIMS_TOTAL.labels("took" if claimed else "empty").inc()
                     full = len(claimed) == asked
                     short = short or not full
                     await self._started(claimed)

@@ -35,6 +35,9 @@ UNSERVED_RUNS = Gauge(
     ["pipeline"],
     registry=REGISTRY,
 )
+CLAIMS_TOTAL = Counter(
+    "runyard_claims_total", "Claims this worker made, by whether they took a run", ["result"], registry=REGISTRY
+)
 EVENTS_TOTAL = Counter("runyard_events_total", "Events persisted, by type", ["type"], registry=REGISTRY)
 STREAM_SUBSCRIBERS = Gauge("runyard_stream_subscribers", "Open event streams", registry=REGISTRY)
 REPLAY_SECONDS = Histogram(
