@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
+import redis.asyncio
 
 from runyard.broker import Broker, broker_from_url
 from runyard.events.hub import Hub, RunChannel
@@ -21,6 +22,17 @@ from runyard.models import Event
 from tests.services import REDIS_URL, redis_url, require_redis
 
 __all__ = ["REDIS_URL", "redis_url", "require_redis"]  # the broker tests import them from here
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[redis.asyncio.Redis]:
+    """A connection of the test's own, for commands no broker sends."""
+    require_redis()
+    client = redis.asyncio.Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -25,23 +25,12 @@ from runyard.events import EventLog, follow
 from runyard.events.hub import Hub
 from runyard.models import Event, Run, RunStatus
 from runyard.store.memory import MemoryStore
-from tests.broker.conftest import REDIS_URL, RecordingHub, event, received, redis_url, require_redis, seqs
+from tests.broker.conftest import RecordingHub, event, received, redis_url, require_redis, seqs
 from tests.support import free_port
 
 pytestmark = pytest.mark.redis
 
 Open = Callable[..., Awaitable[tuple[RedisBroker, RecordingHub]]]
-
-
-@pytest.fixture
-async def admin() -> AsyncIterator[redis.asyncio.Redis]:
-    """A connection of the test's own, for commands no broker sends."""
-    require_redis()
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import redis.asyncio
 from runyard.broker.base import WAKE
 from runyard.broker.redis import RedisBroker
 from runyard.broker.redis_wakes import CHOICES, TOKENS_KEPT, RedisWakeQueue
-from tests.broker.conftest import REDIS_URL, RecordingHub, redis_url, require_redis
+from tests.broker.conftest import RecordingHub, redis_url, require_redis
 from tests.support import free_port
 
 pytestmark = pytest.mark.redis
@@ -62,16 +62,6 @@ async def start(prefix: str) -> AsyncIterator[Start]:
     finally:
         for process in started:
             await process.broker.close()
-
-
-@pytest.fixture
-async def admin() -> AsyncIterator[redis.asyncio.Redis]:
-    require_redis()
-    client = redis.asyncio.Redis.from_url(REDIS_URL)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def settled() -> None:
