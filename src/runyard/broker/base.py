@@ -38,9 +38,9 @@ class WakeQueue(Protocol):
     for the pipeline they were given for (a queued run gives more than one)."""
 
     async def take(self, pipelines: Sequence[str], timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for a wake-up given for one of ``pipelines``
-        (or for any worker) and take it (no other worker gets it): False if none came (or the broker
-        cannot be reached: then after waiting the time out)."""
+        """Wait up to ``timeout_s`` for a wake-up given for one of ``pipelines`` or
+        for any worker, and take it (no other worker gets it). False if none came,
+        or if the broker cannot be reached (then once the time is out)."""
 
     async def put(self, pipelines: Sequence[str] | None) -> None:
         """One wake-up for each of ``pipelines`` (None: one any worker takes), now; never raises."""
@@ -53,8 +53,8 @@ class WakeQueue(Protocol):
 class Broker(ABC):
     """Live fan-out of persisted events, and signals, to every process."""
 
-    # Where a worker with a free slot waits for the wake-ups ``queued`` gives one
-    # worker; None where every wake-up reaches every worker (a ``wake`` signal).
+    # Where a worker with a free slot waits for the wake-ups ``queued`` gives (each
+    # taken by one worker); None where every wake-up reaches every worker (a ``wake`` signal).
     wakes: WakeQueue | None = None
 
     @property
@@ -95,5 +95,5 @@ class Broker(ABC):
 
     async def queued(self, pipeline: str) -> None:
         """A run of ``pipeline`` was queued (or is ready again): wake a worker that
-        serves it. This one: every process, with a ``wake`` signal."""
+        serves it. Here: every process, with a ``wake`` signal."""
         await self.signal(WAKE)

@@ -26,7 +26,7 @@ Signals (worker wake-ups, cancel requests) travel on one more channel,
 handles its own signals at once, not when they come back. After the subscriber
 connection comes back, the process wakes its own workers: whatever was queued
 meanwhile is claimed now rather than at the next poll. A queued run's wake-up
-goes to one worker instead, through a list (``redis_wakes.py``).
+goes to two workers instead, through a list (``redis_wakes.py``).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class RedisBroker(Broker):
         self._flusher: asyncio.Task[None] | None = None
         # A wake-up for every worker says only "look at the queue": a burst costs two messages.
         self._wake_all = Folded(lambda: self._send(WAKE, ""), "runyard-redis-waker")
-        self.wakes = self._wake_queue = RedisWakeQueue(self._client, prefix, TIMEOUT_S)  # a queued run's: one's
+        self.wakes = self._wake_queue = RedisWakeQueue(self._client, prefix, TIMEOUT_S)  # a queued run's: two
         # publishing
         self._resume_at = 0.0  # while Redis fails, batches skip it until then
         self._publish_failures = 0  # in a row

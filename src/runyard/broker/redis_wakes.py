@@ -77,7 +77,8 @@ class RedisWakeQueue:
             return
         asks = self._asks.get(pipeline)
         if asks is None:
-            pipelines, tokens = (None, 1) if pipeline is None else ([pipeline], CHOICES)  # a run's end: a look
+            # None: a run ended, and one worker looks for its session's next run
+            pipelines, tokens = (None, 1) if pipeline is None else ([pipeline], CHOICES)
             asks = self._asks[pipeline] = Folded(
                 lambda: self._give(pipelines, tokens), f"runyard-redis-wake-{pipeline}"
             )
