@@ -15,8 +15,10 @@ nothing: a claim transaction per worker per creation.
 A queued run gives ``CHOICES`` tokens, so two workers race for it and the one
 whose loop is the least busy claims it first (the "power of two choices"). With
 one token, the workers took the runs in turn whatever their load, and two
-workers of CPU-bound runs did 4-6 % less work (``bench/README.md``, "A
-twentieth round").
+workers of CPU-bound runs did 5-7 % less work (``bench/README.md``, "A
+twentieth round"). Redis hands a pushed token at once to a worker blocked on
+its list; the tokens still there were pushed while no other worker waited, and
+the worker that takes one next takes them all.
 
 A process whose own worker is waiting for a queued run's pipeline is told at
 once, as by a signal, and puts no token (``RedisBroker.queued``). Tokens are
@@ -103,6 +105,11 @@ class RedisWakeQueue:
         try:
             async with asyncio.timeout(timeout_s + self._timeout_s):
                 reply = await self._client.blpop([*self._keys(pipelines), self._any], timeout=timeout_s)
+                if reply is not None:
+                    # Those left beside it found no other worker waiting when they were
+                    # pushed: this worker's claim, which begins after, answers them too.
+                    # Taken one by one, a lone worker claimed twice per queued run.
+                    await self._client.delete(reply[0])
         except (RedisError, OSError) as exc:
             log.debug("waiting for wake-ups failed (%s); polling the store meanwhile", exc)
             await asyncio.sleep(timeout_s)
