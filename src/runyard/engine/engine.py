@@ -87,6 +87,7 @@ class Engine:
         # stale fence stops the run here at once: built here, with that callback.
         self.events = self._events = EventLog(store, broker, on_lease_lost=self._fence_refused)
         self._broker = broker
+        self._wakes = broker.wakes  # where wake-ups go to one worker at a time, if the broker has one
         self.worker_id = new_worker_id()
         self._running: dict[str, Execution] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # every execution's bookkeeping task
@@ -128,8 +129,8 @@ class Engine:
             return
         await self._store.worker_seen(self.worker_id, self.pipelines, now())
         self._claimer = asyncio.create_task(self._claim_forever(), name="runyard-claimer")
-        if self._broker.wakes is not None:
-            self._taker = asyncio.create_task(self._take_wakes_forever(self._broker.wakes), name="runyard-wake-taker")
+        if self._wakes is not None:
+            self._taker = asyncio.create_task(self._take_wakes_forever(self._wakes), name="runyard-wake-taker")
         self._renewer = asyncio.create_task(self._renew_forever(), name="runyard-lease-renewer")
         self._housekeeper = asyncio.create_task(self._housekeeping.run(), name="runyard-housekeeper")
         self._timer = asyncio.create_task(self._timers.run(), name="runyard-timers")
@@ -275,9 +276,9 @@ class Engine:
                     )
                     asking[asyncio.ensure_future(claim)] = asked
                 if not asking:
-                    if full and not (short or self._draining) and self._broker.wakes is not None:
+                    if full and not (short or self._draining) and self._wakes is not None:
                         # out of slots with runs still ready: another worker's turn
-                        await self._broker.wakes.put(self.pipelines)
+                        await self._wakes.put(self.pipelines)
                     return
                 done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
                 for answered in done:
@@ -347,14 +348,14 @@ class Engine:
             if self._running.get(run.run_id) is execution:
                 del self._running[run.run_id]
             self._room.set()
-            if self._broker.wakes is None:
+            if self._wakes is None:
                 self.wake()  # a slot is free, and the session's next run may be ready
             else:
                 # The session's next run may be ready: a wake-up for the worker
                 # waiting longest. This one claiming it at once gave a worker
                 # with more runs ending more new runs, and two workers of the
                 # same runs 1 : 2 (bench/README.md, "A twentieth round").
-                self._broker.wakes.ask(None)
+                self._wakes.ask(None)
 
     async def _renew_leases(self) -> None:
         if not self._running:
