@@ -28,7 +28,7 @@ from runyard.store.postgres import runs as postgres_runs
 from runyard.store.postgres.events import append_locked
 from runyard.store.postgres.pool import ARRAY_TYPES, server_settings
 from runyard.store.postgres.runs import CUSTOM_PLANS
-from runyard.store.postgres.schema import CLAIMABLE, VERSION_TABLE
+from runyard.store.postgres.schema import CLAIMABLE, LOCK_RUNS, VERSION_TABLE
 from tests.services import require_service
 
 T0 = 1_700_000_000.0
@@ -90,12 +90,10 @@ def test_pool_bounds_come_from_the_url_and_the_rest_goes_to_asyncpg() -> None:
 
 
 def test_sessions_end_a_transaction_idle_for_a_lease_unless_the_url_says_otherwise() -> None:
-    assert server_settings("postgresql://u@h/db", 2.5) == {
-        "application_name": "runyard",
-        "idle_in_transaction_session_timeout": "2500",
-    }
-    assert server_settings("postgresql://u@h/db", None) == {"application_name": "runyard"}
-    own = "postgresql://u@h/db?application_name=mine&idle_in_transaction_session_timeout=0"
+    always = {"application_name": "runyard", "plan_cache_mode": "force_custom_plan"}
+    assert server_settings("postgresql://u@h/db", 2.5) == {**always, "idle_in_transaction_session_timeout": "2500"}
+    assert server_settings("postgresql://u@h/db", None) == always
+    own = "postgresql://u@h/db?application_name=mine&idle_in_transaction_session_timeout=0&plan_cache_mode=auto"
     assert server_settings(own, 2.5) == {}
 
 
@@ -210,6 +208,38 @@ async def test_a_claim_after_an_analyze_of_a_quiet_queue_reads_each_owner_s_runs
     assert rows_filtered_out(plan) < 4000, "the claim read the whole queue for each owner"
     claimed = await store.claim("w1", 32, T0 + 9999, T0 + 10_030, pipelines=["ticker"])
     assert len(claimed) == 32 and len({claim.run.owner for claim in claimed}) == 32  # one per owner: fair
+
+
+@needs_postgres
+async def test_a_batch_s_runs_are_locked_by_key_after_the_table_outgrew_its_first_plans(postgres_url: str) -> None:
+    """A connection that wrote batches while ``runs`` held three rows (a new
+    deployment) still locks the next batch's runs through the primary key once
+    the table holds 20,000: the generic plan it settled on at first, a scan that
+    compared every row with every id of the batch, lasted until the next
+    ANALYZE (85 ms a batch at 16,000 runs; ``pool.server_settings``)."""
+    store = PostgresStore(f"{postgres_url}?pool_max=1")  # one connection: the one whose plans are looked at
+    await store.open()
+    try:
+        for i in range(3):
+            await store.create_run(make_run(f"run_{i}", f"ses_{i}"))
+        for batch in range(8):  # a statement gets its generic plan after five runs
+            await store.append([AppendGroup(f"run_{i}", drafts(f"run_{i}", batch, 1)) for i in range(3)])
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            await conn.execute(FILL_RUNS, "many_", 20_000, 32, "succeeded", T0)
+        finally:
+            await conn.close()
+        async with store._pool.acquire() as own:
+            name = await own.fetchval("SELECT name FROM pg_prepared_statements WHERE statement = $1", LOCK_RUNS)
+            async with own.transaction():
+                explained = await own.fetchval(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}(ARRAY['run_0', 'run_1', 'run_2'])"
+                )
+        after = await store.append([AppendGroup(f"run_{i}", drafts(f"run_{i}", 8, 1)) for i in range(3)])
+    finally:
+        await store.close()
+    assert rows_filtered_out(json.loads(explained)[0]["Plan"]) == 0, "the lock read the whole table"
+    assert [[event.seq for event in result] for result in after if isinstance(result, list)] == [[9], [9], [9]]
 
 
 @needs_postgres

@@ -43,9 +43,19 @@ def server_settings(dsn: str, lease_s: float | None) -> dict[str, str]:
     holds would otherwise stop their recovery for as long as it stays stalled.
     Its transaction rolls back; the process, if it wakes, finds its connection
     closed and its runs recovered elsewhere.
+
+    Every statement is planned for the tables as they are when it runs
+    (``plan_cache_mode``), never with a generic plan its connection settled on
+    earlier: asyncpg prepares each statement once per connection, and a generic
+    plan made while ``runs`` held a few hundred rows (a new deployment, the
+    first minute of a burst) stays until the next ANALYZE. The batch's row lock
+    (``LOCK_RUNS``) kept a sequential scan that compared every row with every
+    id of the batch: 85 ms a batch at 16,000 runs instead of 1.3, and a worker
+    that fell 4 s behind its queue (``bench/README.md``, "A twenty-first
+    round"). Planning each statement cost no measurable throughput there.
     """
     own = {key for key, _ in parse_qsl(urlsplit(dsn).query)}
-    settings = {"application_name": "runyard"}
+    settings = {"application_name": "runyard", "plan_cache_mode": "force_custom_plan"}
     if lease_s is not None:
         settings["idle_in_transaction_session_timeout"] = str(math.ceil(lease_s * 1000))  # ms
     return {key: value for key, value in settings.items() if key not in own}

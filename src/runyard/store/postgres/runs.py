@@ -19,11 +19,13 @@ from runyard.store.postgres.schema import CLAIMABLE, FRESH, LOCK_CLAIMABLE, UNSE
 # Candidates read per claimed run: some may be taken by other workers meanwhile.
 CANDIDATES_PER_CLAIM = 2
 CANDIDATES_EXTRA = 8
-# Until the claim's transaction ends: plans made for the claim's own size and queue,
-# and no bitmap scans. Without statistics on status (``schema.py``) the planner
-# guesses an owner's queued runs at ~2 and read them all through a bitmap, then
-# sorted them, where the ordered index stops at the first ready one: 24 ms a claim
-# instead of 3 with 10,000 queued (``bench/claims.py``).
+# Until the claim's transaction ends: plans made for the claim's own size and queue
+# (every session asks for that already, ``pool.server_settings``, unless its URL
+# says otherwise: the walk needs it whatever the URL), and no bitmap scans.
+# Without statistics on status (``schema.py``) the planner guesses an owner's
+# queued runs at ~2 and read them all through a bitmap, then sorted them, where
+# the ordered index stops at the first ready one: 24 ms a claim instead of 3
+# with 10,000 queued (``bench/claims.py``).
 CUSTOM_PLANS = (
     "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('enable_bitmapscan', 'off', true)"
 )
@@ -67,9 +69,8 @@ async def _claim(
 
 async def _new_owners_first(conn: Connection, wanted: int, served: list[str], at: float) -> list[str] | None:
     """The claim's candidates if new owners' first runs fill it (``FRESH``), else
-    None. Read before the claim asks for custom plans: FRESH's cost follows what it
-    claims, so its cached plan serves, and a claim it does not fill pays a short
-    read, not a planning (in one statement with the walk, planned at every claim,
+    None. A statement of its own: a claim it does not fill pays a short read, not
+    the walk's planning (in one statement with the walk, planned at every claim,
     it cost the fleet's creations 6 %: 2,031-2,471 against 2,159-2,645 a second)."""
     rows = await conn.fetch(FRESH, wanted, served, at)
     return [row[0] for row in rows] if len(rows) == wanted else None
