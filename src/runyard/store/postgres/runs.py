@@ -41,15 +41,16 @@ async def _claim(
 ) -> list[Claimed]:
     """Claim inside the caller's transaction (FOR UPDATE SKIP LOCKED)."""
     wanted = limit * CANDIDATES_PER_CLAIM + CANDIDATES_EXTRA
+    # The walk planned for this claim's own size and queue, not with the plan the
+    # prepared statement settled on while the queue was short: with that generic
+    # plan a claim of 1,000 runs out of 10,000 queued took 300-440 ms instead of
+    # 120-160 (a /tmp script on the real store). The candidates' lock needs no
+    # bitmap scans either: planned for its candidates, it read the whole queue
+    # through one to join them (8 ms a claim at 10,000 queued instead of 5,
+    # bench/claims.py).
+    await conn.execute(CUSTOM_PLANS)
     candidates = await _new_owners_first(conn, wanted, served, at) if wanted <= FRESH_CLAIMS_UP_TO else None
     if candidates is None:
-        # Planned for this claim's own size and queue, not with the plan the prepared
-        # statement settled on while the queue was short: with that generic plan a
-        # claim of 1,000 runs out of 10,000 queued took 300-440 ms instead of 120-160
-        # (a /tmp script on the real store): the likeliest cause of the claims of
-        # seconds a worker behind a deep queue sat in, in bench/scaleout.py's create
-        # workload, while the queue grew (README, "A fleet"). Planning costs ~2 ms.
-        await conn.execute(CUSTOM_PLANS)
         candidates = [row[0] for row in await conn.fetch(CLAIMABLE, wanted, served, at)]
     if not candidates:
         return []
@@ -69,9 +70,9 @@ async def _claim(
 
 async def _new_owners_first(conn: Connection, wanted: int, served: list[str], at: float) -> list[str] | None:
     """The claim's candidates if new owners' first runs fill it (``FRESH``), else
-    None. A statement of its own: a claim it does not fill pays a short read, not
-    the walk's planning (in one statement with the walk, planned at every claim,
-    it cost the fleet's creations 6 %: 2,031-2,471 against 2,159-2,645 a second)."""
+    None. A statement of its own: a claim it fills pays a short read, not the
+    walk's planning (in one statement with the walk, it cost the fleet's
+    creations 6 %: 2,031-2,471 against 2,159-2,645 a second)."""
     rows = await conn.fetch(FRESH, wanted, served, at)
     return [row[0] for row in rows] if len(rows) == wanted else None
 
