@@ -15,12 +15,13 @@ import pytest
 
 from runyard import RunContext, RunStatus
 from runyard.context import RESERVED_TYPES
-from runyard.engine.engine import CLAIMS_IN_FLIGHT
+from runyard.engine.engine import CLAIMS_IN_FLIGHT, GATHER_FROM
 from runyard.errors import RunNotFound, SessionBusy
 from runyard.models import LeaseLost, Multitask, Run, Session
 from runyard.observability.metrics import REGISTRY
 from runyard.runtime import Runtime
 from runyard.store import store_from_url
+from runyard.store.memory import MemoryStore
 from runyard.store.sqlite import SQLiteStore
 from tests.governance.support import wait_until
 from tests.sse_reader import read_events
@@ -226,6 +227,40 @@ async def test_a_worker_running_runs_claims_at_most_its_stores_claim_at_most_at_
     assert set(asked[1:]) == {most}
     assert [n for n in got if n] == [1, most, most, 5]  # the busy run; then two full claims and the rest
     assert under_way[1] == CLAIMS_IN_FLIGHT, "the next claim waits in the writer's queue, not for the last's answer"
+
+
+@pytest.mark.parametrize("gather_s", [0.0, 0.5])
+async def test_a_worker_whose_claims_took_many_runs_lets_more_gather_before_it_claims_again(
+    gather_s: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose claim is a transaction of its own (PostgreSQL) asks for fewer,
+    larger claims while runs arrive faster than a worker claims: after a round that
+    took ``GATHER_FROM`` runs or more, the worker waits ``claim_gather_s`` before its
+    next claim; after a smaller round it claims each new run at once."""
+    got: list[int] = []
+    claim = MemoryStore.claim
+
+    async def counted(self: MemoryStore, *args: Any, **kwargs: Any) -> Any:
+        claimed = await claim(self, *args, **kwargs)
+        got.append(len(claimed))
+        return claimed
+
+    monkeypatch.setattr(MemoryStore, "claim", counted)
+    monkeypatch.setattr(MemoryStore, "claim_gather_s", gather_s)
+    nap = {"seconds": 0.01}
+    async with make_app(store="memory://", max_concurrent_runs=500).running() as rt:
+        burst = await asyncio.gather(*(rt.create_run(f"o{i}", "nap", nap) for i in range(GATHER_FROM + 8)))
+        await wait_until(lambda: GATHER_FROM + 8 in got)
+        arriving = []
+        for i in range(5):  # while the worker lets them gather, if it does
+            arriving.append(await rt.create_run(f"late{i}", "nap", nap))
+            await asyncio.sleep(0.02)
+        for run in [*burst, *arriving]:
+            await finished(rt, run.owner, run.run_id)
+        for _ in range(2):  # after a small round: claimed at once, each
+            await finished(rt, "after", (await rt.create_run("after", "nap", nap)).run_id)
+    taken = [n for n in got if n]
+    assert taken == ([GATHER_FROM + 8, 5, 1, 1] if gather_s else [GATHER_FROM + 8, 1, 1, 1, 1, 1, 1, 1])
 
 
 async def test_shutdown_hands_back_a_run_queued_in_the_same_attempt(tmp_path: Any) -> None:

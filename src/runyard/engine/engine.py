@@ -53,6 +53,9 @@ CLAIM_RETRY_S = 1.0  # after a failed claim (the store is down)
 # Capped claims under way at once (bench/README.md, "A thirteenth round"): one
 # claim of 32 per writer batch, not one every other batch while runs queue up.
 CLAIMS_IN_FLIGHT = 2
+# A round of claims that took this many runs says runs arrive faster than a
+# worker claims them: it lets more gather (the store's ``claim_gather_s``).
+GATHER_FROM = 32
 # A worker with a free slot waits this long at most for a wake-up given to one
 # worker (``Broker.wakes``) before it waits again; the poll above goes on meanwhile.
 TAKE_WAKE_S = 5.0
@@ -251,17 +254,19 @@ class Engine:
                     await self._wakeup.wait()
             self._wakeup.clear()
             try:
-                await self._claim_ready()
+                if await self._claim_ready() >= GATHER_FROM:
+                    await asyncio.sleep(self._store.claim_gather_s)
             except Exception:
                 log.exception("claiming runs failed; retrying")
                 await asyncio.sleep(CLAIM_RETRY_S)
 
-    async def _claim_ready(self) -> None:
+    async def _claim_ready(self) -> int:
         """Claim until a claim comes back short of what it asked (nothing more is
-        ready) or no slot is free. Claims capped by the store (``claim_at_most``)
+        ready) or no slot is free; how many runs were taken. Claims capped by the store (``claim_at_most``)
         go ``CLAIMS_IN_FLIGHT`` at a time, so that the next one waits in the
         writer's queue while the last is written, not for its answer."""
         asking: dict[asyncio.Future[list[Claimed]], int] = {}  # claims under way, what each asked for
+        taken = 0
         short = False
         full = False  # the last claim answered took all it asked for: more may be ready
         try:
@@ -279,7 +284,7 @@ class Engine:
                     if full and not (short or self._draining) and self._wakes is not None:
                         # out of slots with runs still ready: another worker's turn
                         await self._wakes.put(self.pipelines)
-                    return
+                    return taken
                 done, _ = await asyncio.wait(asking, return_when=asyncio.FIRST_COMPLETED)
                 for answered in done:
                     asked = asking.pop(answered)
@@ -287,6 +292,7 @@ class Engine:
                     metrics.CLAIMS_TOTAL.labels("took" if claimed else "empty").inc()
                     full = len(claimed) == asked
                     short = short or not full
+                    taken += len(claimed)
                     await self._started(claimed)
         finally:
             # a failed claim (or a cancelled loop) leaves none it made unstarted

@@ -282,10 +282,10 @@ class SessionStore(Protocol):
 
 class RunQueue(Protocol):
     """The store as the queue: claims, leases, recovery, cancel flags and the
-    registry of the workers that claim. ``claim_at_most``: the runs one claim
-    should take (None: all it may), for a store whose appends wait for a claim."""
+    registry of the workers that claim."""
 
-    claim_at_most: int | None = None
+    claim_at_most: int | None = None  # what one claim should take (None: all it may), if appends wait for claims
+    claim_gather_s: float = 0.0  # how long a worker whose claims took many runs lets more gather (Engine)
 
     @abstractmethod
     async def claim(
