@@ -254,7 +254,7 @@ class Engine:
                     await self._wakeup.wait()
             self._wakeup.clear()
             try:
-                if await self._claim_ready() >= GATHER_FROM:
+                if await self._claim_ready() >= GATHER_FROM and self._store.claim_gather_s:
                     await asyncio.sleep(self._store.claim_gather_s)
             except Exception:
                 log.exception("claiming runs failed; retrying")
