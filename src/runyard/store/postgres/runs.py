@@ -80,10 +80,10 @@ async def _new_owners_first(conn: Connection, wanted: int, served: list[str], at
 class PostgresRuns(PostgresConnection, RunRecords, RunQueue):
     """``RunRecords`` and ``RunQueue`` on PostgreSQL."""
 
-    # A claim is a transaction of its own (five round trips, a commit) and writes
+    # A claim is a transaction of its own (six or seven round trips) and writes
     # its runs in one statement: while runs arrive faster than a worker claims,
     # fewer, larger claims leave the CPU to the rest. bench/scaleout.py's create
-    # workload, 2 API + 2 workers, 2 rounds: 1,937-2,319 creations/s claiming at
+    # workload, 2 API + 2 workers, 2-3 rounds: 1,937-2,319 creations/s claiming at
     # once, 2,361-2,500 after 20 ms, 2,628-2,751 after 50, 2,747-2,912 after 100;
     # the steady workload's latency unchanged (bench/README.md, "A twenty-first round").
     claim_gather_s = 0.05
