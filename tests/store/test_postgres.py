@@ -224,13 +224,12 @@ async def test_a_claim_locks_its_candidates_by_key_however_long_the_queue(
     not the 10,000 queued: planned for its candidates (every statement is,
     ``pool.server_settings``), it read the whole queue through a bitmap of
     ``runs_queued`` to join them, 8 ms a claim instead of 5 (``bench/claims.py``)."""
-    conn = await asyncpg.connect(postgres_url)
+    conn = await asyncpg.connect(postgres_url, server_settings=server_settings(postgres_url, None))  # as the store's
     try:
         await conn.execute(FILL_RUNS, "queued_", 10_000, 20, "queued", T0)
         await conn.execute("VACUUM ANALYZE runs")
         candidates = [f"queued_{i}" for i in range(100, 124)]
         async with conn.transaction():  # as the claim plans it
-            await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")  # as every session does
             await conn.execute(CUSTOM_PLANS)
             explained = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {LOCK_CLAIMABLE}", candidates, 8)
     finally:

@@ -262,9 +262,9 @@ class Engine:
 
     async def _claim_ready(self) -> int:
         """Claim until a claim comes back short of what it asked (nothing more is
-        ready) or no slot is free; how many runs were taken. Claims capped by the store (``claim_at_most``)
-        go ``CLAIMS_IN_FLIGHT`` at a time, so that the next one waits in the
-        writer's queue while the last is written, not for its answer."""
+        ready) or no slot is free; how many runs were taken. Claims capped by the
+        store (``claim_at_most``) go ``CLAIMS_IN_FLIGHT`` at a time, so that the next
+        one waits in the writer's queue while the last is written, not for its answer."""
         asking: dict[asyncio.Future[list[Claimed]], int] = {}  # claims under way, what each asked for
         taken = 0
         short = False
