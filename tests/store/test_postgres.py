@@ -25,7 +25,8 @@ from runyard.store import postgres as postgres_package
 from runyard.store.base import Admission, RunQuery
 from runyard.store.postgres import MIGRATIONS, PostgresStore, pool_options
 from runyard.store.postgres import runs as postgres_runs
-from runyard.store.postgres.events import append_locked
+from runyard.store.postgres.batches import WRITE_BATCH
+from runyard.store.postgres.events import append_batch, append_locked
 from runyard.store.postgres.pool import ARRAY_TYPES, server_settings
 from runyard.store.postgres.runs import CUSTOM_PLANS
 from runyard.store.postgres.schema import CLAIMABLE, LOCK_CLAIMABLE, LOCK_RUNS, VERSION_TABLE
@@ -90,10 +91,13 @@ def test_pool_bounds_come_from_the_url_and_the_rest_goes_to_asyncpg() -> None:
 
 
 def test_sessions_end_a_transaction_idle_for_a_lease_unless_the_url_says_otherwise() -> None:
-    always = {"application_name": "runyard", "plan_cache_mode": "force_custom_plan"}
+    always = {"application_name": "runyard", "plan_cache_mode": "force_custom_plan", "random_page_cost": "1.1"}
     assert server_settings("postgresql://u@h/db", 2.5) == {**always, "idle_in_transaction_session_timeout": "2500"}
     assert server_settings("postgresql://u@h/db", None) == always
-    own = "postgresql://u@h/db?application_name=mine&idle_in_transaction_session_timeout=0&plan_cache_mode=auto"
+    own = (
+        "postgresql://u@h/db?application_name=mine&idle_in_transaction_session_timeout=0&plan_cache_mode=auto"
+        "&random_page_cost=4"
+    )
     assert server_settings(own, 2.5) == {}
 
 
@@ -267,6 +271,60 @@ async def test_a_batch_s_runs_are_locked_by_key_after_the_table_outgrew_its_firs
         await store.close()
     assert rows_filtered_out(json.loads(explained)[0]["Plan"]) == 0, "the lock read the whole table"
     assert [[event.seq for event in result] for result in after if isinstance(result, list)] == [[9], [9], [9]]
+
+
+class ExplainedWrites:
+    """The pool's connection, but each batch's write is first run as EXPLAIN
+    ANALYZE in a savepoint rolled back, and its executed plan kept."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self.plans: list[Any] = []
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        return await self._conn.fetch(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        return await self._conn.execute(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        if query == WRITE_BATCH:
+            await self._conn.execute("SAVEPOINT explained")
+            explained = await self._conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)
+            self.plans.append(json.loads(explained)[0]["Plan"])
+            await self._conn.execute("ROLLBACK TO SAVEPOINT explained")
+        return await self._conn.fetchval(query, *args)
+
+
+@needs_postgres
+async def test_a_batch_of_many_runs_updates_them_by_key_not_by_reading_the_table(postgres_url: str) -> None:
+    """A batch that appends to 240 of 12,240 runs, then one that ends them,
+    finds each run's row by its key: priced as if read from a disk, 240 index
+    lookups lost to a hash of the whole table (12 ms a batch instead of 4;
+    ``pool.server_settings``)."""
+    live = [f"live_{i}" for i in range(1, 241)]
+    end = RunUpdate(status=RunStatus.SUCCEEDED, expect=frozenset({RunStatus.RUNNING}), finished_at=T0 + 2)
+    store = PostgresStore(f"{postgres_url}?pool_max=1")  # its sessions' settings are the point
+    await store.open()
+    try:
+        async with store._pool.acquire() as own:
+            await own.execute(FILL_RUNS, "done_", 12_000, 32, "succeeded", T0)
+            await own.execute(FILL_RUNS, "live_", 240, 32, "running", T0)
+            explaining = ExplainedWrites(own)
+            for groups in (
+                [AppendGroup(run_id, drafts(run_id, 0, 1)) for run_id in live],
+                [AppendGroup(run_id, drafts(run_id, 1, 1), end) for run_id in live],
+            ):
+                async with own.transaction():
+                    results = await append_batch(explaining, groups)
+                assert all(isinstance(result, list) for result in results)
+            written = await own.fetchrow(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM runs WHERE status = 'succeeded')"
+            )
+    finally:
+        await store.close()
+    assert [rows_read(plan, "runs") for plan in explaining.plans] == [240, 240], "a batch read the whole table"
+    assert tuple(written) == (480, 12_240)
 
 
 @needs_postgres
