@@ -9,15 +9,20 @@ the socket (it finishes it before anything else), a write that fails, the end.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable
+from typing import Any
 
 import pytest
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from runyard.events.hub import Hub
 from runyard.events.sse import Frame
 from runyard.events.stream import follow
-from runyard.http.streaming import _started
+from runyard.http.connections import body_writer
+from runyard.http.streaming import _live_writer, _started
 from runyard.models import Event, EventDraft, Run, RunStatus, Session
 from runyard.store._numbering import cancel_group
 from runyard.store.base import AppendGroup
@@ -191,3 +196,94 @@ async def test_a_send_whose_rest_is_cancelled_goes_no_further() -> None:
     with pytest.raises(asyncio.CancelledError):
         await finishing
     assert closed == [True]
+
+
+# -- straight to the connection (``connections.body_writer``) -------------------
+
+
+class Socket:
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def streaming_cycle(socket: Socket) -> RequestResponseCycle:
+    """uvicorn's own request cycle of a GET, its SSE response started."""
+    cycle = RequestResponseCycle(
+        scope={"type": "http", "method": "GET"},
+        transport=socket,  # type: ignore[arg-type]
+        flow=FlowControl(socket),  # type: ignore[arg-type]
+        logger=logging.getLogger("test"),
+        access_logger=logging.getLogger("test.access"),
+        access_log=False,
+        default_headers=[],
+        message_event=asyncio.Event(),
+        expect_100_continue=False,
+        keep_alive=True,
+        on_response=lambda: None,
+    )
+    await cycle.send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]}
+    )
+    socket.written.clear()
+    return cycle
+
+
+async def test_a_chunk_written_straight_to_the_connection_is_the_bytes_uvicorn_would_send() -> None:
+    direct, sent = Socket(), Socket()
+    writer = body_writer((await streaming_cycle(direct)).send)
+    by_uvicorn = await streaming_cycle(sent)
+    assert writer is not None
+    for chunk in (b"data: 1\n\n", b"x" * 70_000):
+        assert writer(chunk)
+        await by_uvicorn.send({"type": "http.response.body", "body": chunk, "more_body": True})
+    assert direct.written == sent.written
+
+
+async def test_nothing_is_written_straight_while_the_client_is_slow_or_gone() -> None:
+    socket = Socket()
+    cycle = await streaming_cycle(socket)
+    writer = body_writer(cycle.send)
+    assert writer is not None
+    cycle.flow.pause_writing()
+    assert not writer(b"data: 1\n\n")
+    cycle.flow.resume_writing()
+    cycle.disconnected = True
+    assert not writer(b"data: 1\n\n")
+    assert socket.written == []
+
+
+async def test_another_server_s_send_gets_no_straight_writer() -> None:
+    async def send(message: Any) -> None:
+        pass
+
+    assert body_writer(send) is None
+
+
+async def test_live_frames_wait_for_a_slow_client_and_then_go_in_order() -> None:
+    socket = Socket()
+    cycle = await streaming_cycle(socket)
+    write = _live_writer(cycle.send, 0)
+    assert write([(1, False, b"data: 1\n\n")]) is None  # straight through
+    cycle.flow.pause_writing()
+    rest = write([(2, False, b"data: 2\n\n"), (3, False, b"data: 3\n\n")])
+    assert rest is not None and len(socket.written) == 1
+    finishing = asyncio.ensure_future(rest)
+    await asyncio.sleep(0.01)
+    assert not finishing.done()
+    cycle.flow.resume_writing()
+    await finishing
+    assert b"".join(socket.written) == b"9\r\ndata: 1\n\n\r\n12\r\ndata: 2\n\ndata: 3\n\n\r\n"

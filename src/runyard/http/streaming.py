@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
@@ -24,6 +25,7 @@ from runyard.errors import TooManyStreams
 from runyard.events import sse
 from runyard.events.stream import Joined, Write
 from runyard.governance.backend import CapReached, Caps
+from runyard.http.connections import body_writer
 from runyard.http.middleware import OUTER_SEND
 from runyard.models import Run
 from runyard.observability import metrics
@@ -249,16 +251,24 @@ async def _body(runtime: Runtime, run: Run, after: int, pad_bytes: int, write: W
 def _live_writer(send: Send, pad_bytes: int) -> Write:
     """``follow``'s ``write`` for a stream whose chunks ``send`` sends: the live
     frames a delivery brings, sent in the delivery's own call when the
-    connection takes them at once (no flow control holding it back)."""
+    connection takes them at once (no flow control holding it back), straight
+    to the connection where the server allows (``connections.body_writer``)."""
+    direct = body_writer(send)
 
     def write(frames: list[sse.Frame]) -> Awaitable[None] | None:
-        return _started(_send_chunks(send, frames, pad_bytes))
+        chunks = _chunks(frames, pad_bytes)
+        if direct is not None:
+            for chunk in chunks:
+                if not direct(chunk):
+                    return _started(_send_chunks(send, itertools.chain((chunk,), chunks)))
+            return None
+        return _started(_send_chunks(send, chunks))
 
     return write
 
 
-async def _send_chunks(send: Send, frames: list[sse.Frame], pad_bytes: int) -> None:
-    for chunk in _chunks(frames, pad_bytes):
+async def _send_chunks(send: Send, chunks: Iterator[bytes]) -> None:
+    for chunk in chunks:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
 
