@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -104,7 +105,9 @@ def tree_cpu(pid: int) -> float:
 
 
 class RssSampler:
-    """Samples the RSS of a process tree in a background thread; keeps the peak."""
+    """Samples the RSS of a process tree in a background thread; keeps the peak,
+    and each sample's time and the tree's CPU seconds so far (``cpu_trace``: the
+    CPU of a stretch of the run, ``cpu_between``)."""
 
     def __init__(self, pid: int, interval_s: float = 0.1) -> None:
         self.pid = pid
@@ -112,6 +115,7 @@ class RssSampler:
         self.peak = 0
         self.last = 0
         self.samples = 0
+        self.cpu_trace: list[tuple[float, float]] = []  # (time.time(), CPU seconds)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -122,6 +126,7 @@ class RssSampler:
 
     def sample(self) -> int:
         rss = tree_rss(self.pid)
+        self.cpu_trace.append((time.time(), tree_cpu(self.pid)))
         if rss:
             self.last = rss
             self.peak = max(self.peak, rss)
@@ -137,6 +142,22 @@ class RssSampler:
         self._thread.join(timeout=5)
         self.sample()
         return self.peak
+
+
+def cpu_between(trace: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """CPU seconds a sampled process tree used from ``start`` to ``end`` (epoch
+    seconds), each read between the two samples around it; None unless the trace
+    spans both."""
+    if len(trace) < 2 or not trace[0][0] <= start < end <= trace[-1][0]:
+        return None
+
+    def at(when: float) -> float:
+        for (t0, c0), (t1, c1) in itertools.pairwise(trace):
+            if t0 <= when <= t1:
+                return c0 + (c1 - c0) * ((when - t0) / (t1 - t0) if t1 > t0 else 0.0)
+        return trace[-1][1]
+
+    return at(end) - at(start)
 
 
 def _raise_nofile_preexec() -> None:  # runs in the child between fork and exec

@@ -43,6 +43,7 @@ FIGURES = (
     ("ramp_open_p50_ms", "stream opening p50 (ms)"),
     ("ramp_first_emit_p50_ms", "first tick emitted after the creation p50 (ms)"),
     ("cpu_us_per_event", "server CPU per event (µs)"),
+    ("settled_cpu_us_per_event", "the same, once all are live (µs)"),
 )
 
 

@@ -48,7 +48,18 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from _util import HOST, RssSampler, ServerProcess, free_port, median, output_path, pct, raise_nofile, tree_cpu  # noqa: E402
+from _util import (  # noqa: E402
+    HOST,
+    RssSampler,
+    ServerProcess,
+    cpu_between,
+    free_port,
+    median,
+    output_path,
+    pct,
+    raise_nofile,
+    tree_cpu,
+)
 from cpu_profile import Profiler, report  # noqa: E402
 
 SCENARIOS = ("burst", "steady", "idle", "replay")
@@ -296,7 +307,7 @@ def run_one(target: str, scenario: str, args: argparse.Namespace) -> dict[str, A
         if client is None:
             problems.append("no client result")
         else:
-            summarize(scenario, client, res)
+            summarize(scenario, client, res, sampler.cpu_trace)
         if problems:
             res["error"] = "; ".join(problems)
     except Exception as e:  # a target that cannot start or crashes is reported, not fatal
@@ -420,11 +431,14 @@ def load_replay(
 LOADS = {"burst": load_burst, "steady": load_steady, "idle": load_idle, "replay": load_replay}
 
 
-def settled(c: dict[str, Any], res: dict[str, Any]) -> None:
+def settled(c: dict[str, Any], res: dict[str, Any], cpu_trace: list[tuple[float, float]] | None = None) -> None:
     """Latency once every stream is live (its first tick received): the ramp-up before,
     while runs are created and streams opened, is queueing behind creations, and the
     ticks a stream reads from history when it opens late count as late. Both are in
-    the p99 over all ticks; this one says what a user sees once the load is steady."""
+    the p99 over all ticks; this one says what a user sees once the load is steady.
+    With the server's ``cpu_trace``, its CPU per event over the same stretch: the
+    ramp's creations and openings left out, a steadier figure than the whole run's
+    for telling two builds apart (a server's ramp varied more than its steady state)."""
     lat, at, live = c.get("lat_ms", []), c.get("lat_at", []), c.get("live_at", [])
     if not live or len(lat) != len(at):
         return
@@ -437,6 +451,10 @@ def settled(c: dict[str, Any], res: dict[str, Any]) -> None:
         settled_p99_ms=r2(pct(after, 99)),
         settled_max_ms=r2(max(after, default=None)),
     )
+    cpu = cpu_between(cpu_trace or [], live_at, c["t_end"])
+    if cpu is not None and after and c.get("ticks"):
+        events = c["ticks"] * len(after) / len(lat)  # the ticks of the stretch, however many were sampled
+        res["settled_cpu_us_per_event"] = r2(cpu * 1e6 / events, 1)
 
 
 def ramp_split(c: dict[str, Any], res: dict[str, Any]) -> None:
@@ -476,8 +494,11 @@ def r2(x: float | None, nd: int = 2) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def summarize(scenario: str, c: dict[str, Any], res: dict[str, Any]) -> None:
-    """Turns a merged client result into the scenario's figures (into ``res``)."""
+def summarize(
+    scenario: str, c: dict[str, Any], res: dict[str, Any], cpu_trace: list[tuple[float, float]] | None = None
+) -> None:
+    """Turns a merged client result into the scenario's figures (into ``res``);
+    ``cpu_trace``: the server's CPU as sampled during the load (``RssSampler``)."""
     lat, ttfe = c.get("lat_ms", []), c.get("ttfe_ms", [])
     violations = {
         k: c.get(k, 0) for k in ("gaps", "dups", "leaks", "missing_end", "short", "bad_end_status", "bad_frames")
@@ -510,7 +531,7 @@ def summarize(scenario: str, c: dict[str, Any], res: dict[str, Any]) -> None:
             ),
         )
         if scenario == "steady":
-            settled(c, res)
+            settled(c, res, cpu_trace)
             ramp_split(c, res)
     elif scenario == "idle":
         n = res["streams"] or 0
@@ -557,6 +578,7 @@ REPEAT_FIGURES = (
     "rss_peak_mib",
     "server_cpu_s",
     "cpu_us_per_event",
+    "settled_cpu_us_per_event",
     "client_cpu_s",
     "violations_total",
     "error",
@@ -671,6 +693,8 @@ def print_one(res: dict[str, Any]) -> None:
     )
     if res.get("cpu_us_per_event") is not None:
         parts.append(f"{res['cpu_us_per_event']} µs server CPU per event")
+    if res.get("settled_cpu_us_per_event") is not None:
+        parts.append(f"{res['settled_cpu_us_per_event']} once all are live")
     bad = {k: v for k, v in res["violations"].items() if v}
     parts.append(f"violations {res['violations_total']}" + (f" {bad}" if bad else ""))
     if res.get("retries"):
@@ -740,6 +764,7 @@ ROWS: list[tuple[str, str, str, str, Any]] = [
     ("steady", "server peak RSS (MiB)", "rss_peak_mib", "", None),
     ("steady", "server / client CPU (s)", "cpu", "", None),
     ("steady", "server CPU per delivered event (µs)", "cpu_us_per_event", "<= 1.3x", _within(1.3)),
+    ("steady", "the same, once all streams are live (µs)", "settled_cpu_us_per_event", "", None),
     ("steady", "violations", "violations_total", "0", _zero_all),
     ("idle", "streams held open", "held_open", "all", None),
     ("idle", "streams with heartbeats", "heartbeating", "all (runyard)", None),

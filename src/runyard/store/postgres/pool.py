@@ -54,13 +54,13 @@ def server_settings(dsn: str, lease_s: float | None) -> dict[str, str]:
     that fell 4 s behind its queue (``bench/README.md``, "A twenty-first
     round"). Planning each statement cost no measurable throughput there.
 
-    A page read at random is costed as a page read in order, nearly
-    (``random_page_cost``, 4 by default: a spinning disk's ratio). runyard's
-    tables live in the server's cache and statements join arrays of a batch's
-    keys to them: priced for a disk, an index lookup per key lost to a scan of
-    the whole table, so a batch that ended 240 runs hashed all 12,000 rows of
-    ``runs`` (12 ms) to update 240 found by key in 4 (``bench/README.md``, "A
-    twenty-second round").
+    A page read at random is priced nearly as one read in order
+    (``random_page_cost`` 1.1; PostgreSQL's 4 is a spinning disk's ratio).
+    runyard's tables live in the server's cache, and its statements join arrays
+    of a batch's keys to them: priced for a disk, a lookup per key lost to a
+    scan of the whole table, so a batch that ended 240 runs hashed all 12,000
+    rows of ``runs`` (12.5 ms) where 240 lookups took 3.8 (``bench/README.md``,
+    "A twenty-second round").
     """
     own = {key for key, _ in parse_qsl(urlsplit(dsn).query)}
     settings = {"application_name": "runyard", "plan_cache_mode": "force_custom_plan", "random_page_cost": "1.1"}

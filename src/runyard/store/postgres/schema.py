@@ -305,8 +305,8 @@ UNSERVED = """SELECT pipeline, count(*) FROM runs r WHERE status = 'queued'
 # candidates' order, until $2 are locked: the lateral subquery holds the lock, so it
 # is a nested loop over the array, which no plan can turn into a scan of the queue.
 # As a join it could: planned on the guess that 0.5 % of runs are queued, the lock
-# of 24 candidates read all 10,000 queued runs through runs_queued (4-7 ms a claim
-# instead of 0.1; bench/README.md, "A twenty-second round").
+# of 24 candidates read all 10,000 queued runs through runs_queued (4.5-7.7 ms a
+# lock instead of 0.06; bench/README.md, "A twenty-second round").
 LOCK_CLAIMABLE = f"""SELECT r.* FROM unnest($1::text[]) AS c(run_id)
 CROSS JOIN LATERAL (SELECT {RUN_COLUMNS}, cancel_requested, stored_bytes FROM runs
     WHERE runs.run_id = c.run_id AND status = 'queued' FOR UPDATE SKIP LOCKED) r
