@@ -437,8 +437,7 @@ def settled(c: dict[str, Any], res: dict[str, Any], cpu_trace: list[tuple[float,
     ticks a stream reads from history when it opens late count as late. Both are in
     the p99 over all ticks; this one says what a user sees once the load is steady.
     With the server's ``cpu_trace``, its CPU per event over the same stretch: the
-    ramp's creations and openings left out, a steadier figure than the whole run's
-    for telling two builds apart (a server's ramp varied more than its steady state)."""
+    steady state's, the ramp's creations and openings left out."""
     lat, at, live = c.get("lat_ms", []), c.get("lat_at", []), c.get("live_at", [])
     if not live or len(lat) != len(at):
         return
