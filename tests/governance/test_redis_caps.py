@@ -17,6 +17,7 @@ from runyard.errors import TooManyStreams
 from runyard.governance import LimitRegistry
 from runyard.governance.backend import CapReached
 from runyard.governance.redis_caps import _TAKE as TAKE_SCRIPT
+from runyard.governance.redis_caps import RedisCaps
 from runyard.http.streaming import STREAM_CAPS, StreamSlots
 from tests.governance.conftest import LEASE_S
 from tests.governance.support import wait_until
@@ -107,6 +108,34 @@ async def test_streams_opening_together_share_round_trips(prefix: str) -> None:
         assert len(held) == 50
         # the first take goes at once; the 49 asked for while it was on its way, in one more
         assert sent == ["take", "take"]
+    finally:
+        await registry.close()
+
+
+async def test_streams_ending_together_give_their_places_back_in_one_round_trip(
+    prefix: str, admin: redis.asyncio.Redis
+) -> None:
+    registry = LimitRegistry()
+    await registry.open(redis_url(prefix), lease_s=LEASE_S)
+    try:
+        slots = slots_of(registry, 2)
+        held = await asyncio.gather(*(slots.take(f"owner-{n}") for n in range(50)))
+        caps = registry.caps(STREAM_CAPS, 2)
+        assert isinstance(caps, RedisCaps)
+        removals: list[int] = []
+        remove = caps._remove
+
+        async def counted(leases: list[tuple[str, str]]) -> None:
+            removals.append(len(leases))
+            await remove(leases)
+
+        caps._remove = counted  # type: ignore[method-assign]
+        for slot in held:
+            slot.release()
+        for n in range(50):
+            await wait_until(lambda n=n: held_in_redis(admin, prefix, f"owner-{n}", 0))
+        # after it, at most the keeper's: leases a renewal under way wrote again
+        assert removals[0] == 50
     finally:
         await registry.close()
 
