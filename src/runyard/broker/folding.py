@@ -34,10 +34,13 @@ class Folded:
         finally:
             self._sender = None
 
-    async def close(self) -> None:
+    async def close(self, *, finish_sending: bool = False) -> None:
+        """No more sends; the one on its way is cancelled, or with ``finish_sending``
+        awaited (the asks folded behind it are not sent)."""
         self._closed = True
         sender, self._sender = self._sender, None
         if sender is not None:
-            sender.cancel()
+            if not finish_sending:
+                sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sender

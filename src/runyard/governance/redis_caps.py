@@ -133,7 +133,7 @@ class RedisCaps:
             asker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asker
-        await self._removals.close()  # a removal cut short leaves leases that end by themselves
+        await self._removals.close(finish_sending=True)  # the removal on its way; the rest below
         held, self._held = list(self._held.items()), {}
         released, self._released = self._released, []
         await self._remove(held + released)
