@@ -81,21 +81,29 @@ def _tree(pid: int) -> list[Any]:
 
 def tree_rss(pid: int) -> int:
     """Resident memory of a process and all its descendants, in bytes."""
+    return _rss_of(_tree(pid))
+
+
+def tree_cpu(pid: int) -> float:
+    """User + system CPU seconds used so far by a process and its live descendants."""
+    return _cpu_of(_tree(pid))
+
+
+def _rss_of(procs: list[Any]) -> int:
     import psutil
 
     total = 0
-    for p in _tree(pid):
+    for p in procs:
         with contextlib.suppress(psutil.Error):
             total += p.memory_info().rss
     return total
 
 
-def tree_cpu(pid: int) -> float:
-    """User + system CPU seconds used so far by a process and its live descendants."""
+def _cpu_of(procs: list[Any]) -> float:
     import psutil
 
     total = 0.0
-    for p in _tree(pid):
+    for p in procs:
         try:
             t = p.cpu_times()
             total += t.user + t.system
@@ -125,8 +133,9 @@ class RssSampler:
             self._stop.wait(self.interval_s)
 
     def sample(self) -> int:
-        rss = tree_rss(self.pid)
-        self.cpu_trace.append((time.time(), tree_cpu(self.pid)))
+        procs = _tree(self.pid)  # one walk of the tree for both readings
+        rss = _rss_of(procs)
+        self.cpu_trace.append((time.time(), _cpu_of(procs)))
         if rss:
             self.last = rss
             self.peak = max(self.peak, rss)
