@@ -198,6 +198,33 @@ async def test_many_joins_and_leaves_settle_on_the_runs_still_watched(
         assert await received(channel, 1) == [1]
 
 
+async def test_runs_joined_together_are_subscribed_with_one_command(
+    open_broker: Open, admin: redis.asyncio.Redis, prefix: str
+) -> None:
+    """Streams opening together (a ramp) cost Redis one SUBSCRIBE, not one per
+    run; each join still returns only once its run's subscription holds."""
+    a, _ = await open_broker()
+    name = f"{prefix}b"
+    _, hub_b = await open_broker(client_name=name)
+    [subscriber] = [c["addr"] for c in await admin.client_list(_type="pubsub") if c.get("name") == name]
+    wanted = {f"{prefix}events:run_{i}" for i in range(50)}
+    subscribes: list[list[str]] = []
+    async with admin.monitor() as monitor:
+        channels = await asyncio.gather(*(hub_b.join(f"run_{i}") for i in range(50)))
+        for i in range(50):
+            assert await subscribers(admin, f"{prefix}events:run_{i}") == 1
+        async with asyncio.timeout(5):
+            while {channel for command in subscribes for channel in command} != wanted:
+                seen = await monitor.next_command()
+                if f"{seen['client_address']}:{seen['client_port']}" == subscriber:
+                    verb, *names = seen["command"].split()
+                    if verb.upper() == "SUBSCRIBE":
+                        subscribes.append(names)
+    assert len(subscribes) == 1
+    await a.publish([event("run_7", 1)])
+    assert await received(channels[7], 1) == [1]
+
+
 async def follower(store: MemoryStore, hub: Hub, run_id: str) -> list[int]:
     """Every seq a stream of the run yields, with a heartbeat too long to matter."""
     seen: list[int] = []

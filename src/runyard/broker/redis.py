@@ -16,7 +16,7 @@ published, so whatever pub/sub loses only delays a stream, and the broker works
 to keep that delay short. A subscription is confirmed by Redis before ``watch``
 returns; after the subscriber connection comes back, every watched run is
 subscribed again and its channel resynced (its followers read the store once),
-so a drop costs a store read, not a heartbeat. While Redis cannot be reached,
+so a drop costs a store read, not a heartbeat (``redis_subscriber.py``). While Redis cannot be reached,
 publishing backs off and remembers each run's newest unsent event, which it
 sends when Redis answers again: a follower elsewhere that sees it with a gap
 reads the store. ``ping`` raises meanwhile, so the process reports unready.
@@ -32,12 +32,10 @@ goes to two workers instead, through a list (``redis_wakes.py``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from redis.asyncio import Redis
@@ -47,15 +45,14 @@ from redis.exceptions import RedisError
 
 from runyard.broker.base import WAKE, Broker, SignalHandler
 from runyard.broker.folding import Folded
+from runyard.broker.redis_subscriber import Subscriber
 from runyard.broker.redis_wakes import RedisWakeQueue
-from runyard.broker.redis_wire import decode_events, encode_events, read_replies, split_url
+from runyard.broker.redis_wire import Channels, decode_events, encode_events, split_url
 from runyard.models import Event
 from runyard.retrying import Backoff
 
 if TYPE_CHECKING:
-    from redis.asyncio.connection import AbstractConnection
-
-    from runyard.events.hub import Hub
+    from runyard.events.hub import Hub, Watcher
 
 log = logging.getLogger("runyard.broker")
 
@@ -64,9 +61,6 @@ log = logging.getLogger("runyard.broker")
 # redis-py's socket_timeout: with it, redis-py sends through asyncio.wait_for, which on Python 3.11
 # can swallow a cancellation that arrives as the send completes. A URL's socket_connect_timeout wins.
 TIMEOUT_S = 1.0
-WATCH_TIMEOUT_S = 1.0  # a join waits this long at most for Redis to confirm a subscription
-# The subscriber reconnects after 50 ms (with jitter), doubling up to 2 s while Redis stays unreachable.
-RECONNECT = Backoff(first_s=0.05, max_s=2.0)
 # After a failed publish, batches skip Redis for 50 ms, doubling up to 1 s (no
 # jitter: it is a pause of this process's writer, not a retry in step with others).
 PUBLISH_PAUSE = Backoff(first_s=0.05, max_s=1.0, spread=(1.0, 1.0))
@@ -85,8 +79,7 @@ class RedisBroker(Broker):
     def __init__(self, url: str) -> None:
         self.url = url
         redis_url, prefix = split_url(url)
-        self._events_prefix = f"{prefix}events:".encode()
-        self._control = f"{prefix}control".encode()
+        self._channels = Channels(prefix)
         self._on_signal: SignalHandler | None = None
         self._origin = secrets.token_hex(8)  # tells this broker's own messages apart when they come back
         # One immediate retry: a pooled connection that Redis closed (a restart)
@@ -95,17 +88,7 @@ class RedisBroker(Broker):
         self._publish_all = self._client.register_script(PUBLISH_ALL)
         self._hub: Hub | None = None
         self._closed = False
-        # subscribing: only the reader task reads the subscriber connection; watch,
-        # unwatch (through the flusher task) and the reader send commands on it
-        self._watched: set[str] = set()  # runs the hub has subscribers for
-        self._unwatched: set[str] = set()  # runs to UNSUBSCRIBE in the next batch
-        self._conn: AbstractConnection | None = None  # the subscriber connection, while it is up
-        self._attempt: asyncio.Future[None] | None = None  # the connection attempt under way, if any
-        # Per channel, one entry per SUBSCRIBE sent and not yet confirmed, in order
-        # (Redis confirms each in turn): a waiting watch's future, or None.
-        self._confirming: dict[bytes, deque[asyncio.Future[None] | None]] = {}
-        self._reader: asyncio.Task[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._subscriber = Subscriber(self._client, self._channels, self)
         # A wake-up for every worker says only "look at the queue": a burst costs two messages.
         self._wake_all = Folded(lambda: self._send(WAKE, ""), "runyard-redis-waker")
         self.wakes = self._wake_queue = RedisWakeQueue(self._client, prefix, TIMEOUT_S)  # a queued run's: two
@@ -119,25 +102,14 @@ class RedisBroker(Broker):
     async def open(self, hub: Hub, on_signal: SignalHandler | None = None) -> None:
         self._hub = hub
         self._on_signal = on_signal
-        first = self._attempt = asyncio.get_running_loop().create_future()
-        self._reader = asyncio.create_task(self._subscribe_forever(), name="runyard-redis-subscriber")
         # Start subscribed when Redis is up; when it is not, the reader says so and keeps trying.
-        await asyncio.shield(first)
+        await self._subscriber.start()
 
     async def close(self) -> None:
         self._closed = True
         await self._wake_all.close()
         await self._wake_queue.close()
-        for task in (self._reader, self._flusher):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        self._reader = self._flusher = None
-        if self._attempt is not None and not self._attempt.done():
-            self._attempt.set_result(None)  # the reader was cancelled before it began
-        self._attempt = None
-        await self._disconnect()
+        await self._subscriber.close()
         await self._client.aclose()
         self._hub = self._on_signal = None
 
@@ -164,7 +136,7 @@ class RedisBroker(Broker):
     async def _send(self, kind: str, run_id: str) -> None:
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                await self._client.publish(self._control, orjson.dumps([self._origin, kind, run_id]))
+                await self._client.publish(self._channels.control, orjson.dumps([self._origin, kind, run_id]))
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
             log.debug("signal %s %s not sent (%s); workers find it in the store", kind, run_id, exc)
 
@@ -176,7 +148,7 @@ class RedisBroker(Broker):
         except Exception:
             log.exception("handling signal %s %s failed", kind, run_id)
 
-    def _on_control(self, message: bytes) -> None:
+    def on_signal(self, message: bytes) -> None:
         try:
             origin, kind, run_id = orjson.loads(message)
         except (ValueError, TypeError) as exc:
@@ -223,10 +195,10 @@ class RedisBroker(Broker):
         """One run's events for the run's channel, and for its session's (whose
         followers elsewhere read the store when they hear of them)."""
         message = encode_events(self._origin, events)
-        messages += (self._channel(events[0].run_id), message)
+        messages += (self._channels.of(events[0].run_id), message)
         session = events[0].session
         if session is not None:
-            messages += (self._channel(session), message)
+            messages += (self._channels.of(session), message)
 
     def _remember(self, by_run: dict[str, list[Event]]) -> None:
         """Keep each run's newest unsent event: sent later, it shows followers
@@ -236,130 +208,19 @@ class RedisBroker(Broker):
             if run_id in unsent or len(unsent) < MAX_UNSENT:
                 unsent[run_id] = run_events[-1]
 
-    # -- subscribing -------------------------------------------------------------
+    # -- what the subscriber connection hears --------------------------------------
+
+    @property
+    def watcher(self) -> Watcher:
+        return self._subscriber
 
     async def watch(self, run_id: str) -> None:
-        if self._closed:
-            return
-        self._watched.add(run_id)
-        self._unwatched.discard(run_id)
-        try:
-            async with asyncio.timeout(WATCH_TIMEOUT_S):
-                while self._conn is None:
-                    attempt = self._attempt
-                    if attempt is None:
-                        return  # Redis is down: the next connection subscribes the run and resyncs it
-                    await asyncio.shield(attempt)
-                if run_id not in self._watched:
-                    return  # unwatched while this waited
-                channel = self._channel(run_id)
-                confirmed = asyncio.get_running_loop().create_future()
-                waiters = self._confirming.setdefault(channel, deque())
-                waiters.append(confirmed)
-                try:
-                    await self._conn.send_command("SUBSCRIBE", channel, check_health=False)
-                except BaseException:
-                    with contextlib.suppress(ValueError):
-                        waiters.remove(confirmed)
-                    raise
-                await confirmed
-        except TimeoutError:
-            log.warning("Redis did not confirm the subscription to run %s within %gs", run_id, WATCH_TIMEOUT_S)
-        except (RedisError, OSError) as exc:
-            # The reader notices the broken connection, reconnects, subscribes the run and resyncs it.
-            log.debug("subscribing to run %s failed: %s", run_id, exc)
+        await self._subscriber.watch(run_id)
 
     def unwatch(self, run_id: str) -> None:
-        self._watched.discard(run_id)
-        if self._conn is None or self._closed:
-            return  # no live subscription: the next connection leaves the run out
-        self._unwatched.add(run_id)
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._unsubscribe(), name="runyard-redis-unsubscribe")
+        self._subscriber.unwatch(run_id)
 
-    async def _unsubscribe(self) -> None:
-        """UNSUBSCRIBE in batches: every run unwatched since the last batch, in one command."""
-        try:
-            while self._unwatched and self._conn is not None:
-                runs, self._unwatched = self._unwatched, set()
-                channels = [self._channel(run_id) for run_id in runs if run_id not in self._watched]
-                if channels:
-                    await self._conn.send_command("UNSUBSCRIBE", *channels, check_health=False)
-        except Exception as exc:
-            log.debug("unsubscribing failed: %s", exc)  # the subscriptions die with the connection anyway
-        finally:
-            self._flusher = None
-
-    def _channel(self, run_id: str) -> bytes:
-        return self._events_prefix + run_id.encode()
-
-    # -- the reader task ---------------------------------------------------------
-
-    async def _subscribe_forever(self) -> None:
-        failures = 0  # connections lost or refused since the last one that held
-        down_since: float | None = None
-        while True:
-            attempt = self._attempt
-            if attempt is None:
-                attempt = self._attempt = asyncio.get_running_loop().create_future()
-            try:
-                await self._connect()
-            except Exception as exc:
-                await self._disconnect()
-                if down_since is None:
-                    down_since = time.monotonic()
-                    log.warning("cannot subscribe to Redis (%s); retrying", exc)
-            else:
-                if down_since is not None:
-                    log.warning("subscribed to Redis again after %.1fs", time.monotonic() - down_since)
-                    down_since = None
-                failures = 0
-            finally:
-                self._attempt = None
-                if not attempt.done():
-                    attempt.set_result(None)  # watchers waiting for a connection go on, with or without one
-            if down_since is None:
-                try:
-                    assert self._conn is not None
-                    await read_replies(self._conn, self._dispatch)
-                except Exception as exc:
-                    down_since = time.monotonic()
-                    log.warning("lost the Redis subscriber connection (%s); reconnecting", exc)
-                await self._disconnect()
-            failures += 1
-            await asyncio.sleep(RECONNECT.delay(failures))
-
-    async def _connect(self) -> None:
-        """Open the subscriber connection and subscribe every watched run."""
-        # A connection of its own, outside the pool: it is subscribed for its whole life.
-        conn: AbstractConnection = self._client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.connect()  # type: ignore[no-untyped-call]
-        except BaseException:
-            await conn.disconnect(nowait=True)
-            raise
-        # No await between taking the watched runs and sending SUBSCRIBE: a watch
-        # that starts later sees the connection and subscribes by itself.
-        channels = [self._control, *(self._channel(run_id) for run_id in self._watched)]
-        for channel in channels:
-            self._confirming.setdefault(channel, deque()).append(None)
-        self._conn = conn
-        await conn.send_command("SUBSCRIBE", *channels, check_health=False)
-
-    def _dispatch(self, reply: Any) -> None:
-        """One reply read from the subscriber connection."""
-        if not isinstance(reply, list) or len(reply) != 3:
-            return  # a PONG
-        kind, channel, payload = reply
-        if kind == b"message":
-            if channel == self._control:
-                self._on_control(payload)
-            else:
-                self._on_message(payload)
-        elif kind == b"subscribe":
-            self._on_subscribed(channel)
-
-    def _on_message(self, message: bytes) -> None:
+    def on_events(self, message: bytes) -> None:
         try:
             origin, events = decode_events(message)
         except (ValueError, TypeError, AttributeError) as exc:
@@ -369,30 +230,11 @@ class RedisBroker(Broker):
             return  # our own: the hub had them before they were sent
         self._hub.deliver(events)
 
-    def _on_subscribed(self, channel: bytes) -> None:
-        waiters = self._confirming.get(channel)
-        if waiters:
-            waiter = waiters.popleft()
-            if not waiters:
-                del self._confirming[channel]
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        if channel == self._control:
+    def on_subscribed(self, run_id: str | None) -> None:
+        if run_id is None:
             self._deliver_signal(WAKE, "")  # wake-ups sent while unsubscribed were lost
-        elif self._hub is not None and channel.startswith(self._events_prefix):
+        elif self._hub is not None:
             # Whatever was published before this subscription held is only in
             # the store: the run's followers read it once. (For a run watched
             # just now the channel is new and empty, and this costs nothing.)
-            self._hub.resync([channel[len(self._events_prefix) :].decode()])
-
-    async def _disconnect(self) -> None:
-        """Drop the subscriber connection; its subscriptions die with it."""
-        conn, self._conn = self._conn, None
-        self._unwatched.clear()
-        confirming, self._confirming = self._confirming, {}
-        for waiters in confirming.values():
-            for waiter in waiters:
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)  # the next connection subscribes the run and resyncs it
-        if conn is not None:
-            await conn.disconnect(nowait=True)
+            self._hub.resync([run_id])

@@ -1,5 +1,6 @@
-"""What the Redis broker writes and reads: its URL (``?prefix=``), one run's
-events as one pub/sub message, and the loop that reads the subscriber connection."""
+"""What the Redis broker writes and reads: its URL (``?prefix=``), its channels'
+names, one run's events as one pub/sub message, and the loop that reads the
+subscriber connection."""
 
 from __future__ import annotations
 
@@ -41,6 +42,22 @@ def decode_events(message: bytes) -> tuple[str, list[Event]]:
     origin, run_id, rows, *rest = orjson.loads(message)
     session = rest[0] if rest else None
     return origin, [Event(run_id, seq, type, data.encode(), ts, session) for seq, type, ts, data in rows]
+
+
+class Channels:
+    """The pub/sub channels under a key prefix: one per run (and per session:
+    ``of`` a ``session_channel``), and one for signals."""
+
+    def __init__(self, prefix: str) -> None:
+        self._events = f"{prefix}events:".encode()
+        self.control = f"{prefix}control".encode()
+
+    def of(self, run_id: str) -> bytes:
+        return self._events + run_id.encode()
+
+    def run_of(self, channel: bytes) -> str | None:
+        """The run (or session channel) whose channel ``channel`` is; None for another."""
+        return channel[len(self._events) :].decode() if channel.startswith(self._events) else None
 
 
 def split_url(url: str) -> tuple[str, str]:
