@@ -56,6 +56,8 @@ def check_depth(value: Any, what: str) -> None:
     """``NestedTooDeep`` if ``value`` (``what`` names it in the message) nests
     deeper than ``MAX_DEPTH``; values orjson cannot encode at all are left to
     whatever encodes them, which says why."""
+    if type(value) is dict and _SCALAR_TYPES.issuperset(map(type, value.values())):
+        return  # an object of plain values, as most events' data is: looked at in C
     if not _fits(value):
         raise NestedTooDeep(
             f"{what} is nested more than {MAX_DEPTH} levels deep (arrays and objects within one another);"

@@ -256,6 +256,10 @@ def _live_writer(send: Send, pad_bytes: int) -> Write:
     direct = body_writer(send)
 
     def write(frames: list[sse.Frame]) -> Awaitable[None] | None:
+        if direct is not None and len(frames) == 1 and not pad_bytes:
+            # a delivery's usual one frame: no chunking to do
+            chunk = frames[0][2]
+            return None if direct(chunk) else _started(_send_chunks(send, iter((chunk,))))
         chunks = _chunks(frames, pad_bytes)
         if direct is not None:
             for chunk in chunks:
