@@ -6,13 +6,15 @@
 cProfile watches the thread that enables it: here the main thread, which runs
 the event loop. A timer thread signals the process at ``--after`` seconds
 (the handler, run by the main thread, starts the profiler) and again ``--for``
-seconds later (it stops and writes ``--out``). Threads of the server's own
+seconds later (it stops and writes ``--out``; with ``--for 0``, when the
+server stops). Threads of the server's own
 (SQLite's writer, its readers) are not seen.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import os
 import signal
@@ -33,17 +35,36 @@ def main() -> None:
     args = parser.parse_args()
     server = args.server[1:] if args.server[:1] == ["--"] else args.server
     profiler = cProfile.Profile()
+    profiling = False
 
     def start(*_: Any) -> None:
+        nonlocal profiling
         profiler.enable()
+        profiling = True
 
     def stop(*_: Any) -> None:
-        profiler.disable()
-        profiler.dump_stats(args.out)
+        nonlocal profiling
+        if profiling:
+            profiler.disable()
+            profiler.dump_stats(args.out)
+            profiling = False
+
+    def stop_and_exit(*_: Any) -> None:
+        stop()
+        raise SystemExit(0)
 
     signal.signal(signal.SIGUSR1, start)
     signal.signal(signal.SIGUSR2, stop)
-    for delay, signum in ((args.after, signal.SIGUSR1), (args.after + args.length, signal.SIGUSR2)):
+    # ``--for 0``: until the server stops. uvicorn raises the SIGTERM it caught
+    # again once it has shut down, with the handler it found: this one.
+    signal.signal(signal.SIGTERM, stop_and_exit)
+    atexit.register(stop)
+    windows = [(args.after, signal.SIGUSR1)] if args.after > 0 else []
+    if args.after <= 0:
+        start()  # from the start: the server's own start-up counted too
+    if args.length > 0:
+        windows.append((args.after + args.length, signal.SIGUSR2))
+    for delay, signum in windows:
         timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
         timer.daemon = True
         timer.start()
