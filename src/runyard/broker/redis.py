@@ -16,10 +16,11 @@ published, so whatever pub/sub loses only delays a stream, and the broker works
 to keep that delay short. A subscription is confirmed by Redis before ``watch``
 returns; after the subscriber connection comes back, every watched run is
 subscribed again and its channel resynced (its followers read the store once),
-so a drop costs a store read, not a heartbeat (``redis_subscriber.py``). While Redis cannot be reached,
-publishing backs off and remembers each run's newest unsent event, which it
-sends when Redis answers again: a follower elsewhere that sees it with a gap
-reads the store. ``ping`` raises meanwhile, so the process reports unready.
+so a drop costs a store read, not a heartbeat (``redis_subscriber.py``). While
+Redis cannot be reached, publishing backs off and remembers each run's newest
+unsent event, which it sends when Redis answers again: a follower elsewhere
+that sees it with a gap reads the store. ``ping`` raises meanwhile, so the
+process reports unready.
 
 Signals (worker wake-ups, cancel requests) travel on one more channel,
 ``{prefix}control``, subscribed for the connection's whole life. A process
