@@ -26,7 +26,6 @@ from runyard.models import (
     UNFINISHED,
     Event,
     EventDraft,
-    Fence,
     LeaseLost,
     Run,
     RunStatus,
@@ -95,20 +94,23 @@ def number(
     results: list[AppendResult] = []
     numbered: list[Event] = []
     for group in groups:
-        run_id, update, drafts = group.run_id, group.update, group.drafts
+        run_id, update, drafts, fence = group.run_id, group.update, group.drafts, group.fence
         run = runs.get(run_id)
         if run is None:
             results.append(StatusConflict(run_id, None))
             continue
-        if group.fence is not None and not _held(run, group.fence):
+        if fence is not None and not (  # the fence holds: the run runs, for that worker's attempt
+            run.status is RunStatus.RUNNING and run.worker_id == fence.worker_id and run.attempt == fence.attempt
+        ):
             results.append(LeaseLost(run_id, run.status))
             continue
         if update is not None and not _expected(run, update):
             results.append(StatusConflict(run_id, run.status))
             continue
-        # Most groups are one event a pipeline emitted: no generator
-        # or enumerate for them (numbering one took 4.0 -> 2.3 µs; 1,000 groups of 100 runs)
-        if len(drafts) == 1:
+        # Most groups are one event a pipeline emitted: no generator, enumerate
+        # or second list for them (numbering one took 4.0 -> 2.3 µs; 1,000 groups of 100 runs)
+        single = len(drafts) == 1
+        if single:
             draft = drafts[0]
             size = len(draft.data) + len(draft.type) + EVENT_OVERHEAD  # event_size, inlined
         else:
@@ -121,24 +123,24 @@ def number(
         run.stored_bytes += size
         first = run.last_seq + 1
         session = run.session
-        if len(drafts) == 1:
-            events = [Event(run_id, first, draft.type, draft.data, draft.ts, session)]
+        if single:
+            event = Event(run_id, first, draft.type, draft.data, draft.ts, session)
+            events = [event]
+            numbered.append(event)
+            run.last_seq = first
+            run.appended = True
         else:
             events = [Event(run_id, first + i, d.type, d.data, d.ts, session) for i, d in enumerate(drafts)]
-        run.last_seq += len(events)
-        run.appended = run.appended or bool(events)
+            numbered.extend(events)
+            run.last_seq += len(events)
+            run.appended = run.appended or bool(events)
         if update is not None:
             was_finished = run.status.finished
             run.updates.append(update)
             apply_update(run, update, only=NUMBERED)  # what later groups of the batch must see
             run.ended = run.ended or (run.status.finished and not was_finished)
-        numbered.extend(events)
         results.append(events)
     return results, numbered
-
-
-def _held(run: RunState, fence: Fence) -> bool:
-    return run.status is RunStatus.RUNNING and run.worker_id == fence.worker_id and run.attempt == fence.attempt
 
 
 def _expected(run: RunState, update: RunUpdate) -> bool:

@@ -263,6 +263,7 @@ INSERT_RUN = (
 )
 INSERT_SESSION = f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 EVENT_CHUNK = 256  # rows per multi-row INSERT
+EVENT_ROW = ("run_pk", "seq", "type", "data", "ts", "pos")  # an event's values, as ``insert_events`` binds them
 
 
 # The ready runs (each the oldest unfinished run of its session, of a pipeline the
@@ -395,4 +396,5 @@ def insert_events(rows: int) -> str:
     every re-take waits (measured: 1,000 rows by executemany 4.5 s, 49 ms as
     multi-row statements). Chunk sizes are powers of two, so few statements are
     prepared and all stay in the statement cache."""
-    return "INSERT INTO events (run_pk, seq, type, data, ts, pos) VALUES " + ",".join(["(?,?,?,?,?,?)"] * rows)
+    row = "(" + ",".join("?" * len(EVENT_ROW)) + ")"
+    return f"INSERT INTO events ({', '.join(EVENT_ROW)}) VALUES " + ",".join([row] * rows)
