@@ -9,7 +9,8 @@ channel while the process's hub watches the run::
     reader task ◄── "subscribe" confirmations (each wakes its watch), messages
 
 The changes asked for while a write is on its way go in the next one: a ramp of
-streams opening together costs one command, not one each. A subscription is
+1,000 streams opening together cost Redis 51 ``SUBSCRIBE`` commands, not 1,002
+(``bench/README.md``, "A twenty-third round"). A subscription is
 confirmed by Redis before ``watch`` returns. After the connection comes back,
 every watched run is subscribed again; each confirmation is reported
 (``Listener.subscribed``) so that the broker resyncs the run's channel, whose

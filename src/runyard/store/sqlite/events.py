@@ -132,11 +132,11 @@ ROW = len(EVENT_ROW)
 def _event_values(
     groups: Sequence[AppendGroup], results: Sequence[AppendResult], events: list[Event], batch: RunStates
 ) -> list[Any]:
-    """The numbered events' rows, their values in one flat list (``EVENT_ROW``,
-    as the multi-row INSERT binds them), each with its draft's ``pos`` (an ``Event`` has none):
-    numbering made one event per draft of each written group, in order. Flat
-    loops: one per group cost 12x as much (measured, 1,000 groups), and rows as
-    tuples then flattened 1.7x (165 against 97 ns an event, timeit)."""
+    """The numbered events' rows, their values in one flat list (``EVENT_ROW``, as
+    the multi-row INSERT binds them), each with its draft's ``pos`` (an ``Event``
+    has none): numbering made one event per draft of each written group, in
+    order. Flat loops: one per group cost 12x as much (measured, 1,000 groups),
+    and rows as tuples then flattened 1.7x (165 against 97 ns an event, timeit)."""
     drafts = [
         draft
         for group, result in zip(groups, results, strict=True)
